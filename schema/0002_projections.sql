@@ -1,0 +1,26 @@
+-- Projections: disposable state derived from the ledger by a pure fold.
+-- `state` is the canonical JSON of one invitation's projection; the other
+-- columns are copies of it kept for lookups and filters.
+CREATE TABLE invitations (
+    invitation_id TEXT    PRIMARY KEY,
+    code          TEXT,
+    status        TEXT,
+    inviter_uma   TEXT,
+    invitee_uma   TEXT,
+    payout_state  TEXT    NOT NULL,
+    last_seq      INTEGER NOT NULL,
+    state         TEXT    NOT NULL
+);
+
+CREATE INDEX invitations_by_code ON invitations (code) WHERE code IS NOT NULL;
+CREATE INDEX invitations_by_inviter ON invitations (inviter_uma, invitation_id);
+CREATE INDEX invitations_by_status ON invitations (status, invitation_id);
+CREATE INDEX invitations_by_payout_state ON invitations (payout_state, invitation_id);
+
+-- The last ledger seq folded into the rows above, written in the same
+-- transaction as them.
+CREATE TABLE projection_checkpoint (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq INTEGER NOT NULL
+);
+INSERT INTO projection_checkpoint (id, last_seq) VALUES (1, 0);

@@ -1,0 +1,120 @@
+//! `POST /webhooks/lightspark` (alias `POST /webhook`): verify, append, answer.
+//!
+//! Nothing else happens on this path: no network, no projection work. The
+//! answer is sent only after the event's transaction has committed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Serialize;
+use warp::{Filter, Rejection, Reply};
+
+use super::error::{reject, ApiError};
+use super::AppState;
+use crate::ledger::{kinds, NewEvent};
+use crate::lightspark::signature::SIGNATURE_HEADER;
+use crate::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
+
+/// Webhook answers by outcome, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WebhookCounters {
+    pub accepted: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub bad_signature: AtomicU64,
+    pub malformed: AtomicU64,
+    pub too_large: AtomicU64,
+    pub unavailable: AtomicU64,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    status: &'static str,
+    seq: u64,
+}
+
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let path = warp::path!("webhooks" / "lightspark").or(warp::path!("webhook")).unify();
+    let limit = state.config.max_body_bytes;
+    warp::post()
+        .and(path)
+        .and(warp::header::optional::<String>(SIGNATURE_HEADER))
+        .and(limited_body(limit, state.clone()))
+        .and(with_state(state))
+        .and_then(receive)
+}
+
+fn with_state(state: Arc<AppState>) -> impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The body, refused with 413 as soon as it is known to exceed `limit`:
+/// from `Content-Length` before reading, or while reading a chunked body.
+fn limited_body(limit: usize, state: Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, stream| collect_body(declared, stream, limit, state.clone()))
+}
+
+async fn collect_body<S, B>(declared: Option<u64>, stream: S, limit: usize, state: Arc<AppState>) -> Result<Bytes, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let too_large = || {
+        state.webhooks.too_large.fetch_add(1, Ordering::Relaxed);
+        reject(ApiError::TooLarge { limit })
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.map_or(4096, |n| n as usize));
+    tokio::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| reject(ApiError::BadRequest(format!("could not read the body: {e}"))))?;
+        if buf.len() + chunk.remaining() > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            buf.put_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn receive(signature: Option<String>, body: Bytes, state: Arc<AppState>) -> Result<warp::reply::Response, Rejection> {
+    let counters = &state.webhooks;
+    if let Err(e) = state.config.signing_keys.verify(&body, signature.as_deref()) {
+        counters.bad_signature.fetch_add(1, Ordering::Relaxed);
+        return Err(reject(e));
+    }
+    let envelope = WebhookEnvelope::parse(&body).map_err(|e| {
+        counters.malformed.fetch_add(1, Ordering::Relaxed);
+        reject(ApiError::MalformedWebhook(e.to_string()))
+    })?;
+    let event = NewEvent {
+        event_key: event_key(&envelope.event_id, &body),
+        kind: kinds::WEBHOOK_RECEIVED.to_owned(),
+        stream: envelope.invitation_id(),
+        body: body.to_vec(),
+        signature,
+        sibling_prefix: Some(event_key_prefix(&envelope.event_id)),
+    };
+    let appended = state.writer.append(event).await.map_err(|e| {
+        counters.unavailable.fetch_add(1, Ordering::Relaxed);
+        reject(ApiError::LedgerUnavailable(e))
+    })?;
+    let status = if appended.duplicate {
+        counters.duplicate.fetch_add(1, Ordering::Relaxed);
+        "duplicate"
+    } else {
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        "accepted"
+    };
+    tracing::debug!(event_id = %envelope.event_id, event_type = %envelope.event_type, seq = appended.seq, status, "webhook");
+    Ok(warp::reply::json(&Accepted { status, seq: appended.seq }).into_response())
+}

@@ -1,0 +1,232 @@
+//! The append-only, hash-chained event ledger in SQLite.
+//!
+//! Appends go through one [`writer::LedgerWriter`] thread that commits every
+//! waiting append in one transaction (group commit). Reads use their own
+//! connections; WAL mode lets them run beside the writer.
+
+pub mod hash;
+pub mod lock;
+pub mod verify;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub use hash::Hash;
+pub use writer::{Appended, LedgerWriter};
+
+/// Numbered migrations, applied in order and recorded in `user_version`.
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../schema/0001_events.sql")),
+
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Event kinds (DESIGN.md, "The ledger").
+pub mod kinds {
+    pub const WEBHOOK_RECEIVED: &str = "webhook.received";
+    pub const INVITATION_FETCHED: &str = "invitation.fetched";
+    pub const INVITATION_FETCH_FAILED: &str = "invitation.fetch_failed";
+}
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum LedgerError {
+    #[error("ledger database error: {0}")]
+    Sqlite(#[from] Arc<rusqlite::Error>),
+    #[error("could not create the folder of the ledger database {path}: {source}")]
+    Folder { path: String, source: Arc<std::io::Error> },
+    #[error("the ledger database has schema version {found}, newer than the {supported} this binary knows: run a newer invitation-ledger")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("the ledger writer has stopped")]
+    WriterStopped,
+    #[error("another invitation-ledger process holds the database {0} (a running service?): stop it first")]
+    Busy(String),
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        LedgerError::Sqlite(Arc::new(e))
+    }
+}
+
+/// An event to append. The writer assigns `seq`, `recorded_at` and the hashes.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Idempotency key: appending a key that exists answers the existing `seq`.
+    pub event_key: String,
+    pub kind: String,
+    pub stream: Option<String>,
+    pub body: Vec<u8>,
+    pub signature: Option<String>,
+    /// When set, the writer notes whether another event's key starts with
+    /// this prefix (the same Lightspark event id with different bytes).
+    pub sibling_prefix: Option<String>,
+}
+
+/// One stored event, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEvent {
+    pub seq: u64,
+    pub event_key: String,
+    pub kind: String,
+    pub stream: Option<String>,
+    pub recorded_at: String,
+    pub body: Vec<u8>,
+    pub signature: Option<String>,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+}
+
+fn blob32(v: Vec<u8>) -> Hash {
+    let mut h = [0u8; 32];
+    if v.len() == 32 {
+        h.copy_from_slice(&v);
+    }
+    h
+}
+
+impl LedgerEvent {
+    const COLUMNS: &'static str = "seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash";
+
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: row.get::<_, i64>(0)? as u64,
+            event_key: row.get(1)?,
+            kind: row.get(2)?,
+            stream: row.get(3)?,
+            recorded_at: row.get(4)?,
+            body: row.get(5)?,
+            signature: row.get(6)?,
+            prev_hash: blob32(row.get(7)?),
+            hash: blob32(row.get(8)?),
+        })
+    }
+}
+
+/// Opens (creating when missing) the ledger database with the pragmas every
+/// connection needs, and brings its schema up to date.
+///
+/// # Errors
+/// When the folder or file cannot be created, the schema is newer than this
+/// binary, or SQLite fails.
+pub fn open(path: &Path) -> Result<Connection, LedgerError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| LedgerError::Folder {
+            path: parent.display().to_string(),
+            source: Arc::new(e),
+        })?;
+    }
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens an existing ledger for reading only; never creates or migrates.
+///
+/// # Errors
+/// When the file is missing, unreadable, or of a newer schema.
+pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), LedgerError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk before it returns, so a 200 survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if now >= *version {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "applied ledger schema migration");
+    }
+    Ok(())
+}
+
+/// The last event's `seq` and `hash`, or `(0, GENESIS)` for an empty ledger.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn head(conn: &Connection) -> Result<(u64, Hash), LedgerError> {
+    let row = conn
+        .prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, blob32(r.get(1)?))))
+        .optional()?;
+    Ok(row.unwrap_or((0, hash::GENESIS)))
+}
+
+/// Up to `limit` events with `seq > after`, in order.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn read_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
+    let sql = format!("SELECT {} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2", LedgerEvent::COLUMNS);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![after as i64, limit as i64], LedgerEvent::from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Calls `each` for every event with `seq > after`, in order, without holding
+/// them all in memory.
+///
+/// # Errors
+/// When SQLite fails or `each` does.
+pub fn for_each_after<E: From<LedgerError>>(
+    conn: &Connection,
+    after: u64,
+    mut each: impl FnMut(LedgerEvent) -> Result<(), E>,
+) -> Result<(), E> {
+    let sql = format!("SELECT {} FROM events WHERE seq > ?1 ORDER BY seq", LedgerEvent::COLUMNS);
+    let mut stmt = conn.prepare(&sql).map_err(LedgerError::from)?;
+    let mut rows = stmt.query(params![after as i64]).map_err(LedgerError::from)?;
+    while let Some(row) = rows.next().map_err(LedgerError::from)? {
+        each(LedgerEvent::from_row(row).map_err(LedgerError::from)?)?;
+    }
+    Ok(())
+}
+
+/// The event stored under `event_key`, if any.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn find_by_key(conn: &Connection, event_key: &str) -> Result<Option<LedgerEvent>, LedgerError> {
+    let sql = format!("SELECT {} FROM events WHERE event_key = ?1", LedgerEvent::COLUMNS);
+    Ok(conn.prepare_cached(&sql)?.query_row([event_key], LedgerEvent::from_row).optional()?)
+}
+
+/// How many events the ledger holds.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn count(conn: &Connection) -> Result<u64, LedgerError> {
+    Ok(head(conn)?.0)
+}

@@ -1,0 +1,33 @@
+//! invitation-ledger: the receiving side of Lightspark's signed
+//! `UMA_INVITATION_CLAIMED` webhooks for a VASP.
+//!
+//! Every verified webhook becomes an immutable, hash-chained event in a
+//! SQLite ledger; projections fold the ledger into each invitation's state; a
+//! reconciler makes the payments and incentive transfers that are owed,
+//! exactly once; a read API and CLI answer questions about all of it.
+//! `../shared/DESIGN.md` is the contract.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from flags and environment, validated once; secrets
+//!   that never print.
+//! - [`lightspark`]: what Lightspark sends — signature verification, the
+//!   webhook envelope.
+//! - [`ledger`]: the append-only SQLite ledger — schema migrations, the group
+//!   commit writer, the hash chain, `verify`, the one-writer-process lock.
+//! - [`api`]: warp filters — webhook ingest, health; errors mapped to HTTP in
+//!   one place.
+//! - [`service`]: wires the stages into the running service (`serve`).
+//! - [`cli`]: the one-shot commands (`verify`, …) that `main.rs` dispatches to.
+//!
+//! Data flows one way: `api` → `ledger` → `projection` → `reconcile` →
+//! `ledger`. Only [`service`] and [`cli`] know every stage.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod ledger;
+pub mod lightspark;
+pub mod service;
+
+pub use service::serve;

@@ -1,0 +1,5 @@
+//! What Lightspark sends and serves: the webhook signature, the webhook
+//! envelope.
+
+pub mod signature;
+pub mod webhook;

@@ -1,0 +1,61 @@
+//! The running service: HTTP listener, ledger writer and background workers,
+//! started together and stopped together.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::config::ServiceConfig;
+use crate::ledger::lock::InstanceLock;
+use crate::ledger::LedgerWriter;
+
+/// How long a client may take to send its request headers. Bounds slow
+/// clients that would otherwise hold a connection forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the service on an already-bound listener until `shutdown` resolves,
+/// then stops accepting, finishes in-flight requests (their appends are
+/// committed and answered) and returns.
+///
+/// The caller binds the socket, so tests can bind `127.0.0.1:0` and learn the
+/// port before the service starts.
+///
+/// # Errors
+/// When another process holds the database, the database cannot be opened,
+/// or the listener fails.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    config: ServiceConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let lock = InstanceLock::acquire(&config.db)?;
+    let (writer, writer_thread) = LedgerWriter::start(&config.db)
+        .with_context(|| format!("opening the ledger {}", config.db.display()))?;
+    let state = Arc::new(AppState { config, writer, webhooks: Default::default() });
+    let routes = api::routes(state.clone());
+    let service = warp::service(routes);
+    let make = hyper::service::make_service_fn(move |_| {
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service) }
+    });
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, db = %state.config.db.display(), "serving");
+    hyper::Server::from_tcp(listener)?
+        .http1_header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve(make)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+    drop(state);
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the ledger writer thread panicked"))?;
+    drop(lock);
+    tracing::info!("stopped");
+    Ok(())
+}
