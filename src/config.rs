@@ -84,6 +84,9 @@ pub struct ServeArgs {
     /// Largest webhook body accepted, in bytes.
     #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
+    /// Commit each append alone. Only for measuring what group commit buys.
+    #[arg(long = "unbatched-commits", hide = true)]
+    pub unbatched_commits: bool,
 }
 
 /// Validated settings of the HTTP service.
@@ -96,6 +99,8 @@ pub struct ServiceConfig {
     /// local callers, which is what a developer on a laptop expects.
     pub read_api_token: Option<Secret>,
     pub max_body_bytes: usize,
+    /// See [`ServeArgs::unbatched_commits`].
+    pub group_commit: bool,
 }
 
 impl ServeArgs {
@@ -132,6 +137,7 @@ impl ServeArgs {
             signing_keys: self.key.keys()?,
             read_api_token,
             max_body_bytes: self.max_body_bytes,
+            group_commit: !self.unbatched_commits,
         })
     }
 }

@@ -33,7 +33,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let lock = InstanceLock::acquire(&config.db)?;
-    let (writer, writer_thread) = LedgerWriter::start(&config.db)
+    let (writer, writer_thread) = LedgerWriter::start_with(&config.db, config.group_commit)
         .with_context(|| format!("opening the ledger {}", config.db.display()))?;
     let state = Arc::new(AppState { config, writer, webhooks: Default::default() });
     let routes = api::routes(state.clone());

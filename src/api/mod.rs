@@ -20,11 +20,11 @@ pub struct AppState {
 
 /// All routes, with errors mapped by [`error::recover`].
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
-    let healthz = warp::get()
-        .and(warp::path!("healthz"))
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
     let ready_state = state.clone();
-    let readyz = warp::get().and(warp::path!("readyz")).then(move || {
+    let readyz = warp::path!("readyz").and(warp::get()).then(move || {
         let state = ready_state.clone();
         async move {
             match state.writer.probe().await {

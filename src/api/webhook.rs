@@ -37,8 +37,7 @@ struct Accepted {
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let path = warp::path!("webhooks" / "lightspark").or(warp::path!("webhook")).unify();
     let limit = state.config.max_body_bytes;
-    warp::post()
-        .and(path)
+    path.and(warp::post())
         .and(warp::header::optional::<String>(SIGNATURE_HEADER))
         .and(limited_body(limit, state.clone()))
         .and(with_state(state))

@@ -1,1 +1,203 @@
-fn main(){}
+//! Benchmarks of the real service over real HTTP on loopback.
+//!
+//! `cargo run --release --bin bench -- ingest [--connections 64] [--requests 40000]`
+//! starts `invitation-ledger serve` (the release binary beside this one) on a
+//! fresh database, drives it with signed webhooks, and prints one line per
+//! figure. No figure here is asserted anywhere: this is measurement only.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use invitation_ledger::lightspark::signature::sign;
+
+const SECRET: &str = "bench-signing-secret";
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of invitation-ledger on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Unique claimed webhooks (with a share of duplicates) over many connections.
+    Ingest {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 40_000)]
+        requests: usize,
+        /// Share of requests that repeat an earlier webhook.
+        #[arg(long, default_value_t = 0.1)]
+        duplicates: f64,
+        /// Commit each webhook in its own transaction (to compare with group commit).
+        #[arg(long)]
+        unbatched: bool,
+        /// Cap the offered rate (requests per second); 0 means as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.scenario {
+        Scenario::Ingest { connections, requests, duplicates, unbatched, rate } => {
+            rt.block_on(ingest(connections, requests, duplicates, unbatched, rate))
+        }
+    }
+}
+
+/// The service under test, in its own process so its memory is its own.
+struct Service {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+    peak_rss_kib: Arc<AtomicUsize>,
+    stop_sampling: Arc<AtomicBool>,
+}
+
+fn service_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    me.with_file_name("invitation-ledger")
+}
+
+impl Service {
+    fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(service_binary())
+            .arg("serve")
+            .args(extra)
+            .env("LEDGER_DB", dir.path().join("ledger.db"))
+            .env("LISTEN_ADDR", &addr)
+            .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)
+            .env("LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()?;
+        let peak = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        sample_rss(child.id(), peak.clone(), stop.clone());
+        let svc = Service { child, addr, _dir: dir, peak_rss_kib: peak, stop_sampling: stop };
+        svc.wait_healthy()?;
+        Ok(svc)
+    }
+
+    fn wait_healthy(&self) -> anyhow::Result<()> {
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        anyhow::bail!("service did not start")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop_sampling.store(true, Ordering::Relaxed);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn sample_rss(pid: u32, peak: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(kib) = rss_kib(pid) {
+                peak.fetch_max(kib, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
+
+fn signed_bodies(n: usize, duplicates: f64) -> Vec<(bytes::Bytes, String)> {
+    let unique = ((n as f64) * (1.0 - duplicates)).ceil().max(1.0) as usize;
+    (0..n)
+        .map(|i| {
+            // Every k-th request repeats an earlier webhook: a cheap, even spread.
+            let id = if i >= unique { (i * 7919) % unique } else { i };
+            let body = format!(
+                r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"bench-{id:08}","timestamp":"2026-11-01T12:00:00.000000+00:00","entity_id":"UmaInvitation:bench-{id:08}","data":{{"id":"UmaInvitation:bench-{id:08}","code":"B{id:08}","inviter_uma":"$inviter{}@a.example","invitee_uma":"$invitee{id}@b.example","status":"CLAIMED","incentives_status":"VALIDATED","payment_amount":{{"value":500,"currency":{{"code":"USD","decimals":2}}}},"updated_at":"2026-11-01T12:00:00+00:00"}}}}"#,
+                id % 97
+            );
+            let sig = sign(SECRET.as_bytes(), body.as_bytes());
+            (bytes::Bytes::from(body), sig)
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched: bool, rate: u64) -> anyhow::Result<()> {
+    let svc = Service::start(if unbatched { &["--unbatched-commits"] } else { &[] })?;
+    let bodies = Arc::new(signed_bodies(requests, duplicates));
+    let url: Arc<str> = format!("http://{}/webhooks/lightspark", svc.addr).into();
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let (bodies, url, next, errors) = (bodies.clone(), url.clone(), next.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= bodies.len() {
+                    return lat;
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let (body, sig) = &bodies[i];
+                let t = Instant::now();
+                let ok = match client.post(&*url).header("lightspark-signature", sig).body(body.clone()).send().await {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let mut lat = Vec::with_capacity(requests);
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let elapsed = started.elapsed();
+    lat.sort_unstable();
+    let mode = if unbatched { "one transaction per event" } else { "group commit" };
+    println!("scenario: ingest ({mode}), {requests} requests, {connections} connections, {:.0}% duplicates{}", duplicates * 100.0,
+        if rate > 0 { format!(", offered {rate}/s") } else { String::new() });
+    println!("throughput: {:.0} webhooks/s", requests as f64 / elapsed.as_secs_f64());
+    println!("latency p50: {:.2} ms", percentile(&lat, 0.50));
+    println!("latency p99: {:.2} ms", percentile(&lat, 0.99));
+    println!("latency max: {:.2} ms", percentile(&lat, 1.0));
+    println!("errors: {}", errors.load(Ordering::Relaxed));
+    println!("service peak RSS: {:.1} MiB", svc.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
+    Ok(())
+}

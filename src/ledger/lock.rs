@@ -37,11 +37,14 @@ impl InstanceLock {
     /// [`LedgerError::Busy`] when another process (or connection) holds it.
     pub fn acquire(ledger: &Path) -> Result<Self, LedgerError> {
         let path = lock_path(ledger);
-        let conn = Connection::open(&path)?;
-        conn.busy_timeout(std::time::Duration::ZERO)?;
-        conn.pragma_update(None, "journal_mode", "DELETE")?;
-        match conn.execute_batch("BEGIN EXCLUSIVE") {
-            Ok(()) => Ok(Self { _conn: conn, path }),
+        let take = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(std::time::Duration::ZERO)?;
+            conn.execute_batch("BEGIN EXCLUSIVE")?;
+            Ok(conn)
+        };
+        match take() {
+            Ok(conn) => Ok(Self { _conn: conn, path }),
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
             {
@@ -66,7 +69,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.db");
         let first = InstanceLock::acquire(&db).unwrap();
-        assert!(matches!(InstanceLock::acquire(&db), Err(LedgerError::Busy(_))));
+        let second = InstanceLock::acquire(&db);
+        assert!(matches!(second, Err(LedgerError::Busy(_))), "{second:?}");
         drop(first);
         assert!(InstanceLock::acquire(&db).is_ok());
     }

@@ -1,0 +1,195 @@
+//! Webhook ingest through the real HTTP listener and a temp-file ledger.
+
+mod support;
+
+use support::{claimed_body, json, ledger_len, ledger_rows, signature_of, TestApp};
+
+const VECTOR_SECRET: &str = "3gZ5oQQUASYmqQNuEk0KambNMVkOADDItIJjzUlAWjX";
+const VECTOR_BODY: &str = r#"{"event_type": "NODE_STATUS", "event_id": "1615c8be5aa44e429eba700db2ed8ca5", "timestamp": "2023-05-17T23:56:47.874449+00:00", "entity_id": "lightning_node:01882c25-157a-f96b-0000-362d42b64397"}"#;
+const VECTOR_SIGNATURE: &str = "62a8829aeb48b4142533520b1f7f86cdb1ee7d718bf3ea15bc1c662d4c453b74";
+
+async fn app_with_vector_key() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = support::serve_args(&dir.path().join("ledger.db"));
+    args.key.signing_key = Some(format!("{},{}", support::SECRET, VECTOR_SECRET));
+    TestApp::spawn_with(dir, args).await
+}
+
+#[tokio::test]
+async fn official_test_vector_is_accepted_and_stored_byte_for_byte() {
+    let app = app_with_vector_key().await;
+    let resp = app.post_raw("/webhooks/lightspark", VECTOR_BODY.as_bytes().to_vec(), Some(VECTOR_SIGNATURE)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await, serde_json::json!({"status": "accepted", "seq": 1}));
+    let conn = rusqlite::Connection::open(&app.db).unwrap();
+    let (body, sig, kind): (Vec<u8>, String, String) = conn
+        .query_row("SELECT body, signature, kind FROM events WHERE seq = 1", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(body, VECTOR_BODY.as_bytes());
+    assert_eq!(sig, VECTOR_SIGNATURE);
+    assert_eq!(kind, "webhook.received");
+}
+
+#[tokio::test]
+async fn the_alias_route_and_upper_case_signature_are_accepted() {
+    let app = app_with_vector_key().await;
+    let resp = app.post_raw("/webhook", VECTOR_BODY.as_bytes().to_vec(), Some(&VECTOR_SIGNATURE.to_uppercase())).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["status"], "accepted");
+}
+
+#[tokio::test]
+async fn bad_missing_and_non_hex_signatures_are_401_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let body = claimed_body("e1", "Inv:1");
+    let wrong = invitation_ledger::lightspark::signature::sign(b"another-secret", body.as_bytes());
+    for (sig, code) in [
+        (Some(wrong.as_str()), "bad_signature"),
+        (None, "missing_signature"),
+        (Some("not-hex-at-all"), "bad_signature"),
+        (Some(""), "missing_signature"),
+    ] {
+        let resp = app.post_raw("/webhooks/lightspark", body.clone().into_bytes(), sig).await;
+        assert_eq!(resp.status(), 401, "{sig:?}");
+        let err = json(resp).await;
+        assert_eq!(err["error"], code);
+        assert!(err["message"].as_str().unwrap().len() > 10);
+    }
+    assert_eq!(ledger_len(&app.db), 0);
+}
+
+#[tokio::test]
+async fn malformed_json_with_a_valid_signature_is_400_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    for body in ["{not json", "[1,2,3]", "42", r#"{"event_type":"X"}"#, r#"{"event_type":"X","event_id":"e","timestamp":"t","entity_id":"n","data":7}"#] {
+        let resp = app.post_signed(body).await;
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(json(resp).await["error"], "malformed_webhook");
+    }
+    assert_eq!(ledger_len(&app.db), 0);
+}
+
+#[tokio::test]
+async fn a_body_over_256_kib_is_413_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let padding = "x".repeat(256 * 1024);
+    let body = format!(
+        r#"{{"event_type":"NODE_STATUS","event_id":"big","timestamp":"t","entity_id":"n","pad":"{padding}"}}"#
+    );
+    let resp = app.post_signed(&body).await;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(json(resp).await["error"], "body_too_large");
+
+    // Without Content-Length (chunked), the limit holds too.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.as_bytes().chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let stream = futures_util::stream::iter(chunks);
+    let resp = app
+        .client
+        .post(app.url("/webhooks/lightspark"))
+        .header("lightspark-signature", signature_of(body.as_bytes()))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(ledger_len(&app.db), 0);
+}
+
+#[tokio::test]
+async fn a_body_just_under_the_limit_is_accepted() {
+    let app = TestApp::spawn().await;
+    let head = r#"{"event_type":"NODE_STATUS","event_id":"edge","timestamp":"t","entity_id":"n","pad":""#;
+    let pad = "y".repeat(256 * 1024 - head.len() - 2);
+    let body = format!("{head}{pad}\"}}");
+    assert_eq!(body.len(), 256 * 1024);
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_event_types_are_stored_and_acknowledged() {
+    let app = TestApp::spawn().await;
+    let body = r#"{"event_type":"SOMETHING_NEW_2027","event_id":"u1","timestamp":"2026-11-01T00:00:00+00:00","entity_id":"x:1","data":{"whatever":[1,2]}}"#;
+    let resp = app.post_signed(body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["status"], "accepted");
+    assert_eq!(ledger_rows(&app.db)[0].2, "webhook.received");
+}
+
+#[tokio::test]
+async fn duplicate_webhook_is_acknowledged_once_with_the_original_seq() {
+    let app = TestApp::spawn().await;
+    let first = claimed_body("dup-1", "Inv:1");
+    let other = claimed_body("other", "Inv:2");
+    assert_eq!(json(app.post_signed(&first).await).await["seq"], 1);
+    assert_eq!(json(app.post_signed(&other).await).await["seq"], 2);
+    let again = json(app.post_signed(&first).await).await;
+    assert_eq!(again, serde_json::json!({"status": "duplicate", "seq": 1}));
+    assert_eq!(ledger_len(&app.db), 2);
+}
+
+#[tokio::test]
+async fn same_event_id_with_a_different_body_is_kept_as_its_own_event() {
+    let app = TestApp::spawn().await;
+    let a = claimed_body("same-id", "Inv:1");
+    let b = a.replace("Inv:1", "Inv:9");
+    assert_eq!(json(app.post_signed(&a).await).await["status"], "accepted");
+    let second = json(app.post_signed(&b).await).await;
+    assert_eq!(second, serde_json::json!({"status": "accepted", "seq": 2}));
+    let rows = ledger_rows(&app.db);
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].1.starts_with("lightspark:same-id:") && rows[1].1.starts_with("lightspark:same-id:"));
+    assert_ne!(rows[0].1, rows[1].1);
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_webhooks_get_gapless_seqs_each_stored_once() {
+    let app = TestApp::spawn().await;
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let client = app.client.clone();
+        let url = app.url("/webhooks/lightspark");
+        tasks.push(tokio::spawn(async move {
+            let body = claimed_body(&format!("conc-{i}"), &format!("Inv:{i}"));
+            let resp = client
+                .post(url)
+                .header("lightspark-signature", signature_of(body.as_bytes()))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let v: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(v["status"], "accepted");
+            (i, v["seq"].as_u64().unwrap())
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().1);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=500).collect::<Vec<u64>>());
+    let rows = ledger_rows(&app.db);
+    assert_eq!(rows.len(), 500);
+    let keys: std::collections::HashSet<_> = rows.iter().map(|r| r.1.clone()).collect();
+    assert_eq!(keys.len(), 500);
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=500).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = TestApp::spawn().await;
+    let h = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["status"], "ready");
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_json_404() {
+    let app = TestApp::spawn().await;
+    let r = app.client.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(json(r).await["error"], "not_found");
+}

@@ -1,0 +1,162 @@
+//! The ledger survives restarts, refuses changes, and `verify` catches
+//! tampering — checked with the real binary where the command matters.
+
+mod support;
+
+use support::binary::run;
+use support::{claimed_body, ledger_len, TestApp, SECRET};
+
+async fn ledger_with_events(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let app = TestApp::spawn().await;
+    for i in 0..n {
+        let resp = app.post_signed(&claimed_body(&format!("e{i}"), &format!("Inv:{i}"))).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let db = app.db.clone();
+    (app.stop().await, db)
+}
+
+fn verify(db: &std::path::Path) -> std::process::Output {
+    run(&["verify"], &[("LEDGER_DB", db.to_str().unwrap()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)])
+}
+
+#[tokio::test]
+async fn restarting_on_the_same_file_keeps_every_event_and_verify_passes() {
+    let (dir, db) = ledger_with_events(20).await;
+    let mut args = support::serve_args(&db);
+    args.listen_addr = "127.0.0.1:0".into();
+    let app = TestApp::spawn_with(dir, args).await;
+    assert_eq!(ledger_len(&app.db), 20);
+    let resp = app.post_signed(&claimed_body("after-restart", "Inv:x")).await;
+    assert_eq!(support::json(resp).await["seq"], 21);
+    let dir = app.stop().await;
+    let out = verify(&db);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("ledger intact: events=21 webhooks=21"), "{stdout}");
+    drop(dir);
+}
+
+#[tokio::test]
+async fn update_and_delete_through_sql_fail() {
+    let (_dir, db) = ledger_with_events(2).await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let upd = conn.execute("UPDATE events SET kind = 'x' WHERE seq = 1", []);
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = conn.execute("DELETE FROM events WHERE seq = 2", []);
+    assert!(del.unwrap_err().to_string().contains("append-only"));
+    assert_eq!(ledger_len(&db), 2);
+}
+
+#[tokio::test]
+async fn an_altered_byte_makes_verify_fail_naming_its_seq() {
+    let (_dir, db) = ledger_with_events(5).await;
+    assert!(verify(&db).status.success());
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("DROP TRIGGER events_no_update").unwrap();
+        let body: Vec<u8> = conn.query_row("SELECT body FROM events WHERE seq = 3", [], |r| r.get(0)).unwrap();
+        let mut altered = body.clone();
+        let at = altered.iter().position(|b| *b == b'I').unwrap();
+        altered[at] = b'J';
+        conn.execute("UPDATE events SET body = ?1 WHERE seq = 3", [altered]).unwrap();
+    }
+    let out = verify(&db);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seq 3"), "{err}");
+}
+
+#[tokio::test]
+async fn a_rewritten_chain_still_fails_on_the_webhook_signature() {
+    let (_dir, db) = ledger_with_events(3).await;
+    // Forge event 2's body *and* recompute every hash after it: only the
+    // stored signature can tell.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TRIGGER events_no_update").unwrap();
+    let forged = claimed_body("e1", "Inv:attacker");
+    conn.execute("UPDATE events SET body = ?1 WHERE seq = 2", [forged.as_bytes()]).unwrap();
+    let mut prev = [0u8; 32];
+    let events = invitation_ledger::ledger::read_after(&conn, 0, 100).unwrap();
+    for e in events {
+        let h = invitation_ledger::ledger::hash::chain(
+            &prev,
+            &invitation_ledger::ledger::hash::Chained {
+                seq: e.seq,
+                event_key: &e.event_key,
+                kind: &e.kind,
+                stream: e.stream.as_deref(),
+                recorded_at: &e.recorded_at,
+                body: &e.body,
+                signature: e.signature.as_deref(),
+            },
+        );
+        conn.execute("UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3", rusqlite::params![&prev[..], &h[..], e.seq as i64])
+            .unwrap();
+        prev = h;
+    }
+    let out = verify(&db);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seq 2") && err.contains("signature"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_service_on_the_same_database_is_refused() {
+    let app = TestApp::spawn().await;
+    let config = support::serve_args(&app.db).validate().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = invitation_ledger::serve(listener, config, async {}).await.unwrap_err();
+    assert!(format!("{err:#}").contains("holds the database"), "{err:#}");
+}
+
+#[test]
+fn verify_on_a_missing_ledger_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = verify(&dir.path().join("absent.db"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no ledger"));
+}
+
+#[test]
+fn serve_without_a_signing_key_stops_with_a_sentence_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let out = run(&["serve"], &[("LEDGER_DB", db.to_str().unwrap()), ("LISTEN_ADDR", "127.0.0.1:0")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LIGHTSPARK_WEBHOOK_SIGNING_KEY"), "{err}");
+}
+
+#[test]
+fn serve_beyond_loopback_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let out = run(
+        &["serve"],
+        &[("LEDGER_DB", db.to_str().unwrap()), ("LISTEN_ADDR", "0.0.0.0:0"), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("READ_API_TOKEN"));
+}
+
+#[test]
+fn a_database_from_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 999).unwrap();
+    let err = invitation_ledger::ledger::open(&db).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn migrations_run_once_and_re_running_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    drop(invitation_ledger::ledger::open(&db).unwrap());
+    let conn = invitation_ledger::ledger::open(&db).unwrap();
+    let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(v, invitation_ledger::ledger::SCHEMA_VERSION);
+}

@@ -1,0 +1,92 @@
+//! The real `invitation-ledger` binary as a child process, for crash tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_invitation-ledger");
+
+/// A spawned `serve`, killed on drop.
+pub struct ServeProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `serve` on a free loopback port and waits until `/healthz` answers.
+    pub fn start(db: &Path, extra_env: &[(&str, &str)]) -> Self {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut cmd = Command::new(BIN);
+            cmd.arg("serve")
+                .env("LEDGER_DB", db)
+                .env("LISTEN_ADDR", addr.to_string())
+                .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", super::SECRET)
+                .env("LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            for (k, v) in extra_env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("spawn invitation-ledger");
+            let mut p = ServeProcess { child, addr };
+            if p.wait_healthy(Duration::from_secs(20)) {
+                return p;
+            }
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        panic!("invitation-ledger serve did not start");
+    }
+
+    fn wait_healthy(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `args` and the given environment.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("LOG", "warn").stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run invitation-ledger")
+}
