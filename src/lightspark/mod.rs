@@ -1,5 +1,6 @@
 //! What Lightspark sends and serves: the webhook signature, the webhook
 //! envelope.
 
+pub mod invitation;
 pub mod signature;
 pub mod webhook;

@@ -1,0 +1,987 @@
+//! The UMA invitation as Lightspark describes it, read from whatever spelling
+//! arrived: a webhook's `data`, or the `entity` of a GraphQL answer.
+//!
+//! The parser never fails. The raw bytes are already safe in the ledger, so
+//! a field we cannot read becomes `None` here rather than an error that would
+//! stop the fold: a later snapshot, or an operator, can still fill it in.
+//! Amounts are the one exception to "quietly `None`": an amount that is present
+//! but unusable becomes [`PaymentAmount::Invalid`] with a reason, because
+//! silently dropping it would turn "pay the wrong thing" into "pay nothing and
+//! say nothing".
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Where an invitation is in its life. Lightspark adds enum values without
+/// notice, so an unknown one is kept verbatim instead of failing the event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum InvitationStatus {
+    Pending,
+    Claimed,
+    Cancelled,
+    Expired,
+    /// A value this build does not know, exactly as received.
+    Other(String),
+}
+
+impl InvitationStatus {
+    /// The wire spelling, so that what we store and print matches what
+    /// Lightspark sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            InvitationStatus::Pending => "PENDING",
+            InvitationStatus::Claimed => "CLAIMED",
+            InvitationStatus::Cancelled => "CANCELLED",
+            InvitationStatus::Expired => "EXPIRED",
+            InvitationStatus::Other(s) => s,
+        }
+    }
+
+    /// Case-sensitive: Lightspark's enums are upper case, and a near miss is
+    /// kept as `Other` rather than guessed into a state that triggers a payment.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "PENDING" => InvitationStatus::Pending,
+            "CLAIMED" => InvitationStatus::Claimed,
+            "CANCELLED" => InvitationStatus::Cancelled,
+            "EXPIRED" => InvitationStatus::Expired,
+            other => InvitationStatus::Other(other.to_owned()),
+        }
+    }
+
+    /// Terminal states never move again, which is what lets the projection
+    /// ignore a stale `PENDING` snapshot arriving after a `CLAIMED` one. An
+    /// unknown value is not terminal: we cannot know that it is final.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            InvitationStatus::Claimed | InvitationStatus::Cancelled | InvitationStatus::Expired
+        )
+    }
+}
+
+impl From<InvitationStatus> for String {
+    fn from(s: InvitationStatus) -> String {
+        match s {
+            InvitationStatus::Other(s) => s,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<String> for InvitationStatus {
+    fn from(s: String) -> Self {
+        InvitationStatus::parse(&s)
+    }
+}
+
+/// Whether the inviter earns Lightspark's incentive for this invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum IncentivesStatus {
+    Pending,
+    Validated,
+    /// Also what `INVALID` becomes: Lightspark's docs name both and say to
+    /// treat `INVALID` as ineligible, so the projection sees one state.
+    Ineligible,
+    /// A value this build does not know, exactly as received.
+    Other(String),
+}
+
+impl IncentivesStatus {
+    /// The wire spelling (`INVALID` comes back as `INELIGIBLE`, see
+    /// [`IncentivesStatus::Ineligible`]).
+    pub fn as_str(&self) -> &str {
+        match self {
+            IncentivesStatus::Pending => "PENDING",
+            IncentivesStatus::Validated => "VALIDATED",
+            IncentivesStatus::Ineligible => "INELIGIBLE",
+            IncentivesStatus::Other(s) => s,
+        }
+    }
+
+    /// Case-sensitive for the same reason as [`InvitationStatus::parse`]:
+    /// `VALIDATED` releases money, so it is never guessed.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "PENDING" => IncentivesStatus::Pending,
+            "VALIDATED" => IncentivesStatus::Validated,
+            "INELIGIBLE" | "INVALID" => IncentivesStatus::Ineligible,
+            other => IncentivesStatus::Other(other.to_owned()),
+        }
+    }
+
+    /// Once decided, an incentive decision is not revisited by an older
+    /// snapshot.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            IncentivesStatus::Validated | IncentivesStatus::Ineligible
+        )
+    }
+}
+
+impl From<IncentivesStatus> for String {
+    fn from(s: IncentivesStatus) -> String {
+        match s {
+            IncentivesStatus::Other(s) => s,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<String> for IncentivesStatus {
+    fn from(s: String) -> Self {
+        IncentivesStatus::parse(&s)
+    }
+}
+
+/// Money in the currency's smallest unit (cents for USD), as Lightspark
+/// counts it, so no float ever touches an amount.
+///
+/// The fields are private so that every `Money` in the program went through
+/// [`Money::new`]: a negative amount or a malformed currency can then never
+/// reach the payment endpoint, however it was built (including by
+/// deserialising a stored event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "MoneyRepr")]
+pub struct Money {
+    value: i64,
+    currency: String,
+}
+
+/// The unchecked wire form of [`Money`], only used to re-check the invariant
+/// on deserialisation.
+#[derive(Deserialize)]
+struct MoneyRepr {
+    value: i64,
+    currency: String,
+}
+
+impl TryFrom<MoneyRepr> for Money {
+    type Error = String;
+    fn try_from(r: MoneyRepr) -> Result<Self, String> {
+        Money::new(r.value, r.currency)
+    }
+}
+
+impl Money {
+    /// # Errors
+    /// A sentence saying why, when `value` is negative or `currency` is not a
+    /// code of 1–16 ASCII letters or digits (kept verbatim, not upper-cased:
+    /// the platform is the judge of which codes exist).
+    pub fn new(value: i64, currency: impl Into<String>) -> Result<Money, String> {
+        let currency = currency.into();
+        if value < 0 {
+            return Err(REASON_NEGATIVE.to_owned());
+        }
+        if !is_currency_code(&currency) {
+            return Err(format!(
+                "currency code {currency:?} is not 1 to 16 ASCII letters or digits"
+            ));
+        }
+        Ok(Money { value, currency })
+    }
+
+    pub fn value(&self) -> i64 {
+        self.value
+    }
+
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+}
+
+fn is_currency_code(s: &str) -> bool {
+    (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// An amount as found on the invitation. An unusable amount is kept with its
+/// reason, not dropped, so that the obligation shows `invalid` and an
+/// operator sees why nothing was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentAmount {
+    Valid(Money),
+    Invalid { reason: String },
+}
+
+const REASON_NEGATIVE: &str = "amount is negative";
+const REASON_FRACTIONAL: &str = "amount is fractional";
+const REASON_TOO_BIG: &str = "amount does not fit in 64 bits";
+const REASON_NOT_A_NUMBER: &str = "amount is not a number";
+const REASON_NOT_INTEGER_FORM: &str = "amount is written as a decimal number, not an integer";
+const REASON_NO_VALUE: &str = "amount has no value";
+const REASON_CURRENCY: &str = "unknown currency shape";
+const REASON_SHAPE: &str = "unknown amount shape";
+
+/// Everything one event says about an invitation. Every field is optional
+/// because snapshots are partial: the projection merges them, and a field an
+/// event does not carry must not erase what an earlier one said.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationSnapshot {
+    pub id: Option<String>,
+    pub code: Option<String>,
+    pub url: Option<String>,
+    pub inviter_uma: Option<String>,
+    pub inviter_first_name: Option<String>,
+    pub invitee_uma: Option<String>,
+    pub status: Option<InvitationStatus>,
+    pub incentives_status: Option<IncentivesStatus>,
+    pub incentives_ineligibility_reason: Option<String>,
+    pub payment_amount: Option<PaymentAmount>,
+    /// Timestamps are kept as sent: ordering snapshots is the projection's
+    /// job, and an odd format is still worth showing to an operator.
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub cancelled_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+// Each field's spellings, in the order they are tried: plain snake_case,
+// GraphQL-aliased, camelCase. The order only matters when one object carries
+// several spellings of a field with different values, which no producer is
+// known to do; it is fixed so that the result is still deterministic.
+const ID: &[&str] = &["id", "uma_invitation_id"];
+const CODE: &[&str] = &["code", "uma_invitation_code"];
+const URL: &[&str] = &["url", "uma_invitation_url"];
+const INVITER_UMA: &[&str] = &["inviter_uma", "uma_invitation_inviter_uma", "inviterUma"];
+const INVITER_FIRST_NAME: &[&str] = &[
+    "inviter_first_name",
+    "uma_invitation_inviter_first_name",
+    "inviterFirstName",
+];
+const INVITEE_UMA: &[&str] = &["invitee_uma", "uma_invitation_invitee_uma", "inviteeUma"];
+const STATUS: &[&str] = &["status", "uma_invitation_status"];
+const INCENTIVES_STATUS: &[&str] = &[
+    "incentives_status",
+    "uma_invitation_incentives_status",
+    "incentivesStatus",
+];
+const INCENTIVES_INELIGIBILITY_REASON: &[&str] = &[
+    "incentives_ineligibility_reason",
+    "uma_invitation_incentives_ineligibility_reason",
+    "incentivesIneligibilityReason",
+];
+const CREATED_AT: &[&str] = &["created_at", "uma_invitation_created_at", "createdAt"];
+const UPDATED_AT: &[&str] = &["updated_at", "uma_invitation_updated_at", "updatedAt"];
+const CANCELLED_AT: &[&str] = &["cancelled_at", "uma_invitation_cancelled_at", "cancelledAt"];
+const EXPIRES_AT: &[&str] = &["expires_at", "uma_invitation_expires_at", "expiresAt"];
+const AMOUNT: &[&str] = &[
+    "payment_amount",
+    "uma_invitation_payment_amount",
+    "paymentAmount",
+    "amount_to_send",
+    "amountToSend",
+];
+const AMOUNT_VALUE: &[&str] = &["value", "uma_currency_amount_value", "amount"];
+const AMOUNT_CURRENCY: &[&str] = &["currency", "uma_currency_amount_currency"];
+const CURRENCY_CODE: &[&str] = &["code", "uma_currency_code"];
+
+impl InvitationSnapshot {
+    /// Reads whatever spelling arrived. Never fails and never panics: a
+    /// webhook is already stored when this runs, and one malformed field must
+    /// not make the rest of the event unreadable.
+    pub fn from_json(v: &Value) -> Self {
+        let Some(o) = v.as_object() else {
+            return InvitationSnapshot::default();
+        };
+        InvitationSnapshot {
+            id: text(o, ID),
+            code: text(o, CODE),
+            url: text(o, URL),
+            inviter_uma: text(o, INVITER_UMA),
+            inviter_first_name: text(o, INVITER_FIRST_NAME),
+            invitee_uma: text(o, INVITEE_UMA),
+            status: text(o, STATUS).map(|s| InvitationStatus::parse(&s)),
+            incentives_status: text(o, INCENTIVES_STATUS).map(|s| IncentivesStatus::parse(&s)),
+            incentives_ineligibility_reason: text(o, INCENTIVES_INELIGIBILITY_REASON),
+            payment_amount: payment_amount(o),
+            created_at: text(o, CREATED_AT),
+            updated_at: text(o, UPDATED_AT),
+            cancelled_at: text(o, CANCELLED_AT),
+            expires_at: text(o, EXPIRES_AT),
+        }
+    }
+}
+
+/// The first spelling holding a non-empty string. A spelling that is present
+/// but null, empty or of another type is skipped, so that a useless value
+/// under one name never hides a good one under another.
+fn text(o: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| match o.get(*k) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    })
+}
+
+/// The first spelling present with a non-null value, whatever its type: for
+/// amounts a wrongly typed value is a finding (`Invalid`), not an absence.
+fn first_non_null<'a>(o: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().find_map(|k| o.get(*k).filter(|v| !v.is_null()))
+}
+
+fn invalid(reason: &str) -> PaymentAmount {
+    PaymentAmount::Invalid {
+        reason: reason.to_owned(),
+    }
+}
+
+fn payment_amount(o: &Map<String, Value>) -> Option<PaymentAmount> {
+    let raw = first_non_null(o, AMOUNT)?;
+    let Some(amount) = raw.as_object() else {
+        return Some(invalid(REASON_SHAPE));
+    };
+    let value = match amount_value(first_non_null(amount, AMOUNT_VALUE)) {
+        Ok(v) => v,
+        Err(reason) => return Some(invalid(reason)),
+    };
+    let Some(currency) = currency_code(first_non_null(amount, AMOUNT_CURRENCY)) else {
+        return Some(invalid(REASON_CURRENCY));
+    };
+    Some(match Money::new(value, currency) {
+        Ok(m) => PaymentAmount::Valid(m),
+        Err(reason) => PaymentAmount::Invalid { reason },
+    })
+}
+
+/// Only an exact integer is accepted. Anything that went through a float
+/// (`1.5`, `1e30`, even `500.0`) is refused: the float may already have
+/// rounded away digits, and a payment must be exactly what was meant.
+fn amount_value(v: Option<&Value>) -> Result<i64, &'static str> {
+    match v {
+        None => Err(REASON_NO_VALUE),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                if i < 0 {
+                    Err(REASON_NEGATIVE)
+                } else {
+                    Ok(i)
+                }
+            } else if n.is_u64() {
+                // Positive, but beyond i64::MAX.
+                Err(REASON_TOO_BIG)
+            } else {
+                // Without serde_json's arbitrary_precision, a literal with a
+                // fraction or exponent, or an integer beyond u64, lands here.
+                match n.as_f64() {
+                    Some(f) if f < 0.0 => Err(REASON_NEGATIVE),
+                    Some(f) if !f.is_finite() => Err(REASON_TOO_BIG),
+                    Some(f) if f.fract() != 0.0 => Err(REASON_FRACTIONAL),
+                    // 2^63: the first integral f64 beyond i64::MAX.
+                    Some(f) if f >= 9_223_372_036_854_775_808.0 => Err(REASON_TOO_BIG),
+                    Some(_) => Err(REASON_NOT_INTEGER_FORM),
+                    None => Err(REASON_NOT_A_NUMBER),
+                }
+            }
+        }
+        Some(Value::String(s)) => digits_value(s),
+        Some(_) => Err(REASON_NOT_A_NUMBER),
+    }
+}
+
+/// Some SDKs send 64-bit amounts as strings so that JavaScript does not round
+/// them. Only ASCII digits with an optional leading '-' are accepted: no
+/// '+', spaces, separators or exponents, which would each be a guess.
+fn digits_value(s: &str) -> Result<i64, &'static str> {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(REASON_NOT_A_NUMBER);
+    }
+    if negative && digits.bytes().any(|b| b != b'0') {
+        return Err(REASON_NEGATIVE);
+    }
+    digits.parse::<i64>().map_err(|_| REASON_TOO_BIG)
+}
+
+/// The currency is either its code or a currency object carrying one; the
+/// other currency fields (`decimals`, `symbol`, `name`) are display data that
+/// does not change what is owed.
+fn currency_code(v: Option<&Value>) -> Option<String> {
+    let code = match v? {
+        Value::String(s) => s.as_str(),
+        Value::Object(c) => first_non_null(c, CURRENCY_CODE)?.as_str()?,
+        _ => return None,
+    };
+    is_currency_code(code).then(|| code.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const FIXTURE_ID: &str = "UmaInvitation:0191a8b6-fixture-0001";
+
+    fn money(value: i64, currency: &str) -> PaymentAmount {
+        PaymentAmount::Valid(Money::new(value, currency).unwrap())
+    }
+
+    fn amount_of(v: Value) -> Option<PaymentAmount> {
+        InvitationSnapshot::from_json(&v).payment_amount
+    }
+
+    fn reason_of(amount: Value) -> String {
+        match amount_of(json!({ "payment_amount": amount })) {
+            Some(PaymentAmount::Invalid { reason }) => reason,
+            other => panic!("expected an invalid amount, got {other:?}"),
+        }
+    }
+
+    /// The claimed invitation every fixture describes.
+    fn fixture_snapshot() -> InvitationSnapshot {
+        InvitationSnapshot {
+            id: Some(FIXTURE_ID.into()),
+            code: Some("FIXTURE1".into()),
+            url: Some("https://uma.me/i/FIXTURE1".into()),
+            inviter_uma: Some("$alice@vasp-a.example".into()),
+            inviter_first_name: None,
+            invitee_uma: Some("$bob@vasp-b.example".into()),
+            status: Some(InvitationStatus::Claimed),
+            incentives_status: Some(IncentivesStatus::Validated),
+            incentives_ineligibility_reason: None,
+            payment_amount: Some(money(500, "USD")),
+            created_at: Some("2026-11-01T10:00:00+00:00".into()),
+            updated_at: Some("2026-11-01T12:00:00+00:00".into()),
+            cancelled_at: None,
+            expires_at: None,
+        }
+    }
+
+    /// A fully populated invitation in snake_case; the other spellings are
+    /// derived from it in the tests below.
+    fn full_snake() -> Value {
+        json!({
+            "id": "UmaInvitation:1", "code": "C0DE", "url": "https://uma.me/i/C0DE",
+            "inviter_uma": "$a@x.example", "inviter_first_name": "Alice",
+            "invitee_uma": "$b@y.example", "status": "EXPIRED",
+            "incentives_status": "INELIGIBLE", "incentives_ineligibility_reason": "NOT_CROSS_BORDER",
+            "payment_amount": {"value": 1234, "currency": {"code": "EUR", "symbol": "€", "decimals": 2, "name": "Euro"}},
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-02T00:00:00Z",
+            "cancelled_at": "2026-01-03T00:00:00Z", "expires_at": "2026-01-04T00:00:00Z"
+        })
+    }
+
+    #[test]
+    fn graphql_aliased_invitation_parses_like_snake_case() {
+        // Given the same invitation spelled with GraphQL aliases
+        let aliased = json!({
+            "__typename": "UmaInvitation",
+            "uma_invitation_id": "UmaInvitation:1", "uma_invitation_code": "C0DE",
+            "uma_invitation_url": "https://uma.me/i/C0DE", "uma_invitation_inviter_uma": "$a@x.example",
+            "uma_invitation_inviter_first_name": "Alice", "uma_invitation_invitee_uma": "$b@y.example",
+            "uma_invitation_status": "EXPIRED", "uma_invitation_incentives_status": "INELIGIBLE",
+            "uma_invitation_incentives_ineligibility_reason": "NOT_CROSS_BORDER",
+            "uma_invitation_payment_amount": {
+                "uma_currency_amount_value": 1234,
+                "uma_currency_amount_currency": {"uma_currency_code": "EUR", "uma_currency_decimals": 2}
+            },
+            "uma_invitation_created_at": "2026-01-01T00:00:00Z", "uma_invitation_updated_at": "2026-01-02T00:00:00Z",
+            "uma_invitation_cancelled_at": "2026-01-03T00:00:00Z", "uma_invitation_expires_at": "2026-01-04T00:00:00Z"
+        });
+        // When both are parsed
+        let expected = InvitationSnapshot::from_json(&full_snake());
+        // Then they give the same snapshot, with every field filled
+        assert_eq!(InvitationSnapshot::from_json(&aliased), expected);
+        assert!(expected.inviter_first_name.is_some() && expected.expires_at.is_some());
+        assert_eq!(expected.payment_amount, Some(money(1234, "EUR")));
+    }
+
+    #[test]
+    fn camel_case_invitation_parses_like_snake_case() {
+        // Given the same invitation in camelCase
+        let camel = json!({
+            "id": "UmaInvitation:1", "code": "C0DE", "url": "https://uma.me/i/C0DE",
+            "inviterUma": "$a@x.example", "inviterFirstName": "Alice", "inviteeUma": "$b@y.example",
+            "status": "EXPIRED", "incentivesStatus": "INELIGIBLE",
+            "incentivesIneligibilityReason": "NOT_CROSS_BORDER",
+            "paymentAmount": {"value": 1234, "currency": {"code": "EUR"}},
+            "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-02T00:00:00Z",
+            "cancelledAt": "2026-01-03T00:00:00Z", "expiresAt": "2026-01-04T00:00:00Z"
+        });
+        // When parsed
+        let snapshot = InvitationSnapshot::from_json(&camel);
+        // Then it equals the snake_case snapshot
+        assert_eq!(snapshot, InvitationSnapshot::from_json(&full_snake()));
+    }
+
+    #[test]
+    fn graphql_outer_names_with_plain_nested_amount_parse_like_snake_case() {
+        // Given aliased outer names around a plainly named amount
+        let v = json!({
+            "uma_invitation_id": "UmaInvitation:1",
+            "uma_invitation_payment_amount": {"value": 1234, "currency": {"code": "EUR"}}
+        });
+        // When parsed
+        let snapshot = InvitationSnapshot::from_json(&v);
+        // Then the amount is read all the same
+        assert_eq!(snapshot.id.as_deref(), Some("UmaInvitation:1"));
+        assert_eq!(snapshot.payment_amount, Some(money(1234, "EUR")));
+    }
+
+    #[test]
+    fn snake_case_spelling_wins_when_several_spellings_are_present() {
+        // Given an object carrying two spellings of the same field
+        let v = json!({"uma_invitation_code": "ALIASED", "code": "SNAKE", "inviteeUma": "$camel@x", "uma_invitation_invitee_uma": "$aliased@x"});
+        // When parsed
+        let s = InvitationSnapshot::from_json(&v);
+        // Then snake_case wins, then the GraphQL alias, then camelCase
+        assert_eq!(s.code.as_deref(), Some("SNAKE"));
+        assert_eq!(s.invitee_uma.as_deref(), Some("$aliased@x"));
+    }
+
+    #[test]
+    fn empty_null_or_wrongly_typed_text_falls_through_to_the_next_spelling() {
+        // Given unusable values under the first spellings
+        let v = json!({"invitee_uma": "", "uma_invitation_invitee_uma": null, "inviteeUma": "$b@y",
+                       "code": 42, "url": "", "status": ""});
+        // When parsed
+        let s = InvitationSnapshot::from_json(&v);
+        // Then the usable spelling is taken and the rest are absent
+        assert_eq!(s.invitee_uma.as_deref(), Some("$b@y"));
+        assert_eq!((s.code, s.url, s.status), (None, None, None));
+    }
+
+    #[test]
+    fn amount_to_send_with_a_string_currency_is_a_valid_amount() {
+        // Given the amountToSend spelling with a currency code string
+        for v in [
+            json!({"amount_to_send": {"amount": 500, "currency": "USD"}}),
+            json!({"amountToSend": {"value": 500, "currency": "USD"}}),
+        ] {
+            // When parsed / Then it is 500 USD
+            assert_eq!(amount_of(v), Some(money(500, "USD")));
+        }
+    }
+
+    #[test]
+    fn currency_object_and_currency_code_give_the_same_money() {
+        // Given the currency as an object (either naming) and as a bare code
+        let forms = [
+            json!({"value": 7, "currency": "JPY"}),
+            json!({"value": 7, "currency": {"code": "JPY", "decimals": 0, "symbol": "¥", "name": "Yen"}}),
+            json!({"value": 7, "currency": {"uma_currency_code": "JPY", "uma_currency_decimals": 0}}),
+            json!({"uma_currency_amount_value": 7, "uma_currency_amount_currency": "JPY"}),
+        ];
+        for amount in forms {
+            // When parsed / Then each is 7 JPY
+            assert_eq!(
+                amount_of(json!({ "payment_amount": amount })),
+                Some(money(7, "JPY"))
+            );
+        }
+    }
+
+    #[test]
+    fn amount_given_as_a_digit_string_is_read_exactly() {
+        // Given 64-bit amounts sent as strings, as JavaScript-safe SDKs do
+        // When parsed / Then the exact integer is kept, even beyond 2^53
+        assert_eq!(
+            amount_of(json!({"payment_amount": {"value": "9007199254740993", "currency": "SAT"}})),
+            Some(money(9_007_199_254_740_993, "SAT"))
+        );
+        assert_eq!(
+            amount_of(json!({"payment_amount": {"value": "-0", "currency": "SAT"}})),
+            Some(money(0, "SAT"))
+        );
+    }
+
+    #[test]
+    fn unusable_amounts_are_invalid_with_the_reason() {
+        // Given amounts that cannot be paid
+        let cases = [
+            (json!(-1), REASON_NEGATIVE),
+            (json!("-5"), REASON_NEGATIVE),
+            (json!(-1.5), REASON_NEGATIVE),
+            (json!(1.5), REASON_FRACTIONAL),
+            (json!(1e30), REASON_TOO_BIG),
+            (json!(u64::MAX), REASON_TOO_BIG),
+            (json!((i64::MAX as u64) + 1), REASON_TOO_BIG),
+            (json!("9223372036854775808"), REASON_TOO_BIG),
+            (json!("12x"), REASON_NOT_A_NUMBER),
+            (json!(""), REASON_NOT_A_NUMBER),
+            (json!("-"), REASON_NOT_A_NUMBER),
+            (json!("+5"), REASON_NOT_A_NUMBER),
+            (json!(true), REASON_NOT_A_NUMBER),
+            (json!([500]), REASON_NOT_A_NUMBER),
+            (json!(500.0), REASON_NOT_INTEGER_FORM),
+        ];
+        for (value, expected) in cases {
+            // When parsed
+            let reason = reason_of(json!({"value": value, "currency": "USD"}));
+            // Then the reason says why
+            assert_eq!(reason, expected, "for value {value}");
+        }
+    }
+
+    #[test]
+    fn a_literal_beyond_u64_is_too_big_not_a_crash() {
+        // Given a body whose amount overflows every integer type, as bytes
+        let v: Value = serde_json::from_str(
+            r#"{"payment_amount": {"value": 123456789012345678901234567890, "currency": "USD"}}"#,
+        )
+        .unwrap();
+        // When parsed / Then it is "does not fit in 64 bits"
+        assert_eq!(
+            amount_of(v),
+            Some(PaymentAmount::Invalid {
+                reason: REASON_TOO_BIG.into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_currency_or_shape_or_missing_value_is_invalid() {
+        // Given amounts with an unusable currency, shape or value
+        for currency in [
+            json!(""),
+            json!("US D"),
+            json!("ABCDEFGHIJKLMNOPQ"),
+            json!(840),
+            json!({"symbol": "$"}),
+            json!({"code": 840}),
+        ] {
+            // Then the currency shape is named
+            assert_eq!(
+                reason_of(json!({"value": 1, "currency": currency})),
+                REASON_CURRENCY
+            );
+        }
+        assert_eq!(reason_of(json!({"value": 1})), REASON_CURRENCY);
+        assert_eq!(reason_of(json!({"currency": "USD"})), REASON_NO_VALUE);
+        assert_eq!(reason_of(json!(500)), REASON_SHAPE);
+        assert_eq!(reason_of(json!("500 USD")), REASON_SHAPE);
+        assert_eq!(reason_of(json!([])), REASON_SHAPE);
+    }
+
+    #[test]
+    fn a_null_amount_is_absent_and_does_not_hide_another_spelling() {
+        // Given a null amount, alone and next to a real one
+        assert_eq!(amount_of(json!({"payment_amount": null})), None);
+        // When another spelling carries a value / Then that one is used
+        assert_eq!(
+            amount_of(
+                json!({"payment_amount": null, "amount_to_send": {"amount": 3, "currency": "USD"}})
+            ),
+            Some(money(3, "USD"))
+        );
+    }
+
+    #[test]
+    fn unknown_enum_values_are_kept_verbatim() {
+        // Given statuses this build does not know
+        let v = json!({"status": "REVOKED_BY_OPERATOR", "incentives_status": "UNDER_REVIEW", "incentives_ineligibility_reason": "NEW_REASON"});
+        // When parsed
+        let s = InvitationSnapshot::from_json(&v);
+        // Then they are kept as sent, are not terminal, and serialise back unchanged
+        assert_eq!(
+            s.status,
+            Some(InvitationStatus::Other("REVOKED_BY_OPERATOR".into()))
+        );
+        assert_eq!(
+            s.incentives_status,
+            Some(IncentivesStatus::Other("UNDER_REVIEW".into()))
+        );
+        assert_eq!(
+            s.incentives_ineligibility_reason.as_deref(),
+            Some("NEW_REASON")
+        );
+        assert!(!s.status.as_ref().unwrap().is_terminal());
+        assert!(!s.incentives_status.as_ref().unwrap().is_terminal());
+        assert_eq!(
+            serde_json::to_value(&s.status).unwrap(),
+            json!("REVOKED_BY_OPERATOR")
+        );
+        assert_eq!(
+            InvitationStatus::parse("claimed"),
+            InvitationStatus::Other("claimed".into())
+        );
+    }
+
+    #[test]
+    fn invalid_incentives_status_means_ineligible() {
+        // Given the INVALID spelling the docs mention
+        let s = InvitationSnapshot::from_json(&json!({"incentives_status": "INVALID"}));
+        // Then it is the terminal Ineligible state, printed as INELIGIBLE
+        assert_eq!(s.incentives_status, Some(IncentivesStatus::Ineligible));
+        assert!(IncentivesStatus::Ineligible.is_terminal());
+        assert_eq!(IncentivesStatus::parse("INVALID").as_str(), "INELIGIBLE");
+    }
+
+    #[test]
+    fn statuses_serialise_as_their_upper_case_names_and_round_trip() {
+        // Given every known status
+        for s in ["PENDING", "CLAIMED", "CANCELLED", "EXPIRED"] {
+            let status = InvitationStatus::parse(s);
+            // Then it serialises as its name and reads back equal
+            assert_eq!(serde_json::to_value(&status).unwrap(), json!(s));
+            assert_eq!(
+                serde_json::from_value::<InvitationStatus>(json!(s)).unwrap(),
+                status
+            );
+            assert_eq!(status.is_terminal(), s != "PENDING");
+        }
+        for s in ["PENDING", "VALIDATED", "INELIGIBLE"] {
+            let status = IncentivesStatus::parse(s);
+            assert_eq!(serde_json::to_value(&status).unwrap(), json!(s));
+            assert_eq!(
+                serde_json::from_value::<IncentivesStatus>(json!(s)).unwrap(),
+                status
+            );
+            assert_eq!(status.is_terminal(), s != "PENDING");
+        }
+    }
+
+    #[test]
+    fn a_non_object_gives_an_all_none_snapshot() {
+        // Given JSON that is not an object
+        for v in [
+            json!(null),
+            json!(1),
+            json!("CLAIMED"),
+            json!([{"status": "CLAIMED"}]),
+            json!(true),
+        ] {
+            // When parsed / Then nothing is known
+            assert_eq!(
+                InvitationSnapshot::from_json(&v),
+                InvitationSnapshot::default()
+            );
+        }
+    }
+
+    #[test]
+    fn money_cannot_be_built_negative_or_with_a_malformed_currency() {
+        assert!(Money::new(-1, "USD").is_err());
+        assert!(Money::new(1, "").is_err());
+        assert!(Money::new(1, "U-S").is_err());
+        let m = Money::new(0, "usd").unwrap();
+        // The currency is kept verbatim, not upper-cased
+        assert_eq!((m.value(), m.currency()), (0, "usd"));
+    }
+
+    #[test]
+    fn money_survives_a_serde_round_trip_and_negative_json_is_rejected() {
+        // Given money
+        let m = Money::new(500, "USD").unwrap();
+        // When serialised / Then it is the value-and-currency object, and reads back equal
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v, json!({"value": 500, "currency": "USD"}));
+        assert_eq!(serde_json::from_value::<Money>(v).unwrap(), m);
+        // And deserialising a negative or malformed one fails
+        assert!(
+            serde_json::from_value::<Money>(json!({"value": -500, "currency": "USD"})).is_err()
+        );
+        assert!(serde_json::from_value::<Money>(json!({"value": 5, "currency": ""})).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_survives_a_serde_round_trip() {
+        let mut s = InvitationSnapshot::from_json(&full_snake());
+        let back: InvitationSnapshot =
+            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        s.payment_amount = Some(PaymentAmount::Invalid {
+            reason: REASON_FRACTIONAL.into(),
+        });
+        let back: InvitationSnapshot =
+            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    const WEBHOOK_FIXTURES: [(&str, &str, &str); 5] = [
+        (
+            "claimed_snake_case",
+            include_str!("../../fixtures/webhooks/claimed_snake_case.json"),
+            include_str!("../../fixtures/webhooks/claimed_snake_case.sig"),
+        ),
+        (
+            "claimed_graphql_aliased",
+            include_str!("../../fixtures/webhooks/claimed_graphql_aliased.json"),
+            include_str!("../../fixtures/webhooks/claimed_graphql_aliased.sig"),
+        ),
+        (
+            "claimed_graphql_plain_nested",
+            include_str!("../../fixtures/webhooks/claimed_graphql_plain_nested.json"),
+            include_str!("../../fixtures/webhooks/claimed_graphql_plain_nested.sig"),
+        ),
+        (
+            "claimed_camel_case",
+            include_str!("../../fixtures/webhooks/claimed_camel_case.json"),
+            include_str!("../../fixtures/webhooks/claimed_camel_case.sig"),
+        ),
+        (
+            "claimed_amount_to_send",
+            include_str!("../../fixtures/webhooks/claimed_amount_to_send.json"),
+            include_str!("../../fixtures/webhooks/claimed_amount_to_send.sig"),
+        ),
+    ];
+
+    #[test]
+    fn every_webhook_fixture_and_the_graphql_fixture_give_the_same_snapshot() {
+        // Given the five webhook fixtures and the GraphQL answer
+        for (name, body, _) in WEBHOOK_FIXTURES {
+            let envelope: Value = serde_json::from_str(body).unwrap();
+            // When their invitation is parsed
+            let snapshot = InvitationSnapshot::from_json(&envelope["data"]);
+            // Then each is the fixture invitation, field for field
+            assert_eq!(snapshot, fixture_snapshot(), "fixture {name}");
+        }
+        let answer: Value = serde_json::from_str(include_str!(
+            "../../fixtures/graphql/invitation_claimed.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            InvitationSnapshot::from_json(&answer["data"]["entity"]),
+            fixture_snapshot()
+        );
+    }
+
+    #[test]
+    fn every_webhook_fixture_is_signed_over_its_exact_bytes() {
+        use hmac::{Hmac, Mac};
+        for (name, body, sig) in WEBHOOK_FIXTURES {
+            // Given a fixture and its signature file
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"fixture-signing-secret").unwrap();
+            mac.update(body.as_bytes());
+            // Then the signature is the lower-case hex HMAC of the bytes, with no newline anywhere
+            assert_eq!(
+                sig,
+                hex::encode(mac.finalize().into_bytes()),
+                "fixture {name}"
+            );
+            assert!(!body.ends_with('\n'), "fixture {name} ends with a newline");
+        }
+    }
+
+    // Keys the parser looks at, so that generated objects often hit real paths.
+    const FIELD_KEYS: &[&str] = &[
+        "id",
+        "uma_invitation_id",
+        "code",
+        "uma_invitation_code",
+        "url",
+        "uma_invitation_url",
+        "inviter_uma",
+        "uma_invitation_inviter_uma",
+        "inviterUma",
+        "inviter_first_name",
+        "uma_invitation_inviter_first_name",
+        "inviterFirstName",
+        "invitee_uma",
+        "uma_invitation_invitee_uma",
+        "inviteeUma",
+        "status",
+        "uma_invitation_status",
+        "incentives_status",
+        "uma_invitation_incentives_status",
+        "incentivesStatus",
+        "incentives_ineligibility_reason",
+        "uma_invitation_incentives_ineligibility_reason",
+        "incentivesIneligibilityReason",
+        "created_at",
+        "uma_invitation_created_at",
+        "createdAt",
+        "updated_at",
+        "uma_invitation_updated_at",
+        "updatedAt",
+        "cancelled_at",
+        "uma_invitation_cancelled_at",
+        "cancelledAt",
+        "expires_at",
+        "uma_invitation_expires_at",
+        "expiresAt",
+        "payment_amount",
+        "uma_invitation_payment_amount",
+        "paymentAmount",
+        "amount_to_send",
+        "amountToSend",
+        "value",
+        "uma_currency_amount_value",
+        "amount",
+        "currency",
+        "uma_currency_amount_currency",
+        "code",
+        "uma_currency_code",
+        "decimals",
+        "uma_currency_decimals",
+        "symbol",
+        "name",
+    ];
+    const WORDS: &[&str] = &[
+        "",
+        "CLAIMED",
+        "PENDING",
+        "VALIDATED",
+        "INVALID",
+        "INELIGIBLE",
+        "USD",
+        "SAT",
+        "-",
+        "-0",
+        "500",
+        "-500",
+        "9223372036854775808",
+        "12x",
+        "ü€",
+    ];
+
+    fn arb_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(FIELD_KEYS).prop_map(str::to_owned),
+            1 => "[a-zA-Z_]{0,12}",
+        ]
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            prop::sample::select(WORDS).prop_map(Value::from),
+            "-?[0-9]{0,25}x?".prop_map(Value::String),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(arb_key(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn from_json_never_panics_on_arbitrary_json(v in arb_json()) {
+            let _ = InvitationSnapshot::from_json(&v);
+        }
+
+        #[test]
+        fn from_json_only_ever_yields_payable_valid_amounts(
+            fields in prop::collection::btree_map(arb_key(), arb_json(), 0..12)
+        ) {
+            // Given an object whose keys are mostly the real field names
+            let v = Value::Object(fields.into_iter().collect());
+            // When parsed
+            let s = InvitationSnapshot::from_json(&v);
+            // Then a valid amount is non-negative with a well-formed code, and
+            // no text field is ever the empty string
+            if let Some(PaymentAmount::Valid(m)) = &s.payment_amount {
+                prop_assert!(m.value() >= 0);
+                prop_assert!(is_currency_code(m.currency()));
+            }
+            for t in [&s.id, &s.code, &s.url, &s.inviter_uma, &s.invitee_uma, &s.updated_at] {
+                prop_assert_ne!(t.as_deref(), Some(""));
+            }
+        }
+    }
+}
