@@ -8,6 +8,8 @@ CREATE TABLE invitations (
     inviter_uma   TEXT,
     invitee_uma   TEXT,
     payout_state  TEXT    NOT NULL,
+    -- 1 while the fetcher or the reconciler may have something to do.
+    needs_work    INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,
     state         TEXT    NOT NULL
 );
@@ -16,6 +18,7 @@ CREATE INDEX invitations_by_code ON invitations (code) WHERE code IS NOT NULL;
 CREATE INDEX invitations_by_inviter ON invitations (inviter_uma, invitation_id);
 CREATE INDEX invitations_by_status ON invitations (status, invitation_id);
 CREATE INDEX invitations_by_payout_state ON invitations (payout_state, invitation_id);
+CREATE INDEX invitations_needing_work ON invitations (invitation_id) WHERE needs_work = 1;
 
 -- The last ledger seq folded into the rows above, written in the same
 -- transaction as them.

@@ -33,3 +33,135 @@ pub fn open_existing(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to read", db.db.display());
     ledger::open_read_only(&db.db).with_context(|| format!("opening {}", db.db.display()))
 }
+
+/// `rebuild`: drop the projections and replay the whole ledger. Refuses
+/// while a service holds the database, since it would rewrite the tables
+/// under the running projector.
+///
+/// # Errors
+/// When a service runs, or SQLite fails (then nothing changed).
+pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
+    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", db.db.display());
+    let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
+    let mut conn = ledger::open(&db.db)?;
+    let mut progress = Progress::new("rebuilding");
+    let summary = crate::projection::store::rebuild(&mut conn, |done, total| progress.show(done, total))?;
+    progress.finish();
+    Ok(summary.to_string())
+}
+
+/// `rebuild --check`: replay the ledger into a scratch database, up to the
+/// live projections' checkpoint, and compare checksums. Only reads the
+/// ledger, so it runs beside a live service.
+///
+/// # Errors
+/// When the rebuilt projections differ from the live ones (naming both
+/// checksums), or the ledger cannot be read.
+pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
+    use crate::projection::store;
+    let source = open_existing(db)?;
+    // One read transaction: the checkpoint and the rows it covers are seen
+    // together, even while the service keeps appending.
+    source.execute_batch("BEGIN")?;
+    let upto = store::checkpoint(&source)?;
+    let live = store::checksum(&source)?;
+    let scratch_dir = tempfile::tempdir()?;
+    let mut scratch = rusqlite::Connection::open(scratch_dir.path().join("scratch.db"))?;
+    scratch.pragma_update(None, "synchronous", "OFF")?;
+    scratch.pragma_update(None, "journal_mode", "OFF")?;
+    scratch.execute_batch(ledger::PROJECTION_SCHEMA)?;
+    let mut progress = Progress::new("checking");
+    let summary = store::rebuild_into(&source, &mut scratch, upto, |done, total| progress.show(done, total))?;
+    progress.finish();
+    source.execute_batch("COMMIT")?;
+    anyhow::ensure!(
+        summary.checksum == live,
+        "projections differ from a rebuild at seq {upto}: live checksum={} rebuilt checksum={}; run `rebuild` with the service stopped",
+        hex::encode(live),
+        hex::encode(summary.checksum)
+    );
+    Ok(format!("{summary} (matches the live projections)"))
+}
+
+/// `status <id or code>`: the same projection JSON as
+/// `GET /v1/invitations/{id}`, or a short table.
+///
+/// # Errors
+/// When the invitation is unknown or the ledger cannot be read.
+pub fn status(db: &DbArgs, id_or_code: &str, json: bool) -> anyhow::Result<String> {
+    let conn = open_existing(db)?;
+    let Some(v) = crate::api::read::invitation_json(&conn, id_or_code)? else {
+        anyhow::bail!("no invitation with id or code {id_or_code:?}");
+    };
+    if json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let s = |k: &str| match &v[k] {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "invitation {}  code {}  status {}\ninviter {}  invitee {}\nincentives {}{}  amount {}\nclaimed_at {}  last_seq {}\n",
+        s("invitation_id"),
+        s("code"),
+        s("status"),
+        s("inviter_uma"),
+        s("invitee_uma"),
+        s("incentives_status"),
+        match &v["incentives_ineligibility_reason"] {
+            serde_json::Value::String(r) => format!(" ({r})"),
+            _ => String::new(),
+        },
+        match &v["payment_amount"] {
+            serde_json::Value::Object(m) => format!("{} {}", m["value"], m["currency"].as_str().unwrap_or("?")),
+            _ => "-".into(),
+        },
+        s("claimed_at"),
+        s("last_seq"),
+    );
+    for (label, key) in [("payout", "payout"), ("incentive", "incentive"), ("notification", "notification")] {
+        let o = &v[key];
+        let field = |k: &str| o[k].as_str().map(str::to_owned).unwrap_or_else(|| if o[k].is_null() { "-".into() } else { o[k].to_string() });
+        out.push_str(&format!(
+            "{label:<13} {:<16} attempts {}  key {}  payment {}{}\n",
+            field("state"),
+            o["attempts"],
+            field("idempotency_key"),
+            field("payment_id"),
+            o.get("reason").and_then(|r| r.as_str()).map(|r| format!("  reason {r}")).unwrap_or_default()
+        ));
+    }
+    Ok(out.trim_end().to_owned())
+}
+
+/// A one-line progress indicator on stderr, shown only on a terminal.
+struct Progress {
+    label: &'static str,
+    on_terminal: bool,
+    last: std::time::Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(label: &'static str) -> Self {
+        use std::io::IsTerminal;
+        Self { label, on_terminal: std::io::stderr().is_terminal(), last: std::time::Instant::now(), shown: false }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        if !self.on_terminal || self.last.elapsed() < std::time::Duration::from_millis(250) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        self.shown = true;
+        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        eprint!("\r{}: {done}/{total} events ({pct:.0}%)", self.label);
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}

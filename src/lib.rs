@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod ledger;
 pub mod lightspark;
+pub mod projection;
 pub mod service;
 
 pub use service::serve;

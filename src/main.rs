@@ -23,6 +23,24 @@ enum Command {
         #[command(flatten)]
         key: config::KeyArgs,
     },
+    /// Drop the projections and replay the whole ledger (refused while a service runs).
+    Rebuild {
+        #[command(flatten)]
+        db: config::DbArgs,
+        /// Rebuild into a scratch copy and compare with the live projections; only reads.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show one invitation's projection by id or code.
+    Status {
+        #[command(flatten)]
+        db: config::DbArgs,
+        /// Invitation id or invitation code.
+        invitation: String,
+        /// Print the same JSON as GET /v1/invitations/{id}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,6 +49,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Verify { db, key } => cli::verify(&db, &key).map(|s| println!("{s}")),
+        Command::Rebuild { db, check: false } => cli::rebuild(&db).map(|s| println!("{s}")),
+        Command::Rebuild { db, check: true } => cli::rebuild_check(&db).map(|s| println!("{s}")),
+        Command::Status { db, invitation, json } => cli::status(&db, &invitation, json).map(|s| println!("{s}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

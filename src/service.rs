@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::api::read::ReadPool;
 use crate::api::{self, AppState};
+use crate::projection;
 use crate::config::ServiceConfig;
 use crate::ledger::lock::InstanceLock;
 use crate::ledger::LedgerWriter;
@@ -35,7 +37,11 @@ pub async fn serve(
     let lock = InstanceLock::acquire(&config.db)?;
     let (writer, writer_thread) = LedgerWriter::start_with(&config.db, config.group_commit)
         .with_context(|| format!("opening the ledger {}", config.db.display()))?;
-    let state = Arc::new(AppState { config, writer, webhooks: Default::default() });
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let projector = projection::worker::start(&config.db, writer.committed(), stop.clone())
+        .context("catching up the projections")?;
+    let reads = Arc::new(ReadPool::new(&config.db));
+    let state = Arc::new(AppState { config, writer, webhooks: Default::default(), reads });
     let routes = api::routes(state.clone());
     let service = warp::service(routes);
     let make = hyper::service::make_service_fn(move |_| {
@@ -51,6 +57,11 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server failed")?;
+    let _ = stop_tx.send(true);
+    let projector_thread = projector.thread;
+    tokio::task::spawn_blocking(move || projector_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the projector thread panicked"))?;
     drop(state);
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?

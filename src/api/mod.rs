@@ -1,6 +1,7 @@
 //! The HTTP surface: webhook ingest, health, and (behind a token) the read API.
 
 pub mod error;
+pub mod read;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub struct AppState {
     pub config: ServiceConfig,
     pub writer: LedgerWriter,
     pub webhooks: webhook::WebhookCounters,
+    pub reads: Arc<read::ReadPool>,
 }
 
 /// All routes, with errors mapped by [`error::recover`].
@@ -36,7 +38,9 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             }
         }
     });
-    webhook::routes(state)
+    webhook::routes(state.clone())
+        .or(read::routes(state))
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)

@@ -20,8 +20,12 @@ pub use writer::{Appended, LedgerWriter};
 /// Numbered migrations, applied in order and recorded in `user_version`.
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../schema/0001_events.sql")),
+    (2, include_str!("../../schema/0002_projections.sql")),
 
 ];
+
+/// The projection tables alone, for a scratch database (`rebuild --check`).
+pub const PROJECTION_SCHEMA: &str = include_str!("../../schema/0002_projections.sql");
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod fake_lightspark;
+pub mod fake_platform;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

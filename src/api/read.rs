@@ -1,0 +1,247 @@
+//! The read API under `/v1`: invitations, the raw ledger, the audit.
+//!
+//! Handlers are thin: each runs one query function of the projection or the
+//! ledger on a pooled read-only connection, off the async threads.
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use warp::{Filter, Rejection, Reply};
+
+use super::error::{reject, ApiError};
+use super::AppState;
+use crate::config::Secret;
+use crate::ledger;
+use crate::projection::store::{self, ListFilter};
+use crate::projection::view;
+
+/// Largest page any list answers.
+pub const MAX_PAGE: usize = 500;
+const DEFAULT_PAGE: usize = 50;
+
+/// Read-only connections, reused across requests: opening one per request
+/// would cost more than the query.
+pub struct ReadPool {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub fn new(path: &std::path::Path) -> Self {
+        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `f` on a pooled connection on the blocking thread pool.
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] when the database cannot be opened or `f` fails.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.idle.lock().expect("pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => ledger::open_read_only(&pool.path)?,
+            };
+            let out = f(&conn);
+            pool.idle.lock().expect("pool lock").push(conn);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)
+    }
+}
+
+/// Requires `Authorization: Bearer <READ_API_TOKEN>` when a token is set.
+/// Both sides are hashed first so the comparison is constant-time and does
+/// not reveal the token's length.
+pub fn authorized(token: Option<Secret>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let expected: Option<[u8; 32]> = token.map(|t| Sha256::digest(t.expose().as_bytes()).into());
+    warp::header::optional::<String>("authorization")
+        .and_then(move |given: Option<String>| async move {
+            let Some(expected) = expected else { return Ok(()) };
+            let presented = given.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+            let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+            if bool::from(digest.ct_eq(&expected)) && !presented.is_empty() {
+                Ok(())
+            } else {
+                Err(reject(ApiError::Unauthorized))
+            }
+        })
+        .untuple_one()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let digit = |b: u8| (b as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (digit(bytes[i + 1]), digit(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    payout_state: Option<String>,
+    inviter_uma: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Page<T, C> {
+    items: Vec<T>,
+    next: Option<C>,
+}
+
+#[derive(Serialize)]
+struct EventSummary {
+    seq: u64,
+    kind: String,
+    event_key: String,
+    stream: Option<String>,
+    recorded_at: String,
+    hash: String,
+}
+
+fn page_size(limit: Option<usize>) -> Result<usize, Rejection> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(0) => Err(reject(ApiError::BadRequest("limit must be at least 1".into()))),
+        Some(n) if n > MAX_PAGE => Err(reject(ApiError::BadRequest(format!("limit must be at most {MAX_PAGE}")))),
+        Some(n) => Ok(n),
+    }
+}
+
+/// The invitation projection of one id or code, as JSON; shared with the CLI.
+///
+/// # Errors
+/// When the database cannot be read.
+pub fn invitation_json(conn: &Connection, id_or_code: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    Ok(store::find(conn, id_or_code)?.map(|s| serde_json::to_value(view::view(&s)).expect("view serialises")))
+}
+
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let auth = authorized(state.config.read_api_token.clone());
+    let pool = state.reads.clone();
+
+    let p = pool.clone();
+    let one = warp::path!("v1" / "invitations" / String)
+        .and(warp::get())
+        .and(auth.clone())
+        .and_then(move |raw: String| {
+            let p = p.clone();
+            async move {
+                let id = percent_decode(&raw);
+                let lookup = id.clone();
+                match p.run(move |c| invitation_json(c, &lookup)).await.map_err(reject)? {
+                    Some(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
+                    None => Err(reject(ApiError::NotFound(format!("no invitation with id or code {id:?}")))),
+                }
+            }
+        });
+
+    let p = pool.clone();
+    let list = warp::path!("v1" / "invitations")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<ListQuery>())
+        .and_then(move |q: ListQuery| {
+            let p = p.clone();
+            async move {
+                let filter = ListFilter {
+                    status: q.status.filter(|s| !s.is_empty()),
+                    payout_state: q.payout_state.filter(|s| !s.is_empty()),
+                    inviter_uma: q.inviter_uma.filter(|s| !s.is_empty()),
+                    after: q.after.filter(|s| !s.is_empty()),
+                    limit: page_size(q.limit)?,
+                };
+                let (items, next) = p
+                    .run(move |c| {
+                        let (states, next) = store::list(c, &filter)?;
+                        Ok((states.iter().map(view::view).collect::<Vec<_>>(), next))
+                    })
+                    .await
+                    .map_err(reject)?;
+                Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
+            }
+        });
+
+    let p = pool;
+    let events = warp::path!("v1" / "ledger" / "events")
+        .and(warp::get())
+        .and(auth)
+        .and(warp::query::<EventsQuery>())
+        .and_then(move |q: EventsQuery| {
+            let p = p.clone();
+            async move {
+                let limit = page_size(q.limit)?;
+                let after = q.after.unwrap_or(0);
+                let (items, next) = p
+                    .run(move |c| {
+                        let mut events = ledger::read_after(c, after, limit + 1)?;
+                        let next = if events.len() > limit {
+                            events.truncate(limit);
+                            events.last().map(|e| e.seq)
+                        } else {
+                            None
+                        };
+                        let items: Vec<EventSummary> = events
+                            .into_iter()
+                            .map(|e| EventSummary {
+                                seq: e.seq,
+                                kind: e.kind,
+                                event_key: e.event_key,
+                                stream: e.stream,
+                                recorded_at: e.recorded_at,
+                                hash: hex::encode(e.hash),
+                            })
+                            .collect();
+                        Ok((items, next))
+                    })
+                    .await
+                    .map_err(reject)?;
+                Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
+            }
+        });
+
+    one.or(list).unify().or(events).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_escapes_in_ids_are_decoded() {
+        assert_eq!(percent_decode("UmaInvitation%3A123"), "UmaInvitation:123");
+        assert_eq!(percent_decode("%24alice%40x"), "$alice@x");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
+        assert_eq!(percent_decode("%é1"), "%é1");
+    }
+}

@@ -1,0 +1,333 @@
+//! The fold's rules, given / when / then, and the order-independence
+//! property.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::events::ObligationKind;
+use super::state::{apply, FetchPhase, InvitationState};
+use super::view::{self, ObligationState};
+use crate::ledger::LedgerEvent;
+
+const INV: &str = "UmaInvitation:1";
+
+fn event(seq: u64, kind: &str, stream: &str, body: Value) -> LedgerEvent {
+    LedgerEvent {
+        seq,
+        event_key: format!("k{seq}"),
+        kind: kind.into(),
+        stream: Some(stream.into()),
+        recorded_at: "2026-11-01T00:00:00Z".into(),
+        body: serde_json::to_vec(&body).unwrap(),
+        signature: None,
+        prev_hash: [0; 32],
+        hash: [0; 32],
+    }
+}
+
+fn webhook(seq: u64, timestamp: &str, data: Option<Value>) -> LedgerEvent {
+    let mut body = json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": format!("e{seq}"),
+                          "timestamp": timestamp, "entity_id": INV});
+    if let Some(d) = data {
+        body["data"] = d;
+    }
+    event(seq, "webhook.received", INV, body)
+}
+
+fn snapshot(updated_at: &str, extra: Value) -> Value {
+    let mut v = json!({"id": INV, "code": "CODE1", "inviter_uma": "$a@x", "updated_at": updated_at});
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    v
+}
+
+fn fold(events: &[LedgerEvent]) -> InvitationState {
+    events.iter().fold(InvitationState::new(INV), apply)
+}
+
+#[test]
+fn a_claimed_webhook_with_data_sets_every_fact() {
+    // given a claimed webhook carrying the whole invitation
+    let e = webhook(1, "2026-11-01T12:00:01+00:00", Some(snapshot("2026-11-01T12:00:00+00:00", json!({
+        "invitee_uma": "$b@y", "status": "CLAIMED", "incentives_status": "VALIDATED",
+        "payment_amount": {"value": 500, "currency": {"code": "USD", "decimals": 2}}}))));
+    // when it is folded
+    let v = view::view(&fold(&[e]));
+    // then the projection shows it all and every obligation is pending
+    assert_eq!(v.status.as_deref(), Some("CLAIMED"));
+    assert_eq!(v.invitee_uma.as_deref(), Some("$b@y"));
+    assert_eq!(v.payment_amount.as_ref().map(|m| (m.value(), m.currency().to_owned())), Some((500, "USD".into())));
+    assert_eq!(v.claimed_at.as_deref(), Some("2026-11-01T12:00:00+00:00"));
+    assert_eq!(v.last_seq, 1);
+    assert_eq!(v.payout.state, ObligationState::Pending);
+    assert_eq!(v.incentive.state, ObligationState::Pending);
+    assert_eq!(v.notification.state, ObligationState::Pending);
+    assert_eq!(v.fetch.state, FetchPhase::NotNeeded);
+}
+
+#[test]
+fn a_claimed_envelope_whose_invitation_has_no_status_means_claimed() {
+    let e = webhook(1, "2026-11-01T12:00:01+00:00", Some(json!({"id": INV, "invitee_uma": "$b@y"})));
+    let s = fold(&[e]);
+    assert!(s.is_claimed());
+    assert_eq!(view::view(&s).claimed_at.as_deref(), Some("2026-11-01T12:00:01+00:00"));
+}
+
+#[test]
+fn a_claimed_webhook_without_data_asks_for_a_fetch_and_the_snapshot_fills_it_in() {
+    // given a bare claimed webhook
+    let bare = webhook(1, "2026-11-01T12:00:01+00:00", None);
+    let s = fold(&[bare.clone()]);
+    assert!(s.is_claimed());
+    assert_eq!(s.fetch.phase, FetchPhase::Pending);
+    assert!(view::needs_work(&s));
+    // when the fetch fails once, then succeeds
+    let failed = event(2, "invitation.fetch_failed", INV, json!({"invitation_id": INV, "attempt": 1,
+        "error": "HTTP 500", "failed_at": "t", "next_attempt_at": "2026-11-01T12:00:03Z"}));
+    let fetched = event(3, "invitation.fetched", INV, json!({"invitation_id": INV, "fetched_at": "2026-11-01T12:00:05Z",
+        "entity": {"uma_invitation_id": INV, "uma_invitation_code": "C9", "uma_invitation_invitee_uma": "$b@y",
+                   "uma_invitation_inviter_uma": "$a@x", "uma_invitation_status": "CLAIMED",
+                   "uma_invitation_updated_at": "2026-11-01T12:00:00+00:00"}}));
+    let mid = fold(&[bare.clone(), failed.clone()]);
+    assert_eq!(mid.fetch.phase, FetchPhase::RetryScheduled);
+    assert_eq!(mid.fetch.attempts, 1);
+    assert_eq!(mid.fetch.last_error.as_deref(), Some("HTTP 500"));
+    let s = fold(&[bare, failed, fetched]);
+    // then the facts are known and nothing is left to fetch
+    assert_eq!(s.fetch.phase, FetchPhase::Fetched);
+    assert_eq!(view::view(&s).code.as_deref(), Some("C9"));
+    assert_eq!(view::obligation(&s, ObligationKind::InviterNotification).state, ObligationState::Pending);
+}
+
+#[test]
+fn an_older_pending_snapshot_arriving_later_never_reverts_claimed() {
+    let claimed = webhook(1, "2026-11-01T12:00:01+00:00", Some(snapshot("2026-11-01T12:00:00+00:00", json!({"status": "CLAIMED"}))));
+    let stale = webhook(2, "2026-11-01T11:00:01+00:00", Some(snapshot("2026-11-01T11:00:00+00:00", json!({"status": "PENDING"}))));
+    assert!(fold(&[claimed, stale]).is_claimed());
+}
+
+#[test]
+fn even_a_newer_pending_snapshot_does_not_move_a_terminal_status_back() {
+    let claimed = webhook(1, "t", Some(snapshot("2026-11-01T12:00:00+00:00", json!({"status": "CLAIMED"}))));
+    let newer = webhook(2, "t", Some(snapshot("2026-11-02T12:00:00+00:00", json!({"status": "PENDING"}))));
+    assert!(fold(&[claimed, newer]).is_claimed());
+}
+
+#[test]
+fn a_stale_snapshot_does_not_overwrite_a_newer_field() {
+    let newer = webhook(1, "t", Some(snapshot("2026-11-01T12:00:00+00:00", json!({"invitee_uma": "$new@y"}))));
+    let older = webhook(2, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"invitee_uma": "$old@y"}))));
+    assert_eq!(view::view(&fold(&[newer, older])).invitee_uma.as_deref(), Some("$new@y"));
+}
+
+#[test]
+fn fields_missing_from_a_later_event_keep_their_known_values() {
+    let full = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"invitee_uma": "$b@y",
+        "payment_amount": {"value": 100, "currency": "EUR"}}))));
+    let partial = webhook(2, "t", Some(json!({"id": INV, "updated_at": "2026-11-01T12:00:00+00:00", "status": "CLAIMED"})));
+    let v = view::view(&fold(&[full, partial]));
+    assert_eq!(v.invitee_uma.as_deref(), Some("$b@y"));
+    assert_eq!(v.code.as_deref(), Some("CODE1"));
+    assert_eq!(v.payment_amount.map(|m| m.value()), Some(100));
+}
+
+#[test]
+fn incentives_move_forward_from_pending_and_never_back() {
+    let pending = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED", "incentives_status": "PENDING"}))));
+    let validated = webhook(2, "t", Some(snapshot("2026-11-01T11:00:00+00:00", json!({"incentives_status": "VALIDATED"}))));
+    let later_pending = webhook(3, "t", Some(snapshot("2026-11-01T12:00:00+00:00", json!({"incentives_status": "PENDING"}))));
+    let s = fold(&[pending, validated, later_pending]);
+    assert_eq!(view::view(&s).incentives_status.as_deref(), Some("VALIDATED"));
+    assert_eq!(view::obligation(&s, ObligationKind::InviterIncentive).state, ObligationState::Pending);
+}
+
+#[test]
+fn claimed_at_is_the_earliest_event_that_showed_claimed() {
+    let late = webhook(1, "2026-11-01T12:00:09+00:00", None);
+    let early = webhook(2, "2026-11-01T12:00:01+00:00", None);
+    assert_eq!(view::view(&fold(&[late, early])).claimed_at.as_deref(), Some("2026-11-01T12:00:01+00:00"));
+}
+
+#[test]
+fn an_unpayable_amount_shows_invalid_with_its_reason_and_is_never_pending() {
+    for (amount, reason) in [
+        (json!({"value": -5, "currency": "USD"}), "negative"),
+        (json!({"value": 1.5, "currency": "USD"}), "fractional"),
+        (json!({"value": 1e30, "currency": "USD"}), "64 bits"),
+        (json!({"value": 5, "currency": 7}), "currency"),
+    ] {
+        let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED",
+            "invitee_uma": "$b@y", "payment_amount": amount}))));
+        let s = fold(&[e]);
+        let payout = view::obligation(&s, ObligationKind::InviteePayment);
+        assert_eq!(payout.state, ObligationState::Invalid);
+        assert!(payout.reason.as_deref().unwrap().contains(reason), "{:?}", payout.reason);
+        assert!(view::view(&s).payment_amount.is_none());
+    }
+}
+
+#[test]
+fn cancelled_expired_and_pending_invitations_owe_nothing() {
+    for status in ["CANCELLED", "EXPIRED", "PENDING", "SOMETHING_NEW"] {
+        let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": status,
+            "invitee_uma": "$b@y", "incentives_status": "VALIDATED", "payment_amount": {"value": 5, "currency": "USD"}}))));
+        let s = fold(&[e]);
+        for kind in ObligationKind::ALL {
+            assert_eq!(view::obligation(&s, kind).state, ObligationState::NotDue, "{status} {kind:?}");
+        }
+        assert!(!view::needs_work(&s));
+    }
+}
+
+#[test]
+fn unknown_enum_values_are_kept_verbatim() {
+    let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "REVOKED_2027",
+        "incentives_status": "UNDER_REVIEW"}))));
+    let v = view::view(&fold(&[e]));
+    assert_eq!(v.status.as_deref(), Some("REVOKED_2027"));
+    assert_eq!(v.incentives_status.as_deref(), Some("UNDER_REVIEW"));
+}
+
+#[test]
+fn an_ineligible_incentive_shows_its_reason() {
+    let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED",
+        "incentives_status": "INELIGIBLE", "incentives_ineligibility_reason": "NOT_CROSS_BORDER"}))));
+    let inc = view::obligation(&fold(&[e]), ObligationKind::InviterIncentive);
+    assert_eq!(inc.state, ObligationState::Ineligible);
+    assert_eq!(inc.reason.as_deref(), Some("NOT_CROSS_BORDER"));
+}
+
+#[test]
+fn events_of_another_invitation_change_nothing() {
+    let mut other = webhook(1, "t", Some(json!({"id": "Other", "status": "CLAIMED"})));
+    other.stream = Some("Other".into());
+    assert_eq!(fold(&[other]), InvitationState::new(INV));
+}
+
+#[test]
+fn requested_then_succeeded_settles_the_payout_with_its_payment_id() {
+    let claimed = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED",
+        "invitee_uma": "$b@y", "payment_amount": {"value": 5, "currency": "USD"}}))));
+    let key = super::events::idempotency_key(INV, ObligationKind::InviteePayment);
+    let requested = event(2, "payout.requested", INV, json!({"invitation_id": INV, "obligation": "invitee_payment",
+        "idempotency_key": key, "attempt": 1, "requested_at": "2026-11-01T10:00:01Z",
+        "amount": {"value": 5, "currency": "USD"}, "request": {}}));
+    let s = fold(&[claimed.clone(), requested.clone()]);
+    assert_eq!(view::obligation(&s, ObligationKind::InviteePayment).state, ObligationState::Requested);
+    let failed = event(3, "payout.failed", INV, json!({"invitation_id": INV, "obligation": "invitee_payment",
+        "idempotency_key": key, "attempt": 1, "http_status": 503, "error": "HTTP 503", "permanent": false,
+        "next_attempt_at": "2026-11-01T10:00:03Z", "at": "2026-11-01T10:00:02Z"}));
+    let s2 = fold(&[claimed.clone(), requested.clone(), failed.clone()]);
+    let p = view::obligation(&s2, ObligationKind::InviteePayment);
+    assert_eq!((p.state, p.next_attempt_at.as_deref()), (ObligationState::RetryScheduled, Some("2026-11-01T10:00:03Z")));
+    let succeeded = event(4, "payout.succeeded", INV, json!({"invitation_id": INV, "obligation": "invitee_payment",
+        "idempotency_key": key, "attempt": 2, "http_status": 200, "payment_id": "pay_1", "at": "2026-11-01T10:00:04Z"}));
+    let s3 = fold(&[claimed, requested, failed, succeeded]);
+    let p = view::obligation(&s3, ObligationKind::InviteePayment);
+    assert_eq!(p.state, ObligationState::Succeeded);
+    assert_eq!(p.payment_id.as_deref(), Some("pay_1"));
+    assert_eq!(p.idempotency_key.as_deref(), Some(key.as_str()));
+    assert!(!view::needs_work(&s3) || view::obligation(&s3, ObligationKind::InviterNotification).state.is_open());
+}
+
+// ---- the property: delivery order does not change the facts ----
+
+fn arb_time() -> impl Strategy<Value = String> {
+    (0u32..6, 0u32..3).prop_map(|(h, m)| format!("2026-11-01T1{h}:0{m}:00+00:00"))
+}
+
+fn arb_snapshot() -> impl Strategy<Value = Value> {
+    (
+        arb_time(),
+        prop::option::of(prop::sample::select(vec!["PENDING", "CLAIMED", "CANCELLED", "EXPIRED"])),
+        prop::option::of(prop::sample::select(vec!["PENDING", "VALIDATED", "INELIGIBLE", "INVALID"])),
+        prop::option::of(prop::sample::select(vec!["$b@y", "$c@z"])),
+        prop::option::of((-2i64..1000, prop::sample::select(vec!["USD", "EUR"]))),
+        prop::bool::ANY,
+    )
+        .prop_map(|(t, status, inc, invitee, amount, aliased)| {
+            let mut o = serde_json::Map::new();
+            let key = |k: &str| if aliased { format!("uma_invitation_{k}") } else { k.to_owned() };
+            o.insert(key("id"), json!(INV));
+            o.insert(key("updated_at"), json!(t));
+            if let Some(s) = status { o.insert(key("status"), json!(s)); }
+            if let Some(s) = inc { o.insert(key("incentives_status"), json!(s)); }
+            if let Some(s) = invitee { o.insert(key("invitee_uma"), json!(s)); }
+            if let Some((v, c)) = amount { o.insert(key("payment_amount"), json!({"value": v, "currency": c})); }
+            o.insert(key("inviter_uma"), json!("$a@x"));
+            Value::Object(o)
+        })
+}
+
+#[derive(Debug, Clone)]
+enum Fact {
+    Webhook { timestamp: String, data: Option<Value> },
+    Fetched(Value),
+}
+
+fn arb_fact() -> impl Strategy<Value = Fact> {
+    prop_oneof![
+        (arb_time(), prop::option::of(arb_snapshot())).prop_map(|(timestamp, data)| Fact::Webhook { timestamp, data }),
+        arb_snapshot().prop_map(Fact::Fetched),
+    ]
+}
+
+fn fact_time(f: &Fact) -> String {
+    match f {
+        Fact::Webhook { timestamp, data } => data.as_ref().and_then(|d| d.get("updated_at").or(d.get("uma_invitation_updated_at")))
+            .and_then(|v| v.as_str()).unwrap_or(timestamp).to_owned(),
+        Fact::Fetched(d) => d.get("updated_at").or(d.get("uma_invitation_updated_at")).and_then(|v| v.as_str()).unwrap_or("").to_owned(),
+    }
+}
+
+fn to_events(facts: &[Fact]) -> Vec<LedgerEvent> {
+    facts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match f {
+            Fact::Webhook { timestamp, data } => webhook(i as u64 + 1, timestamp, data.clone()),
+            Fact::Fetched(entity) => event(i as u64 + 1, "invitation.fetched", INV,
+                json!({"invitation_id": INV, "fetched_at": "2026-11-01T20:00:00Z", "entity": entity})),
+        })
+        .collect()
+}
+
+/// The projection without the fields that name ledger positions, which
+/// differ between deliveries by construction.
+fn facts_of(s: &InvitationState) -> Value {
+    let mut v = serde_json::to_value(view::view(s)).unwrap();
+    v.as_object_mut().unwrap().remove("last_seq");
+    v.as_object_mut().unwrap().remove("claim_seq");
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn delivery_order_and_duplicates_do_not_change_the_projection(
+        facts in prop::collection::vec(arb_fact(), 1..12),
+        shuffle_seed in any::<u64>(),
+        dup_mask in prop::collection::vec(any::<bool>(), 12),
+    ) {
+        // given the facts in timestamp order
+        let mut ordered = facts.clone();
+        ordered.sort_by_key(fact_time);
+        // and the same facts shuffled, with some delivered twice
+        let mut shuffled = facts.clone();
+        for (i, f) in facts.iter().enumerate() {
+            if dup_mask[i % dup_mask.len()] { shuffled.push(f.clone()); }
+        }
+        let mut x = shuffle_seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        // when both are folded
+        let a = fold(&to_events(&ordered));
+        let b = fold(&to_events(&shuffled));
+        // then the projections agree
+        prop_assert_eq!(facts_of(&a), facts_of(&b));
+    }
+}

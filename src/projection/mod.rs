@@ -1,0 +1,21 @@
+//! Projections: each invitation's state, derived from the ledger by a pure
+//! fold and kept in disposable SQLite tables.
+//!
+//! - [`state`]: the fold, `apply(state, &event) -> state`, with no I/O.
+//! - [`view`]: obligations and the projection JSON, pure functions of state.
+//! - [`events`]: the internal event bodies the fold reads (and the
+//!   reconciler writes), and the idempotency key.
+//! - [`store`]: the tables, checkpoint, rebuild, checksum and queries.
+//! - [`worker`]: keeps the tables current as the ledger grows.
+
+pub mod events;
+pub mod state;
+pub mod store;
+pub mod view;
+pub mod worker;
+
+pub use state::{apply, InvitationState};
+
+#[cfg(test)]
+mod fold_tests;
+pub use store::ProjectionError;

@@ -1,0 +1,375 @@
+//! One invitation's state and the pure fold that builds it.
+//!
+//! [`apply`] reads nothing but the event: no clock, no config, no I/O. The
+//! merge rules make the facts independent of delivery order (status and
+//! incentives only move forward, the newest snapshot wins field by field,
+//! missing fields erase nothing), which is what lets Lightspark's late,
+//! repeated and reordered webhooks all land on the same state.
+
+use serde::{Deserialize, Serialize};
+
+use super::events::{
+    self, Decision, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt, ObligationKind,
+    ObligationRequested, ObligationResolved, ObligationSucceeded,
+};
+use crate::ledger::{kinds as ledger_kinds, LedgerEvent};
+use crate::lightspark::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus, PaymentAmount};
+use crate::lightspark::webhook::{WebhookEnvelope, UMA_INVITATION_CLAIMED};
+
+/// A value with the time it was true as of, for last-writer-wins merges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned<T> {
+    pub value: T,
+    /// Microseconds since the epoch of the snapshot's `updated_at` (or the
+    /// webhook's `timestamp`); `i64::MIN` when it could not be read.
+    pub at: i64,
+}
+
+/// Microseconds since the epoch of an ISO-8601 timestamp with offset.
+pub fn instant(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.timestamp_micros())
+}
+
+fn tie_break<T: Serialize>(a: &T, b: &T) -> std::cmp::Ordering {
+    let a = serde_json::to_string(a).unwrap_or_default();
+    let b = serde_json::to_string(b).unwrap_or_default();
+    a.cmp(&b)
+}
+
+/// Keeps the newer of the two; equal times fall back to a fixed order of the
+/// values so the result does not depend on which arrived first.
+fn newest<T: Serialize + Clone>(cur: &mut Option<Versioned<T>>, value: Option<T>, at: i64) {
+    let Some(value) = value else { return };
+    let replace = match cur {
+        None => true,
+        Some(c) => at > c.at || (at == c.at && tie_break(&value, &c.value).is_gt()),
+    };
+    if replace {
+        *cur = Some(Versioned { value, at });
+    }
+}
+
+/// Forward-only merge: a terminal value beats a non-terminal one whatever
+/// their times; among terminal values the earliest stands (it was final
+/// first); among non-terminal ones the newest.
+fn forward<T: Serialize + Clone>(cur: &mut Option<Versioned<T>>, value: Option<T>, at: i64, terminal: impl Fn(&T) -> bool) {
+    let Some(value) = value else { return };
+    let replace = match cur {
+        None => true,
+        Some(c) => match (terminal(&value), terminal(&c.value)) {
+            (true, false) => true,
+            (false, true) => false,
+            (true, true) => at < c.at || (at == c.at && tie_break(&value, &c.value).is_lt()),
+            (false, false) => at > c.at || (at == c.at && tie_break(&value, &c.value).is_gt()),
+        },
+    };
+    if replace {
+        *cur = Some(Versioned { value, at });
+    }
+}
+
+/// Where fetching the invitation from Lightspark stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchPhase {
+    /// No webhook arrived without data.
+    #[default]
+    NotNeeded,
+    Pending,
+    RetryScheduled,
+    Fetched,
+    /// Lightspark answered that it does not know the id.
+    NotFound,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRecord {
+    pub phase: FetchPhase,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+}
+
+/// What the ledger says was done for one obligation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObligationPhase {
+    /// Nothing sent yet.
+    #[default]
+    Untouched,
+    Requested,
+    RetryScheduled,
+    Succeeded,
+    Failed,
+    InDoubt,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObligationRecord {
+    pub phase: ObligationPhase,
+    /// HTTP calls made; each is preceded by its own `*.requested` event.
+    pub attempts: u32,
+    pub idempotency_key: Option<String>,
+    /// When the current idempotency window started: the first request, or
+    /// the operator's `--retry`. Past `IDEMPOTENCY_WINDOW` it is in doubt.
+    pub window_started_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub payment_id: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: Option<String>,
+    pub amount: Option<crate::lightspark::invitation::Money>,
+    pub requested_seq: Option<u64>,
+    pub succeeded_seq: Option<u64>,
+    /// `*.succeeded` events seen; more than one key-distinct success would
+    /// be an anomaly the audit reports.
+    pub successes: u32,
+    pub decision: Option<Decision>,
+}
+
+/// Everything known about one invitation, folded from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationState {
+    pub invitation_id: String,
+    pub code: Option<Versioned<String>>,
+    pub url: Option<Versioned<String>>,
+    pub inviter_uma: Option<Versioned<String>>,
+    pub inviter_first_name: Option<Versioned<String>>,
+    pub invitee_uma: Option<Versioned<String>>,
+    pub status: Option<Versioned<InvitationStatus>>,
+    pub incentives_status: Option<Versioned<IncentivesStatus>>,
+    pub incentives_ineligibility_reason: Option<Versioned<String>>,
+    pub payment_amount: Option<Versioned<PaymentAmount>>,
+    pub created_at: Option<Versioned<String>>,
+    pub updated_at: Option<Versioned<String>>,
+    pub cancelled_at: Option<Versioned<String>>,
+    pub expires_at: Option<Versioned<String>>,
+    /// Earliest moment any event showed `CLAIMED`, as sent.
+    pub claimed_at: Option<Versioned<String>>,
+    /// Lowest ledger seq of an event that showed `CLAIMED`.
+    pub claim_seq: Option<u64>,
+    pub last_seq: u64,
+    pub fetch: FetchRecord,
+    pub payout: ObligationRecord,
+    pub incentive: ObligationRecord,
+    pub notification: ObligationRecord,
+}
+
+impl InvitationState {
+    pub fn new(invitation_id: impl Into<String>) -> Self {
+        Self { invitation_id: invitation_id.into(), ..Self::default() }
+    }
+
+    pub fn status(&self) -> Option<&InvitationStatus> {
+        self.status.as_ref().map(|v| &v.value)
+    }
+
+    pub fn incentives_status(&self) -> Option<&IncentivesStatus> {
+        self.incentives_status.as_ref().map(|v| &v.value)
+    }
+
+    pub fn is_claimed(&self) -> bool {
+        matches!(self.status(), Some(InvitationStatus::Claimed))
+    }
+
+    pub fn obligation(&self, kind: ObligationKind) -> &ObligationRecord {
+        match kind {
+            ObligationKind::InviteePayment => &self.payout,
+            ObligationKind::InviterIncentive => &self.incentive,
+            ObligationKind::InviterNotification => &self.notification,
+        }
+    }
+
+    fn obligation_mut(&mut self, kind: ObligationKind) -> &mut ObligationRecord {
+        match kind {
+            ObligationKind::InviteePayment => &mut self.payout,
+            ObligationKind::InviterIncentive => &mut self.incentive,
+            ObligationKind::InviterNotification => &mut self.notification,
+        }
+    }
+
+    /// Merges one snapshot of the invitation, true as of `at`.
+    fn merge(&mut self, snap: InvitationSnapshot, at: i64, seq: u64, claimed_text: &str) {
+        newest(&mut self.code, snap.code, at);
+        newest(&mut self.url, snap.url, at);
+        newest(&mut self.inviter_uma, snap.inviter_uma, at);
+        newest(&mut self.inviter_first_name, snap.inviter_first_name, at);
+        newest(&mut self.invitee_uma, snap.invitee_uma, at);
+        newest(&mut self.incentives_ineligibility_reason, snap.incentives_ineligibility_reason, at);
+        newest(&mut self.payment_amount, snap.payment_amount, at);
+        newest(&mut self.created_at, snap.created_at, at);
+        newest(&mut self.updated_at, snap.updated_at, at);
+        newest(&mut self.cancelled_at, snap.cancelled_at, at);
+        newest(&mut self.expires_at, snap.expires_at, at);
+        forward(&mut self.incentives_status, snap.incentives_status, at, IncentivesStatus::is_terminal);
+        if snap.status == Some(InvitationStatus::Claimed) {
+            // The earliest showing of CLAIMED is the claim.
+            let earlier = self.claimed_at.as_ref().is_none_or(|c| at < c.at || (at == c.at && claimed_text < c.value.as_str()));
+            if earlier {
+                self.claimed_at = Some(Versioned { value: claimed_text.to_owned(), at });
+            }
+            self.claim_seq = Some(self.claim_seq.map_or(seq, |s| s.min(seq)));
+        }
+        forward(&mut self.status, snap.status, at, InvitationStatus::is_terminal);
+    }
+}
+
+/// The invitation id an event is about, if any: its stream.
+pub fn stream_of(event: &LedgerEvent) -> Option<&str> {
+    event.stream.as_deref()
+}
+
+/// Folds one event into the state of the invitation it concerns. Events of
+/// other invitations or kinds this build does not know leave it unchanged
+/// (but for `last_seq`).
+pub fn apply(mut state: InvitationState, event: &LedgerEvent) -> InvitationState {
+    if stream_of(event) != Some(state.invitation_id.as_str()) {
+        return state;
+    }
+    state.last_seq = state.last_seq.max(event.seq);
+    match event.kind.as_str() {
+        ledger_kinds::WEBHOOK_RECEIVED => apply_webhook(&mut state, event),
+        events::kinds::INVITATION_FETCHED => {
+            if let Ok(f) = serde_json::from_slice::<InvitationFetched>(&event.body) {
+                match f.entity {
+                    Some(entity) => {
+                        let snap = InvitationSnapshot::from_json(&entity);
+                        let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(i64::MIN);
+                        let claimed_text = snap.updated_at.clone().unwrap_or_else(|| f.fetched_at.clone());
+                        state.merge(snap, at, event.seq, &claimed_text);
+                        state.fetch.phase = FetchPhase::Fetched;
+                    }
+                    None => {
+                        if state.fetch.phase != FetchPhase::Fetched {
+                            state.fetch.phase = FetchPhase::NotFound;
+                        }
+                    }
+                }
+                state.fetch.next_attempt_at = None;
+            }
+        }
+        events::kinds::INVITATION_FETCH_FAILED => {
+            if let Ok(f) = serde_json::from_slice::<InvitationFetchFailed>(&event.body) {
+                let fetch = &mut state.fetch;
+                fetch.attempts = fetch.attempts.max(f.attempt);
+                fetch.last_error = Some(f.error);
+                if matches!(fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled | FetchPhase::NotNeeded) {
+                    fetch.phase = FetchPhase::RetryScheduled;
+                    fetch.next_attempt_at = Some(f.next_attempt_at);
+                }
+            }
+        }
+        events::kinds::OBLIGATION_IN_DOUBT => {
+            if let Ok(d) = serde_json::from_slice::<ObligationInDoubt>(&event.body) {
+                let ob = state.obligation_mut(d.obligation);
+                if ob.phase != ObligationPhase::Succeeded && ob.phase != ObligationPhase::Failed {
+                    ob.phase = ObligationPhase::InDoubt;
+                    ob.next_attempt_at = None;
+                    ob.updated_at = Some(d.at);
+                }
+            }
+        }
+        events::kinds::OBLIGATION_RESOLVED => {
+            if let Ok(r) = serde_json::from_slice::<ObligationResolved>(&event.body) {
+                let ob = state.obligation_mut(r.obligation);
+                ob.decision = Some(r.decision);
+                ob.updated_at = Some(r.at.clone());
+                ob.next_attempt_at = None;
+                match r.decision {
+                    Decision::Paid => {
+                        ob.phase = ObligationPhase::Succeeded;
+                        ob.payment_id = r.payment_id;
+                        ob.succeeded_seq = Some(event.seq);
+                        ob.successes += 1;
+                    }
+                    Decision::Retry => {
+                        ob.phase = ObligationPhase::RetryScheduled;
+                        ob.window_started_at = Some(r.at.clone());
+                        ob.next_attempt_at = Some(r.at);
+                    }
+                    Decision::Failed => ob.phase = ObligationPhase::Failed,
+                }
+            }
+        }
+        kind => apply_obligation_event(&mut state, kind, event),
+    }
+    state
+}
+
+fn apply_webhook(state: &mut InvitationState, event: &LedgerEvent) {
+    let Ok(envelope) = WebhookEnvelope::parse(&event.body) else { return };
+    let envelope_at = instant(&envelope.timestamp).unwrap_or(i64::MIN);
+    let data = envelope.data.as_ref().filter(|d| d.is_object());
+    match data {
+        Some(data) => {
+            let mut snap = InvitationSnapshot::from_json(data);
+            if snap.status.is_none() && envelope.event_type == UMA_INVITATION_CLAIMED {
+                snap.status = Some(InvitationStatus::Claimed);
+            }
+            let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(envelope_at);
+            let claimed_text = snap.updated_at.clone().unwrap_or_else(|| envelope.timestamp.clone());
+            state.merge(snap, at, event.seq, &claimed_text);
+        }
+        None => {
+            if envelope.event_type == UMA_INVITATION_CLAIMED {
+                let snap = InvitationSnapshot { status: Some(InvitationStatus::Claimed), ..Default::default() };
+                state.merge(snap, envelope_at, event.seq, &envelope.timestamp);
+                if state.fetch.phase == FetchPhase::NotNeeded {
+                    state.fetch.phase = FetchPhase::Pending;
+                }
+            }
+        }
+    }
+}
+
+fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: &LedgerEvent) {
+    let Some((prefix, outcome)) = kind.split_once('.') else { return };
+    let Some(obligation) = ObligationKind::ALL.into_iter().find(|k| k.event_prefix() == prefix) else { return };
+    let ob = state.obligation_mut(obligation);
+    let settled = matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
+    match outcome {
+        "requested" => {
+            let Ok(r) = serde_json::from_slice::<ObligationRequested>(&event.body) else { return };
+            ob.attempts = ob.attempts.max(r.attempt);
+            ob.idempotency_key = Some(r.idempotency_key);
+            if ob.window_started_at.is_none() {
+                ob.window_started_at = Some(r.requested_at.clone());
+            }
+            if r.amount.is_some() {
+                ob.amount = r.amount;
+            }
+            ob.requested_seq = Some(event.seq);
+            ob.updated_at = Some(r.requested_at);
+            if !settled && ob.phase != ObligationPhase::InDoubt {
+                ob.phase = ObligationPhase::Requested;
+                ob.next_attempt_at = None;
+            }
+        }
+        "succeeded" => {
+            let Ok(s) = serde_json::from_slice::<ObligationSucceeded>(&event.body) else { return };
+            ob.successes += 1;
+            if ob.phase != ObligationPhase::Succeeded {
+                ob.phase = ObligationPhase::Succeeded;
+                ob.payment_id = s.payment_id;
+                ob.succeeded_seq = Some(event.seq);
+                ob.updated_at = Some(s.at);
+                ob.next_attempt_at = None;
+                ob.last_error = None;
+            }
+        }
+        "failed" => {
+            let Ok(f) = serde_json::from_slice::<ObligationFailed>(&event.body) else { return };
+            ob.last_error = Some(f.error);
+            if !settled {
+                ob.updated_at = Some(f.at);
+                if f.permanent {
+                    ob.phase = ObligationPhase::Failed;
+                    ob.next_attempt_at = None;
+                } else if ob.phase != ObligationPhase::InDoubt {
+                    ob.phase = ObligationPhase::RetryScheduled;
+                    ob.next_attempt_at = f.next_attempt_at;
+                }
+            }
+        }
+        _ => {}
+    }
+}

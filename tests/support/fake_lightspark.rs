@@ -1,0 +1,215 @@
+//! A real HTTP fake of the Lightspark GraphQL endpoint, on `127.0.0.1:0`.
+//!
+//! It checks what the real API checks that matters to us (Basic credentials,
+//! a `GetUmaInvitation` query with `variables.id`) and answers the shapes the
+//! real API answers: `{"data": {"entity": ...}}`, `{"errors": [...]}`, 401.
+//! Failures can be scheduled so that retry paths are exercised over real
+//! sockets. The server stops when the `FakeLightspark` is dropped.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::Filter;
+
+/// The path of the real endpoint, so URLs built from the fake look like the
+/// production setting.
+pub const GRAPHQL_PATH: &str = "/graphql/server/2023-09-13";
+
+#[derive(Default)]
+struct State {
+    invitations: HashMap<String, Value>,
+    fail_next: usize,
+    graphql_errors_next: usize,
+    calls: usize,
+    unauthorized_calls: usize,
+    requests: Vec<Value>,
+}
+
+/// A running fake. Dropping it stops the server.
+pub struct FakeLightspark {
+    /// `http://127.0.0.1:PORT/graphql/server/2023-09-13`
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FakeLightspark {
+    /// Starts the fake; only `Basic base64(client_id:client_secret)` is let in.
+    pub async fn start(client_id: &str, client_secret: &str) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let expected = base64_encode(format!("{client_id}:{client_secret}").as_bytes());
+        let shared = state.clone();
+        let route = warp::any()
+            .and(warp::method())
+            .and(warp::path::full())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(warp::body::bytes())
+            .map(move |method: warp::http::Method, path: warp::path::FullPath, auth: Option<String>, body: bytes::Bytes| {
+                let (status, answer) = handle(&shared, &expected, &method, path.as_str(), auth.as_deref(), &body);
+                warp::reply::with_status(warp::reply::json(&answer), status)
+            });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = warp::serve(route)
+            .try_bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
+                let _ = rx.await;
+            })
+            .expect("bind the fake Lightspark API on 127.0.0.1:0");
+        tokio::spawn(server);
+        Self { url: format!("http://{addr}{GRAPHQL_PATH}"), state, shutdown: Some(tx) }
+    }
+
+    /// What `data.entity` is for `id` from now on (aliased spelling, see
+    /// [`aliased_entity`]). Ids never set answer `entity: null`.
+    pub fn set_invitation(&self, id: &str, entity: Value) {
+        self.state.lock().unwrap().invitations.insert(id.to_owned(), entity);
+    }
+
+    /// The next `n` authorised calls answer HTTP 500.
+    pub fn fail_next(&self, n: usize) {
+        self.state.lock().unwrap().fail_next = n;
+    }
+
+    /// The next `n` authorised calls (after any scheduled 500s) answer HTTP
+    /// 200 with `{"errors": [{"message": ...}]}`.
+    pub fn fail_with_graphql_errors_next(&self, n: usize) {
+        self.state.lock().unwrap().graphql_errors_next = n;
+    }
+
+    /// Every request received, failed and unauthorised ones included.
+    pub fn calls(&self) -> usize {
+        self.state.lock().unwrap().calls
+    }
+
+    /// The bodies received, in order; a body that is not JSON is recorded as
+    /// a JSON string of its (lossy UTF-8) text.
+    pub fn requests(&self) -> Vec<Value> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Requests refused with 401 (missing or wrong credentials).
+    pub fn unauthorized_calls(&self) -> usize {
+        self.state.lock().unwrap().unauthorized_calls
+    }
+}
+
+impl Drop for FakeLightspark {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One request, in the order the real API would judge it: credentials, then
+/// scheduled failures, then the request itself.
+fn handle(
+    state: &Mutex<State>,
+    expected_credentials: &str,
+    method: &warp::http::Method,
+    path: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let mut s = state.lock().unwrap();
+    s.calls += 1;
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    s.requests.push(parsed.clone().unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned())));
+
+    if path != GRAPHQL_PATH {
+        return (StatusCode::NOT_FOUND, errors("not found"));
+    }
+    if method != warp::http::Method::POST {
+        return (StatusCode::METHOD_NOT_ALLOWED, errors("method not allowed"));
+    }
+    let authorised = auth
+        .and_then(|h| h.trim().split_once(' '))
+        .is_some_and(|(scheme, token)| scheme.eq_ignore_ascii_case("basic") && token.trim() == expected_credentials);
+    if !authorised {
+        s.unauthorized_calls += 1;
+        return (StatusCode::UNAUTHORIZED, errors("unauthorized"));
+    }
+    if s.fail_next > 0 {
+        s.fail_next -= 1;
+        return (StatusCode::INTERNAL_SERVER_ERROR, errors("internal server error"));
+    }
+    if s.graphql_errors_next > 0 {
+        s.graphql_errors_next -= 1;
+        return (StatusCode::OK, errors("Something went wrong. Please try again later."));
+    }
+    let Some(request) = parsed else {
+        return (StatusCode::BAD_REQUEST, errors("body is not JSON"));
+    };
+    let query_ok = request.get("query").and_then(Value::as_str).is_some_and(|q| q.contains("GetUmaInvitation"));
+    if !query_ok {
+        return (StatusCode::BAD_REQUEST, errors("expected the GetUmaInvitation query"));
+    }
+    let Some(id) = request.pointer("/variables/id").and_then(Value::as_str) else {
+        return (StatusCode::BAD_REQUEST, errors("Variable \"$id\" of required type \"ID!\" was not provided."));
+    };
+    let entity = s.invitations.get(id).cloned().unwrap_or(Value::Null);
+    (StatusCode::OK, json!({ "data": { "entity": entity } }))
+}
+
+fn errors(message: &str) -> Value {
+    json!({ "errors": [{ "message": message }] })
+}
+
+/// An `UmaInvitation` as the `GetUmaInvitation` query returns it (every field
+/// aliased, absent optionals as `null`), like
+/// `fixtures/graphql/invitation_claimed.json`. The url is derived from the
+/// code, the inviter is `$alice@vasp-a.example`, and the times are the
+/// fixture's.
+pub fn aliased_entity(
+    id: &str,
+    code: &str,
+    status: &str,
+    incentives: &str,
+    amount: Option<(i64, &str)>,
+    invitee: Option<&str>,
+) -> Value {
+    let payment_amount = match amount {
+        Some((value, currency)) => json!({
+            "uma_currency_amount_value": value,
+            "uma_currency_amount_currency": {
+                "uma_currency_code": currency,
+                "uma_currency_decimals": 2
+            }
+        }),
+        None => Value::Null,
+    };
+    json!({
+        "__typename": "UmaInvitation",
+        "uma_invitation_id": id,
+        "uma_invitation_created_at": "2026-11-01T10:00:00+00:00",
+        "uma_invitation_updated_at": "2026-11-01T12:00:00+00:00",
+        "uma_invitation_code": code,
+        "uma_invitation_url": format!("https://uma.me/i/{code}"),
+        "uma_invitation_inviter_uma": "$alice@vasp-a.example",
+        "uma_invitation_invitee_uma": invitee,
+        "uma_invitation_status": status,
+        "uma_invitation_incentives_status": incentives,
+        "uma_invitation_incentives_ineligibility_reason": null,
+        "uma_invitation_payment_amount": payment_amount,
+        "uma_invitation_cancelled_at": null,
+        "uma_invitation_expires_at": null
+    })
+}
+
+/// Standard base64 with padding (RFC 4648), enough for one header; the
+/// fake's own copy so that it does not trust the client's encoder. Public so
+/// that tests can look for the encoded credentials in error texts.
+pub fn base64_encode(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
+}
+
