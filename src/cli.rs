@@ -165,3 +165,105 @@ impl Progress {
         }
     }
 }
+
+/// `reconcile --once [--dry-run]`: one reconciler pass. Refused while a
+/// service holds the database: only one reconciler may act at a time.
+///
+/// # Errors
+/// When a service runs, the settings are invalid, or the pass fails.
+pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dry_run: bool) -> anyhow::Result<String> {
+    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to reconcile", db.db.display());
+    let config = args.validate()?;
+    let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
+    let (writer, thread) = ledger::LedgerWriter::start(&db.db)?;
+    let reconciler = crate::service::build_reconciler(&db.db, writer.clone(), config)?;
+    let outcome = reconciler.try_execute_once(dry_run).await;
+    drop(reconciler);
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
+    let o = outcome?;
+    let mut out = o.lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{}: sent={} succeeded={} failed={} retry_scheduled={} in_doubt={} fetched={} fetch_failed={} not_configured={}",
+        if dry_run { "dry run" } else { "reconciled" },
+        o.sent, o.succeeded, o.failed, o.retry_scheduled, o.in_doubt, o.fetched, o.fetch_failed, o.not_configured
+    ));
+    Ok(out)
+}
+
+/// `resolve <invitation> <kind> --paid ID | --retry | --failed`: records an
+/// operator's decision on an in-doubt (or failed) obligation.
+///
+/// # Errors
+/// When the invitation or kind is unknown, the obligation is not in doubt
+/// or failed, or the ledger cannot be written.
+pub async fn resolve(
+    db: &DbArgs,
+    invitation: &str,
+    kind: &str,
+    decision: crate::projection::events::Decision,
+    payment_id: Option<String>,
+) -> anyhow::Result<String> {
+    use crate::projection::events::{idempotency_key, kinds, ObligationKind, ObligationResolved};
+    use crate::projection::view::{obligation, ObligationState};
+    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
+    let kind = ObligationKind::parse(kind)
+        .ok_or_else(|| anyhow::anyhow!("unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive or inviter_notification"))?;
+    let mut conn = ledger::open(&db.db)?;
+    crate::projection::store::catch_up(&mut conn, 5_000)?;
+    let state = crate::projection::store::find(&conn, invitation)?
+        .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
+    let view = obligation(&state, kind);
+    anyhow::ensure!(
+        matches!(view.state, ObligationState::InDoubt | ObligationState::Failed),
+        "{} {} is {}, not in_doubt or failed: nothing to resolve",
+        state.invitation_id,
+        kind.as_str(),
+        view.state.as_str()
+    );
+    let key = idempotency_key(&state.invitation_id, kind);
+    let decision_name = serde_json::to_value(decision)?.as_str().unwrap_or("?").to_owned();
+    let body = ObligationResolved {
+        invitation_id: state.invitation_id.clone(),
+        obligation: kind,
+        idempotency_key: key.clone(),
+        decision,
+        payment_id,
+        at: crate::reconcile::clock::rfc3339(chrono::Utc::now()),
+    };
+    let (writer, thread) = ledger::LedgerWriter::start(&db.db)?;
+    let appended = writer
+        .append(ledger::NewEvent {
+            event_key: format!("{key}:resolved:{}:{decision_name}", view.attempts),
+            kind: kinds::OBLIGATION_RESOLVED.into(),
+            stream: Some(state.invitation_id.clone()),
+            body: serde_json::to_vec(&body)?,
+            signature: None,
+            sibling_prefix: None,
+        })
+        .await;
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
+    let appended = appended?;
+    crate::projection::store::catch_up(&mut conn, 5_000)?;
+    Ok(format!(
+        "recorded {decision_name} for {} {} at seq {}{}",
+        state.invitation_id,
+        kind.as_str(),
+        appended.seq,
+        if appended.duplicate { " (already recorded)" } else { "" }
+    ))
+}
+
+/// `audit incentives [--inviter UMA] [--json]`.
+///
+/// # Errors
+/// When the ledger cannot be read.
+pub fn audit_incentives(db: &DbArgs, inviter: Option<&str>, json: bool, horizon: std::time::Duration) -> anyhow::Result<String> {
+    let conn = open_existing(db)?;
+    let a = crate::api::read::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
+    Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::reconcile::audit::render(&a) })
+}

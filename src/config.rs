@@ -68,6 +68,138 @@ impl KeyArgs {
     }
 }
 
+/// The payment platform, notification endpoint, incentive and pacing: what
+/// the reconciler needs. Shared by `serve` and `reconcile --once`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReconcileArgs {
+    /// Payment platform endpoint (POST); unset: payments and incentives stay pending.
+    #[arg(long = "payout-url", env = "PAYOUT_URL")]
+    pub payout_url: Option<String>,
+    /// Key for the ledger-signature header (hex HMAC-SHA256 of each request body).
+    #[arg(long = "payout-signing-key", env = "PAYOUT_SIGNING_KEY", hide_env_values = true)]
+    pub payout_signing_key: Option<String>,
+    /// Inviter notification endpoint (POST); unset: notifications stay pending.
+    #[arg(long = "notify-url", env = "NOTIFY_URL")]
+    pub notify_url: Option<String>,
+    /// Incentive forwarded to the inviter, as AMOUNT:CURRENCY in the smallest unit (e.g. 500:USD); unset: audited, not forwarded.
+    #[arg(long = "inviter-incentive", env = "INVITER_INCENTIVE")]
+    pub inviter_incentive: Option<String>,
+    /// Lightspark GraphQL endpoint used to fetch invitations a webhook named without data.
+    #[arg(long = "lightspark-api-url", env = "LIGHTSPARK_API_URL", default_value = "https://api.lightspark.com/graphql/server/2023-09-13")]
+    pub lightspark_api_url: String,
+    /// Lightspark API client id.
+    #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID")]
+    pub lightspark_api_client_id: Option<String>,
+    /// Lightspark API client secret.
+    #[arg(long = "lightspark-api-client-secret", env = "LIGHTSPARK_API_CLIENT_SECRET", hide_env_values = true)]
+    pub lightspark_api_client_secret: Option<String>,
+    /// Pause between reconciler passes when nothing wakes it, in milliseconds.
+    #[arg(long = "reconcile-interval-ms", env = "RECONCILE_INTERVAL_MS", default_value_t = 2000)]
+    pub reconcile_interval_ms: u64,
+    /// First retry delay after a transient failure, in milliseconds.
+    #[arg(long = "retry-base-ms", env = "RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long = "retry-max-ms", env = "RETRY_MAX_MS", default_value_t = 3_600_000)]
+    pub retry_max_ms: u64,
+    /// How long the payment platform remembers an idempotency key (e.g. 24h); older requests become in_doubt.
+    #[arg(long = "idempotency-window", env = "IDEMPOTENCY_WINDOW", default_value = "24h")]
+    pub idempotency_window: String,
+    /// Bound on each outgoing HTTP request, in milliseconds.
+    #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Most obligations the reconciler works on at once.
+    #[arg(long = "reconcile-concurrency", env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
+    pub reconcile_concurrency: usize,
+}
+
+/// Validated reconciler settings.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    pub payout_url: Option<String>,
+    pub payout_signing_key: Option<Secret>,
+    pub notify_url: Option<String>,
+    pub inviter_incentive: Option<crate::lightspark::invitation::Money>,
+    pub lightspark_api_url: String,
+    /// Both set, or neither (then invitations without data stay unfetched).
+    pub lightspark_credentials: Option<(String, Secret)>,
+    pub interval: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub idempotency_window: Duration,
+    pub request_timeout: Duration,
+    pub concurrency: usize,
+}
+
+fn http_url(setting: &str, raw: &Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
+    let ok = raw.parse::<reqwest::Url>().is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !ok {
+        return Err(ConfigError(format!("{setting} {raw:?} is not an http(s) URL: give one such as https://payments.example/v1/payouts.")));
+    }
+    Ok(Some(raw.to_owned()))
+}
+
+impl ReconcileArgs {
+    /// # Errors
+    /// [`ConfigError`] naming the first setting that cannot be used.
+    pub fn validate(&self) -> Result<ReconcileConfig, ConfigError> {
+        let inviter_incentive = match self.inviter_incentive.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => {
+                let bad = || ConfigError(format!(
+                    "INVITER_INCENTIVE {raw:?} is not AMOUNT:CURRENCY: give a non-negative integer in the currency's smallest unit and a code, such as 500:USD."
+                ));
+                let (amount, currency) = raw.split_once(':').ok_or_else(bad)?;
+                let amount: i64 = amount.trim().parse().map_err(|_| bad())?;
+                Some(crate::lightspark::invitation::Money::new(amount, currency.trim()).map_err(|_| bad())?)
+            }
+        };
+        let lightspark_credentials = match (&self.lightspark_api_client_id, &self.lightspark_api_client_secret) {
+            (Some(id), Some(secret)) if !id.trim().is_empty() && !secret.is_empty() => {
+                Some((id.trim().to_owned(), Secret::new(secret.clone())))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET must be set together: set both, or neither.".into(),
+                ))
+            }
+        };
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+            return Err(ConfigError("RETRY_BASE_MS must be at least 1 and RETRY_MAX_MS at least RETRY_BASE_MS.".into()));
+        }
+        if self.reconcile_interval_ms == 0 {
+            return Err(ConfigError("RECONCILE_INTERVAL_MS must be at least 1.".into()));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError("REQUEST_TIMEOUT_MS must be at least 1.".into()));
+        }
+        if self.reconcile_concurrency == 0 {
+            return Err(ConfigError("RECONCILE_CONCURRENCY must be at least 1.".into()));
+        }
+        let idempotency_window = parse_duration("IDEMPOTENCY_WINDOW", &self.idempotency_window)?;
+        if idempotency_window.is_zero() {
+            return Err(ConfigError("IDEMPOTENCY_WINDOW must be longer than zero, such as 24h.".into()));
+        }
+        Ok(ReconcileConfig {
+            payout_url: http_url("PAYOUT_URL", &self.payout_url)?,
+            payout_signing_key: self.payout_signing_key.clone().filter(|k| !k.is_empty()).map(Secret::new),
+            notify_url: http_url("NOTIFY_URL", &self.notify_url)?,
+            inviter_incentive,
+            lightspark_api_url: http_url("LIGHTSPARK_API_URL", &Some(self.lightspark_api_url.clone()))?
+                .ok_or_else(|| ConfigError("LIGHTSPARK_API_URL is empty: give the Lightspark GraphQL endpoint.".into()))?,
+            lightspark_credentials,
+            interval: Duration::from_millis(self.reconcile_interval_ms),
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            idempotency_window,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            concurrency: self.reconcile_concurrency,
+        })
+    }
+}
+
 /// Everything `serve` can be told.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -75,6 +207,8 @@ pub struct ServeArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub key: KeyArgs,
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
     /// Address the HTTP listener binds.
     #[arg(long = "listen-addr", env = "LISTEN_ADDR", default_value = "127.0.0.1:3000")]
     pub listen_addr: String,
@@ -101,6 +235,7 @@ pub struct ServiceConfig {
     pub max_body_bytes: usize,
     /// See [`ServeArgs::unbatched_commits`].
     pub group_commit: bool,
+    pub reconcile: ReconcileConfig,
 }
 
 impl ServeArgs {
@@ -138,6 +273,7 @@ impl ServeArgs {
             read_api_token,
             max_body_bytes: self.max_body_bytes,
             group_commit: !self.unbatched_commits,
+            reconcile: self.reconcile.validate()?,
         })
     }
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod ledger;
 pub mod lightspark;
 pub mod projection;
+pub mod reconcile;
 pub mod service;
 
 pub use service::serve;

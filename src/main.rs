@@ -31,6 +31,42 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run one reconciler pass: make the payments, incentives and notifications still owed.
+    Reconcile {
+        #[command(flatten)]
+        db: config::DbArgs,
+        #[command(flatten)]
+        reconcile: config::ReconcileArgs,
+        /// Run a single pass and exit (the service runs passes continuously).
+        #[arg(long)]
+        once: bool,
+        /// Decide and print, but append and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Record an operator's decision on an in-doubt or failed obligation.
+    Resolve {
+        #[command(flatten)]
+        db: config::DbArgs,
+        /// Invitation id or code.
+        invitation: String,
+        /// invitee_payment, inviter_incentive or inviter_notification.
+        kind: String,
+        /// It was paid outside our knowledge: record the platform's payment id.
+        #[arg(long, value_name = "PAYMENT_ID", conflicts_with_all = ["retry", "failed"])]
+        paid: Option<String>,
+        /// It was not paid: send again with the same idempotency key.
+        #[arg(long, conflicts_with = "failed")]
+        retry: bool,
+        /// Give up on it; it stays failed.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Audits.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
     /// Show one invitation's projection by id or code.
     Status {
         #[command(flatten)]
@@ -43,6 +79,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Per inviter: each invitation's incentive decision, what was forwarded, totals and anomalies.
+    Incentives {
+        #[command(flatten)]
+        db: config::DbArgs,
+        /// Only this inviter.
+        #[arg(long, value_name = "UMA")]
+        inviter: Option<String>,
+        /// Print the same JSON as GET /v1/audit/incentives.
+        #[arg(long)]
+        json: bool,
+        /// How long a validated incentive may stay unforwarded before it is an anomaly.
+        #[arg(long = "idempotency-window", env = "IDEMPOTENCY_WINDOW", default_value = "24h")]
+        horizon: String,
+    },
+}
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -52,6 +106,29 @@ fn main() -> ExitCode {
         Command::Rebuild { db, check: false } => cli::rebuild(&db).map(|s| println!("{s}")),
         Command::Rebuild { db, check: true } => cli::rebuild_check(&db).map(|s| println!("{s}")),
         Command::Status { db, invitation, json } => cli::status(&db, &invitation, json).map(|s| println!("{s}")),
+        Command::Reconcile { db, reconcile, once, dry_run } => {
+            if once {
+                block_on(cli::reconcile_once(&db, &reconcile, dry_run))
+            } else {
+                Err(anyhow::anyhow!("reconcile needs --once (the service reconciles continuously: use `serve`)"))
+            }
+        }
+        Command::Resolve { db, invitation, kind, paid, retry, failed } => {
+            use invitation_ledger::projection::events::Decision;
+            let decision = match (&paid, retry, failed) {
+                (Some(_), false, false) => Ok(Decision::Paid),
+                (None, true, false) => Ok(Decision::Retry),
+                (None, false, true) => Ok(Decision::Failed),
+                _ => Err(anyhow::anyhow!("resolve needs exactly one of --paid PAYMENT_ID, --retry or --failed")),
+            };
+            decision.and_then(|d| block_on(cli::resolve(&db, &invitation, &kind, d, paid)))
+        }
+        Command::Audit { what: AuditCommand::Incentives { db, inviter, json, horizon } } => {
+            config::parse_duration("IDEMPOTENCY_WINDOW", &horizon)
+                .map_err(anyhow::Error::from)
+                .and_then(|h| cli::audit_incentives(&db, inviter.as_deref(), json, h))
+                .map(|s| println!("{s}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,6 +137,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<String>>) -> anyhow::Result<()> {
+    let s = tokio::runtime::Runtime::new()?.block_on(f)?;
+    println!("{s}");
+    Ok(())
 }
 
 fn init_tracing() {

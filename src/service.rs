@@ -10,7 +10,32 @@ use anyhow::Context;
 
 use crate::api::read::ReadPool;
 use crate::api::{self, AppState};
+use crate::config::ReconcileConfig;
+use crate::ledger::LedgerWriter as Writer;
+use crate::lightspark::client::LightsparkClient;
 use crate::projection;
+use crate::reconcile::{self, clock, endpoint::HttpEndpoint, Reconciler};
+
+/// The reconciler as the service and `reconcile --once` run it: real HTTP,
+/// the wall clock, jitter seeded from entropy.
+pub type LiveReconciler = Reconciler<HttpEndpoint, clock::SystemClock, clock::XorShift>;
+
+/// # Errors
+/// When the HTTP clients cannot be built (bad Lightspark settings).
+pub fn build_reconciler(db: &std::path::Path, writer: Writer, config: ReconcileConfig) -> anyhow::Result<LiveReconciler> {
+    let endpoint = HttpEndpoint::new(config.request_timeout).context("building the HTTP client")?;
+    let lightspark = match &config.lightspark_credentials {
+        Some((id, secret)) => Some(
+            LightsparkClient::new(&config.lightspark_api_url, id, secret.clone(), config.request_timeout)
+                .map_err(|e| anyhow::anyhow!("LIGHTSPARK_API_URL or credentials cannot be used: {e}"))?,
+        ),
+        None => {
+            tracing::warn!("LIGHTSPARK_API_CLIENT_ID/SECRET not set: webhooks without invitation data stay unfetched");
+            None
+        }
+    };
+    Ok(Reconciler::new(db.to_owned(), writer, config, endpoint, lightspark, clock::SystemClock, clock::XorShift::from_entropy()))
+}
 use crate::config::ServiceConfig;
 use crate::ledger::lock::InstanceLock;
 use crate::ledger::LedgerWriter;
@@ -40,6 +65,8 @@ pub async fn serve(
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let projector = projection::worker::start(&config.db, writer.committed(), stop.clone())
         .context("catching up the projections")?;
+    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone())?;
+    let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
     let state = Arc::new(AppState { config, writer, webhooks: Default::default(), reads });
     let routes = api::routes(state.clone());
@@ -58,6 +85,9 @@ pub async fn serve(
         .await
         .context("HTTP server failed")?;
     let _ = stop_tx.send(true);
+    // In-flight obligation steps finish and record their outcomes.
+    reconcile_task.await?;
+    drop(reconciler);
     let projector_thread = projector.thread;
     tokio::task::spawn_blocking(move || projector_thread.join())
         .await?

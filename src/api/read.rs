@@ -107,6 +107,25 @@ struct ListQuery {
 }
 
 #[derive(Debug, Deserialize)]
+struct AuditQuery {
+    inviter_uma: Option<String>,
+}
+
+/// The incentive audit, shared by `GET /v1/audit/incentives` and the CLI.
+///
+/// # Errors
+/// When the database cannot be read.
+pub fn audit_incentives(
+    conn: &Connection,
+    inviter_uma: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    horizon: std::time::Duration,
+) -> anyhow::Result<crate::reconcile::audit::IncentiveAudit> {
+    let states = store::all(conn, inviter_uma)?;
+    Ok(crate::reconcile::audit::audit(&states, now, horizon))
+}
+
+#[derive(Debug, Deserialize)]
 struct EventsQuery {
     after: Option<u64>,
     limit: Option<usize>,
@@ -191,6 +210,24 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             }
         });
 
+    let p = pool.clone();
+    let horizon = state.config.reconcile.idempotency_window;
+    let audit = warp::path!("v1" / "audit" / "incentives")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<AuditQuery>())
+        .and_then(move |q: AuditQuery| {
+            let p = p.clone();
+            async move {
+                let inviter = q.inviter_uma.filter(|s| !s.is_empty());
+                let a = p
+                    .run(move |c| audit_incentives(c, inviter.as_deref(), chrono::Utc::now(), horizon))
+                    .await
+                    .map_err(reject)?;
+                Ok::<_, Rejection>(warp::reply::json(&a).into_response())
+            }
+        });
+
     let p = pool;
     let events = warp::path!("v1" / "ledger" / "events")
         .and(warp::get())
@@ -229,7 +266,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             }
         });
 
-    one.or(list).unify().or(events).unify()
+    one.or(list).unify().or(events).unify().or(audit).unify()
 }
 
 #[cfg(test)]

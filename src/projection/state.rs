@@ -118,6 +118,10 @@ pub struct ObligationRecord {
     pub last_error: Option<String>,
     pub updated_at: Option<String>,
     pub amount: Option<crate::lightspark::invitation::Money>,
+    /// The body of the first request under this key: every retry re-sends
+    /// exactly it, since a platform rejects a key reused with other
+    /// parameters (and a newer snapshot must not change a payment in flight).
+    pub request: Option<serde_json::Value>,
     pub requested_seq: Option<u64>,
     pub succeeded_seq: Option<u64>,
     /// `*.succeeded` events seen; more than one key-distinct success would
@@ -336,6 +340,9 @@ fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: &Ledge
             }
             if r.amount.is_some() {
                 ob.amount = r.amount;
+            }
+            if ob.request.is_none() {
+                ob.request = Some(r.request);
             }
             ob.requested_seq = Some(event.seq);
             ob.updated_at = Some(r.requested_at);

@@ -9,7 +9,7 @@ pub mod fake_platform;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use invitation_ledger::config::{DbArgs, KeyArgs, ServeArgs};
+use invitation_ledger::config::{DbArgs, KeyArgs, ReconcileArgs, ServeArgs};
 use invitation_ledger::lightspark::signature::sign;
 
 pub const SECRET: &str = "test-signing-secret";
@@ -24,10 +24,30 @@ pub struct TestApp {
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Reconciler settings for tests: no endpoints, fast retries.
+pub fn reconcile_args() -> ReconcileArgs {
+    ReconcileArgs {
+        payout_url: None,
+        payout_signing_key: None,
+        notify_url: None,
+        inviter_incentive: None,
+        lightspark_api_url: "http://127.0.0.1:9/unused".into(),
+        lightspark_api_client_id: None,
+        lightspark_api_client_secret: None,
+        reconcile_interval_ms: 100,
+        retry_base_ms: 20,
+        retry_max_ms: 200,
+        idempotency_window: "24h".into(),
+        request_timeout_ms: 2000,
+        reconcile_concurrency: 8,
+    }
+}
+
 pub fn serve_args(db: &Path) -> ServeArgs {
     ServeArgs {
         db: DbArgs { db: db.to_owned() },
         key: KeyArgs { signing_key: Some(SECRET.to_owned()) },
+        reconcile: reconcile_args(),
         listen_addr: "127.0.0.1:0".into(),
         read_api_token: None,
         max_body_bytes: 256 * 1024,

@@ -1,0 +1,209 @@
+//! The incentive audit: per inviter, every invitation's incentive decision,
+//! what was forwarded (when, under which key, with which payment id, at
+//! which ledger seq), totals per currency, and the anomalies a healthy
+//! ledger never shows. A pure function of the projection and the time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::lightspark::invitation::{IncentivesStatus, Money};
+use crate::projection::events::ObligationKind;
+use crate::projection::state::{InvitationState, ObligationPhase};
+use crate::projection::view::{obligation, ObligationState};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IncentiveFacts {
+    pub state: ObligationState,
+    pub attempts: u32,
+    pub idempotency_key: Option<String>,
+    pub payment_id: Option<String>,
+    pub amount: Option<Money>,
+    pub requested_seq: Option<u64>,
+    pub succeeded_seq: Option<u64>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditedInvitation {
+    pub invitation_id: String,
+    pub code: Option<String>,
+    pub claim_seq: Option<u64>,
+    pub claimed_at: Option<String>,
+    pub incentives_status: Option<String>,
+    pub incentives_ineligibility_reason: Option<String>,
+    pub incentive: IncentiveFacts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Sum of forwarded incentives per currency, in the smallest unit.
+    pub forwarded: BTreeMap<String, i64>,
+    pub validated: u64,
+    pub ineligible: u64,
+    pub pending: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inviters: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InviterAudit {
+    pub inviter_uma: String,
+    pub invitations: Vec<AuditedInvitation>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Anomaly {
+    /// `forwarded_twice`, `forwarded_not_validated` or `validated_not_forwarded`.
+    pub kind: &'static str,
+    pub invitation_id: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IncentiveAudit {
+    pub inviters: Vec<InviterAudit>,
+    pub totals: Totals,
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Totals {
+    fn count(&mut self, inv: &AuditedInvitation) {
+        match inv.incentives_status.as_deref() {
+            Some("VALIDATED") => self.validated += 1,
+            Some("INELIGIBLE") => self.ineligible += 1,
+            _ => self.pending += 1,
+        }
+        if inv.incentive.state == ObligationState::Succeeded {
+            if let Some(m) = &inv.incentive.amount {
+                *self.forwarded.entry(m.currency().to_owned()).or_default() += m.value();
+            }
+        }
+    }
+
+    fn add(&mut self, other: &Totals) {
+        for (c, v) in &other.forwarded {
+            *self.forwarded.entry(c.clone()).or_default() += v;
+        }
+        self.validated += other.validated;
+        self.ineligible += other.ineligible;
+        self.pending += other.pending;
+    }
+}
+
+/// Builds the audit. `horizon` is how long a validated incentive may stay
+/// unforwarded after the claim before it counts as an anomaly.
+pub fn audit(states: &[InvitationState], now: DateTime<Utc>, horizon: Duration) -> IncentiveAudit {
+    let mut by_inviter: BTreeMap<String, Vec<AuditedInvitation>> = BTreeMap::new();
+    let mut anomalies = Vec::new();
+    for s in states {
+        let Some(inviter) = s.inviter_uma.as_ref().map(|v| v.value.clone()) else { continue };
+        let rec = s.obligation(ObligationKind::InviterIncentive);
+        let view = obligation(s, ObligationKind::InviterIncentive);
+        let validated = matches!(s.incentives_status(), Some(IncentivesStatus::Validated));
+        let forwarded = rec.phase == ObligationPhase::Succeeded;
+        if rec.successes > 1 {
+            anomalies.push(Anomaly {
+                kind: "forwarded_twice",
+                invitation_id: s.invitation_id.clone(),
+                detail: format!("{} successful forwards recorded for one incentive", rec.successes),
+            });
+        }
+        if (forwarded || rec.attempts > 0) && !(validated && s.is_claimed()) {
+            anomalies.push(Anomaly {
+                kind: "forwarded_not_validated",
+                invitation_id: s.invitation_id.clone(),
+                detail: format!(
+                    "incentive {} while status is {} and incentives_status is {}",
+                    if forwarded { "forwarded" } else { "requested" },
+                    s.status().map_or("unknown", |x| x.as_str()),
+                    s.incentives_status().map_or("unknown", |x| x.as_str())
+                ),
+            });
+        }
+        if validated && s.is_claimed() && !forwarded {
+            let claimed = s.claimed_at.as_ref().and_then(|c| super::clock::parse_time(&c.value));
+            if let Some(claimed) = claimed {
+                if now.signed_duration_since(claimed).to_std().is_ok_and(|age| age > horizon) {
+                    anomalies.push(Anomaly {
+                        kind: "validated_not_forwarded",
+                        invitation_id: s.invitation_id.clone(),
+                        detail: format!("validated, claimed at {}, incentive still {}", c_text(s), view.state.as_str()),
+                    });
+                }
+            }
+        }
+        by_inviter.entry(inviter).or_default().push(AuditedInvitation {
+            invitation_id: s.invitation_id.clone(),
+            code: s.code.as_ref().map(|v| v.value.clone()),
+            claim_seq: s.claim_seq,
+            claimed_at: s.claimed_at.as_ref().map(|v| v.value.clone()),
+            incentives_status: s.incentives_status().map(|x| x.as_str().to_owned()),
+            incentives_ineligibility_reason: s.incentives_ineligibility_reason.as_ref().map(|v| v.value.clone()),
+            incentive: IncentiveFacts {
+                state: view.state,
+                attempts: view.attempts,
+                idempotency_key: view.idempotency_key,
+                payment_id: view.payment_id,
+                amount: rec.amount.clone(),
+                requested_seq: rec.requested_seq,
+                succeeded_seq: rec.succeeded_seq,
+                updated_at: view.updated_at,
+            },
+        });
+    }
+    let mut totals = Totals::default();
+    let inviters: Vec<InviterAudit> = by_inviter
+        .into_iter()
+        .map(|(inviter_uma, invitations)| {
+            let mut t = Totals::default();
+            invitations.iter().for_each(|i| t.count(i));
+            totals.add(&t);
+            InviterAudit { inviter_uma, invitations, totals: t }
+        })
+        .collect();
+    totals.inviters = Some(inviters.len() as u64);
+    IncentiveAudit { inviters, totals, anomalies }
+}
+
+fn c_text(s: &InvitationState) -> &str {
+    s.claimed_at.as_ref().map_or("?", |c| c.value.as_str())
+}
+
+/// A short human table of the audit, for the CLI.
+pub fn render(a: &IncentiveAudit) -> String {
+    let mut out = String::new();
+    for inv in &a.inviters {
+        out.push_str(&format!("{}\n", inv.inviter_uma));
+        for i in &inv.invitations {
+            out.push_str(&format!(
+                "  {:<40} {:<11} {:<16} {:<10} {}\n",
+                i.invitation_id,
+                i.incentives_status.as_deref().unwrap_or("-"),
+                i.incentive.state.as_str(),
+                i.incentive.amount.as_ref().map_or("-".into(), |m| format!("{} {}", m.value(), m.currency())),
+                i.incentive.payment_id.as_deref().or(i.incentives_ineligibility_reason.as_deref()).unwrap_or("-"),
+            ));
+        }
+    }
+    let fwd: Vec<String> = a.totals.forwarded.iter().map(|(c, v)| format!("{v} {c}")).collect();
+    out.push_str(&format!(
+        "totals: inviters={} validated={} ineligible={} pending={} forwarded={}\n",
+        a.totals.inviters.unwrap_or(0),
+        a.totals.validated,
+        a.totals.ineligible,
+        a.totals.pending,
+        if fwd.is_empty() { "none".into() } else { fwd.join(", ") }
+    ));
+    if a.anomalies.is_empty() {
+        out.push_str("anomalies: none");
+    } else {
+        for an in &a.anomalies {
+            out.push_str(&format!("ANOMALY {} {}: {}\n", an.kind, an.invitation_id, an.detail));
+        }
+    }
+    out.trim_end().to_owned()
+}

@@ -1,0 +1,169 @@
+//! What to do about one obligation now: a pure function of the projection,
+//! the time and the configuration.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::clock::parse_time;
+use crate::projection::events::ObligationKind;
+use crate::projection::state::InvitationState;
+use crate::projection::view::{obligation, ObligationState};
+
+/// What the reconciler may do, as far as the decision needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    pub payout_configured: bool,
+    pub notify_configured: bool,
+    pub incentive_configured: bool,
+    pub idempotency_window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Settled, not owed, or waiting on an operator.
+    Nothing,
+    /// Owed, but the endpoint (or the incentive) is not configured: it stays
+    /// `pending` and listed.
+    NotConfigured,
+    /// Call the endpoint; this is the `attempt`-th call.
+    Send { attempt: u32 },
+    /// A transient failure's retry is not due before this time.
+    WaitUntil(DateTime<Utc>),
+    /// Requested so long ago that the platform may have forgotten the key:
+    /// re-sending could pay twice. Record it and stop.
+    MarkInDoubt,
+}
+
+/// Decides for one obligation of one invitation.
+pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<Utc>, caps: &Capabilities) -> Action {
+    let view = obligation(state, kind);
+    let configured = match kind {
+        ObligationKind::InviteePayment => caps.payout_configured,
+        ObligationKind::InviterIncentive => caps.payout_configured && caps.incentive_configured,
+        ObligationKind::InviterNotification => caps.notify_configured,
+    };
+    let record = state.obligation(kind);
+    let window_expired = || {
+        record
+            .window_started_at
+            .as_deref()
+            .and_then(parse_time)
+            .is_some_and(|start| now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window))
+    };
+    match view.state {
+        ObligationState::Pending if !configured => Action::NotConfigured,
+        ObligationState::Pending => Action::Send { attempt: record.attempts + 1 },
+        // Requested with no outcome: the process died mid-call, or the
+        // outcome could not be recorded. The same key is safe to re-send
+        // while the platform still remembers it.
+        ObligationState::Requested if window_expired() => Action::MarkInDoubt,
+        ObligationState::Requested if configured => Action::Send { attempt: record.attempts + 1 },
+        ObligationState::RetryScheduled => {
+            let due = view.next_attempt_at.as_deref().and_then(parse_time);
+            match due {
+                Some(t) if t > now => Action::WaitUntil(t),
+                _ if window_expired() => Action::MarkInDoubt,
+                _ if configured => Action::Send { attempt: record.attempts + 1 },
+                _ => Action::NotConfigured,
+            }
+        }
+        ObligationState::Requested => Action::NotConfigured,
+        _ => Action::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::state::{ObligationPhase, Versioned};
+    use crate::lightspark::invitation::{InvitationStatus, Money, PaymentAmount};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn caps() -> Capabilities {
+        Capabilities { payout_configured: true, notify_configured: true, incentive_configured: true, idempotency_window: 24 * HOUR }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        parse_time(s).unwrap()
+    }
+
+    fn claimed_with_amount() -> InvitationState {
+        let mut s = InvitationState::new("Inv:1");
+        let v = |value: String| Some(Versioned { value, at: 0 });
+        s.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0 });
+        s.invitee_uma = v("$b@y".into());
+        s.inviter_uma = v("$a@x".into());
+        s.payment_amount = Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0 });
+        s
+    }
+
+    #[test]
+    fn a_due_payment_with_nothing_sent_is_sent_as_attempt_one() {
+        // given a claimed invitation with an amount and nothing sent
+        let s = claimed_with_amount();
+        // when deciding
+        let a = next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &caps());
+        // then it is sent
+        assert_eq!(a, Action::Send { attempt: 1 });
+    }
+
+    #[test]
+    fn without_a_payout_url_a_due_payment_stays_pending() {
+        let s = claimed_with_amount();
+        let c = Capabilities { payout_configured: false, ..caps() };
+        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &c), Action::NotConfigured);
+    }
+
+    #[test]
+    fn a_retry_waits_for_its_time_then_resends_with_the_next_attempt() {
+        let mut s = claimed_with_amount();
+        s.payout.phase = ObligationPhase::RetryScheduled;
+        s.payout.attempts = 2;
+        s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
+        s.payout.next_attempt_at = Some("2026-11-01T00:00:10Z".into());
+        assert_eq!(
+            next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:05Z"), &caps()),
+            Action::WaitUntil(at("2026-11-01T00:00:10Z"))
+        );
+        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:10Z"), &caps()), Action::Send { attempt: 3 });
+    }
+
+    #[test]
+    fn a_request_older_than_the_window_becomes_in_doubt_instead_of_being_resent() {
+        let mut s = claimed_with_amount();
+        s.payout.phase = ObligationPhase::Requested;
+        s.payout.attempts = 1;
+        s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
+        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T23:00:00Z"), &caps()), Action::Send { attempt: 2 });
+        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-02T00:00:00Z"), &caps()), Action::MarkInDoubt);
+    }
+
+    #[test]
+    fn settled_failed_and_in_doubt_obligations_are_left_alone() {
+        for phase in [ObligationPhase::Succeeded, ObligationPhase::Failed, ObligationPhase::InDoubt] {
+            let mut s = claimed_with_amount();
+            s.payout.phase = phase;
+            assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &caps()), Action::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_cancelled_invitation_is_never_paid() {
+        let mut s = claimed_with_amount();
+        s.status = Some(Versioned { value: InvitationStatus::Cancelled, at: 0 });
+        for kind in ObligationKind::ALL {
+            assert_eq!(next_action(&s, kind, at("2026-11-01T00:00:00Z"), &caps()), Action::Nothing);
+        }
+    }
+
+    #[test]
+    fn an_incentive_needs_both_the_platform_and_a_configured_amount() {
+        let mut s = claimed_with_amount();
+        s.incentives_status = Some(Versioned { value: crate::lightspark::invitation::IncentivesStatus::Validated, at: 0 });
+        let no_amount = Capabilities { incentive_configured: false, ..caps() };
+        assert_eq!(next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &no_amount), Action::NotConfigured);
+        assert_eq!(next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &caps()), Action::Send { attempt: 1 });
+    }
+}

@@ -1,0 +1,18 @@
+//! The reconciler: what is owed (a pure function of the projection) against
+//! what the ledger says was done, and the exactly-once protocol that does
+//! the rest.
+//!
+//! - [`decide`]: the next action for one obligation — pure, tested
+//!   given/when/then.
+//! - [`endpoint`]: the HTTP calls behind a trait, and the outcome rules.
+//! - [`clock`]: time and jitter behind traits; backoff.
+//! - [`worker`]: one pass (`try_execute_once`) and the trivial loop.
+//! - [`audit`]: the incentive audit and its anomalies.
+
+pub mod audit;
+pub mod clock;
+pub mod decide;
+pub mod endpoint;
+pub mod worker;
+
+pub use worker::{Outcome, Reconciler};

@@ -1,0 +1,555 @@
+//! The reconciler: one pass ([`Reconciler::try_execute_once`]) compares what
+//! is owed with what the ledger says was done and does what is missing; the
+//! loop around it ([`run`]) only decides when to pass again.
+//!
+//! Exactly-once protocol, per obligation: append `*.requested` (key and
+//! attempt) and wait for its commit → call the endpoint with the
+//! `Idempotency-Key` header → append `*.succeeded` or `*.failed`. The key is
+//! a function of (invitation, kind), so a crash anywhere leads to a retry
+//! with the same key, which the platform deduplicates.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
+
+use super::clock::{backoff, rfc3339, Clock, Jitter};
+use super::decide::{next_action, Action, Capabilities};
+use super::endpoint::{judge, Endpoint, OutgoingRequest, Verdict};
+use crate::config::ReconcileConfig;
+use crate::ledger::{LedgerError, LedgerWriter, NewEvent};
+use crate::lightspark::client::LightsparkClient;
+use crate::lightspark::invitation::{Money, PaymentAmount};
+use crate::lightspark::signature::sign;
+use crate::projection::events::{
+    idempotency_key, kinds, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt, ObligationKind,
+    ObligationRequested, ObligationSucceeded,
+};
+use crate::projection::state::{FetchPhase, InvitationState};
+use crate::projection::store::{self, ProjectionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("recording in the ledger failed: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("reconciler task failed: {0}")]
+    Task(String),
+}
+
+/// What one pass did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub sent: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub retry_scheduled: u32,
+    pub in_doubt: u32,
+    pub fetched: u32,
+    pub fetch_failed: u32,
+    /// Owed but not configured (no endpoint or incentive): left `pending`.
+    pub not_configured: u32,
+    /// The earliest scheduled retry not yet due.
+    pub next_due: Option<DateTime<Utc>>,
+    /// One line per action, for `reconcile --once` and `--dry-run`.
+    pub lines: Vec<String>,
+}
+
+impl Outcome {
+    pub fn did_something(&self) -> bool {
+        self.sent + self.in_doubt + self.fetched + self.fetch_failed > 0
+    }
+
+    fn absorb(&mut self, other: Outcome) {
+        self.sent += other.sent;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.retry_scheduled += other.retry_scheduled;
+        self.in_doubt += other.in_doubt;
+        self.fetched += other.fetched;
+        self.fetch_failed += other.fetch_failed;
+        self.lines.extend(other.lines);
+    }
+}
+
+/// Counters for `/metrics`, by outcome of each endpoint call.
+#[derive(Debug, Default)]
+pub struct ReconcileStats {
+    pub calls_succeeded: std::sync::atomic::AtomicU64,
+    pub calls_failed: std::sync::atomic::AtomicU64,
+    pub calls_transient: std::sync::atomic::AtomicU64,
+    pub in_doubt: std::sync::atomic::AtomicU64,
+    pub fetch_failures: std::sync::atomic::AtomicU64,
+    pub passes: std::sync::atomic::AtomicU64,
+}
+
+struct Inner<E, C, J> {
+    db: PathBuf,
+    conn: Mutex<Option<rusqlite::Connection>>,
+    writer: LedgerWriter,
+    config: ReconcileConfig,
+    endpoint: E,
+    lightspark: Option<LightsparkClient>,
+    clock: C,
+    jitter: J,
+    stats: ReconcileStats,
+}
+
+/// The reconciler, cheap to clone. Generic over its seams: the endpoint,
+/// the clock and the jitter.
+pub struct Reconciler<E, C, J> {
+    inner: Arc<Inner<E, C, J>>,
+}
+
+impl<E, C, J> Clone for Reconciler<E, C, J> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+/// Largest number of invitations one pass reads at a time.
+const PAGE: usize = 1000;
+
+impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
+    pub fn new(
+        db: PathBuf,
+        writer: LedgerWriter,
+        config: ReconcileConfig,
+        endpoint: E,
+        lightspark: Option<LightsparkClient>,
+        clock: C,
+        jitter: J,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                conn: Mutex::new(None),
+                writer,
+                config,
+                endpoint,
+                lightspark,
+                clock,
+                jitter,
+                stats: ReconcileStats::default(),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> &ReconcileStats {
+        &self.inner.stats
+    }
+
+    fn caps(&self) -> Capabilities {
+        let c = &self.inner.config;
+        Capabilities {
+            payout_configured: c.payout_url.is_some(),
+            notify_configured: c.notify_url.is_some(),
+            incentive_configured: c.inviter_incentive.is_some(),
+            idempotency_window: c.idempotency_window,
+        }
+    }
+
+    /// Brings the projection up to the ledger head (so this pass never acts
+    /// on a stale view of its own earlier appends) and reads the invitations
+    /// that may need work.
+    async fn load_work(&self) -> Result<Vec<InvitationState>, ReconcileError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<InvitationState>, ReconcileError> {
+            let mut guard = inner.conn.lock().expect("reconciler connection lock");
+            if guard.is_none() {
+                *guard = Some(crate::ledger::open(&inner.db)?);
+            }
+            let conn = guard.as_mut().expect("opened above");
+            store::catch_up(conn, 5_000)?;
+            let mut out = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = store::needing_work(conn, &after, PAGE)?;
+                let Some(last) = page.last() else { break };
+                after = last.invitation_id.clone();
+                let full = page.len() == PAGE;
+                out.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ReconcileError::Task(e.to_string()))?
+    }
+
+    /// One pass over everything that may be owed. With `dry_run`, decides and
+    /// reports but appends and sends nothing.
+    ///
+    /// # Errors
+    /// When the projection cannot be read or the ledger cannot record a step;
+    /// what was recorded before stays, and the next pass continues from it.
+    #[tracing::instrument(skip_all, fields(dry_run))]
+    pub async fn try_execute_once(&self, dry_run: bool) -> Result<Outcome, ReconcileError> {
+        self.inner.stats.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let states = self.load_work().await?;
+        let now = self.inner.clock.now();
+        let caps = self.caps();
+        let mut outcome = Outcome::default();
+        let mut work: Vec<(Arc<InvitationState>, Work)> = Vec::new();
+        for state in states {
+            let state = Arc::new(state);
+            if self.fetch_due(&state, now) {
+                work.push((state.clone(), Work::Fetch));
+            }
+            for kind in ObligationKind::ALL {
+                match next_action(&state, kind, now, &caps) {
+                    Action::Send { attempt } => work.push((state.clone(), Work::Send { kind, attempt })),
+                    Action::MarkInDoubt => work.push((state.clone(), Work::InDoubt { kind })),
+                    Action::WaitUntil(t) => outcome.next_due = Some(outcome.next_due.map_or(t, |d| d.min(t))),
+                    Action::NotConfigured => outcome.not_configured += 1,
+                    Action::Nothing => {}
+                }
+            }
+        }
+        if dry_run {
+            for (state, w) in &work {
+                outcome.lines.push(w.describe(&state.invitation_id, true));
+            }
+            return Ok(outcome);
+        }
+        let limit = Arc::new(Semaphore::new(self.inner.config.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (state, w) in work {
+            let permit = limit.clone().acquire_owned().await.expect("semaphore never closed");
+            let me = self.clone();
+            tasks.spawn(async move {
+                let r = me.execute(&state, w).await;
+                drop(permit);
+                r
+            });
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(o)) => outcome.absorb(o),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reconciler step failed; it will be retried");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(ReconcileError::Task(e.to_string()));
+                }
+            }
+        }
+        match first_error {
+            Some(e) if !outcome.did_something() => Err(e),
+            _ => Ok(outcome),
+        }
+    }
+
+    fn fetch_due(&self, state: &InvitationState, now: DateTime<Utc>) -> bool {
+        if self.inner.lightspark.is_none() {
+            return false;
+        }
+        match state.fetch.phase {
+            FetchPhase::Pending => true,
+            FetchPhase::RetryScheduled => state
+                .fetch
+                .next_attempt_at
+                .as_deref()
+                .and_then(super::clock::parse_time)
+                .is_none_or(|t| t <= now),
+            _ => false,
+        }
+    }
+
+    async fn execute(&self, state: &InvitationState, work: Work) -> Result<Outcome, ReconcileError> {
+        match work {
+            Work::Fetch => self.fetch(state).await,
+            Work::InDoubt { kind } => self.mark_in_doubt(state, kind).await,
+            Work::Send { kind, attempt } => {
+                let key = idempotency_key(&state.invitation_id, kind);
+                let span = tracing::info_span!("obligation", invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key, attempt);
+                self.send(state, kind, attempt, key).instrument(span).await
+            }
+        }
+    }
+
+    async fn mark_in_doubt(&self, state: &InvitationState, kind: ObligationKind) -> Result<Outcome, ReconcileError> {
+        let rec = state.obligation(kind);
+        let key = idempotency_key(&state.invitation_id, kind);
+        let window = rec.window_started_at.clone().unwrap_or_default();
+        let body = ObligationInDoubt {
+            invitation_id: state.invitation_id.clone(),
+            obligation: kind,
+            idempotency_key: key.clone(),
+            first_requested_at: window.clone(),
+            at: rfc3339(self.inner.clock.now()),
+        };
+        let event = internal_event(
+            kinds::OBLIGATION_IN_DOUBT.into(),
+            format!("{key}:in_doubt:{window}"),
+            &state.invitation_id,
+            serde_json::to_value(body).expect("serialises"),
+        );
+        self.inner.writer.append(event).await?;
+        self.inner.stats.in_doubt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key,
+            "obligation is in doubt: requested longer ago than IDEMPOTENCY_WINDOW with no recorded outcome; an operator must resolve it");
+        Ok(Outcome { in_doubt: 1, lines: vec![Work::InDoubt { kind }.describe(&state.invitation_id, false)], ..Outcome::default() })
+    }
+
+    /// The request body: the first one sent under this key if there was one
+    /// (a retry must repeat it exactly), else built from the projection.
+    fn request_body(&self, state: &InvitationState, kind: ObligationKind, key: &str) -> Option<(serde_json::Value, Option<Money>, String)> {
+        let rec = state.obligation(kind);
+        let text = |v: &Option<crate::projection::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
+        let cfg = &self.inner.config;
+        let (url, amount) = match kind {
+            ObligationKind::InviteePayment => {
+                let amount = match state.payment_amount.as_ref().map(|v| &v.value) {
+                    Some(PaymentAmount::Valid(m)) => m.clone(),
+                    _ => return None,
+                };
+                (cfg.payout_url.clone()?, Some(rec.amount.clone().unwrap_or(amount)))
+            }
+            ObligationKind::InviterIncentive => {
+                (cfg.payout_url.clone()?, Some(rec.amount.clone().or_else(|| cfg.inviter_incentive.clone())?))
+            }
+            ObligationKind::InviterNotification => (cfg.notify_url.clone()?, None),
+        };
+        if let Some(previous) = &rec.request {
+            return Some((previous.clone(), amount, url));
+        }
+        let body = match kind {
+            ObligationKind::InviterNotification => json!({
+                "idempotency_key": key,
+                "kind": "invitee_joined",
+                "invitation_id": state.invitation_id,
+                "inviter_uma": text(&state.inviter_uma),
+                "invitee_uma": text(&state.invitee_uma),
+            }),
+            _ => {
+                let receiver = if kind == ObligationKind::InviteePayment { text(&state.invitee_uma) } else { text(&state.inviter_uma) };
+                let m = amount.as_ref().expect("payments carry an amount");
+                json!({
+                    "idempotency_key": key,
+                    "kind": kind.as_str(),
+                    "invitation_id": state.invitation_id,
+                    "invitation_code": text(&state.code),
+                    "receiver_uma": receiver,
+                    "amount": {"value": m.value(), "currency": m.currency()},
+                })
+            }
+        };
+        Some((body, amount, url))
+    }
+
+    async fn send(&self, state: &InvitationState, kind: ObligationKind, attempt: u32, key: String) -> Result<Outcome, ReconcileError> {
+        let Some((body, amount, url)) = self.request_body(state, kind, &key) else {
+            return Ok(Outcome { not_configured: 1, ..Outcome::default() });
+        };
+        let id = &state.invitation_id;
+        let prefix = kind.event_prefix();
+        let requested = ObligationRequested {
+            invitation_id: id.clone(),
+            obligation: kind,
+            idempotency_key: key.clone(),
+            attempt,
+            requested_at: rfc3339(self.inner.clock.now()),
+            amount,
+            request: body.clone(),
+        };
+        // 1. Durable intent before the call.
+        self.inner
+            .writer
+            .append(internal_event(format!("{prefix}.requested"), format!("{key}:requested:{attempt}"), id, serde_json::to_value(requested).expect("serialises")))
+            .await?;
+        // 2. The call, with the same key on every attempt.
+        let bytes = serde_json::to_vec(&body).expect("body serialises");
+        let signature = match kind {
+            ObligationKind::InviterNotification => None,
+            _ => self.inner.config.payout_signing_key.as_ref().map(|k| sign(k.expose().as_bytes(), &bytes)),
+        };
+        let outcome = self.inner.endpoint.call(OutgoingRequest { url, idempotency_key: key.clone(), body: bytes, signature }).await;
+        let verdict = judge(&outcome);
+        let now = self.inner.clock.now();
+        use std::sync::atomic::Ordering::Relaxed;
+        // 3. The outcome.
+        let (event, result) = match verdict {
+            Verdict::Succeeded { status, payment_id } => {
+                self.inner.stats.calls_succeeded.fetch_add(1, Relaxed);
+                let body = ObligationSucceeded {
+                    invitation_id: id.clone(),
+                    obligation: kind,
+                    idempotency_key: key.clone(),
+                    attempt,
+                    http_status: status,
+                    payment_id: payment_id.clone(),
+                    at: rfc3339(now),
+                };
+                tracing::info!(status, payment_id = payment_id.as_deref().unwrap_or("-"), "obligation succeeded");
+                (
+                    internal_event(format!("{prefix}.succeeded"), format!("{key}:succeeded"), id, serde_json::to_value(body).expect("serialises")),
+                    Outcome { sent: 1, succeeded: 1, lines: vec![format!("{id} {}: succeeded (HTTP {status}, attempt {attempt})", kind.as_str())], ..Outcome::default() },
+                )
+            }
+            Verdict::Permanent { status, error } => {
+                self.inner.stats.calls_failed.fetch_add(1, Relaxed);
+                tracing::warn!(status, %error, "obligation failed permanently; an operator must look at it");
+                let line = format!("{id} {}: failed (HTTP {status}, attempt {attempt})", kind.as_str());
+                let body = ObligationFailed {
+                    invitation_id: id.clone(),
+                    obligation: kind,
+                    idempotency_key: key.clone(),
+                    attempt,
+                    http_status: Some(status),
+                    error,
+                    permanent: true,
+                    next_attempt_at: None,
+                    at: rfc3339(now),
+                };
+                (
+                    internal_event(format!("{prefix}.failed"), format!("{key}:failed:{attempt}"), id, serde_json::to_value(body).expect("serialises")),
+                    Outcome { sent: 1, failed: 1, lines: vec![line], ..Outcome::default() },
+                )
+            }
+            Verdict::Transient { status, error } => {
+                self.inner.stats.calls_transient.fetch_add(1, Relaxed);
+                let delay = backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max, &self.inner.jitter);
+                let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                tracing::info!(?status, %error, retry_in_ms = delay.as_millis() as u64, "transient failure; retry scheduled");
+                let line = format!("{id} {}: retry scheduled ({error}, attempt {attempt})", kind.as_str());
+                let body = ObligationFailed {
+                    invitation_id: id.clone(),
+                    obligation: kind,
+                    idempotency_key: key.clone(),
+                    attempt,
+                    http_status: status,
+                    error,
+                    permanent: false,
+                    next_attempt_at: Some(rfc3339(next)),
+                    at: rfc3339(now),
+                };
+                (
+                    internal_event(format!("{prefix}.failed"), format!("{key}:failed:{attempt}"), id, serde_json::to_value(body).expect("serialises")),
+                    Outcome { sent: 1, retry_scheduled: 1, next_due: Some(next), lines: vec![line], ..Outcome::default() },
+                )
+            }
+        };
+        self.inner.writer.append(event).await?;
+        Ok(result)
+    }
+
+    async fn fetch(&self, state: &InvitationState) -> Result<Outcome, ReconcileError> {
+        let Some(client) = &self.inner.lightspark else { return Ok(Outcome::default()) };
+        let id = &state.invitation_id;
+        let span = tracing::info_span!("fetch", invitation_id = %id);
+        let answer = client.fetch_invitation(id).instrument(span).await;
+        let now = self.inner.clock.now();
+        match answer {
+            Ok(entity) => {
+                let found = entity.is_some();
+                let body = InvitationFetched { invitation_id: id.clone(), fetched_at: rfc3339(now), entity };
+                let event = internal_event(kinds::INVITATION_FETCHED.into(), format!("lightspark-fetch:{id}"), id, serde_json::to_value(body).expect("serialises"));
+                self.inner.writer.append(event).await?;
+                let what = if found { "fetched" } else { "unknown to Lightspark" };
+                Ok(Outcome { fetched: 1, lines: vec![format!("{id} invitation: {what}")], ..Outcome::default() })
+            }
+            Err(e) => {
+                self.inner.stats.fetch_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let attempt = state.fetch.attempts + 1;
+                let delay = backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max.min(Duration::from_secs(300)), &self.inner.jitter);
+                let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                tracing::warn!(invitation_id = %id, attempt, error = %e, "fetching the invitation from Lightspark failed; will retry");
+                let body = InvitationFetchFailed {
+                    invitation_id: id.clone(),
+                    attempt,
+                    error: e.to_string(),
+                    failed_at: rfc3339(now),
+                    next_attempt_at: rfc3339(next),
+                };
+                let event = internal_event(
+                    kinds::INVITATION_FETCH_FAILED.into(),
+                    format!("lightspark-fetch:{id}:failed:{attempt}"),
+                    id,
+                    serde_json::to_value(body).expect("serialises"),
+                );
+                self.inner.writer.append(event).await?;
+                Ok(Outcome { fetch_failed: 1, next_due: Some(next), lines: vec![format!("{id} invitation: fetch failed ({e})")], ..Outcome::default() })
+            }
+        }
+    }
+}
+
+/// An internal event about invitation `stream`, keyed for idempotent append.
+fn internal_event(kind: String, event_key: String, stream: &str, body: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_key,
+        kind,
+        stream: Some(stream.to_owned()),
+        body: serde_json::to_vec(&body).expect("event body serialises"),
+        signature: None,
+        sibling_prefix: None,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Fetch,
+    Send { kind: ObligationKind, attempt: u32 },
+    InDoubt { kind: ObligationKind },
+}
+
+impl Work {
+    fn describe(&self, id: &str, dry: bool) -> String {
+        let would = if dry { "would " } else { "" };
+        match self {
+            Work::Fetch => format!("{id} invitation: {would}fetch from Lightspark"),
+            Work::Send { kind, attempt } => format!("{id} {}: {would}send attempt {attempt}", kind.as_str()),
+            Work::InDoubt { kind } => format!("{id} {}: {would}mark in doubt (older than IDEMPOTENCY_WINDOW)", kind.as_str()),
+        }
+    }
+}
+
+/// Shortest pause between passes, so a burst of commits shares one pass.
+const MIN_GAP: Duration = Duration::from_millis(50);
+
+/// Runs passes until `stop` turns true: after every ledger commit (a newly
+/// claimed invitation is acted on at once), when a scheduled retry falls
+/// due, and at least every `interval`.
+pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
+    reconciler: Reconciler<E, C, J>,
+    mut committed: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = reconciler.inner.config.interval;
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let mut wait = interval;
+        match reconciler.try_execute_once(false).await {
+            Ok(o) => {
+                if let Some(due) = o.next_due {
+                    let until = (due - reconciler.inner.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                    wait = wait.min(until.max(MIN_GAP));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reconciler pass failed; retrying after the interval"),
+        }
+        committed.mark_unchanged();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = committed.changed() => tokio::time::sleep(MIN_GAP).await,
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it at once.
+    let _ = stop.wait_for(|s| *s).await;
+}
