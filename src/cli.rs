@@ -44,6 +44,9 @@ pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", db.db.display());
     let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
     let mut conn = ledger::open(&db.db)?;
+    // A larger page cache keeps the rebuilt tables from spilling to the WAL
+    // mid-transaction; 64 MiB is well inside the memory budget.
+    conn.pragma_update(None, "cache_size", -65_536)?;
     let mut progress = Progress::new("rebuilding");
     let summary = crate::projection::store::rebuild(&mut conn, |done, total| progress.show(done, total))?;
     progress.finish();
@@ -181,6 +184,12 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     drop(reconciler);
     drop(writer);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
+    if !dry_run {
+        // Fold what this pass appended: `status` and `audit` only read the
+        // projections, and no service runs to bring them up to date.
+        let mut conn = ledger::open(&db.db)?;
+        crate::projection::store::catch_up(&mut conn, 5_000)?;
+    }
     let o = outcome?;
     let mut out = o.lines.join("\n");
     if !out.is_empty() {
@@ -237,7 +246,10 @@ pub async fn resolve(
     let (writer, thread) = ledger::LedgerWriter::start(&db.db)?;
     let appended = writer
         .append(ledger::NewEvent {
-            event_key: format!("{key}:resolved:{}:{decision_name}", view.attempts),
+            // Keyed by the occurrence being resolved (when it last changed), so
+            // running the same command twice records it once, while a second
+            // doubt after an earlier `--retry` (same attempts) is a new decision.
+            event_key: format!("{key}:resolved:{}:{}:{decision_name}", view.attempts, view.updated_at.as_deref().unwrap_or("-")),
             kind: kinds::OBLIGATION_RESOLVED.into(),
             stream: Some(state.invitation_id.clone()),
             body: serde_json::to_vec(&body)?,

@@ -41,6 +41,14 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// Replay a generated ledger of N events (`rebuild` of the real binary).
+    Rebuild {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Keep the generated ledger here (and reuse it if it exists).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Ingest { connections, requests, duplicates, unbatched, rate } => {
             rt.block_on(ingest(connections, requests, duplicates, unbatched, rate))
         }
+        Scenario::Rebuild { events, ledger } => rt.block_on(rebuild(events, ledger)),
     }
 }
 
@@ -108,9 +117,10 @@ impl Drop for Service {
     }
 }
 
+/// Peak resident set so far (VmHWM), in KiB.
 fn rss_kib(pid: u32) -> Option<usize> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -199,5 +209,84 @@ async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched:
     println!("latency max: {:.2} ms", percentile(&lat, 1.0));
     println!("errors: {}", errors.load(Ordering::Relaxed));
     println!("service peak RSS: {:.1} MiB", svc.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
+    Ok(())
+}
+
+/// A claimed-invitation webhook body; every invitation gets a PENDING
+/// snapshot first and a CLAIMED one later, like real traffic.
+fn generated_event(i: usize) -> invitation_ledger::ledger::NewEvent {
+    let inv = i / 2;
+    let (status, hour) = if i % 2 == 0 { ("PENDING", 10) } else { ("CLAIMED", 12) };
+    let body = format!(
+        r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"gen-{i:08}","timestamp":"2026-11-01T{hour}:00:01.000000+00:00","entity_id":"UmaInvitation:gen-{inv:08}","data":{{"id":"UmaInvitation:gen-{inv:08}","code":"G{inv:08}","inviter_uma":"$inviter{}@a.example","invitee_uma":"$invitee{inv}@b.example","status":"{status}","incentives_status":"VALIDATED","payment_amount":{{"value":{},"currency":{{"code":"USD","decimals":2}}}},"updated_at":"2026-11-01T{hour}:00:00+00:00"}}}}"#,
+        inv % 97,
+        100 + inv % 900
+    );
+    let bytes = body.into_bytes();
+    invitation_ledger::ledger::NewEvent {
+        event_key: invitation_ledger::lightspark::webhook::event_key(&format!("gen-{i:08}"), &bytes),
+        kind: "webhook.received".into(),
+        stream: Some(format!("UmaInvitation:gen-{inv:08}")),
+        signature: Some(sign(SECRET.as_bytes(), &bytes)),
+        body: bytes,
+        sibling_prefix: None,
+    }
+}
+
+/// Appends `events` generated events through the real ledger writer.
+async fn generate_ledger(path: &std::path::Path, events: usize) -> anyhow::Result<()> {
+    let (writer, thread) = invitation_ledger::ledger::LedgerWriter::start(path)?;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < events {
+        let n = 5_000.min(events - i);
+        writer.append_all((i..i + n).map(generated_event).collect()).await?;
+        i += n;
+    }
+    drop(writer);
+    thread.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
+    eprintln!("generated {events} events in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs the release binary with `args` and returns (wall time, peak RSS KiB, stdout).
+fn run_measured(args: &[&str], db: &std::path::Path) -> anyhow::Result<(Duration, usize, String)> {
+    let started = Instant::now();
+    let child = Command::new(service_binary())
+        .args(args)
+        .env("LEDGER_DB", db)
+        .env("LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let peak = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    sample_rss(child.id(), peak.clone(), stop.clone());
+    let out = child.wait_with_output()?;
+    stop.store(true, Ordering::Relaxed);
+    anyhow::ensure!(out.status.success(), "{args:?} failed");
+    Ok((started.elapsed(), peak.load(Ordering::Relaxed), String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+async fn rebuild(events: usize, ledger: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = ledger.unwrap_or_else(|| dir.path().join("ledger.db"));
+    let existing = if db.exists() {
+        let conn = invitation_ledger::ledger::open(&db)?;
+        invitation_ledger::ledger::count(&conn)? as usize
+    } else {
+        0
+    };
+    if existing < events {
+        anyhow::ensure!(existing == 0, "{} holds {existing} events, fewer than {events}", db.display());
+        generate_ledger(&db, events).await?;
+    }
+    let (elapsed, peak_kib, line) = run_measured(&["rebuild"], &db)?;
+    let n: f64 = line.split_whitespace().find_map(|w| w.strip_prefix("events=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    println!("scenario: rebuild, {n} events");
+    println!("{line}");
+    println!("rebuild time: {:.2} s", elapsed.as_secs_f64());
+    println!("throughput: {:.0} events/s", n / elapsed.as_secs_f64());
+    println!("peak RSS: {:.1} MiB", peak_kib as f64 / 1024.0);
     Ok(())
 }

@@ -68,6 +68,14 @@ fn forward<T: Serialize + Clone>(cur: &mut Option<Versioned<T>>, value: Option<T
     }
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Where fetching the invitation from Lightspark stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,9 +92,13 @@ pub enum FetchPhase {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRecord {
+    #[serde(default)]
     pub phase: FetchPhase,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
 }
 
@@ -106,27 +118,41 @@ pub enum ObligationPhase {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObligationRecord {
+    #[serde(default)]
     pub phase: ObligationPhase,
     /// HTTP calls made; each is preceded by its own `*.requested` event.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// When the current idempotency window started: the first request, or
     /// the operator's `--retry`. Past `IDEMPOTENCY_WINDOW` it is in doubt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<crate::lightspark::invitation::Money>,
     /// The body of the first request under this key: every retry re-sends
     /// exactly it, since a platform rejects a key reused with other
     /// parameters (and a newer snapshot must not change a payment in flight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded_seq: Option<u64>,
     /// `*.succeeded` events seen; more than one key-distinct success would
     /// be an anomaly the audit reports.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub successes: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
 }
 
@@ -134,27 +160,46 @@ pub struct ObligationRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitationState {
     pub invitation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inviter_uma: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inviter_first_name: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invitee_uma: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Versioned<InvitationStatus>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incentives_status: Option<Versioned<IncentivesStatus>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incentives_ineligibility_reason: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_amount: Option<Versioned<PaymentAmount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<Versioned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Versioned<String>>,
     /// Earliest moment any event showed `CLAIMED`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_at: Option<Versioned<String>>,
     /// Lowest ledger seq of an event that showed `CLAIMED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_seq: Option<u64>,
     pub last_seq: u64,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub fetch: FetchRecord,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub payout: ObligationRecord,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub incentive: ObligationRecord,
+    #[serde(default, skip_serializing_if = "is_default")]
     pub notification: ObligationRecord,
 }
 

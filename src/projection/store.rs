@@ -185,6 +185,20 @@ fn replay(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildSummary, ProjectionError> {
     const CHUNK: usize = 20_000;
+    // Secondary indexes are dropped during the replay and built once at the
+    // end: one sorted build is much cheaper than a million index updates.
+    // Their definitions are read back from the schema, so the migration
+    // stays the one place that defines them.
+    let indexes: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'invitations' AND sql IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (name, _) in &indexes {
+        tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+    }
     tx.execute("DELETE FROM invitations", [])?;
     tx.execute("UPDATE projection_checkpoint SET last_seq = 0 WHERE id = 1", [])?;
     let mut after = 0u64;
@@ -194,6 +208,9 @@ fn replay(
         after = last.seq;
         fold_into(tx, &events)?;
         progress(after, upto);
+    }
+    for (_, sql) in &indexes {
+        tx.execute_batch(sql)?;
     }
     let invitations: i64 = tx.query_row("SELECT COUNT(*) FROM invitations", [], |r| r.get(0))?;
     Ok(RebuildSummary { events: after, invitations: invitations as u64, checksum: checksum(tx)? })

@@ -531,6 +531,11 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
             return;
         }
         let mut wait = interval;
+        // Before the pass, not after: a commit that lands while the pass runs
+        // (a claim arriving mid-pass) must wake the next pass, not be marked
+        // seen and left for the interval. The pass's own appends wake one
+        // extra pass, which finds nothing due.
+        committed.mark_unchanged();
         match reconciler.try_execute_once(false).await {
             Ok(o) => {
                 if let Some(due) = o.next_due {
@@ -540,7 +545,6 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
             }
             Err(e) => tracing::error!(error = %e, "reconciler pass failed; retrying after the interval"),
         }
-        committed.mark_unchanged();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = committed.changed() => tokio::time::sleep(MIN_GAP).await,
