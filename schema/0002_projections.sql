@@ -7,7 +7,9 @@ CREATE TABLE invitations (
     status        TEXT,
     inviter_uma   TEXT,
     invitee_uma   TEXT,
-    payout_state  TEXT    NOT NULL,
+    payout_state       TEXT    NOT NULL,
+    incentive_state    TEXT    NOT NULL,
+    notification_state TEXT    NOT NULL,
     -- 1 while the fetcher or the reconciler may have something to do.
     needs_work    INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,

@@ -179,7 +179,7 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     let config = args.validate()?;
     let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
     let (writer, thread) = ledger::LedgerWriter::start(&db.db)?;
-    let reconciler = crate::service::build_reconciler(&db.db, writer.clone(), config)?;
+    let reconciler = crate::service::build_reconciler(&db.db, writer.clone(), config, Default::default())?;
     let outcome = reconciler.try_execute_once(dry_run).await;
     drop(reconciler);
     drop(writer);

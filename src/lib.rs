@@ -17,6 +17,7 @@
 //!   commit writer, the hash chain, `verify`, the one-writer-process lock.
 //! - [`api`]: warp filters — webhook ingest, health; errors mapped to HTTP in
 //!   one place.
+//! - [`metrics`]: the Prometheus metrics each stage records into.
 //! - [`service`]: wires the stages into the running service (`serve`).
 //! - [`cli`]: the one-shot commands (`verify`, …) that `main.rs` dispatches to.
 //!
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod ledger;
 pub mod lightspark;
+pub mod metrics;
 pub mod projection;
 pub mod reconcile;
 pub mod service;

@@ -13,6 +13,7 @@ use crate::api::{self, AppState};
 use crate::config::ReconcileConfig;
 use crate::ledger::LedgerWriter as Writer;
 use crate::lightspark::client::LightsparkClient;
+use crate::metrics::Metrics;
 use crate::projection;
 use crate::reconcile::{self, clock, endpoint::HttpEndpoint, Reconciler};
 
@@ -22,7 +23,12 @@ pub type LiveReconciler = Reconciler<HttpEndpoint, clock::SystemClock, clock::Xo
 
 /// # Errors
 /// When the HTTP clients cannot be built (bad Lightspark settings).
-pub fn build_reconciler(db: &std::path::Path, writer: Writer, config: ReconcileConfig) -> anyhow::Result<LiveReconciler> {
+pub fn build_reconciler(
+    db: &std::path::Path,
+    writer: Writer,
+    config: ReconcileConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<LiveReconciler> {
     let endpoint = HttpEndpoint::new(config.request_timeout).context("building the HTTP client")?;
     let lightspark = match &config.lightspark_credentials {
         Some((id, secret)) => Some(
@@ -34,7 +40,7 @@ pub fn build_reconciler(db: &std::path::Path, writer: Writer, config: ReconcileC
             None
         }
     };
-    Ok(Reconciler::new(db.to_owned(), writer, config, endpoint, lightspark, clock::SystemClock, clock::XorShift::from_entropy()))
+    Ok(Reconciler::new(db.to_owned(), writer, config, endpoint, lightspark, clock::SystemClock, clock::XorShift::from_entropy(), metrics))
 }
 use crate::config::ServiceConfig;
 use crate::ledger::lock::InstanceLock;
@@ -60,15 +66,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let lock = InstanceLock::acquire(&config.db)?;
-    let (writer, writer_thread) = LedgerWriter::start_with(&config.db, config.group_commit)
+    let metrics = Arc::new(Metrics::default());
+    let (writer, writer_thread) = LedgerWriter::start_with(&config.db, config.group_commit, metrics.clone())
         .with_context(|| format!("opening the ledger {}", config.db.display()))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let projector = projection::worker::start(&config.db, writer.committed(), stop.clone())
         .context("catching up the projections")?;
-    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone())?;
+    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?;
     let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
-    let state = Arc::new(AppState { config, writer, webhooks: Default::default(), reads });
+    let state = Arc::new(AppState { config, writer, metrics, reads });
     let routes = api::routes(state.clone());
     let service = warp::service(routes);
     let make = hyper::service::make_service_fn(move |_| {

@@ -16,8 +16,39 @@ use crate::ledger::LedgerWriter;
 pub struct AppState {
     pub config: ServiceConfig,
     pub writer: LedgerWriter,
-    pub webhooks: webhook::WebhookCounters,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub reads: Arc<read::ReadPool>,
+}
+
+/// Refreshes the gauges that are read from the database, then renders.
+async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, error::ApiError> {
+    let counts = state
+        .reads
+        .run(|c| {
+            let head = crate::ledger::head(c)?.0;
+            let checkpoint = crate::projection::store::checkpoint(c)?;
+            Ok((head, checkpoint, crate::projection::store::obligation_counts(c)?))
+        })
+        .await?;
+    let m = &state.metrics;
+    let (head, checkpoint, obligations) = counts;
+    m.ledger_head_seq.set(head as i64);
+    m.projection_seq.set(checkpoint as i64);
+    m.projection_lag_events.set(head.saturating_sub(checkpoint) as i64);
+    m.obligations.reset();
+    let mut in_doubt = 0;
+    for (kind, st, n) in obligations {
+        if st == "in_doubt" {
+            in_doubt += n;
+        }
+        m.obligations.with_label_values(&[kind, st.as_str()]).set(n);
+    }
+    m.in_doubt.set(in_doubt);
+    let last = m.last_pass_unix.load(std::sync::atomic::Ordering::Relaxed);
+    if last > 0 {
+        m.reconciler_last_pass_age_seconds.set(chrono::Utc::now().timestamp() - last);
+    }
+    Ok(warp::reply::with_header(m.render(), "content-type", "text/plain; version=0.0.4").into_response())
 }
 
 /// All routes, with errors mapped by [`error::recover`].
@@ -38,7 +69,17 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             }
         }
     });
+    let metrics_state = state.clone();
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(read::authorized(state.config.read_api_token.clone()))
+        .and_then(move || {
+            let state = metrics_state.clone();
+            async move { render_metrics(&state).await.map_err(error::reject) }
+        });
     webhook::routes(state.clone())
+        .or(metrics)
+        .unify()
         .or(read::routes(state))
         .unify()
         .or(healthz)

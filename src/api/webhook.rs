@@ -3,7 +3,6 @@
 //! Nothing else happens on this path: no network, no projection work. The
 //! answer is sent only after the event's transaction has committed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -17,15 +16,8 @@ use crate::ledger::{kinds, NewEvent};
 use crate::lightspark::signature::SIGNATURE_HEADER;
 use crate::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
 
-/// Webhook answers by outcome, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct WebhookCounters {
-    pub accepted: AtomicU64,
-    pub duplicate: AtomicU64,
-    pub bad_signature: AtomicU64,
-    pub malformed: AtomicU64,
-    pub too_large: AtomicU64,
-    pub unavailable: AtomicU64,
+fn count(state: &AppState, result: &str) {
+    state.metrics.webhooks.with_label_values(&[result]).inc();
 }
 
 #[derive(Serialize)]
@@ -62,7 +54,7 @@ where
     B: Buf,
 {
     let too_large = || {
-        state.webhooks.too_large.fetch_add(1, Ordering::Relaxed);
+        count(&state, "too_large");
         reject(ApiError::TooLarge { limit })
     };
     if declared.is_some_and(|n| n > limit as u64) {
@@ -86,13 +78,12 @@ where
 }
 
 async fn receive(signature: Option<String>, body: Bytes, state: Arc<AppState>) -> Result<warp::reply::Response, Rejection> {
-    let counters = &state.webhooks;
     if let Err(e) = state.config.signing_keys.verify(&body, signature.as_deref()) {
-        counters.bad_signature.fetch_add(1, Ordering::Relaxed);
+        count(&state, "bad_signature");
         return Err(reject(e));
     }
     let envelope = WebhookEnvelope::parse(&body).map_err(|e| {
-        counters.malformed.fetch_add(1, Ordering::Relaxed);
+        count(&state, "malformed");
         reject(ApiError::MalformedWebhook(e.to_string()))
     })?;
     let event = NewEvent {
@@ -104,14 +95,14 @@ async fn receive(signature: Option<String>, body: Bytes, state: Arc<AppState>) -
         sibling_prefix: Some(event_key_prefix(&envelope.event_id)),
     };
     let appended = state.writer.append(event).await.map_err(|e| {
-        counters.unavailable.fetch_add(1, Ordering::Relaxed);
+        count(&state, "unavailable");
         reject(ApiError::LedgerUnavailable(e))
     })?;
     let status = if appended.duplicate {
-        counters.duplicate.fetch_add(1, Ordering::Relaxed);
+        count(&state, "duplicate");
         "duplicate"
     } else {
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        count(&state, "accepted");
         "accepted"
     };
     tracing::debug!(event_id = %envelope.event_id, event_type = %envelope.event_type, seq = appended.seq, status, "webhook");

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::hash::{self, Chained};
 use super::{LedgerError, NewEvent};
+use crate::metrics::Metrics;
 
 /// Most appends one transaction takes; bounds a commit's latency.
 const MAX_BATCH: usize = 4096;
@@ -63,7 +64,7 @@ impl LedgerWriter {
     /// # Errors
     /// When the database cannot be opened or migrated.
     pub fn start(path: &Path) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
-        Self::start_with(path, true)
+        Self::start_with(path, true, Arc::default())
     }
 
     /// As [`start`](Self::start); `group_commit = false` commits each append
@@ -71,7 +72,11 @@ impl LedgerWriter {
     ///
     /// # Errors
     /// When the database cannot be opened or migrated.
-    pub fn start_with(path: &Path, group_commit: bool) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
+    pub fn start_with(
+        path: &Path,
+        group_commit: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
         let conn = super::open(path)?;
         let (head_seq, _) = super::head(&conn)?;
         let (jobs, rx) = mpsc::channel(16 * 1024);
@@ -80,7 +85,7 @@ impl LedgerWriter {
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(conn, rx, committed_tx, &thread_stats, group_commit))
+            .spawn(move || run(conn, rx, committed_tx, &thread_stats, &metrics, group_commit))
             .map_err(|e| LedgerError::Folder { path: "thread".into(), source: Arc::new(e) })?;
         Ok((Self { jobs, committed, stats, group_commit }, handle))
     }
@@ -134,6 +139,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
     stats: &WriterStats,
+    metrics: &Metrics,
     group_commit: bool,
 ) {
     let limit = if group_commit { MAX_BATCH } else { 1 };
@@ -160,11 +166,14 @@ fn run(
             match write_batch(&mut conn, &refs) {
                 Ok((answers, last)) => {
                     stats.batches.fetch_add(1, Ordering::Relaxed);
+                    metrics.commit_batch_size.observe(answers.iter().map(Vec::len).sum::<usize>() as f64);
+                    metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                     for a in answers.iter().flatten() {
                         if a.duplicate {
                             stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         } else {
                             stats.appended.fetch_add(1, Ordering::Relaxed);
+                            metrics.ledger_appends.inc();
                         }
                         if a.sibling_exists && !a.duplicate {
                             stats.siblings.fetch_add(1, Ordering::Relaxed);

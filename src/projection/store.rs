@@ -66,14 +66,19 @@ pub fn find(conn: &Connection, id_or_code: &str) -> Result<Option<InvitationStat
 
 fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionError> {
     let json = serde_json::to_string(state).expect("projection state serialises");
-    let payout = view::obligation(state, super::events::ObligationKind::InviteePayment).state.as_str();
+    use super::events::ObligationKind;
+    let payout = view::obligation(state, ObligationKind::InviteePayment).state.as_str();
+    let incentive = view::obligation(state, ObligationKind::InviterIncentive).state.as_str();
+    let notification = view::obligation(state, ObligationKind::InviterNotification).state.as_str();
     let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
     conn.prepare_cached(
-        "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, needs_work, last_seq, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, needs_work, last_seq, state,
+                                  incentive_state, notification_state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
              payout_state = excluded.payout_state, needs_work = excluded.needs_work,
+             incentive_state = excluded.incentive_state, notification_state = excluded.notification_state,
              last_seq = excluded.last_seq, state = excluded.state",
     )?
     .execute(params![
@@ -85,7 +90,9 @@ fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionErro
         payout,
         needs_work(state) as i64,
         state.last_seq as i64,
-        json
+        json,
+        incentive,
+        notification
     ])?;
     Ok(())
 }
@@ -306,6 +313,28 @@ pub fn all(conn: &Connection, inviter_uma: Option<&str>) -> Result<Vec<Invitatio
     for row in rows {
         let (id, json) = row?;
         out.push(decode(&id, &json)?);
+    }
+    Ok(out)
+}
+
+/// How many obligations are in each state, per kind: `(kind, state, n)`.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String, i64)>, ProjectionError> {
+    let mut out = Vec::new();
+    for (kind, column) in [
+        ("invitee_payment", "payout_state"),
+        ("inviter_incentive", "incentive_state"),
+        ("inviter_notification", "notification_state"),
+    ] {
+        // `column` comes from the fixed list above, never from input.
+        let mut stmt = conn.prepare_cached(&format!("SELECT {column}, COUNT(*) FROM invitations GROUP BY {column}"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            out.push((kind, state, n));
+        }
     }
     Ok(out)
 }

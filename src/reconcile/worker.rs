@@ -21,6 +21,7 @@ use super::clock::{backoff, rfc3339, Clock, Jitter};
 use super::decide::{next_action, Action, Capabilities};
 use super::endpoint::{judge, Endpoint, OutgoingRequest, Verdict};
 use crate::config::ReconcileConfig;
+use crate::metrics::Metrics;
 use crate::ledger::{LedgerError, LedgerWriter, NewEvent};
 use crate::lightspark::client::LightsparkClient;
 use crate::lightspark::invitation::{Money, PaymentAmount};
@@ -77,17 +78,6 @@ impl Outcome {
     }
 }
 
-/// Counters for `/metrics`, by outcome of each endpoint call.
-#[derive(Debug, Default)]
-pub struct ReconcileStats {
-    pub calls_succeeded: std::sync::atomic::AtomicU64,
-    pub calls_failed: std::sync::atomic::AtomicU64,
-    pub calls_transient: std::sync::atomic::AtomicU64,
-    pub in_doubt: std::sync::atomic::AtomicU64,
-    pub fetch_failures: std::sync::atomic::AtomicU64,
-    pub passes: std::sync::atomic::AtomicU64,
-}
-
 struct Inner<E, C, J> {
     db: PathBuf,
     conn: Mutex<Option<rusqlite::Connection>>,
@@ -97,7 +87,7 @@ struct Inner<E, C, J> {
     lightspark: Option<LightsparkClient>,
     clock: C,
     jitter: J,
-    stats: ReconcileStats,
+    metrics: Arc<Metrics>,
 }
 
 /// The reconciler, cheap to clone. Generic over its seams: the endpoint,
@@ -124,6 +114,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         lightspark: Option<LightsparkClient>,
         clock: C,
         jitter: J,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -135,13 +126,13 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 lightspark,
                 clock,
                 jitter,
-                stats: ReconcileStats::default(),
+                metrics,
             }),
         }
     }
 
-    pub fn stats(&self) -> &ReconcileStats {
-        &self.inner.stats
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     fn caps(&self) -> Capabilities {
@@ -192,7 +183,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// what was recorded before stays, and the next pass continues from it.
     #[tracing::instrument(skip_all, fields(dry_run))]
     pub async fn try_execute_once(&self, dry_run: bool) -> Result<Outcome, ReconcileError> {
-        self.inner.stats.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.metrics.reconciler_passes.inc();
         let states = self.load_work().await?;
         let now = self.inner.clock.now();
         let caps = self.caps();
@@ -243,6 +234,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 }
             }
         }
+        self.inner.metrics.last_pass_unix.store(self.inner.clock.now().timestamp(), std::sync::atomic::Ordering::Relaxed);
         match first_error {
             Some(e) if !outcome.did_something() => Err(e),
             _ => Ok(outcome),
@@ -295,7 +287,6 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             serde_json::to_value(body).expect("serialises"),
         );
         self.inner.writer.append(event).await?;
-        self.inner.stats.in_doubt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key,
             "obligation is in doubt: requested longer ago than IDEMPOTENCY_WINDOW with no recorded outcome; an operator must resolve it");
         Ok(Outcome { in_doubt: 1, lines: vec![Work::InDoubt { kind }.describe(&state.invitation_id, false)], ..Outcome::default() })
@@ -376,11 +367,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let outcome = self.inner.endpoint.call(OutgoingRequest { url, idempotency_key: key.clone(), body: bytes, signature }).await;
         let verdict = judge(&outcome);
         let now = self.inner.clock.now();
-        use std::sync::atomic::Ordering::Relaxed;
+        let calls = |outcome: &str| self.inner.metrics.endpoint_calls.with_label_values(&[kind.as_str(), outcome]).inc();
         // 3. The outcome.
         let (event, result) = match verdict {
             Verdict::Succeeded { status, payment_id } => {
-                self.inner.stats.calls_succeeded.fetch_add(1, Relaxed);
+                calls("succeeded");
                 let body = ObligationSucceeded {
                     invitation_id: id.clone(),
                     obligation: kind,
@@ -397,7 +388,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 )
             }
             Verdict::Permanent { status, error } => {
-                self.inner.stats.calls_failed.fetch_add(1, Relaxed);
+                calls("failed");
                 tracing::warn!(status, %error, "obligation failed permanently; an operator must look at it");
                 let line = format!("{id} {}: failed (HTTP {status}, attempt {attempt})", kind.as_str());
                 let body = ObligationFailed {
@@ -417,7 +408,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 )
             }
             Verdict::Transient { status, error } => {
-                self.inner.stats.calls_transient.fetch_add(1, Relaxed);
+                calls("transient");
                 let delay = backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max, &self.inner.jitter);
                 let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                 tracing::info!(?status, %error, retry_in_ms = delay.as_millis() as u64, "transient failure; retry scheduled");
@@ -459,7 +450,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 Ok(Outcome { fetched: 1, lines: vec![format!("{id} invitation: {what}")], ..Outcome::default() })
             }
             Err(e) => {
-                self.inner.stats.fetch_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.inner.metrics.fetch_failures.inc();
                 let attempt = state.fetch.attempts + 1;
                 let delay = backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max.min(Duration::from_secs(300)), &self.inner.jitter);
                 let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);

@@ -148,3 +148,180 @@ pub fn ledger_len(db: &Path) -> usize {
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     resp.json().await.expect("JSON body")
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the reconciler and audit tests (tests/reconcile.rs,
+// tests/audit.rs): polling with a deadline, invitation webhooks with data,
+// JSON reads, the CLI off the async runtime, hand-made ledger events.
+
+/// Polls `probe` every 20 ms until it answers `Ok`, and returns that value.
+/// Panics after `within` with `what` and the last `Err` the probe gave, so a
+/// failure says what was seen instead of merely timing out.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {within:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// An invitation as Lightspark sends it in a webhook's `data` (snake_case).
+#[derive(Debug, Clone)]
+pub struct InvitationFixture {
+    pub id: String,
+    pub code: String,
+    pub inviter_uma: String,
+    pub invitee_uma: Option<String>,
+    /// `CLAIMED`, `CANCELLED`, `PENDING`, …
+    pub status: String,
+    /// `VALIDATED`, `INELIGIBLE`, `PENDING`.
+    pub incentives_status: String,
+    pub incentives_ineligibility_reason: Option<String>,
+    /// Smallest unit of USD.
+    pub payment_amount: Option<i64>,
+    pub updated_at: String,
+}
+
+impl InvitationFixture {
+    /// Claimed, incentives validated, 1000 USD for the invitee.
+    pub fn claimed(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            code: format!("CODE-{id}"),
+            inviter_uma: "$inviter@sending.example".into(),
+            invitee_uma: Some(format!("$invitee-{id}@receiving.example")),
+            status: "CLAIMED".into(),
+            incentives_status: "VALIDATED".into(),
+            incentives_ineligibility_reason: None,
+            payment_amount: Some(1000),
+            updated_at: "2026-11-01T12:00:00.000000+00:00".into(),
+        }
+    }
+
+    pub fn data(&self) -> serde_json::Value {
+        let mut d = serde_json::json!({
+            "id": self.id,
+            "code": self.code,
+            "url": format!("https://uma.me/i/{}", self.code),
+            "inviter_uma": self.inviter_uma,
+            "status": self.status,
+            "incentives_status": self.incentives_status,
+            "created_at": "2026-10-01T00:00:00.000000+00:00",
+            "updated_at": self.updated_at,
+        });
+        if let Some(u) = &self.invitee_uma {
+            d["invitee_uma"] = u.clone().into();
+        }
+        if let Some(r) = &self.incentives_ineligibility_reason {
+            d["incentives_ineligibility_reason"] = r.clone().into();
+        }
+        if let Some(v) = self.payment_amount {
+            d["payment_amount"] = serde_json::json!({"value": v, "currency": {"code": "USD", "symbol": "$", "decimals": 2, "name": "US Dollar"}});
+        }
+        d
+    }
+
+    /// The signed-ready `UMA_INVITATION_CLAIMED` webhook body carrying this invitation.
+    pub fn webhook(&self, event_id: &str) -> String {
+        serde_json::json!({
+            "event_type": "UMA_INVITATION_CLAIMED",
+            "event_id": event_id,
+            "timestamp": self.updated_at,
+            "entity_id": self.id,
+            "data": self.data(),
+        })
+        .to_string()
+    }
+}
+
+impl TestApp {
+    /// `GET path` on the read API: status and JSON body (`Null` when not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.client.get(self.url(path)).send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `GET /v1/invitations/{id}`, which must exist.
+    pub async fn invitation(&self, id: &str) -> serde_json::Value {
+        let (status, v) = self.get_json(&format!("/v1/invitations/{}", id.replace(':', "%3A"))).await;
+        assert_eq!(status, 200, "GET invitation {id}: {v}");
+        v
+    }
+
+    /// Posts a signed webhook that must be accepted.
+    pub async fn claim(&self, invitation: &InvitationFixture, event_id: &str) {
+        let resp = self.post_signed(&invitation.webhook(event_id)).await;
+        assert_eq!(resp.status(), 200, "webhook for {} refused", invitation.id);
+    }
+}
+
+/// Runs the binary like [`binary::run`], on a blocking thread so that fakes
+/// served by this test's runtime keep answering the child process.
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        binary::run(&args, &env)
+    })
+    .await
+    .expect("binary runner")
+}
+
+/// Appends hand-made events through the library's own ledger writer (so the
+/// hash chain stays valid) while no service holds the database, then brings
+/// the projections up to date.
+pub async fn append_events(db: &Path, events: Vec<invitation_ledger::ledger::NewEvent>) -> Vec<invitation_ledger::ledger::Appended> {
+    let (writer, thread) = invitation_ledger::ledger::LedgerWriter::start(db).expect("ledger writer");
+    let appended = writer.append_all(events).await.expect("hand-made events appended");
+    drop(writer);
+    let db = db.to_owned();
+    tokio::task::spawn_blocking(move || {
+        thread.join().expect("ledger writer thread");
+        let mut conn = invitation_ledger::ledger::open(&db).expect("open ledger");
+        invitation_ledger::projection::store::catch_up(&mut conn, 1000).expect("projections catch up");
+    })
+    .await
+    .expect("join");
+    appended
+}
+
+/// A hand-made internal event about `invitation`, with a JSON body.
+pub fn internal_event(kind: &str, event_key: &str, invitation: &str, body: &impl serde::Serialize) -> invitation_ledger::ledger::NewEvent {
+    invitation_ledger::ledger::NewEvent {
+        event_key: event_key.to_owned(),
+        kind: kind.to_owned(),
+        stream: Some(invitation.to_owned()),
+        body: serde_json::to_vec(body).expect("event body serialises"),
+        signature: None,
+        sibling_prefix: None,
+    }
+}
+
+/// How many ledger events have `kind`.
+pub fn count_kind(db: &Path, kind: &str) -> usize {
+    ledger_rows(db).iter().filter(|r| r.2 == kind).count()
+}
+
+impl TestApp {
+    /// [`stop`](Self::stop), after dropping this test's pooled client
+    /// connections. hyper 0.14's graceful shutdown waits for a connection
+    /// that never sent a request until the 10 s header-read timeout, and
+    /// reqwest's pool can hold such a connection (opened in a race with an
+    /// idle one, then never used).
+    pub async fn stop_promptly(mut self) -> tempfile::TempDir {
+        self.client = reqwest::Client::new();
+        self.stop().await
+    }
+}
