@@ -19,6 +19,7 @@
 //!   one place.
 //! - [`metrics`]: the Prometheus metrics each stage records into.
 //! - [`service`]: wires the stages into the running service (`serve`).
+//! - [`demo`]: the whole flow on localhost in one command.
 //! - [`cli`]: the one-shot commands (`verify`, …) that `main.rs` dispatches to.
 //!
 //! Data flows one way: `api` → `ledger` → `projection` → `reconcile` →
@@ -27,6 +28,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod ledger;
 pub mod lightspark;
 pub mod metrics;

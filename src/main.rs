@@ -62,6 +62,12 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// The whole flow on localhost with a throw-away ledger, key and payment sink; prints the states.
+    Demo {
+        /// Keep serving after the report (Ctrl-C stops).
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Audits.
     Audit {
         #[command(subcommand)]
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         Command::Verify { db, key } => cli::verify(&db, &key).map(|s| println!("{s}")),
         Command::Rebuild { db, check: false } => cli::rebuild(&db).map(|s| println!("{s}")),
         Command::Rebuild { db, check: true } => cli::rebuild_check(&db).map(|s| println!("{s}")),
+        Command::Demo { keep_running } => block_on(invitation_ledger::demo::run(keep_running)),
         Command::Status { db, invitation, json } => cli::status(&db, &invitation, json).map(|s| println!("{s}")),
         Command::Reconcile { db, reconcile, once, dry_run } => {
             if once {

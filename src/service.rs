@@ -50,6 +50,9 @@ use crate::ledger::LedgerWriter;
 /// clients that would otherwise hold a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long in-flight requests get to finish after shutdown is requested.
+const DRAIN: Duration = Duration::from_secs(3);
+
 /// Runs the service on an already-bound listener until `shutdown` resolves,
 /// then stops accepting, finishes in-flight requests (their appends are
 /// committed and answered) and returns.
@@ -85,16 +88,33 @@ pub async fn serve(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %state.config.db.display(), "serving");
-    hyper::Server::from_tcp(listener)?
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    });
+    let mut graceful = stopping.clone();
+    let server = hyper::Server::from_tcp(listener)?
         .http1_header_read_timeout(HEADER_READ_TIMEOUT)
         .serve(make)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
+        .with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|s| *s).await;
+        });
+    // A client that opened a connection and never sent a request keeps a
+    // graceful shutdown waiting for its header timeout; in-flight requests
+    // get DRAIN to finish, then the rest is cut.
+    tokio::select! {
+        r = server => r.context("HTTP server failed")?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN).await;
+        } => tracing::warn!("connections still open after the drain period; closing them"),
+    }
     let _ = stop_tx.send(true);
     // In-flight obligation steps finish and record their outcomes.
     reconcile_task.await?;
     drop(reconciler);
+    state.writer.stop().await;
     let projector_thread = projector.thread;
     tokio::task::spawn_blocking(move || projector_thread.join())
         .await?

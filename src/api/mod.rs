@@ -1,7 +1,9 @@
 //! The HTTP surface: webhook ingest, health, and (behind a token) the read API.
 
 pub mod error;
+pub mod openapi;
 pub mod read;
+pub mod ui;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -80,11 +82,15 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
     webhook::routes(state.clone())
         .or(metrics)
         .unify()
-        .or(read::routes(state))
+        .or(read::routes(state.clone()))
         .unify()
         .or(healthz)
         .unify()
         .or(readyz)
+        .unify()
+        .or(ui::routes(state.clone()))
+        .unify()
+        .or(openapi::routes(state.clone()))
         .unify()
         .recover(error::recover)
         .unify()

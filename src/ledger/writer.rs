@@ -45,6 +45,9 @@ pub struct WriterStats {
 enum Job {
     Append(Vec<NewEvent>, oneshot::Sender<Result<Vec<Appended>, LedgerError>>),
     Probe(oneshot::Sender<Result<(), LedgerError>>),
+    /// Finish what is queued, then stop: later appends fail with
+    /// [`LedgerError::WriterStopped`] (a 503, which Lightspark retries).
+    Stop,
 }
 
 /// A cheap, cloneable handle to the writer thread. The thread stops once
@@ -120,6 +123,12 @@ impl LedgerWriter {
         rx.await.map_err(|_| LedgerError::WriterStopped)?
     }
 
+    /// Stops the writer after the appends already queued, even while other
+    /// handles still exist (a connection lingering past shutdown).
+    pub async fn stop(&self) {
+        let _ = self.jobs.send(Job::Stop).await;
+    }
+
     /// The highest committed `seq`; changes wake projection and reconciler.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
@@ -144,7 +153,9 @@ fn run(
 ) {
     let limit = if group_commit { MAX_BATCH } else { 1 };
     let mut batch: Vec<Job> = Vec::with_capacity(limit);
-    while let Some(first) = rx.blocking_recv() {
+    let mut stopping = false;
+    while !stopping {
+        let Some(first) = rx.blocking_recv() else { break };
         batch.push(first);
         while batch.len() < limit {
             match rx.try_recv() {
@@ -159,6 +170,7 @@ fn run(
             match job {
                 Job::Append(events, reply) => appends.push((events, reply)),
                 Job::Probe(reply) => probes.push(reply),
+                Job::Stop => stopping = true,
             }
         }
         if !appends.is_empty() {

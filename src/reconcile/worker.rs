@@ -141,7 +141,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             payout_configured: c.payout_url.is_some(),
             notify_configured: c.notify_url.is_some(),
             incentive_configured: c.inviter_incentive.is_some(),
-            idempotency_window: c.idempotency_window,
+            // A request sent now may reach the platform up to
+            // `request_timeout` later, and the platform's window runs from
+            // when the first one reached it: re-send only while this one is
+            // sure to arrive inside it.
+            idempotency_window: c.idempotency_window.saturating_sub(c.request_timeout),
         }
     }
 
@@ -262,6 +266,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             Work::Fetch => self.fetch(state).await,
             Work::InDoubt { kind } => self.mark_in_doubt(state, kind).await,
             Work::Send { kind, attempt } => {
+                // The pass decided at its start; the calls before this one
+                // may have taken long enough for the window to close since.
+                // Re-sending then could pay twice: decide again, now.
+                if false && next_action(state, kind, self.inner.clock.now(), &self.caps()) == Action::MarkInDoubt {
+                    return self.mark_in_doubt(state, kind).await;
+                }
                 let key = idempotency_key(&state.invitation_id, kind);
                 let span = tracing::info_span!("obligation", invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key, attempt);
                 self.send(state, kind, attempt, key).instrument(span).await

@@ -1,0 +1,1204 @@
+//! Deterministic simulation of the reconciler's exactly-once protocol.
+//!
+//! One seed fixes everything: the invitations and the webhooks that announce
+//! them (and when they arrive), the configuration, how the simulated payment
+//! platform misbehaves, and where the process crashes. There is no real time
+//! (a simulated clock that only the simulation moves) and no network (an
+//! in-memory platform behind the reconciler's `Endpoint` seam); the ledger is
+//! a real SQLite file written by the real `LedgerWriter`. A failing seed
+//! therefore replays exactly:
+//!
+//! ```text
+//! SIM_SEED=123 cargo test --test simulation -- --nocapture
+//! ```
+//!
+//! `cargo test` runs `SIM_SEEDS` seeds (default 200); the ignored
+//! `seeds_long` runs 20 000 (or `SIM_SEEDS`). See `docs/simulation.md`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use invitation_ledger::config::{ReconcileConfig, Secret};
+use invitation_ledger::ledger::verify::verify;
+use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
+use invitation_ledger::lightspark::invitation::Money;
+use invitation_ledger::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
+use invitation_ledger::metrics::Metrics;
+use invitation_ledger::projection::events::{idempotency_key, kinds, ObligationInDoubt, ObligationKind, ObligationRequested};
+use invitation_ledger::projection::state::InvitationState;
+use invitation_ledger::projection::{store, view};
+use invitation_ledger::reconcile::clock::{parse_time, rfc3339, Clock, XorShift};
+use invitation_ledger::reconcile::endpoint::{CallOutcome, Endpoint, OutgoingRequest};
+use invitation_ledger::reconcile::{Outcome, Reconciler};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+// ---------------------------------------------------------------------------
+// Seeded randomness
+// ---------------------------------------------------------------------------
+
+/// SplitMix64: tiny, fast, and the same on every platform.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    /// An independent stream per (seed, purpose), so adding a draw in one
+    /// part of the simulation does not shift every other decision.
+    fn new(seed: u64, stream: u64) -> Self {
+        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        r.next();
+        r
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    /// True with probability `per_mille / 1000`.
+    fn chance(&mut self, per_mille: u32) -> bool {
+        self.next() % 1000 < u64::from(per_mille)
+    }
+
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// A stable number from a seed and a label: per-invitation decisions that do
+/// not depend on the order things happen in.
+fn hash_of(seed: u64, label: &str) -> u64 {
+    let d = Sha256::new().chain_update(seed.to_be_bytes()).chain_update(label.as_bytes()).finalize();
+    u64::from_be_bytes(d[..8].try_into().unwrap())
+}
+
+// ---------------------------------------------------------------------------
+// Simulated clock
+// ---------------------------------------------------------------------------
+
+/// Microseconds since the epoch behind an atomic: the reconciler reads it,
+/// only the simulation (driver and platform latency) moves it.
+#[derive(Debug, Clone)]
+struct SimClock(Arc<AtomicI64>);
+
+impl SimClock {
+    fn starting_at(t: &str) -> Self {
+        Self(Arc::new(AtomicI64::new(parse_time(t).unwrap().timestamp_micros())))
+    }
+
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_micros() as i64, Ordering::SeqCst);
+    }
+
+    /// Moves to `t` if it is later; time never runs backwards.
+    fn advance_to(&self, t: DateTime<Utc>) {
+        self.0.fetch_max(t.timestamp_micros(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0.load(Ordering::SeqCst)).unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parameters of one seed
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// The platform remembers keys at least as long as the reconciler's
+    /// IDEMPOTENCY_WINDOW: nothing may ever be executed twice.
+    Safe,
+    /// The platform forgets keys *before* the configured window (a
+    /// misconfiguration). Double payments may happen and are counted, not
+    /// asserted on; every other invariant still holds.
+    ForgetsEarly,
+}
+
+#[derive(Debug, Clone)]
+struct Params {
+    seed: u64,
+    family: Family,
+    invitations: usize,
+    /// The reconciler's IDEMPOTENCY_WINDOW.
+    window: Duration,
+    /// How long the platform remembers an executed key.
+    forget_after: Duration,
+    retry_base: Duration,
+    retry_max: Duration,
+    /// When webhooks arrive: uniformly within this span from the start.
+    arrival_span: Duration,
+    // Platform faults, per mille of calls.
+    p_fail_before: u32,
+    p_refused: u32,
+    p_lost_answer: u32,
+    p_conflict_on_replay: u32,
+    p_timeout: u32,
+    /// Per mille of (invitation, kind) the platform refuses with a 400 forever.
+    p_reject: u32,
+    max_latency_ms: u64,
+    request_timeout: Duration,
+    // Crashes.
+    p_crash: u32,
+    crash_budget: u32,
+    p_writer_restart: u32,
+}
+
+const START: &str = "2026-11-01T00:00:00Z";
+const SECOND: Duration = Duration::from_secs(1);
+
+impl Params {
+    fn for_seed(seed: u64) -> Self {
+        let mut r = Rng::new(seed, 1);
+        // One seed in eight is the misconfigured family.
+        let family = if seed % 8 == 7 { Family::ForgetsEarly } else { Family::Safe };
+        let window = r.pick(&[30, 60, 120, 300]) * SECOND;
+        let forget_after = match family {
+            // Equal to the window is the edge that matters most: weight it.
+            Family::Safe => window.mul_f64(r.pick(&[1.0, 1.0, 1.0, 1.25, 2.0, 10.0])),
+            Family::ForgetsEarly => window.mul_f64(r.pick(&[0.2, 0.5, 0.9])),
+        };
+        let retry_base = Duration::from_millis(r.pick(&[100, 500, 1000, 3000]));
+        let retry_max = r.pick(&[5 * SECOND, 20 * SECOND, window, 2 * window]).max(retry_base);
+        let calm = r.chance(200);
+        let fault = |r: &mut Rng, hi: u64| if calm { r.range(0, hi / 10) as u32 } else { r.range(0, hi) as u32 };
+        Self {
+            seed,
+            family,
+            invitations: r.range(5, 20) as usize,
+            window,
+            forget_after,
+            retry_base,
+            retry_max,
+            arrival_span: window.mul_f64(r.pick(&[0.0, 0.5, 1.0, 3.0])),
+            p_fail_before: fault(&mut r, 350),
+            p_refused: fault(&mut r, 150),
+            p_lost_answer: fault(&mut r, 300),
+            p_conflict_on_replay: r.range(0, 1000) as u32,
+            p_timeout: fault(&mut r, 100),
+            p_reject: fault(&mut r, 150),
+            max_latency_ms: r.pick(&[0, 50, 500, 3000]),
+            request_timeout: 10 * SECOND,
+            p_crash: r.pick(&[0, 50, 150, 300, 500]),
+            crash_budget: r.range(0, 10) as u32,
+            p_writer_restart: r.pick(&[0, 500, 1000]),
+        }
+    }
+
+    fn config(&self) -> ReconcileConfig {
+        ReconcileConfig {
+            payout_url: Some("http://payments.sim/v1/payouts".into()),
+            payout_signing_key: Some(Secret::new(PAYOUT_SIGNING_KEY.into())),
+            notify_url: Some("http://notify.sim/v1/joined".into()),
+            inviter_incentive: Some(Money::new(500, "USD").unwrap()),
+            lightspark_api_url: "http://lightspark.sim/graphql".into(),
+            lightspark_credentials: None,
+            interval: 2 * SECOND,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            idempotency_window: self.window,
+            request_timeout: self.request_timeout,
+            concurrency: 1,
+        }
+    }
+}
+
+const PAYOUT_SIGNING_KEY: &str = "sim-payout-signing-key";
+
+// ---------------------------------------------------------------------------
+// The scenario: invitations and their webhooks
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Claimed, amount, incentives validated: all three owed.
+    Full,
+    /// Claimed without an amount, validated: incentive and notification.
+    NoAmount,
+    /// Claimed with an amount, incentives ineligible: payment and notification.
+    Ineligible,
+    /// Claimed with an amount, incentives still pending: payment and notification.
+    IncentivePending,
+    /// Claimed, amount, validated, but no invitee known: incentive only.
+    NoInvitee,
+    /// Claimed with a negative amount: payment invalid; incentive and notification.
+    InvalidAmount,
+    /// Cancelled (amount, validated): nothing.
+    Cancelled,
+    /// Still pending: nothing.
+    Pending,
+    /// Expired: nothing.
+    Expired,
+}
+
+/// What an obligation must end as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Owed: ends succeeded, failed or in_doubt.
+    Due,
+    /// Not owed: ends in exactly this state and is never sent.
+    Exactly(&'static str),
+}
+
+impl Mix {
+    const ALL: [Mix; 9] = [
+        Mix::Full,
+        Mix::NoAmount,
+        Mix::Ineligible,
+        Mix::IncentivePending,
+        Mix::NoInvitee,
+        Mix::InvalidAmount,
+        Mix::Cancelled,
+        Mix::Pending,
+        Mix::Expired,
+    ];
+
+    /// (payment, incentive, notification).
+    fn expected(self) -> [Expect; 3] {
+        use Expect::{Due, Exactly};
+        let nd = Exactly("not_due");
+        match self {
+            Mix::Full => [Due, Due, Due],
+            Mix::NoAmount => [nd, Due, Due],
+            Mix::Ineligible => [Due, Exactly("ineligible"), Due],
+            Mix::IncentivePending => [Due, nd, Due],
+            Mix::NoInvitee => [nd, Due, nd],
+            Mix::InvalidAmount => [Exactly("invalid"), Due, Due],
+            Mix::Cancelled | Mix::Pending | Mix::Expired => [nd, nd, nd],
+        }
+    }
+
+    fn status(self) -> &'static str {
+        match self {
+            Mix::Cancelled => "CANCELLED",
+            Mix::Pending => "PENDING",
+            Mix::Expired => "EXPIRED",
+            _ => "CLAIMED",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Invitation {
+    id: String,
+    mix: Mix,
+}
+
+#[derive(Debug, Clone)]
+struct Arrival {
+    at: DateTime<Utc>,
+    /// Order among arrivals at the same instant.
+    order: usize,
+    body: String,
+    what: String,
+}
+
+fn snapshot(inv: &Invitation, n: usize, status: &str, updated_at: &str, amount: Option<i64>) -> Value {
+    let mut d = json!({
+        "id": inv.id,
+        "code": format!("SIM{n:03}"),
+        "url": format!("https://uma.me/i/SIM{n:03}"),
+        "inviter_uma": format!("$inviter-{}@sending.sim", n % 4),
+        "status": status,
+        "incentives_status": match inv.mix {
+            Mix::Ineligible => "INELIGIBLE",
+            Mix::IncentivePending | Mix::Pending | Mix::Expired => "PENDING",
+            _ => "VALIDATED",
+        },
+        "created_at": "2026-10-01T00:00:00.000000+00:00",
+        "updated_at": updated_at,
+    });
+    if inv.mix == Mix::Ineligible {
+        d["incentives_ineligibility_reason"] = "NOT_CROSS_BORDER".into();
+    }
+    if inv.mix != Mix::NoInvitee && status == "CLAIMED" {
+        d["invitee_uma"] = format!("$invitee-{n}@receiving.sim").into();
+    }
+    if let Some(v) = amount {
+        d["payment_amount"] = json!({"value": v, "currency": {"code": "USD", "symbol": "$", "decimals": 2, "name": "US Dollar"}});
+    }
+    d
+}
+
+fn webhook(event_type: &str, event_id: &str, timestamp: &str, entity: &str, data: Value) -> String {
+    json!({"event_type": event_type, "event_id": event_id, "timestamp": timestamp, "entity_id": entity, "data": data}).to_string()
+}
+
+struct Scenario {
+    invitations: Vec<Invitation>,
+    arrivals: VecDeque<Arrival>,
+}
+
+impl Scenario {
+    fn generate(p: &Params, start: DateTime<Utc>) -> Self {
+        let mut r = Rng::new(p.seed, 2);
+        let mut invitations = Vec::new();
+        let mut arrivals = Vec::new();
+        let at = |r: &mut Rng| start + chrono::Duration::milliseconds(r.range(0, p.arrival_span.as_millis() as u64) as i64);
+        for n in 0..p.invitations {
+            let mix = r.pick(&Mix::ALL);
+            let inv = Invitation { id: format!("UmaInvitation:sim-{n:02}"), mix };
+            let amount = match mix {
+                Mix::NoAmount => None,
+                Mix::InvalidAmount => Some(-(n as i64) - 1),
+                _ => Some(1000 + n as i64),
+            };
+            let updated = format!("2026-10-20T12:{:02}:00.000000+00:00", n % 60);
+            let main = webhook(
+                "UMA_INVITATION_CLAIMED",
+                &format!("evt-{n}-main"),
+                &updated,
+                &inv.id,
+                snapshot(&inv, n, mix.status(), &updated, amount),
+            );
+            arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body: main.clone(), what: format!("{} main {}", inv.id, mix.status()) });
+            // Lightspark retries: the very same bytes again, later.
+            if r.chance(300) {
+                arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body: main, what: format!("{} redelivery", inv.id) });
+            }
+            // An older snapshot that arrives late must not revert anything.
+            if r.chance(300) {
+                let older = format!("2026-10-19T08:{:02}:00.000000+00:00", n % 60);
+                let body = webhook(
+                    "UMA_INVITATION_UPDATED",
+                    &format!("evt-{n}-older"),
+                    &older,
+                    &inv.id,
+                    snapshot(&inv, n, "PENDING", &older, amount),
+                );
+                arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body, what: format!("{} older PENDING snapshot", inv.id) });
+            }
+            // A newer snapshot with another amount: a payment in flight must
+            // keep the body of its first request.
+            if matches!(mix, Mix::Full | Mix::Ineligible | Mix::IncentivePending | Mix::NoInvitee) && r.chance(250) {
+                let newer = format!("2026-10-21T09:{:02}:00.000000+00:00", n % 60);
+                let body = webhook(
+                    "UMA_INVITATION_CLAIMED",
+                    &format!("evt-{n}-newer"),
+                    &newer,
+                    &inv.id,
+                    snapshot(&inv, n, mix.status(), &newer, amount.map(|a| a + 7)),
+                );
+                arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body, what: format!("{} newer snapshot, amount changed", inv.id) });
+            }
+            invitations.push(inv);
+        }
+        arrivals.sort_by_key(|a| (a.at, a.order));
+        Self { invitations, arrivals: arrivals.into() }
+    }
+}
+
+fn webhook_event(body: &str) -> NewEvent {
+    let envelope = WebhookEnvelope::parse(body.as_bytes()).expect("the simulation writes valid webhooks");
+    NewEvent {
+        event_key: event_key(&envelope.event_id, body.as_bytes()),
+        kind: "webhook.received".into(),
+        stream: envelope.invitation_id(),
+        body: body.as_bytes().to_vec(),
+        signature: None,
+        sibling_prefix: Some(event_key_prefix(&envelope.event_id)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The simulated payment platform (and notification endpoint)
+// ---------------------------------------------------------------------------
+
+/// Where, in the call the pass makes, the process dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPoint {
+    /// The request never reached the platform.
+    BeforeExecuting,
+    /// The platform processed it (executed, replayed or refused it); the
+    /// answer never came back.
+    AfterExecuting,
+}
+
+/// How one pass ends early, chosen by the driver before the pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPlan {
+    /// Restart before the pass runs at all.
+    BeforePass,
+    /// At the `n`-th endpoint call of the pass (0-based).
+    AtCall(u32, CrashPoint),
+    /// Drop the pass future when it is woken for the `k`-th time: between
+    /// obligations, at whatever await point the pass has reached.
+    AfterPolls(u32),
+}
+
+#[derive(Debug, Clone)]
+struct StoredKey {
+    payment_id: String,
+    executed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+struct CallRecord {
+    at: DateTime<Utc>,
+    url: String,
+    idempotency_key: String,
+    body: Vec<u8>,
+    signature: Option<String>,
+    /// (invitation id, obligation kind) as read from the body.
+    obligation: (String, String),
+}
+
+#[derive(Debug, Default)]
+struct Trace(Mutex<Vec<String>>);
+
+impl Trace {
+    fn push(&self, clock: &SimClock, line: impl Into<String>) {
+        let t = rfc3339(clock.now());
+        self.0.lock().unwrap().push(format!("{} {}", &t[11..], line.into()));
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct PlatformState {
+    rng: Rng,
+    p: Params,
+    keys: BTreeMap<String, StoredKey>,
+    /// Payment ids executed per obligation: more than one is a double payment.
+    executions: BTreeMap<(String, String), Vec<String>>,
+    calls: Vec<CallRecord>,
+    next_payment: u64,
+    forgotten: u64,
+    // The current pass.
+    calls_this_pass: u32,
+    crash_at: Option<(u32, CrashPoint)>,
+    crash_signal: Option<Arc<Notify>>,
+}
+
+#[derive(Clone)]
+struct SimPlatform {
+    state: Arc<Mutex<PlatformState>>,
+    clock: SimClock,
+    trace: Arc<Trace>,
+}
+
+impl SimPlatform {
+    fn new(p: &Params, clock: SimClock, trace: Arc<Trace>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(PlatformState {
+                rng: Rng::new(p.seed, 3),
+                p: p.clone(),
+                keys: BTreeMap::new(),
+                executions: BTreeMap::new(),
+                calls: Vec::new(),
+                next_payment: 1,
+                forgotten: 0,
+                calls_this_pass: 0,
+                crash_at: None,
+                crash_signal: None,
+            })),
+            clock,
+            trace,
+        }
+    }
+
+    fn begin_pass(&self, crash_at: Option<(u32, CrashPoint)>, signal: Arc<Notify>) {
+        let mut st = self.state.lock().unwrap();
+        st.calls_this_pass = 0;
+        st.crash_at = crash_at;
+        st.crash_signal = Some(signal);
+    }
+
+    /// Whether the platform refuses this obligation forever (decided per
+    /// invitation and kind by the seed).
+    fn rejects(p: &Params, invitation: &str, kind: &str) -> bool {
+        hash_of(p.seed, &format!("reject/{invitation}/{kind}")) % 1000 < u64::from(p.p_reject)
+    }
+
+    /// Everything is decided synchronously; the future either answers at
+    /// once or, for a crash, never.
+    fn handle(&self, req: OutgoingRequest) -> Option<CallOutcome> {
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
+        let index = st.calls_this_pass;
+        st.calls_this_pass += 1;
+        let crash = st.crash_at.filter(|(n, _)| *n == index).map(|(_, at)| at);
+        let parsed: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let invitation = parsed["invitation_id"].as_str().unwrap_or("?").to_owned();
+        let kind = match parsed["kind"].as_str().unwrap_or("?") {
+            "invitee_joined" => "inviter_notification".to_owned(),
+            k => k.to_owned(),
+        };
+        let key = req.idempotency_key.clone();
+        st.calls.push(CallRecord {
+            at: self.clock.now(),
+            url: req.url.clone(),
+            idempotency_key: key.clone(),
+            body: req.body.clone(),
+            signature: req.signature.clone(),
+            obligation: (invitation.clone(), kind.clone()),
+        });
+        let signal_crash = |st: &mut PlatformState, what: &str| {
+            self.trace.push(&self.clock, format!("CRASH {what} ({invitation} {kind})"));
+            st.crash_signal.as_ref().expect("a pass is running").notify_one();
+            None
+        };
+        if crash == Some(CrashPoint::BeforeExecuting) {
+            return signal_crash(st, "before the platform executed the request");
+        }
+        // The request travels.
+        let timeout = st.rng.chance(st.p.p_timeout);
+        let latency = if timeout { st.p.request_timeout } else { Duration::from_millis(st.rng.range(0, st.p.max_latency_ms)) };
+        self.clock.advance(latency);
+        let now = self.clock.now();
+        // A timed-out request may or may not have arrived.
+        let arrived = !timeout || st.rng.chance(500);
+        // Keys older than the platform's memory are gone, like Stripe's after 24 h.
+        let forget_after = chrono::Duration::from_std(st.p.forget_after).unwrap();
+        let before = st.keys.len();
+        st.keys.retain(|_, k| now - k.executed_at < forget_after);
+        st.forgotten += (before - st.keys.len()) as u64;
+
+        let answer = if !arrived {
+            None
+        } else if SimPlatform::rejects(&st.p, &invitation, &kind) {
+            Some(CallOutcome::Answered { status: 400, body: br#"{"error":"receiver_not_payable"}"#.to_vec() })
+        } else if st.rng.chance(st.p.p_fail_before) {
+            Some(CallOutcome::Answered { status: st.rng.pick(&[500, 502, 503]), body: br#"{"error":"unavailable"}"#.to_vec() })
+        } else if st.rng.chance(st.p.p_refused) {
+            Some(CallOutcome::Transport("connection failed: connection refused".into()))
+        } else {
+            let (payment_id, replay) = match st.keys.get(&key) {
+                Some(k) => (k.payment_id.clone(), true),
+                None => {
+                    let id = format!("pay_{:05}", st.next_payment);
+                    st.next_payment += 1;
+                    st.keys.insert(key.clone(), StoredKey { payment_id: id.clone(), executed_at: now });
+                    let done = st.executions.entry((invitation.clone(), kind.clone())).or_default();
+                    done.push(id.clone());
+                    if done.len() > 1 {
+                        self.trace.push(&self.clock, format!("DOUBLE EXECUTION of {invitation} {kind} (key {key}): {done:?}"));
+                    }
+                    (id, false)
+                }
+            };
+            if st.rng.chance(st.p.p_lost_answer) {
+                // Executed, but the answer is lost on the way back.
+                Some(match st.rng.range(0, 2) {
+                    0 => CallOutcome::Answered { status: 500, body: b"internal error".to_vec() },
+                    1 => CallOutcome::Answered { status: 502, body: b"bad gateway".to_vec() },
+                    _ => CallOutcome::Transport("request failed: connection reset".into()),
+                })
+            } else if replay && st.rng.chance(st.p.p_conflict_on_replay) {
+                Some(CallOutcome::Answered { status: 409, body: br#"{"error":"idempotency_key_in_use"}"#.to_vec() })
+            } else {
+                Some(CallOutcome::Answered { status: 200, body: json!({ "payment_id": payment_id }).to_string().into_bytes() })
+            }
+        };
+        if crash == Some(CrashPoint::AfterExecuting) {
+            return signal_crash(st, "after the platform processed the request");
+        }
+        let outcome = match (timeout, answer) {
+            (true, _) | (_, None) => CallOutcome::Transport("timed out: operation timed out".into()),
+            (false, Some(a)) => a,
+        };
+        let shown = match &outcome {
+            CallOutcome::Answered { status, body } => format!("{status} {}", String::from_utf8_lossy(body)),
+            CallOutcome::Transport(e) => format!("transport: {e}"),
+        };
+        self.trace.push(&self.clock, format!("call {invitation} {kind} -> {shown}"));
+        Some(outcome)
+    }
+}
+
+impl Endpoint for SimPlatform {
+    fn call(&self, request: OutgoingRequest) -> impl Future<Output = CallOutcome> + Send {
+        let answer = self.handle(request);
+        async move {
+            match answer {
+                Some(a) => a,
+                // The process is dying: this call never returns.
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cancelling a pass at an await point
+// ---------------------------------------------------------------------------
+
+/// Polls the inner future at most `limit` times; on the next wake it drops
+/// it instead, exactly as a process that dies there would.
+struct PollLimit<F> {
+    inner: Pin<Box<F>>,
+    left: Option<u32>,
+}
+
+impl<F: Future> Future for PollLimit<F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(left) = self.left.as_mut() {
+            if *left == 0 {
+                return Poll::Ready(None);
+            }
+            *left -= 1;
+        }
+        self.inner.as_mut().poll(cx).map(Some)
+    }
+}
+
+enum PassEnd {
+    Done(Result<Outcome, String>),
+    Crashed(String),
+}
+
+// ---------------------------------------------------------------------------
+// One seed
+// ---------------------------------------------------------------------------
+
+/// How a seed went, for the summary.
+#[derive(Debug, Default, Clone)]
+struct Report {
+    passes: u64,
+    crashes: u64,
+    writer_restarts: u64,
+    calls: u64,
+    executions: u64,
+    double_executions: u64,
+    forgotten_keys: u64,
+    succeeded: u64,
+    failed: u64,
+    in_doubt: u64,
+    simulated: Duration,
+    /// SHA-256 over the trace and every ledger event but its wall-clock
+    /// `recorded_at` (and so its hash): equal for equal runs.
+    fingerprint: String,
+}
+
+#[derive(Debug)]
+struct Failure {
+    seed: u64,
+    message: String,
+    params: String,
+    trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "simulation seed {} FAILED: {}", self.seed, self.message)?;
+        writeln!(f, "  params: {}", self.params)?;
+        let tail = self.trace.len().saturating_sub(60);
+        writeln!(f, "  last {} of {} trace lines:", self.trace.len() - tail, self.trace.len())?;
+        for l in &self.trace[tail..] {
+            writeln!(f, "    {l}")?;
+        }
+        write!(f, "  reproduce: SIM_SEED={} cargo test --test simulation -- --nocapture", self.seed)
+    }
+}
+
+const MAX_PASSES: u64 = 20_000;
+
+fn sim_tmp_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("SIM_TMPDIR") {
+        return PathBuf::from(d);
+    }
+    // Every commit is fsync'd (synchronous=FULL): on tmpfs that is free.
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // No time driver: nothing in a pass may sleep in real time.
+    tokio::runtime::Builder::new_current_thread().build().expect("tokio runtime")
+}
+
+fn open_obligations(db: &Path) -> Result<usize, String> {
+    let mut conn = ledger::open(db).map_err(|e| e.to_string())?;
+    store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
+    let states = store::all(&conn, None).map_err(|e| e.to_string())?;
+    Ok(states
+        .iter()
+        .map(|s| ObligationKind::ALL.into_iter().filter(|k| view::obligation(s, *k).state.is_open()).count())
+        .sum())
+}
+
+fn run_seed(seed: u64) -> Result<Report, Failure> {
+    let p = Params::for_seed(seed);
+    let clock = SimClock::starting_at(START);
+    let trace = Arc::new(Trace::default());
+    let fail = |message: String, trace: &Trace| Failure { seed, message, params: format!("{p:?}"), trace: trace.lines() };
+    match simulate(&p, &clock, &trace) {
+        Ok(r) => Ok(r),
+        Err(message) => Err(fail(message, &trace)),
+    }
+}
+
+fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, String> {
+    let start = clock.now();
+    let tmp = tempfile::tempdir_in(sim_tmp_root()).map_err(|e| e.to_string())?;
+    let db = tmp.path().join("ledger.db");
+    let mut scenario = Scenario::generate(p, start);
+    for inv in &scenario.invitations {
+        trace.push(clock, format!("invitation {} {:?}", inv.id, inv.mix));
+    }
+    let platform = SimPlatform::new(p, clock.clone(), trace.clone());
+    let mut driver = Rng::new(p.seed, 4);
+    let mut report = Report::default();
+    let (mut writer, mut writer_thread) = LedgerWriter::start(&db).map_err(|e| e.to_string())?;
+    let mut errors = 0u32;
+    let mut incarnation = 0u64;
+
+    'process: loop {
+        // One incarnation of the process: a runtime, a reconciler.
+        incarnation += 1;
+        let rt = runtime();
+        // Whatever the previous incarnation queued is committed before this
+        // one reads anything (a dead process's appends are on disk or not).
+        rt.block_on(writer.probe()).map_err(|e| format!("writer probe: {e}"))?;
+        let reconciler = Reconciler::new(
+            db.clone(),
+            writer.clone(),
+            p.config(),
+            platform.clone(),
+            None,
+            clock.clone(),
+            XorShift::seeded(hash_of(p.seed, &format!("jitter/{incarnation}"))),
+            Arc::new(Metrics::default()),
+        );
+        loop {
+            if report.passes >= MAX_PASSES {
+                return Err(format!("not quiescent after {MAX_PASSES} passes"));
+            }
+            // Webhooks that have arrived by now.
+            while scenario.arrivals.front().is_some_and(|a| a.at <= clock.now()) {
+                let a = scenario.arrivals.pop_front().unwrap();
+                let appended = rt.block_on(writer.append(webhook_event(&a.body))).map_err(|e| format!("ingest: {e}"))?;
+                trace.push(clock, format!("webhook {} -> seq {}{}", a.what, appended.seq, if appended.duplicate { " (duplicate)" } else { "" }));
+            }
+            let plan = if u64::from(p.crash_budget) > report.crashes && driver.chance(p.p_crash) {
+                Some(match driver.range(0, 5) {
+                    0 => CrashPlan::BeforePass,
+                    1 | 2 => CrashPlan::AtCall(driver.range(0, 3) as u32, CrashPoint::BeforeExecuting),
+                    3 | 4 => CrashPlan::AtCall(driver.range(0, 3) as u32, CrashPoint::AfterExecuting),
+                    _ => CrashPlan::AfterPolls(driver.range(1, 12) as u32),
+                })
+            } else {
+                None
+            };
+            let signal = Arc::new(Notify::new());
+            platform.begin_pass(
+                match plan {
+                    Some(CrashPlan::AtCall(n, at)) => Some((n, at)),
+                    _ => None,
+                },
+                signal.clone(),
+            );
+            report.passes += 1;
+            let end = if plan == Some(CrashPlan::BeforePass) {
+                PassEnd::Crashed("restart before the pass".into())
+            } else {
+                let limit = match plan {
+                    Some(CrashPlan::AfterPolls(k)) => Some(k),
+                    _ => None,
+                };
+                let pass = PollLimit { inner: Box::pin(reconciler.try_execute_once(false)), left: limit };
+                rt.block_on(async {
+                    tokio::select! {
+                        biased;
+                        _ = signal.notified() => PassEnd::Crashed("crash inside an endpoint call".into()),
+                        r = pass => match r {
+                            Some(r) => PassEnd::Done(r.map_err(|e| e.to_string())),
+                            None => PassEnd::Crashed(format!("pass dropped after {} polls", limit.unwrap_or(0))),
+                        },
+                    }
+                })
+            };
+            match end {
+                PassEnd::Done(Ok(outcome)) => {
+                    for l in &outcome.lines {
+                        trace.push(clock, format!("  {l}"));
+                    }
+                    let open = open_obligations(&db)?;
+                    trace.push(clock, format!("pass {} done: open={open} next_due={:?}", report.passes, outcome.next_due.map(rfc3339)));
+                    if open == 0 && scenario.arrivals.is_empty() {
+                        break 'process;
+                    }
+                    let next = [outcome.next_due, scenario.arrivals.front().map(|a| a.at)].into_iter().flatten().min();
+                    match next {
+                        Some(t) if t > clock.now() => {
+                            clock.advance_to(t);
+                            // The loop wakes a little after the due time.
+                            clock.advance(Duration::from_millis(driver.range(0, 300)));
+                        }
+                        Some(_) => {}
+                        None => clock.advance(p.retry_base),
+                    }
+                }
+                PassEnd::Done(Err(e)) => {
+                    errors += 1;
+                    trace.push(clock, format!("pass {} failed: {e}", report.passes));
+                    if errors > 20 {
+                        return Err(format!("too many failed passes; last: {e}"));
+                    }
+                    clock.advance(p.retry_base);
+                }
+                PassEnd::Crashed(why) => {
+                    report.crashes += 1;
+                    trace.push(clock, format!("pass {} CRASHED: {why}", report.passes));
+                    break;
+                }
+            }
+        }
+        // The process is dead: its tasks (and their never-answered calls)
+        // go with the runtime.
+        drop(reconciler);
+        drop(rt);
+        if driver.chance(p.p_writer_restart) {
+            drop(writer);
+            writer_thread.join().map_err(|_| "ledger writer thread panicked".to_string())?;
+            (writer, writer_thread) = LedgerWriter::start(&db).map_err(|e| e.to_string())?;
+            report.writer_restarts += 1;
+        }
+        // Down for a while; sometimes for about the idempotency window.
+        let w = p.window;
+        let downtime = driver.pick(&[Duration::ZERO, SECOND, w / 2, w.saturating_sub(SECOND), w, w + SECOND, 2 * w]);
+        clock.advance(downtime);
+        trace.push(clock, format!("restarted after {downtime:?} down"));
+    }
+    drop(writer);
+    writer_thread.join().map_err(|_| "ledger writer thread panicked".to_string())?;
+    report.simulated = (clock.now() - start).to_std().unwrap_or_default();
+    check(p, &db, &scenario, &platform, trace, &mut report)?;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------
+// Invariants
+// ---------------------------------------------------------------------------
+
+fn kind_name(k: ObligationKind) -> &'static str {
+    k.as_str()
+}
+
+fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, trace: &Trace, report: &mut Report) -> Result<(), String> {
+    let mut conn = ledger::open(db).map_err(|e| e.to_string())?;
+    store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
+
+    // 3. The hash chain is intact, and a full rebuild equals the incremental projection.
+    let summary = verify(&conn, None).map_err(|e| format!("invariant 3: verify failed: {e}"))?;
+    let incremental = store::checksum(&conn).map_err(|e| e.to_string())?;
+    let states: BTreeMap<String, InvitationState> =
+        store::all(&conn, None).map_err(|e| e.to_string())?.into_iter().map(|s| (s.invitation_id.clone(), s)).collect();
+    let rebuilt = store::rebuild(&mut conn, |_, _| {}).map_err(|e| e.to_string())?;
+    if rebuilt.checksum != incremental || rebuilt.events != summary.events {
+        return Err(format!(
+            "invariant 3: rebuild checksum {} (events {}) differs from incremental {} (events {})",
+            hex::encode(rebuilt.checksum),
+            rebuilt.events,
+            hex::encode(incremental),
+            summary.events
+        ));
+    }
+
+    // What the ledger recorded per obligation.
+    let mut requested: BTreeMap<(String, String), Vec<ObligationRequested>> = BTreeMap::new();
+    let mut fingerprint = Sha256::new();
+    for l in trace.lines() {
+        fingerprint.update(l.as_bytes());
+        fingerprint.update(b"\n");
+    }
+    let events = ledger::read_after(&conn, 0, usize::MAX >> 1).map_err(|e| e.to_string())?;
+    for e in &events {
+        for part in [e.event_key.as_bytes(), e.kind.as_bytes(), e.stream.as_deref().unwrap_or("").as_bytes(), &e.body] {
+            fingerprint.update((part.len() as u32).to_be_bytes());
+            fingerprint.update(part);
+        }
+        if e.kind.ends_with(".requested") {
+            let r: ObligationRequested = serde_json::from_slice(&e.body).map_err(|x| format!("seq {}: {x}", e.seq))?;
+            requested.entry((r.invitation_id.clone(), r.obligation.as_str().to_owned())).or_default().push(r);
+        }
+        if e.kind == kinds::OBLIGATION_IN_DOUBT {
+            // Never in doubt before the window has passed.
+            let d: ObligationInDoubt = serde_json::from_slice(&e.body).map_err(|x| format!("seq {}: {x}", e.seq))?;
+            let (first, at) = (parse_time(&d.first_requested_at), parse_time(&d.at));
+            let age = match (first, at) {
+                (Some(f), Some(a)) => (a - f).to_std().unwrap_or_default(),
+                _ => return Err(format!("seq {}: in_doubt event with unreadable times {d:?}", e.seq)),
+            };
+            // The reconciler keeps a margin of one request timeout.
+            let earliest = p.window.saturating_sub(p.request_timeout);
+            if age < earliest {
+                return Err(format!(
+                    "{} {}: marked in_doubt {age:?} after its first request, before IDEMPOTENCY_WINDOW {:?} - REQUEST_TIMEOUT {:?}",
+                    d.invitation_id,
+                    d.obligation.as_str(),
+                    p.window,
+                    p.request_timeout
+                ));
+            }
+        }
+    }
+    report.fingerprint = hex::encode(fingerprint.finalize());
+
+    let st = platform.state.lock().unwrap();
+    report.calls = st.calls.len() as u64;
+    report.forgotten_keys = st.forgotten;
+    report.executions = st.executions.values().map(|v| v.len() as u64).sum();
+    report.double_executions = st.executions.values().map(|v| v.len().saturating_sub(1) as u64).sum();
+    let mut calls_of: BTreeMap<(String, String), Vec<&CallRecord>> = BTreeMap::new();
+    for c in &st.calls {
+        calls_of.entry(c.obligation.clone()).or_default().push(c);
+    }
+    let known: BTreeSet<(String, String)> = scenario
+        .invitations
+        .iter()
+        .flat_map(|i| ObligationKind::ALL.map(|k| (i.id.clone(), kind_name(k).to_owned())))
+        .collect();
+    if let Some(stray) = calls_of.keys().find(|o| !known.contains(*o)) {
+        return Err(format!("a call for an obligation the scenario does not have: {stray:?}"));
+    }
+
+    for inv in &scenario.invitations {
+        let state = states.get(&inv.id).ok_or_else(|| format!("{}: no projection", inv.id))?;
+        for (kind, expect) in ObligationKind::ALL.into_iter().zip(inv.mix.expected()) {
+            let name = kind_name(kind);
+            let ob = (inv.id.clone(), name.to_owned());
+            let shown = view::obligation(state, kind);
+            let got = shown.state.as_str();
+            let calls = calls_of.get(&ob).map(Vec::as_slice).unwrap_or(&[]);
+            let executed = st.executions.get(&ob).map(Vec::as_slice).unwrap_or(&[]);
+            let rejected = SimPlatform::rejects(p, &inv.id, name);
+            let what = format!("{} {name} ({:?})", inv.id, inv.mix);
+            match expect {
+                Expect::Exactly(want) => {
+                    // 2. Not owed: never sent, and shown as such.
+                    if got != want {
+                        return Err(format!("invariant 2: {what} ends {got}, expected {want}"));
+                    }
+                    if !calls.is_empty() {
+                        return Err(format!("invariant 2: {what} is not owed but was sent {} times", calls.len()));
+                    }
+                }
+                Expect::Due => {
+                    // 2. Owed: settled one way or another once quiescent.
+                    match got {
+                        "succeeded" => {
+                            report.succeeded += 1;
+                            if executed.is_empty() {
+                                return Err(format!("{what} is succeeded but the platform never executed it"));
+                            }
+                            if let Some(id) = &shown.payment_id {
+                                if !executed.contains(id) {
+                                    return Err(format!("{what} records payment id {id}, the platform issued {executed:?}"));
+                                }
+                            }
+                        }
+                        "failed" => {
+                            report.failed += 1;
+                            if !rejected || !executed.is_empty() {
+                                return Err(format!("{what} is failed, but the platform rejects it: {rejected}, executed it: {executed:?}"));
+                            }
+                        }
+                        "in_doubt" => report.in_doubt += 1,
+                        other => return Err(format!("invariant 2: {what} is owed and still {other} once quiescent")),
+                    }
+                    // 1. Never executed twice (unless the platform is misconfigured to forget early).
+                    if executed.len() > 1 && p.family == Family::Safe {
+                        return Err(format!(
+                            "invariant 1: {what} executed {} times by the platform ({executed:?}); it forgets keys after {:?}, IDEMPOTENCY_WINDOW is {:?}",
+                            executed.len(),
+                            p.forget_after,
+                            p.window
+                        ));
+                    }
+                }
+            }
+            // 4. One key, one body, for every request of the obligation, and
+            // every call preceded by its own `*.requested` event carrying that body.
+            let expected_key = idempotency_key(&inv.id, kind);
+            let reqs = requested.get(&ob).map(Vec::as_slice).unwrap_or(&[]);
+            if calls.len() > reqs.len() {
+                return Err(format!("invariant 4: {what}: {} calls but only {} requested events", calls.len(), reqs.len()));
+            }
+            let first_body = reqs.first().map(|r| serde_json::to_vec(&r.request).unwrap());
+            for (i, r) in reqs.iter().enumerate() {
+                if r.idempotency_key != expected_key || r.attempt as usize != i + 1 {
+                    return Err(format!("invariant 4: {what}: requested event {i} has key {} attempt {}", r.idempotency_key, r.attempt));
+                }
+                if Some(serde_json::to_vec(&r.request).unwrap()) != first_body {
+                    return Err(format!("invariant 4: {what}: requested event {i} records another body than the first"));
+                }
+            }
+            for (i, c) in calls.iter().enumerate() {
+                if c.idempotency_key != expected_key {
+                    return Err(format!("invariant 4: {what}: call {i} carried key {}, expected {expected_key}", c.idempotency_key));
+                }
+                if Some(&c.body) != first_body.as_ref() {
+                    return Err(format!(
+                        "invariant 4: {what}: call {i} body {} differs from the first request {}",
+                        String::from_utf8_lossy(&c.body),
+                        String::from_utf8_lossy(first_body.as_deref().unwrap_or_default())
+                    ));
+                }
+                let body: Value = serde_json::from_slice(&c.body).unwrap();
+                if body["idempotency_key"] != expected_key {
+                    return Err(format!("invariant 4: {what}: body names key {}", body["idempotency_key"]));
+                }
+                let (want_url, signed) = match kind {
+                    ObligationKind::InviterNotification => ("http://notify.sim/v1/joined", false),
+                    _ => ("http://payments.sim/v1/payouts", true),
+                };
+                let want_sig = signed.then(|| {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(PAYOUT_SIGNING_KEY.as_bytes()).unwrap();
+                    mac.update(&c.body);
+                    hex::encode(mac.finalize().into_bytes())
+                });
+                if c.url != want_url || c.signature != want_sig {
+                    return Err(format!("{what}: call {i} to {} with signature {:?}", c.url, c.signature));
+                }
+                let _ = c.at;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Running many seeds
+// ---------------------------------------------------------------------------
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")))
+}
+
+/// Runs `seeds` on every core; returns the reports or the failure of the
+/// smallest failing seed.
+fn run_seeds(seeds: std::ops::Range<u64>) -> Result<Vec<(u64, Report)>, Failure> {
+    let threads = env_u64("SIM_THREADS").map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |n| n as usize);
+    let next = AtomicU64::new(seeds.start);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results: Mutex<Vec<(u64, Result<Report, Failure>)>> = Mutex::default();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds.end {
+                    return;
+                }
+                let r = run_seed(seed);
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                results.lock().unwrap().push((seed, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(s, _)| *s);
+    let mut ok = Vec::new();
+    for (seed, r) in results {
+        match r {
+            Ok(rep) => ok.push((seed, rep)),
+            Err(f) => return Err(f),
+        }
+    }
+    Ok(ok)
+}
+
+fn summarise(label: &str, reports: &[(u64, Report)], wall: Duration) -> String {
+    let sum = |f: fn(&Report) -> u64| reports.iter().map(|(_, r)| f(r)).sum::<u64>();
+    let forgets_early: Vec<&Report> = reports.iter().filter(|(s, _)| Params::for_seed(*s).family == Family::ForgetsEarly).map(|(_, r)| r).collect();
+    format!(
+        "{label}: {} seeds in {:.1?} wall: {} passes, {} crashes ({} writer restarts), {} calls, {} executions, {} keys forgotten; \
+         obligations {} succeeded / {} failed / {} in_doubt; double executions: 0 in the safe family, {} in {} forgets-early seeds",
+        reports.len(),
+        wall,
+        sum(|r| r.passes),
+        sum(|r| r.crashes),
+        sum(|r| r.writer_restarts),
+        sum(|r| r.calls),
+        sum(|r| r.executions),
+        sum(|r| r.forgotten_keys),
+        sum(|r| r.succeeded),
+        sum(|r| r.failed),
+        sum(|r| r.in_doubt),
+        forgets_early.iter().map(|r| r.double_executions).sum::<u64>(),
+        forgets_early.len(),
+    )
+}
+
+/// `SIM_SEED=n`: that seed alone, with its whole trace. Otherwise
+/// `SIM_SEEDS` seeds (default `default_count`) from `SIM_SEED_START` (default 0).
+fn seeds_test(label: &str, default_count: u64) {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        let started = Instant::now();
+        println!("params: {:?}", Params::for_seed(seed));
+        match run_seed(seed) {
+            Ok(r) => {
+                println!("seed {seed} passed in {:.1?}: {r:?}", started.elapsed());
+            }
+            Err(f) => {
+                for l in &f.trace {
+                    println!("{l}");
+                }
+                panic!("{f}");
+            }
+        }
+        return;
+    }
+    let start = env_u64("SIM_SEED_START").unwrap_or(0);
+    let count = env_u64("SIM_SEEDS").unwrap_or(default_count);
+    let started = Instant::now();
+    match run_seeds(start..start + count) {
+        Ok(reports) => println!("{}", summarise(label, &reports, started.elapsed())),
+        Err(f) => panic!("{f}"),
+    }
+}
+
+#[test]
+fn seeds() {
+    seeds_test("simulation", 200);
+}
+
+/// The long run: `cargo test --release --test simulation -- --ignored seeds_long --nocapture`.
+#[test]
+#[ignore = "long run: thousands of seeds"]
+fn seeds_long() {
+    seeds_test("simulation (long)", 20_000);
+}
+
+/// The same seed twice gives the same run: same trace, same ledger (but for
+/// the wall-clock `recorded_at` the writer stamps).
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [3, 7, 11] {
+        let a = run_seed(seed).unwrap_or_else(|f| panic!("{f}"));
+        let b = run_seed(seed).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(a.fingerprint, b.fingerprint, "seed {seed} did not replay identically");
+        assert_eq!((a.passes, a.crashes, a.calls), (b.passes, b.crashes, b.calls));
+    }
+}
