@@ -10,8 +10,9 @@ CREATE TABLE invitations (
     payout_state       TEXT    NOT NULL,
     incentive_state    TEXT    NOT NULL,
     notification_state TEXT    NOT NULL,
-    -- 1 while the fetcher or the reconciler may have something to do.
-    needs_work    INTEGER NOT NULL,
+    -- What the fetcher or the reconciler may have to do, as bits: 1 fetch,
+    -- 2 invitee payment, 4 inviter incentive, 8 inviter notification.
+    work          INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,
     state         TEXT    NOT NULL
 );
@@ -20,7 +21,7 @@ CREATE INDEX invitations_by_code ON invitations (code) WHERE code IS NOT NULL;
 CREATE INDEX invitations_by_inviter ON invitations (inviter_uma, invitation_id);
 CREATE INDEX invitations_by_status ON invitations (status, invitation_id);
 CREATE INDEX invitations_by_payout_state ON invitations (payout_state, invitation_id);
-CREATE INDEX invitations_needing_work ON invitations (invitation_id) WHERE needs_work = 1;
+CREATE INDEX invitations_with_work ON invitations (invitation_id, work) WHERE work <> 0;
 
 -- The last ledger seq folded into the rows above, written in the same
 -- transaction as them.

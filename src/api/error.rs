@@ -21,6 +21,8 @@ pub enum ApiError {
     MalformedWebhook(String),
     #[error("the body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the body did not arrive within {secs} s of the headers")]
+    BodyTimeout { secs: u64 },
     #[error("the ledger cannot be written right now; retry later")]
     LedgerUnavailable(#[source] LedgerError),
     #[error("a valid bearer token is required")]
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::Signature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             ApiError::MalformedWebhook(_) => (StatusCode::BAD_REQUEST, "malformed_webhook"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::LedgerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

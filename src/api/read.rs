@@ -62,13 +62,19 @@ impl ReadPool {
 /// Requires `Authorization: Bearer <READ_API_TOKEN>` when a token is set.
 /// Both sides are hashed first so the comparison is constant-time and does
 /// not reveal the token's length.
+///
+/// The header is read as raw bytes: a value that is not visible ASCII (say,
+/// the token followed by a no-break space) is a wrong token, answered 401
+/// like any other, not a 400 about the header's encoding.
 pub fn authorized(token: Option<Secret>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let expected: Option<[u8; 32]> = token.map(|t| Sha256::digest(t.expose().as_bytes()).into());
-    warp::header::optional::<String>("authorization")
-        .and_then(move |given: Option<String>| async move {
+    warp::header::headers_cloned()
+        .and_then(move |headers: warp::http::HeaderMap| async move {
             let Some(expected) = expected else { return Ok(()) };
-            let presented = given.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-            let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+            let given = headers.get(warp::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+            let presented = given.and_then(|h| h.strip_prefix(b"Bearer ")).unwrap_or(b"");
+            let presented = presented.trim_ascii();
+            let digest: [u8; 32] = Sha256::digest(presented).into();
             if bool::from(digest.ct_eq(&expected)) && !presented.is_empty() {
                 Ok(())
             } else {

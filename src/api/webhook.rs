@@ -4,6 +4,7 @@
 //! answer is sent only after the event's transaction has committed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -15,6 +16,12 @@ use super::AppState;
 use crate::ledger::{kinds, NewEvent};
 use crate::lightspark::signature::SIGNATURE_HEADER;
 use crate::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
+
+/// How long a client may take to send the whole body once its headers are
+/// in. hyper bounds the headers (`service::HEADER_READ_TIMEOUT`) but nothing
+/// else bounds the body: a client trickling one byte a second would hold a
+/// connection and a handler for as long as it liked.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn count(state: &AppState, result: &str) {
     state.metrics.webhooks.with_label_values(&[result]).inc();
@@ -41,7 +48,8 @@ fn with_state(state: Arc<AppState>) -> impl Filter<Extract = (Arc<AppState>,), E
 }
 
 /// The body, refused with 413 as soon as it is known to exceed `limit`:
-/// from `Content-Length` before reading, or while reading a chunked body.
+/// from `Content-Length` before reading, or while reading a chunked body;
+/// and with 408 when it has not fully arrived within [`BODY_READ_TIMEOUT`].
 fn limited_body(limit: usize, state: Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
@@ -60,12 +68,34 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let read = read_body(declared, stream, limit);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(BodyError::TooLarge)) => Err(too_large()),
+        Ok(Err(BodyError::Read(e))) => Err(reject(ApiError::BadRequest(format!("could not read the body: {e}")))),
+        Err(_) => {
+            count(&state, "body_timeout");
+            Err(reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() }))
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(warp::Error),
+}
+
+async fn read_body<S, B>(declared: Option<u64>, stream: S, limit: usize) -> Result<Bytes, BodyError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
     let mut buf = BytesMut::with_capacity(declared.map_or(4096, |n| n as usize));
     tokio::pin!(stream);
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| reject(ApiError::BadRequest(format!("could not read the body: {e}"))))?;
+        let mut chunk = chunk.map_err(BodyError::Read)?;
         if buf.len() + chunk.remaining() > limit {
-            return Err(too_large());
+            return Err(BodyError::TooLarge);
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::state::{apply, InvitationState};
-use super::view::{self, needs_work};
+use super::view::{self, work};
 use crate::ledger::{self, LedgerError, LedgerEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +72,12 @@ fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionErro
     let notification = view::obligation(state, ObligationKind::InviterNotification).state.as_str();
     let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
     conn.prepare_cached(
-        "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, needs_work, last_seq, state,
+        "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, work, last_seq, state,
                                   incentive_state, notification_state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
-             payout_state = excluded.payout_state, needs_work = excluded.needs_work,
+             payout_state = excluded.payout_state, work = excluded.work,
              incentive_state = excluded.incentive_state, notification_state = excluded.notification_state,
              last_seq = excluded.last_seq, state = excluded.state",
     )?
@@ -88,7 +88,7 @@ fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionErro
         text(&state.inviter_uma),
         text(&state.invitee_uma),
         payout,
-        needs_work(state) as i64,
+        work(state),
         state.last_seq as i64,
         json,
         incentive,
@@ -125,6 +125,12 @@ fn fold_into(conn: &Connection, events: &[LedgerEvent]) -> Result<(), Projection
 /// # Errors
 /// When SQLite fails; what was committed before stays.
 pub fn catch_up(conn: &mut Connection, batch: usize) -> Result<u64, ProjectionError> {
+    // Cheap check first: taking the write lock for nothing would only get
+    // in the ledger writer's way.
+    let current = checkpoint(conn)?;
+    if ledger::head(conn)?.0 <= current {
+        return Ok(current);
+    }
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Read inside the write transaction: no other projector can have
@@ -283,15 +289,17 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<InvitationState>, 
     Ok((out, next))
 }
 
-/// Invitations that may need the fetcher or the reconciler.
+/// Invitations with work among the bits of `mask` (see
+/// [`view::work_bits`]), after the id `after`.
 ///
 /// # Errors
 /// When SQLite fails.
-pub fn needing_work(conn: &Connection, after: &str, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
+pub fn needing_work(conn: &Connection, mask: i64, after: &str, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT invitation_id, state FROM invitations WHERE needs_work = 1 AND invitation_id > ?1 ORDER BY invitation_id LIMIT ?2",
+        "SELECT invitation_id, state FROM invitations
+         WHERE work <> 0 AND (work & ?1) <> 0 AND invitation_id > ?2 ORDER BY invitation_id LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map(params![mask, after, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (id, json) = row?;

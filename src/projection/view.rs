@@ -135,10 +135,37 @@ pub fn obligation(state: &InvitationState, kind: ObligationKind) -> ObligationVi
     }
 }
 
+/// Bits of [`work`]: which workers may have something to do.
+pub mod work_bits {
+    pub const FETCH: i64 = 1;
+    pub const INVITEE_PAYMENT: i64 = 2;
+    pub const INVITER_INCENTIVE: i64 = 4;
+    pub const INVITER_NOTIFICATION: i64 = 8;
+}
+
+/// Which workers may have something to do for this invitation. Stored with
+/// the row so the reconciler reads only invitations it can act on under
+/// its configuration (an unconfigured endpoint leaves many rows pending).
+pub fn work(state: &InvitationState) -> i64 {
+    let mut bits = 0;
+    if matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled) {
+        bits |= work_bits::FETCH;
+    }
+    for (kind, bit) in [
+        (ObligationKind::InviteePayment, work_bits::INVITEE_PAYMENT),
+        (ObligationKind::InviterIncentive, work_bits::INVITER_INCENTIVE),
+        (ObligationKind::InviterNotification, work_bits::INVITER_NOTIFICATION),
+    ] {
+        if obligation(state, kind).state.is_open() {
+            bits |= bit;
+        }
+    }
+    bits
+}
+
 /// Whether the reconciler (or the fetcher) may have something to do.
 pub fn needs_work(state: &InvitationState) -> bool {
-    matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled)
-        || ObligationKind::ALL.into_iter().any(|k| obligation(state, k).state.is_open())
+    work(state) != 0
 }
 
 /// The invitation projection JSON of DESIGN.md.

@@ -149,11 +149,33 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         }
     }
 
+    /// The kinds of work this reconciler can do under its configuration;
+    /// obligations it cannot act on (no endpoint) are not even read.
+    fn work_mask(&self) -> i64 {
+        use crate::projection::view::work_bits;
+        let caps = self.caps();
+        let mut mask = 0;
+        if self.inner.lightspark.is_some() {
+            mask |= work_bits::FETCH;
+        }
+        if caps.payout_configured {
+            mask |= work_bits::INVITEE_PAYMENT;
+            if caps.incentive_configured {
+                mask |= work_bits::INVITER_INCENTIVE;
+            }
+        }
+        if caps.notify_configured {
+            mask |= work_bits::INVITER_NOTIFICATION;
+        }
+        mask
+    }
+
     /// Brings the projection up to the ledger head (so this pass never acts
     /// on a stale view of its own earlier appends) and reads the invitations
     /// that may need work.
     async fn load_work(&self) -> Result<Vec<InvitationState>, ReconcileError> {
         let inner = self.inner.clone();
+        let mask = self.work_mask();
         tokio::task::spawn_blocking(move || -> Result<Vec<InvitationState>, ReconcileError> {
             let mut guard = inner.conn.lock().expect("reconciler connection lock");
             if guard.is_none() {
@@ -164,7 +186,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             let mut out = Vec::new();
             let mut after = String::new();
             loop {
-                let page = store::needing_work(conn, &after, PAGE)?;
+                let page = store::needing_work(conn, mask, &after, PAGE)?;
                 let Some(last) = page.last() else { break };
                 after = last.invitation_id.clone();
                 let full = page.len() == PAGE;
@@ -269,7 +291,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 // The pass decided at its start; the calls before this one
                 // may have taken long enough for the window to close since.
                 // Re-sending then could pay twice: decide again, now.
-                if false && next_action(state, kind, self.inner.clock.now(), &self.caps()) == Action::MarkInDoubt {
+                if next_action(state, kind, self.inner.clock.now(), &self.caps()) == Action::MarkInDoubt {
                     return self.mark_in_doubt(state, kind).await;
                 }
                 let key = idempotency_key(&state.invitation_id, kind);

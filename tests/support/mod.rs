@@ -325,3 +325,80 @@ impl TestApp {
         self.stop().await
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the hostile-input, fault and shutdown tests (tests/hostile.rs,
+// tests/faults.rs, tests/shutdown.rs): raw HTTP on a bare TCP stream, and the
+// `verify` command on a ledger file.
+
+/// Writes `request` on a fresh connection to `addr` and reads until the
+/// server closes it or `within` passes. Write errors are ignored (a server
+/// may answer and close before reading everything); what arrived is returned.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], within: std::time::Duration) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let request = request.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        // Keep the write half open: shutting it down could make the server
+        // see an early EOF instead of the request we mean to send.
+        wr
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    out
+}
+
+/// The status code of a raw HTTP/1.1 answer, if there is one.
+pub fn raw_status(answer: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(answer.get(..12)?).ok()?;
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// The JSON body of a raw HTTP/1.1 answer with a Content-Length body.
+pub fn raw_json(answer: &[u8]) -> Option<serde_json::Value> {
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    serde_json::from_slice(&answer[split + 4..]).ok()
+}
+
+/// A complete `POST /webhooks/lightspark` request (with `Connection: close`)
+/// carrying `body`, signed with the test secret under the header spelled
+/// `signature_header` (HTTP header names are case-insensitive).
+pub fn raw_webhook_request(body: &[u8], signature_header: &str) -> Vec<u8> {
+    let mut req = format!(
+        "POST /webhooks/lightspark HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{signature_header}: {}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        signature_of(body)
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// Runs `invitation-ledger verify` on `db` and panics with its output unless
+/// it succeeds. Works while a service holds the database (it only reads).
+pub async fn assert_verifies(db: &Path) {
+    let out = run_binary(&["verify"], &[("LEDGER_DB", db.to_str().unwrap()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
+    assert!(
+        out.status.success(),
+        "verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `event_key`s stored in the ledger, read straight from SQLite.
+pub fn ledger_keys(db: &Path) -> std::collections::BTreeSet<String> {
+    ledger_rows(db).into_iter().map(|r| r.1).collect()
+}

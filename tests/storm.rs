@@ -1,0 +1,610 @@
+//! The storm: thousands of signed webhooks over many connections into the
+//! real binary — exact duplicates, late replays in random order, forgeries
+//! and malformed bodies among them — while the process is SIGKILLed and
+//! restarted at random moments and the payment platform fails 30% of first
+//! attempts. Afterwards every acknowledged webhook is in the ledger exactly
+//! once, nothing forged or malformed is, the hash chain and the projections
+//! check out, and every due obligation was executed exactly once.
+//!
+//! Seeded: `STORM_SEED=<u64>` replays a run (the seed is printed).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use invitation_ledger::lightspark::signature::sign;
+use invitation_ledger::lightspark::webhook::event_key;
+use invitation_ledger::projection::events::{idempotency_key, ObligationKind};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::binary::ServeProcess;
+use support::fake_platform::{FakePlatform, Fault};
+use support::{run_binary, signature_of, InvitationFixture, SECRET};
+
+/// Distinct invitations; with 1.75 snapshots each and the mix below this
+/// makes about 3,800 webhook requests.
+const INVITATIONS: usize = 1_400;
+const SENDERS: usize = 32;
+/// SIGKILLs while webhooks are flowing; one more follows while the
+/// reconciler is paying.
+const KILLS_DURING_STORM: usize = 4;
+const SETTLE_WITHIN: Duration = Duration::from_secs(40);
+const DEFAULT_SEED: u64 = 0x5707_2026_1101;
+
+/// Tiny deterministic xorshift64* generator.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+        XorShift(if mixed == 0 { 0x2545_F491_4F6C_DD1D } else { mixed })
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// The invitation mix, and what each kind finally owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Claimed with an amount; a later snapshot validates the incentive.
+    Full,
+    /// Claimed without an amount, incentives pending: a notification only.
+    NoAmount,
+    /// Claimed with an amount; a later snapshot makes incentives ineligible.
+    Ineligible,
+    /// Pending with an amount, then cancelled (incentives validated): nothing.
+    Cancelled,
+}
+
+const UPDATED_FIRST: &str = "2026-11-01T12:00:00.000000+00:00";
+const UPDATED_LATER: &str = "2026-11-01T12:05:00.000000+00:00";
+
+impl Mix {
+    fn of(n: usize) -> Mix {
+        [Mix::Full, Mix::NoAmount, Mix::Ineligible, Mix::Cancelled][n % 4]
+    }
+
+    fn id(n: usize) -> String {
+        format!("UmaInvitation:storm-{n:05}")
+    }
+
+    /// The snapshots Lightspark sends for invitation `n`, oldest first.
+    fn snapshots(self, n: usize) -> Vec<InvitationFixture> {
+        let mut first = InvitationFixture::claimed(&Self::id(n));
+        first.inviter_uma = format!("$inviter-{}@sending.example", n % 13);
+        first.payment_amount = Some(100 + n as i64);
+        first.incentives_status = "PENDING".into();
+        first.updated_at = UPDATED_FIRST.into();
+        let mut later = first.clone();
+        later.updated_at = UPDATED_LATER.into();
+        match self {
+            Mix::Full => {
+                later.incentives_status = "VALIDATED".into();
+                vec![first, later]
+            }
+            Mix::NoAmount => {
+                first.payment_amount = None;
+                vec![first]
+            }
+            Mix::Ineligible => {
+                later.incentives_status = "INELIGIBLE".into();
+                later.incentives_ineligibility_reason = Some("NOT_CROSS_BORDER".into());
+                vec![first, later]
+            }
+            Mix::Cancelled => {
+                first.status = "PENDING".into();
+                first.invitee_uma = None;
+                later.status = "CANCELLED".into();
+                later.invitee_uma = None;
+                later.incentives_status = "VALIDATED".into();
+                vec![first, later]
+            }
+        }
+    }
+
+    /// Final states of (payout, incentive, notification).
+    fn expected(self) -> [&'static str; 3] {
+        match self {
+            Mix::Full => ["succeeded", "succeeded", "succeeded"],
+            Mix::NoAmount => ["not_due", "not_due", "succeeded"],
+            Mix::Ineligible => ["succeeded", "ineligible", "succeeded"],
+            Mix::Cancelled => ["not_due", "not_due", "not_due"],
+        }
+    }
+}
+
+const FIELDS: [(&str, ObligationKind); 3] = [
+    ("payout", ObligationKind::InviteePayment),
+    ("incentive", ObligationKind::InviterIncentive),
+    ("notification", ObligationKind::InviterNotification),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// Signed and well-formed: must end acknowledged, under this ledger key.
+    Genuine { key: String },
+    /// Bad or missing signature: 401, never stored.
+    Forged,
+    /// Signed but not a webhook object: 400, never stored.
+    Malformed,
+}
+
+#[derive(Debug)]
+struct Item {
+    body: Vec<u8>,
+    signature: Option<String>,
+    expect: Expect,
+}
+
+fn genuine(body: String) -> Item {
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let key = event_key(v["event_id"].as_str().unwrap(), body.as_bytes());
+    Item { signature: Some(signature_of(body.as_bytes())), body: body.into_bytes(), expect: Expect::Genuine { key } }
+}
+
+/// A claimed invitation with an amount that nobody may ever pay.
+fn bait(n: usize, tag: &str) -> InvitationFixture {
+    let mut f = InvitationFixture::claimed(&format!("UmaInvitation:{tag}-{n:05}"));
+    f.payment_amount = Some(1_000_000);
+    f
+}
+
+fn forged(n: usize, rng: &mut XorShift, genuine_bodies: &[&[u8]]) -> Item {
+    let body = bait(n, "forged").webhook(&format!("evt-forged-{n:05}"));
+    let (body, signature) = match rng.below(4) {
+        0 => (body.clone(), Some(sign(b"not-the-signing-secret", body.as_bytes()))),
+        1 => (body, None),
+        2 => (body, Some("zz-not-hex".to_owned())),
+        _ => {
+            // A genuine body with the amount raised, under its original signature.
+            let original = genuine_bodies[rng.below(genuine_bodies.len())];
+            let signature = signature_of(original);
+            let text = String::from_utf8(original.to_vec()).unwrap();
+            let tampered = text.replacen("\"value\":", "\"value\":9", 1).replacen("\"status\":\"PENDING\"", "\"status\":\"CLAIMED\"", 1);
+            let tampered = if tampered == text { text.replacen('}', r#","tampered":true}"#, 1) } else { tampered };
+            (tampered, Some(signature))
+        }
+    };
+    Item { body: body.into_bytes(), signature, expect: Expect::Forged }
+}
+
+fn malformed(n: usize, rng: &mut XorShift) -> Item {
+    let full = bait(n, "malformed").webhook(&format!("evt-malformed-{n:05}"));
+    let body = match rng.below(6) {
+        0 => format!(r#"[{{"event_id":"evt-malformed-{n:05}"}}]"#),
+        1 => format!(r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"evt-malformed-{n:05}"}}"#),
+        2 => format!("not json at all, malformed {n}"),
+        3 => full.replacen(&format!("evt-malformed-{n:05}"), "", 1), // empty event_id
+        4 => full[..full.len() / 2].to_owned(),                        // truncated
+        _ => {
+            let mut v: Value = serde_json::from_str(&full).unwrap();
+            v["data"] = Value::String("not an object".into());
+            v.to_string()
+        }
+    };
+    Item { signature: Some(signature_of(body.as_bytes())), body: body.into_bytes(), expect: Expect::Malformed }
+}
+
+/// Figures of the send side, shared by the sender tasks.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<VecDeque<usize>>,
+    in_flight: AtomicUsize,
+    url: RwLock<String>,
+    /// Plan entries that got their final answer (200 / 401 / 400).
+    answered: AtomicUsize,
+    http_requests: AtomicUsize,
+    acks: AtomicUsize,
+    acked_keys: Mutex<HashSet<String>>,
+    forged_rejected: AtomicUsize,
+    malformed_rejected: AtomicUsize,
+    /// Connection errors and 503s: resent later, like Lightspark does.
+    resends: AtomicUsize,
+    unexpected: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    /// The next plan entry, or `None` once everything is answered.
+    async fn next(&self) -> Option<usize> {
+        loop {
+            {
+                let mut q = self.queue.lock().unwrap();
+                if let Some(i) = q.pop_front() {
+                    self.in_flight.fetch_add(1, Ordering::SeqCst);
+                    return Some(i);
+                }
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return None;
+                }
+            }
+            // Others may still put failed sends back.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn done(&self) {
+        let _q = self.queue.lock().unwrap();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.answered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Puts `i` back at a random place: it arrives again later, out of order.
+    fn resend_later(&self, i: usize, rng: &mut XorShift) {
+        let mut q = self.queue.lock().unwrap();
+        let at = rng.below(q.len() + 1);
+        q.insert(at, i);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.resends.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn finished(&self) -> bool {
+        let q = self.queue.lock().unwrap();
+        q.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0
+    }
+}
+
+async fn sender(shared: Arc<Shared>, items: Arc<Vec<Item>>, client: reqwest::Client, seed: u64) {
+    let mut rng = XorShift::new(seed);
+    while let Some(i) = shared.next().await {
+        let item = &items[i];
+        let url = shared.url.read().unwrap().clone();
+        let mut req = client.post(&url).body(item.body.clone());
+        if let Some(sig) = &item.signature {
+            req = req.header("lightspark-signature", sig);
+        }
+        shared.http_requests.fetch_add(1, Ordering::SeqCst);
+        let status = match req.send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0, // the server died under us, or is not up again yet
+        };
+        match (&item.expect, status) {
+            (Expect::Genuine { key }, 200) => {
+                shared.acked_keys.lock().unwrap().insert(key.clone());
+                shared.acks.fetch_add(1, Ordering::SeqCst);
+                shared.done();
+            }
+            (Expect::Forged, 401) => {
+                shared.forged_rejected.fetch_add(1, Ordering::SeqCst);
+                shared.done();
+            }
+            (Expect::Malformed, 400) => {
+                shared.malformed_rejected.fetch_add(1, Ordering::SeqCst);
+                shared.done();
+            }
+            (_, 0 | 503) => {
+                shared.resend_later(i, &mut rng);
+                tokio::time::sleep(Duration::from_millis(rng.between(10, 40))).await;
+            }
+            (expect, status) => {
+                shared.unexpected.lock().unwrap().push(format!(
+                    "{expect:?} answered {status}: {}",
+                    String::from_utf8_lossy(&item.body).chars().take(200).collect::<String>()
+                ));
+                shared.done();
+            }
+        }
+    }
+}
+
+type Env = Vec<(&'static str, String)>;
+
+async fn start(db: PathBuf, env: Env) -> ServeProcess {
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ServeProcess::start(&db, &env)
+    })
+    .await
+    .expect("start the service")
+}
+
+async fn kill(server: ServeProcess) {
+    tokio::task::spawn_blocking(move || server.kill()).await.expect("SIGKILL the service");
+}
+
+/// Every invitation the read API lists, by id, following the cursor.
+async fn all_invitations(client: &reqwest::Client, server: &ServeProcess) -> Result<BTreeMap<String, Value>, String> {
+    let mut out = BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let url = server.url(&format!("/v1/invitations?limit=500&after={}", after.replace(':', "%3A")));
+        let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let page: Value = resp.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("HTTP {status}: {page}"));
+        }
+        for item in page["items"].as_array().ok_or("no items")? {
+            out.insert(item["invitation_id"].as_str().unwrap_or_default().to_owned(), item.clone());
+        }
+        match page["next"].as_str() {
+            Some(next) if !next.is_empty() => after = next.to_owned(),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn unsettled(v: &Value) -> Option<String> {
+    FIELDS.iter().find_map(|(field, _)| {
+        let state = v[field]["state"].as_str().unwrap_or("?");
+        matches!(state, "pending" | "requested" | "retry_scheduled").then(|| format!("{} {field} is {state}", v["invitation_id"]))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pays_every_obligation_exactly_once() {
+    let started = Instant::now();
+    let seed = std::env::var("STORM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
+    let mut rng = XorShift::new(seed);
+
+    // Arrange: the invitations, every snapshot of each as a signed webhook,
+    // shuffled (a later snapshot often arrives before an earlier one).
+    let mixes: Vec<Mix> = (0..INVITATIONS).map(Mix::of).collect();
+    let mut originals: Vec<Item> = Vec::new();
+    for (n, mix) in mixes.iter().enumerate() {
+        for (s, snapshot) in mix.snapshots(n).iter().enumerate() {
+            originals.push(genuine(snapshot.webhook(&format!("evt-storm-{n:05}-{s}"))));
+        }
+    }
+    rng.shuffle(&mut originals);
+    let original_count = originals.len();
+    let genuine_bodies: Vec<Vec<u8>> = originals.iter().map(|i| i.body.clone()).collect();
+    let genuine_refs: Vec<&[u8]> = genuine_bodies.iter().map(Vec::as_slice).collect();
+
+    // The plan: ~65% first sends, ~20% exact duplicates of a recent send,
+    // ~10% replays of an old one, ~5% forged or malformed.
+    let mut items: Vec<Item> = Vec::new();
+    let mut plan: Vec<usize> = Vec::new();
+    let mut genuine_planned: Vec<usize> = Vec::new();
+    let (mut duplicates, mut replays, mut bad) = (0usize, 0usize, 0usize);
+    let mut originals = originals.into_iter();
+    loop {
+        let roll = rng.below(100);
+        if roll < 65 || genuine_planned.len() < 50 {
+            let Some(item) = originals.next() else { break };
+            items.push(item);
+            plan.push(items.len() - 1);
+            genuine_planned.push(items.len() - 1);
+        } else if roll < 85 {
+            let recent = &genuine_planned[genuine_planned.len() - 40..];
+            plan.push(recent[rng.below(recent.len())]);
+            duplicates += 1;
+        } else if roll < 95 {
+            let old = &genuine_planned[..genuine_planned.len() - 40];
+            plan.push(old[rng.below(old.len())]);
+            replays += 1;
+        } else {
+            let item = if rng.below(2) == 0 { forged(bad, &mut rng, &genuine_refs) } else { malformed(bad, &mut rng) };
+            items.push(item);
+            plan.push(items.len() - 1);
+            bad += 1;
+        }
+    }
+    let forged_tried = items.iter().filter(|i| i.expect == Expect::Forged).count();
+    let malformed_tried = items.iter().filter(|i| i.expect == Expect::Malformed).count();
+    let items = Arc::new(items);
+
+    let payments = FakePlatform::start().await;
+    payments.fail_first_attempts(0.3, seed ^ 0x0001, Fault::Status(500));
+    let notify = FakePlatform::start().await;
+    notify.fail_first_attempts(0.3, seed ^ 0x0002, Fault::Status(500));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let env: Env = vec![
+        ("PAYOUT_URL", payments.url.clone()),
+        ("NOTIFY_URL", notify.url_for("/notify")),
+        ("INVITER_INCENTIVE", "500:USD".into()),
+        ("RETRY_BASE_MS", "20".into()),
+        ("RETRY_MAX_MS", "200".into()),
+        ("RECONCILE_INTERVAL_MS", "100".into()),
+    ];
+    let mut server = start(db.clone(), env.clone()).await;
+    let shared = Arc::new(Shared { queue: Mutex::new(plan.iter().copied().collect()), ..Shared::default() });
+    *shared.url.write().unwrap() = server.url("/webhooks/lightspark");
+
+    // Act: 32 senders, and SIGKILLs at random points of the storm.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(SENDERS).build().unwrap();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|t| tokio::spawn(sender(shared.clone(), items.clone(), client.clone(), seed.wrapping_add(t as u64 + 1))))
+        .collect();
+    let mut thresholds: Vec<usize> =
+        (0..KILLS_DURING_STORM).map(|_| rng.between(plan.len() as u64 / 12, plan.len() as u64 * 11 / 12) as usize).collect();
+    thresholds.sort_unstable();
+    let mut kills = 0;
+    for threshold in thresholds {
+        while shared.answered.load(Ordering::SeqCst) < threshold && !shared.finished() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        kill(server).await;
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(rng.between(0, 150))).await;
+        server = start(db.clone(), env.clone()).await;
+        *shared.url.write().unwrap() = server.url("/webhooks/lightspark");
+    }
+    for s in senders {
+        s.await.expect("sender task");
+    }
+    let storm_done = started.elapsed();
+    // One more while the reconciler is paying what the storm made due.
+    tokio::time::sleep(Duration::from_millis(rng.between(20, 300))).await;
+    kill(server).await;
+    kills += 1;
+    let server = start(db.clone(), env.clone()).await;
+
+    // The service runs until the reconciler has settled everything.
+    let reader = reqwest::Client::new();
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    let by_id = loop {
+        let last = match all_invitations(&reader, &server).await {
+            Ok(by_id) if by_id.len() < INVITATIONS => format!("{} of {INVITATIONS} invitations projected", by_id.len()),
+            Ok(by_id) => match by_id.values().find_map(unsettled) {
+                Some(what) => what,
+                None => break by_id,
+            },
+            Err(e) => e,
+        };
+        assert!(Instant::now() < deadline, "not settled within {SETTLE_WITHIN:?}; last seen: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let settled = started.elapsed();
+
+    // Assert: the send side saw only the answers it should.
+    let unexpected = shared.unexpected.lock().unwrap().clone();
+    assert!(unexpected.is_empty(), "unexpected answers ({}): {:#?}", unexpected.len(), &unexpected[..unexpected.len().min(10)]);
+    let acked = shared.acked_keys.lock().unwrap().clone();
+    let all_genuine: BTreeSet<String> = items
+        .iter()
+        .filter_map(|i| match &i.expect {
+            Expect::Genuine { key } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all_genuine.len(), original_count);
+    assert_eq!(acked.len(), original_count, "every genuine webhook was acknowledged in the end");
+
+    // Every acknowledged webhook is in the ledger exactly once; nothing else is.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, Vec<u8>, Option<String>)> = {
+        let mut stmt = conn.prepare("SELECT event_key, body, signature FROM events WHERE kind = 'webhook.received' ORDER BY seq").unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    let mut bodies: HashMap<[u8; 32], usize> = HashMap::new();
+    for (key, body, signature) in &rows {
+        let v: Value = serde_json::from_slice(body).expect("a stored webhook is JSON");
+        assert_eq!(key, &event_key(v["event_id"].as_str().unwrap(), body), "stored key matches the stored bytes");
+        assert_eq!(signature.as_deref(), Some(signature_of(body).as_str()), "the signature as received is kept");
+        *stored.entry(key.clone()).or_default() += 1;
+        *bodies.entry(Sha256::digest(body).into()).or_default() += 1;
+    }
+    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    assert!(bodies.values().all(|n| *n == 1), "the same bytes stored twice");
+    let stored_keys: HashSet<String> = stored.keys().cloned().collect();
+    let lost: Vec<_> = acked.difference(&stored_keys).collect();
+    assert!(lost.is_empty(), "acknowledged but not in the ledger: {lost:?}");
+    let intruders: Vec<_> = stored_keys.difference(&acked).collect();
+    assert!(intruders.is_empty(), "in the ledger but never acknowledged (forged or malformed?): {intruders:?}");
+    assert_eq!(rows.len(), acked.len());
+
+    // The hash chain and every stored signature verify; projections rebuild to the same bytes.
+    let db_str = db.to_str().unwrap();
+    let out = run_binary(&["verify"], &[("LEDGER_DB", db_str), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
+    let verify_line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(out.status.success(), "verify: {}{verify_line}", String::from_utf8_lossy(&out.stderr));
+    let out = run_binary(&["rebuild", "--check"], &[("LEDGER_DB", db_str)]).await;
+    let rebuild_line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(out.status.success(), "rebuild --check: {}{rebuild_line}", String::from_utf8_lossy(&out.stderr));
+    assert!(rebuild_line.contains("matches the live projections"), "{rebuild_line}");
+
+    // Every invitation ends where its kind says, and nothing forged was projected.
+    assert_eq!(by_id.len(), INVITATIONS, "only the genuine invitations are projected: {:?}", by_id.keys().filter(|k| !k.contains("storm")).collect::<Vec<_>>());
+    let mut due: [BTreeSet<String>; 2] = Default::default(); // payments, notifications
+    for (n, mix) in mixes.iter().enumerate() {
+        let id = Mix::id(n);
+        let v = &by_id[&id];
+        assert_eq!(v["status"], if *mix == Mix::Cancelled { "CANCELLED" } else { "CLAIMED" }, "{id}: {v}");
+        for ((field, kind), want) in FIELDS.iter().zip(mix.expected()) {
+            assert_eq!(v[field]["state"], want, "{id} {field} ({mix:?}): {v}");
+            if want == "succeeded" {
+                due[usize::from(*kind == ObligationKind::InviterNotification)].insert(idempotency_key(&id, *kind));
+            } else {
+                assert_eq!(v[field]["attempts"], 0, "{id} {field} must be untouched: {v}");
+            }
+        }
+    }
+
+    // The platforms executed exactly one call per due obligation, nothing else.
+    let attempts_by_key: HashMap<String, u64> = by_id
+        .values()
+        .flat_map(|v| FIELDS.iter().map(move |(f, _)| (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["attempts"].as_u64().unwrap_or(0))))
+        .collect();
+    let payment_id_by_key: HashMap<String, Value> = by_id
+        .values()
+        .flat_map(|v| FIELDS.iter().map(move |(f, _)| (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["payment_id"].clone())))
+        .collect();
+    let mut duplicate_effects = 0;
+    let mut executed_total = 0;
+    let mut platform_requests = 0;
+    let mut replayed = 0;
+    let mut interrupted = 0;
+    for (platform, due, name) in [(&payments, &due[0], "payments"), (&notify, &due[1], "notifications")] {
+        let executed = platform.executed();
+        let keys: BTreeSet<String> = executed.iter().map(|(k, _)| k.clone()).collect();
+        duplicate_effects += executed.len() - keys.len() + keys.difference(due).count();
+        assert_eq!(keys.len(), executed.len(), "{name}: a key executed twice");
+        let missing: Vec<_> = due.difference(&keys).collect();
+        let extra: Vec<_> = keys.difference(due).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "{name}: due but not executed {missing:?}; executed but not due {extra:?}");
+        let requests = platform.requests();
+        let mut per_key: HashMap<&str, u64> = HashMap::new();
+        for r in &requests {
+            assert_ne!(r.answered, 422, "{name}: a retry changed the body under its key: {}", r.body);
+            *per_key.entry(r.idempotency_key.as_deref().expect("Idempotency-Key header")).or_default() += 1;
+        }
+        for (k, seen) in per_key {
+            // Each call is preceded by its own `*.requested` event; a kill
+            // may leave a recorded attempt that never reached the platform.
+            let attempts = attempts_by_key.get(k).copied().unwrap_or(0);
+            assert!(seen <= attempts, "{name}: {seen} calls with key {k} but only {attempts} attempts recorded");
+        }
+        for (n, (k, _)) in executed.iter().enumerate() {
+            assert_eq!(payment_id_by_key[k], format!("pay_{}", n + 1), "{name}: {k} recorded another execution's payment id");
+        }
+        interrupted += due.iter().map(|k| attempts_by_key.get(k).copied().unwrap_or(0)).sum::<u64>() as usize - requests.len();
+        executed_total += executed.len();
+        platform_requests += requests.len();
+        replayed += platform.replays();
+    }
+    let succeeded_events: usize = ["payout.succeeded", "incentive.succeeded", "notification.succeeded"]
+        .iter()
+        .map(|k| conn.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [k], |r| r.get::<_, i64>(0)).unwrap() as usize)
+        .sum();
+    assert_eq!(succeeded_events, due[0].len() + due[1].len(), "one recorded success per obligation");
+    assert_eq!(duplicate_effects, 0);
+    assert_eq!(forged_tried, shared.forged_rejected.load(Ordering::SeqCst));
+    assert_eq!(malformed_tried, shared.malformed_rejected.load(Ordering::SeqCst));
+    assert!(kills >= 5);
+    let ledger_events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+
+    eprintln!("storm (seed {seed}):");
+    eprintln!("  webhooks sent:          {} planned ({original_count} distinct, {duplicates} duplicates, {replays} replays, {bad} forged/malformed), {} HTTP requests", plan.len(), shared.http_requests.load(Ordering::SeqCst));
+    eprintln!("  acknowledged:           {} answers 200 for {} distinct webhooks; {} resent after a connection error", shared.acks.load(Ordering::SeqCst), acked.len(), shared.resends.load(Ordering::SeqCst));
+    eprintln!("  stored:                 {} webhook.received rows (each acknowledged key exactly once), {ledger_events} ledger events", rows.len());
+    eprintln!("  kills survived:         {kills}");
+    eprintln!("  forged rejected:        {}/{forged_tried} (401)", shared.forged_rejected.load(Ordering::SeqCst));
+    eprintln!("  malformed rejected:     {}/{malformed_tried} (400)", shared.malformed_rejected.load(Ordering::SeqCst));
+    eprintln!("  obligations executed:   {executed_total} ({} payments, {} notifications) from {platform_requests} platform calls, {replayed} idempotent replays", due[0].len(), due[1].len());
+    eprintln!("  attempts cut by a kill: {interrupted} recorded as requested but never reached the platform; {replayed} executed but answer lost");
+    eprintln!("  duplicate effects:      {duplicate_effects}");
+    eprintln!("  verify:                 {verify_line}");
+    eprintln!("  rebuild --check:        {rebuild_line}");
+    eprintln!("  wall time:              {:.1}s (storm {:.1}s, settled at {:.1}s)", started.elapsed().as_secs_f64(), storm_done.as_secs_f64(), settled.as_secs_f64());
+    drop(server);
+}
