@@ -155,7 +155,11 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<String>>) -> any
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        _ => builder.init(),
+    }
 }
 
 fn serve(args: config::ServeArgs) -> anyhow::Result<()> {

@@ -1,0 +1,37 @@
+//! `demo` as a new user runs it: no configuration, exit 0, a correct table.
+
+mod support;
+
+#[test]
+fn the_demo_runs_the_whole_flow_and_prints_the_settled_states() {
+    let out = std::process::Command::new(support::binary::BIN)
+        .arg("demo")
+        .env("LOG", "warn")
+        .env_remove("LEDGER_DB")
+        .env_remove("LIGHTSPARK_WEBHOOK_SIGNING_KEY")
+        .env_remove("PAYOUT_URL")
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = |code: &str| {
+        stdout.lines().find(|l| l.split_whitespace().nth(1) == Some(code)).unwrap_or_else(|| panic!("no row for {code}:\n{stdout}")).to_owned()
+    };
+    let cols = |code: &str| row(code).split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    // invitation, code, status, payout, incentive, notification
+    let pay = cols("DEMOPAY");
+    assert_eq!(&pay[2..], ["CLAIMED", "succeeded", "(1x)", "succeeded", "(1x)", "succeeded", "(1x)"], "{stdout}");
+    let retry = cols("DEMORETRY");
+    assert_eq!(&retry[2..5], ["CLAIMED", "succeeded", "(2x)"], "the transient failure was retried once:\n{stdout}");
+    let cancelled = cols("DEMOCANCEL");
+    assert_eq!(&cancelled[2..], ["CANCELLED", "not_due", "not_due", "not_due"]);
+    let no_amount = row("DEMONOAMT");
+    assert!(no_amount.contains("not_due") && no_amount.contains("ineligible NOT_CROSS_BORDER"), "{no_amount}");
+    assert!(row("FIXTURE1").contains("succeeded"));
+    assert!(stdout.contains("duplicate delivery of the first") && stdout.contains("200 duplicate seq 1"), "{stdout}");
+    assert!(stdout.contains("forged signature (1,000,000 USD)                 -> 401 bad_signature"), "{stdout}");
+    assert!(!stdout.contains("FORGED"), "the forged invitation must not appear");
+    assert!(stdout.contains("anomalies=0"), "{stdout}");
+    assert!(stdout.contains("forwarded=300 USD"), "{stdout}");
+    assert!(stdout.contains("ledger verified:") && stdout.contains("hash chain intact"), "{stdout}");
+}

@@ -1,0 +1,164 @@
+//! Graceful shutdown of the real binary: SIGTERM while webhooks arrive, with
+//! a request in flight, and with an idle connection open. The process exits
+//! 0 within a few seconds, every webhook that got a 200 is in the ledger, and
+//! the ledger verifies.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::binary::ServeProcess;
+use support::{claimed_body, ledger_rows, raw_json, raw_status, signature_of};
+
+/// Sends SIGTERM to the child (no libc here: the `kill` command).
+fn sigterm(server: &ServeProcess) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits up to `within` for the child to exit; returns its status and how
+/// long it took, or `None` if it is still running.
+async fn wait_exit(server: &mut ServeProcess, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Some(status) = server.child.try_wait().expect("try_wait") {
+            return Some((status, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let mut server = ServeProcess::start(&db, &[]);
+    let url = server.url("/webhooks/lightspark");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let refused = Arc::new(Mutex::new(0usize));
+
+    let mut senders = Vec::new();
+    for task in 0..6 {
+        let (client, url, acked, refused) = (client.clone(), url.clone(), acked.clone(), refused.clone());
+        senders.push(tokio::spawn(async move {
+            for i in 0.. {
+                let event_id = format!("t{task}-{i}");
+                let body = claimed_body(&event_id, &format!("Inv:{event_id}"));
+                let sent = client
+                    .post(&url)
+                    .header("lightspark-signature", signature_of(body.as_bytes()))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => {
+                        acked.lock().unwrap().insert(invitation_ledger::lightspark::webhook::event_key(&event_id, body.as_bytes()));
+                    }
+                    // The writer stopped under a request that was still
+                    // being served: Lightspark would retry it.
+                    Ok(r) if r.status() == 503 => *refused.lock().unwrap() += 1,
+                    Ok(r) => panic!("unexpected status {} during shutdown", r.status()),
+                    // Connection refused or closed: the server is gone.
+                    Err(_) => return i,
+                }
+                if i % 8 == 7 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            unreachable!()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let acked_before = acked.lock().unwrap().len();
+    sigterm(&server);
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
+    eprintln!("exited with {status} {took:?} after SIGTERM; {acked_before} acknowledged before it");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(8), "took {took:?} to exit");
+    for s in senders {
+        tokio::time::timeout(Duration::from_secs(10), s).await.expect("sender ends").unwrap();
+    }
+
+    // After the exit nothing answers.
+    let after = reqwest::Client::new().post(&url).body("{}").send().await;
+    match after {
+        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+        Ok(r) => assert_eq!(r.status(), 503, "a request after shutdown was answered"),
+    }
+
+    let stored: HashSet<String> = ledger_rows(&db).into_iter().map(|r| r.1).collect();
+    let acked = acked.lock().unwrap();
+    eprintln!("{} acknowledged, {} stored, {} answered 503", acked.len(), stored.len(), refused.lock().unwrap());
+    assert!(acked.len() > 20, "the test must acknowledge webhooks, got {}", acked.len());
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    support::assert_verifies(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_when_sigterm_arrives_is_finished_and_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let mut server = ServeProcess::start(&db, &[]);
+    let body = claimed_body("in-flight", "Inv:in-flight");
+    let head = format!(
+        "POST /webhooks/lightspark HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nlightspark-signature: {}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        signature_of(body.as_bytes())
+    );
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    sigterm(&server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still inside the drain period: the rest of the body arrives.
+    stream.write_all(rest).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    eprintln!("in-flight request answered {:?} {:?}", raw_status(&answer), raw_json(&answer));
+    assert_eq!(raw_status(&answer), Some(200), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(raw_json(&answer).unwrap()["status"], "accepted");
+
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
+    eprintln!("exited with {status} {took:?} after the in-flight request");
+    assert!(status.success(), "exit status {status}");
+    let keys: Vec<String> = ledger_rows(&db).into_iter().map(|r| r.1).collect();
+    assert_eq!(keys, vec![invitation_ledger::lightspark::webhook::event_key("in-flight", body.as_bytes())]);
+    support::assert_verifies(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_idle_connections_open_still_exits_within_five_seconds() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let mut server = ServeProcess::start(&db, &[]);
+    // One connection that never sends anything, one stuck halfway through
+    // its headers, one kept alive after a request.
+    let idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"POST /webhooks/lightspark HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let sent = Instant::now();
+    sigterm(&server);
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(15)).await.expect("the service must exit after SIGTERM");
+    eprintln!("exited with {status} {:?} after SIGTERM with idle connections open", sent.elapsed());
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(6), "took {took:?}: idle connections held the shutdown beyond the 3 s drain");
+    drop((idle, half));
+    support::assert_verifies(&db).await;
+}
