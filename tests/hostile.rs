@@ -164,7 +164,7 @@ async fn bodies_over_256_kib_are_413_with_content_length_chunked_or_a_lying_head
 
     // A Content-Length far over the limit is refused before any body byte is
     // read: the client never sends the body and still gets its answer.
-    for declared in ["300000", "1000000000000", "18446744073709551615"] {
+    for declared in ["300000", "1000000000000", "18446744073709551613"] {
         let head = format!(
             "POST /webhooks/lightspark HTTP/1.1\r\nHost: t\r\nContent-Length: {declared}\r\nlightspark-signature: {}\r\nConnection: close\r\n\r\n",
             "0".repeat(64)
@@ -174,6 +174,12 @@ async fn bodies_over_256_kib_are_413_with_content_length_chunked_or_a_lying_head
         assert_eq!(raw_status(&answer), Some(413), "{}", String::from_utf8_lossy(&answer));
         assert_eq!(raw_json(&answer).unwrap()["error"], "body_too_large");
     }
+    // The largest values do not even parse in hyper (it keeps u64::MAX and
+    // u64::MAX - 1 for itself) and are refused before the service sees them.
+    let head = "POST /webhooks/lightspark HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551615\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(app.addr, head.as_bytes(), Duration::from_secs(5)).await;
+    eprintln!("hostile input: Content-Length 18446744073709551615 and no body -> {:?}", raw_status(&answer));
+    assert!(matches!(raw_status(&answer), Some(400 | 413 | 431)), "{}", String::from_utf8_lossy(&answer));
     assert_eq!(ledger_len(&app.db), 0);
 }
 
@@ -231,7 +237,7 @@ async fn a_one_megabyte_header_or_too_many_headers_are_refused_and_the_service_s
         body.len()
     )
     .into_bytes();
-    req.extend(std::iter::repeat(b'a').take(1024 * 1024));
+    req.extend(std::iter::repeat_n(b'a', 1024 * 1024));
     req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
     req.extend_from_slice(body.as_bytes());
     let answer = raw_exchange(app.addr, &req, Duration::from_secs(10)).await;
@@ -480,11 +486,11 @@ async fn absurd_amounts_are_stored_and_acknowledged_shown_invalid_and_never_paid
     let normal = InvitationFixture::claimed("Inv:normal");
     app.claim(&normal, "evt-normal").await;
     eventually("the normal invitation to be paid", Duration::from_secs(10), || async {
-        let v = app.invitation("Inv:normal").await;
-        if v["payout"]["state"] == "succeeded" {
+        let (status, v) = app.get_json("/v1/invitations/Inv%3Anormal").await;
+        if status == 200 && v["payout"]["state"] == "succeeded" {
             Ok(())
         } else {
-            Err(v["payout"].to_string())
+            Err(format!("{status} {v}"))
         }
     })
     .await;

@@ -94,7 +94,7 @@ async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_w
     }
 
     let stored: HashSet<String> = ledger_rows(&db).into_iter().map(|r| r.1).collect();
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock().unwrap().clone();
     eprintln!("{} acknowledged, {} stored, {} answered 503", acked.len(), stored.len(), refused.lock().unwrap());
     assert!(acked.len() > 20, "the test must acknowledge webhooks, got {}", acked.len());
     let lost: Vec<_> = acked.difference(&stored).collect();

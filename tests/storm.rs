@@ -201,7 +201,7 @@ fn malformed(n: usize, rng: &mut XorShift) -> Item {
         1 => format!(r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"evt-malformed-{n:05}"}}"#),
         2 => format!("not json at all, malformed {n}"),
         3 => full.replacen(&format!("evt-malformed-{n:05}"), "", 1), // empty event_id
-        4 => full[..full.len() / 2].to_owned(),                        // truncated
+        4 => full[..full.len() / 2].to_owned(),                      // truncated
         _ => {
             let mut v: Value = serde_json::from_str(&full).unwrap();
             v["data"] = Value::String("not an object".into());
@@ -323,6 +323,31 @@ async fn start(db: PathBuf, env: Env) -> ServeProcess {
     .expect("start the service")
 }
 
+/// Starts `serve` and SIGKILLs it `after` later, before it is healthy:
+/// while it opens, migrates and catches the projections up.
+async fn kill_during_start_up(db: PathBuf, env: Env, after: Duration) {
+    tokio::task::spawn_blocking(move || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new(support::binary::BIN)
+            .arg("serve")
+            .env("LEDGER_DB", &db)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)
+            .env("LOG", "error")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn invitation-ledger");
+        std::thread::sleep(after);
+        let _ = child.kill();
+        let _ = child.wait();
+    })
+    .await
+    .expect("SIGKILL during start-up");
+}
+
 async fn kill(server: ServeProcess) {
     tokio::task::spawn_blocking(move || server.kill()).await.expect("SIGKILL the service");
 }
@@ -432,17 +457,41 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     let senders: Vec<_> = (0..SENDERS)
         .map(|t| tokio::spawn(sender(shared.clone(), items.clone(), client.clone(), seed.wrapping_add(t as u64 + 1))))
         .collect();
+    // Meanwhile an auditor checks the chain and the projections, read-only,
+    // beside the running (and dying) service.
+    let auditor = {
+        let (shared, db) = (shared.clone(), db.clone());
+        tokio::spawn(async move {
+            let db = db.to_str().unwrap().to_owned();
+            let mut runs = 0;
+            while !shared.finished() && runs < 4 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let out = run_binary(&["verify"], &[("LEDGER_DB", &db), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
+                assert!(out.status.success(), "verify during the storm: {}", String::from_utf8_lossy(&out.stderr));
+                let out = run_binary(&["rebuild", "--check"], &[("LEDGER_DB", &db)]).await;
+                assert!(out.status.success(), "rebuild --check during the storm: {}", String::from_utf8_lossy(&out.stderr));
+                runs += 1;
+            }
+            runs
+        })
+    };
     let mut thresholds: Vec<usize> =
         (0..KILLS_DURING_STORM).map(|_| rng.between(plan.len() as u64 / 12, plan.len() as u64 * 11 / 12) as usize).collect();
     thresholds.sort_unstable();
     let mut kills = 0;
-    for threshold in thresholds {
+    let mut start_up_kills = 0;
+    for (k, threshold) in thresholds.into_iter().enumerate() {
         while shared.answered.load(Ordering::SeqCst) < threshold && !shared.finished() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         kill(server).await;
         kills += 1;
         tokio::time::sleep(Duration::from_millis(rng.between(0, 150))).await;
+        if k == 1 {
+            // Once, the restart itself is killed before it is up.
+            kill_during_start_up(db.clone(), env.clone(), Duration::from_millis(rng.between(5, 80))).await;
+            start_up_kills += 1;
+        }
         server = start(db.clone(), env.clone()).await;
         *shared.url.write().unwrap() = server.url("/webhooks/lightspark");
     }
@@ -450,6 +499,7 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
         s.await.expect("sender task");
     }
     let storm_done = started.elapsed();
+    let audits_during_storm = auditor.await.expect("auditor task");
     // One more while the reconciler is paying what the storm made due.
     tokio::time::sleep(Duration::from_millis(rng.between(20, 300))).await;
     kill(server).await;
@@ -524,7 +574,12 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     assert!(rebuild_line.contains("matches the live projections"), "{rebuild_line}");
 
     // Every invitation ends where its kind says, and nothing forged was projected.
-    assert_eq!(by_id.len(), INVITATIONS, "only the genuine invitations are projected: {:?}", by_id.keys().filter(|k| !k.contains("storm")).collect::<Vec<_>>());
+    assert_eq!(
+        by_id.len(),
+        INVITATIONS,
+        "only the genuine invitations are projected: {:?}",
+        by_id.keys().filter(|k| !k.contains("storm")).collect::<Vec<_>>()
+    );
     let mut due: [BTreeSet<String>; 2] = Default::default(); // payments, notifications
     for (n, mix) in mixes.iter().enumerate() {
         let id = Mix::id(n);
@@ -543,11 +598,17 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     // The platforms executed exactly one call per due obligation, nothing else.
     let attempts_by_key: HashMap<String, u64> = by_id
         .values()
-        .flat_map(|v| FIELDS.iter().map(move |(f, _)| (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["attempts"].as_u64().unwrap_or(0))))
+        .flat_map(|v| {
+            FIELDS.iter().map(move |(f, _)| {
+                (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["attempts"].as_u64().unwrap_or(0))
+            })
+        })
         .collect();
     let payment_id_by_key: HashMap<String, Value> = by_id
         .values()
-        .flat_map(|v| FIELDS.iter().map(move |(f, _)| (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["payment_id"].clone())))
+        .flat_map(|v| {
+            FIELDS.iter().map(move |(f, _)| (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["payment_id"].clone()))
+        })
         .collect();
     let mut duplicate_effects = 0;
     let mut executed_total = 0;
@@ -595,16 +656,32 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
 
     eprintln!("storm (seed {seed}):");
     eprintln!("  webhooks sent:          {} planned ({original_count} distinct, {duplicates} duplicates, {replays} replays, {bad} forged/malformed), {} HTTP requests", plan.len(), shared.http_requests.load(Ordering::SeqCst));
-    eprintln!("  acknowledged:           {} answers 200 for {} distinct webhooks; {} resent after a connection error", shared.acks.load(Ordering::SeqCst), acked.len(), shared.resends.load(Ordering::SeqCst));
-    eprintln!("  stored:                 {} webhook.received rows (each acknowledged key exactly once), {ledger_events} ledger events", rows.len());
-    eprintln!("  kills survived:         {kills}");
+    eprintln!(
+        "  acknowledged:           {} answers 200 for {} distinct webhooks; {} resent after a connection error",
+        shared.acks.load(Ordering::SeqCst),
+        acked.len(),
+        shared.resends.load(Ordering::SeqCst)
+    );
+    eprintln!(
+        "  stored:                 {} webhook.received rows (each acknowledged key exactly once), {ledger_events} ledger events",
+        rows.len()
+    );
+    eprintln!("  kills survived:         {} ({kills} of a running service, {start_up_kills} during start-up)", kills + start_up_kills);
     eprintln!("  forged rejected:        {}/{forged_tried} (401)", shared.forged_rejected.load(Ordering::SeqCst));
     eprintln!("  malformed rejected:     {}/{malformed_tried} (400)", shared.malformed_rejected.load(Ordering::SeqCst));
     eprintln!("  obligations executed:   {executed_total} ({} payments, {} notifications) from {platform_requests} platform calls, {replayed} idempotent replays", due[0].len(), due[1].len());
-    eprintln!("  attempts cut by a kill: {interrupted} recorded as requested but never reached the platform; {replayed} executed but answer lost");
+    eprintln!(
+        "  attempts cut by a kill: {interrupted} recorded as requested but never reached the platform; {replayed} executed but answer lost"
+    );
     eprintln!("  duplicate effects:      {duplicate_effects}");
     eprintln!("  verify:                 {verify_line}");
     eprintln!("  rebuild --check:        {rebuild_line}");
-    eprintln!("  wall time:              {:.1}s (storm {:.1}s, settled at {:.1}s)", started.elapsed().as_secs_f64(), storm_done.as_secs_f64(), settled.as_secs_f64());
+    eprintln!("  checked mid-storm:      verify and rebuild --check passed {audits_during_storm} times while the storm ran");
+    eprintln!(
+        "  wall time:              {:.1}s (storm {:.1}s, settled at {:.1}s)",
+        started.elapsed().as_secs_f64(),
+        storm_done.as_secs_f64(),
+        settled.as_secs_f64()
+    );
     drop(server);
 }

@@ -22,19 +22,27 @@ use crate::projection::view;
 pub const MAX_PAGE: usize = 500;
 const DEFAULT_PAGE: usize = 50;
 
+/// Most read connections open at once. Each has its own page cache, and
+/// with two cores more connections only add memory, not throughput.
+const MAX_READERS: usize = 8;
+
 /// Read-only connections, reused across requests: opening one per request
 /// would cost more than the query.
 pub struct ReadPool {
     path: std::path::PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
 
 impl ReadPool {
     pub fn new(path: &std::path::Path) -> Self {
-        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()) }
+        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()), permits: tokio::sync::Semaphore::new(MAX_READERS) }
     }
 
-    /// Runs `f` on a pooled connection on the blocking thread pool.
+    /// Runs `f` on a pooled connection. The queries are short indexed
+    /// lookups, so they run on the async worker itself (announced to tokio
+    /// with `block_in_place` on a multi-threaded runtime) rather than paying
+    /// a hand-off to the blocking pool on every request.
     ///
     /// # Errors
     /// [`ApiError::Internal`] when the database cannot be opened or `f` fails.
@@ -42,20 +50,20 @@ impl ReadPool {
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.idle.lock().expect("pool lock").pop();
+        let _permit = self.permits.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
+        let work = || {
+            let conn = self.idle.lock().expect("pool lock").pop();
             let conn = match conn {
                 Some(c) => c,
-                None => ledger::open_read_only(&pool.path)?,
+                None => ledger::open_read_only(&self.path)?,
             };
             let out = f(&conn);
-            pool.idle.lock().expect("pool lock").push(conn);
+            self.idle.lock().expect("pool lock").push(conn);
             out
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(ApiError::Internal)
+        };
+        let multi = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+        let out = if multi { tokio::task::block_in_place(work) } else { work() };
+        out.map_err(ApiError::Internal)
     }
 }
 

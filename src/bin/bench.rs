@@ -41,6 +41,24 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// GET one invitation by id, over many connections, on a populated ledger.
+    Read {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 60_000)]
+        requests: usize,
+        /// Invitations in the ledger (two events each).
+        #[arg(long, default_value_t = 20_000)]
+        invitations: usize,
+    },
+    /// Obligations settled per second against a fast local payment endpoint.
+    Reconcile {
+        /// Claimed invitations, each owing a payment, an incentive and a notification.
+        #[arg(long, default_value_t = 2_000)]
+        invitations: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Replay a generated ledger of N events (`rebuild` of the real binary).
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -59,6 +77,8 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(ingest(connections, requests, duplicates, unbatched, rate))
         }
         Scenario::Rebuild { events, ledger } => rt.block_on(rebuild(events, ledger)),
+        Scenario::Read { connections, requests, invitations } => rt.block_on(read(connections, requests, invitations)),
+        Scenario::Reconcile { invitations, concurrency } => rt.block_on(reconcile(invitations, concurrency)),
     }
 }
 
@@ -79,12 +99,19 @@ fn service_binary() -> PathBuf {
 impl Service {
     fn start(extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let db = dir.path().join("ledger.db");
+        Self::start_on(dir, &db, extra, &[])
+    }
+
+    /// Starts `serve` on an existing (or new) ledger `db` with extra env.
+    fn start_on(dir: tempfile::TempDir, db: &std::path::Path, extra: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(service_binary())
             .arg("serve")
             .args(extra)
-            .env("LEDGER_DB", dir.path().join("ledger.db"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("LEDGER_DB", db)
             .env("LISTEN_ADDR", &addr)
             .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)
             .env("LOG", "warn")
@@ -199,14 +226,11 @@ async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched:
         lat.extend(t.await?);
     }
     let elapsed = started.elapsed();
-    lat.sort_unstable();
     let mode = if unbatched { "one transaction per event" } else { "group commit" };
     println!("scenario: ingest ({mode}), {requests} requests, {connections} connections, {:.0}% duplicates{}", duplicates * 100.0,
         if rate > 0 { format!(", offered {rate}/s") } else { String::new() });
     println!("throughput: {:.0} webhooks/s", requests as f64 / elapsed.as_secs_f64());
-    println!("latency p50: {:.2} ms", percentile(&lat, 0.50));
-    println!("latency p99: {:.2} ms", percentile(&lat, 0.99));
-    println!("latency max: {:.2} ms", percentile(&lat, 1.0));
+    print_latency(&mut lat);
     println!("errors: {}", errors.load(Ordering::Relaxed));
     println!("service peak RSS: {:.1} MiB", svc.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
     Ok(())
@@ -288,5 +312,124 @@ async fn rebuild(events: usize, ledger: Option<PathBuf>) -> anyhow::Result<()> {
     println!("rebuild time: {:.2} s", elapsed.as_secs_f64());
     println!("throughput: {:.0} events/s", n / elapsed.as_secs_f64());
     println!("peak RSS: {:.1} MiB", peak_kib as f64 / 1024.0);
+    Ok(())
+}
+
+/// Latency figures of a sorted list of microsecond samples.
+fn print_latency(lat: &mut [u32]) {
+    lat.sort_unstable();
+    println!("latency p50: {:.2} ms", percentile(lat, 0.50));
+    println!("latency p99: {:.2} ms", percentile(lat, 0.99));
+    println!("latency max: {:.2} ms", percentile(lat, 1.0));
+}
+
+async fn read(connections: usize, requests: usize, invitations: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("ledger.db");
+    generate_ledger(&db, invitations * 2).await?;
+    let svc = Service::start_on(dir, &db, &[], &[])?;
+    // Wait for the projection to cover the ledger.
+    let client = reqwest::Client::new();
+    let last = format!("http://{}/v1/invitations/UmaInvitation:gen-{:08}", svc.addr, invitations - 1);
+    for _ in 0..600 {
+        if client.get(&last).send().await.map(|r| r.status() == 200).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let base: Arc<str> = format!("http://{}/v1/invitations/UmaInvitation:gen-", svc.addr).into();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let (next, errors, base) = (next.clone(), errors.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return lat;
+                }
+                let id = (i.wrapping_mul(7919)) % invitations;
+                let t = Instant::now();
+                let ok = match client.get(format!("{base}{id:08}")).send().await {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let mut lat = Vec::with_capacity(requests);
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let elapsed = started.elapsed();
+    println!("scenario: read, {requests} GET /v1/invitations/{{id}}, {connections} connections, {invitations} invitations");
+    println!("throughput: {:.0} requests/s", requests as f64 / elapsed.as_secs_f64());
+    print_latency(&mut lat);
+    println!("errors: {}", errors.load(Ordering::Relaxed));
+    println!("service peak RSS: {:.1} MiB", svc.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
+    Ok(())
+}
+
+/// A payment platform that answers 200 at once, idempotent by key.
+async fn fast_platform() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+    use warp::Filter;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let route = warp::post().and(warp::header::<String>("idempotency-key")).map(move |key: String| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        warp::reply::json(&serde_json::json!({"payment_id": format!("pay-{key}")}))
+    });
+    let (addr, server) = warp::serve(route).try_bind_ephemeral(([127, 0, 0, 1], 0))?;
+    tokio::spawn(server);
+    Ok((format!("http://{addr}"), calls))
+}
+
+async fn reconcile(invitations: usize, concurrency: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("ledger.db");
+    // Only the CLAIMED half of each generated pair owes anything.
+    generate_ledger(&db, invitations * 2).await?;
+    let (platform, calls) = fast_platform().await?;
+    let started = Instant::now();
+    let svc = Service::start_on(
+        dir,
+        &db,
+        &[],
+        &[
+            ("PAYOUT_URL", format!("{platform}/payments")),
+            ("NOTIFY_URL", format!("{platform}/notify")),
+            ("INVITER_INCENTIVE", "100:USD".into()),
+            ("RECONCILE_CONCURRENCY", concurrency.to_string()),
+        ],
+    )?;
+    let expected = invitations * 3;
+    let client = reqwest::Client::new();
+    let metrics_url = format!("http://{}/metrics", svc.addr);
+    let settled = loop {
+        let text = client.get(&metrics_url).send().await?.text().await?;
+        let succeeded: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("invitation_ledger_obligations{") && l.contains("state=\"succeeded\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if succeeded as usize >= expected {
+            break started.elapsed();
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "not settled after 10 minutes ({succeeded} of {expected})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("scenario: reconcile, {invitations} claimed invitations, {expected} obligations, concurrency {concurrency}");
+    println!("settled: {expected} obligations in {:.2} s (from service start)", settled.as_secs_f64());
+    println!("throughput: {:.0} obligations/s", expected as f64 / settled.as_secs_f64());
+    println!("endpoint calls: {}", calls.load(Ordering::Relaxed));
+    println!("service peak RSS: {:.1} MiB", svc.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
     Ok(())
 }
