@@ -79,18 +79,7 @@ async fn a_rewritten_chain_still_fails_on_the_webhook_signature() {
     let mut prev = [0u8; 32];
     let events = invitation_ledger::ledger::read_after(&conn, 0, 100).unwrap();
     for e in events {
-        let h = invitation_ledger::ledger::hash::chain(
-            &prev,
-            &invitation_ledger::ledger::hash::Chained {
-                seq: e.seq,
-                event_key: &e.event_key,
-                kind: &e.kind,
-                stream: e.stream.as_deref(),
-                recorded_at: &e.recorded_at,
-                body: &e.body,
-                signature: e.signature.as_deref(),
-            },
-        );
+        let h = e.chain_hash(&prev);
         conn.execute("UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3", rusqlite::params![&prev[..], &h[..], e.seq as i64])
             .unwrap();
         prev = h;

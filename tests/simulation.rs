@@ -32,7 +32,9 @@ use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
 use invitation_ledger::lightspark::invitation::Money;
 use invitation_ledger::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
 use invitation_ledger::metrics::Metrics;
-use invitation_ledger::projection::events::{idempotency_key, kinds, ObligationInDoubt, ObligationKind, ObligationRequested};
+use invitation_ledger::projection::events::{
+    idempotency_key, kinds, Decision, ObligationInDoubt, ObligationKind, ObligationRequested, ObligationResolved,
+};
 use invitation_ledger::projection::state::InvitationState;
 use invitation_ledger::projection::{store, view};
 use invitation_ledger::reconcile::clock::{parse_time, rfc3339, Clock, XorShift};
@@ -171,6 +173,10 @@ struct Params {
     p_crash: u32,
     crash_budget: u32,
     p_writer_restart: u32,
+    /// An operator resolves in-doubt obligations once the reconciler is
+    /// quiescent, truthfully: `--paid` with the platform's payment id when
+    /// the platform executed it, `--retry` when it did not.
+    operator: bool,
 }
 
 const START: &str = "2026-11-01T00:00:00Z";
@@ -211,6 +217,8 @@ impl Params {
             p_crash: r.pick(&[0, 50, 150, 300, 500]),
             crash_budget: r.range(0, 10) as u32,
             p_writer_restart: r.pick(&[0, 500, 1000]),
+            // Not drawn from `r`, so that adding it shifted no other choice.
+            operator: hash_of(seed, "operator") % 2 == 0,
         }
     }
 
@@ -712,6 +720,12 @@ struct Report {
     failed: u64,
     in_doubt: u64,
     simulated: Duration,
+    /// Final state of every owed obligation, by "invitation kind".
+    states: BTreeMap<String, String>,
+    /// Obligations ever marked in doubt, by "invitation kind".
+    ever_in_doubt: BTreeSet<String>,
+    /// Operator decisions recorded.
+    resolved: u64,
     /// SHA-256 over the trace and every ledger event but its wall-clock
     /// `recorded_at` (and so its hash): equal for equal runs.
     fingerprint: String,
@@ -806,6 +820,7 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
     let (mut writer, mut writer_thread) = LedgerWriter::start(&db).map_err(|e| e.to_string())?;
     let mut errors = 0u32;
     let mut incarnation = 0u64;
+    let mut resolutions: BTreeMap<String, u32> = BTreeMap::new();
 
     'process: loop {
         // One incarnation of the process: a runtime, a reconciler.
@@ -889,7 +904,10 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
                     let open = open_obligations(&db)?;
                     trace.push(clock, format!("pass {} done: open={open} next_due={:?}", report.passes, outcome.next_due.map(rfc3339)));
                     if open == 0 && scenario.arrivals.is_empty() {
-                        break 'process;
+                        if !p.operator || operator_resolves(p, &db, &rt, &writer, &platform, clock, trace, &mut resolutions)? == 0 {
+                            break 'process;
+                        }
+                        continue;
                     }
                     let next = [outcome.next_due, scenario.arrivals.front().map(|a| a.at)].into_iter().flatten().min();
                     match next {
@@ -941,6 +959,73 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
     Ok(report)
 }
 
+/// Most `resolve` decisions the operator makes per obligation.
+const MAX_RESOLUTIONS: u32 = 2;
+
+/// The operator, some time after the reconciler went quiet, resolves each
+/// in-doubt obligation as `resolve <id> <kind> --paid|--retry` would
+/// record it (the same event, stamped with the simulated time), deciding
+/// from what the platform really did. Returns how many were resolved.
+#[allow(clippy::too_many_arguments)]
+fn operator_resolves(
+    p: &Params,
+    db: &Path,
+    rt: &tokio::runtime::Runtime,
+    writer: &LedgerWriter,
+    platform: &SimPlatform,
+    clock: &SimClock,
+    trace: &Trace,
+    resolutions: &mut BTreeMap<String, u32>,
+) -> Result<usize, String> {
+    let mut conn = ledger::open(db).map_err(|e| e.to_string())?;
+    store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
+    let states = store::all(&conn, None).map_err(|e| e.to_string())?;
+    let mut todo = Vec::new();
+    for s in &states {
+        for kind in ObligationKind::ALL {
+            let v = view::obligation(s, kind);
+            let name = format!("{} {}", s.invitation_id, kind.as_str());
+            if v.state == view::ObligationState::InDoubt && resolutions.get(&name).copied().unwrap_or(0) < MAX_RESOLUTIONS {
+                todo.push((s.invitation_id.clone(), kind, v, name));
+            }
+        }
+    }
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    // The operator looks some time later.
+    clock.advance(Duration::from_millis(hash_of(p.seed, &format!("operator/{}", clock.now())) % (p.window.as_millis() as u64 + 1)));
+    for (id, kind, v, name) in &todo {
+        *resolutions.entry(name.clone()).or_default() += 1;
+        let executed = platform.state.lock().unwrap().executions.get(&(id.clone(), kind.as_str().to_owned())).cloned().unwrap_or_default();
+        let (decision, payment_id) = match executed.last() {
+            Some(pid) => (Decision::Paid, Some(pid.clone())),
+            None => (Decision::Retry, None),
+        };
+        let key = idempotency_key(id, *kind);
+        let decision_name = serde_json::to_value(decision).unwrap().as_str().unwrap().to_owned();
+        let body = ObligationResolved {
+            invitation_id: id.clone(),
+            obligation: *kind,
+            idempotency_key: key.clone(),
+            decision,
+            payment_id,
+            at: rfc3339(clock.now()),
+        };
+        let event = NewEvent {
+            event_key: format!("{key}:resolved:{}:{}:{decision_name}", v.attempts, v.updated_at.as_deref().unwrap_or("-")),
+            kind: kinds::OBLIGATION_RESOLVED.into(),
+            stream: Some(id.clone()),
+            body: serde_json::to_vec(&body).unwrap(),
+            signature: None,
+            sibling_prefix: None,
+        };
+        let appended = rt.block_on(writer.append(event)).map_err(|e| format!("resolve: {e}"))?;
+        trace.push(clock, format!("operator: resolve {name} --{decision_name} -> seq {}", appended.seq));
+    }
+    Ok(todo.len())
+}
+
 // ---------------------------------------------------------------------------
 // Invariants
 // ---------------------------------------------------------------------------
@@ -986,9 +1071,13 @@ fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, tra
             let r: ObligationRequested = serde_json::from_slice(&e.body).map_err(|x| format!("seq {}: {x}", e.seq))?;
             requested.entry((r.invitation_id.clone(), r.obligation.as_str().to_owned())).or_default().push(r);
         }
+        if e.kind == kinds::OBLIGATION_RESOLVED {
+            report.resolved += 1;
+        }
         if e.kind == kinds::OBLIGATION_IN_DOUBT {
             // Never in doubt before the window has passed.
             let d: ObligationInDoubt = serde_json::from_slice(&e.body).map_err(|x| format!("seq {}: {x}", e.seq))?;
+            report.ever_in_doubt.insert(format!("{} {}", d.invitation_id, d.obligation.as_str()));
             let (first, at) = (parse_time(&d.first_requested_at), parse_time(&d.at));
             let age = match (first, at) {
                 (Some(f), Some(a)) => (a - f).to_std().unwrap_or_default(),
@@ -1049,6 +1138,7 @@ fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, tra
                     }
                 }
                 Expect::Due => {
+                    report.states.insert(format!("{} {name}", inv.id), got.to_owned());
                     // 2. Owed: settled one way or another once quiescent.
                     match got {
                         "succeeded" => {
@@ -1194,7 +1284,7 @@ fn summarise(label: &str, reports: &[(u64, Report)], wall: Duration) -> String {
     let forgets_early: Vec<&Report> = reports.iter().filter(|(s, _)| Params::for_seed(*s).family == Family::ForgetsEarly).map(|(_, r)| r).collect();
     format!(
         "{label}: {} seeds in {:.1?} wall: {} passes, {} crashes ({}; {} writer restarts), {} calls, {} executions, {} keys forgotten; \
-         obligations {} succeeded / {} failed / {} in_doubt; double executions: 0 in the safe family, {} in {} forgets-early seeds",
+         obligations {} succeeded / {} failed / {} in_doubt ({} ever in doubt, {} operator decisions); double executions: 0 in the safe family, {} in {} forgets-early seeds",
         reports.len(),
         wall,
         sum(|r| r.passes),
@@ -1212,6 +1302,8 @@ fn summarise(label: &str, reports: &[(u64, Report)], wall: Duration) -> String {
         sum(|r| r.succeeded),
         sum(|r| r.failed),
         sum(|r| r.in_doubt),
+        sum(|r| r.ever_in_doubt.len() as u64),
+        sum(|r| r.resolved),
         forgets_early.iter().map(|r| r.double_executions).sum::<u64>(),
         forgets_early.len(),
     )
@@ -1271,5 +1363,37 @@ fn a_seed_replays_exactly() {
         let b = run_seed(seed).unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(a.fingerprint, b.fingerprint, "seed {seed} did not replay identically");
         assert_eq!((a.passes, a.crashes, a.calls), (b.passes, b.crashes, b.calls));
+    }
+}
+
+/// Seeds that found real bugs, kept as regressions. Each named obligation
+/// used to be executed twice by a platform that forgets keys exactly at
+/// IDEMPOTENCY_WINDOW; it must now be put in doubt instead. (If the generator
+/// of scenarios changes, these seeds mean other runs: find new ones with
+/// `SIM_KEEP_GOING=1` against the unfixed code; see docs/simulation.md.)
+#[test]
+fn regressions() {
+    const CASES: &[(u64, &str, &str)] = &[
+        // The pass decided "re-send" at its start; earlier calls of the same
+        // pass took long enough that the window had closed by the time it
+        // was sent.
+        (339, "UmaInvitation:sim-12 inviter_notification", "decided at the start of a long pass"),
+        (667, "UmaInvitation:sim-07 invitee_payment", "decided at the start of a long pass"),
+        (1334, "UmaInvitation:sim-11 inviter_notification", "decided at the start of a long pass"),
+        (2185, "UmaInvitation:sim-14 invitee_payment", "decided at the start of a long pass"),
+        // Re-sent just inside the window, but the request reached the
+        // platform (up to REQUEST_TIMEOUT later) just after it forgot the key.
+        (334, "UmaInvitation:sim-04 inviter_notification", "re-sent within one request timeout of the window"),
+        (437, "UmaInvitation:sim-09 invitee_payment", "re-sent within one request timeout of the window"),
+        (520, "UmaInvitation:sim-15 inviter_incentive", "re-sent within one request timeout of the window"),
+        (1417, "UmaInvitation:sim-01 invitee_payment", "re-sent within one request timeout of the window"),
+    ];
+    for (seed, obligation, why) in CASES {
+        let report = run_seed(*seed).unwrap_or_else(|f| panic!("regression ({why}): {f}"));
+        assert!(
+            report.ever_in_doubt.contains(*obligation),
+            "seed {seed}: {obligation} ({why}) is no longer put in doubt; the scenario generator changed? {:?}",
+            report.ever_in_doubt
+        );
     }
 }

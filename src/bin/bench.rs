@@ -186,31 +186,43 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
-async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched: bool, rate: u64) -> anyhow::Result<()> {
-    let svc = Service::start(if unbatched { &["--unbatched-commits"] } else { &[] })?;
-    let bodies = Arc::new(signed_bodies(requests, duplicates));
-    let url: Arc<str> = format!("http://{}/webhooks/lightspark", svc.addr).into();
+/// What a load run measured.
+struct Load {
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+    errors: usize,
+}
+
+/// Sends `requests` requests over `connections` connections (each its own
+/// client with one pooled connection), request `i` built by `make(client,
+/// i)` and counted good when it answers 200. `rate > 0` paces the offered
+/// load to that many requests per second.
+async fn drive(
+    connections: usize,
+    requests: usize,
+    rate: u64,
+    make: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
+) -> anyhow::Result<Load> {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
-        let (bodies, url, next, errors) = (bodies.clone(), url.clone(), next.clone(), errors.clone());
+        let (next, errors, make) = (next.clone(), errors.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= bodies.len() {
+                if i >= requests {
                     return lat;
                 }
                 if rate > 0 {
                     let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let (body, sig) = &bodies[i];
                 let t = Instant::now();
-                let ok = match client.post(&*url).header("lightspark-signature", sig).body(body.clone()).send().await {
+                let ok = match make(&client, i).send().await {
                     Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
                     Err(_) => false,
                 };
@@ -221,17 +233,33 @@ async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched:
             }
         }));
     }
-    let mut lat = Vec::with_capacity(requests);
+    let mut latencies_us = Vec::with_capacity(requests);
     for t in tasks {
-        lat.extend(t.await?);
+        latencies_us.extend(t.await?);
     }
-    let elapsed = started.elapsed();
+    Ok(Load { elapsed: started.elapsed(), latencies_us, errors: errors.load(Ordering::Relaxed) })
+}
+
+async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched: bool, rate: u64) -> anyhow::Result<()> {
+    let svc = Service::start(if unbatched { &["--unbatched-commits"] } else { &[] })?;
+    let bodies = Arc::new(signed_bodies(requests, duplicates));
+    let url = format!("http://{}/webhooks/lightspark", svc.addr);
+    let Load { elapsed, latencies_us: mut lat, errors } = drive(
+        connections,
+        requests,
+        rate,
+        Arc::new(move |client, i| {
+            let (body, sig) = &bodies[i];
+            client.post(&url).header("lightspark-signature", sig).body(body.clone())
+        }),
+    )
+    .await?;
     let mode = if unbatched { "one transaction per event" } else { "group commit" };
     println!("scenario: ingest ({mode}), {requests} requests, {connections} connections, {:.0}% duplicates{}", duplicates * 100.0,
         if rate > 0 { format!(", offered {rate}/s") } else { String::new() });
     println!("throughput: {:.0} webhooks/s", requests as f64 / elapsed.as_secs_f64());
     print_latency(&mut lat);
-    println!("errors: {}", errors.load(Ordering::Relaxed));
+    println!("errors: {errors}");
     println!("service peak RSS: {:.1} MiB", svc.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
     Ok(())
 }
@@ -337,43 +365,18 @@ async fn read(connections: usize, requests: usize, invitations: usize) -> anyhow
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
-    let base: Arc<str> = format!("http://{}/v1/invitations/UmaInvitation:gen-", svc.addr).into();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
-        let (next, errors, base) = (next.clone(), errors.clone(), base.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests {
-                    return lat;
-                }
-                let id = (i.wrapping_mul(7919)) % invitations;
-                let t = Instant::now();
-                let ok = match client.get(format!("{base}{id:08}")).send().await {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    let mut lat = Vec::with_capacity(requests);
-    for t in tasks {
-        lat.extend(t.await?);
-    }
-    let elapsed = started.elapsed();
+    let base = format!("http://{}/v1/invitations/UmaInvitation:gen-", svc.addr);
+    let Load { elapsed, latencies_us: mut lat, errors } = drive(
+        connections,
+        requests,
+        0,
+        Arc::new(move |client, i| client.get(format!("{base}{:08}", i.wrapping_mul(7919) % invitations))),
+    )
+    .await?;
     println!("scenario: read, {requests} GET /v1/invitations/{{id}}, {connections} connections, {invitations} invitations");
     println!("throughput: {:.0} requests/s", requests as f64 / elapsed.as_secs_f64());
     print_latency(&mut lat);
-    println!("errors: {}", errors.load(Ordering::Relaxed));
+    println!("errors: {errors}");
     println!("service peak RSS: {:.1} MiB", svc.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
     Ok(())
 }

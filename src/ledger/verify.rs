@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use super::hash::{self, Chained};
+use super::hash;
 use super::{kinds, LedgerError};
 use crate::lightspark::signature::SigningKeys;
 
@@ -40,19 +40,7 @@ pub fn verify(conn: &Connection, keys: Option<&SigningKeys>) -> Result<VerifySum
         if e.prev_hash != prev {
             return Err(broken("prev_hash does not match the hash of the event before it".into()));
         }
-        let recomputed = hash::chain(
-            &prev,
-            &Chained {
-                seq: e.seq,
-                event_key: &e.event_key,
-                kind: &e.kind,
-                stream: e.stream.as_deref(),
-                recorded_at: &e.recorded_at,
-                body: &e.body,
-                signature: e.signature.as_deref(),
-            },
-        );
-        if recomputed != e.hash {
+        if e.chain_hash(&prev) != e.hash {
             return Err(broken("stored hash does not match its contents (altered after it was written)".into()));
         }
         if e.kind == kinds::WEBHOOK_RECEIVED {
