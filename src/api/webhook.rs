@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
+use tracing::Instrument;
 use serde::Serialize;
 use warp::{Filter, Rejection, Reply};
 
@@ -124,7 +125,13 @@ async fn receive(signature: Option<String>, body: Bytes, state: Arc<AppState>) -
         signature,
         sibling_prefix: Some(event_key_prefix(&envelope.event_id)),
     };
-    let appended = state.writer.append(event).await.map_err(|e| {
+    let span = tracing::info_span!(
+        "webhook",
+        event_id = %envelope.event_id,
+        event_type = %envelope.event_type,
+        invitation_id = event.stream.as_deref().unwrap_or("-"),
+    );
+    let appended = state.writer.append(event).instrument(span).await.map_err(|e| {
         count(&state, "unavailable");
         reject(ApiError::LedgerUnavailable(e))
     })?;
