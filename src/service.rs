@@ -70,12 +70,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let lock = InstanceLock::acquire(&config.db)?;
     let metrics = Arc::new(Metrics::default());
-    let (writer, writer_thread) = LedgerWriter::start_with(&config.db, config.group_commit, metrics.clone())
+    let (project, projected) = projection::worker::start(&config.db).context("catching up the projections")?;
+    let (writer, writer_thread) = LedgerWriter::start_with(&config.db, config.group_commit, metrics.clone(), Some(project))
         .with_context(|| format!("opening the ledger {}", config.db.display()))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let projector = projection::worker::start(&config.db, writer.committed(), stop.clone())
-        .context("catching up the projections")?;
-    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?;
+    let reconciler =
+        build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?.following(projected);
     let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
     let state = Arc::new(AppState { config, writer, metrics, reads });
@@ -115,10 +115,6 @@ pub async fn serve(
     reconcile_task.await?;
     drop(reconciler);
     state.writer.stop().await;
-    let projector_thread = projector.thread;
-    tokio::task::spawn_blocking(move || projector_thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the projector thread panicked"))?;
     drop(state);
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?

@@ -218,7 +218,7 @@ impl Params {
             crash_budget: r.range(0, 10) as u32,
             p_writer_restart: r.pick(&[0, 500, 1000]),
             // Not drawn from `r`, so that adding it shifted no other choice.
-            operator: hash_of(seed, "operator") % 2 == 0,
+            operator: hash_of(seed, "operator").is_multiple_of(2),
         }
     }
 
@@ -1030,10 +1030,6 @@ fn operator_resolves(
 // Invariants
 // ---------------------------------------------------------------------------
 
-fn kind_name(k: ObligationKind) -> &'static str {
-    k.as_str()
-}
-
 fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, trace: &Trace, report: &mut Report) -> Result<(), String> {
     let mut conn = ledger::open(db).map_err(|e| e.to_string())?;
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
@@ -1110,7 +1106,7 @@ fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, tra
     let known: BTreeSet<(String, String)> = scenario
         .invitations
         .iter()
-        .flat_map(|i| ObligationKind::ALL.map(|k| (i.id.clone(), kind_name(k).to_owned())))
+        .flat_map(|i| ObligationKind::ALL.map(|k| (i.id.clone(), k.as_str().to_owned())))
         .collect();
     if let Some(stray) = calls_of.keys().find(|o| !known.contains(*o)) {
         return Err(format!("a call for an obligation the scenario does not have: {stray:?}"));
@@ -1119,7 +1115,7 @@ fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, tra
     for inv in &scenario.invitations {
         let state = states.get(&inv.id).ok_or_else(|| format!("{}: no projection", inv.id))?;
         for (kind, expect) in ObligationKind::ALL.into_iter().zip(inv.mix.expected()) {
-            let name = kind_name(kind);
+            let name = kind.as_str();
             let ob = (inv.id.clone(), name.to_owned());
             let shown = view::obligation(state, kind);
             let got = shown.state.as_str();
@@ -1232,10 +1228,13 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")))
 }
 
+/// The first failure, and every failing seed.
+type SeedsFailed = (Failure, Vec<u64>);
+
 /// Runs `seeds` on every core; returns the reports, or the failure of the
 /// smallest failing seed with every failing seed found. Stops at the first
 /// failure unless `SIM_KEEP_GOING` is set.
-fn run_seeds(seeds: std::ops::Range<u64>) -> Result<Vec<(u64, Report)>, (Failure, Vec<u64>)> {
+fn run_seeds(seeds: std::ops::Range<u64>) -> Result<Vec<(u64, Report)>, SeedsFailed> {
     let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
     let threads = env_u64("SIM_THREADS").map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |n| n as usize);
     let next = AtomicU64::new(seeds.start);

@@ -19,6 +19,13 @@ use crate::metrics::Metrics;
 /// Most appends one transaction takes; bounds a commit's latency.
 const MAX_BATCH: usize = 4096;
 
+/// Work to do on the writer's own connection after each commit, once the
+/// callers have their answers: the service folds new events into the
+/// projections here. Doing it on this thread, rather than on a connection of
+/// its own, means no second writer competes for SQLite's write lock and the
+/// writer's page cache is not invalidated by another connection's writes.
+pub type AfterCommit = Box<dyn FnMut(&mut Connection, u64) + Send>;
+
 /// The answer to one append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -67,7 +74,7 @@ impl LedgerWriter {
     /// # Errors
     /// When the database cannot be opened or migrated.
     pub fn start(path: &Path) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
-        Self::start_with(path, true, Arc::default())
+        Self::start_with(path, true, Arc::default(), None)
     }
 
     /// As [`start`](Self::start); `group_commit = false` commits each append
@@ -79,6 +86,7 @@ impl LedgerWriter {
         path: &Path,
         group_commit: bool,
         metrics: Arc<Metrics>,
+        after_commit: Option<AfterCommit>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
         let conn = super::open(path)?;
         let (head_seq, _) = super::head(&conn)?;
@@ -88,7 +96,7 @@ impl LedgerWriter {
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(conn, rx, committed_tx, &thread_stats, &metrics, group_commit))
+            .spawn(move || run(conn, rx, committed_tx, &thread_stats, &metrics, group_commit, after_commit))
             .map_err(|e| LedgerError::Folder { path: "thread".into(), source: Arc::new(e) })?;
         Ok((Self { jobs, committed, stats, group_commit }, handle))
     }
@@ -150,6 +158,7 @@ fn run(
     stats: &WriterStats,
     metrics: &Metrics,
     group_commit: bool,
+    mut after_commit: Option<AfterCommit>,
 ) {
     let limit = if group_commit { MAX_BATCH } else { 1 };
     let mut batch: Vec<Job> = Vec::with_capacity(limit);
@@ -198,6 +207,10 @@ fn run(
                     });
                     for ((_, reply), answer) in appends.into_iter().zip(answers) {
                         let _ = reply.send(Ok(answer));
+                    }
+                    // After the answers: the callers are not kept waiting.
+                    if let Some(hook) = after_commit.as_mut() {
+                        hook(&mut conn, last);
                     }
                 }
                 Err(e) => {

@@ -88,6 +88,9 @@ struct Inner<E, C, J> {
     clock: C,
     jitter: J,
     metrics: Arc<Metrics>,
+    /// When the service keeps the projections current (on the writer's
+    /// thread), how far they got; `None`: each pass catches up itself.
+    projected: Option<watch::Receiver<u64>>,
 }
 
 /// The reconciler, cheap to clone. Generic over its seams: the endpoint,
@@ -127,8 +130,26 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 clock,
                 jitter,
                 metrics,
+                projected: None,
             }),
         }
+    }
+
+    /// Follows projections kept current by someone else instead of catching
+    /// up on every pass (which would compete with the ledger writer).
+    pub fn following(self, projected: watch::Receiver<u64>) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("following() is called before the reconciler is shared"));
+        inner.projected = Some(projected);
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Waits (briefly) until the projections cover every committed event,
+    /// so a pass never acts on a stale view of its own earlier appends.
+    async fn wait_projected(&self) {
+        let Some(projected) = &self.inner.projected else { return };
+        let head = *self.inner.writer.committed().borrow();
+        let mut projected = projected.clone();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), projected.wait_for(|p| *p >= head)).await;
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -174,15 +195,19 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// on a stale view of its own earlier appends) and reads the invitations
     /// that may need work.
     async fn load_work(&self) -> Result<Vec<InvitationState>, ReconcileError> {
+        self.wait_projected().await;
         let inner = self.inner.clone();
         let mask = self.work_mask();
+        let catch_up = inner.projected.is_none();
         tokio::task::spawn_blocking(move || -> Result<Vec<InvitationState>, ReconcileError> {
             let mut guard = inner.conn.lock().expect("reconciler connection lock");
             if guard.is_none() {
                 *guard = Some(crate::ledger::open(&inner.db)?);
             }
             let conn = guard.as_mut().expect("opened above");
-            store::catch_up(conn, 5_000)?;
+            if catch_up {
+                store::catch_up(conn, 5_000)?;
+            }
             let mut out = Vec::new();
             let mut after = String::new();
             loop {
