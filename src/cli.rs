@@ -277,5 +277,5 @@ pub async fn resolve(
 pub fn audit_incentives(db: &DbArgs, inviter: Option<&str>, json: bool, horizon: std::time::Duration) -> anyhow::Result<String> {
     let conn = open_existing(db)?;
     let a = crate::api::read::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
-    Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::reconcile::audit::render(&a) })
+    Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::projection::audit::render(&a) })
 }

@@ -11,19 +11,26 @@
 //!
 //! - [`config`]: settings from flags and environment, validated once; secrets
 //!   that never print.
-//! - [`lightspark`]: what Lightspark sends — signature verification, the
-//!   webhook envelope.
+//! - [`lightspark`]: what Lightspark sends and serves — signature
+//!   verification, the webhook envelope, the tolerant invitation parser, the
+//!   GraphQL client.
 //! - [`ledger`]: the append-only SQLite ledger — schema migrations, the group
-//!   commit writer, the hash chain, `verify`, the one-writer-process lock.
-//! - [`api`]: warp filters — webhook ingest, health; errors mapped to HTTP in
-//!   one place.
+//!   commit writer (with an after-commit hook), the hash chain, `verify`, the
+//!   one-writer-process lock.
+//! - [`projection`]: the pure fold `apply(state, &event) -> state`, obligation
+//!   views, the SQL store with its checkpoint, rebuild and checksum.
+//! - [`reconcile`]: what is owed against what was done — pure decisions, the
+//!   exactly-once protocol over HTTP endpoints, clock and jitter seams, the
+//!   incentive audit.
+//! - [`api`]: warp filters — webhook ingest, read API, status page, OpenAPI,
+//!   health and metrics; errors mapped to HTTP in one place.
 //! - [`metrics`]: the Prometheus metrics each stage records into.
 //! - [`service`]: wires the stages into the running service (`serve`).
+//! - [`cli`]: the one-shot commands that `main.rs` dispatches to.
 //! - [`demo`]: the whole flow on localhost in one command.
-//! - [`cli`]: the one-shot commands (`verify`, …) that `main.rs` dispatches to.
 //!
 //! Data flows one way: `api` → `ledger` → `projection` → `reconcile` →
-//! `ledger`. Only [`service`] and [`cli`] know every stage.
+//! `ledger`. Only [`service`], [`cli`] and [`demo`] know every stage.
 
 pub mod api;
 pub mod cli;

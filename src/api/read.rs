@@ -134,9 +134,9 @@ pub fn audit_incentives(
     inviter_uma: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
     horizon: std::time::Duration,
-) -> anyhow::Result<crate::reconcile::audit::IncentiveAudit> {
+) -> anyhow::Result<crate::projection::audit::IncentiveAudit> {
     let states = store::all(conn, inviter_uma)?;
-    Ok(crate::reconcile::audit::audit(&states, now, horizon))
+    Ok(crate::projection::audit::audit(&states, now, horizon))
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,7 +31,7 @@ use crate::projection::events::ObligationKind;
 use crate::projection::state::InvitationState;
 use crate::projection::store::{self, ListFilter};
 use crate::projection::view::{self, InvitationView, ObligationView};
-use crate::reconcile::audit::IncentiveAudit;
+use crate::projection::audit::IncentiveAudit;
 
 /// The cookie `POST /login` sets.
 pub const COOKIE: &str = "il_token";

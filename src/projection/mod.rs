@@ -5,9 +5,12 @@
 //! - [`view`]: obligations and the projection JSON, pure functions of state.
 //! - [`events`]: the internal event bodies the fold reads (and the
 //!   reconciler writes), and the idempotency key.
+//! - [`audit`]: the incentive audit and its anomalies, a pure function of
+//!   the projected states.
 //! - [`store`]: the tables, checkpoint, rebuild, checksum and queries.
 //! - [`worker`]: keeps the tables current as the ledger grows.
 
+pub mod audit;
 pub mod events;
 pub mod state;
 pub mod store;

@@ -7,9 +7,7 @@
 //! - [`endpoint`]: the HTTP calls behind a trait, and the outcome rules.
 //! - [`clock`]: time and jitter behind traits; backoff.
 //! - [`worker`]: one pass (`try_execute_once`) and the trivial loop.
-//! - [`audit`]: the incentive audit and its anomalies.
 
-pub mod audit;
 pub mod clock;
 pub mod decide;
 pub mod endpoint;

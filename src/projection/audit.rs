@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::lightspark::invitation::{IncentivesStatus, Money};
-use crate::projection::events::ObligationKind;
-use crate::projection::state::{InvitationState, ObligationPhase};
-use crate::projection::view::{obligation, ObligationState};
+use super::events::ObligationKind;
+use super::state::{InvitationState, ObligationPhase};
+use super::view::{obligation, ObligationState};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct IncentiveFacts {
@@ -125,9 +125,10 @@ pub fn audit(states: &[InvitationState], now: DateTime<Utc>, horizon: Duration) 
             });
         }
         if validated && s.is_claimed() && !forwarded {
-            let claimed = s.claimed_at.as_ref().and_then(|c| super::clock::parse_time(&c.value));
-            if let Some(claimed) = claimed {
-                if now.signed_duration_since(claimed).to_std().is_ok_and(|age| age > horizon) {
+            let claimed = s.claimed_at.as_ref().and_then(|c| super::state::instant(&c.value));
+            if let Some(claimed_us) = claimed {
+                let age_us = now.timestamp_micros().saturating_sub(claimed_us);
+                if age_us > 0 && age_us as u128 > horizon.as_micros() {
                     anomalies.push(Anomaly {
                         kind: "validated_not_forwarded",
                         invitation_id: s.invitation_id.clone(),
