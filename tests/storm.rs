@@ -20,6 +20,7 @@ use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::event_key;
 use invitation_ledger::projection::events::{idempotency_key, ObligationKind};
 use serde_json::Value;
+use support::fake_platform::XorShift;
 use sha2::{Digest, Sha256};
 use support::binary::ServeProcess;
 use support::fake_platform::{FakePlatform, Fault};
@@ -34,40 +35,6 @@ const SENDERS: usize = 32;
 const KILLS_DURING_STORM: usize = 4;
 const SETTLE_WITHIN: Duration = Duration::from_secs(40);
 const DEFAULT_SEED: u64 = 0x5707_2026_1101;
-
-/// Tiny deterministic xorshift64* generator.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-        XorShift(if mixed == 0 { 0x2545_F491_4F6C_DD1D } else { mixed })
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
 
 /// The invitation mix, and what each kind finally owes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -51,18 +51,19 @@ pub enum Fault {
     ExecuteThenStatus(u16),
 }
 
-/// Tiny deterministic xorshift64* generator.
+/// Tiny deterministic xorshift64* generator, shared by the test fakes and
+/// the seeded tests.
 #[derive(Debug)]
-struct XorShift(u64);
+pub struct XorShift(u64);
 
 impl XorShift {
-    fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         // xorshift must not start at 0; mix the seed so nearby seeds diverge.
         let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
         XorShift(if mixed == 0 { 0x2545_F491_4F6C_DD1D } else { mixed })
     }
 
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -72,8 +73,24 @@ impl XorShift {
     }
 
     /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
+    pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
     }
 }
 
