@@ -149,3 +149,20 @@ fn migrations_run_once_and_re_running_is_a_no_op() {
     let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(v, invitation_ledger::ledger::SCHEMA_VERSION);
 }
+
+#[test]
+fn serve_creates_the_ledger_folder_on_a_first_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("nested").join("ledger.db");
+    let server = support::binary::ServeProcess::start(&db, &[]);
+    let body = claimed_body("first-run", "Inv:first");
+    let resp = reqwest::blocking::Client::new()
+        .post(server.url("/webhooks/lightspark"))
+        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    server.kill();
+    assert_eq!(ledger_len(&db), 1);
+}

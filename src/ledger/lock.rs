@@ -37,6 +37,14 @@ impl InstanceLock {
     /// [`LedgerError::Busy`] when another process (or connection) holds it.
     pub fn acquire(ledger: &Path) -> Result<Self, LedgerError> {
         let path = lock_path(ledger);
+        // The lock is taken before the ledger is opened, so on a first run
+        // its folder may not exist yet.
+        if let Some(parent) = ledger.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| LedgerError::Folder {
+                path: parent.display().to_string(),
+                source: std::sync::Arc::new(e),
+            })?;
+        }
         let take = || -> rusqlite::Result<Connection> {
             let conn = Connection::open(&path)?;
             conn.busy_timeout(std::time::Duration::ZERO)?;
