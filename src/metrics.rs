@@ -11,6 +11,9 @@ pub struct Metrics {
     pub webhooks: IntCounterVec,
     /// Events appended to the ledger (duplicates excluded).
     pub ledger_appends: IntCounter,
+    /// Webhooks whose Lightspark event id was already stored with other bytes
+    /// (both are kept).
+    pub same_id_other_body: IntCounter,
     /// Appends per group commit.
     pub commit_batch_size: Histogram,
     /// Time from a batch's start to its commit, seconds.
@@ -50,6 +53,10 @@ impl Default for Metrics {
         Self {
             webhooks: register(&r, IntCounterVec::new(Opts::new("webhooks_total", "Webhooks received, by result"), &["result"]).unwrap()),
             ledger_appends: register(&r, IntCounter::new("ledger_appends_total", "Events appended to the ledger").unwrap()),
+            same_id_other_body: register(
+                &r,
+                IntCounter::new("webhooks_same_id_other_body_total", "Webhooks whose event id was stored before with a different body").unwrap(),
+            ),
             commit_batch_size: register(
                 &r,
                 Histogram::with_opts(

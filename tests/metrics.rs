@@ -26,6 +26,8 @@ async fn webhook_counters_move_as_webhooks_arrive() {
     assert_eq!(app.post_signed(&body).await.status(), 200);
     assert_eq!(app.post_signed(&body).await.status(), 200);
     assert_eq!(app.post_signed(&claimed_body("m-2", "Inv:m2")).await.status(), 200);
+    // The same event id with other bytes: kept, and counted.
+    assert_eq!(app.post_signed(&claimed_body("m-2", "Inv:m2-other")).await.status(), 200);
     assert_eq!(app.post_raw("/webhook", body.clone().into_bytes(), Some("00")).await.status(), 401);
     assert_eq!(app.post_signed("{\"nope\":1}").await.status(), 400);
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
@@ -33,15 +35,16 @@ async fn webhook_counters_move_as_webhooks_arrive() {
 
     let text = scrape(&app).await;
     let m = |s: &str| value(&text, s);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"accepted\"}"), 2.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"accepted\"}"), 3.0);
+    assert_eq!(m("invitation_ledger_webhooks_same_id_other_body_total"), 1.0);
     assert_eq!(m("invitation_ledger_webhooks_total{result=\"duplicate\"}"), 1.0);
     assert_eq!(m("invitation_ledger_webhooks_total{result=\"bad_signature\"}"), 1.0);
     assert_eq!(m("invitation_ledger_webhooks_total{result=\"malformed\"}"), 1.0);
     assert_eq!(m("invitation_ledger_webhooks_total{result=\"too_large\"}"), 1.0);
-    assert_eq!(m("invitation_ledger_ledger_appends_total"), 2.0);
+    assert_eq!(m("invitation_ledger_ledger_appends_total"), 3.0);
     assert!(m("invitation_ledger_ledger_commit_batch_size_count") >= 1.0);
     assert!(m("invitation_ledger_ledger_commit_seconds_count") >= 1.0);
-    assert_eq!(m("invitation_ledger_ledger_head_seq"), 2.0);
+    assert_eq!(m("invitation_ledger_ledger_head_seq"), 3.0);
 
     // The two claimed invitations have no data: nothing is owed yet, and
     // the projection catches up.
@@ -49,7 +52,7 @@ async fn webhook_counters_move_as_webhooks_arrive() {
     loop {
         let text = scrape(&app).await;
         if value(&text, "invitation_ledger_projection_lag_events") == 0.0 {
-            assert_eq!(value(&text, "invitation_ledger_obligations{kind=\"invitee_payment\",state=\"not_due\"}"), 2.0);
+            assert_eq!(value(&text, "invitation_ledger_obligations{kind=\"invitee_payment\",state=\"not_due\"}"), 3.0);
             assert_eq!(value(&text, "invitation_ledger_obligations_in_doubt"), 0.0);
             break;
         }

@@ -198,6 +198,7 @@ fn run(
                         }
                         if a.sibling_exists && !a.duplicate {
                             stats.siblings.fetch_add(1, Ordering::Relaxed);
+                            metrics.same_id_other_body.inc();
                         }
                     }
                     committed.send_if_modified(|v| {
