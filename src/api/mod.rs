@@ -1,5 +1,6 @@
 //! The HTTP surface: webhook ingest, health, and (behind a token) the read API.
 
+pub mod body;
 pub mod error;
 pub mod openapi;
 pub mod read;

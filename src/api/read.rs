@@ -75,15 +75,15 @@ impl ReadPool {
 /// the token followed by a no-break space) is a wrong token, answered 401
 /// like any other, not a 400 about the header's encoding.
 pub fn authorized(token: Option<Secret>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    let expected: Option<[u8; 32]> = token.map(|t| Sha256::digest(t.expose().as_bytes()).into());
+    let token = ReadToken::new(token.as_ref());
     warp::header::headers_cloned()
         .and_then(move |headers: warp::http::HeaderMap| async move {
-            let Some(expected) = expected else { return Ok(()) };
+            if token.is_open() {
+                return Ok(());
+            }
             let given = headers.get(warp::http::header::AUTHORIZATION).map(|v| v.as_bytes());
             let presented = given.and_then(|h| h.strip_prefix(b"Bearer ")).unwrap_or(b"");
-            let presented = presented.trim_ascii();
-            let digest: [u8; 32] = Sha256::digest(presented).into();
-            if bool::from(digest.ct_eq(&expected)) && !presented.is_empty() {
+            if token.matches(presented.trim_ascii()) {
                 Ok(())
             } else {
                 Err(reject(ApiError::Unauthorized))
@@ -92,20 +92,49 @@ pub fn authorized(token: Option<Secret>) -> impl Filter<Extract = (), Error = Re
         .untuple_one()
 }
 
-fn percent_decode(s: &str) -> String {
+/// `READ_API_TOKEN` as the read API, the metrics and the status page check
+/// it: the SHA-256 digest of what was presented against the token's, in
+/// constant time, so neither the token nor its length leaks.
+#[derive(Clone, Copy)]
+pub(crate) struct ReadToken {
+    expected: Option<[u8; 32]>,
+}
+
+impl ReadToken {
+    pub(crate) fn new(token: Option<&Secret>) -> Self {
+        Self { expected: token.map(|t| Sha256::digest(t.expose().as_bytes()).into()) }
+    }
+
+    /// No token configured (loopback only): everything is admitted.
+    pub(crate) fn is_open(&self) -> bool {
+        self.expected.is_none()
+    }
+
+    /// Whether `presented` is the token; an empty value never is.
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
+        let Some(expected) = &self.expected else { return true };
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        bool::from(digest.ct_eq(expected)) && !presented.is_empty()
+    }
+}
+
+/// Decodes `%XX` escapes in a path segment or query value, and `+` as a
+/// space when `plus` (form encoding). Malformed escapes are kept as they are.
+pub(crate) fn percent_decode(s: &str, plus: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let digit = |b: u8| (b as char).to_digit(16);
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            let digit = |x: u8| (x as char).to_digit(16);
             if let (Some(hi), Some(lo)) = (digit(bytes[i + 1]), digit(bytes[i + 2])) {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
         }
-        out.push(bytes[i]);
+        out.push(if plus && b == b'+' { b' ' } else { b });
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -189,7 +218,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and_then(move |raw: String| {
             let p = p.clone();
             async move {
-                let id = percent_decode(&raw);
+                let id = percent_decode(&raw, false);
                 let lookup = id.clone();
                 match p.run(move |c| invitation_json(c, &lookup)).await.map_err(reject)? {
                     Some(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
@@ -289,10 +318,11 @@ mod tests {
 
     #[test]
     fn percent_escapes_in_ids_are_decoded() {
-        assert_eq!(percent_decode("UmaInvitation%3A123"), "UmaInvitation:123");
-        assert_eq!(percent_decode("%24alice%40x"), "$alice@x");
-        assert_eq!(percent_decode("plain"), "plain");
-        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
-        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(percent_decode("UmaInvitation%3A123", false), "UmaInvitation:123");
+        assert_eq!(percent_decode("%24alice%40x", false), "$alice@x");
+        assert_eq!(percent_decode("plain", false), "plain");
+        assert_eq!(percent_decode("bad%zz%4", false), "bad%zz%4");
+        assert_eq!(percent_decode("%é1", false), "%é1");
+        assert_eq!(percent_decode("a+b", false), "a+b");
     }
 }

@@ -16,14 +16,13 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, BytesMut};
-use futures_util::StreamExt;
+use bytes::Buf;
 use rusqlite::{params, Connection};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use super::body::{self, BodyError, BODY_READ_TIMEOUT};
+use super::read::{percent_decode, ReadToken};
 use super::error::{reject, ApiError};
 use super::AppState;
 use crate::config::Secret;
@@ -76,48 +75,24 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Decodes `%XX` escapes, and `+` as a space when `plus` (form encoding).
-fn percent_decode(s: &str, plus: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' && i + 2 < bytes.len() {
-            let hex = |x: u8| (x as char).to_digit(16);
-            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if plus && b == b'+' { b' ' } else { b });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The token check shared by the page and the login form.
 #[derive(Clone)]
 struct Gate {
-    expected: Option<[u8; 32]>,
+    token: ReadToken,
 }
 
 impl Gate {
     fn new(token: Option<&Secret>) -> Self {
-        Self { expected: token.map(|t| Sha256::digest(t.expose().as_bytes()).into()) }
+        Self { token: ReadToken::new(token) }
     }
 
-    /// Whether `presented` is the token, compared as SHA-256 digests in
-    /// constant time (so neither the token nor its length leaks).
+    /// Whether `presented` is the token (see [`ReadToken::matches`]).
     fn matches(&self, presented: &str) -> bool {
-        let Some(expected) = &self.expected else { return true };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(digest.ct_eq(expected)) && !presented.is_empty()
+        self.token.matches(presented.as_bytes())
     }
 
     fn admits(&self, authorization: Option<&str>, cookie: Option<&str>) -> bool {
-        if self.expected.is_none() {
+        if self.token.is_open() {
             return true;
         }
         let bearer = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
@@ -225,41 +200,30 @@ struct PageData {
     audit: IncentiveAudit,
 }
 
-fn decode_states(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> anyhow::Result<Vec<InvitationState>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let json = row?;
-        out.push(serde_json::from_str::<InvitationState>(&json).map_err(|e| anyhow::anyhow!("a stored projection cannot be read: {e}"))?);
-    }
-    Ok(out)
-}
-
 /// The `limit` invitations whose last event is the most recent.
 pub fn recent(conn: &Connection, limit: usize) -> anyhow::Result<Vec<InvitationState>> {
-    decode_states(conn, "SELECT state FROM invitations ORDER BY last_seq DESC LIMIT ?1", params![limit as i64])
+    Ok(store::query(conn, "SELECT invitation_id, state FROM invitations ORDER BY last_seq DESC LIMIT ?1", params![limit as i64])?)
 }
 
 /// Invitations with an obligation in doubt or failed, most recent first.
 pub fn needing_an_operator(conn: &Connection, limit: usize) -> anyhow::Result<Vec<InvitationState>> {
-    decode_states(
+    Ok(store::query(
         conn,
-        "SELECT state FROM invitations
+        "SELECT invitation_id, state FROM invitations
          WHERE payout_state IN ('in_doubt', 'failed') OR incentive_state IN ('in_doubt', 'failed')
             OR notification_state IN ('in_doubt', 'failed')
          ORDER BY last_seq DESC LIMIT ?1",
         params![limit as i64],
-    )
+    )?)
 }
 
 /// Invitations whose invitee is `uma`, in id order.
 fn by_invitee(conn: &Connection, uma: &str, limit: usize) -> anyhow::Result<Vec<InvitationState>> {
-    decode_states(
+    Ok(store::query(
         conn,
-        "SELECT state FROM invitations WHERE invitee_uma = ?1 ORDER BY invitation_id LIMIT ?2",
+        "SELECT invitation_id, state FROM invitations WHERE invitee_uma = ?1 ORDER BY invitation_id LIMIT ?2",
         params![uma, limit as i64],
-    )
+    )?)
 }
 
 fn search(conn: &Connection, q: &str) -> anyhow::Result<Search> {
@@ -589,25 +553,12 @@ fn render(d: &PageData, q: Option<&str>) -> String {
 // Routes
 
 async fn read_form(declared: Option<u64>, stream: impl futures_util::Stream<Item = Result<impl Buf, warp::Error>>) -> Result<String, Rejection> {
-    let too_large = || reject(ApiError::TooLarge { limit: LOGIN_BODY_LIMIT });
-    if declared.is_some_and(|n| n > LOGIN_BODY_LIMIT as u64) {
-        return Err(too_large());
-    }
-    let mut buf = BytesMut::new();
-    tokio::pin!(stream);
-    while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| reject(ApiError::BadRequest(format!("could not read the body: {e}"))))?;
-        if buf.len() + chunk.remaining() > LOGIN_BODY_LIMIT {
-            return Err(too_large());
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            let n = part.len();
-            buf.put_slice(part);
-            chunk.advance(n);
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    let body = body::read(declared, stream, LOGIN_BODY_LIMIT).await.map_err(|e| match e {
+        BodyError::TooLarge => reject(ApiError::TooLarge { limit: LOGIN_BODY_LIMIT }),
+        BodyError::Timeout => reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() }),
+        BodyError::Read(e) => reject(ApiError::BadRequest(format!("could not read the body: {e}"))),
+    })?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn form_field(body: &str, name: &str) -> Option<String> {
@@ -662,7 +613,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                     }
                     r
                 };
-                if gate.expected.is_none() {
+                if gate.token.is_open() {
                     return Ok::<_, Rejection>(redirect(None));
                 }
                 if gate.matches(&token) {

@@ -4,25 +4,18 @@
 //! answer is sent only after the event's transaction has committed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::{Buf, Bytes};
 use tracing::Instrument;
 use serde::Serialize;
 use warp::{Filter, Rejection, Reply};
 
+use super::body::{self, BodyError, BODY_READ_TIMEOUT};
 use super::error::{reject, ApiError};
 use super::AppState;
 use crate::ledger::{kinds, NewEvent};
 use crate::lightspark::signature::SIGNATURE_HEADER;
 use crate::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
-
-/// How long a client may take to send the whole body once its headers are
-/// in. hyper bounds the headers (`service::HEADER_READ_TIMEOUT`) but nothing
-/// else bounds the body: a client trickling one byte a second would hold a
-/// connection and a handler for as long as it liked.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn count(state: &AppState, result: &str) {
     state.metrics.webhooks.with_label_values(&[result]).inc();
@@ -62,50 +55,17 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let too_large = || {
-        count(&state, "too_large");
-        reject(ApiError::TooLarge { limit })
-    };
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let read = read_body(declared, stream, limit);
-    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(BodyError::TooLarge)) => Err(too_large()),
-        Ok(Err(BodyError::Read(e))) => Err(reject(ApiError::BadRequest(format!("could not read the body: {e}")))),
-        Err(_) => {
+    body::read(declared, stream, limit).await.map_err(|e| match e {
+        BodyError::TooLarge => {
+            count(&state, "too_large");
+            reject(ApiError::TooLarge { limit })
+        }
+        BodyError::Timeout => {
             count(&state, "body_timeout");
-            Err(reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() }))
+            reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() })
         }
-    }
-}
-
-enum BodyError {
-    TooLarge,
-    Read(warp::Error),
-}
-
-async fn read_body<S, B>(declared: Option<u64>, stream: S, limit: usize) -> Result<Bytes, BodyError>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    let mut buf = BytesMut::with_capacity(declared.map_or(4096, |n| n as usize));
-    tokio::pin!(stream);
-    while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(BodyError::Read)?;
-        if buf.len() + chunk.remaining() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            let n = part.len();
-            buf.put_slice(part);
-            chunk.advance(n);
-        }
-    }
-    Ok(buf.freeze())
+        BodyError::Read(e) => reject(ApiError::BadRequest(format!("could not read the body: {e}"))),
+    })
 }
 
 async fn receive(signature: Option<String>, body: Bytes, state: Arc<AppState>) -> Result<warp::reply::Response, Rejection> {

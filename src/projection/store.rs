@@ -271,15 +271,10 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<InvitationState>, 
            AND (?3 IS NULL OR inviter_uma = ?3) AND invitation_id > ?4
          ORDER BY invitation_id LIMIT ?5",
     )?;
-    let rows = stmt.query_map(
+    let mut out = decode_rows(
+        &mut stmt,
         params![f.status, f.payout_state, f.inviter_uma, f.after.as_deref().unwrap_or(""), (f.limit + 1) as i64],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
     )?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, json) = row?;
-        out.push(decode(&id, &json)?);
-    }
     let next = if out.len() > f.limit {
         out.truncate(f.limit);
         out.last().map(|s| s.invitation_id.clone())
@@ -299,13 +294,7 @@ pub fn needing_work(conn: &Connection, mask: i64, after: &str, limit: usize) -> 
         "SELECT invitation_id, state FROM invitations
          WHERE work <> 0 AND (work & ?1) <> 0 AND invitation_id > ?2 ORDER BY invitation_id LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![mask, after, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, json) = row?;
-        out.push(decode(&id, &json)?);
-    }
-    Ok(out)
+    decode_rows(&mut stmt, params![mask, after, limit as i64])
 }
 
 /// Every invitation, in id order, for the audit.
@@ -316,7 +305,21 @@ pub fn all(conn: &Connection, inviter_uma: Option<&str>) -> Result<Vec<Invitatio
     let mut stmt = conn.prepare_cached(
         "SELECT invitation_id, state FROM invitations WHERE (?1 IS NULL OR inviter_uma = ?1) ORDER BY invitation_id",
     )?;
-    let rows = stmt.query_map(params![inviter_uma], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    decode_rows(&mut stmt, params![inviter_uma])
+}
+
+/// The states selected by `sql`, which must select `invitation_id, state`
+/// from `invitations`; every value is bound through `params`.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn query(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<InvitationState>, ProjectionError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    decode_rows(&mut stmt, params)
+}
+
+fn decode_rows(stmt: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) -> Result<Vec<InvitationState>, ProjectionError> {
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (id, json) = row?;
