@@ -30,11 +30,11 @@ pub const PROJECTION_SCHEMA: &str = include_str!("../../schema/0002_projections.
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-/// Event kinds (DESIGN.md, "The ledger").
+/// The kind of webhook events (DESIGN.md, "The ledger"); the kinds of
+/// internal events are in `projection::events::kinds`, beside the fold that
+/// reads them.
 pub mod kinds {
     pub const WEBHOOK_RECEIVED: &str = "webhook.received";
-    pub const INVITATION_FETCHED: &str = "invitation.fetched";
-    pub const INVITATION_FETCH_FAILED: &str = "invitation.fetch_failed";
 }
 
 #[derive(Debug, thiserror::Error, Clone)]
@@ -249,15 +249,6 @@ pub fn for_each_after<E: From<LedgerError>>(
         each(LedgerEvent::from_row(row).map_err(LedgerError::from)?)?;
     }
     Ok(())
-}
-
-/// The event stored under `event_key`, if any.
-///
-/// # Errors
-/// When SQLite fails.
-pub fn find_by_key(conn: &Connection, event_key: &str) -> Result<Option<LedgerEvent>, LedgerError> {
-    let sql = format!("SELECT {} FROM events WHERE event_key = ?1", LedgerEvent::COLUMNS);
-    Ok(conn.prepare_cached(&sql)?.query_row([event_key], LedgerEvent::from_row).optional()?)
 }
 
 /// How many events the ledger holds.

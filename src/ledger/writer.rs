@@ -6,7 +6,6 @@
 //! then answers each caller. A caller's `Ok` therefore means "on disk".
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -37,18 +36,6 @@ pub struct Appended {
     pub sibling_exists: bool,
 }
 
-/// Counters the writer keeps, read by `/metrics` and the benchmarks.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    pub appended: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub siblings: AtomicU64,
-    pub batches: AtomicU64,
-    pub failed_batches: AtomicU64,
-    /// Sum of the microseconds each batch took from start to commit.
-    pub batch_micros: AtomicU64,
-}
-
 enum Job {
     Append(Vec<NewEvent>, oneshot::Sender<Result<Vec<Appended>, LedgerError>>),
     Probe(oneshot::Sender<Result<(), LedgerError>>),
@@ -63,9 +50,6 @@ enum Job {
 pub struct LedgerWriter {
     jobs: mpsc::Sender<Job>,
     committed: watch::Receiver<u64>,
-    stats: Arc<WriterStats>,
-    /// Off only for the benchmark that measures what group commit buys.
-    group_commit: bool,
 }
 
 impl LedgerWriter {
@@ -92,13 +76,11 @@ impl LedgerWriter {
         let (head_seq, _) = super::head(&conn)?;
         let (jobs, rx) = mpsc::channel(16 * 1024);
         let (committed_tx, committed) = watch::channel(head_seq);
-        let stats = Arc::new(WriterStats::default());
-        let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(conn, rx, committed_tx, &thread_stats, &metrics, group_commit, after_commit))
+            .spawn(move || run(conn, rx, committed_tx, &metrics, group_commit, after_commit))
             .map_err(|e| LedgerError::Folder { path: "thread".into(), source: Arc::new(e) })?;
-        Ok((Self { jobs, committed, stats, group_commit }, handle))
+        Ok((Self { jobs, committed }, handle))
     }
 
     /// Appends one event and waits until it is committed.
@@ -142,20 +124,12 @@ impl LedgerWriter {
         self.committed.clone()
     }
 
-    pub fn stats(&self) -> &WriterStats {
-        &self.stats
-    }
-
-    pub fn group_commit(&self) -> bool {
-        self.group_commit
-    }
 }
 
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
-    stats: &WriterStats,
     metrics: &Metrics,
     group_commit: bool,
     mut after_commit: Option<AfterCommit>,
@@ -186,18 +160,11 @@ fn run(
             let refs: Vec<&[NewEvent]> = appends.iter().map(|(e, _)| e.as_slice()).collect();
             match write_batch(&mut conn, &refs) {
                 Ok((answers, last)) => {
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
                     metrics.commit_batch_size.observe(answers.iter().map(Vec::len).sum::<usize>() as f64);
                     metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-                    for a in answers.iter().flatten() {
-                        if a.duplicate {
-                            stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            stats.appended.fetch_add(1, Ordering::Relaxed);
-                            metrics.ledger_appends.inc();
-                        }
-                        if a.sibling_exists && !a.duplicate {
-                            stats.siblings.fetch_add(1, Ordering::Relaxed);
+                    for a in answers.iter().flatten().filter(|a| !a.duplicate) {
+                        metrics.ledger_appends.inc();
+                        if a.sibling_exists {
                             metrics.same_id_other_body.inc();
                         }
                     }
@@ -215,7 +182,6 @@ fn run(
                     }
                 }
                 Err(e) => {
-                    stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, events = refs.len(), "ledger batch failed; nothing of it was stored");
                     for (_, reply) in appends {
                         let _ = reply.send(Err(e.clone()));
@@ -226,7 +192,6 @@ fn run(
         for reply in probes {
             let _ = reply.send(probe(&conn));
         }
-        stats.batch_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 }
 
