@@ -178,18 +178,15 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to reconcile", db.db.display());
     let config = args.validate()?;
     let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
-    let (writer, thread) = ledger::LedgerWriter::start(&db.db)?;
-    let reconciler = crate::service::build_reconciler(&db.db, writer.clone(), config, Default::default())?;
+    // As in the service, the writer folds what it appends into the
+    // projections, so `status` and `audit` see this pass's outcome.
+    let (writer, projected, thread) = crate::projection::worker::start_writer(&db.db, true, Default::default())?;
+    let reconciler =
+        crate::service::build_reconciler(&db.db, writer.clone(), config, Default::default())?.following(projected);
     let outcome = reconciler.try_execute_once(dry_run).await;
     drop(reconciler);
     drop(writer);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
-    if !dry_run {
-        // Fold what this pass appended: `status` and `audit` only read the
-        // projections, and no service runs to bring them up to date.
-        let mut conn = ledger::open(&db.db)?;
-        crate::projection::store::catch_up(&mut conn, 5_000)?;
-    }
     let o = outcome?;
     let mut out = o.lines.join("\n");
     if !out.is_empty() {
@@ -221,8 +218,10 @@ pub async fn resolve(
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
     let kind = ObligationKind::parse(kind)
         .ok_or_else(|| anyhow::anyhow!("unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive or inviter_notification"))?;
-    let mut conn = ledger::open(&db.db)?;
-    crate::projection::store::catch_up(&mut conn, 5_000)?;
+    // The writer catches the projections up first and folds the decision in
+    // after its commit, so `status` shows it at once.
+    let (writer, _projected, thread) = crate::projection::worker::start_writer(&db.db, true, Default::default())?;
+    let conn = ledger::open_read_only(&db.db)?;
     let state = crate::projection::store::find(&conn, invitation)?
         .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
     let view = obligation(&state, kind);
@@ -243,7 +242,6 @@ pub async fn resolve(
         payment_id,
         at: crate::reconcile::clock::rfc3339(chrono::Utc::now()),
     };
-    let (writer, thread) = ledger::LedgerWriter::start(&db.db)?;
     let appended = writer
         .append(ledger::NewEvent {
             // Keyed by the occurrence being resolved (when it last changed), so
@@ -260,7 +258,6 @@ pub async fn resolve(
     drop(writer);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
     let appended = appended?;
-    crate::projection::store::catch_up(&mut conn, 5_000)?;
     Ok(format!(
         "recorded {decision_name} for {} {} at seq {}{}",
         state.invitation_id,

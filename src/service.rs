@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::api::read::ReadPool;
 use crate::api::{self, AppState};
 use crate::config::ReconcileConfig;
-use crate::ledger::LedgerWriter as Writer;
+use crate::ledger::LedgerWriter;
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
 use crate::projection;
@@ -25,7 +25,7 @@ pub type LiveReconciler = Reconciler<HttpEndpoint, clock::SystemClock, clock::Xo
 /// When the HTTP clients cannot be built (bad Lightspark settings).
 pub fn build_reconciler(
     db: &std::path::Path,
-    writer: Writer,
+    writer: LedgerWriter,
     config: ReconcileConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<LiveReconciler> {
@@ -44,7 +44,6 @@ pub fn build_reconciler(
 }
 use crate::config::ServiceConfig;
 use crate::ledger::lock::InstanceLock;
-use crate::ledger::LedgerWriter;
 
 /// How long a client may take to send its request headers. Bounds slow
 /// clients that would otherwise hold a connection forever.
@@ -70,9 +69,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let lock = InstanceLock::acquire(&config.db)?;
     let metrics = Arc::new(Metrics::default());
-    let (project, projected) = projection::worker::start(&config.db).context("catching up the projections")?;
-    let (writer, writer_thread) = LedgerWriter::start_with(&config.db, config.group_commit, metrics.clone(), Some(project))
-        .with_context(|| format!("opening the ledger {}", config.db.display()))?;
+    let (writer, projected, writer_thread) = projection::worker::start_writer(&config.db, config.group_commit, metrics.clone())
+        .with_context(|| format!("opening the ledger {} and catching up its projections", config.db.display()))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let reconciler =
         build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?.following(projected);

@@ -8,6 +8,24 @@ use tokio::sync::watch;
 
 use super::store::{self, ProjectionError};
 use crate::ledger::writer::AfterCommit;
+use crate::ledger::LedgerWriter;
+use crate::metrics::Metrics;
+
+/// A ledger writer that keeps the projections current: catches them up,
+/// then folds every commit in after answering its callers. What the
+/// service runs, and what the CLI commands that append use too.
+///
+/// # Errors
+/// When the database cannot be opened or the first catch-up fails.
+pub fn start_writer(
+    db: &Path,
+    group_commit: bool,
+    metrics: std::sync::Arc<Metrics>,
+) -> Result<(LedgerWriter, watch::Receiver<u64>, std::thread::JoinHandle<()>), ProjectionError> {
+    let (project, projected) = start(db)?;
+    let (writer, thread) = LedgerWriter::start_with(db, group_commit, metrics, Some(project))?;
+    Ok((writer, projected, thread))
+}
 
 /// How many events one projection transaction takes.
 const BATCH: usize = 2_000;
