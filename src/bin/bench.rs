@@ -193,25 +193,27 @@ struct Load {
     errors: usize,
 }
 
-/// Sends `requests` requests over `connections` connections (each its own
-/// client with one pooled connection), request `i` built by `make(client,
-/// i)` and counted good when it answers 200. `rate > 0` paces the offered
-/// load to that many requests per second.
-async fn drive(
-    connections: usize,
-    requests: usize,
-    rate: u64,
-    make: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
-) -> anyhow::Result<Load> {
+/// Builds request `i` of a run.
+type MakeRequest = Arc<dyn Fn(usize) -> hyper::Request<hyper::Body> + Send + Sync>;
+
+/// Sends `requests` requests over `connections` keep-alive connections,
+/// request `i` built by `make(i)` and counted good when it answers 200.
+/// `rate > 0` paces the offered load to that many requests per second.
+///
+/// Each connection is a bare hyper HTTP/1.1 client connection: the load
+/// generator shares the two cores with the service, so the less it spends
+/// per request (no pool, no URL parsing), the more the figures say about the
+/// service.
+async fn drive(connections: usize, requests: usize, rate: u64, addr: &str, make: MakeRequest) -> anyhow::Result<Load> {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
-        let (next, errors, make) = (next.clone(), errors.clone(), make.clone());
+        let (next, errors, make, addr) = (next.clone(), errors.clone(), make.clone(), addr.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut sender: Option<hyper::client::conn::SendRequest<hyper::Body>> = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
@@ -222,9 +224,21 @@ async fn drive(
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let t = Instant::now();
-                let ok = match make(&client, i).send().await {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
+                if sender.is_none() {
+                    sender = connect(&addr).await.ok();
+                }
+                let ok = match sender.as_mut() {
+                    Some(s) => match s.send_request(make(i)).await {
+                        Ok(r) => {
+                            let status = r.status();
+                            hyper::body::to_bytes(r.into_body()).await.is_ok() && status == 200
+                        }
+                        Err(_) => {
+                            sender = None;
+                            false
+                        }
+                    },
+                    None => false,
                 };
                 lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 if !ok {
@@ -240,17 +254,31 @@ async fn drive(
     Ok(Load { elapsed: started.elapsed(), latencies_us, errors: errors.load(Ordering::Relaxed) })
 }
 
+/// One HTTP/1.1 connection to `addr`, its driver running in the background.
+async fn connect(addr: &str) -> anyhow::Result<hyper::client::conn::SendRequest<hyper::Body>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::handshake(stream).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched: bool, rate: u64) -> anyhow::Result<()> {
     let svc = Service::start(if unbatched { &["--unbatched-commits"] } else { &[] })?;
     let bodies = Arc::new(signed_bodies(requests, duplicates));
-    let url = format!("http://{}/webhooks/lightspark", svc.addr);
+    let host = svc.addr.clone();
     let Load { elapsed, latencies_us: mut lat, errors } = drive(
         connections,
         requests,
         rate,
-        Arc::new(move |client, i| {
+        &svc.addr,
+        Arc::new(move |i| {
             let (body, sig) = &bodies[i];
-            client.post(&url).header("lightspark-signature", sig).body(body.clone())
+            hyper::Request::post("/webhooks/lightspark")
+                .header("host", &host)
+                .header("lightspark-signature", sig)
+                .body(hyper::Body::from(body.clone()))
+                .expect("valid request")
         }),
     )
     .await?;
@@ -365,12 +393,18 @@ async fn read(connections: usize, requests: usize, invitations: usize) -> anyhow
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let base = format!("http://{}/v1/invitations/UmaInvitation:gen-", svc.addr);
+    let host = svc.addr.clone();
     let Load { elapsed, latencies_us: mut lat, errors } = drive(
         connections,
         requests,
         0,
-        Arc::new(move |client, i| client.get(format!("{base}{:08}", i.wrapping_mul(7919) % invitations))),
+        &svc.addr,
+        Arc::new(move |i| {
+            hyper::Request::get(format!("/v1/invitations/UmaInvitation:gen-{:08}", i.wrapping_mul(7919) % invitations))
+                .header("host", &host)
+                .body(hyper::Body::empty())
+                .expect("valid request")
+        }),
     )
     .await?;
     println!("scenario: read, {requests} GET /v1/invitations/{{id}}, {connections} connections, {invitations} invitations");
