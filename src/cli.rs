@@ -34,6 +34,17 @@ pub fn open_existing(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
     ledger::open_read_only(&db.db).with_context(|| format!("opening {}", db.db.display()))
 }
 
+/// Opens the projections of an existing ledger read-only, the ledger
+/// attached.
+///
+/// # Errors
+/// When the ledger is missing, or its projections are missing or of
+/// another version.
+pub fn open_projections(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
+    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to read", db.db.display());
+    Ok(crate::projection::store::open_read_only(&db.db)?)
+}
+
 /// `rebuild`: drop the projections and replay the whole ledger. Refuses
 /// while a service holds the database, since it would rewrite the tables
 /// under the running projector.
@@ -43,12 +54,8 @@ pub fn open_existing(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
 pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", db.db.display());
     let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
-    let mut conn = ledger::open(&db.db)?;
-    // A larger page cache keeps the rebuilt tables from spilling to the WAL
-    // mid-transaction; 64 MiB is well inside the memory budget.
-    conn.pragma_update(None, "cache_size", -65_536)?;
     let mut progress = Progress::new("rebuilding");
-    let summary = crate::projection::store::rebuild(&mut conn, |done, total| progress.show(done, total))?;
+    let summary = crate::projection::store::rebuild(&db.db, |done, total| progress.show(done, total))?;
     progress.finish();
     Ok(summary.to_string())
 }
@@ -62,21 +69,19 @@ pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
 /// checksums), or the ledger cannot be read.
 pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
     use crate::projection::store;
-    let source = open_existing(db)?;
+    let source = open_projections(db)?;
     // One read transaction: the checkpoint and the rows it covers are seen
-    // together, even while the service keeps appending.
+    // together, even while the service keeps folding.
     source.execute_batch("BEGIN")?;
     let upto = store::checkpoint(&source)?;
     let live = store::checksum(&source)?;
-    let scratch_dir = tempfile::tempdir()?;
-    let mut scratch = rusqlite::Connection::open(scratch_dir.path().join("scratch.db"))?;
-    scratch.pragma_update(None, "synchronous", "OFF")?;
-    scratch.pragma_update(None, "journal_mode", "OFF")?;
-    scratch.execute_batch(ledger::PROJECTION_SCHEMA)?;
-    let mut progress = Progress::new("checking");
-    let summary = store::rebuild_into(&source, &mut scratch, upto, |done, total| progress.show(done, total))?;
-    progress.finish();
     source.execute_batch("COMMIT")?;
+    let scratch_dir = tempfile::tempdir()?;
+    let mut progress = Progress::new("checking");
+    let summary = store::rebuild_scratch(&db.db, &scratch_dir.path().join("scratch.db"), upto, |done, total| {
+        progress.show(done, total)
+    })?;
+    progress.finish();
     anyhow::ensure!(
         summary.checksum == live,
         "projections differ from a rebuild at seq {upto}: live checksum={} rebuilt checksum={}; run `rebuild` with the service stopped",
@@ -92,7 +97,7 @@ pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
 /// # Errors
 /// When the invitation is unknown or the ledger cannot be read.
 pub fn status(db: &DbArgs, id_or_code: &str, json: bool) -> anyhow::Result<String> {
-    let conn = open_existing(db)?;
+    let conn = open_projections(db)?;
     let Some(v) = crate::api::read::invitation_json(&conn, id_or_code)? else {
         anyhow::bail!("no invitation with id or code {id_or_code:?}");
     };
@@ -221,7 +226,7 @@ pub async fn resolve(
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
     let (writer, _projected, thread) = crate::projection::worker::start_writer(&db.db, true, Default::default())?;
-    let conn = ledger::open_read_only(&db.db)?;
+    let conn = crate::projection::store::open_read_only(&db.db)?;
     let state = crate::projection::store::find(&conn, invitation)?
         .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
     let view = obligation(&state, kind);
@@ -272,7 +277,7 @@ pub async fn resolve(
 /// # Errors
 /// When the ledger cannot be read.
 pub fn audit_incentives(db: &DbArgs, inviter: Option<&str>, json: bool, horizon: std::time::Duration) -> anyhow::Result<String> {
-    let conn = open_existing(db)?;
+    let conn = open_projections(db)?;
     let a = crate::api::read::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
     Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::projection::audit::render(&a) })
 }

@@ -256,7 +256,7 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
 
     let _dir = app.stop().await;
     let live = {
-        let conn = rusqlite::Connection::open(&db).unwrap();
+        let conn = rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap();
         hex::encode(invitation_ledger::projection::store::checksum(&conn).unwrap())
     };
     let out = run_env(&["rebuild"], &env);
@@ -265,7 +265,7 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
     assert_eq!(line, format!("rebuilt events=30 checksum={live}"));
 
     // Tamper with a projection row: --check notices.
-    rusqlite::Connection::open(&db).unwrap()
+    rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap()
         .execute("UPDATE invitations SET state = replace(state, 'RB3', 'XX3') WHERE invitation_id = 'UmaInvitation:rb-3'", [])
         .unwrap();
     let drift = run_env(&["rebuild", "--check"], &env);
@@ -315,7 +315,7 @@ fn the_projection_catches_up_at_start_up_after_a_crash() {
 }
 
 mod incremental_equals_rebuild {
-    use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
+    use invitation_ledger::ledger::{LedgerWriter, NewEvent};
     use invitation_ledger::projection::store;
     use proptest::prelude::*;
     use serde_json::json;
@@ -353,7 +353,7 @@ mod incremental_equals_rebuild {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("ledger.db");
             let (writer, thread) = LedgerWriter::start(&db).unwrap();
-            let mut conn = ledger::open(&db).unwrap();
+            let mut conn = invitation_ledger::projection::store::open(&db).unwrap();
             // Append in uneven batches, projecting after each.
             let mut i = 0;
             let mut cut = cuts.iter().cycle();
@@ -368,7 +368,8 @@ mod incremental_equals_rebuild {
             drop(writer);
             thread.join().unwrap();
             let incremental = store::checksum(&conn).unwrap();
-            let summary = store::rebuild(&mut conn, |_, _| {}).unwrap();
+            drop(conn);
+            let summary = store::rebuild(&db, |_, _| {}).unwrap();
             prop_assert_eq!(summary.events, events.len() as u64);
             prop_assert_eq!(hex::encode(summary.checksum), hex::encode(incremental));
         }

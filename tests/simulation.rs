@@ -773,7 +773,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn open_obligations(db: &Path) -> Result<usize, String> {
-    let mut conn = ledger::open(db).map_err(|e| e.to_string())?;
+    let mut conn = store::open(db).map_err(|e| e.to_string())?;
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
     let states = store::all(&conn, None).map_err(|e| e.to_string())?;
     Ok(states
@@ -977,7 +977,7 @@ fn operator_resolves(
     trace: &Trace,
     resolutions: &mut BTreeMap<String, u32>,
 ) -> Result<usize, String> {
-    let mut conn = ledger::open(db).map_err(|e| e.to_string())?;
+    let mut conn = store::open(db).map_err(|e| e.to_string())?;
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
     let states = store::all(&conn, None).map_err(|e| e.to_string())?;
     let mut todo = Vec::new();
@@ -1031,7 +1031,7 @@ fn operator_resolves(
 // ---------------------------------------------------------------------------
 
 fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, trace: &Trace, report: &mut Report) -> Result<(), String> {
-    let mut conn = ledger::open(db).map_err(|e| e.to_string())?;
+    let mut conn = store::open(db).map_err(|e| e.to_string())?;
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
 
     // 3. The hash chain is intact, and a full rebuild equals the incremental projection.
@@ -1039,7 +1039,9 @@ fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, tra
     let incremental = store::checksum(&conn).map_err(|e| e.to_string())?;
     let states: BTreeMap<String, InvitationState> =
         store::all(&conn, None).map_err(|e| e.to_string())?.into_iter().map(|s| (s.invitation_id.clone(), s)).collect();
-    let rebuilt = store::rebuild(&mut conn, |_, _| {}).map_err(|e| e.to_string())?;
+    drop(conn);
+    let rebuilt = store::rebuild(db, |_, _| {}).map_err(|e| e.to_string())?;
+    let conn = store::open(db).map_err(|e| e.to_string())?;
     if rebuilt.checksum != incremental || rebuilt.events != summary.events {
         return Err(format!(
             "invariant 3: rebuild checksum {} (events {}) differs from incremental {} (events {})",

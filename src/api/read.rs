@@ -77,7 +77,7 @@ impl ReadPool {
         let conn = self.idle.lock().expect("pool lock").pop();
         let conn = match conn {
             Some(c) => c,
-            None => ledger::open_read_only(&self.path)?,
+            None => store::open_read_only(&self.path)?,
         };
         let out = f(&conn);
         self.idle.lock().expect("pool lock").push(conn);

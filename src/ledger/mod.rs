@@ -21,11 +21,8 @@ pub use writer::{Appended, LedgerWriter};
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../schema/0001_events.sql")),
     (2, include_str!("../../schema/0002_projections.sql")),
-
+    (3, include_str!("../../schema/0003_projections_own_file.sql")),
 ];
-
-/// The projection tables alone, for a scratch database (`rebuild --check`).
-pub const PROJECTION_SCHEMA: &str = include_str!("../../schema/0002_projections.sql");
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -47,6 +44,8 @@ pub enum LedgerError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("the ledger writer has stopped")]
     WriterStopped,
+    #[error("only {free} bytes are free in {folder}, the ledger's folder: appends would fail")]
+    LowSpace { folder: String, free: u64 },
     #[error("another invitation-ledger process holds the database {0} (a running service?): stop it first")]
     Busy(String),
 }
@@ -172,7 +171,7 @@ const LOCK_RETRIES: i32 = 25_000;
 /// the reconciler take turns at the write lock many times a second, and
 /// SQLite's own busy timeout sleeps in steps of up to 100 ms, which would show
 /// up directly in webhook latency. Retrying every 200 µs keeps turns short.
-fn wait_for_lock(attempt: i32) -> bool {
+pub(crate) fn wait_for_lock(attempt: i32) -> bool {
     if attempt >= LOCK_RETRIES {
         return false;
     }

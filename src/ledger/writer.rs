@@ -18,12 +18,10 @@ use crate::metrics::Metrics;
 /// Most appends one transaction takes; bounds a commit's latency.
 const MAX_BATCH: usize = 4096;
 
-/// Work to do on the writer's own connection after each commit, once the
-/// callers have their answers: the service folds new events into the
-/// projections here. Doing it on this thread, rather than on a connection of
-/// its own, means no second writer competes for SQLite's write lock and the
-/// writer's page cache is not invalidated by another connection's writes.
-pub type AfterCommit = Box<dyn FnMut(&mut Connection, u64) + Send>;
+/// Called on the writer's thread after each commit with the new head `seq`,
+/// once the callers have their answers. It must return at once: the next
+/// batch waits for it. The service uses it to wake the projector.
+pub type AfterCommit = Box<dyn FnMut(u64) + Send>;
 
 /// The answer to one append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +48,8 @@ enum Job {
 pub struct LedgerWriter {
     jobs: mpsc::Sender<Job>,
     committed: watch::Receiver<u64>,
+    /// The ledger's folder, whose free space the readiness probe checks.
+    folder: Arc<std::path::PathBuf>,
 }
 
 impl LedgerWriter {
@@ -73,14 +73,21 @@ impl LedgerWriter {
         after_commit: Option<AfterCommit>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
         let conn = super::open(path)?;
+        // Checkpoints run on their own thread (below), not inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(super::open(path)?)?;
         let (head_seq, _) = super::head(&conn)?;
         let (jobs, rx) = mpsc::channel(16 * 1024);
         let (committed_tx, committed) = watch::channel(head_seq);
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(conn, rx, committed_tx, &metrics, group_commit, after_commit))
-            .map_err(|e| LedgerError::Folder { path: "thread".into(), source: Arc::new(e) })?;
-        Ok((Self { jobs, committed }, handle))
+            .spawn(move || {
+                run(conn, rx, committed_tx, &metrics, group_commit, after_commit, &checkpointer);
+                checkpointer.stop();
+            })
+            .map_err(thread_error)?;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+        Ok((Self { jobs, committed, folder: Arc::new(folder) }, handle))
     }
 
     /// Appends one event and waits until it is committed.
@@ -103,14 +110,26 @@ impl LedgerWriter {
         rx.await.map_err(|_| LedgerError::WriterStopped)?
     }
 
-    /// Commits a tiny write to prove the database is writable now.
+    /// Commits a tiny write to prove the database is writable now, and
+    /// checks that the disk has room for more.
+    ///
+    /// The space check matters because the tiny write alone can succeed on
+    /// a full disk: once checkpointed, the WAL is rewritten from its start,
+    /// in space the file already has, while an append that needs the file
+    /// to grow fails.
     ///
     /// # Errors
-    /// When it is not.
+    /// When the commit fails or less than [`MIN_FREE_BYTES`] are free.
     pub async fn probe(&self) -> Result<(), LedgerError> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(Job::Probe(tx)).await.map_err(|_| LedgerError::WriterStopped)?;
-        rx.await.map_err(|_| LedgerError::WriterStopped)?
+        rx.await.map_err(|_| LedgerError::WriterStopped)??;
+        match free_bytes(&self.folder) {
+            Some(free) if free < MIN_FREE_BYTES => {
+                Err(LedgerError::LowSpace { folder: self.folder.display().to_string(), free })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Stops the writer after the appends already queued, even while other
@@ -126,6 +145,97 @@ impl LedgerWriter {
 
 }
 
+/// Below this much free space beside the ledger, the service reports itself
+/// not ready: appends are about to fail.
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Bytes available to this process on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statvfs` only writes into `st`, a plain C struct for which
+    // all-zero bytes are a valid value, and reads the NUL-terminated `path`.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+fn thread_error(e: std::io::Error) -> LedgerError {
+    LedgerError::Folder { path: "thread".into(), source: Arc::new(e) }
+}
+
+/// WAL frames beyond which the checkpointer forces the WAL back to its
+/// start (about 64 MiB of 4 KiB pages), briefly holding back the writer.
+const RESTART_FRAMES: i64 = 16_384;
+
+/// Shortest pause between two checkpoints while commits keep coming.
+const CHECKPOINT_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Copies committed WAL frames back into the database file on a thread of
+/// its own. SQLite's automatic checkpoint would run inside whichever commit
+/// crossed the threshold: writing hundreds of pages and syncing the file
+/// there held every webhook of that batch for several milliseconds.
+///
+/// A passive checkpoint never blocks the writer; because the writer keeps
+/// appending, the WAL may then not restart from its beginning, so past
+/// [`RESTART_FRAMES`] a restarting checkpoint bounds its size.
+struct Checkpointer {
+    /// (commits since the last checkpoint, stop requested)
+    state: std::sync::Mutex<(bool, bool)>,
+    wake: std::sync::Condvar,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection) -> Result<Arc<Self>, LedgerError> {
+        let me = Arc::new(Self {
+            state: std::sync::Mutex::new((false, false)),
+            wake: std::sync::Condvar::new(),
+            thread: std::sync::Mutex::new(None),
+        });
+        let worker = me.clone();
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || worker.run(&conn))
+            .map_err(thread_error)?;
+        *me.thread.lock().expect("checkpointer lock") = Some(thread);
+        Ok(me)
+    }
+
+    fn committed(&self) {
+        self.state.lock().expect("checkpointer lock").0 = true;
+        self.wake.notify_one();
+    }
+
+    fn stop(&self) {
+        self.state.lock().expect("checkpointer lock").1 = true;
+        self.wake.notify_one();
+        if let Some(t) = self.thread.lock().expect("checkpointer lock").take() {
+            let _ = t.join();
+        }
+    }
+
+    fn run(&self, conn: &Connection) {
+        let mut frames = 0i64;
+        loop {
+            {
+                let guard = self.state.lock().expect("checkpointer lock");
+                let mut guard = self.wake.wait_while(guard, |(dirty, stop)| !*dirty && !*stop).expect("checkpointer lock");
+                if guard.1 {
+                    return;
+                }
+                guard.0 = false;
+            }
+            let mode = if frames > RESTART_FRAMES { "RESTART" } else { "PASSIVE" };
+            match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1)) {
+                Ok(log) => frames = log,
+                Err(e) => tracing::warn!(error = %e, "ledger checkpoint failed; retrying after the next commit"),
+            }
+            std::thread::sleep(CHECKPOINT_GAP);
+        }
+    }
+}
+
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -133,6 +243,7 @@ fn run(
     metrics: &Metrics,
     group_commit: bool,
     mut after_commit: Option<AfterCommit>,
+    checkpointer: &Checkpointer,
 ) {
     let limit = if group_commit { MAX_BATCH } else { 1 };
     let mut batch: Vec<Job> = Vec::with_capacity(limit);
@@ -176,9 +287,10 @@ fn run(
                     for ((_, reply), answer) in appends.into_iter().zip(answers) {
                         let _ = reply.send(Ok(answer));
                     }
+                    checkpointer.committed();
                     // After the answers: the callers are not kept waiting.
                     if let Some(hook) = after_commit.as_mut() {
-                        hook(&mut conn, last);
+                        hook(last);
                     }
                 }
                 Err(e) => {

@@ -202,7 +202,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         tokio::task::spawn_blocking(move || -> Result<Vec<InvitationState>, ReconcileError> {
             let mut guard = inner.conn.lock().expect("reconciler connection lock");
             if guard.is_none() {
-                *guard = Some(crate::ledger::open(&inner.db)?);
+                *guard = Some(store::open(&inner.db)?);
             }
             let conn = guard.as_mut().expect("opened above");
             if catch_up {

@@ -289,7 +289,7 @@ pub async fn append_events(db: &Path, events: Vec<invitation_ledger::ledger::New
     let db = db.to_owned();
     tokio::task::spawn_blocking(move || {
         thread.join().expect("ledger writer thread");
-        let mut conn = invitation_ledger::ledger::open(&db).expect("open ledger");
+        let mut conn = invitation_ledger::projection::store::open(&db).expect("open projections");
         invitation_ledger::projection::store::catch_up(&mut conn, 1000).expect("projections catch up");
     })
     .await

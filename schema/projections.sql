@@ -1,0 +1,44 @@
+-- Projections: disposable state derived from the ledger by a pure fold,
+-- kept in their own file beside the ledger (`<ledger>-projections`). This
+-- file is not a migration: the projection file records its version in
+-- `user_version` (PROJECTION_SCHEMA_VERSION in projection/store.rs), and a
+-- file of another version is emptied and folded again from the ledger.
+-- `state` is the canonical JSON of one invitation's projection; the other
+-- columns are copies of it kept for lookups and filters.
+CREATE TABLE invitations (
+    invitation_id TEXT    PRIMARY KEY,
+    code          TEXT,
+    status        TEXT,
+    inviter_uma   TEXT,
+    invitee_uma   TEXT,
+    payout_state       TEXT    NOT NULL,
+    incentive_state    TEXT    NOT NULL,
+    notification_state TEXT    NOT NULL,
+    -- What the fetcher or the reconciler may have to do, as bits: 1 fetch,
+    -- 2 invitee payment, 4 inviter incentive, 8 inviter notification.
+    work          INTEGER NOT NULL,
+    last_seq      INTEGER NOT NULL,
+    state         TEXT    NOT NULL
+);
+
+CREATE INDEX invitations_by_code ON invitations (code) WHERE code IS NOT NULL;
+CREATE INDEX invitations_by_inviter ON invitations (inviter_uma, invitation_id);
+CREATE INDEX invitations_by_status ON invitations (status, invitation_id);
+CREATE INDEX invitations_by_payout_state ON invitations (payout_state, invitation_id);
+CREATE INDEX invitations_with_work ON invitations (invitation_id, work) WHERE work <> 0;
+
+-- The last ledger seq folded into the rows above, written in the same
+-- transaction as them.
+CREATE TABLE projection_checkpoint (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq INTEGER NOT NULL
+);
+INSERT INTO projection_checkpoint (id, last_seq) VALUES (1, 0);
+
+-- The boot of the machine under which this file was last opened for
+-- writing. The file is written without syncs; only a crash of the machine
+-- (a new boot) can tear it, and then it is emptied and folded again.
+CREATE TABLE projection_boot (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    boot_id TEXT NOT NULL
+);
