@@ -250,6 +250,29 @@ pub fn for_each_after<E: From<LedgerError>>(
     Ok(())
 }
 
+/// Calls `each` for every event with a stream and `seq <= upto`, grouped by
+/// stream and in `seq` order within each: one invitation's events at a
+/// time, read through the `events_by_stream` index.
+///
+/// # Errors
+/// When SQLite fails or `each` does.
+pub fn for_each_by_stream<E: From<LedgerError>>(
+    conn: &Connection,
+    upto: u64,
+    mut each: impl FnMut(LedgerEvent) -> Result<(), E>,
+) -> Result<(), E> {
+    let sql = format!(
+        "SELECT {} FROM events INDEXED BY events_by_stream WHERE stream IS NOT NULL AND seq <= ?1 ORDER BY stream, seq",
+        LedgerEvent::COLUMNS
+    );
+    let mut stmt = conn.prepare(&sql).map_err(LedgerError::from)?;
+    let mut rows = stmt.query(params![upto as i64]).map_err(LedgerError::from)?;
+    while let Some(row) = rows.next().map_err(LedgerError::from)? {
+        each(LedgerEvent::from_row(row).map_err(LedgerError::from)?)?;
+    }
+    Ok(())
+}
+
 /// How many events the ledger holds.
 ///
 /// # Errors

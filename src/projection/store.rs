@@ -248,9 +248,9 @@ pub fn find(conn: &Connection, id_or_code: &str) -> Result<Option<InvitationStat
 fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionError> {
     let json = serde_json::to_string(state).expect("projection state serialises");
     use super::events::ObligationKind;
-    let payout = view::obligation(state, ObligationKind::InviteePayment).state.as_str();
-    let incentive = view::obligation(state, ObligationKind::InviterIncentive).state.as_str();
-    let notification = view::obligation(state, ObligationKind::InviterNotification).state.as_str();
+    let payout = view::obligation_state(state, ObligationKind::InviteePayment).0.as_str();
+    let incentive = view::obligation_state(state, ObligationKind::InviterIncentive).0.as_str();
+    let notification = view::obligation_state(state, ObligationKind::InviterNotification).0.as_str();
     let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
     conn.prepare_cached(
         "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, work, last_seq, state,
@@ -355,7 +355,7 @@ pub fn rebuild(ledger: &Path, progress: impl FnMut(u64, u64)) -> Result<RebuildS
     remove_if_exists(&fresh)?;
     let mut conn = open_scratch(&fresh, ledger)?;
     let upto = ledger::head(&conn)?.0;
-    let summary = replay(&mut conn, upto, progress)?;
+    let summary = replay(&mut conn, ledger, upto, progress)?;
     conn.close().map_err(|(_, e)| e)?;
     swap(&fresh, &live)?;
     Ok(summary)
@@ -373,7 +373,7 @@ pub fn rebuild_scratch(
     progress: impl FnMut(u64, u64),
 ) -> Result<RebuildSummary, ProjectionError> {
     let mut conn = open_scratch(scratch, ledger)?;
-    replay(&mut conn, upto, progress)
+    replay(&mut conn, ledger, upto, progress)
 }
 
 /// A new projection file written without a journal or syncs: until it is
@@ -410,40 +410,102 @@ fn swap(fresh: &Path, live: &Path) -> Result<(), ProjectionError> {
     Ok(())
 }
 
-fn replay(conn: &mut Connection, upto: u64, mut progress: impl FnMut(u64, u64)) -> Result<RebuildSummary, ProjectionError> {
+/// Folds the ledger's events up to `upto` into the empty tables of `conn`
+/// (whose attached ledger is `ledger`).
+///
+/// Events are read one invitation at a time (through the stream index) by
+/// a reader thread that folds each invitation completely and hands over its
+/// final state; this thread serialises and inserts. So each row is written
+/// once, in invitation-id order, which keeps every insert, and every index
+/// update, at the right edge of its B-tree, and the memory used is one
+/// invitation's. The fold is per invitation (`apply` ignores other
+/// streams), so the result is the same as folding in `seq` order.
+fn replay(
+    conn: &mut Connection,
+    ledger: &Path,
+    upto: u64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildSummary, ProjectionError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    const CHUNK: usize = 20_000;
-    // Secondary indexes are dropped during the replay and built once at the
-    // end: one sorted build is much cheaper than a million index updates.
-    // Their definitions are read back from the schema, so the migration
-    // stays the one place that defines them.
-    let indexes: Vec<(String, String)> = {
-        let mut stmt = tx.prepare(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'invitations' AND sql IS NOT NULL",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    for (name, _) in &indexes {
-        tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
-    }
     tx.execute("DELETE FROM invitations", [])?;
-    tx.execute("UPDATE projection_checkpoint SET last_seq = 0 WHERE id = 1", [])?;
-    let mut after = 0u64;
-    while after < upto {
-        let events = ledger::read_after(&tx, after, CHUNK.min((upto - after) as usize))?;
-        let Some(last) = events.last() else { break };
-        after = last.seq;
-        fold_into(&tx, &events)?;
-        progress(after, upto);
-    }
-    for (_, sql) in &indexes {
-        tx.execute_batch(sql)?;
-    }
+    let source = ledger::open_read_only(ledger)?;
+    // Batches of final states, with how many events were read so far;
+    // bounded so the reader cannot run far ahead of the inserts.
+    let (states_tx, states_rx) = std::sync::mpsc::sync_channel::<(Vec<InvitationState>, u64)>(16);
+    std::thread::scope(|scope| -> Result<(), ProjectionError> {
+        let reader = scope.spawn(move || fold_by_stream(&source, upto, &states_tx));
+        let mut inserted: Result<(), ProjectionError> = Ok(());
+        'batches: for (states, read) in states_rx {
+            for state in &states {
+                if let Err(e) = save(&tx, state) {
+                    inserted = Err(e);
+                    break 'batches;
+                }
+            }
+            progress(read, upto);
+        }
+        // Dropping the receiver (above, on error) stops the reader.
+        let folded = reader.join().expect("rebuild reader thread panicked");
+        inserted.and(folded)
+    })?;
+    tx.execute("UPDATE projection_checkpoint SET last_seq = ?1 WHERE id = 1", [upto as i64])?;
+    progress(upto, upto);
     let invitations: i64 = tx.query_row("SELECT COUNT(*) FROM invitations", [], |r| r.get(0))?;
-    let summary = RebuildSummary { events: after, invitations: invitations as u64, checksum: checksum(&tx)? };
+    let summary = RebuildSummary { events: upto, invitations: invitations as u64, checksum: checksum(&tx)? };
     tx.commit()?;
     Ok(summary)
+}
+
+/// The rebuild's reader: folds each invitation's events and sends its
+/// final state, with how many events it has read so far.
+fn fold_by_stream(
+    source: &Connection,
+    upto: u64,
+    out: &std::sync::mpsc::SyncSender<(Vec<InvitationState>, u64)>,
+) -> Result<(), ProjectionError> {
+    /// States handed over at a time: one hand-off per state cost more in
+    /// thread wake-ups than the insert itself.
+    const BATCH: usize = 1024;
+    enum Stop {
+        /// The receiver has gone: the inserting side failed and says why.
+        Receiver,
+        Ledger(LedgerError),
+    }
+    impl From<LedgerError> for Stop {
+        fn from(e: LedgerError) -> Self {
+            Stop::Ledger(e)
+        }
+    }
+    let mut current: Option<InvitationState> = None;
+    let mut done: Vec<InvitationState> = Vec::with_capacity(BATCH);
+    let mut read = 0u64;
+    let result = ledger::for_each_by_stream(source, upto, |e: LedgerEvent| -> Result<(), Stop> {
+        read += 1;
+        let id = e.stream.as_deref().expect("selected with a stream");
+        let state = match current.take() {
+            Some(s) if s.invitation_id == id => s,
+            Some(finished) => {
+                done.push(finished);
+                if done.len() == BATCH {
+                    let batch = std::mem::replace(&mut done, Vec::with_capacity(BATCH));
+                    out.send((batch, read)).map_err(|_| Stop::Receiver)?;
+                }
+                InvitationState::new(id)
+            }
+            None => InvitationState::new(id),
+        };
+        current = Some(apply(state, &e));
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            done.extend(current);
+            let _ = out.send((done, read));
+            Ok(())
+        }
+        Err(Stop::Receiver) => Ok(()),
+        Err(Stop::Ledger(e)) => Err(e.into()),
+    }
 }
 
 /// SHA-256 over every projection row in invitation-id order: `f(id) ‖

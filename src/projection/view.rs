@@ -107,17 +107,7 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
 /// is owed.
 pub fn obligation(state: &InvitationState, kind: ObligationKind) -> ObligationView {
     let rec: &ObligationRecord = state.obligation(kind);
-    let (st, reason) = match rec.phase {
-        ObligationPhase::Requested => (ObligationState::Requested, None),
-        ObligationPhase::RetryScheduled => (ObligationState::RetryScheduled, None),
-        ObligationPhase::Succeeded => (ObligationState::Succeeded, None),
-        ObligationPhase::Failed => (ObligationState::Failed, None),
-        ObligationPhase::InDoubt => (ObligationState::InDoubt, None),
-        ObligationPhase::Untouched => match due(state, kind) {
-            Ok(()) => (ObligationState::Pending, None),
-            Err(e) => e,
-        },
-    };
+    let (st, reason) = obligation_state(state, kind);
     let shows_key = !matches!(st, ObligationState::NotDue | ObligationState::Ineligible | ObligationState::Invalid);
     ObligationView {
         state: st,
@@ -132,6 +122,23 @@ pub fn obligation(state: &InvitationState, kind: ObligationKind) -> ObligationVi
         updated_at: rec.updated_at.clone(),
         next_attempt_at: rec.next_attempt_at.clone(),
         amount: rec.amount.clone(),
+    }
+}
+
+/// The state of [`obligation`] and its reason alone: what the tables'
+/// filter columns and the work bits need, without the rest of the view
+/// (the idempotency key is a hash).
+pub fn obligation_state(state: &InvitationState, kind: ObligationKind) -> (ObligationState, Option<String>) {
+    match state.obligation(kind).phase {
+        ObligationPhase::Requested => (ObligationState::Requested, None),
+        ObligationPhase::RetryScheduled => (ObligationState::RetryScheduled, None),
+        ObligationPhase::Succeeded => (ObligationState::Succeeded, None),
+        ObligationPhase::Failed => (ObligationState::Failed, None),
+        ObligationPhase::InDoubt => (ObligationState::InDoubt, None),
+        ObligationPhase::Untouched => match due(state, kind) {
+            Ok(()) => (ObligationState::Pending, None),
+            Err(e) => e,
+        },
     }
 }
 
@@ -156,7 +163,7 @@ pub fn work(state: &InvitationState) -> i64 {
         (ObligationKind::InviterIncentive, work_bits::INVITER_INCENTIVE),
         (ObligationKind::InviterNotification, work_bits::INVITER_NOTIFICATION),
     ] {
-        if obligation(state, kind).state.is_open() {
+        if obligation_state(state, kind).0.is_open() {
             bits |= bit;
         }
     }
