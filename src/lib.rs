@@ -15,10 +15,11 @@
 //!   verification, the webhook envelope, the tolerant invitation parser, the
 //!   GraphQL client.
 //! - [`ledger`]: the append-only SQLite ledger — schema migrations, the group
-//!   commit writer (with an after-commit hook), the hash chain, `verify`, the
-//!   one-writer-process lock.
+//!   commit writer (with an after-commit hook) and its checkpointer thread,
+//!   the hash chain, `verify`, the one-writer-process lock.
 //! - [`projection`]: the pure fold `apply(state, &event) -> state`, obligation
-//!   views, the SQL store with its checkpoint, rebuild and checksum.
+//!   views, the SQL store (a file of its own beside the ledger) with its
+//!   checkpoint, the projector thread, rebuild and checksum.
 //! - [`reconcile`]: what is owed against what was done — pure decisions, the
 //!   exactly-once protocol over HTTP endpoints, clock and jitter seams, the
 //!   incentive audit.

@@ -1,6 +1,8 @@
-//! The projection tables in SQLite: incremental application with a
-//! checkpoint in the same transaction, full rebuild, canonical checksum, and
-//! the queries the read API and CLI answer from.
+//! The projection tables in SQLite, in a file of their own beside the ledger
+//! (`<ledger>-projections`, the ledger attached read-only): incremental
+//! application with a checkpoint in the same transaction, full rebuild into
+//! a fresh file, canonical checksum, and the queries the read API and CLI
+//! answer from.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -88,7 +88,7 @@ struct Inner<E, C, J> {
     clock: C,
     jitter: J,
     metrics: Arc<Metrics>,
-    /// When the service keeps the projections current (on the writer's
+    /// When the service keeps the projections current (its projector
     /// thread), how far they got; `None`: each pass catches up itself.
     projected: Option<watch::Receiver<u64>>,
 }
