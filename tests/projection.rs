@@ -314,6 +314,56 @@ fn the_projection_catches_up_at_start_up_after_a_crash() {
     assert_eq!(v["code"], "CU1");
 }
 
+/// The projections are written without syncs; only a crash of the machine
+/// can tear them, and that always means a new boot. A file last written
+/// under another boot is emptied and folded again; under this boot it is
+/// trusted as it is.
+#[test]
+fn projections_written_under_another_boot_are_folded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let client = reqwest::blocking::Client::new();
+    let id = "UmaInvitation:boot-1";
+    let server = ServeProcess::start(&db, &[]);
+    let body = claimed("ev-boot", id, Some(invitation(id, "BOOT1", "CLAIMED", "$a@x", Some(700))));
+    let r = client.post(server.url("/webhooks/lightspark"))
+        .header("lightspark-signature", support::signature_of(body.as_bytes())).body(body).send().unwrap();
+    assert_eq!(r.status(), 200);
+    // The projector folds a moment after the commit.
+    let projected = (0..500).any(|_| {
+        let r = client.get(server.url(&format!("/v1/invitations/{id}"))).send().unwrap();
+        r.status() == 200 || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            false
+        }
+    });
+    assert!(projected, "the webhook was never projected");
+    drop(server);
+
+    // What a torn write could leave: a row that no longer matches the ledger.
+    let tamper = |boot: Option<&str>| {
+        let conn = rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap();
+        conn.execute("UPDATE invitations SET state = replace(state, 'BOOT1', 'TORN1'), code = 'TORN1'", []).unwrap();
+        if let Some(b) = boot {
+            assert_eq!(conn.execute("UPDATE projection_boot SET boot_id = ?1", [b]).unwrap(), 1);
+        }
+    };
+    let code_after_restart = || {
+        let server = ServeProcess::start(&db, &[]);
+        let v: Value = client.get(server.url(&format!("/v1/invitations/{id}"))).send().unwrap().json().unwrap();
+        v["code"].clone()
+    };
+
+    // Same boot: the file is trusted (the tampering shows, as it would).
+    tamper(None);
+    assert_eq!(code_after_restart(), "TORN1");
+    // Another boot: emptied and folded again from the ledger.
+    tamper(Some("a-boot-before-a-crash"));
+    assert_eq!(code_after_restart(), "BOOT1");
+    let after = run_env(&["rebuild", "--check"], &db_env(&db));
+    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+}
+
 mod incremental_equals_rebuild {
     use invitation_ledger::ledger::{LedgerWriter, NewEvent};
     use invitation_ledger::projection::store;
