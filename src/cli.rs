@@ -30,8 +30,14 @@ pub fn verify(db: &DbArgs, key: &KeyArgs) -> anyhow::Result<String> {
 /// # Errors
 /// When the file is missing or cannot be opened.
 pub fn open_existing(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
-    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to read", db.db.display());
+    ensure_ledger(db)?;
     ledger::open_read_only(&db.db).with_context(|| format!("opening {}", db.db.display()))
+}
+
+/// Refuses a ledger path that does not exist: a read must not create one.
+fn ensure_ledger(db: &DbArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to read", db.db.display());
+    Ok(())
 }
 
 /// Opens the projections of an existing ledger read-only, the ledger
@@ -41,7 +47,7 @@ pub fn open_existing(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
 /// When the ledger is missing, or its projections are missing or of
 /// another version.
 pub fn open_projections(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
-    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to read", db.db.display());
+    ensure_ledger(db)?;
     Ok(crate::projection::store::open_read_only(&db.db)?)
 }
 

@@ -413,8 +413,8 @@ fn swap(fresh: &Path, live: &Path) -> Result<(), ProjectionError> {
     Ok(())
 }
 
-/// Folds the ledger's events up to `upto` into the empty tables of `conn`
-/// (whose attached ledger is `ledger`).
+/// Folds the ledger's events up to `upto` into the tables of `conn`, a
+/// fresh file from [`open_scratch`] (whose attached ledger is `ledger`).
 ///
 /// Events are read one invitation at a time (through the stream index) by
 /// a reader thread that folds each invitation completely and hands over its
@@ -430,7 +430,6 @@ fn replay(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildSummary, ProjectionError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute("DELETE FROM invitations", [])?;
     let source = ledger::open_read_only(ledger)?;
     // Batches of final states, with how many events were read so far;
     // bounded so the reader cannot run far ahead of the inserts.

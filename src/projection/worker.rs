@@ -49,29 +49,25 @@ pub fn start_writer(
         .name("projector".into())
         .spawn(move || {
             lower_priority();
+            let mut fold = || match store::catch_up(&mut conn, BATCH) {
+                Ok(seq) => {
+                    projected_tx.send_replace(seq);
+                    Some(seq)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "projection catch-up failed; retried after the next commit, or at the next start");
+                    None
+                }
+            };
             let mut seen = first;
             while let Some(head) = wake.wait_past(seen) {
-                match store::catch_up(&mut conn, BATCH) {
-                    Ok(seq) => {
-                        seen = seq.max(head);
-                        projected_tx.send_replace(seq);
-                    }
-                    Err(e) => {
-                        // Retried at the next commit, or at the end.
-                        seen = head;
-                        tracing::error!(error = %e, "projection catch-up failed; retrying after the next commit");
-                    }
-                }
+                // After a failure, wait for the next commit rather than spin.
+                seen = fold().map_or(head, |seq| seq.max(head));
                 std::thread::sleep(GAP);
             }
             let _ = writer_thread.join();
             // The writer's last commits, and anything a failure left behind.
-            match store::catch_up(&mut conn, BATCH) {
-                Ok(seq) => {
-                    projected_tx.send_replace(seq);
-                }
-                Err(e) => tracing::error!(error = %e, "final projection catch-up failed; the next start folds the rest"),
-            }
+            fold();
         })
         .map_err(ProjectionError::Thread)?;
     Ok((writer, projected, thread))
