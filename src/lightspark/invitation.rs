@@ -329,7 +329,12 @@ fn invalid(reason: &str) -> PaymentAmount {
 }
 
 fn payment_amount(o: &Map<String, Value>) -> Option<PaymentAmount> {
-    let raw = first_non_null(o, AMOUNT)?;
+    amount_from(first_non_null(o, AMOUNT))
+}
+
+/// The amount read from the first non-null spelling, `raw`.
+fn amount_from(raw: Option<&Value>) -> Option<PaymentAmount> {
+    let raw = raw?;
     let Some(amount) = raw.as_object() else {
         return Some(invalid(REASON_SHAPE));
     };
@@ -408,6 +413,227 @@ fn currency_code(v: Option<&Value>) -> Option<String> {
         _ => return None,
     };
     is_currency_code(code).then(|| code.to_owned())
+}
+
+/// An invitation object read straight from JSON text, in any spelling, to
+/// the snapshot [`InvitationSnapshot::from_json`] gives for the same text
+/// parsed into a `Value`.
+///
+/// A rebuild folds every webhook in the ledger, and building a `Value` for
+/// each (a tree of owned keys and strings, freed at once) cost more than the
+/// rest of the fold. This reads each key once, keeps only the values of the
+/// spellings above, and resolves them with the same rules: the first
+/// spelling holding a non-empty string, the first non-null amount, and,
+/// within one spelling given twice, the last (as a `Value` map keeps it).
+/// Everything else is still read through and checked as a `Value` would
+/// be, so the same texts are accepted and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WireSnapshot(pub InvitationSnapshot);
+
+/// The fields read as text, in the order [`WireSnapshot`] keeps them.
+const TEXT_FIELDS: [&[&str]; 13] = [
+    ID,
+    CODE,
+    URL,
+    INVITER_UMA,
+    INVITER_FIRST_NAME,
+    INVITEE_UMA,
+    STATUS,
+    INCENTIVES_STATUS,
+    INCENTIVES_INELIGIBILITY_REASON,
+    CREATED_AT,
+    UPDATED_AT,
+    CANCELLED_AT,
+    EXPIRES_AT,
+];
+
+/// The most spellings any one field has.
+const MAX_SPELLINGS: usize = 5;
+
+/// What a key of the invitation object stands for.
+enum Slot {
+    /// Spelling `.1` of text field `.0` (an index into [`TEXT_FIELDS`]).
+    Text(usize, usize),
+    /// Spelling `.0` of the amount.
+    Amount(usize),
+}
+
+fn slot_of(key: &str) -> Option<Slot> {
+    for (field, spellings) in TEXT_FIELDS.iter().enumerate() {
+        if let Some(i) = spellings.iter().position(|s| *s == key) {
+            return Some(Slot::Text(field, i));
+        }
+    }
+    AMOUNT.iter().position(|s| *s == key).map(Slot::Amount)
+}
+
+impl<'de> Deserialize<'de> for WireSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(WireVisitor)
+    }
+}
+
+struct WireVisitor;
+
+impl<'de> serde::de::Visitor<'de> for WireVisitor {
+    type Value = WireSnapshot;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an invitation object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<WireSnapshot, A::Error> {
+        // The last value seen under each spelling: a non-empty string, or
+        // nothing; for the amount, any value but null.
+        let mut texts: [[Option<String>; MAX_SPELLINGS]; TEXT_FIELDS.len()] = Default::default();
+        let mut amounts: [Option<Value>; MAX_SPELLINGS] = Default::default();
+        while let Some(Key(key)) = map.next_key()? {
+            match slot_of(&key) {
+                Some(Slot::Text(field, i)) => texts[field][i] = map.next_value::<Text>()?.0,
+                Some(Slot::Amount(i)) => amounts[i] = Some(map.next_value::<Value>()?).filter(|v| !v.is_null()),
+                None => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        // The first spelling holding text wins, as in `text`.
+        let mut pick = |field: usize| texts[field].iter_mut().find_map(Option::take);
+        let [id, code, url, inviter_uma, inviter_first_name, invitee_uma, status, incentives_status, reason, created_at, updated_at, cancelled_at, expires_at] =
+            std::array::from_fn(|field| pick(field));
+        Ok(WireSnapshot(InvitationSnapshot {
+            id,
+            code,
+            url,
+            inviter_uma,
+            inviter_first_name,
+            invitee_uma,
+            status: status.map(|s| InvitationStatus::parse(&s)),
+            incentives_status: incentives_status.map(|s| IncentivesStatus::parse(&s)),
+            incentives_ineligibility_reason: reason,
+            created_at,
+            updated_at,
+            cancelled_at,
+            expires_at,
+            payment_amount: amount_from(amounts.iter().flatten().next()),
+        }))
+    }
+}
+
+/// A map key, borrowed from the text when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(s.into()))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(s.to_owned().into()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(s.into()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A value where text is expected: the text when it is a non-empty string
+/// ([`text`]'s rule), else nothing. Any other value is read and checked.
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text, E> {
+                Ok(Text((!s.is_empty()).then(|| s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Text, E> {
+                Ok(Text((!s.is_empty()).then_some(s)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
+                CheckedVisitor.visit_seq(seq).map(|()| Text(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
+                CheckedVisitor.visit_map(map).map(|()| Text(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A value read only to be checked, exactly as far as a `Value` would be:
+/// unlike `serde::de::IgnoredAny`, its strings are checked for UTF-8 and
+/// its numbers for range, so a text a `Value` refuses is refused here too.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor).map(|()| Checked)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<Key>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -938,6 +1164,13 @@ mod tests {
         ]
     }
 
+    fn arb_envelope_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(&["event_type", "event_id", "timestamp", "entity_id", "wallet_id", "data"][..]).prop_map(str::to_owned),
+            1 => "[a-z_]{0,8}",
+        ]
+    }
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -957,6 +1190,50 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    /// JSON text of an object with these members, in this order, repeated
+    /// keys and all (which a `Value` cannot hold).
+    fn object_text(members: &[(String, Value)]) -> String {
+        let members: Vec<String> = members
+            .iter()
+            .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    /// Reads `text` both ways: into a `Value` then [`InvitationSnapshot::from_json`],
+    /// and straight through [`WireSnapshot`]. `None` when the text is refused.
+    fn both_ways(text: &[u8]) -> (Option<InvitationSnapshot>, Option<InvitationSnapshot>) {
+        let via_value =
+            serde_json::from_slice::<Value>(text).ok().filter(Value::is_object).map(|v| InvitationSnapshot::from_json(&v));
+        let wire = serde_json::from_slice::<WireSnapshot>(text).ok().map(|w| w.0);
+        (via_value, wire)
+    }
+
+    #[test]
+    fn texts_a_value_refuses_are_refused_when_read_straight_through() {
+        // Given texts whose only flaw sits in a value no field reads
+        for text in [
+            &br#"{"code":"C","other":"\ud800"}"#[..],
+            br#"{"code":"C","other":1e999}"#,
+            b"{\"code\":\"C\",\"other\":\"\xff\"}",
+            br#"{"code":"C","other":[1,{"a":"\x"}]}"#,
+            br#"{"code":"C","other":}"#,
+        ] {
+            // When read both ways, then both refuse them
+            assert_eq!(both_ways(text), (None, None), "{}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn a_spelling_given_twice_counts_as_its_last_value() {
+        let (value, wire) =
+            both_ways(br#"{"code":"A","uma_invitation_code":"B","code":"","status":"PENDING","status":"CLAIMED"}"#);
+        let wire = wire.unwrap();
+        assert_eq!(wire.code.as_deref(), Some("B"));
+        assert_eq!(wire.status, Some(InvitationStatus::Claimed));
+        assert_eq!(value, Some(wire));
     }
 
     proptest! {
@@ -983,5 +1260,63 @@ mod tests {
                 prop_assert_ne!(t.as_deref(), Some(""));
             }
         }
+
+        #[test]
+        fn read_straight_from_text_an_invitation_is_what_its_value_gives(
+            members in prop::collection::vec((arb_key(), arb_json()), 0..16),
+            repeat in prop::collection::vec((any::<prop::sample::Index>(), arb_json()), 0..3),
+        ) {
+            // Given an object in mostly real spellings, some keys given twice
+            let mut members = members;
+            for (i, v) in repeat {
+                if !members.is_empty() {
+                    let key = members[i.index(members.len())].0.clone();
+                    members.push((key, v));
+                }
+            }
+            // When read into a Value and parsed, and read straight through
+            let (via_value, wire) = both_ways(object_text(&members).as_bytes());
+            // Then both give the same snapshot
+            prop_assert!(via_value.is_some());
+            prop_assert_eq!(via_value, wire);
+        }
+
+        #[test]
+        fn read_straight_from_text_a_webhook_is_what_its_envelope_gives(
+            members in prop::collection::vec((arb_envelope_key(), arb_json()), 0..8),
+            data in prop::option::of(prop::collection::vec((arb_key(), arb_json()), 0..10)),
+            required in prop::collection::vec(prop::bool::weighted(0.9), 4),
+        ) {
+            use crate::lightspark::webhook::{WebhookEnvelope, WebhookFacts};
+            // Given an envelope with most required fields, odd extra or
+            // repeated members, and data that is mostly an invitation object
+            let mut members = members;
+            for (name, keep) in ["event_type", "event_id", "timestamp", "entity_id"].into_iter().zip(required) {
+                if keep {
+                    members.push((name.to_owned(), Value::from(format!("{name}-1"))));
+                }
+            }
+            let mut text = object_text(&members);
+            if let Some(data) = data {
+                // Data as text, so that its repeated keys reach both readers.
+                text.pop();
+                if !members.is_empty() {
+                    text.push(',');
+                }
+                text.push_str(&format!("\"data\":{}}}", object_text(&data)));
+            }
+            // When parsed as the ingest does, and as the fold does
+            let envelope = WebhookEnvelope::parse(text.as_bytes());
+            let facts = WebhookFacts::parse(text.as_bytes());
+            // Then both accept or both refuse, and agree on what they read
+            prop_assert_eq!(envelope.is_ok(), facts.is_ok(), "{}", text);
+            if let (Ok(e), Ok(f)) = (envelope, facts) {
+                prop_assert_eq!(&e.event_type, &*f.event_type);
+                prop_assert_eq!(&e.timestamp, &*f.timestamp);
+                let data = e.data.as_ref().filter(|d| d.is_object()).map(InvitationSnapshot::from_json);
+                prop_assert_eq!(data, f.data.map(|w| w.0));
+            }
+        }
+
     }
 }

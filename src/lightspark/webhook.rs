@@ -1,8 +1,12 @@
 //! The webhook envelope Lightspark posts, parsed just far enough to key and
 //! route it. The raw bytes stay the record; this is a view of them.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use super::invitation::WireSnapshot;
 
 /// The event type this service exists for.
 pub const UMA_INVITATION_CLAIMED: &str = "UMA_INVITATION_CLAIMED";
@@ -67,6 +71,48 @@ impl WebhookEnvelope {
                 .find_map(|k| d.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
         });
         Some(from_data.unwrap_or_else(|| self.entity_id.clone()))
+    }
+}
+
+/// A webhook as the fold reads it: the envelope borrowed from the body,
+/// and `data` read straight into a snapshot ([`WireSnapshot`]) instead of
+/// a `Value`. Accepts and refuses exactly the bodies
+/// [`WebhookEnvelope::parse`] does, and its `data` is the snapshot
+/// `InvitationSnapshot::from_json` gives for that envelope's `data`.
+#[derive(Debug, Deserialize)]
+pub struct WebhookFacts<'a> {
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    entity_id: Cow<'a, str>,
+    // Read (and type-checked) like the envelope's, never used.
+    #[serde(default)]
+    #[allow(dead_code)]
+    wallet_id: Option<String>,
+    /// The invitation, when `data` is an object; `None` when it is absent
+    /// or null.
+    #[serde(default)]
+    pub data: Option<WireSnapshot>,
+}
+
+impl<'a> WebhookFacts<'a> {
+    /// Parses the raw body, borrowing from it.
+    ///
+    /// # Errors
+    /// As [`WebhookEnvelope::parse`].
+    pub fn parse(body: &'a [u8]) -> Result<Self, MalformedWebhook> {
+        let facts: WebhookFacts<'a> = serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
+        for (name, value) in [("event_type", &facts.event_type), ("event_id", &facts.event_id), ("entity_id", &facts.entity_id)]
+        {
+            if value.trim().is_empty() {
+                return Err(MalformedWebhook(format!("`{name}` is empty")));
+            }
+        }
+        Ok(facts)
     }
 }
 

@@ -12,9 +12,9 @@ use super::events::{
     self, Decision, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt, ObligationKind,
     ObligationRequested, ObligationResolved, ObligationSucceeded,
 };
-use crate::ledger::{kinds as ledger_kinds, LedgerEvent};
-use crate::lightspark::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus, PaymentAmount};
-use crate::lightspark::webhook::{WebhookEnvelope, UMA_INVITATION_CLAIMED};
+use crate::ledger::{kinds as ledger_kinds, EventView, LedgerEvent};
+use crate::lightspark::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus, PaymentAmount, WireSnapshot};
+use crate::lightspark::webhook::{WebhookFacts, UMA_INVITATION_CLAIMED};
 
 /// A value with the time it was true as of, for last-writer-wins merges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,23 +262,24 @@ impl InvitationState {
     }
 }
 
-/// The invitation id an event is about, if any: its stream.
-pub fn stream_of(event: &LedgerEvent) -> Option<&str> {
-    event.stream.as_deref()
-}
-
 /// Folds one event into the state of the invitation it concerns. Events of
 /// other invitations or kinds this build does not know leave it unchanged
 /// (but for `last_seq`).
-pub fn apply(mut state: InvitationState, event: &LedgerEvent) -> InvitationState {
-    if stream_of(event) != Some(state.invitation_id.as_str()) {
+pub fn apply(state: InvitationState, event: &LedgerEvent) -> InvitationState {
+    apply_view(state, event.view())
+}
+
+/// [`apply`] on a borrowed view of the event: what a replay folds, straight
+/// from the row.
+pub fn apply_view(mut state: InvitationState, event: EventView<'_>) -> InvitationState {
+    if event.stream != Some(state.invitation_id.as_str()) {
         return state;
     }
     state.last_seq = state.last_seq.max(event.seq);
-    match event.kind.as_str() {
+    match event.kind {
         ledger_kinds::WEBHOOK_RECEIVED => apply_webhook(&mut state, event),
         events::kinds::INVITATION_FETCHED => {
-            if let Ok(f) = serde_json::from_slice::<InvitationFetched>(&event.body) {
+            if let Ok(f) = serde_json::from_slice::<InvitationFetched>(event.body) {
                 match f.entity {
                     Some(entity) => {
                         let snap = InvitationSnapshot::from_json(&entity);
@@ -297,7 +298,7 @@ pub fn apply(mut state: InvitationState, event: &LedgerEvent) -> InvitationState
             }
         }
         events::kinds::INVITATION_FETCH_FAILED => {
-            if let Ok(f) = serde_json::from_slice::<InvitationFetchFailed>(&event.body) {
+            if let Ok(f) = serde_json::from_slice::<InvitationFetchFailed>(event.body) {
                 let fetch = &mut state.fetch;
                 fetch.attempts = fetch.attempts.max(f.attempt);
                 fetch.last_error = Some(f.error);
@@ -308,7 +309,7 @@ pub fn apply(mut state: InvitationState, event: &LedgerEvent) -> InvitationState
             }
         }
         events::kinds::OBLIGATION_IN_DOUBT => {
-            if let Ok(d) = serde_json::from_slice::<ObligationInDoubt>(&event.body) {
+            if let Ok(d) = serde_json::from_slice::<ObligationInDoubt>(event.body) {
                 let ob = state.obligation_mut(d.obligation);
                 if ob.phase != ObligationPhase::Succeeded && ob.phase != ObligationPhase::Failed {
                     ob.phase = ObligationPhase::InDoubt;
@@ -318,7 +319,7 @@ pub fn apply(mut state: InvitationState, event: &LedgerEvent) -> InvitationState
             }
         }
         events::kinds::OBLIGATION_RESOLVED => {
-            if let Ok(r) = serde_json::from_slice::<ObligationResolved>(&event.body) {
+            if let Ok(r) = serde_json::from_slice::<ObligationResolved>(event.body) {
                 let ob = state.obligation_mut(r.obligation);
                 ob.decision = Some(r.decision);
                 ob.updated_at = Some(r.at.clone());
@@ -344,24 +345,23 @@ pub fn apply(mut state: InvitationState, event: &LedgerEvent) -> InvitationState
     state
 }
 
-fn apply_webhook(state: &mut InvitationState, event: &LedgerEvent) {
-    let Ok(envelope) = WebhookEnvelope::parse(&event.body) else { return };
-    let envelope_at = instant(&envelope.timestamp).unwrap_or(i64::MIN);
-    let data = envelope.data.as_ref().filter(|d| d.is_object());
-    match data {
-        Some(data) => {
-            let mut snap = InvitationSnapshot::from_json(data);
-            if snap.status.is_none() && envelope.event_type == UMA_INVITATION_CLAIMED {
+fn apply_webhook(state: &mut InvitationState, event: EventView<'_>) {
+    let Ok(webhook) = WebhookFacts::parse(event.body) else { return };
+    let envelope_at = instant(&webhook.timestamp).unwrap_or(i64::MIN);
+    let claimed_event = webhook.event_type == UMA_INVITATION_CLAIMED;
+    match webhook.data {
+        Some(WireSnapshot(mut snap)) => {
+            if snap.status.is_none() && claimed_event {
                 snap.status = Some(InvitationStatus::Claimed);
             }
             let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(envelope_at);
-            let claimed_text = snap.updated_at.clone().unwrap_or_else(|| envelope.timestamp.clone());
+            let claimed_text = snap.updated_at.clone().unwrap_or_else(|| webhook.timestamp.into_owned());
             state.merge(snap, at, event.seq, &claimed_text);
         }
         None => {
-            if envelope.event_type == UMA_INVITATION_CLAIMED {
+            if claimed_event {
                 let snap = InvitationSnapshot { status: Some(InvitationStatus::Claimed), ..Default::default() };
-                state.merge(snap, envelope_at, event.seq, &envelope.timestamp);
+                state.merge(snap, envelope_at, event.seq, &webhook.timestamp);
                 if state.fetch.phase == FetchPhase::NotNeeded {
                     state.fetch.phase = FetchPhase::Pending;
                 }
@@ -370,14 +370,14 @@ fn apply_webhook(state: &mut InvitationState, event: &LedgerEvent) {
     }
 }
 
-fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: &LedgerEvent) {
+fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: EventView<'_>) {
     let Some((prefix, outcome)) = kind.split_once('.') else { return };
     let Some(obligation) = ObligationKind::ALL.into_iter().find(|k| k.event_prefix() == prefix) else { return };
     let ob = state.obligation_mut(obligation);
     let settled = matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
     match outcome {
         "requested" => {
-            let Ok(r) = serde_json::from_slice::<ObligationRequested>(&event.body) else { return };
+            let Ok(r) = serde_json::from_slice::<ObligationRequested>(event.body) else { return };
             ob.attempts = ob.attempts.max(r.attempt);
             ob.idempotency_key = Some(r.idempotency_key);
             if ob.window_started_at.is_none() {
@@ -397,7 +397,7 @@ fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: &Ledge
             }
         }
         "succeeded" => {
-            let Ok(s) = serde_json::from_slice::<ObligationSucceeded>(&event.body) else { return };
+            let Ok(s) = serde_json::from_slice::<ObligationSucceeded>(event.body) else { return };
             ob.successes += 1;
             if ob.phase != ObligationPhase::Succeeded {
                 ob.phase = ObligationPhase::Succeeded;
@@ -409,7 +409,7 @@ fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: &Ledge
             }
         }
         "failed" => {
-            let Ok(f) = serde_json::from_slice::<ObligationFailed>(&event.body) else { return };
+            let Ok(f) = serde_json::from_slice::<ObligationFailed>(event.body) else { return };
             ob.last_error = Some(f.error);
             if !settled {
                 ob.updated_at = Some(f.at);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::state::{apply, InvitationState};
+use super::state::{apply, apply_view, InvitationState};
 use super::view::{self, work};
 use crate::ledger::{self, LedgerError, LedgerEvent};
 
@@ -38,7 +38,19 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Page size of a new projection file. A rebuild writes every row once, and
+/// with 16 KiB pages it spends about a quarter less time in SQLite's page
+/// handling and the file system than with the default 4 KiB (measured on
+/// 1,000,000 events: 5.7 s against 4.4 s, README). Only a new, empty file
+/// takes it; an existing one keeps the size it was made with.
+const PAGE_SIZE: i64 = 16_384;
+
+fn set_page_size(conn: &Connection) -> Result<(), ProjectionError> {
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+    Ok(())
+}
 
 /// Where the projections of the ledger `ledger` live: a file of their own
 /// beside it, so folding never competes with appends for the ledger's
@@ -65,6 +77,7 @@ pub fn open(ledger: &Path) -> Result<Connection, ProjectionError> {
     remove_orphaned_wal(&file)?;
     let conn = Connection::open(&file)?;
     conn.busy_handler(Some(ledger::wait_for_lock))?;
+    set_page_size(&conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.set_prepared_statement_cache_capacity(64);
     let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -384,6 +397,7 @@ pub fn rebuild_scratch(
 /// a file to delete.
 fn open_scratch(file: &Path, ledger: &Path) -> Result<Connection, ProjectionError> {
     let conn = Connection::open(file)?;
+    set_page_size(&conn)?;
     conn.pragma_update(None, "journal_mode", "OFF")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     // Keeps the table's upper pages and the id index in memory while rows
@@ -487,9 +501,9 @@ fn fold_by_stream(
     let mut current: Option<InvitationState> = None;
     let mut done: Vec<InvitationState> = Vec::with_capacity(BATCH);
     let mut read = 0u64;
-    let result = ledger::for_each_by_stream(source, upto, |e: LedgerEvent| -> Result<(), Stop> {
+    let result = ledger::for_each_by_stream(source, upto, |e: ledger::EventView<'_>| -> Result<(), Stop> {
         read += 1;
-        let id = e.stream.as_deref().expect("selected with a stream");
+        let id = e.stream.expect("selected with a stream");
         let state = match current.take() {
             Some(s) if s.invitation_id == id => s,
             Some(finished) => {
@@ -502,7 +516,7 @@ fn fold_by_stream(
             }
             None => InvitationState::new(id),
         };
-        current = Some(apply(state, &e));
+        current = Some(apply_view(state, e));
         Ok(())
     });
     match result {
@@ -660,3 +674,4 @@ pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String,
     }
     Ok(out)
 }
+
