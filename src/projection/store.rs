@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::state::{apply, apply_view, InvitationState};
+use super::state::{apply, apply_to, InvitationState};
 use super::view::{self, work};
 use crate::ledger::{self, LedgerError, LedgerEvent};
 
@@ -260,28 +260,37 @@ pub fn find(conn: &Connection, id_or_code: &str) -> Result<Option<InvitationStat
     row.map(|(id, j)| decode(&id, &j)).transpose()
 }
 
-/// Writes one state's row; returns the state JSON it stored.
-fn save(conn: &Connection, state: &InvitationState) -> Result<String, ProjectionError> {
-    let json = serde_json::to_string(state).expect("projection state serialises");
-    use super::events::ObligationKind;
-    let payout = view::obligation_state(state, ObligationKind::InviteePayment).0.as_str();
-    let incentive = view::obligation_state(state, ObligationKind::InviterIncentive).0.as_str();
-    let notification = view::obligation_state(state, ObligationKind::InviterNotification).0.as_str();
-    let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
-    conn.prepare_cached(
-        "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, work, last_seq, state,
-                                  incentive_state, notification_state)
+const SAVE: &str = "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, work,
+                                  last_seq, state, incentive_state, notification_state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
              payout_state = excluded.payout_state, work = excluded.work,
              incentive_state = excluded.incentive_state, notification_state = excluded.notification_state,
-             last_seq = excluded.last_seq, state = excluded.state",
-    )?
-    .execute(params![
+             last_seq = excluded.last_seq, state = excluded.state";
+
+/// Writes one state's row; returns the state JSON it stored.
+fn save(conn: &Connection, state: &InvitationState) -> Result<String, ProjectionError> {
+    let mut insert = conn.prepare_cached(SAVE)?;
+    save_with(&mut insert, state)
+}
+
+/// [`save`] through a statement of [`SAVE`] the caller keeps: a rebuild
+/// saves hundreds of thousands of rows, and looking the statement up in the
+/// cache hashes its text every time.
+fn save_with(insert: &mut rusqlite::Statement<'_>, state: &InvitationState) -> Result<String, ProjectionError> {
+    use super::events::ObligationKind;
+    let json = serde_json::to_string(state).expect("projection state serialises");
+    let payout = view::obligation_state(state, ObligationKind::InviteePayment).0.as_str();
+    let incentive = view::obligation_state(state, ObligationKind::InviterIncentive).0.as_str();
+    let notification = view::obligation_state(state, ObligationKind::InviterNotification).0.as_str();
+    fn text(v: &Option<super::state::Versioned<String>>) -> Option<&str> {
+        v.as_ref().map(|v| v.value.as_str())
+    }
+    insert.execute(params![
         state.invitation_id,
         text(&state.code),
-        state.status().map(|s| s.as_str().to_owned()),
+        state.status().map(|s| s.as_str()),
         text(&state.inviter_uma),
         text(&state.invitee_uma),
         payout,
@@ -411,16 +420,20 @@ fn open_scratch(file: &Path, ledger: &Path) -> Result<Connection, ProjectionErro
 
 /// Puts the complete file `fresh` in place of `live`. The order matters:
 /// once the live file is gone its WAL is an orphan (which [`open`] removes),
-/// and a WAL must never meet the fresh file.
+/// and a WAL must never meet the fresh file. The fresh file is synced while
+/// the old one is removed: each takes a tenth of a second or more for a
+/// large file, and the old projections are disposable whatever happens next.
 fn swap(fresh: &Path, live: &Path) -> Result<(), ProjectionError> {
     let failed = |path: &Path| {
         let path = path.display().to_string();
         move |source| ProjectionError::Swap { path, source }
     };
-    std::fs::File::open(fresh).and_then(|f| f.sync_all()).map_err(failed(fresh))?;
-    remove_if_exists(live)?;
-    remove_if_exists(&suffixed(live, "-wal"))?;
-    remove_if_exists(&suffixed(live, "-shm"))?;
+    std::thread::scope(|scope| {
+        let synced = scope.spawn(|| std::fs::File::open(fresh).and_then(|f| f.sync_all()).map_err(failed(fresh)));
+        let removed = [live.to_owned(), suffixed(live, "-wal"), suffixed(live, "-shm")].iter().try_for_each(|f| remove_if_exists(f));
+        let synced = synced.join().expect("sync thread panicked");
+        synced.and(removed)
+    })?;
     std::fs::rename(fresh, live).map_err(failed(live))?;
     let dir = live.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed(dir))?;
@@ -455,9 +468,10 @@ fn replay(
         // Rows arrive in invitation-id order (the stream index's order, the
         // same binary collation), the checksum's order: it is computed as
         // they are written instead of reading 100s of MB back.
+        let mut insert = tx.prepare(SAVE)?;
         'batches: for (states, read) in states_rx {
             for state in &states {
-                match save(&tx, state) {
+                match save_with(&mut insert, state) {
                     Ok(json) => digest.row(&state.invitation_id, &json),
                     Err(e) => {
                         inserted = Err(e);
@@ -504,19 +518,20 @@ fn fold_by_stream(
     let result = ledger::for_each_by_stream(source, upto, |e: ledger::EventView<'_>| -> Result<(), Stop> {
         read += 1;
         let id = e.stream.expect("selected with a stream");
-        let state = match current.take() {
-            Some(s) if s.invitation_id == id => s,
-            Some(finished) => {
+        let next = match &current {
+            Some(s) => s.invitation_id != id,
+            None => true,
+        };
+        if next {
+            if let Some(finished) = current.replace(InvitationState::new(id)) {
                 done.push(finished);
                 if done.len() == BATCH {
                     let batch = std::mem::replace(&mut done, Vec::with_capacity(BATCH));
                     out.send((batch, read)).map_err(|_| Stop::Receiver)?;
                 }
-                InvitationState::new(id)
             }
-            None => InvitationState::new(id),
-        };
-        current = Some(apply_view(state, e));
+        }
+        apply_to(current.as_mut().expect("set above"), e);
         Ok(())
     });
     match result {
