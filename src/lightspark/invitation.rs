@@ -338,17 +338,23 @@ fn amount_from(raw: Option<&Value>) -> Option<PaymentAmount> {
     let Some(amount) = raw.as_object() else {
         return Some(invalid(REASON_SHAPE));
     };
-    let value = match amount_value(first_non_null(amount, AMOUNT_VALUE)) {
+    Some(money_from(first_non_null(amount, AMOUNT_VALUE), || currency_code(first_non_null(amount, AMOUNT_CURRENCY))))
+}
+
+/// The amount of an amount object, from its first non-null value and the
+/// code its first non-null currency gives (asked only for a usable value).
+fn money_from(value: Option<&Value>, currency: impl FnOnce() -> Option<String>) -> PaymentAmount {
+    let value = match amount_value(value) {
         Ok(v) => v,
-        Err(reason) => return Some(invalid(reason)),
+        Err(reason) => return invalid(reason),
     };
-    let Some(currency) = currency_code(first_non_null(amount, AMOUNT_CURRENCY)) else {
-        return Some(invalid(REASON_CURRENCY));
+    let Some(currency) = currency() else {
+        return invalid(REASON_CURRENCY);
     };
-    Some(match Money::new(value, currency) {
+    match Money::new(value, currency) {
         Ok(m) => PaymentAmount::Valid(m),
         Err(reason) => PaymentAmount::Invalid { reason },
-    })
+    }
 }
 
 /// Only an exact integer is accepted. Anything that went through a float
@@ -486,11 +492,11 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
         // The last value seen under each spelling: a non-empty string, or
         // nothing; for the amount, any value but null.
         let mut texts: [[Option<String>; MAX_SPELLINGS]; TEXT_FIELDS.len()] = Default::default();
-        let mut amounts: [Option<Value>; MAX_SPELLINGS] = Default::default();
+        let mut amounts: [Option<AmountSeen>; MAX_SPELLINGS] = Default::default();
         while let Some(Key(key)) = map.next_key()? {
             match slot_of(&key) {
                 Some(Slot::Text(field, i)) => texts[field][i] = map.next_value::<Text>()?.0,
-                Some(Slot::Amount(i)) => amounts[i] = Some(map.next_value::<Value>()?).filter(|v| !v.is_null()),
+                Some(Slot::Amount(i)) => amounts[i] = map.next_value::<Option<AmountSeen>>()?,
                 None => {
                     map.next_value::<Checked>()?;
                 }
@@ -514,8 +520,165 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
             updated_at,
             cancelled_at,
             expires_at,
-            payment_amount: amount_from(amounts.iter().flatten().next()),
+            payment_amount: amounts.into_iter().flatten().next().map(AmountSeen::resolve),
         }))
+    }
+}
+
+/// What one spelling of the amount held (null is `None` around it), read
+/// without building a `Value` for the object: only the leaves
+/// [`amount_from`] looks at are kept, and resolved by the same rules.
+enum AmountSeen {
+    NotObject,
+    Object {
+        /// The last value under each of [`AMOUNT_VALUE`], null as `None`.
+        value: [Option<Value>; 3],
+        /// The last currency under each of [`AMOUNT_CURRENCY`], null as `None`.
+        currency: [Option<CurrencySeen>; 2],
+    },
+}
+
+/// What one spelling of the currency held.
+enum CurrencySeen {
+    Code(String),
+    /// The last value under each of [`CURRENCY_CODE`], null as `None`.
+    Object([Option<CodeSeen>; 2]),
+    Other,
+}
+
+/// What one spelling of a currency object's code held.
+enum CodeSeen {
+    Text(String),
+    Other,
+}
+
+impl AmountSeen {
+    /// [`amount_from`]'s answer for the `Value` this was read from.
+    fn resolve(self) -> PaymentAmount {
+        match self {
+            AmountSeen::NotObject => invalid(REASON_SHAPE),
+            AmountSeen::Object { value, currency } => money_from(value.iter().flatten().next(), || {
+                currency.into_iter().flatten().next().and_then(CurrencySeen::code)
+            }),
+        }
+    }
+}
+
+impl CurrencySeen {
+    /// [`currency_code`]'s answer for the `Value` this was read from.
+    fn code(self) -> Option<String> {
+        let code = match self {
+            CurrencySeen::Code(s) => s,
+            CurrencySeen::Object(codes) => match codes.into_iter().flatten().next()? {
+                CodeSeen::Text(s) => s,
+                CodeSeen::Other => return None,
+            },
+            CurrencySeen::Other => return None,
+        };
+        is_currency_code(&code).then_some(code)
+    }
+}
+
+/// Implements the visitor methods for the values that are neither text nor
+/// an object: each is `$other`. Arrays are read through and checked.
+macro_rules! other_values {
+    ($other:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            CheckedVisitor.visit_seq(seq).map(|()| $other)
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for AmountSeen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AmountSeen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an amount")
+            }
+            other_values!(AmountSeen::NotObject);
+            fn visit_str<E>(self, _: &str) -> Result<AmountSeen, E> {
+                Ok(AmountSeen::NotObject)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AmountSeen, A::Error> {
+                let mut value: [Option<Value>; 3] = Default::default();
+                let mut currency: [Option<CurrencySeen>; 2] = Default::default();
+                while let Some(Key(key)) = map.next_key()? {
+                    if let Some(i) = AMOUNT_VALUE.iter().position(|s| *s == key) {
+                        value[i] = Some(map.next_value::<Value>()?).filter(|v| !v.is_null());
+                    } else if let Some(i) = AMOUNT_CURRENCY.iter().position(|s| *s == key) {
+                        currency[i] = map.next_value()?;
+                    } else {
+                        map.next_value::<Checked>()?;
+                    }
+                }
+                Ok(AmountSeen::Object { value, currency })
+            }
+        }
+        // Null never gets here: `Option<AmountSeen>` takes it.
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for CurrencySeen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CurrencySeen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a currency")
+            }
+            other_values!(CurrencySeen::Other);
+            fn visit_str<E>(self, s: &str) -> Result<CurrencySeen, E> {
+                Ok(CurrencySeen::Code(s.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CurrencySeen, A::Error> {
+                let mut codes: [Option<CodeSeen>; 2] = Default::default();
+                while let Some(Key(key)) = map.next_key()? {
+                    match CURRENCY_CODE.iter().position(|s| *s == key) {
+                        Some(i) => codes[i] = map.next_value()?,
+                        None => {
+                            map.next_value::<Checked>()?;
+                        }
+                    }
+                }
+                Ok(CurrencySeen::Object(codes))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for CodeSeen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CodeSeen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a currency code")
+            }
+            other_values!(CodeSeen::Other);
+            fn visit_str<E>(self, s: &str) -> Result<CodeSeen, E> {
+                Ok(CodeSeen::Text(s.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<CodeSeen, A::Error> {
+                CheckedVisitor.visit_map(map).map(|()| CodeSeen::Other)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -1171,6 +1334,34 @@ mod tests {
         ]
     }
 
+    /// Amount objects in every spelling, with odd values and currencies.
+    fn arb_amount() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            prop::sample::select(&[0.5, -1.0, 500.0, 1e30, -0.0][..]).prop_map(Value::from),
+            prop::sample::select(WORDS).prop_map(Value::from),
+            Just(json!([1])),
+            Just(json!({"code": "USD"})),
+        ];
+        let currency = prop_oneof![
+            leaf.clone(),
+            prop::collection::vec((prop::sample::select(&["code", "uma_currency_code", "decimals"][..]), leaf.clone()), 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+        ];
+        let member = prop_oneof![
+            (prop::sample::select(AMOUNT_VALUE), leaf.clone()),
+            (prop::sample::select(AMOUNT_CURRENCY), currency),
+            (Just("name"), leaf.clone()),
+        ];
+        prop_oneof![
+            1 => leaf,
+            4 => prop::collection::vec(member, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+        ]
+    }
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -1227,6 +1418,39 @@ mod tests {
     }
 
     #[test]
+    fn amounts_of_every_shape_read_straight_through_as_from_their_value() {
+        // Given amounts whose first usable-looking spelling is not the one
+        // that counts, and shapes that are not amounts at all
+        for amount in [
+            r#"{"value":500,"currency":{"code":7,"uma_currency_code":"USD"}}"#,
+            r#"{"value":500,"currency":{"code":null,"uma_currency_code":"USD"}}"#,
+            r#"{"value":null,"amount":"12","currency":"SAT"}"#,
+            r#"{"value":"-0","uma_currency_amount_currency":{"uma_currency_code":"EUR"},"currency":null}"#,
+            r#"{"value":1.5,"currency":"USD"}"#,
+            r#"{"value":18446744073709551615,"currency":"USD"}"#,
+            r#"{"value":-3,"currency":"USD"}"#,
+            r#"{"value":5,"currency":"U S D"}"#,
+            r#"{"value":5,"currency":["USD"]}"#,
+            r#"{"value":5,"currency":{"code":{"x":1}}}"#,
+            r#"{"value":5,"value":6,"currency":"USD","currency":"EUR"}"#,
+            r#"{"currency":"USD"}"#,
+            r#""500 USD""#,
+            r#"[500,"USD"]"#,
+            "42",
+            "true",
+            "null",
+        ] {
+            for spelling in AMOUNT {
+                let text = format!(r#"{{"payment_amount":null,"{spelling}":{amount}}}"#);
+                // When read both ways, then they agree
+                let (value, wire) = both_ways(text.as_bytes());
+                assert!(value.is_some(), "{text}");
+                assert_eq!(value, wire, "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn a_spelling_given_twice_counts_as_its_last_value() {
         let (value, wire) =
             both_ways(br#"{"code":"A","uma_invitation_code":"B","code":"","status":"PENDING","status":"CLAIMED"}"#);
@@ -1264,10 +1488,13 @@ mod tests {
         #[test]
         fn read_straight_from_text_an_invitation_is_what_its_value_gives(
             members in prop::collection::vec((arb_key(), arb_json()), 0..16),
+            amounts in prop::collection::vec((prop::sample::select(AMOUNT), arb_amount()), 0..3),
             repeat in prop::collection::vec((any::<prop::sample::Index>(), arb_json()), 0..3),
         ) {
-            // Given an object in mostly real spellings, some keys given twice
+            // Given an object in mostly real spellings, amounts of every
+            // shape, some keys given twice
             let mut members = members;
+            members.extend(amounts.into_iter().map(|(k, v)| (k.to_owned(), v)));
             for (i, v) in repeat {
                 if !members.is_empty() {
                     let key = members[i.index(members.len())].0.clone();
