@@ -503,9 +503,8 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
             }
         }
         // The first spelling holding text wins, as in `text`.
-        let mut pick = |field: usize| texts[field].iter_mut().find_map(Option::take);
         let [id, code, url, inviter_uma, inviter_first_name, invitee_uma, status, incentives_status, reason, created_at, updated_at, cancelled_at, expires_at] =
-            std::array::from_fn(|field| pick(field));
+            std::array::from_fn(|field| texts[field].iter_mut().find_map(Option::take));
         Ok(WireSnapshot(InvitationSnapshot {
             id,
             code,
@@ -725,23 +724,9 @@ impl<'de> Deserialize<'de> for Text {
             fn visit_string<E>(self, s: String) -> Result<Text, E> {
                 Ok(Text((!s.is_empty()).then_some(s)))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
+            other_values!(Text(None));
             fn visit_unit<E>(self) -> Result<Text, E> {
                 Ok(Text(None))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
-                CheckedVisitor.visit_seq(seq).map(|()| Text(None))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
                 CheckedVisitor.visit_map(map).map(|()| Text(None))
