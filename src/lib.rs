@@ -12,8 +12,9 @@
 //! - [`config`]: settings from flags and environment, validated once; secrets
 //!   that never print.
 //! - [`lightspark`]: what Lightspark sends and serves — signature
-//!   verification, the webhook envelope, the tolerant invitation parser, the
-//!   GraphQL client.
+//!   verification, the webhook envelope, the tolerant invitation parser
+//!   (from a parsed `Value`, or in one pass straight from a webhook's text
+//!   for the fold), the GraphQL client.
 //! - [`ledger`]: the append-only SQLite ledger — schema migrations, the group
 //!   commit writer (with an after-commit hook) and its checkpointer thread,
 //!   the hash chain, `verify`, the one-writer-process lock.
