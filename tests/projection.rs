@@ -255,6 +255,12 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
     assert!(String::from_utf8_lossy(&refused.stderr).contains("holds the database"));
 
     let _dir = app.stop().await;
+    let schema = |db: &std::path::Path| -> Vec<(String, String, Option<String>)> {
+        let conn = rusqlite::Connection::open(invitation_ledger::projection::store::path(db)).unwrap();
+        let mut stmt = conn.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let live_schema = schema(&db);
     let live = {
         let conn = rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap();
         hex::encode(invitation_ledger::projection::store::checksum(&conn).unwrap())
@@ -263,6 +269,12 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(line, format!("rebuilt events=30 checksum={live}"));
+    // The rebuilt file has every table and index the service makes (the
+    // code index is built after the rows), and lookups by code use it.
+    assert_eq!(schema(&db), live_schema);
+    let by_code = run_env(&["status", "RB3", "--json"], &env);
+    assert!(by_code.status.success(), "{}", String::from_utf8_lossy(&by_code.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&by_code.stdout).unwrap()["invitation_id"], "UmaInvitation:rb-3");
 
     // Tamper with a projection row: --check notices.
     rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap()

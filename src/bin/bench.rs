@@ -105,6 +105,7 @@ impl Service {
 
     /// Starts `serve` on an existing (or new) ledger `db` with extra env.
     fn start_on(dir: tempfile::TempDir, db: &std::path::Path, extra: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
+        quiesce();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(service_binary())
@@ -293,12 +294,16 @@ async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched:
 }
 
 /// A claimed-invitation webhook body; every invitation gets a PENDING
-/// snapshot first and a CLAIMED one later, like real traffic.
+/// snapshot first and a CLAIMED one later, like real traffic. Codes are
+/// unique but in no relation to the ids' order, as Lightspark's are, so that
+/// the code index is written in random order, not along its edge.
 fn generated_event(i: usize) -> invitation_ledger::ledger::NewEvent {
     let inv = i / 2;
+    // Multiplying by an odd constant permutes the 64-bit numbers.
+    let code = format!("{:016X}", (inv as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let (status, hour) = if i % 2 == 0 { ("PENDING", 10) } else { ("CLAIMED", 12) };
     let body = format!(
-        r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"gen-{i:08}","timestamp":"2026-11-01T{hour}:00:01.000000+00:00","entity_id":"UmaInvitation:gen-{inv:08}","data":{{"id":"UmaInvitation:gen-{inv:08}","code":"G{inv:08}","inviter_uma":"$inviter{}@a.example","invitee_uma":"$invitee{inv}@b.example","status":"{status}","incentives_status":"VALIDATED","payment_amount":{{"value":{},"currency":{{"code":"USD","decimals":2}}}},"updated_at":"2026-11-01T{hour}:00:00+00:00"}}}}"#,
+        r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"gen-{i:08}","timestamp":"2026-11-01T{hour}:00:01.000000+00:00","entity_id":"UmaInvitation:gen-{inv:08}","data":{{"id":"UmaInvitation:gen-{inv:08}","code":"{code}","inviter_uma":"$inviter{}@a.example","invitee_uma":"$invitee{inv}@b.example","status":"{status}","incentives_status":"VALIDATED","payment_amount":{{"value":{},"currency":{{"code":"USD","decimals":2}}}},"updated_at":"2026-11-01T{hour}:00:00+00:00"}}}}"#,
         inv % 97,
         100 + inv % 900
     );
@@ -329,8 +334,18 @@ async fn generate_ledger(path: &std::path::Path, events: usize) -> anyhow::Resul
     Ok(())
 }
 
+/// Writes back whatever earlier work left dirty in the page cache (a ledger
+/// just generated, the files of the scenario before), so that the kernel's
+/// writeback of it does not land in this scenario's figures. What the
+/// service writes during the run is still synced by the service itself.
+fn quiesce() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 /// Runs the release binary with `args` and returns (wall time, peak RSS KiB, stdout).
 fn run_measured(args: &[&str], db: &std::path::Path) -> anyhow::Result<(Duration, usize, String)> {
+    quiesce();
     let started = Instant::now();
     let child = Command::new(service_binary())
         .args(args)

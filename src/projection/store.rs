@@ -457,6 +457,7 @@ fn replay(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildSummary, ProjectionError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let deferred = drop_indexes_built_after_rows(&tx)?;
     let source = ledger::open_read_only(ledger)?;
     // Batches of final states, with how many events were read so far;
     // bounded so the reader cannot run far ahead of the inserts.
@@ -485,11 +486,35 @@ fn replay(
         let folded = reader.join().expect("rebuild reader thread panicked");
         inserted.and(folded)
     })?;
+    for sql in &deferred {
+        tx.execute_batch(sql)?;
+    }
     tx.execute("UPDATE projection_checkpoint SET last_seq = ?1 WHERE id = 1", [upto as i64])?;
     progress(upto, upto);
     let summary = RebuildSummary { events: upto, invitations: digest.rows, checksum: digest.finish() };
     tx.commit()?;
     Ok(summary)
+}
+
+/// Indexes a replay builds once the rows are in, by one sort, rather than
+/// row by row: codes bear no relation to ids, so inserting them as rows
+/// arrive in id order lands all over the index (measured on 1,000,000
+/// events with random codes: 3.4 s against 3.0 s for the whole rebuild).
+/// The other index follows id order and is written along its edge.
+const INDEXES_AFTER_ROWS: &[&str] = &["invitations_by_code"];
+
+/// Drops the [`INDEXES_AFTER_ROWS`] of a fresh file and returns the SQL
+/// that creates them again, as the schema has it.
+fn drop_indexes_built_after_rows(conn: &Connection) -> Result<Vec<String>, ProjectionError> {
+    let mut create = Vec::new();
+    for name in INDEXES_AFTER_ROWS {
+        let sql: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1", [name], |r| r.get(0))?;
+        // `name` comes from the fixed list above, never from input.
+        conn.execute_batch(&format!("DROP INDEX {name}"))?;
+        create.push(sql);
+    }
+    Ok(create)
 }
 
 /// The rebuild's reader: folds each invitation's events and sends its
