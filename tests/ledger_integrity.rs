@@ -166,3 +166,21 @@ fn serve_creates_the_ledger_folder_on_a_first_run() {
     server.kill();
     assert_eq!(ledger_len(&db), 1);
 }
+
+/// `.cargo/config.toml` builds the bundled SQLite without
+/// SQLITE_ENABLE_MEMORY_MANAGEMENT, whose global page-cache mutex every
+/// connection would otherwise queue on; this fails if that setting stops
+/// reaching the build.
+#[test]
+fn the_bundled_sqlite_has_no_global_page_cache_mutex() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let options: Vec<String> = conn
+        .prepare("PRAGMA compile_options")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(options.iter().any(|o| o.starts_with("THREADSAFE=1")), "{options:?}");
+    assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+}
