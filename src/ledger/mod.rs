@@ -287,24 +287,23 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
         .map_err(LedgerError::from)?;
     let mut rows = stmt.query(params![upto as i64]).map_err(LedgerError::from)?;
     while let Some(row) = rows.next().map_err(LedgerError::from)? {
-        let view = (|| -> rusqlite::Result<EventView<'_>> {
-            let text = |col: usize| -> rusqlite::Result<&str> {
-                let bytes = row.get_ref(col)?.as_bytes()?;
-                std::str::from_utf8(bytes).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
-                })
-            };
-            Ok(EventView {
-                seq: row.get::<_, i64>(0)? as u64,
-                kind: text(1)?,
-                stream: Some(text(2)?),
-                body: row.get_ref(3)?.as_bytes()?,
-            })
-        })()
-        .map_err(LedgerError::from)?;
-        each(view)?;
+        each(view_of(row).map_err(LedgerError::from)?)?;
     }
     Ok(())
+}
+
+/// The `seq, kind, stream, body` of a row, borrowed from it.
+fn view_of<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventView<'r>> {
+    let text = |col: usize| -> rusqlite::Result<&'r str> {
+        std::str::from_utf8(row.get_ref(col)?.as_bytes()?)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
+    };
+    Ok(EventView {
+        seq: row.get::<_, i64>(0)? as u64,
+        kind: text(1)?,
+        stream: Some(text(2)?),
+        body: row.get_ref(3)?.as_bytes()?,
+    })
 }
 
 /// How many events the ledger holds.
