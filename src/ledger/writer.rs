@@ -180,7 +180,7 @@ const CHECKPOINT_GAP: std::time::Duration = std::time::Duration::from_millis(20)
 /// appending, the WAL may then not restart from its beginning, so past
 /// [`RESTART_FRAMES`] a restarting checkpoint bounds its size.
 struct Checkpointer {
-    /// (commits since the last checkpoint, stop requested)
+    /// (a commit since the last checkpoint, stop requested)
     state: std::sync::Mutex<(bool, bool)>,
     wake: std::sync::Condvar,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
