@@ -15,7 +15,11 @@ pub fn verify(db: &DbArgs, key: &KeyArgs) -> anyhow::Result<String> {
     let keys = key.signing_key.as_ref().map(|_| key.keys()).transpose()?;
     let conn = open_existing(db)?;
     let summary = verify::verify(&conn, keys.as_ref())?;
-    let signatures = if keys.is_some() { "signatures verified" } else { "signatures not checked (no LIGHTSPARK_WEBHOOK_SIGNING_KEY)" };
+    let signatures = if keys.is_some() {
+        "signatures verified"
+    } else {
+        "signatures not checked (no LIGHTSPARK_WEBHOOK_SIGNING_KEY)"
+    };
     Ok(format!(
         "ledger intact: events={} webhooks={} head={} ({signatures})",
         summary.events,
@@ -136,7 +140,11 @@ pub fn status(db: &DbArgs, id_or_code: &str, json: bool) -> anyhow::Result<Strin
     );
     for (label, key) in [("payout", "payout"), ("incentive", "incentive"), ("notification", "notification")] {
         let o = &v[key];
-        let field = |k: &str| o[k].as_str().map(str::to_owned).unwrap_or_else(|| if o[k].is_null() { "-".into() } else { o[k].to_string() });
+        let field = |k: &str| {
+            o[k].as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| if o[k].is_null() { "-".into() } else { o[k].to_string() })
+        };
         out.push_str(&format!(
             "{label:<13} {:<16} attempts {}  key {}  payment {}{}\n",
             field("state"),
@@ -227,8 +235,11 @@ pub async fn resolve(
     use crate::projection::events::{idempotency_key, kinds, ObligationKind, ObligationResolved};
     use crate::projection::view::{obligation, ObligationState};
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
-    let kind = ObligationKind::parse(kind)
-        .ok_or_else(|| anyhow::anyhow!("unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive or inviter_notification"))?;
+    let kind = ObligationKind::parse(kind).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive or inviter_notification"
+        )
+    })?;
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
     let (writer, _projected, thread) = crate::projection::worker::start_writer(&db.db, true, Default::default())?;
@@ -258,7 +269,11 @@ pub async fn resolve(
             // Keyed by the occurrence being resolved (when it last changed), so
             // running the same command twice records it once, while a second
             // doubt after an earlier `--retry` (same attempts) is a new decision.
-            event_key: format!("{key}:resolved:{}:{}:{decision_name}", view.attempts, view.updated_at.as_deref().unwrap_or("-")),
+            event_key: format!(
+                "{key}:resolved:{}:{}:{decision_name}",
+                view.attempts,
+                view.updated_at.as_deref().unwrap_or("-")
+            ),
             kind: kinds::OBLIGATION_RESOLVED.into(),
             stream: Some(state.invitation_id.clone()),
             body: serde_json::to_vec(&body)?,
@@ -282,7 +297,12 @@ pub async fn resolve(
 ///
 /// # Errors
 /// When the ledger cannot be read.
-pub fn audit_incentives(db: &DbArgs, inviter: Option<&str>, json: bool, horizon: std::time::Duration) -> anyhow::Result<String> {
+pub fn audit_incentives(
+    db: &DbArgs,
+    inviter: Option<&str>,
+    json: bool,
+    horizon: std::time::Duration,
+) -> anyhow::Result<String> {
     let conn = open_projections(db)?;
     let a = crate::api::read::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
     Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::projection::audit::render(&a) })

@@ -63,7 +63,9 @@ impl KeyArgs {
             )
         })?;
         SigningKeys::parse(raw).ok_or_else(|| {
-            ConfigError("LIGHTSPARK_WEBHOOK_SIGNING_KEY holds no secret: give one, or several separated by commas.".into())
+            ConfigError(
+                "LIGHTSPARK_WEBHOOK_SIGNING_KEY holds no secret: give one, or several separated by commas.".into(),
+            )
         })
     }
 }
@@ -85,7 +87,11 @@ pub struct ReconcileArgs {
     #[arg(long = "inviter-incentive", env = "INVITER_INCENTIVE")]
     pub inviter_incentive: Option<String>,
     /// Lightspark GraphQL endpoint used to fetch invitations a webhook named without data.
-    #[arg(long = "lightspark-api-url", env = "LIGHTSPARK_API_URL", default_value = "https://api.lightspark.com/graphql/server/2023-09-13")]
+    #[arg(
+        long = "lightspark-api-url",
+        env = "LIGHTSPARK_API_URL",
+        default_value = "https://api.lightspark.com/graphql/server/2023-09-13"
+    )]
     pub lightspark_api_url: String,
     /// Lightspark API client id.
     #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID")]
@@ -135,7 +141,9 @@ fn http_url(setting: &str, raw: &Option<String>) -> Result<Option<String>, Confi
     let Some(raw) = raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
     let ok = raw.parse::<reqwest::Url>().is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
     if !ok {
-        return Err(ConfigError(format!("{setting} {raw:?} is not an http(s) URL: give one such as https://payments.example/v1/payouts.")));
+        return Err(ConfigError(format!(
+            "{setting} {raw:?} is not an http(s) URL: give one such as https://payments.example/v1/payouts."
+        )));
     }
     Ok(Some(raw.to_owned()))
 }
@@ -147,9 +155,11 @@ impl ReconcileArgs {
         let inviter_incentive = match self.inviter_incentive.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(raw) => {
-                let bad = || ConfigError(format!(
+                let bad = || {
+                    ConfigError(format!(
                     "INVITER_INCENTIVE {raw:?} is not AMOUNT:CURRENCY: give a non-negative integer in the currency's smallest unit and a code, such as 500:USD."
-                ));
+                ))
+                };
                 let (amount, currency) = raw.split_once(':').ok_or_else(bad)?;
                 let amount: i64 = amount.trim().parse().map_err(|_| bad())?;
                 Some(crate::lightspark::invitation::Money::new(amount, currency.trim()).map_err(|_| bad())?)
@@ -160,14 +170,15 @@ impl ReconcileArgs {
                 Some((id.trim().to_owned(), Secret::new(secret.clone())))
             }
             (None, None) => None,
-            _ => {
-                return Err(ConfigError(
-                    "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET must be set together: set both, or neither.".into(),
-                ))
-            }
+            _ => return Err(ConfigError(
+                "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET must be set together: set both, or neither."
+                    .into(),
+            )),
         };
         if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
-            return Err(ConfigError("RETRY_BASE_MS must be at least 1 and RETRY_MAX_MS at least RETRY_BASE_MS.".into()));
+            return Err(ConfigError(
+                "RETRY_BASE_MS must be at least 1 and RETRY_MAX_MS at least RETRY_BASE_MS.".into(),
+            ));
         }
         if self.reconcile_interval_ms == 0 {
             return Err(ConfigError("RECONCILE_INTERVAL_MS must be at least 1.".into()));
@@ -187,8 +198,9 @@ impl ReconcileArgs {
             payout_signing_key: self.payout_signing_key.clone().filter(|k| !k.is_empty()).map(Secret::new),
             notify_url: http_url("NOTIFY_URL", &self.notify_url)?,
             inviter_incentive,
-            lightspark_api_url: http_url("LIGHTSPARK_API_URL", &Some(self.lightspark_api_url.clone()))?
-                .ok_or_else(|| ConfigError("LIGHTSPARK_API_URL is empty: give the Lightspark GraphQL endpoint.".into()))?,
+            lightspark_api_url: http_url("LIGHTSPARK_API_URL", &Some(self.lightspark_api_url.clone()))?.ok_or_else(
+                || ConfigError("LIGHTSPARK_API_URL is empty: give the Lightspark GraphQL endpoint.".into()),
+            )?,
             lightspark_credentials,
             interval: Duration::from_millis(self.reconcile_interval_ms),
             retry_base: Duration::from_millis(self.retry_base_ms),
@@ -250,10 +262,14 @@ impl ServeArgs {
         })?;
         let read_api_token = match self.read_api_token.as_deref().map(str::trim) {
             Some("") => {
-                return Err(ConfigError("READ_API_TOKEN is empty: unset it or give a token of at least 16 characters.".into()))
+                return Err(ConfigError(
+                    "READ_API_TOKEN is empty: unset it or give a token of at least 16 characters.".into(),
+                ))
             }
             Some(t) if t.len() < 16 => {
-                return Err(ConfigError("READ_API_TOKEN is shorter than 16 characters: use a long random token.".into()))
+                return Err(ConfigError(
+                    "READ_API_TOKEN is shorter than 16 characters: use a long random token.".into(),
+                ))
             }
             Some(t) => Some(Secret::new(t.to_owned())),
             None => None,

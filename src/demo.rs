@@ -38,7 +38,10 @@ async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::one
         .map(move |_endpoint: String, key: Option<String>, body: Value| {
             *sink.requests.lock().unwrap() += 1;
             let Some(key) = key else {
-                return warp::reply::with_status(warp::reply::json(&json!({"error": "missing key"})), warp::http::StatusCode::BAD_REQUEST);
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "missing key"})),
+                    warp::http::StatusCode::BAD_REQUEST,
+                );
             };
             if body["invitation_id"] == FLAKY && body["kind"] == "invitee_payment" {
                 let mut failed = sink.failed_once.lock().unwrap();
@@ -63,7 +66,14 @@ async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::one
     Ok((format!("http://{addr}"), tx))
 }
 
-fn invitation(id: &str, code: &str, status: &str, incentives: &str, reason: Option<&str>, amount: Option<(i64, &str)>) -> Value {
+fn invitation(
+    id: &str,
+    code: &str,
+    status: &str,
+    incentives: &str,
+    reason: Option<&str>,
+    amount: Option<(i64, &str)>,
+) -> Value {
     let mut v = json!({
         "id": id, "code": code, "url": format!("https://uma.me/i/{code}"),
         "inviter_uma": "$alice@vasp-a.example", "invitee_uma": format!("${}@vasp-b.example", code.to_lowercase()),
@@ -85,12 +95,53 @@ fn webhook(event_id: &str, data: Value) -> String {
 /// What the demo sends, with what it shows.
 fn scenario() -> Vec<(&'static str, String)> {
     vec![
-        ("claimed, 5.00 USD, incentive validated", webhook("demo-1", invitation("UmaInvitation:demo-pay", "DEMOPAY", "CLAIMED", "VALIDATED", None, Some((500, "USD"))))),
-        ("claimed, no amount, incentive ineligible", webhook("demo-2", invitation("UmaInvitation:demo-noamount", "DEMONOAMT", "CLAIMED", "INELIGIBLE", Some("NOT_CROSS_BORDER"), None))),
-        ("cancelled (never paid)", webhook("demo-3", invitation("UmaInvitation:demo-cancelled", "DEMOCANCEL", "CANCELLED", "PENDING", None, Some((900, "USD"))))),
-        ("claimed, 12.00 EUR, first payment fails (503)", webhook("demo-4", invitation(FLAKY, "DEMORETRY", "CLAIMED", "VALIDATED", None, Some((1200, "EUR"))))),
+        (
+            "claimed, 5.00 USD, incentive validated",
+            webhook(
+                "demo-1",
+                invitation("UmaInvitation:demo-pay", "DEMOPAY", "CLAIMED", "VALIDATED", None, Some((500, "USD"))),
+            ),
+        ),
+        (
+            "claimed, no amount, incentive ineligible",
+            webhook(
+                "demo-2",
+                invitation(
+                    "UmaInvitation:demo-noamount",
+                    "DEMONOAMT",
+                    "CLAIMED",
+                    "INELIGIBLE",
+                    Some("NOT_CROSS_BORDER"),
+                    None,
+                ),
+            ),
+        ),
+        (
+            "cancelled (never paid)",
+            webhook(
+                "demo-3",
+                invitation(
+                    "UmaInvitation:demo-cancelled",
+                    "DEMOCANCEL",
+                    "CANCELLED",
+                    "PENDING",
+                    None,
+                    Some((900, "USD")),
+                ),
+            ),
+        ),
+        (
+            "claimed, 12.00 EUR, first payment fails (503)",
+            webhook("demo-4", invitation(FLAKY, "DEMORETRY", "CLAIMED", "VALIDATED", None, Some((1200, "EUR")))),
+        ),
         ("GraphQL-aliased fixture shape", include_str!("../fixtures/webhooks/claimed_graphql_aliased.json").to_owned()),
-        ("duplicate delivery of the first", webhook("demo-1", invitation("UmaInvitation:demo-pay", "DEMOPAY", "CLAIMED", "VALIDATED", None, Some((500, "USD"))))),
+        (
+            "duplicate delivery of the first",
+            webhook(
+                "demo-1",
+                invitation("UmaInvitation:demo-pay", "DEMOPAY", "CLAIMED", "VALIDATED", None, Some((500, "USD"))),
+            ),
+        ),
     ]
 }
 
@@ -138,7 +189,8 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         let _ = stop_rx.await;
     }));
     let client = reqwest::Client::new();
-    wait_until(Duration::from_secs(10), || async { client.get(format!("{base}/healthz")).send().await.is_ok() }).await?;
+    wait_until(Duration::from_secs(10), || async { client.get(format!("{base}/healthz")).send().await.is_ok() })
+        .await?;
 
     let mut report = String::new();
     report.push_str(&format!("service {base}  ledger {}  payment sink {sink_url}\n\nwebhooks sent:\n", db.display()));
@@ -147,7 +199,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         let r = post(&client, &base, &body, &sign(secret.as_bytes(), body.as_bytes())).await?;
         report.push_str(&format!("  {:<48} -> {r}\n", what));
     }
-    let forged = webhook("demo-forged", invitation("UmaInvitation:demo-forged", "FORGED", "CLAIMED", "VALIDATED", None, Some((1_000_000, "USD"))));
+    let forged = webhook(
+        "demo-forged",
+        invitation("UmaInvitation:demo-forged", "FORGED", "CLAIMED", "VALIDATED", None, Some((1_000_000, "USD"))),
+    );
     let r = post(&client, &base, &forged, &sign(b"not-the-key", forged.as_bytes())).await?;
     report.push_str(&format!("  {:<48} -> {r}\n", "forged signature (1,000,000 USD)"));
 
@@ -167,7 +222,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     })
     .await;
     let page: Value = client.get(format!("{base}/v1/invitations?limit=500")).send().await?.json().await?;
-    report.push_str(&format!("\n{:<38} {:<11} {:<10} {:<22} {:<22} {}\n", "invitation", "code", "status", "payout", "incentive", "notification"));
+    report.push_str(&format!(
+        "\n{:<38} {:<11} {:<10} {:<22} {:<22} {}\n",
+        "invitation", "code", "status", "payout", "incentive", "notification"
+    ));
     for i in page["items"].as_array().into_iter().flatten() {
         let ob = |k: &str| {
             let o = &i[k];
@@ -197,7 +255,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         t["validated"],
         t["ineligible"],
         t["pending"],
-        t["forwarded"].as_object().map(|m| m.iter().map(|(c, v)| format!("{v} {c}")).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+        t["forwarded"]
+            .as_object()
+            .map(|m| m.iter().map(|(c, v)| format!("{v} {c}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
         audit["anomalies"].as_array().map_or(0, Vec::len)
     ));
     report.push_str(&format!(

@@ -3,7 +3,9 @@
 //! A value per service (not a global) so that tests running several
 //! services in one process see their own counts.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -51,11 +53,21 @@ impl Default for Metrics {
         let r = Registry::new_custom(Some("invitation_ledger".into()), None).expect("valid prefix");
         let buckets = |v: &[f64]| v.to_vec();
         Self {
-            webhooks: register(&r, IntCounterVec::new(Opts::new("webhooks_total", "Webhooks received, by result"), &["result"]).unwrap()),
-            ledger_appends: register(&r, IntCounter::new("ledger_appends_total", "Events appended to the ledger").unwrap()),
+            webhooks: register(
+                &r,
+                IntCounterVec::new(Opts::new("webhooks_total", "Webhooks received, by result"), &["result"]).unwrap(),
+            ),
+            ledger_appends: register(
+                &r,
+                IntCounter::new("ledger_appends_total", "Events appended to the ledger").unwrap(),
+            ),
             same_id_other_body: register(
                 &r,
-                IntCounter::new("webhooks_same_id_other_body_total", "Webhooks whose event id was stored before with a different body").unwrap(),
+                IntCounter::new(
+                    "webhooks_same_id_other_body_total",
+                    "Webhooks whose event id was stored before with a different body",
+                )
+                .unwrap(),
             ),
             commit_batch_size: register(
                 &r,
@@ -75,17 +87,34 @@ impl Default for Metrics {
             ),
             endpoint_calls: register(
                 &r,
-                IntCounterVec::new(Opts::new("endpoint_calls_total", "Payment and notification calls, by kind and outcome"), &["kind", "outcome"]).unwrap(),
+                IntCounterVec::new(
+                    Opts::new("endpoint_calls_total", "Payment and notification calls, by kind and outcome"),
+                    &["kind", "outcome"],
+                )
+                .unwrap(),
             ),
-            fetch_failures: register(&r, IntCounter::new("lightspark_fetch_failures_total", "Failed invitation fetches").unwrap()),
+            fetch_failures: register(
+                &r,
+                IntCounter::new("lightspark_fetch_failures_total", "Failed invitation fetches").unwrap(),
+            ),
             obligations: register(
                 &r,
-                IntGaugeVec::new(Opts::new("obligations", "Obligations by kind and state"), &["kind", "state"]).unwrap(),
+                IntGaugeVec::new(Opts::new("obligations", "Obligations by kind and state"), &["kind", "state"])
+                    .unwrap(),
             ),
-            in_doubt: register(&r, IntGauge::new("obligations_in_doubt", "Obligations waiting for an operator's decision").unwrap()),
+            in_doubt: register(
+                &r,
+                IntGauge::new("obligations_in_doubt", "Obligations waiting for an operator's decision").unwrap(),
+            ),
             ledger_head_seq: register(&r, IntGauge::new("ledger_head_seq", "Highest committed ledger seq").unwrap()),
-            projection_seq: register(&r, IntGauge::new("projection_checkpoint_seq", "Last ledger seq folded into the projections").unwrap()),
-            projection_lag_events: register(&r, IntGauge::new("projection_lag_events", "Ledger events not yet projected").unwrap()),
+            projection_seq: register(
+                &r,
+                IntGauge::new("projection_checkpoint_seq", "Last ledger seq folded into the projections").unwrap(),
+            ),
+            projection_lag_events: register(
+                &r,
+                IntGauge::new("projection_lag_events", "Ledger events not yet projected").unwrap(),
+            ),
             reconciler_last_pass_age_seconds: register(
                 &r,
                 IntGauge::new("reconciler_last_pass_age_seconds", "Seconds since the last reconciler pass").unwrap(),

@@ -40,7 +40,16 @@ pub fn build_reconciler(
             None
         }
     };
-    Ok(Reconciler::new(db.to_owned(), writer, config, endpoint, lightspark, clock::SystemClock, clock::XorShift::from_entropy(), metrics))
+    Ok(Reconciler::new(
+        db.to_owned(),
+        writer,
+        config,
+        endpoint,
+        lightspark,
+        clock::SystemClock,
+        clock::XorShift::from_entropy(),
+        metrics,
+    ))
 }
 use crate::config::ServiceConfig;
 use crate::ledger::lock::InstanceLock;
@@ -69,8 +78,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let lock = InstanceLock::acquire(&config.db)?;
     let metrics = Arc::new(Metrics::default());
-    let (writer, projected, writer_thread) = projection::worker::start_writer(&config.db, config.group_commit, metrics.clone())
-        .with_context(|| format!("opening the ledger {} and catching up its projections", config.db.display()))?;
+    let (writer, projected, writer_thread) =
+        projection::worker::start_writer(&config.db, config.group_commit, metrics.clone())
+            .with_context(|| format!("opening the ledger {} and catching up its projections", config.db.display()))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let reconciler =
         build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?.following(projected);

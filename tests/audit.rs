@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use invitation_ledger::lightspark::invitation::Money;
-use invitation_ledger::projection::events::{idempotency_key, ObligationKind, ObligationRequested, ObligationSucceeded};
+use invitation_ledger::projection::events::{
+    idempotency_key, ObligationKind, ObligationRequested, ObligationSucceeded,
+};
 use serde_json::{json, Value};
 use support::fake_platform::FakePlatform;
 use support::{eventually, internal_event, run_binary, InvitationFixture, TestApp};
@@ -66,15 +68,24 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
         let id = f.id.as_str();
         eventually(&format!("{id} incentive forwarded"), SETTLE, || async move {
             let (_, v) = app_ref.get_json(&format!("/v1/invitations/{id}")).await;
-            if v["incentive"]["state"] == "succeeded" { Ok(()) } else { Err(v["incentive"].to_string()) }
+            if v["incentive"]["state"] == "succeeded" {
+                Ok(())
+            } else {
+                Err(v["incentive"].to_string())
+            }
         })
         .await;
     }
     // Every webhook is projected (the last one may trail the forwards).
     eventually("every invitation audited", SETTLE, || async move {
         let (_, a) = app_ref.get_json("/v1/audit/incentives").await;
-        let n: usize = a["inviters"].as_array().map_or(0, |i| i.iter().map(|x| x["invitations"].as_array().unwrap().len()).sum());
-        if n == all.len() { Ok(()) } else { Err(format!("{n} audited")) }
+        let n: usize =
+            a["inviters"].as_array().map_or(0, |i| i.iter().map(|x| x["invitations"].as_array().unwrap().len()).sum());
+        if n == all.len() {
+            Ok(())
+        } else {
+            Err(format!("{n} audited"))
+        }
     })
     .await;
 
@@ -88,8 +99,12 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
     // Assert: totals per inviter and overall.
     assert_eq!(status, 200);
     assert_eq!(audit["anomalies"], json!([]));
-    assert_eq!(audit["totals"], json!({"forwarded": {"USD": 1500}, "validated": 3, "ineligible": 2, "pending": 2, "inviters": 3}));
-    let inviters: Vec<&str> = audit["inviters"].as_array().unwrap().iter().map(|i| i["inviter_uma"].as_str().unwrap()).collect();
+    assert_eq!(
+        audit["totals"],
+        json!({"forwarded": {"USD": 1500}, "validated": 3, "ineligible": 2, "pending": 2, "inviters": 3})
+    );
+    let inviters: Vec<&str> =
+        audit["inviters"].as_array().unwrap().iter().map(|i| i["inviter_uma"].as_str().unwrap()).collect();
     assert_eq!(inviters, vec![ALICE, BOB, CAROL]);
     let totals: Vec<&Value> = audit["inviters"].as_array().unwrap().iter().map(|i| &i["totals"]).collect();
     assert_eq!(totals[0], &json!({"forwarded": {"USD": 1000}, "validated": 2, "ineligible": 1, "pending": 0}));
@@ -97,7 +112,8 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
     assert_eq!(totals[2], &json!({"forwarded": {}, "validated": 0, "ineligible": 1, "pending": 0}));
 
     // Assert: each invitation's decision, with the seqs that prove it.
-    let rows: Vec<&Value> = audit["inviters"].as_array().unwrap().iter().flat_map(|i| i["invitations"].as_array().unwrap()).collect();
+    let rows: Vec<&Value> =
+        audit["inviters"].as_array().unwrap().iter().flat_map(|i| i["invitations"].as_array().unwrap()).collect();
     let row = |id: &str| *rows.iter().find(|r| r["invitation_id"] == id).unwrap_or_else(|| panic!("{id} audited"));
     let executed = payments.executed();
     for f in forwarded {
@@ -109,7 +125,8 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
         assert_eq!(inc["amount"], json!({"value": 500, "currency": "USD"}));
         let n = executed.iter().position(|(k, _)| *k == key(&f.id)).expect("executed by the platform") + 1;
         assert_eq!(inc["payment_id"], format!("pay_{n}"));
-        let (claim, requested, succeeded) = (r["claim_seq"].as_u64(), inc["requested_seq"].as_u64(), inc["succeeded_seq"].as_u64());
+        let (claim, requested, succeeded) =
+            (r["claim_seq"].as_u64(), inc["requested_seq"].as_u64(), inc["succeeded_seq"].as_u64());
         assert!(claim.is_some() && requested.is_some() && succeeded.is_some(), "{r}");
         assert!(claim < requested && requested < succeeded, "{r}");
         assert_eq!(r["incentives_status"], "VALIDATED");
@@ -128,7 +145,10 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
     assert_eq!(alice_cli, alice_only);
     assert_eq!(alice_only["inviters"].as_array().unwrap().len(), 1);
     assert_eq!(alice_only["inviters"][0]["inviter_uma"], ALICE);
-    assert_eq!(alice_only["totals"], json!({"forwarded": {"USD": 1000}, "validated": 2, "ineligible": 1, "pending": 0, "inviters": 1}));
+    assert_eq!(
+        alice_only["totals"],
+        json!({"forwarded": {"USD": 1000}, "validated": 2, "ineligible": 1, "pending": 0, "inviters": 1})
+    );
     let text = run_binary(&["audit", "incentives"], &[("LEDGER_DB", db.as_str())]).await;
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("anomalies: none") && text.contains("forwarded=1500 USD"), "{text}");
@@ -152,7 +172,12 @@ fn requested(f: &InvitationFixture, at: &str) -> invitation_ledger::ledger::NewE
 }
 
 /// `incentive.succeeded` for `id` under `event_key`.
-fn succeeded(f: &InvitationFixture, event_key: &str, payment_id: &str, at: &str) -> invitation_ledger::ledger::NewEvent {
+fn succeeded(
+    f: &InvitationFixture,
+    event_key: &str,
+    payment_id: &str,
+    at: &str,
+) -> invitation_ledger::ledger::NewEvent {
     let body = ObligationSucceeded {
         invitation_id: f.id.clone(),
         obligation: ObligationKind::InviterIncentive,
@@ -194,7 +219,11 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
     eventually("every invitation projected", SETTLE, || async move {
         let (_, page) = app_ref.get_json("/v1/invitations?limit=100").await;
         let n = page["items"].as_array().map_or(0, Vec::len);
-        if n == all.len() { Ok(()) } else { Err(format!("{n} projected")) }
+        if n == all.len() {
+            Ok(())
+        } else {
+            Err(format!("{n} projected"))
+        }
     })
     .await;
     let db_path = app.db.clone();
@@ -250,7 +279,12 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
     .collect();
     assert_eq!(anomalies, expected, "{}", from_cli["anomalies"]);
     let detail_of = |kind: &str, id: &str| {
-        from_cli["anomalies"].as_array().unwrap().iter().find(|a| a["kind"] == kind && a["invitation_id"] == id).unwrap()["detail"]
+        from_cli["anomalies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == kind && a["invitation_id"] == id)
+            .unwrap()["detail"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -263,6 +297,8 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
         assert!(text.contains(&format!("ANOMALY {kind} {id}")), "{text}");
     }
     assert_eq!(from_http["anomalies"], from_cli["anomalies"]);
-    let out = run_binary(&["verify"], &[("LEDGER_DB", db.as_str()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", support::SECRET)]).await;
+    let out =
+        run_binary(&["verify"], &[("LEDGER_DB", db.as_str()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", support::SECRET)])
+            .await;
     assert!(out.status.success(), "hand-made events keep the chain intact: {}", String::from_utf8_lossy(&out.stderr));
 }

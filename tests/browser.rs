@@ -112,7 +112,9 @@ impl Driver {
             }
         }}});
         let v = self.call(reqwest::Method::POST, "/session", Some(caps)).await;
-        let id = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session id in {v}; chromedriver log:\n{}", self.log_text()));
+        let id = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session id in {v}; chromedriver log:\n{}", self.log_text()));
         self.session = Some(id.to_owned());
     }
 
@@ -143,12 +145,17 @@ impl Driver {
     }
 
     async fn type_into(&self, element: &str, text: &str) {
-        self.call(reqwest::Method::POST, &self.session_path(&format!("/element/{element}/value")), Some(json!({ "text": text })))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &self.session_path(&format!("/element/{element}/value")),
+            Some(json!({ "text": text })),
+        )
+        .await;
     }
 
     async fn click(&self, element: &str) {
-        self.call(reqwest::Method::POST, &self.session_path(&format!("/element/{element}/click")), Some(json!({}))).await;
+        self.call(reqwest::Method::POST, &self.session_path(&format!("/element/{element}/click")), Some(json!({})))
+            .await;
     }
 
     async fn text(&self, element: &str) -> String {
@@ -243,7 +250,11 @@ async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser(
     assert_eq!(app.post_raw("/webhooks/lightspark", body, Some(sig.trim())).await.status(), 200);
     support::eventually("the fixture is projected", Duration::from_secs(20), || async {
         let (status, v) = app.get_json("/v1/invitations/FIXTURE1").await;
-        if status == 200 && v["last_seq"] == 1 { Ok(()) } else { Err(format!("{status} {v}")) }
+        if status == 200 && v["last_seq"] == 1 {
+            Ok(())
+        } else {
+            Err(format!("{status} {v}"))
+        }
     })
     .await;
 
@@ -277,10 +288,13 @@ async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser(
     let shown = driver.text(&results).await;
     assert!(shown.contains(FIXTURE_ID), "the invitation id is shown:\n{shown}");
     assert!(shown.contains("CLAIMED"), "its status is shown:\n{shown}");
-    let payout_row = shown.lines().find(|l| l.starts_with("payout")).unwrap_or_else(|| panic!("a payout row:\n{shown}"));
+    let payout_row =
+        shown.lines().find(|l| l.starts_with("payout")).unwrap_or_else(|| panic!("a payout row:\n{shown}"));
     assert!(payout_row.contains("pending"), "no PAYOUT_URL: the payout is pending: {payout_row}");
     let search_box = driver.element("form.search input[name=q]").await;
-    let kept = driver.call(reqwest::Method::GET, &driver.session_path(&format!("/element/{search_box}/property/value")), None).await;
+    let kept = driver
+        .call(reqwest::Method::GET, &driver.session_path(&format!("/element/{search_box}/property/value")), None)
+        .await;
     assert_eq!(kept, "FIXTURE1", "the search box keeps the query");
 
     // A screenshot for people to look at.

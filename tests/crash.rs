@@ -34,7 +34,10 @@ async fn every_acknowledged_webhook_survives_a_sigkill() {
                         .await;
                     match sent {
                         Ok(r) if r.status() == 200 => {
-                            acked.lock().unwrap().insert(invitation_ledger::lightspark::webhook::event_key(&event_id, body.as_bytes()));
+                            acked
+                                .lock()
+                                .unwrap()
+                                .insert(invitation_ledger::lightspark::webhook::event_key(&event_id, body.as_bytes()));
                         }
                         Ok(r) => panic!("unexpected status {}", r.status()),
                         Err(_) => return i, // the server died under us

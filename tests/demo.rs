@@ -15,7 +15,11 @@ fn the_demo_runs_the_whole_flow_and_prints_the_settled_states() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let row = |code: &str| {
-        stdout.lines().find(|l| l.split_whitespace().nth(1) == Some(code)).unwrap_or_else(|| panic!("no row for {code}:\n{stdout}")).to_owned()
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(code))
+            .unwrap_or_else(|| panic!("no row for {code}:\n{stdout}"))
+            .to_owned()
     };
     let cols = |code: &str| row(code).split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     // invitation, code, status, payout, incentive, notification

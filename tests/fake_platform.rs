@@ -34,10 +34,7 @@ async fn post(
     body: &Value,
     signature: Option<&str>,
 ) -> reqwest::Result<(u16, Value)> {
-    let mut req = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(body).unwrap());
+    let mut req = client.post(url).header("content-type", "application/json").body(serde_json::to_vec(body).unwrap());
     if let Some(key) = key {
         req = req.header("Idempotency-Key", key);
     }
@@ -239,9 +236,7 @@ async fn first_attempt_failures(seed: u64, p: f64, n: usize) -> (FakePlatform, V
     let c = client();
     let mut failed = vec![];
     for i in 0..n {
-        let (s, _) = post(&c, &fake.url, Some(&format!("k{i}")), &payment(&format!("inv{i}"), 1), None)
-            .await
-            .unwrap();
+        let (s, _) = post(&c, &fake.url, Some(&format!("k{i}")), &payment(&format!("inv{i}"), 1), None).await.unwrap();
         assert!(s == 200 || s == 503, "unexpected status {s}");
         failed.push(s == 503);
     }
@@ -264,9 +259,8 @@ async fn fail_first_attempts_is_deterministic_for_a_seed_and_only_hits_first_att
     let c = client();
     for round in 0..3 {
         for i in 0..n {
-            let (s, _) = post(&c, &fake.url, Some(&format!("k{i}")), &payment(&format!("inv{i}"), 1), None)
-                .await
-                .unwrap();
+            let (s, _) =
+                post(&c, &fake.url, Some(&format!("k{i}")), &payment(&format!("inv{i}"), 1), None).await.unwrap();
             assert_eq!(s, 200, "retry round {round} of k{i}");
         }
     }
@@ -302,11 +296,9 @@ async fn a_required_signature_is_checked() {
 
     fake.require_signature("payout-secret");
     let (s_missing, r_missing) = post(&c, &fake.url, Some("k"), &body, None).await.unwrap();
-    let (s_wrong_key, _) =
-        post(&c, &fake.url, Some("k"), &body, Some(&sign("other-secret", &raw))).await.unwrap();
+    let (s_wrong_key, _) = post(&c, &fake.url, Some("k"), &body, Some(&sign("other-secret", &raw))).await.unwrap();
     let (s_garbage, _) = post(&c, &fake.url, Some("k"), &body, Some("not-hex")).await.unwrap();
-    let (s_other_body, _) =
-        post(&c, &fake.url, Some("k"), &body, Some(&sign("payout-secret", b"{}"))).await.unwrap();
+    let (s_other_body, _) = post(&c, &fake.url, Some("k"), &body, Some(&sign("payout-secret", b"{}"))).await.unwrap();
     assert_eq!((s_missing, s_wrong_key, s_garbage, s_other_body), (401, 401, 401, 401));
     assert_eq!(r_missing, json!({"error": "invalid signature"}));
     assert_eq!(fake.executed().len(), 1, "unsigned or badly signed requests are not executed");

@@ -35,7 +35,9 @@ async fn post_signed_bytes(app: &TestApp, body: &[u8]) -> (u16, Value) {
 }
 
 fn envelope_with(extra: &str) -> String {
-    format!(r#"{{"event_type":"NODE_STATUS","event_id":"h1","timestamp":"2026-11-01T12:00:00+00:00","entity_id":"n:1"{extra}}}"#)
+    format!(
+        r#"{{"event_type":"NODE_STATUS","event_id":"h1","timestamp":"2026-11-01T12:00:00+00:00","entity_id":"n:1"{extra}}}"#
+    )
 }
 
 #[tokio::test]
@@ -43,12 +45,25 @@ async fn signed_bodies_that_are_not_a_webhook_object_are_400_and_store_nothing()
     let app = TestApp::spawn().await;
     let valid = envelope_with("");
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
-        ("invalid UTF-8 inside a string", b"{\"event_type\":\"NODE_STATUS\",\"event_id\":\"\xff\xfe\",\"timestamp\":\"t\",\"entity_id\":\"n\"}".to_vec()),
-        ("overlong UTF-8 encoding", b"{\"event_type\":\"\xc0\xaf\",\"event_id\":\"e\",\"timestamp\":\"t\",\"entity_id\":\"n\"}".to_vec()),
+        (
+            "invalid UTF-8 inside a string",
+            b"{\"event_type\":\"NODE_STATUS\",\"event_id\":\"\xff\xfe\",\"timestamp\":\"t\",\"entity_id\":\"n\"}"
+                .to_vec(),
+        ),
+        (
+            "overlong UTF-8 encoding",
+            b"{\"event_type\":\"\xc0\xaf\",\"event_id\":\"e\",\"timestamp\":\"t\",\"entity_id\":\"n\"}".to_vec(),
+        ),
         ("bare invalid UTF-8 bytes", b"\xff\xfe\xfd".to_vec()),
         ("UTF-16 encoded JSON", valid.encode_utf16().flat_map(u16::to_le_bytes).collect()),
-        ("escaped lone surrogate", br#"{"event_type":"NODE_STATUS","event_id":"\ud800","timestamp":"t","entity_id":"n"}"#.to_vec()),
-        ("raw NUL inside a string", b"{\"event_type\":\"NODE_STATUS\",\"event_id\":\"a\0b\",\"timestamp\":\"t\",\"entity_id\":\"n\"}".to_vec()),
+        (
+            "escaped lone surrogate",
+            br#"{"event_type":"NODE_STATUS","event_id":"\ud800","timestamp":"t","entity_id":"n"}"#.to_vec(),
+        ),
+        (
+            "raw NUL inside a string",
+            b"{\"event_type\":\"NODE_STATUS\",\"event_id\":\"a\0b\",\"timestamp\":\"t\",\"entity_id\":\"n\"}".to_vec(),
+        ),
         ("raw NUL after the object", format!("{valid}\0").into_bytes()),
         ("a thousand NUL bytes", vec![0u8; 1000]),
         ("100k nested arrays", "[".repeat(100_000).into_bytes()),
@@ -71,11 +86,23 @@ async fn signed_bodies_that_are_not_a_webhook_object_are_400_and_store_nothing()
         ("a UTF-8 byte order mark before the object", [&b"\xef\xbb\xbf"[..], valid.as_bytes()].concat()),
         ("truncated object", valid.as_bytes()[..valid.len() - 1].to_vec()),
         ("two objects back to back", format!("{valid}{valid}").into_bytes()),
-        ("duplicate event_id keys", br#"{"event_type":"NODE_STATUS","event_id":"a","event_id":"b","timestamp":"t","entity_id":"n"}"#.to_vec()),
-        ("event_id is a number", br#"{"event_type":"NODE_STATUS","event_id":7,"timestamp":"t","entity_id":"n"}"#.to_vec()),
+        (
+            "duplicate event_id keys",
+            br#"{"event_type":"NODE_STATUS","event_id":"a","event_id":"b","timestamp":"t","entity_id":"n"}"#.to_vec(),
+        ),
+        (
+            "event_id is a number",
+            br#"{"event_type":"NODE_STATUS","event_id":7,"timestamp":"t","entity_id":"n"}"#.to_vec(),
+        ),
         ("event_type is null", br#"{"event_type":null,"event_id":"e","timestamp":"t","entity_id":"n"}"#.to_vec()),
-        ("event_id is empty", br#"{"event_type":"NODE_STATUS","event_id":"","timestamp":"t","entity_id":"n"}"#.to_vec()),
-        ("entity_id is blanks", br#"{"event_type":"NODE_STATUS","event_id":"e","timestamp":"t","entity_id":"   "}"#.to_vec()),
+        (
+            "event_id is empty",
+            br#"{"event_type":"NODE_STATUS","event_id":"","timestamp":"t","entity_id":"n"}"#.to_vec(),
+        ),
+        (
+            "entity_id is blanks",
+            br#"{"event_type":"NODE_STATUS","event_id":"e","timestamp":"t","entity_id":"   "}"#.to_vec(),
+        ),
         ("data is an array", envelope_with(r#","data":[1,2]"#).into_bytes()),
         ("data is a string", envelope_with(r#","data":"{}""#).into_bytes()),
         ("data is a number", envelope_with(r#","data":1"#).into_bytes()),
@@ -112,7 +139,9 @@ async fn strange_but_valid_json_is_stored_byte_for_byte_and_the_chain_still_veri
         .replace("\"h1\"", "\"deep\"");
     // Non-ASCII everywhere, and a key the envelope does not know.
     let unicode = r#"{"event_type":"UMA_INVITATION_CLAIMED","event_id":"ünï-çødé-🎉","timestamp":"2026-11-01T12:00:00+00:00","entity_id":"Inv:ü","data":{"id":"Inv:ü","status":"CLAIMED","inviter_uma":"$ä@x","extra":"\u2028"}}"#;
-    for (name, body) in [("escaped NUL in ids", nul_id.to_owned()), ("nesting 102 deep", deep), ("non-ASCII ids", unicode.to_owned())] {
+    for (name, body) in
+        [("escaped NUL in ids", nul_id.to_owned()), ("nesting 102 deep", deep), ("non-ASCII ids", unicode.to_owned())]
+    {
         let (status, answer) = post_signed_bytes(&app, body.as_bytes()).await;
         eprintln!("hostile input: {name} -> {status} {answer}");
         assert_eq!(status, 200, "{name}: {answer}");
@@ -127,10 +156,12 @@ async fn strange_but_valid_json_is_stored_byte_for_byte_and_the_chain_still_veri
     support::assert_verifies(&app.db).await;
     // The invitation with a NUL in its id is readable through the API.
     let auth = format!("Bearer {TOKEN}");
-    let r = app.client.get(app.url("/v1/invitations/Inv%3Anul%00x")).header("authorization", &auth).send().await.unwrap();
+    let r =
+        app.client.get(app.url("/v1/invitations/Inv%3Anul%00x")).header("authorization", &auth).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(json(r).await["invitation_id"], "Inv:nul\0x");
-    let r = app.client.get(app.url("/v1/invitations/Inv%3A%C3%BC")).header("authorization", &auth).send().await.unwrap();
+    let r =
+        app.client.get(app.url("/v1/invitations/Inv%3A%C3%BC")).header("authorization", &auth).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -146,7 +177,8 @@ async fn bodies_over_256_kib_are_413_with_content_length_chunked_or_a_lying_head
     assert_eq!(answer["error"], "body_too_large");
     assert_eq!(ledger_len(&app.db), 0);
 
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.as_bytes().chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.as_bytes().chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
     let resp = app
         .client
         .post(app.url("/webhooks/lightspark"))
@@ -342,7 +374,8 @@ async fn slow_headers_and_slow_bodies_are_cut_off_after_ten_seconds_while_other_
     let deadline = Duration::from_secs(25);
 
     // Headers one byte per 200 ms: 300 bytes would take a minute.
-    let slow_headers = format!("POST /webhooks/lightspark HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n", "p".repeat(250)).into_bytes();
+    let slow_headers =
+        format!("POST /webhooks/lightspark HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n", "p".repeat(250)).into_bytes();
     let headers_len = slow_headers.len();
     let headers_client = tokio::spawn(trickle(app.addr, Vec::new(), slow_headers, every, deadline));
 
@@ -386,7 +419,10 @@ async fn slow_headers_and_slow_bodies_are_cut_off_after_ten_seconds_while_other_
     assert!(headers.slow_bytes_sent < headers_len, "the whole header got through");
     assert!(headers.answer.is_empty() || raw_status(&headers.answer).is_some_and(|s| s >= 400));
 
-    for (what, outcome, total) in [("a trickling body", body_client.await.unwrap(), body_len), ("a body shorter than its Content-Length", short_client.await.unwrap(), usize::MAX)] {
+    for (what, outcome, total) in [
+        ("a trickling body", body_client.await.unwrap(), body_len),
+        ("a body shorter than its Content-Length", short_client.await.unwrap(), usize::MAX),
+    ] {
         eprintln!(
             "hostile input: {what} -> {:?} {} after {:?}, {} slow bytes sent",
             raw_status(&outcome.answer),
@@ -402,7 +438,10 @@ async fn slow_headers_and_slow_bodies_are_cut_off_after_ten_seconds_while_other_
         assert_eq!(err["error"], "body_timeout");
         assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    assert!(served_at.elapsed() > Duration::from_secs(5), "the normal webhook was served before the slow clients were cut off");
+    assert!(
+        served_at.elapsed() > Duration::from_secs(5),
+        "the normal webhook was served before the slow clients were cut off"
+    );
     assert_eq!(support::ledger_keys(&app.db).len(), 1, "only the normal webhook is stored");
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
 }
@@ -431,7 +470,10 @@ async fn three_hundred_idle_connections_do_not_keep_a_webhook_from_being_accepte
 #[tokio::test]
 async fn the_signature_header_name_is_accepted_in_any_letter_case() {
     let app = TestApp::spawn().await;
-    for (i, name) in ["lightspark-signature", "Lightspark-Signature", "LIGHTSPARK-SIGNATURE", "lIgHtSpArK-sIgNaTuRe"].into_iter().enumerate() {
+    for (i, name) in ["lightspark-signature", "Lightspark-Signature", "LIGHTSPARK-SIGNATURE", "lIgHtSpArK-sIgNaTuRe"]
+        .into_iter()
+        .enumerate()
+    {
         let body = claimed_body(&format!("case-{i}"), "Inv:case");
         let answer = raw_exchange(app.addr, &raw_webhook_request(body.as_bytes(), name), Duration::from_secs(5)).await;
         eprintln!("hostile input: signature header spelled {name} -> {:?}", raw_status(&answer));
@@ -448,7 +490,8 @@ fn webhook_with_raw_amount(id: &str, event_id: &str, raw: &str) -> String {
     let mut fixture = InvitationFixture::claimed(id);
     fixture.payment_amount = None;
     let data = fixture.data().to_string();
-    let data = format!(r#"{{"payment_amount":{{"value":{raw},"currency":{{"code":"USD","decimals":2}}}},{}"#, &data[1..]);
+    let data =
+        format!(r#"{{"payment_amount":{{"value":{raw},"currency":{{"code":"USD","decimals":2}}}},{}"#, &data[1..]);
     format!(
         r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"{event_id}","timestamp":"{}","entity_id":"{id}","data":{data}}}"#,
         fixture.updated_at
@@ -515,7 +558,9 @@ async fn absurd_amounts_are_stored_and_acknowledged_shown_invalid_and_never_paid
     }
     let conn = rusqlite::Connection::open(&app.db).unwrap();
     let payout_events: i64 = conn
-        .query_row("SELECT count(*) FROM events WHERE kind LIKE 'payout.%' AND stream <> 'Inv:normal'", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM events WHERE kind LIKE 'payout.%' AND stream <> 'Inv:normal'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(payout_events, 0, "a payout was requested for an invalid amount");
 }
@@ -538,7 +583,10 @@ async fn missing_wrong_and_almost_right_read_tokens_are_401() {
         ("the token with one more character", Some(format!("Bearer {TOKEN}x").into_bytes())),
         ("the token twice", Some(format!("Bearer {TOKEN}{TOKEN}").into_bytes())),
         ("the token, a space and more", Some(format!("Bearer {TOKEN} x").into_bytes())),
-        ("the token with a trailing no-break space", Some([format!("Bearer {TOKEN}").as_bytes(), "\u{a0}".as_bytes()].concat())),
+        (
+            "the token with a trailing no-break space",
+            Some([format!("Bearer {TOKEN}").as_bytes(), "\u{a0}".as_bytes()].concat()),
+        ),
         ("the token upper-cased", Some(format!("Bearer {}", TOKEN.to_uppercase()).into_bytes())),
         ("lower-case scheme", Some(format!("bearer {TOKEN}").into_bytes())),
         ("upper-case scheme", Some(format!("BEARER {TOKEN}").into_bytes())),
@@ -570,7 +618,8 @@ async fn missing_wrong_and_almost_right_read_tokens_are_401() {
     // which are optional whitespace that the HTTP parser removes before the
     // service sees the value (RFC 9110 5.5): it is the exact token.
     for header in [format!("Bearer {TOKEN}"), format!("Bearer {TOKEN} "), format!("Bearer {TOKEN}\t ")] {
-        let req = format!("GET /v1/invitations HTTP/1.1\r\nHost: t\r\nAuthorization: {header}\r\nConnection: close\r\n\r\n");
+        let req =
+            format!("GET /v1/invitations HTTP/1.1\r\nHost: t\r\nAuthorization: {header}\r\nConnection: close\r\n\r\n");
         let answer = raw_exchange(app.addr, req.as_bytes(), Duration::from_secs(5)).await;
         eprintln!("hostile input: read token, {header:?} -> {:?}", raw_status(&answer));
         assert_eq!(raw_status(&answer), Some(200), "{header:?}");
@@ -583,7 +632,8 @@ async fn seed_two_invitations(app: &TestApp) {
     other.inviter_uma = "$other@x.example".into();
     app.claim(&other, "evt-sql-2").await;
     eventually("both invitations projected", Duration::from_secs(10), || async {
-        let r = app.client.get(app.url("/v1/invitations")).bearer_auth(TOKEN).send().await.map_err(|e| e.to_string())?;
+        let r =
+            app.client.get(app.url("/v1/invitations")).bearer_auth(TOKEN).send().await.map_err(|e| e.to_string())?;
         let v: Value = r.json().await.map_err(|e| e.to_string())?;
         if v["items"].as_array().map_or(0, Vec::len) == 2 {
             Ok(())
@@ -614,11 +664,21 @@ async fn filter_parameters_with_sql_metacharacters_are_bound_never_spliced() {
     ];
     for param in ["status", "payout_state", "inviter_uma"] {
         for value in hostile {
-            let r = app.client.get(app.url("/v1/invitations")).query(&[(param, value)]).bearer_auth(TOKEN).send().await.unwrap();
+            let r = app
+                .client
+                .get(app.url("/v1/invitations"))
+                .query(&[(param, value)])
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             let v = json(r).await;
             if param == "status" {
-                eprintln!("hostile input: ?{param}={value:?} -> {status}, {} items", v["items"].as_array().map_or(0, Vec::len));
+                eprintln!(
+                    "hostile input: ?{param}={value:?} -> {status}, {} items",
+                    v["items"].as_array().map_or(0, Vec::len)
+                );
             }
             assert_eq!(status, 200, "{param}={value:?}: {v}");
             assert_eq!(v["items"], json!([]), "{param}={value:?} matched something");
@@ -638,17 +698,35 @@ async fn filter_parameters_with_sql_metacharacters_are_bound_never_spliced() {
     // `after` is a cursor compared as text: hostile values answer a normal
     // page (here: both invitations sort after a quote), never an error.
     for value in hostile {
-        let r = app.client.get(app.url("/v1/invitations")).query(&[("after", value)]).bearer_auth(TOKEN).send().await.unwrap();
+        let r = app
+            .client
+            .get(app.url("/v1/invitations"))
+            .query(&[("after", value)])
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "after={value:?}");
-        let ids: Vec<String> =
-            json(r).await["items"].as_array().unwrap().iter().map(|i| i["invitation_id"].as_str().unwrap().to_owned()).collect();
+        let ids: Vec<String> = json(r).await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["invitation_id"].as_str().unwrap().to_owned())
+            .collect();
         assert!(ids.iter().all(|id| id.as_str() > value), "after={value:?} gave {ids:?}");
     }
     for value in hostile {
         let path = format!("/v1/invitations/{}", urlencode(value));
         let r = app.client.get(app.url(&path)).bearer_auth(TOKEN).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
-        let r = app.client.get(app.url("/v1/audit/incentives")).query(&[("inviter_uma", value)]).bearer_auth(TOKEN).send().await.unwrap();
+        let r = app
+            .client
+            .get(app.url("/v1/audit/incentives"))
+            .query(&[("inviter_uma", value)])
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(json(r).await["inviters"], json!([]), "audit inviter_uma={value:?}");
     }
@@ -656,15 +734,20 @@ async fn filter_parameters_with_sql_metacharacters_are_bound_never_spliced() {
     assert_eq!(ledger_len(&app.db), before);
     let r = app.client.get(app.url("/v1/invitations")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(json(r).await["items"].as_array().unwrap().len(), 2);
-    let r = app.client.get(app.url("/v1/invitations")).query(&[("status", "CLAIMED")]).bearer_auth(TOKEN).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/v1/invitations"))
+        .query(&[("status", "CLAIMED")])
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(r).await["items"].as_array().unwrap().len(), 2);
     support::assert_verifies(&app.db).await;
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 #[tokio::test]
@@ -686,7 +769,14 @@ async fn limits_out_of_range_or_not_numbers_are_400() {
         }
     }
     for after in ["-1", "abc", "18446744073709551616"] {
-        let r = app.client.get(app.url("/v1/ledger/events")).query(&[("after", after)]).bearer_auth(TOKEN).send().await.unwrap();
+        let r = app
+            .client
+            .get(app.url("/v1/ledger/events"))
+            .query(&[("after", after)])
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "/v1/ledger/events?after={after}");
     }
 }
@@ -704,22 +794,87 @@ mod properties {
 
     /// Field names the parsers look for, so generated objects hit them.
     const KEYS: &[&str] = &[
-        "event_type", "event_id", "timestamp", "entity_id", "wallet_id", "data",
-        "id", "uma_invitation_id", "invitation_id", "invitationId", "code", "uma_invitation_code", "url",
-        "inviter_uma", "uma_invitation_inviter_uma", "inviterUma", "invitee_uma", "uma_invitation_invitee_uma",
-        "inviteeUma", "status", "uma_invitation_status", "incentives_status", "uma_invitation_incentives_status",
-        "incentivesStatus", "incentives_ineligibility_reason", "payment_amount", "uma_invitation_payment_amount",
-        "paymentAmount", "amount_to_send", "amountToSend", "value", "uma_currency_amount_value", "amount",
-        "currency", "uma_currency_amount_currency", "uma_currency_code", "decimals", "created_at", "updated_at",
-        "updatedAt", "cancelled_at", "expires_at",
+        "event_type",
+        "event_id",
+        "timestamp",
+        "entity_id",
+        "wallet_id",
+        "data",
+        "id",
+        "uma_invitation_id",
+        "invitation_id",
+        "invitationId",
+        "code",
+        "uma_invitation_code",
+        "url",
+        "inviter_uma",
+        "uma_invitation_inviter_uma",
+        "inviterUma",
+        "invitee_uma",
+        "uma_invitation_invitee_uma",
+        "inviteeUma",
+        "status",
+        "uma_invitation_status",
+        "incentives_status",
+        "uma_invitation_incentives_status",
+        "incentivesStatus",
+        "incentives_ineligibility_reason",
+        "payment_amount",
+        "uma_invitation_payment_amount",
+        "paymentAmount",
+        "amount_to_send",
+        "amountToSend",
+        "value",
+        "uma_currency_amount_value",
+        "amount",
+        "currency",
+        "uma_currency_amount_currency",
+        "uma_currency_code",
+        "decimals",
+        "created_at",
+        "updated_at",
+        "updatedAt",
+        "cancelled_at",
+        "expires_at",
     ];
 
     const WORDS: &[&str] = &[
-        "", " ", "UMA_INVITATION_CLAIMED", "NODE_STATUS", "CLAIMED", "PENDING", "CANCELLED", "EXPIRED",
-        "VALIDATED", "INELIGIBLE", "INVALID", "claimed", "USD", "EUR", "US D", "$a@x", "Inv:1",
-        "2026-11-01T12:00:00+00:00", "2026-11-01T12:00:00Z", "9999-12-31T23:59:59+14:00", "0000-01-01T00:00:00Z",
-        "not a time", "-1", "-0", "0", "18446744073709551616", "9223372036854775807", "1e3", "\u{0}", "ü🎉",
-        "invitee_payment", "inviter_incentive", "inviter_notification", "paid", "retry", "failed",
+        "",
+        " ",
+        "UMA_INVITATION_CLAIMED",
+        "NODE_STATUS",
+        "CLAIMED",
+        "PENDING",
+        "CANCELLED",
+        "EXPIRED",
+        "VALIDATED",
+        "INELIGIBLE",
+        "INVALID",
+        "claimed",
+        "USD",
+        "EUR",
+        "US D",
+        "$a@x",
+        "Inv:1",
+        "2026-11-01T12:00:00+00:00",
+        "2026-11-01T12:00:00Z",
+        "9999-12-31T23:59:59+14:00",
+        "0000-01-01T00:00:00Z",
+        "not a time",
+        "-1",
+        "-0",
+        "0",
+        "18446744073709551616",
+        "9223372036854775807",
+        "1e3",
+        "\u{0}",
+        "ü🎉",
+        "invitee_payment",
+        "inviter_incentive",
+        "inviter_notification",
+        "paid",
+        "retry",
+        "failed",
     ];
 
     fn text() -> impl Strategy<Value = String> {
@@ -743,7 +898,8 @@ mod properties {
         leaf.prop_recursive(5, 48, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec((key(), inner), 0..8).prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+                prop::collection::vec((key(), inner), 0..8)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
             ]
         })
     }
@@ -753,7 +909,10 @@ mod properties {
         let amount = (json_value(), prop_oneof![json_value(), text().prop_map(Value::String)], json_value())
             .prop_map(|(value, currency, code)| json!({"value": value, "currency": currency, "uma_currency_amount_currency": {"uma_currency_code": code}}));
         (
-            prop::collection::vec((prop::sample::select(KEYS), prop_oneof![text().prop_map(Value::String), json_value()]), 0..14),
+            prop::collection::vec(
+                (prop::sample::select(KEYS), prop_oneof![text().prop_map(Value::String), json_value()]),
+                0..14,
+            ),
             prop::option::of(amount),
         )
             .prop_map(|(fields, amount)| {
@@ -789,8 +948,9 @@ mod properties {
         fn typed<T: Strategy<Value = Value> + 'static>(good: T) -> BoxedStrategy<Option<Value>> {
             prop_oneof![4 => good.prop_map(Some), 1 => json_value().prop_map(Some), 1 => Just(None)].boxed()
         }
-        let obligation = prop::sample::select(vec!["invitee_payment", "inviter_incentive", "inviter_notification", "nope"])
-            .prop_map(|s| json!(s));
+        let obligation =
+            prop::sample::select(vec!["invitee_payment", "inviter_incentive", "inviter_notification", "nope"])
+                .prop_map(|s| json!(s));
         let fields = (
             (
                 typed(Just(json!("Inv:1"))),
@@ -809,40 +969,57 @@ mod properties {
                 typed(prop_oneof![invitation_like(), Just(Value::Null)]),
             ),
         );
-        fields.prop_map(|((inv, obligation, key, attempt, t1, t2), (request, amount, http, permanent, decision, entity))| {
-            let mut o = Map::new();
-            let mut put = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    o.insert(k.to_owned(), v);
-                }
-            };
-            put("invitation_id", inv);
-            put("obligation", obligation);
-            put("idempotency_key", key.clone());
-            put("attempt", attempt);
-            put("requested_at", t1.clone());
-            put("at", t1.clone());
-            put("failed_at", t1.clone());
-            put("fetched_at", t1);
-            put("first_requested_at", t2.clone());
-            put("next_attempt_at", t2);
-            put("request", request);
-            put("amount", amount);
-            put("http_status", http);
-            put("permanent", permanent);
-            put("decision", decision);
-            put("entity", entity);
-            put("payment_id", key.clone());
-            put("error", key);
-            serde_json::to_vec(&Value::Object(o)).unwrap()
-        })
+        fields.prop_map(
+            |((inv, obligation, key, attempt, t1, t2), (request, amount, http, permanent, decision, entity))| {
+                let mut o = Map::new();
+                let mut put = |k: &str, v: Option<Value>| {
+                    if let Some(v) = v {
+                        o.insert(k.to_owned(), v);
+                    }
+                };
+                put("invitation_id", inv);
+                put("obligation", obligation);
+                put("idempotency_key", key.clone());
+                put("attempt", attempt);
+                put("requested_at", t1.clone());
+                put("at", t1.clone());
+                put("failed_at", t1.clone());
+                put("fetched_at", t1);
+                put("first_requested_at", t2.clone());
+                put("next_attempt_at", t2);
+                put("request", request);
+                put("amount", amount);
+                put("http_status", http);
+                put("permanent", permanent);
+                put("decision", decision);
+                put("entity", entity);
+                put("payment_id", key.clone());
+                put("error", key);
+                serde_json::to_vec(&Value::Object(o)).unwrap()
+            },
+        )
     }
 
     const KINDS: &[&str] = &[
-        "webhook.received", "invitation.fetched", "invitation.fetch_failed", "obligation.in_doubt",
-        "obligation.resolved", "payout.requested", "payout.succeeded", "payout.failed", "incentive.requested",
-        "incentive.succeeded", "incentive.failed", "notification.requested", "notification.succeeded",
-        "notification.failed", "payout", "payout.", ".requested", "payout.requested.extra", "",
+        "webhook.received",
+        "invitation.fetched",
+        "invitation.fetch_failed",
+        "obligation.in_doubt",
+        "obligation.resolved",
+        "payout.requested",
+        "payout.succeeded",
+        "payout.failed",
+        "incentive.requested",
+        "incentive.succeeded",
+        "incentive.failed",
+        "notification.requested",
+        "notification.succeeded",
+        "notification.failed",
+        "payout",
+        "payout.",
+        ".requested",
+        "payout.requested.extra",
+        "",
     ];
 
     fn event_parts() -> impl Strategy<Value = (String, Option<String>, Vec<u8>)> {

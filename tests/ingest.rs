@@ -23,7 +23,9 @@ async fn official_test_vector_is_accepted_and_stored_byte_for_byte() {
     assert_eq!(json(resp).await, serde_json::json!({"status": "accepted", "seq": 1}));
     let conn = rusqlite::Connection::open(&app.db).unwrap();
     let (body, sig, kind): (Vec<u8>, String, String) = conn
-        .query_row("SELECT body, signature, kind FROM events WHERE seq = 1", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("SELECT body, signature, kind FROM events WHERE seq = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap();
     assert_eq!(body, VECTOR_BODY.as_bytes());
     assert_eq!(sig, VECTOR_SIGNATURE);
@@ -61,7 +63,13 @@ async fn bad_missing_and_non_hex_signatures_are_401_and_store_nothing() {
 #[tokio::test]
 async fn malformed_json_with_a_valid_signature_is_400_and_stores_nothing() {
     let app = TestApp::spawn().await;
-    for body in ["{not json", "[1,2,3]", "42", r#"{"event_type":"X"}"#, r#"{"event_type":"X","event_id":"e","timestamp":"t","entity_id":"n","data":7}"#] {
+    for body in [
+        "{not json",
+        "[1,2,3]",
+        "42",
+        r#"{"event_type":"X"}"#,
+        r#"{"event_type":"X","event_id":"e","timestamp":"t","entity_id":"n","data":7}"#,
+    ] {
         let resp = app.post_signed(body).await;
         assert_eq!(resp.status(), 400, "{body}");
         assert_eq!(json(resp).await["error"], "malformed_webhook");
@@ -73,15 +81,15 @@ async fn malformed_json_with_a_valid_signature_is_400_and_stores_nothing() {
 async fn a_body_over_256_kib_is_413_and_stores_nothing() {
     let app = TestApp::spawn().await;
     let padding = "x".repeat(256 * 1024);
-    let body = format!(
-        r#"{{"event_type":"NODE_STATUS","event_id":"big","timestamp":"t","entity_id":"n","pad":"{padding}"}}"#
-    );
+    let body =
+        format!(r#"{{"event_type":"NODE_STATUS","event_id":"big","timestamp":"t","entity_id":"n","pad":"{padding}"}}"#);
     let resp = app.post_signed(&body).await;
     assert_eq!(resp.status(), 413);
     assert_eq!(json(resp).await["error"], "body_too_large");
 
     // Without Content-Length (chunked), the limit holds too.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.as_bytes().chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.as_bytes().chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
     let stream = futures_util::stream::iter(chunks);
     let resp = app
         .client

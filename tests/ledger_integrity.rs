@@ -80,8 +80,11 @@ async fn a_rewritten_chain_still_fails_on_the_webhook_signature() {
     let events = invitation_ledger::ledger::read_after(&conn, 0, 100).unwrap();
     for e in events {
         let h = e.chain_hash(&prev);
-        conn.execute("UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3", rusqlite::params![&prev[..], &h[..], e.seq as i64])
-            .unwrap();
+        conn.execute(
+            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![&prev[..], &h[..], e.seq as i64],
+        )
+        .unwrap();
         prev = h;
     }
     let out = verify(&db);
@@ -125,7 +128,11 @@ fn serve_beyond_loopback_without_a_token_is_refused() {
     let db = dir.path().join("l.db");
     let out = run(
         &["serve"],
-        &[("LEDGER_DB", db.to_str().unwrap()), ("LISTEN_ADDR", "0.0.0.0:0"), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)],
+        &[
+            ("LEDGER_DB", db.to_str().unwrap()),
+            ("LISTEN_ADDR", "0.0.0.0:0"),
+            ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET),
+        ],
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("READ_API_TOKEN"));

@@ -15,7 +15,8 @@ use support::{InvitationFixture, TestApp};
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
 
 fn document_text() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).expect("openapi.json at the repository root")
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))
+        .expect("openapi.json at the repository root")
 }
 
 fn document() -> Value {
@@ -36,7 +37,8 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
 
 /// The path with each `{param}` replaced by the parameter's example (or `x`).
 fn fill(doc: &Value, template: &str, op: &Value) -> String {
-    let params: Vec<&Value> = op["parameters"].as_array().map(|a| a.iter().map(|p| resolve(doc, p)).collect()).unwrap_or_default();
+    let params: Vec<&Value> =
+        op["parameters"].as_array().map(|a| a.iter().map(|p| resolve(doc, p)).collect()).unwrap_or_default();
     template
         .split('/')
         .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
@@ -55,7 +57,8 @@ fn fill(doc: &Value, template: &str, op: &Value) -> String {
 fn matches_template(template: &str, path: &str) -> bool {
     let t: Vec<&str> = template.split('/').collect();
     let p: Vec<&str> = path.split('/').collect();
-    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
+    t.len() == p.len()
+        && t.iter().zip(&p).all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
 }
 
 fn documented(doc: &Value, method: &str, path: &str) -> bool {
@@ -64,7 +67,11 @@ fn documented(doc: &Value, method: &str, path: &str) -> bool {
 
 /// No redirects followed: `POST /login` answers 303 and that is what we check.
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// Sends `method path` and tells whether the router itself refused it
@@ -169,8 +176,12 @@ async fn every_reference_resolves_and_every_operation_says_what_it_answers() {
             let Some(op) = item.get(method) else { continue };
             let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {template} has no operationId"));
             assert!(ids.insert(id.to_owned()), "operationId {id} used twice");
-            let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {template} has no responses"));
-            assert!(responses.keys().any(|k| k.starts_with('2') || k.starts_with('3')), "{method} {template}: no success answer");
+            let responses =
+                op["responses"].as_object().unwrap_or_else(|| panic!("{method} {template} has no responses"));
+            assert!(
+                responses.keys().any(|k| k.starts_with('2') || k.starts_with('3')),
+                "{method} {template}: no success answer"
+            );
             assert!(op.get("security").is_some(), "{method} {template}: security not stated");
         }
     }

@@ -61,7 +61,10 @@ async fn app_with_lightspark(fake: &FakeLightspark) -> TestApp {
 async fn a_claimed_webhook_without_data_is_fetched_from_lightspark() {
     let fake = FakeLightspark::start(CLIENT_ID, CLIENT_SECRET).await;
     let id = "UmaInvitation:fetch-1";
-    fake.set_invitation(id, aliased_entity(id, "FETCH1", "CLAIMED", "VALIDATED", Some((700, "USD")), Some("$bob@b.example")));
+    fake.set_invitation(
+        id,
+        aliased_entity(id, "FETCH1", "CLAIMED", "VALIDATED", Some((700, "USD")), Some("$bob@b.example")),
+    );
     let app = app_with_lightspark(&fake).await;
 
     let resp = app.post_signed(&claimed("ev-fetch-1", id, None)).await;
@@ -165,7 +168,11 @@ async fn the_read_api_finds_by_id_and_code_filters_and_pages() {
         let status = if i % 2 == 0 { "CLAIMED" } else { "CANCELLED" };
         let inviter = if i < 4 { "$alice@a.example" } else { "$carol@c.example" };
         let id = format!("UmaInvitation:read-{i}");
-        let body = claimed(&format!("ev-read-{i}"), &id, Some(invitation(&id, &format!("CODE{i}"), status, inviter, Some(100 + i))));
+        let body = claimed(
+            &format!("ev-read-{i}"),
+            &id,
+            Some(invitation(&id, &format!("CODE{i}"), status, inviter, Some(100 + i))),
+        );
         assert_eq!(app.post_signed(&body).await.status(), 200);
     }
     wait_for(&app, "UmaInvitation:read-6", |v| v["last_seq"] == 7).await;
@@ -178,18 +185,30 @@ async fn the_read_api_finds_by_id_and_code_filters_and_pages() {
     assert_eq!(missing.status(), 404);
     assert_eq!(body_json(missing).await["error"], "not_found");
 
-    let claimed_page = body_json(app.client.get(app.url("/v1/invitations?status=CLAIMED&limit=2")).send().await.unwrap()).await;
+    let claimed_page =
+        body_json(app.client.get(app.url("/v1/invitations?status=CLAIMED&limit=2")).send().await.unwrap()).await;
     assert_eq!(claimed_page["items"].as_array().unwrap().len(), 2);
     let next = claimed_page["next"].as_str().unwrap().to_owned();
-    let rest = body_json(app.client.get(app.url(&format!("/v1/invitations?status=CLAIMED&limit=2&after={next}"))).send().await.unwrap()).await;
-    let ids: Vec<&str> = claimed_page["items"].as_array().unwrap().iter().chain(rest["items"].as_array().unwrap())
-        .map(|v| v["invitation_id"].as_str().unwrap()).collect();
+    let rest = body_json(
+        app.client.get(app.url(&format!("/v1/invitations?status=CLAIMED&limit=2&after={next}"))).send().await.unwrap(),
+    )
+    .await;
+    let ids: Vec<&str> = claimed_page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .map(|v| v["invitation_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["UmaInvitation:read-0", "UmaInvitation:read-2", "UmaInvitation:read-4", "UmaInvitation:read-6"]);
     assert_eq!(rest["next"], Value::Null);
 
-    let carol = body_json(app.client.get(app.url("/v1/invitations?inviter_uma=%24carol%40c.example")).send().await.unwrap()).await;
+    let carol =
+        body_json(app.client.get(app.url("/v1/invitations?inviter_uma=%24carol%40c.example")).send().await.unwrap())
+            .await;
     assert_eq!(carol["items"].as_array().unwrap().len(), 3);
-    let pending = body_json(app.client.get(app.url("/v1/invitations?payout_state=pending")).send().await.unwrap()).await;
+    let pending =
+        body_json(app.client.get(app.url("/v1/invitations?payout_state=pending")).send().await.unwrap()).await;
     assert_eq!(pending["items"].as_array().unwrap().len(), 4);
     let too_big = app.client.get(app.url("/v1/invitations?limit=100000")).send().await.unwrap();
     assert_eq!(too_big.status(), 400);
@@ -240,7 +259,11 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
     for i in 0..30 {
         let id = format!("UmaInvitation:rb-{}", i % 10);
         let status = if i < 10 { "PENDING" } else { "CLAIMED" };
-        let body = claimed(&format!("ev-rb-{i}"), &id, Some(invitation(&id, &format!("RB{}", i % 10), status, "$a@x", Some(i))));
+        let body = claimed(
+            &format!("ev-rb-{i}"),
+            &id,
+            Some(invitation(&id, &format!("RB{}", i % 10), status, "$a@x", Some(i))),
+        );
         assert_eq!(app.post_signed(&body).await.status(), 200);
     }
     wait_for(&app, "UmaInvitation:rb-9", |v| v["last_seq"] == 30).await;
@@ -277,8 +300,12 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
     assert_eq!(serde_json::from_slice::<Value>(&by_code.stdout).unwrap()["invitation_id"], "UmaInvitation:rb-3");
 
     // Tamper with a projection row: --check notices.
-    rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap()
-        .execute("UPDATE invitations SET state = replace(state, 'RB3', 'XX3') WHERE invitation_id = 'UmaInvitation:rb-3'", [])
+    rusqlite::Connection::open(invitation_ledger::projection::store::path(&db))
+        .unwrap()
+        .execute(
+            "UPDATE invitations SET state = replace(state, 'RB3', 'XX3') WHERE invitation_id = 'UmaInvitation:rb-3'",
+            [],
+        )
         .unwrap();
     let drift = run_env(&["rebuild", "--check"], &env);
     assert!(!drift.status.success());
@@ -316,8 +343,12 @@ fn the_projection_catches_up_at_start_up_after_a_crash() {
     let client = reqwest::blocking::Client::new();
     let id = "UmaInvitation:cu-1";
     let body = claimed("ev-cu", id, Some(invitation(id, "CU1", "CLAIMED", "$a@x", None)));
-    let r = client.post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", support::signature_of(body.as_bytes())).body(body).send().unwrap();
+    let r = client
+        .post(server.url("/webhooks/lightspark"))
+        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .body(body)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     server.kill();
     // Whether or not the projector ran before the kill, a restart catches up.
@@ -338,8 +369,12 @@ fn projections_written_under_another_boot_are_folded_again() {
     let id = "UmaInvitation:boot-1";
     let server = ServeProcess::start(&db, &[]);
     let body = claimed("ev-boot", id, Some(invitation(id, "BOOT1", "CLAIMED", "$a@x", Some(700))));
-    let r = client.post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", support::signature_of(body.as_bytes())).body(body).send().unwrap();
+    let r = client
+        .post(server.url("/webhooks/lightspark"))
+        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .body(body)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     // The projector folds a moment after the commit.
     let projected = (0..500).any(|_| {

@@ -131,7 +131,8 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
         a.reconcile.inviter_incentive = Some("500:USD".into());
     })
     .await;
-    let invitations: Vec<(Mix, InvitationFixture)> = (0..100).map(|n| (Mix::ALL[n % 6], Mix::ALL[n % 6].fixture(n))).collect();
+    let invitations: Vec<(Mix, InvitationFixture)> =
+        (0..100).map(|n| (Mix::ALL[n % 6], Mix::ALL[n % 6].fixture(n))).collect();
 
     // Act
     let app_ref = &app;
@@ -162,7 +163,11 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
         let v = &by_id[&f.id];
         for ((field, kind), want) in FIELDS.iter().zip(mix.expected()) {
             if want != "succeeded" {
-                assert!(v[field]["attempts"] == 0 && v[field]["payment_id"].is_null(), "{} {field} must be untouched: {v}", f.id);
+                assert!(
+                    v[field]["attempts"] == 0 && v[field]["payment_id"].is_null(),
+                    "{} {field} must be untouched: {v}",
+                    f.id
+                );
                 continue;
             }
             let k = key(&f.id, *kind);
@@ -179,22 +184,32 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
                     "idempotency_key": k, "kind": "invitee_joined", "invitation_id": f.id,
                     "inviter_uma": f.inviter_uma, "invitee_uma": f.invitee_uma}),
             };
-            let target = if *kind == ObligationKind::InviterNotification { &mut due_notifications } else { &mut due_payments };
+            let target =
+                if *kind == ObligationKind::InviterNotification { &mut due_notifications } else { &mut due_payments };
             target.insert(k, (f.id.clone(), *field, body));
         }
     }
     // 100 = 6 × 16 + 4: Full, NoAmount, Ineligible and Cancelled have 17 each, Pending and NoInvitee 16.
-    assert_eq!(due_payments.len(), (17 + 17) + (17 + 16), "payments of Full and Ineligible, incentives of Full and NoInvitee");
+    assert_eq!(
+        due_payments.len(),
+        (17 + 17) + (17 + 16),
+        "payments of Full and Ineligible, incentives of Full and NoInvitee"
+    );
     assert_eq!(due_notifications.len(), 17 + 17 + 17, "Full, NoAmount and Ineligible");
 
-    for (platform, due, name) in [(&payments, &due_payments, "payments"), (&notify, &due_notifications, "notifications")] {
+    for (platform, due, name) in
+        [(&payments, &due_payments, "payments"), (&notify, &due_notifications, "notifications")]
+    {
         let requests = platform.requests();
         // Faults really happened, so retries really were exercised.
         assert!(requests.iter().filter(|r| r.answered != 200).count() >= 8, "{name}: too few injected failures");
         // Exactly one distinct key per due obligation, and no other key.
         let mut by_key: BTreeMap<String, Vec<&support::fake_platform::RecordedRequest>> = BTreeMap::new();
         for r in &requests {
-            let k = r.idempotency_key.clone().unwrap_or_else(|| panic!("{name}: request without Idempotency-Key: {}", r.body));
+            let k = r
+                .idempotency_key
+                .clone()
+                .unwrap_or_else(|| panic!("{name}: request without Idempotency-Key: {}", r.body));
             assert_eq!(r.body["idempotency_key"], k.as_str(), "{name}: header and body keys differ");
             by_key.entry(k).or_default().push(r);
         }
@@ -202,7 +217,10 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
         for (k, rs) in &by_key {
             let (id, field, want_body) = &due[k];
             // Every retry re-sent the same bytes, and the body is the documented one.
-            assert!(rs.iter().all(|r| r.raw_body == rs[0].raw_body), "{name}: {id} {field} body changed between retries");
+            assert!(
+                rs.iter().all(|r| r.raw_body == rs[0].raw_body),
+                "{name}: {id} {field} body changed between retries"
+            );
             assert_eq!(&rs[0].body, want_body, "{name}: {id} {field} body");
             // `attempts` counts the HTTP calls the platform received.
             assert_eq!(by_id[id][field]["attempts"], rs.len(), "{name}: {id} {field} attempts vs requests seen");
@@ -228,7 +246,10 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
     assert_eq!(count_kind(&app.db, "payout.succeeded"), 17 + 17);
     assert_eq!(count_kind(&app.db, "incentive.succeeded"), 17 + 16);
     assert_eq!(count_kind(&app.db, "notification.succeeded"), due_notifications.len());
-    assert_eq!(count_kind(&app.db, "payout.requested") + count_kind(&app.db, "incentive.requested"), payments.requests().len());
+    assert_eq!(
+        count_kind(&app.db, "payout.requested") + count_kind(&app.db, "incentive.requested"),
+        payments.requests().len()
+    );
     assert_eq!(count_kind(&app.db, "notification.requested"), notify.requests().len());
 }
 
@@ -284,10 +305,12 @@ async fn a_400_stays_failed_and_is_never_retried() {
     assert_eq!(v["payout"]["attempts"], 1);
     assert_eq!(v["payout"]["last_error"], err);
     let refused_key = key(&refused.id, ObligationKind::InviteePayment);
-    let sent = payments.requests().iter().filter(|r| r.idempotency_key.as_deref() == Some(refused_key.as_str())).count();
+    let sent =
+        payments.requests().iter().filter(|r| r.idempotency_key.as_deref() == Some(refused_key.as_str())).count();
     assert_eq!(sent, 1);
     let (_, failed) = app.get_json("/v1/invitations?payout_state=failed").await;
-    let listed: Vec<&str> = failed["items"].as_array().unwrap().iter().map(|i| i["invitation_id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> =
+        failed["items"].as_array().unwrap().iter().map(|i| i["invitation_id"].as_str().unwrap()).collect();
     assert_eq!(listed, vec![refused.id.as_str()]);
 }
 
@@ -361,7 +384,8 @@ async fn without_a_payout_url_obligations_stay_pending_and_listed() {
         a.reconcile.inviter_incentive = Some("500:USD".into());
     })
     .await;
-    let owed: Vec<InvitationFixture> = (1..=3).map(|n| InvitationFixture::claimed(&format!("UmaInvitation:owed-{n}"))).collect();
+    let owed: Vec<InvitationFixture> =
+        (1..=3).map(|n| InvitationFixture::claimed(&format!("UmaInvitation:owed-{n}"))).collect();
     let mut cancelled = InvitationFixture::claimed("UmaInvitation:cancelled");
     cancelled.status = "CANCELLED".into();
     let mut no_amount = InvitationFixture::claimed("UmaInvitation:no-amount");
@@ -378,7 +402,8 @@ async fn without_a_payout_url_obligations_stay_pending_and_listed() {
     }
     let (status, page) = app.get_json("/v1/invitations?payout_state=pending").await;
     assert_eq!(status, 200);
-    let listed: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["invitation_id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> =
+        page["items"].as_array().unwrap().iter().map(|i| i["invitation_id"].as_str().unwrap()).collect();
     assert_eq!(listed, owed.iter().map(|f| f.id.as_str()).collect::<Vec<_>>());
     for item in page["items"].as_array().unwrap() {
         let id = item["invitation_id"].as_str().unwrap();
@@ -415,11 +440,14 @@ async fn a_hanging_platform_is_bounded_by_the_request_timeout_and_retried() {
     let requests = payments.requests();
     assert_eq!(requests[0].answered, 0, "the first request was never answered");
     let k = key(&inv.id, ObligationKind::InviteePayment);
-    assert!(requests.iter().all(|r| r.idempotency_key.as_deref() == Some(k.as_str()) && r.raw_body == requests[0].raw_body));
+    assert!(requests
+        .iter()
+        .all(|r| r.idempotency_key.as_deref() == Some(k.as_str()) && r.raw_body == requests[0].raw_body));
     assert_eq!(payments.executed().len(), 1);
     let conn = rusqlite::Connection::open(&app.db).unwrap();
-    let failure: Vec<u8> =
-        conn.query_row("SELECT body FROM events WHERE kind = 'payout.failed' ORDER BY seq LIMIT 1", [], |r| r.get(0)).unwrap();
+    let failure: Vec<u8> = conn
+        .query_row("SELECT body FROM events WHERE kind = 'payout.failed' ORDER BY seq LIMIT 1", [], |r| r.get(0))
+        .unwrap();
     let failure: Value = serde_json::from_slice(&failure).unwrap();
     assert_eq!(failure["permanent"], false);
     assert!(failure["error"].as_str().unwrap().contains("timed out"), "{failure}");
@@ -456,7 +484,8 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
 
     // A pending obligation cannot be resolved.
     let before = ledger_len(&db_path);
-    let out = run_binary(&["resolve", &retried.id, "invitee_payment", "--paid", "pay_nope"], &[("LEDGER_DB", db)]).await;
+    let out =
+        run_binary(&["resolve", &retried.id, "invitee_payment", "--paid", "pay_nope"], &[("LEDGER_DB", db)]).await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("is pending, not in_doubt or failed: nothing to resolve"), "{stderr}");
@@ -510,7 +539,10 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
     // Assert 1
     assert!(stdout.contains("in_doubt=1") && stdout.contains("retry_scheduled=1"), "{stdout}");
     assert_eq!(payments.requests().len(), 1, "only the fresh obligation was sent");
-    assert_eq!(payments.requests()[0].idempotency_key.as_deref(), Some(key(&retried.id, ObligationKind::InviteePayment).as_str()));
+    assert_eq!(
+        payments.requests()[0].idempotency_key.as_deref(),
+        Some(key(&retried.id, ObligationKind::InviteePayment).as_str())
+    );
     let s = status_json(db, &paid.id).await;
     assert_eq!(s["payout"]["state"], "in_doubt", "{s}");
     assert_eq!(s["payout"]["attempts"], 1);
@@ -625,7 +657,9 @@ async fn reconcile_once_is_refused_while_a_service_holds_the_database() {
     let server = tokio::task::spawn_blocking(move || ServeProcess::start(&db_for_start, &[])).await.unwrap();
 
     // Act
-    let out = run_binary(&["reconcile", "--once"], &[("LEDGER_DB", db.to_str().unwrap()), ("PAYOUT_URL", &payments.url)]).await;
+    let out =
+        run_binary(&["reconcile", "--once"], &[("LEDGER_DB", db.to_str().unwrap()), ("PAYOUT_URL", &payments.url)])
+            .await;
 
     // Assert
     let (_, stderr) = text(&out);
@@ -714,7 +748,11 @@ async fn a_claim_committed_during_a_slow_pass_is_paid_without_waiting_for_the_in
     app.claim(&slow, "evt-slow").await;
     let payments_ref = &payments;
     eventually("the slow payment to be in flight", SETTLE, || async move {
-        if payments_ref.requests().is_empty() { Err("no request yet".to_owned()) } else { Ok(()) }
+        if payments_ref.requests().is_empty() {
+            Err("no request yet".to_owned())
+        } else {
+            Ok(())
+        }
     })
     .await;
 
@@ -761,7 +799,11 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     assert_eq!(resp.status(), 200);
     let payments_ref = &payments;
     eventually("the payment request to reach the platform", SETTLE, || async move {
-        if payments_ref.requests().is_empty() { Err("no request yet".to_owned()) } else { Ok(()) }
+        if payments_ref.requests().is_empty() {
+            Err("no request yet".to_owned())
+        } else {
+            Ok(())
+        }
     })
     .await;
 
@@ -777,8 +819,19 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     let v = eventually("the payment to succeed after the restart", SETTLE, || {
         let url = url.clone();
         async move {
-            let v: Value = client_ref.get(&url).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
-            if v["payout"]["state"] == "succeeded" { Ok(v) } else { Err(v["payout"].to_string()) }
+            let v: Value = client_ref
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if v["payout"]["state"] == "succeeded" {
+                Ok(v)
+            } else {
+                Err(v["payout"].to_string())
+            }
         }
     })
     .await;

@@ -14,10 +14,8 @@ use support::{claimed_body, ledger_rows, raw_json, raw_status, signature_of};
 
 /// Sends SIGTERM to the child (no libc here: the `kill` command).
 fn sigterm(server: &ServeProcess) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("run kill");
+    let status =
+        std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("run kill");
     assert!(status.success(), "kill -TERM failed");
 }
 
@@ -59,7 +57,10 @@ async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_w
                     .await;
                 match sent {
                     Ok(r) if r.status() == 200 => {
-                        acked.lock().unwrap().insert(invitation_ledger::lightspark::webhook::event_key(&event_id, body.as_bytes()));
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(invitation_ledger::lightspark::webhook::event_key(&event_id, body.as_bytes()));
                     }
                     // The writer stopped under a request that was still
                     // being served: Lightspark would retry it.
@@ -78,7 +79,8 @@ async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_w
     tokio::time::sleep(Duration::from_millis(700)).await;
     let acked_before = acked.lock().unwrap().len();
     sigterm(&server);
-    let (status, took) = wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
+    let (status, took) =
+        wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
     eprintln!("exited with {status} {took:?} after SIGTERM; {acked_before} acknowledged before it");
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(8), "took {took:?} to exit");
@@ -130,7 +132,8 @@ async fn a_request_in_flight_when_sigterm_arrives_is_finished_and_stored() {
     assert_eq!(raw_status(&answer), Some(200), "{}", String::from_utf8_lossy(&answer));
     assert_eq!(raw_json(&answer).unwrap()["status"], "accepted");
 
-    let (status, took) = wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
+    let (status, took) =
+        wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
     eprintln!("exited with {status} {took:?} after the in-flight request");
     assert!(status.success(), "exit status {status}");
     let keys: Vec<String> = ledger_rows(&db).into_iter().map(|r| r.1).collect();
@@ -155,7 +158,8 @@ async fn sigterm_with_idle_connections_open_still_exits_within_five_seconds() {
 
     let sent = Instant::now();
     sigterm(&server);
-    let (status, took) = wait_exit(&mut server, Duration::from_secs(15)).await.expect("the service must exit after SIGTERM");
+    let (status, took) =
+        wait_exit(&mut server, Duration::from_secs(15)).await.expect("the service must exit after SIGTERM");
     eprintln!("exited with {status} {:?} after SIGTERM with idle connections open", sent.elapsed());
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(6), "took {took:?}: idle connections held the shutdown beyond the 3 s drain");

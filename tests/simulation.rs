@@ -352,13 +352,15 @@ fn snapshot(inv: &Invitation, n: usize, status: &str, updated_at: &str, amount: 
         d["invitee_uma"] = format!("$invitee-{n}@receiving.sim").into();
     }
     if let Some(v) = amount {
-        d["payment_amount"] = json!({"value": v, "currency": {"code": "USD", "symbol": "$", "decimals": 2, "name": "US Dollar"}});
+        d["payment_amount"] =
+            json!({"value": v, "currency": {"code": "USD", "symbol": "$", "decimals": 2, "name": "US Dollar"}});
     }
     d
 }
 
 fn webhook(event_type: &str, event_id: &str, timestamp: &str, entity: &str, data: Value) -> String {
-    json!({"event_type": event_type, "event_id": event_id, "timestamp": timestamp, "entity_id": entity, "data": data}).to_string()
+    json!({"event_type": event_type, "event_id": event_id, "timestamp": timestamp, "entity_id": entity, "data": data})
+        .to_string()
 }
 
 struct Scenario {
@@ -371,7 +373,8 @@ impl Scenario {
         let mut r = Rng::new(p.seed, 2);
         let mut invitations = Vec::new();
         let mut arrivals = Vec::new();
-        let at = |r: &mut Rng| start + chrono::Duration::milliseconds(r.range(0, p.arrival_span.as_millis() as u64) as i64);
+        let at =
+            |r: &mut Rng| start + chrono::Duration::milliseconds(r.range(0, p.arrival_span.as_millis() as u64) as i64);
         for n in 0..p.invitations {
             let mix = r.pick(&Mix::ALL);
             let inv = Invitation { id: format!("UmaInvitation:sim-{n:02}"), mix };
@@ -388,10 +391,20 @@ impl Scenario {
                 &inv.id,
                 snapshot(&inv, n, mix.status(), &updated, amount),
             );
-            arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body: main.clone(), what: format!("{} main {}", inv.id, mix.status()) });
+            arrivals.push(Arrival {
+                at: at(&mut r),
+                order: arrivals.len(),
+                body: main.clone(),
+                what: format!("{} main {}", inv.id, mix.status()),
+            });
             // Lightspark retries: the very same bytes again, later.
             if r.chance(300) {
-                arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body: main, what: format!("{} redelivery", inv.id) });
+                arrivals.push(Arrival {
+                    at: at(&mut r),
+                    order: arrivals.len(),
+                    body: main,
+                    what: format!("{} redelivery", inv.id),
+                });
             }
             // An older snapshot that arrives late must not revert anything.
             if r.chance(300) {
@@ -403,7 +416,12 @@ impl Scenario {
                     &inv.id,
                     snapshot(&inv, n, "PENDING", &older, amount),
                 );
-                arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body, what: format!("{} older PENDING snapshot", inv.id) });
+                arrivals.push(Arrival {
+                    at: at(&mut r),
+                    order: arrivals.len(),
+                    body,
+                    what: format!("{} older PENDING snapshot", inv.id),
+                });
             }
             // A newer snapshot with another amount: a payment in flight must
             // keep the body of its first request.
@@ -416,7 +434,12 @@ impl Scenario {
                     &inv.id,
                     snapshot(&inv, n, mix.status(), &newer, amount.map(|a| a + 7)),
                 );
-                arrivals.push(Arrival { at: at(&mut r), order: arrivals.len(), body, what: format!("{} newer snapshot, amount changed", inv.id) });
+                arrivals.push(Arrival {
+                    at: at(&mut r),
+                    order: arrivals.len(),
+                    body,
+                    what: format!("{} newer snapshot, amount changed", inv.id),
+                });
             }
             invitations.push(inv);
         }
@@ -580,7 +603,8 @@ impl SimPlatform {
         }
         // The request travels.
         let timeout = st.rng.chance(st.p.p_timeout);
-        let latency = if timeout { st.p.request_timeout } else { Duration::from_millis(st.rng.range(0, st.p.max_latency_ms)) };
+        let latency =
+            if timeout { st.p.request_timeout } else { Duration::from_millis(st.rng.range(0, st.p.max_latency_ms)) };
         self.clock.advance(latency);
         let now = self.clock.now();
         // A timed-out request may or may not have arrived.
@@ -596,7 +620,10 @@ impl SimPlatform {
         } else if SimPlatform::rejects(&st.p, &invitation, &kind) {
             Some(CallOutcome::Answered { status: 400, body: br#"{"error":"receiver_not_payable"}"#.to_vec() })
         } else if st.rng.chance(st.p.p_fail_before) {
-            Some(CallOutcome::Answered { status: st.rng.pick(&[500, 502, 503]), body: br#"{"error":"unavailable"}"#.to_vec() })
+            Some(CallOutcome::Answered {
+                status: st.rng.pick(&[500, 502, 503]),
+                body: br#"{"error":"unavailable"}"#.to_vec(),
+            })
         } else if st.rng.chance(st.p.p_refused) {
             Some(CallOutcome::Transport("connection failed: connection refused".into()))
         } else {
@@ -609,7 +636,10 @@ impl SimPlatform {
                     let done = st.executions.entry((invitation.clone(), kind.clone())).or_default();
                     done.push(id.clone());
                     if done.len() > 1 {
-                        self.trace.push(&self.clock, format!("DOUBLE EXECUTION of {invitation} {kind} (key {key}): {done:?}"));
+                        self.trace.push(
+                            &self.clock,
+                            format!("DOUBLE EXECUTION of {invitation} {kind} (key {key}): {done:?}"),
+                        );
                     }
                     (id, false)
                 }
@@ -624,7 +654,10 @@ impl SimPlatform {
             } else if replay && st.rng.chance(st.p.p_conflict_on_replay) {
                 Some(CallOutcome::Answered { status: 409, body: br#"{"error":"idempotency_key_in_use"}"#.to_vec() })
             } else {
-                Some(CallOutcome::Answered { status: 200, body: json!({ "payment_id": payment_id }).to_string().into_bytes() })
+                Some(CallOutcome::Answered {
+                    status: 200,
+                    body: json!({ "payment_id": payment_id }).to_string().into_bytes(),
+                })
             }
         };
         if crash == Some(CrashPoint::AfterExecuting) {
@@ -698,7 +731,8 @@ enum PassEnd {
 }
 
 /// The crashes a pass can end with, as counted in the summary.
-const CRASH_KINDS: [&str; 4] = ["before a pass", "before the platform executed", "after the platform executed", "between obligations"];
+const CRASH_KINDS: [&str; 4] =
+    ["before a pass", "before the platform executed", "after the platform executed", "between obligations"];
 
 // ---------------------------------------------------------------------------
 // One seed
@@ -846,8 +880,17 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
             // Webhooks that have arrived by now.
             while scenario.arrivals.front().is_some_and(|a| a.at <= clock.now()) {
                 let a = scenario.arrivals.pop_front().unwrap();
-                let appended = rt.block_on(writer.append(webhook_event(&a.body))).map_err(|e| format!("ingest: {e}"))?;
-                trace.push(clock, format!("webhook {} -> seq {}{}", a.what, appended.seq, if appended.duplicate { " (duplicate)" } else { "" }));
+                let appended =
+                    rt.block_on(writer.append(webhook_event(&a.body))).map_err(|e| format!("ingest: {e}"))?;
+                trace.push(
+                    clock,
+                    format!(
+                        "webhook {} -> seq {}{}",
+                        a.what,
+                        appended.seq,
+                        if appended.duplicate { " (duplicate)" } else { "" }
+                    ),
+                );
             }
             let plan = if u64::from(p.crash_budget) > report.crashes && driver.chance(p.p_crash) {
                 Some(match driver.range(0, 3) {
@@ -902,9 +945,18 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
                         trace.push(clock, format!("  {l}"));
                     }
                     let open = open_obligations(&db)?;
-                    trace.push(clock, format!("pass {} done: open={open} next_due={:?}", report.passes, outcome.next_due.map(rfc3339)));
+                    trace.push(
+                        clock,
+                        format!(
+                            "pass {} done: open={open} next_due={:?}",
+                            report.passes,
+                            outcome.next_due.map(rfc3339)
+                        ),
+                    );
                     if open == 0 && scenario.arrivals.is_empty() {
-                        if !p.operator || operator_resolves(p, &db, &rt, &writer, &platform, clock, trace, &mut resolutions)? == 0 {
+                        if !p.operator
+                            || operator_resolves(p, &db, &rt, &writer, &platform, clock, trace, &mut resolutions)? == 0
+                        {
                             break 'process;
                         }
                         continue;
@@ -985,7 +1037,9 @@ fn operator_resolves(
         for kind in ObligationKind::ALL {
             let v = view::obligation(s, kind);
             let name = format!("{} {}", s.invitation_id, kind.as_str());
-            if v.state == view::ObligationState::InDoubt && resolutions.get(&name).copied().unwrap_or(0) < MAX_RESOLUTIONS {
+            if v.state == view::ObligationState::InDoubt
+                && resolutions.get(&name).copied().unwrap_or(0) < MAX_RESOLUTIONS
+            {
                 todo.push((s.invitation_id.clone(), kind, v, name));
             }
         }
@@ -994,10 +1048,19 @@ fn operator_resolves(
         return Ok(0);
     }
     // The operator looks some time later.
-    clock.advance(Duration::from_millis(hash_of(p.seed, &format!("operator/{}", clock.now())) % (p.window.as_millis() as u64 + 1)));
+    clock.advance(Duration::from_millis(
+        hash_of(p.seed, &format!("operator/{}", clock.now())) % (p.window.as_millis() as u64 + 1),
+    ));
     for (id, kind, v, name) in &todo {
         *resolutions.entry(name.clone()).or_default() += 1;
-        let executed = platform.state.lock().unwrap().executions.get(&(id.clone(), kind.as_str().to_owned())).cloned().unwrap_or_default();
+        let executed = platform
+            .state
+            .lock()
+            .unwrap()
+            .executions
+            .get(&(id.clone(), kind.as_str().to_owned()))
+            .cloned()
+            .unwrap_or_default();
         let (decision, payment_id) = match executed.last() {
             Some(pid) => (Decision::Paid, Some(pid.clone())),
             None => (Decision::Retry, None),
@@ -1013,7 +1076,11 @@ fn operator_resolves(
             at: rfc3339(clock.now()),
         };
         let event = NewEvent {
-            event_key: format!("{key}:resolved:{}:{}:{decision_name}", v.attempts, v.updated_at.as_deref().unwrap_or("-")),
+            event_key: format!(
+                "{key}:resolved:{}:{}:{decision_name}",
+                v.attempts,
+                v.updated_at.as_deref().unwrap_or("-")
+            ),
             kind: kinds::OBLIGATION_RESOLVED.into(),
             stream: Some(id.clone()),
             body: serde_json::to_vec(&body).unwrap(),
@@ -1030,7 +1097,14 @@ fn operator_resolves(
 // Invariants
 // ---------------------------------------------------------------------------
 
-fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, trace: &Trace, report: &mut Report) -> Result<(), String> {
+fn check(
+    p: &Params,
+    db: &Path,
+    scenario: &Scenario,
+    platform: &SimPlatform,
+    trace: &Trace,
+    report: &mut Report,
+) -> Result<(), String> {
     let mut conn = store::open(db).map_err(|e| e.to_string())?;
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
 
@@ -1146,7 +1220,9 @@ fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, tra
                             }
                             if let Some(id) = &shown.payment_id {
                                 if !executed.contains(id) {
-                                    return Err(format!("{what} records payment id {id}, the platform issued {executed:?}"));
+                                    return Err(format!(
+                                        "{what} records payment id {id}, the platform issued {executed:?}"
+                                    ));
                                 }
                             }
                         }
@@ -1175,23 +1251,39 @@ fn check(p: &Params, db: &Path, scenario: &Scenario, platform: &SimPlatform, tra
             let expected_key = idempotency_key(&inv.id, kind);
             let reqs = requested.get(&ob).map(Vec::as_slice).unwrap_or(&[]);
             if calls.len() > reqs.len() {
-                return Err(format!("invariant 4: {what}: {} calls but only {} requested events", calls.len(), reqs.len()));
+                return Err(format!(
+                    "invariant 4: {what}: {} calls but only {} requested events",
+                    calls.len(),
+                    reqs.len()
+                ));
             }
             if shown.attempts as usize != reqs.len() {
-                return Err(format!("{what}: shows {} attempts, the ledger has {} requested events", shown.attempts, reqs.len()));
+                return Err(format!(
+                    "{what}: shows {} attempts, the ledger has {} requested events",
+                    shown.attempts,
+                    reqs.len()
+                ));
             }
             let first_body = reqs.first().map(|r| serde_json::to_vec(&r.request).unwrap());
             for (i, r) in reqs.iter().enumerate() {
                 if r.idempotency_key != expected_key || r.attempt as usize != i + 1 {
-                    return Err(format!("invariant 4: {what}: requested event {i} has key {} attempt {}", r.idempotency_key, r.attempt));
+                    return Err(format!(
+                        "invariant 4: {what}: requested event {i} has key {} attempt {}",
+                        r.idempotency_key, r.attempt
+                    ));
                 }
                 if Some(serde_json::to_vec(&r.request).unwrap()) != first_body {
-                    return Err(format!("invariant 4: {what}: requested event {i} records another body than the first"));
+                    return Err(format!(
+                        "invariant 4: {what}: requested event {i} records another body than the first"
+                    ));
                 }
             }
             for (i, c) in calls.iter().enumerate() {
                 if c.idempotency_key != expected_key {
-                    return Err(format!("invariant 4: {what}: call {i} carried key {}, expected {expected_key}", c.idempotency_key));
+                    return Err(format!(
+                        "invariant 4: {what}: call {i} carried key {}, expected {expected_key}",
+                        c.idempotency_key
+                    ));
                 }
                 if Some(&c.body) != first_body.as_ref() {
                     return Err(format!(
@@ -1238,7 +1330,8 @@ type SeedsFailed = (Failure, Vec<u64>);
 /// failure unless `SIM_KEEP_GOING` is set.
 fn run_seeds(seeds: std::ops::Range<u64>) -> Result<Vec<(u64, Report)>, SeedsFailed> {
     let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
-    let threads = env_u64("SIM_THREADS").map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |n| n as usize);
+    let threads = env_u64("SIM_THREADS")
+        .map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |n| n as usize);
     let next = AtomicU64::new(seeds.start);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let results: Mutex<Vec<(u64, Result<Report, Failure>)>> = Mutex::default();
@@ -1282,7 +1375,8 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Result<Vec<(u64, Report)>, SeedsFai
 
 fn summarise(label: &str, reports: &[(u64, Report)], wall: Duration) -> String {
     let sum = |f: fn(&Report) -> u64| reports.iter().map(|(_, r)| f(r)).sum::<u64>();
-    let forgets_early: Vec<&Report> = reports.iter().filter(|(s, _)| Params::for_seed(*s).family == Family::ForgetsEarly).map(|(_, r)| r).collect();
+    let forgets_early: Vec<&Report> =
+        reports.iter().filter(|(s, _)| Params::for_seed(*s).family == Family::ForgetsEarly).map(|(_, r)| r).collect();
     format!(
         "{label}: {} seeds in {:.1?} wall: {} passes, {} crashes ({}; {} writer restarts), {} calls, {} executions, {} keys forgotten; \
          obligations {} succeeded / {} failed / {} in_doubt ({} ever in doubt, {} operator decisions); double executions: 0 in the safe family, {} in {} forgets-early seeds",

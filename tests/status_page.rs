@@ -14,7 +14,11 @@ const TOKEN: &str = "a-long-read-api-token-0123456789";
 
 /// Answers of the page, with no redirect followed.
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 struct Page {
@@ -26,7 +30,10 @@ struct Page {
 impl Page {
     /// The HTML of `<section id="{id}">…</section>`.
     fn section(&self, id: &str) -> &str {
-        let start = self.body.find(&format!("<section id=\"{id}\"")).unwrap_or_else(|| panic!("no section {id} in:\n{}", self.body));
+        let start = self
+            .body
+            .find(&format!("<section id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no section {id} in:\n{}", self.body));
         let len = self.body[start..].find("</section>").expect("section closed");
         &self.body[start..start + len]
     }
@@ -44,7 +51,13 @@ async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Page {
 /// `q` as a query string value.
 fn encode(q: &str) -> String {
     q.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -176,7 +189,12 @@ async fn hostile_strings_from_a_webhook_are_escaped_and_never_run() {
     let v = projected(&app, &inv.id, |_| true).await;
     assert_eq!(v["invitee_uma"], hostile_invitee, "the projection keeps it verbatim");
 
-    for path in ["/".to_owned(), format!("/?q={}", encode(hostile_invitee)), format!("/?q={}", encode(&inv.code)), format!("/?q={}", encode(&inv.inviter_uma))] {
+    for path in [
+        "/".to_owned(),
+        format!("/?q={}", encode(hostile_invitee)),
+        format!("/?q={}", encode(&inv.code)),
+        format!("/?q={}", encode(&inv.inviter_uma)),
+    ] {
         let page = get(&app, &path, &[]).await;
         assert_eq!(page.status, 200, "{path}");
         assert!(!page.body.contains("<script"), "{path}: raw <script> on the page:\n{}", page.body);
@@ -229,7 +247,11 @@ async fn with_a_token_the_page_wants_the_bearer_or_the_login_cookie() {
     let denied = get(&app, "/", &[]).await;
     assert_eq!(denied.status, 401);
     assert!(denied.headers["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(denied.body.contains("<form") && denied.body.contains("action=\"/login\"") && denied.body.contains("name=\"token\""));
+    assert!(
+        denied.body.contains("<form")
+            && denied.body.contains("action=\"/login\"")
+            && denied.body.contains("name=\"token\"")
+    );
     assert!(!denied.body.contains("Recent invitations"), "nothing is shown without the token");
     assert_eq!(get(&app, "/", &[("authorization", "Bearer wrong")]).await.status, 401);
     assert_eq!(get(&app, "/", &[("cookie", "il_token=wrong")]).await.status, 401);

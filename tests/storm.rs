@@ -20,9 +20,9 @@ use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::event_key;
 use invitation_ledger::projection::events::{idempotency_key, ObligationKind};
 use serde_json::Value;
-use support::fake_platform::XorShift;
 use sha2::{Digest, Sha256};
 use support::binary::ServeProcess;
+use support::fake_platform::XorShift;
 use support::fake_platform::{FakePlatform, Fault};
 use support::{run_binary, signature_of, InvitationFixture, SECRET};
 
@@ -153,7 +153,11 @@ fn forged(n: usize, rng: &mut XorShift, genuine_bodies: &[&[u8]]) -> Item {
             let original = genuine_bodies[rng.below(genuine_bodies.len())];
             let signature = signature_of(original);
             let text = String::from_utf8(original.to_vec()).unwrap();
-            let tampered = text.replacen("\"value\":", "\"value\":9", 1).replacen("\"status\":\"PENDING\"", "\"status\":\"CLAIMED\"", 1);
+            let tampered = text.replacen("\"value\":", "\"value\":9", 1).replacen(
+                "\"status\":\"PENDING\"",
+                "\"status\":\"CLAIMED\"",
+                1,
+            );
             let tampered = if tampered == text { text.replacen('}', r#","tampered":true}"#, 1) } else { tampered };
             (tampered, Some(signature))
         }
@@ -344,7 +348,8 @@ async fn all_invitations(client: &reqwest::Client, server: &ServeProcess) -> Res
 fn unsettled(v: &Value) -> Option<String> {
     FIELDS.iter().find_map(|(field, _)| {
         let state = v[field]["state"].as_str().unwrap_or("?");
-        matches!(state, "pending" | "requested" | "retry_scheduled").then(|| format!("{} {field} is {state}", v["invitation_id"]))
+        matches!(state, "pending" | "requested" | "retry_scheduled")
+            .then(|| format!("{} {field} is {state}", v["invitation_id"]))
     })
 }
 
@@ -420,7 +425,8 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     *shared.url.write().unwrap() = server.url("/webhooks/lightspark");
 
     // Act: 32 senders, and SIGKILLs at random points of the storm.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(SENDERS).build().unwrap();
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(SENDERS).build().unwrap();
     let senders: Vec<_> = (0..SENDERS)
         .map(|t| tokio::spawn(sender(shared.clone(), items.clone(), client.clone(), seed.wrapping_add(t as u64 + 1))))
         .collect();
@@ -433,17 +439,23 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
             let mut runs = 0;
             while !shared.finished() && runs < 4 {
                 tokio::time::sleep(Duration::from_millis(400)).await;
-                let out = run_binary(&["verify"], &[("LEDGER_DB", &db), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
+                let out =
+                    run_binary(&["verify"], &[("LEDGER_DB", &db), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
                 assert!(out.status.success(), "verify during the storm: {}", String::from_utf8_lossy(&out.stderr));
                 let out = run_binary(&["rebuild", "--check"], &[("LEDGER_DB", &db)]).await;
-                assert!(out.status.success(), "rebuild --check during the storm: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "rebuild --check during the storm: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 runs += 1;
             }
             runs
         })
     };
-    let mut thresholds: Vec<usize> =
-        (0..KILLS_DURING_STORM).map(|_| rng.between(plan.len() as u64 / 12, plan.len() as u64 * 11 / 12) as usize).collect();
+    let mut thresholds: Vec<usize> = (0..KILLS_DURING_STORM)
+        .map(|_| rng.between(plan.len() as u64 / 12, plan.len() as u64 * 11 / 12) as usize)
+        .collect();
     thresholds.sort_unstable();
     let mut kills = 0;
     let mut start_up_kills = 0;
@@ -492,7 +504,12 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
 
     // Assert: the send side saw only the answers it should.
     let unexpected = shared.unexpected.lock().unwrap().clone();
-    assert!(unexpected.is_empty(), "unexpected answers ({}): {:#?}", unexpected.len(), &unexpected[..unexpected.len().min(10)]);
+    assert!(
+        unexpected.is_empty(),
+        "unexpected answers ({}): {:#?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(10)]
+    );
     let acked = shared.acked_keys.lock().unwrap().clone();
     let all_genuine: BTreeSet<String> = items
         .iter()
@@ -507,7 +524,9 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     // Every acknowledged webhook is in the ledger exactly once; nothing else is.
     let conn = rusqlite::Connection::open(&db).unwrap();
     let rows: Vec<(String, Vec<u8>, Option<String>)> = {
-        let mut stmt = conn.prepare("SELECT event_key, body, signature FROM events WHERE kind = 'webhook.received' ORDER BY seq").unwrap();
+        let mut stmt = conn
+            .prepare("SELECT event_key, body, signature FROM events WHERE kind = 'webhook.received' ORDER BY seq")
+            .unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
         rows.map(Result::unwrap).collect()
     };
@@ -567,14 +586,19 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
         .values()
         .flat_map(|v| {
             FIELDS.iter().map(move |(f, _)| {
-                (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["attempts"].as_u64().unwrap_or(0))
+                (
+                    v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(),
+                    v[f]["attempts"].as_u64().unwrap_or(0),
+                )
             })
         })
         .collect();
     let payment_id_by_key: HashMap<String, Value> = by_id
         .values()
         .flat_map(|v| {
-            FIELDS.iter().map(move |(f, _)| (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["payment_id"].clone()))
+            FIELDS.iter().map(move |(f, _)| {
+                (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["payment_id"].clone())
+            })
         })
         .collect();
     let mut duplicate_effects = 0;
@@ -589,7 +613,10 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
         assert_eq!(keys.len(), executed.len(), "{name}: a key executed twice");
         let missing: Vec<_> = due.difference(&keys).collect();
         let extra: Vec<_> = keys.difference(due).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{name}: due but not executed {missing:?}; executed but not due {extra:?}");
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{name}: due but not executed {missing:?}; executed but not due {extra:?}"
+        );
         let requests = platform.requests();
         let mut per_key: HashMap<&str, u64> = HashMap::new();
         for r in &requests {
@@ -603,16 +630,23 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
             assert!(seen <= attempts, "{name}: {seen} calls with key {k} but only {attempts} attempts recorded");
         }
         for (n, (k, _)) in executed.iter().enumerate() {
-            assert_eq!(payment_id_by_key[k], format!("pay_{}", n + 1), "{name}: {k} recorded another execution's payment id");
+            assert_eq!(
+                payment_id_by_key[k],
+                format!("pay_{}", n + 1),
+                "{name}: {k} recorded another execution's payment id"
+            );
         }
-        interrupted += due.iter().map(|k| attempts_by_key.get(k).copied().unwrap_or(0)).sum::<u64>() as usize - requests.len();
+        interrupted +=
+            due.iter().map(|k| attempts_by_key.get(k).copied().unwrap_or(0)).sum::<u64>() as usize - requests.len();
         executed_total += executed.len();
         platform_requests += requests.len();
         replayed += platform.replays();
     }
     let succeeded_events: usize = ["payout.succeeded", "incentive.succeeded", "notification.succeeded"]
         .iter()
-        .map(|k| conn.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [k], |r| r.get::<_, i64>(0)).unwrap() as usize)
+        .map(|k| {
+            conn.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [k], |r| r.get::<_, i64>(0)).unwrap() as usize
+        })
         .sum();
     assert_eq!(succeeded_events, due[0].len() + due[1].len(), "one recorded success per obligation");
     assert_eq!(duplicate_effects, 0);
@@ -633,7 +667,10 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
         "  stored:                 {} webhook.received rows (each acknowledged key exactly once), {ledger_events} ledger events",
         rows.len()
     );
-    eprintln!("  kills survived:         {} ({kills} of a running service, {start_up_kills} during start-up)", kills + start_up_kills);
+    eprintln!(
+        "  kills survived:         {} ({kills} of a running service, {start_up_kills} during start-up)",
+        kills + start_up_kills
+    );
     eprintln!("  forged rejected:        {}/{forged_tried} (401)", shared.forged_rejected.load(Ordering::SeqCst));
     eprintln!("  malformed rejected:     {}/{malformed_tried} (400)", shared.malformed_rejected.load(Ordering::SeqCst));
     eprintln!("  obligations executed:   {executed_total} ({} payments, {} notifications) from {platform_requests} platform calls, {replayed} idempotent replays", due[0].len(), due[1].len());
@@ -643,7 +680,9 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     eprintln!("  duplicate effects:      {duplicate_effects}");
     eprintln!("  verify:                 {verify_line}");
     eprintln!("  rebuild --check:        {rebuild_line}");
-    eprintln!("  checked mid-storm:      verify and rebuild --check passed {audits_during_storm} times while the storm ran");
+    eprintln!(
+        "  checked mid-storm:      verify and rebuild --check passed {audits_during_storm} times while the storm ran"
+    );
     eprintln!(
         "  wall time:              {:.1}s (storm {:.1}s, settled at {:.1}s)",
         started.elapsed().as_secs_f64(),

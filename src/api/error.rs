@@ -98,12 +98,20 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
     }
     if let Some(h) = rejection.find::<warp::reject::InvalidHeader>() {
         if h.name() == crate::lightspark::signature::SIGNATURE_HEADER {
-            return Ok(error_reply(StatusCode::UNAUTHORIZED, "bad_signature", "the lightspark-signature header is not valid text"));
+            return Ok(error_reply(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                "the lightspark-signature header is not valid text",
+            ));
         }
         return Ok(error_reply(StatusCode::BAD_REQUEST, "bad_request", &format!("invalid header {}", h.name())));
     }
     if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return Ok(error_reply(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route"));
+        return Ok(error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        ));
     }
     if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         return Ok(error_reply(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()));

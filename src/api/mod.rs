@@ -55,7 +55,9 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
 }
 
 /// All routes, with errors mapped by [`error::recover`].
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
@@ -67,7 +69,11 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                 Ok(()) => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
                 Err(e) => {
                     tracing::warn!(error = %e, "not ready: the ledger cannot be written");
-                    error::error_reply(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the ledger database cannot be written")
+                    error::error_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "the ledger database cannot be written",
+                    )
                 }
             }
         }

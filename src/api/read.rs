@@ -236,10 +236,8 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
     let pool = state.reads.clone();
 
     let p = pool.clone();
-    let one = warp::path!("v1" / "invitations" / String)
-        .and(warp::get())
-        .and(auth.clone())
-        .and_then(move |raw: String| {
+    let one =
+        warp::path!("v1" / "invitations" / String).and(warp::get()).and(auth.clone()).and_then(move |raw: String| {
             let p = p.clone();
             async move {
                 let id = percent_decode(&raw, false);
@@ -252,30 +250,29 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         });
 
     let p = pool.clone();
-    let list = warp::path!("v1" / "invitations")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(warp::query::<ListQuery>())
-        .and_then(move |q: ListQuery| {
-            let p = p.clone();
-            async move {
-                let filter = ListFilter {
-                    status: q.status.filter(|s| !s.is_empty()),
-                    payout_state: q.payout_state.filter(|s| !s.is_empty()),
-                    inviter_uma: q.inviter_uma.filter(|s| !s.is_empty()),
-                    after: q.after.filter(|s| !s.is_empty()),
-                    limit: page_size(q.limit)?,
-                };
-                let (items, next) = p
-                    .run(move |c| {
-                        let (states, next) = store::list(c, &filter)?;
-                        Ok((states.iter().map(view::view).collect::<Vec<_>>(), next))
-                    })
-                    .await
-                    .map_err(reject)?;
-                Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
-            }
-        });
+    let list =
+        warp::path!("v1" / "invitations").and(warp::get()).and(auth.clone()).and(warp::query::<ListQuery>()).and_then(
+            move |q: ListQuery| {
+                let p = p.clone();
+                async move {
+                    let filter = ListFilter {
+                        status: q.status.filter(|s| !s.is_empty()),
+                        payout_state: q.payout_state.filter(|s| !s.is_empty()),
+                        inviter_uma: q.inviter_uma.filter(|s| !s.is_empty()),
+                        after: q.after.filter(|s| !s.is_empty()),
+                        limit: page_size(q.limit)?,
+                    };
+                    let (items, next) = p
+                        .run(move |c| {
+                            let (states, next) = store::list(c, &filter)?;
+                            Ok((states.iter().map(view::view).collect::<Vec<_>>(), next))
+                        })
+                        .await
+                        .map_err(reject)?;
+                    Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
+                }
+            },
+        );
 
     let p = pool.clone();
     let horizon = state.config.reconcile.idempotency_window;
@@ -296,42 +293,41 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         });
 
     let p = pool;
-    let events = warp::path!("v1" / "ledger" / "events")
-        .and(warp::get())
-        .and(auth)
-        .and(warp::query::<EventsQuery>())
-        .and_then(move |q: EventsQuery| {
-            let p = p.clone();
-            async move {
-                let limit = page_size(q.limit)?;
-                let after = q.after.unwrap_or(0);
-                let (items, next) = p
-                    .run(move |c| {
-                        let mut events = ledger::read_after(c, after, limit + 1)?;
-                        let next = if events.len() > limit {
-                            events.truncate(limit);
-                            events.last().map(|e| e.seq)
-                        } else {
-                            None
-                        };
-                        let items: Vec<EventSummary> = events
-                            .into_iter()
-                            .map(|e| EventSummary {
-                                seq: e.seq,
-                                kind: e.kind,
-                                event_key: e.event_key,
-                                stream: e.stream,
-                                recorded_at: e.recorded_at,
-                                hash: hex::encode(e.hash),
-                            })
-                            .collect();
-                        Ok((items, next))
-                    })
-                    .await
-                    .map_err(reject)?;
-                Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
-            }
-        });
+    let events =
+        warp::path!("v1" / "ledger" / "events").and(warp::get()).and(auth).and(warp::query::<EventsQuery>()).and_then(
+            move |q: EventsQuery| {
+                let p = p.clone();
+                async move {
+                    let limit = page_size(q.limit)?;
+                    let after = q.after.unwrap_or(0);
+                    let (items, next) = p
+                        .run(move |c| {
+                            let mut events = ledger::read_after(c, after, limit + 1)?;
+                            let next = if events.len() > limit {
+                                events.truncate(limit);
+                                events.last().map(|e| e.seq)
+                            } else {
+                                None
+                            };
+                            let items: Vec<EventSummary> = events
+                                .into_iter()
+                                .map(|e| EventSummary {
+                                    seq: e.seq,
+                                    kind: e.kind,
+                                    event_key: e.event_key,
+                                    stream: e.stream,
+                                    recorded_at: e.recorded_at,
+                                    hash: hex::encode(e.hash),
+                                })
+                                .collect();
+                            Ok((items, next))
+                        })
+                        .await
+                        .map_err(reject)?;
+                    Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
+                }
+            },
+        );
 
     one.or(list).unify().or(events).unify().or(audit).unify()
 }

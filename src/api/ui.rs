@@ -22,15 +22,15 @@ use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::body::{self, BodyError, BODY_READ_TIMEOUT};
-use super::read::{percent_decode, ReadToken};
 use super::error::{reject, ApiError};
+use super::read::{percent_decode, ReadToken};
 use super::AppState;
 use crate::config::Secret;
+use crate::projection::audit::IncentiveAudit;
 use crate::projection::events::ObligationKind;
 use crate::projection::state::InvitationState;
 use crate::projection::store::{self, ListFilter};
 use crate::projection::view::{self, InvitationView, ObligationView};
-use crate::projection::audit::IncentiveAudit;
 
 /// The cookie `POST /login` sets.
 pub const COOKIE: &str = "il_token";
@@ -96,7 +96,8 @@ impl Gate {
             return true;
         }
         let bearer = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
-        let from_cookie = cookie_value(cookie.unwrap_or(""), COOKIE).map(|v| percent_decode(v, false)).unwrap_or_default();
+        let from_cookie =
+            cookie_value(cookie.unwrap_or(""), COOKIE).map(|v| percent_decode(v, false)).unwrap_or_default();
         // Both are checked, without short-circuit.
         self.matches(bearer) | self.matches(&from_cookie)
     }
@@ -104,7 +105,10 @@ impl Gate {
 
 /// The value of cookie `name` in a `Cookie` header.
 fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').map(str::trim).find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim()))
+    header
+        .split(';')
+        .map(str::trim)
+        .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim()))
 }
 
 fn html(status: StatusCode, body: String) -> warp::reply::Response {
@@ -202,7 +206,11 @@ struct PageData {
 
 /// The `limit` invitations whose last event is the most recent.
 pub fn recent(conn: &Connection, limit: usize) -> anyhow::Result<Vec<InvitationState>> {
-    Ok(store::query(conn, "SELECT invitation_id, state FROM invitations ORDER BY last_seq DESC LIMIT ?1", params![limit as i64])?)
+    Ok(store::query(
+        conn,
+        "SELECT invitation_id, state FROM invitations ORDER BY last_seq DESC LIMIT ?1",
+        params![limit as i64],
+    )?)
 }
 
 /// Invitations with an obligation in doubt or failed, most recent first.
@@ -338,8 +346,13 @@ fn detail(v: &InvitationView) -> String {
             v.incentives_ineligibility_reason.as_deref().map(escape).unwrap_or_default()
         ),
     );
-    let fetch = serde_json::to_value(v.fetch.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
-    let fetch_attempts = if v.fetch.attempts > 0 { format!(" <span class=\"hint\">×{}</span>", v.fetch.attempts) } else { String::new() };
+    let fetch =
+        serde_json::to_value(v.fetch.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
+    let fetch_attempts = if v.fetch.attempts > 0 {
+        format!(" <span class=\"hint\">×{}</span>", v.fetch.attempts)
+    } else {
+        String::new()
+    };
     row("Fetch from Lightspark", format!("{}{fetch_attempts}", badge(&fetch)));
     row("Last seq", v.last_seq.to_string());
     d.push_str("</dl>");
@@ -530,7 +543,12 @@ fn render(d: &PageData, q: Option<&str>) -> String {
 
     b.push_str("<section id=\"obligations\"><h2>Obligations by state</h2><table><tbody>");
     for kind in ["invitee_payment", "inviter_incentive", "inviter_notification"] {
-        let items: Vec<String> = d.counts.iter().filter(|c| c.0 == kind).map(|c| format!("<li>{} <b>{}</b></li>", badge(&c.1), c.2)).collect();
+        let items: Vec<String> = d
+            .counts
+            .iter()
+            .filter(|c| c.0 == kind)
+            .map(|c| format!("<li>{} <b>{}</b></li>", badge(&c.1), c.2))
+            .collect();
         let _ = write!(
             b,
             "<tr><th>{kind}</th><td><ul class=\"counts\">{}</ul></td></tr>",
@@ -552,7 +570,10 @@ fn render(d: &PageData, q: Option<&str>) -> String {
 // ---------------------------------------------------------------------------
 // Routes
 
-async fn read_form(declared: Option<u64>, stream: impl futures_util::Stream<Item = Result<impl Buf, warp::Error>>) -> Result<String, Rejection> {
+async fn read_form(
+    declared: Option<u64>,
+    stream: impl futures_util::Stream<Item = Result<impl Buf, warp::Error>>,
+) -> Result<String, Rejection> {
     let body = body::read(declared, stream, LOGIN_BODY_LIMIT).await.map_err(|e| match e {
         BodyError::TooLarge => reject(ApiError::TooLarge { limit: LOGIN_BODY_LIMIT }),
         BodyError::Timeout => reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() }),
@@ -617,7 +638,10 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                     return Ok::<_, Rejection>(redirect(None));
                 }
                 if gate.matches(&token) {
-                    Ok(redirect(Some(format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", percent_encode(&token)))))
+                    Ok(redirect(Some(format!(
+                        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+                        percent_encode(&token)
+                    ))))
                 } else {
                     Ok(login_page(StatusCode::UNAUTHORIZED, "That token is not right. Try again."))
                 }

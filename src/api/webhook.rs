@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use tracing::Instrument;
 use serde::Serialize;
+use tracing::Instrument;
 use warp::{Filter, Rejection, Reply};
 
 use super::body::{self, BodyError, BODY_READ_TIMEOUT};
@@ -37,7 +37,9 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and_then(receive)
 }
 
-fn with_state(state: Arc<AppState>) -> impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone {
+fn with_state(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
@@ -50,7 +52,12 @@ fn limited_body(limit: usize, state: Arc<AppState>) -> impl Filter<Extract = (By
         .and_then(move |declared: Option<u64>, stream| collect_body(declared, stream, limit, state.clone()))
 }
 
-async fn collect_body<S, B>(declared: Option<u64>, stream: S, limit: usize, state: Arc<AppState>) -> Result<Bytes, Rejection>
+async fn collect_body<S, B>(
+    declared: Option<u64>,
+    stream: S,
+    limit: usize,
+    state: Arc<AppState>,
+) -> Result<Bytes, Rejection>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -68,7 +75,11 @@ where
     })
 }
 
-async fn receive(signature: Option<String>, body: Bytes, state: Arc<AppState>) -> Result<warp::reply::Response, Rejection> {
+async fn receive(
+    signature: Option<String>,
+    body: Bytes,
+    state: Arc<AppState>,
+) -> Result<warp::reply::Response, Rejection> {
     if let Err(e) = state.config.signing_keys.verify(&body, signature.as_deref()) {
         count(&state, "bad_signature");
         return Err(reject(e));

@@ -104,7 +104,12 @@ impl Service {
     }
 
     /// Starts `serve` on an existing (or new) ledger `db` with extra env.
-    fn start_on(dir: tempfile::TempDir, db: &std::path::Path, extra: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
+    fn start_on(
+        dir: tempfile::TempDir,
+        db: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         quiesce();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
@@ -264,7 +269,13 @@ async fn connect(addr: &str) -> anyhow::Result<hyper::client::conn::SendRequest<
     Ok(sender)
 }
 
-async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched: bool, rate: u64) -> anyhow::Result<()> {
+async fn ingest(
+    connections: usize,
+    requests: usize,
+    duplicates: f64,
+    unbatched: bool,
+    rate: u64,
+) -> anyhow::Result<()> {
     let svc = Service::start(if unbatched { &["--unbatched-commits"] } else { &[] })?;
     let bodies = Arc::new(signed_bodies(requests, duplicates));
     let host = svc.addr.clone();
@@ -284,8 +295,11 @@ async fn ingest(connections: usize, requests: usize, duplicates: f64, unbatched:
     )
     .await?;
     let mode = if unbatched { "one transaction per event" } else { "group commit" };
-    println!("scenario: ingest ({mode}), {requests} requests, {connections} connections, {:.0}% duplicates{}", duplicates * 100.0,
-        if rate > 0 { format!(", offered {rate}/s") } else { String::new() });
+    println!(
+        "scenario: ingest ({mode}), {requests} requests, {connections} connections, {:.0}% duplicates{}",
+        duplicates * 100.0,
+        if rate > 0 { format!(", offered {rate}/s") } else { String::new() }
+    );
     println!("throughput: {:.0} webhooks/s", requests as f64 / elapsed.as_secs_f64());
     print_latency(&mut lat);
     println!("errors: {errors}");
@@ -377,7 +391,8 @@ async fn rebuild(events: usize, ledger: Option<PathBuf>) -> anyhow::Result<()> {
         generate_ledger(&db, events).await?;
     }
     let (elapsed, peak_kib, line) = run_measured(&["rebuild"], &db)?;
-    let n: f64 = line.split_whitespace().find_map(|w| w.strip_prefix("events=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let n: f64 =
+        line.split_whitespace().find_map(|w| w.strip_prefix("events=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     println!("scenario: rebuild, {n} events");
     println!("{line}");
     println!("rebuild time: {:.2} s", elapsed.as_secs_f64());
@@ -422,7 +437,9 @@ async fn read(connections: usize, requests: usize, invitations: usize) -> anyhow
         }),
     )
     .await?;
-    println!("scenario: read, {requests} GET /v1/invitations/{{id}}, {connections} connections, {invitations} invitations");
+    println!(
+        "scenario: read, {requests} GET /v1/invitations/{{id}}, {connections} connections, {invitations} invitations"
+    );
     println!("throughput: {:.0} requests/s", requests as f64 / elapsed.as_secs_f64());
     print_latency(&mut lat);
     println!("errors: {errors}");
@@ -475,10 +492,15 @@ async fn reconcile(invitations: usize, concurrency: usize) -> anyhow::Result<()>
         if succeeded as usize >= expected {
             break started.elapsed();
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "not settled after 10 minutes ({succeeded} of {expected})");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "not settled after 10 minutes ({succeeded} of {expected})"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    println!("scenario: reconcile, {invitations} claimed invitations, {expected} obligations, concurrency {concurrency}");
+    println!(
+        "scenario: reconcile, {invitations} claimed invitations, {expected} obligations, concurrency {concurrency}"
+    );
     println!("settled: {expected} obligations in {:.2} s (from service start)", settled.as_secs_f64());
     println!("throughput: {:.0} obligations/s", expected as f64 / settled.as_secs_f64());
     println!("endpoint calls: {}", calls.load(Ordering::Relaxed));

@@ -52,7 +52,15 @@ mod tests {
     use super::*;
 
     fn event<'a>(stream: Option<&'a str>) -> Chained<'a> {
-        Chained { seq: 1, event_key: "k", kind: "webhook.received", stream, recorded_at: "t", body: b"{}", signature: None }
+        Chained {
+            seq: 1,
+            event_key: "k",
+            kind: "webhook.received",
+            stream,
+            recorded_at: "t",
+            body: b"{}",
+            signature: None,
+        }
     }
 
     #[test]

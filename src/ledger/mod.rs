@@ -151,10 +151,8 @@ impl LedgerEvent {
 /// binary, or SQLite fails.
 pub fn open(path: &Path) -> Result<Connection, LedgerError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| LedgerError::Folder {
-            path: parent.display().to_string(),
-            source: Arc::new(e),
-        })?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| LedgerError::Folder { path: parent.display().to_string(), source: Arc::new(e) })?;
     }
     let mut conn = Connection::open(path)?;
     configure(&conn)?;

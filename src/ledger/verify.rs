@@ -35,7 +35,10 @@ pub fn verify(conn: &Connection, keys: Option<&SigningKeys>) -> Result<VerifySum
     super::for_each_after(conn, 0, |e| {
         let broken = |reason: String| VerifyError::Broken { seq: e.seq, reason };
         if e.seq != expected_seq {
-            return Err(VerifyError::Broken { seq: expected_seq, reason: format!("missing; the next stored seq is {}", e.seq) });
+            return Err(VerifyError::Broken {
+                seq: expected_seq,
+                reason: format!("missing; the next stored seq is {}", e.seq),
+            });
         }
         if e.prev_hash != prev {
             return Err(broken("prev_hash does not match the hash of the event before it".into()));

@@ -142,7 +142,6 @@ impl LedgerWriter {
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
     }
-
 }
 
 /// Below this much free space beside the ledger, the service reports itself
@@ -220,7 +219,8 @@ impl Checkpointer {
         loop {
             {
                 let guard = self.state.lock().expect("checkpointer lock");
-                let mut guard = self.wake.wait_while(guard, |(dirty, stop)| !*dirty && !*stop).expect("checkpointer lock");
+                let mut guard =
+                    self.wake.wait_while(guard, |(dirty, stop)| !*dirty && !*stop).expect("checkpointer lock");
                 if guard.1 {
                     return;
                 }

@@ -180,8 +180,9 @@ impl LightsparkClient {
             return Err(FetchError::Config("the Lightspark API timeout is zero: give it a positive duration.".into()));
         }
         let encoded_credentials = base64_encode(format!("{client_id}:{}", client_secret.expose()).as_bytes());
-        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded_credentials}"))
-            .map_err(|_| FetchError::Config("LIGHTSPARK_API_CLIENT_ID holds characters a header cannot carry.".into()))?;
+        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded_credentials}")).map_err(|_| {
+            FetchError::Config("LIGHTSPARK_API_CLIENT_ID holds characters a header cannot carry.".into())
+        })?;
         authorization.set_sensitive(true);
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -247,13 +248,13 @@ impl LightsparkClient {
     /// answer can be tested without a server.
     fn interpret(&self, status: u16, body: &[u8]) -> Result<Option<Value>, FetchError> {
         if !(200..300).contains(&status) {
-            return Err(FetchError::Status { status, body_excerpt: self.scrub(&excerpt(&String::from_utf8_lossy(body))) });
+            return Err(FetchError::Status {
+                status,
+                body_excerpt: self.scrub(&excerpt(&String::from_utf8_lossy(body))),
+            });
         }
         let answer: Value = serde_json::from_slice(body).map_err(|e| {
-            FetchError::Malformed(self.scrub(&format!(
-                "not JSON ({e}): {:?}",
-                excerpt(&String::from_utf8_lossy(body))
-            )))
+            FetchError::Malformed(self.scrub(&format!("not JSON ({e}): {:?}", excerpt(&String::from_utf8_lossy(body)))))
         })?;
         // Errors win over data: a GraphQL answer may carry both, and a
         // partial entity (fields nulled by an error) must not become a
@@ -280,10 +281,9 @@ impl LightsparkClient {
                 }
                 _ => Ok(Some(entity.clone())),
             },
-            other => Err(FetchError::Malformed(self.scrub(&format!(
-                "data.entity is neither an object nor null: {}",
-                excerpt(&other.to_string())
-            )))),
+            other => Err(FetchError::Malformed(
+                self.scrub(&format!("data.entity is neither an object nor null: {}", excerpt(&other.to_string()))),
+            )),
         }
     }
 
@@ -319,12 +319,13 @@ impl LightsparkClient {
 /// Accepts absolute `http(s)` URLs without userinfo; plain `http` only to
 /// loopback, where the tests and `demo` run their fakes.
 fn parse_api_url(api_url: &str) -> Result<Url, FetchError> {
-    let bad = |why: &str| {
-        FetchError::Config(format!("LIGHTSPARK_API_URL {:?} {why}", redact_userinfo(api_url)))
-    };
-    let url = Url::parse(api_url.trim()).map_err(|e| bad(&format!("is not a URL ({e}): use https://api.lightspark.com/graphql/server/2023-09-13.")))?;
+    let bad = |why: &str| FetchError::Config(format!("LIGHTSPARK_API_URL {:?} {why}", redact_userinfo(api_url)));
+    let url = Url::parse(api_url.trim())
+        .map_err(|e| bad(&format!("is not a URL ({e}): use https://api.lightspark.com/graphql/server/2023-09-13.")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("carries credentials: remove them and use LIGHTSPARK_API_CLIENT_ID / LIGHTSPARK_API_CLIENT_SECRET."));
+        return Err(bad(
+            "carries credentials: remove them and use LIGHTSPARK_API_CLIENT_ID / LIGHTSPARK_API_CLIENT_SECRET.",
+        ));
     }
     let loopback = match url.host_str() {
         Some(host) => {
@@ -442,7 +443,8 @@ mod tests {
     fn client_query_asks_for_every_aliased_field_of_the_design() {
         // The text is a verbatim copy of DESIGN.md; this guards against an
         // edit that drops a field the parser and the fake rely on.
-        assert!(GET_UMA_INVITATION.starts_with("query GetUmaInvitation($id: ID!) {\n  entity(id: $id) {\n    ... on UmaInvitation {\n"));
+        assert!(GET_UMA_INVITATION
+            .starts_with("query GetUmaInvitation($id: ID!) {\n  entity(id: $id) {\n    ... on UmaInvitation {\n"));
         for field in [
             "__typename",
             "uma_invitation_id: id",
@@ -500,7 +502,9 @@ mod tests {
         let c = client();
         let long = "x".repeat(10_000);
         match c.interpret(502, long.as_bytes()).unwrap_err() {
-            FetchError::Status { status: 502, body_excerpt } => assert!(body_excerpt.chars().count() <= EXCERPT_CHARS + 1),
+            FetchError::Status { status: 502, body_excerpt } => {
+                assert!(body_excerpt.chars().count() <= EXCERPT_CHARS + 1)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -559,7 +563,12 @@ mod tests {
         assert!(matches!(e, FetchError::Config(_)));
         assert!(!format!("{e} {e:?}").contains("hunter2"), "{e}");
         let new = |id: &str, secret: &str, t: u64| {
-            LightsparkClient::new("https://api.lightspark.com/", id, Secret::new(secret.into()), Duration::from_millis(t))
+            LightsparkClient::new(
+                "https://api.lightspark.com/",
+                id,
+                Secret::new(secret.into()),
+                Duration::from_millis(t),
+            )
         };
         assert!(matches!(new("", "s", 1000), Err(FetchError::Config(_))));
         assert!(matches!(new("a:b", "s", 1000), Err(FetchError::Config(_))));

@@ -54,10 +54,7 @@ impl InvitationStatus {
     /// ignore a stale `PENDING` snapshot arriving after a `CLAIMED` one. An
     /// unknown value is not terminal: we cannot know that it is final.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            InvitationStatus::Claimed | InvitationStatus::Cancelled | InvitationStatus::Expired
-        )
+        matches!(self, InvitationStatus::Claimed | InvitationStatus::Cancelled | InvitationStatus::Expired)
     }
 }
 
@@ -115,10 +112,7 @@ impl IncentivesStatus {
     /// Once decided, an incentive decision is not revisited by an older
     /// snapshot.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            IncentivesStatus::Validated | IncentivesStatus::Ineligible
-        )
+        matches!(self, IncentivesStatus::Validated | IncentivesStatus::Ineligible)
     }
 }
 
@@ -177,9 +171,7 @@ impl Money {
             return Err(REASON_NEGATIVE.to_owned());
         }
         if !is_currency_code(&currency) {
-            return Err(format!(
-                "currency code {currency:?} is not 1 to 16 ASCII letters or digits"
-            ));
+            return Err(format!("currency code {currency:?} is not 1 to 16 ASCII letters or digits"));
         }
         Ok(Money { value, currency })
     }
@@ -247,18 +239,10 @@ const ID: &[&str] = &["id", "uma_invitation_id"];
 const CODE: &[&str] = &["code", "uma_invitation_code"];
 const URL: &[&str] = &["url", "uma_invitation_url"];
 const INVITER_UMA: &[&str] = &["inviter_uma", "uma_invitation_inviter_uma", "inviterUma"];
-const INVITER_FIRST_NAME: &[&str] = &[
-    "inviter_first_name",
-    "uma_invitation_inviter_first_name",
-    "inviterFirstName",
-];
+const INVITER_FIRST_NAME: &[&str] = &["inviter_first_name", "uma_invitation_inviter_first_name", "inviterFirstName"];
 const INVITEE_UMA: &[&str] = &["invitee_uma", "uma_invitation_invitee_uma", "inviteeUma"];
 const STATUS: &[&str] = &["status", "uma_invitation_status"];
-const INCENTIVES_STATUS: &[&str] = &[
-    "incentives_status",
-    "uma_invitation_incentives_status",
-    "incentivesStatus",
-];
+const INCENTIVES_STATUS: &[&str] = &["incentives_status", "uma_invitation_incentives_status", "incentivesStatus"];
 const INCENTIVES_INELIGIBILITY_REASON: &[&str] = &[
     "incentives_ineligibility_reason",
     "uma_invitation_incentives_ineligibility_reason",
@@ -268,13 +252,8 @@ const CREATED_AT: &[&str] = &["created_at", "uma_invitation_created_at", "create
 const UPDATED_AT: &[&str] = &["updated_at", "uma_invitation_updated_at", "updatedAt"];
 const CANCELLED_AT: &[&str] = &["cancelled_at", "uma_invitation_cancelled_at", "cancelledAt"];
 const EXPIRES_AT: &[&str] = &["expires_at", "uma_invitation_expires_at", "expiresAt"];
-const AMOUNT: &[&str] = &[
-    "payment_amount",
-    "uma_invitation_payment_amount",
-    "paymentAmount",
-    "amount_to_send",
-    "amountToSend",
-];
+const AMOUNT: &[&str] =
+    &["payment_amount", "uma_invitation_payment_amount", "paymentAmount", "amount_to_send", "amountToSend"];
 const AMOUNT_VALUE: &[&str] = &["value", "uma_currency_amount_value", "amount"];
 const AMOUNT_CURRENCY: &[&str] = &["currency", "uma_currency_amount_currency"];
 const CURRENCY_CODE: &[&str] = &["code", "uma_currency_code"];
@@ -323,9 +302,7 @@ fn first_non_null<'a>(o: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Va
 }
 
 fn invalid(reason: &str) -> PaymentAmount {
-    PaymentAmount::Invalid {
-        reason: reason.to_owned(),
-    }
+    PaymentAmount::Invalid { reason: reason.to_owned() }
 }
 
 fn payment_amount(o: &Map<String, Value>) -> Option<PaymentAmount> {
@@ -944,10 +921,7 @@ mod tests {
         ];
         for amount in forms {
             // When parsed / Then each is 7 JPY
-            assert_eq!(
-                amount_of(json!({ "payment_amount": amount })),
-                Some(money(7, "JPY"))
-            );
+            assert_eq!(amount_of(json!({ "payment_amount": amount })), Some(money(7, "JPY")));
         }
     }
 
@@ -959,10 +933,7 @@ mod tests {
             amount_of(json!({"payment_amount": {"value": "9007199254740993", "currency": "SAT"}})),
             Some(money(9_007_199_254_740_993, "SAT"))
         );
-        assert_eq!(
-            amount_of(json!({"payment_amount": {"value": "-0", "currency": "SAT"}})),
-            Some(money(0, "SAT"))
-        );
+        assert_eq!(amount_of(json!({"payment_amount": {"value": "-0", "currency": "SAT"}})), Some(money(0, "SAT")));
     }
 
     #[test]
@@ -996,17 +967,11 @@ mod tests {
     #[test]
     fn a_literal_beyond_u64_is_too_big_not_a_crash() {
         // Given a body whose amount overflows every integer type, as bytes
-        let v: Value = serde_json::from_str(
-            r#"{"payment_amount": {"value": 123456789012345678901234567890, "currency": "USD"}}"#,
-        )
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"payment_amount": {"value": 123456789012345678901234567890, "currency": "USD"}}"#)
+                .unwrap();
         // When parsed / Then it is "does not fit in 64 bits"
-        assert_eq!(
-            amount_of(v),
-            Some(PaymentAmount::Invalid {
-                reason: REASON_TOO_BIG.into()
-            })
-        );
+        assert_eq!(amount_of(v), Some(PaymentAmount::Invalid { reason: REASON_TOO_BIG.into() }));
     }
 
     #[test]
@@ -1021,10 +986,7 @@ mod tests {
             json!({"code": 840}),
         ] {
             // Then the currency shape is named
-            assert_eq!(
-                reason_of(json!({"value": 1, "currency": currency})),
-                REASON_CURRENCY
-            );
+            assert_eq!(reason_of(json!({"value": 1, "currency": currency})), REASON_CURRENCY);
         }
         assert_eq!(reason_of(json!({"value": 1})), REASON_CURRENCY);
         assert_eq!(reason_of(json!({"currency": "USD"})), REASON_NO_VALUE);
@@ -1039,9 +1001,7 @@ mod tests {
         assert_eq!(amount_of(json!({"payment_amount": null})), None);
         // When another spelling carries a value / Then that one is used
         assert_eq!(
-            amount_of(
-                json!({"payment_amount": null, "amount_to_send": {"amount": 3, "currency": "USD"}})
-            ),
+            amount_of(json!({"payment_amount": null, "amount_to_send": {"amount": 3, "currency": "USD"}})),
             Some(money(3, "USD"))
         );
     }
@@ -1053,28 +1013,13 @@ mod tests {
         // When parsed
         let s = InvitationSnapshot::from_json(&v);
         // Then they are kept as sent, are not terminal, and serialise back unchanged
-        assert_eq!(
-            s.status,
-            Some(InvitationStatus::Other("REVOKED_BY_OPERATOR".into()))
-        );
-        assert_eq!(
-            s.incentives_status,
-            Some(IncentivesStatus::Other("UNDER_REVIEW".into()))
-        );
-        assert_eq!(
-            s.incentives_ineligibility_reason.as_deref(),
-            Some("NEW_REASON")
-        );
+        assert_eq!(s.status, Some(InvitationStatus::Other("REVOKED_BY_OPERATOR".into())));
+        assert_eq!(s.incentives_status, Some(IncentivesStatus::Other("UNDER_REVIEW".into())));
+        assert_eq!(s.incentives_ineligibility_reason.as_deref(), Some("NEW_REASON"));
         assert!(!s.status.as_ref().unwrap().is_terminal());
         assert!(!s.incentives_status.as_ref().unwrap().is_terminal());
-        assert_eq!(
-            serde_json::to_value(&s.status).unwrap(),
-            json!("REVOKED_BY_OPERATOR")
-        );
-        assert_eq!(
-            InvitationStatus::parse("claimed"),
-            InvitationStatus::Other("claimed".into())
-        );
+        assert_eq!(serde_json::to_value(&s.status).unwrap(), json!("REVOKED_BY_OPERATOR"));
+        assert_eq!(InvitationStatus::parse("claimed"), InvitationStatus::Other("claimed".into()));
     }
 
     #[test]
@@ -1094,19 +1039,13 @@ mod tests {
             let status = InvitationStatus::parse(s);
             // Then it serialises as its name and reads back equal
             assert_eq!(serde_json::to_value(&status).unwrap(), json!(s));
-            assert_eq!(
-                serde_json::from_value::<InvitationStatus>(json!(s)).unwrap(),
-                status
-            );
+            assert_eq!(serde_json::from_value::<InvitationStatus>(json!(s)).unwrap(), status);
             assert_eq!(status.is_terminal(), s != "PENDING");
         }
         for s in ["PENDING", "VALIDATED", "INELIGIBLE"] {
             let status = IncentivesStatus::parse(s);
             assert_eq!(serde_json::to_value(&status).unwrap(), json!(s));
-            assert_eq!(
-                serde_json::from_value::<IncentivesStatus>(json!(s)).unwrap(),
-                status
-            );
+            assert_eq!(serde_json::from_value::<IncentivesStatus>(json!(s)).unwrap(), status);
             assert_eq!(status.is_terminal(), s != "PENDING");
         }
     }
@@ -1114,18 +1053,9 @@ mod tests {
     #[test]
     fn a_non_object_gives_an_all_none_snapshot() {
         // Given JSON that is not an object
-        for v in [
-            json!(null),
-            json!(1),
-            json!("CLAIMED"),
-            json!([{"status": "CLAIMED"}]),
-            json!(true),
-        ] {
+        for v in [json!(null), json!(1), json!("CLAIMED"), json!([{"status": "CLAIMED"}]), json!(true)] {
             // When parsed / Then nothing is known
-            assert_eq!(
-                InvitationSnapshot::from_json(&v),
-                InvitationSnapshot::default()
-            );
+            assert_eq!(InvitationSnapshot::from_json(&v), InvitationSnapshot::default());
         }
     }
 
@@ -1148,23 +1078,17 @@ mod tests {
         assert_eq!(v, json!({"value": 500, "currency": "USD"}));
         assert_eq!(serde_json::from_value::<Money>(v).unwrap(), m);
         // And deserialising a negative or malformed one fails
-        assert!(
-            serde_json::from_value::<Money>(json!({"value": -500, "currency": "USD"})).is_err()
-        );
+        assert!(serde_json::from_value::<Money>(json!({"value": -500, "currency": "USD"})).is_err());
         assert!(serde_json::from_value::<Money>(json!({"value": 5, "currency": ""})).is_err());
     }
 
     #[test]
     fn a_snapshot_survives_a_serde_round_trip() {
         let mut s = InvitationSnapshot::from_json(&full_snake());
-        let back: InvitationSnapshot =
-            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        let back: InvitationSnapshot = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
-        s.payment_amount = Some(PaymentAmount::Invalid {
-            reason: REASON_FRACTIONAL.into(),
-        });
-        let back: InvitationSnapshot =
-            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        s.payment_amount = Some(PaymentAmount::Invalid { reason: REASON_FRACTIONAL.into() });
+        let back: InvitationSnapshot = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
 
@@ -1206,14 +1130,9 @@ mod tests {
             // Then each is the fixture invitation, field for field
             assert_eq!(snapshot, fixture_snapshot(), "fixture {name}");
         }
-        let answer: Value = serde_json::from_str(include_str!(
-            "../../fixtures/graphql/invitation_claimed.json"
-        ))
-        .unwrap();
-        assert_eq!(
-            InvitationSnapshot::from_json(&answer["data"]["entity"]),
-            fixture_snapshot()
-        );
+        let answer: Value =
+            serde_json::from_str(include_str!("../../fixtures/graphql/invitation_claimed.json")).unwrap();
+        assert_eq!(InvitationSnapshot::from_json(&answer["data"]["entity"]), fixture_snapshot());
     }
 
     #[test]
@@ -1224,11 +1143,7 @@ mod tests {
             let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"fixture-signing-secret").unwrap();
             mac.update(body.as_bytes());
             // Then the signature is the lower-case hex HMAC of the bytes, with no newline anywhere
-            assert_eq!(
-                sig,
-                hex::encode(mac.finalize().into_bytes()),
-                "fixture {name}"
-            );
+            assert_eq!(sig, hex::encode(mac.finalize().into_bytes()), "fixture {name}");
             assert!(!body.ends_with('\n'), "fixture {name} ends with a newline");
         }
     }
@@ -1332,8 +1247,11 @@ mod tests {
         ];
         let currency = prop_oneof![
             leaf.clone(),
-            prop::collection::vec((prop::sample::select(&["code", "uma_currency_code", "decimals"][..]), leaf.clone()), 0..3)
-                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            prop::collection::vec(
+                (prop::sample::select(&["code", "uma_currency_code", "decimals"][..]), leaf.clone()),
+                0..3
+            )
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
         ];
         let member = prop_oneof![
             (prop::sample::select(AMOUNT_VALUE), leaf.clone()),
@@ -1353,8 +1271,7 @@ mod tests {
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
             prop::sample::select(WORDS).prop_map(Value::from),
             "-?[0-9]{0,25}x?".prop_map(Value::String),
             ".{0,12}".prop_map(Value::String),
@@ -1381,8 +1298,10 @@ mod tests {
     /// Reads `text` both ways: into a `Value` then [`InvitationSnapshot::from_json`],
     /// and straight through [`WireSnapshot`]. `None` when the text is refused.
     fn both_ways(text: &[u8]) -> (Option<InvitationSnapshot>, Option<InvitationSnapshot>) {
-        let via_value =
-            serde_json::from_slice::<Value>(text).ok().filter(Value::is_object).map(|v| InvitationSnapshot::from_json(&v));
+        let via_value = serde_json::from_slice::<Value>(text)
+            .ok()
+            .filter(Value::is_object)
+            .map(|v| InvitationSnapshot::from_json(&v));
         let wire = serde_json::from_slice::<WireSnapshot>(text).ok().map(|w| w.0);
         (via_value, wire)
     }

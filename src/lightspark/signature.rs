@@ -48,12 +48,8 @@ impl SigningKeys {
     /// # Errors
     /// Returns `None` when the list holds no non-empty secret.
     pub fn parse(list: &str) -> Option<Self> {
-        let keys: Vec<Secret> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(|k| Secret::new(k.to_owned()))
-            .collect();
+        let keys: Vec<Secret> =
+            list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(|k| Secret::new(k.to_owned())).collect();
         (!keys.is_empty()).then_some(Self { keys })
     }
 

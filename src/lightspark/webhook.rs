@@ -40,13 +40,10 @@ impl WebhookEnvelope {
     /// lacks one of `event_type`, `event_id`, `timestamp`, `entity_id` as a
     /// non-empty string.
     pub fn parse(body: &[u8]) -> Result<Self, MalformedWebhook> {
-        let envelope: WebhookEnvelope =
-            serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
-        for (name, value) in [
-            ("event_type", &envelope.event_type),
-            ("event_id", &envelope.event_id),
-            ("entity_id", &envelope.entity_id),
-        ] {
+        let envelope: WebhookEnvelope = serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
+        for (name, value) in
+            [("event_type", &envelope.event_type), ("event_id", &envelope.event_id), ("entity_id", &envelope.entity_id)]
+        {
             if value.trim().is_empty() {
                 return Err(MalformedWebhook(format!("`{name}` is empty")));
             }
@@ -106,7 +103,8 @@ impl<'a> WebhookFacts<'a> {
     /// As [`WebhookEnvelope::parse`].
     pub fn parse(body: &'a [u8]) -> Result<Self, MalformedWebhook> {
         let facts: WebhookFacts<'a> = serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
-        for (name, value) in [("event_type", &facts.event_type), ("event_id", &facts.event_id), ("entity_id", &facts.entity_id)]
+        for (name, value) in
+            [("event_type", &facts.event_type), ("event_id", &facts.event_id), ("entity_id", &facts.entity_id)]
         {
             if value.trim().is_empty() {
                 return Err(MalformedWebhook(format!("`{name}` is empty")));

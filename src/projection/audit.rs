@@ -9,10 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::lightspark::invitation::{IncentivesStatus, Money};
 use super::events::ObligationKind;
 use super::state::{InvitationState, ObligationPhase};
 use super::view::{obligation, ObligationState};
+use crate::lightspark::invitation::{IncentivesStatus, Money};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct IncentiveFacts {

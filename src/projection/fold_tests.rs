@@ -49,9 +49,16 @@ fn fold(events: &[LedgerEvent]) -> InvitationState {
 #[test]
 fn a_claimed_webhook_with_data_sets_every_fact() {
     // given a claimed webhook carrying the whole invitation
-    let e = webhook(1, "2026-11-01T12:00:01+00:00", Some(snapshot("2026-11-01T12:00:00+00:00", json!({
+    let e = webhook(
+        1,
+        "2026-11-01T12:00:01+00:00",
+        Some(snapshot(
+            "2026-11-01T12:00:00+00:00",
+            json!({
         "invitee_uma": "$b@y", "status": "CLAIMED", "incentives_status": "VALIDATED",
-        "payment_amount": {"value": 500, "currency": {"code": "USD", "decimals": 2}}}))));
+        "payment_amount": {"value": 500, "currency": {"code": "USD", "decimals": 2}}}),
+        )),
+    );
     // when it is folded
     let v = view::view(&fold(&[e]));
     // then the projection shows it all and every obligation is pending
@@ -83,12 +90,22 @@ fn a_claimed_webhook_without_data_asks_for_a_fetch_and_the_snapshot_fills_it_in(
     assert_eq!(s.fetch.phase, FetchPhase::Pending);
     assert!(view::needs_work(&s));
     // when the fetch fails once, then succeeds
-    let failed = event(2, "invitation.fetch_failed", INV, json!({"invitation_id": INV, "attempt": 1,
-        "error": "HTTP 500", "failed_at": "t", "next_attempt_at": "2026-11-01T12:00:03Z"}));
-    let fetched = event(3, "invitation.fetched", INV, json!({"invitation_id": INV, "fetched_at": "2026-11-01T12:00:05Z",
+    let failed = event(
+        2,
+        "invitation.fetch_failed",
+        INV,
+        json!({"invitation_id": INV, "attempt": 1,
+        "error": "HTTP 500", "failed_at": "t", "next_attempt_at": "2026-11-01T12:00:03Z"}),
+    );
+    let fetched = event(
+        3,
+        "invitation.fetched",
+        INV,
+        json!({"invitation_id": INV, "fetched_at": "2026-11-01T12:00:05Z",
         "entity": {"uma_invitation_id": INV, "uma_invitation_code": "C9", "uma_invitation_invitee_uma": "$b@y",
                    "uma_invitation_inviter_uma": "$a@x", "uma_invitation_status": "CLAIMED",
-                   "uma_invitation_updated_at": "2026-11-01T12:00:00+00:00"}}));
+                   "uma_invitation_updated_at": "2026-11-01T12:00:00+00:00"}}),
+    );
     let mid = fold(&[bare.clone(), failed.clone()]);
     assert_eq!(mid.fetch.phase, FetchPhase::RetryScheduled);
     assert_eq!(mid.fetch.attempts, 1);
@@ -102,8 +119,16 @@ fn a_claimed_webhook_without_data_asks_for_a_fetch_and_the_snapshot_fills_it_in(
 
 #[test]
 fn an_older_pending_snapshot_arriving_later_never_reverts_claimed() {
-    let claimed = webhook(1, "2026-11-01T12:00:01+00:00", Some(snapshot("2026-11-01T12:00:00+00:00", json!({"status": "CLAIMED"}))));
-    let stale = webhook(2, "2026-11-01T11:00:01+00:00", Some(snapshot("2026-11-01T11:00:00+00:00", json!({"status": "PENDING"}))));
+    let claimed = webhook(
+        1,
+        "2026-11-01T12:00:01+00:00",
+        Some(snapshot("2026-11-01T12:00:00+00:00", json!({"status": "CLAIMED"}))),
+    );
+    let stale = webhook(
+        2,
+        "2026-11-01T11:00:01+00:00",
+        Some(snapshot("2026-11-01T11:00:00+00:00", json!({"status": "PENDING"}))),
+    );
     assert!(fold(&[claimed, stale]).is_claimed());
 }
 
@@ -123,9 +148,17 @@ fn a_stale_snapshot_does_not_overwrite_a_newer_field() {
 
 #[test]
 fn fields_missing_from_a_later_event_keep_their_known_values() {
-    let full = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"invitee_uma": "$b@y",
-        "payment_amount": {"value": 100, "currency": "EUR"}}))));
-    let partial = webhook(2, "t", Some(json!({"id": INV, "updated_at": "2026-11-01T12:00:00+00:00", "status": "CLAIMED"})));
+    let full = webhook(
+        1,
+        "t",
+        Some(snapshot(
+            "2026-11-01T10:00:00+00:00",
+            json!({"invitee_uma": "$b@y",
+        "payment_amount": {"value": 100, "currency": "EUR"}}),
+        )),
+    );
+    let partial =
+        webhook(2, "t", Some(json!({"id": INV, "updated_at": "2026-11-01T12:00:00+00:00", "status": "CLAIMED"})));
     let v = view::view(&fold(&[full, partial]));
     assert_eq!(v.invitee_uma.as_deref(), Some("$b@y"));
     assert_eq!(v.code.as_deref(), Some("CODE1"));
@@ -134,9 +167,15 @@ fn fields_missing_from_a_later_event_keep_their_known_values() {
 
 #[test]
 fn incentives_move_forward_from_pending_and_never_back() {
-    let pending = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED", "incentives_status": "PENDING"}))));
-    let validated = webhook(2, "t", Some(snapshot("2026-11-01T11:00:00+00:00", json!({"incentives_status": "VALIDATED"}))));
-    let later_pending = webhook(3, "t", Some(snapshot("2026-11-01T12:00:00+00:00", json!({"incentives_status": "PENDING"}))));
+    let pending = webhook(
+        1,
+        "t",
+        Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED", "incentives_status": "PENDING"}))),
+    );
+    let validated =
+        webhook(2, "t", Some(snapshot("2026-11-01T11:00:00+00:00", json!({"incentives_status": "VALIDATED"}))));
+    let later_pending =
+        webhook(3, "t", Some(snapshot("2026-11-01T12:00:00+00:00", json!({"incentives_status": "PENDING"}))));
     let s = fold(&[pending, validated, later_pending]);
     assert_eq!(view::view(&s).incentives_status.as_deref(), Some("VALIDATED"));
     assert_eq!(view::obligation(&s, ObligationKind::InviterIncentive).state, ObligationState::Pending);
@@ -157,8 +196,15 @@ fn an_unpayable_amount_shows_invalid_with_its_reason_and_is_never_pending() {
         (json!({"value": 1e30, "currency": "USD"}), "64 bits"),
         (json!({"value": 5, "currency": 7}), "currency"),
     ] {
-        let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED",
-            "invitee_uma": "$b@y", "payment_amount": amount}))));
+        let e = webhook(
+            1,
+            "t",
+            Some(snapshot(
+                "2026-11-01T10:00:00+00:00",
+                json!({"status": "CLAIMED",
+            "invitee_uma": "$b@y", "payment_amount": amount}),
+            )),
+        );
         let s = fold(&[e]);
         let payout = view::obligation(&s, ObligationKind::InviteePayment);
         assert_eq!(payout.state, ObligationState::Invalid);
@@ -170,8 +216,15 @@ fn an_unpayable_amount_shows_invalid_with_its_reason_and_is_never_pending() {
 #[test]
 fn cancelled_expired_and_pending_invitations_owe_nothing() {
     for status in ["CANCELLED", "EXPIRED", "PENDING", "SOMETHING_NEW"] {
-        let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": status,
-            "invitee_uma": "$b@y", "incentives_status": "VALIDATED", "payment_amount": {"value": 5, "currency": "USD"}}))));
+        let e = webhook(
+            1,
+            "t",
+            Some(snapshot(
+                "2026-11-01T10:00:00+00:00",
+                json!({"status": status,
+            "invitee_uma": "$b@y", "incentives_status": "VALIDATED", "payment_amount": {"value": 5, "currency": "USD"}}),
+            )),
+        );
         let s = fold(&[e]);
         for kind in ObligationKind::ALL {
             assert_eq!(view::obligation(&s, kind).state, ObligationState::NotDue, "{status} {kind:?}");
@@ -182,8 +235,15 @@ fn cancelled_expired_and_pending_invitations_owe_nothing() {
 
 #[test]
 fn unknown_enum_values_are_kept_verbatim() {
-    let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "REVOKED_2027",
-        "incentives_status": "UNDER_REVIEW"}))));
+    let e = webhook(
+        1,
+        "t",
+        Some(snapshot(
+            "2026-11-01T10:00:00+00:00",
+            json!({"status": "REVOKED_2027",
+        "incentives_status": "UNDER_REVIEW"}),
+        )),
+    );
     let v = view::view(&fold(&[e]));
     assert_eq!(v.status.as_deref(), Some("REVOKED_2027"));
     assert_eq!(v.incentives_status.as_deref(), Some("UNDER_REVIEW"));
@@ -191,8 +251,15 @@ fn unknown_enum_values_are_kept_verbatim() {
 
 #[test]
 fn an_ineligible_incentive_shows_its_reason() {
-    let e = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED",
-        "incentives_status": "INELIGIBLE", "incentives_ineligibility_reason": "NOT_CROSS_BORDER"}))));
+    let e = webhook(
+        1,
+        "t",
+        Some(snapshot(
+            "2026-11-01T10:00:00+00:00",
+            json!({"status": "CLAIMED",
+        "incentives_status": "INELIGIBLE", "incentives_ineligibility_reason": "NOT_CROSS_BORDER"}),
+        )),
+    );
     let inc = view::obligation(&fold(&[e]), ObligationKind::InviterIncentive);
     assert_eq!(inc.state, ObligationState::Ineligible);
     assert_eq!(inc.reason.as_deref(), Some("NOT_CROSS_BORDER"));
@@ -207,22 +274,47 @@ fn events_of_another_invitation_change_nothing() {
 
 #[test]
 fn requested_then_succeeded_settles_the_payout_with_its_payment_id() {
-    let claimed = webhook(1, "t", Some(snapshot("2026-11-01T10:00:00+00:00", json!({"status": "CLAIMED",
-        "invitee_uma": "$b@y", "payment_amount": {"value": 5, "currency": "USD"}}))));
+    let claimed = webhook(
+        1,
+        "t",
+        Some(snapshot(
+            "2026-11-01T10:00:00+00:00",
+            json!({"status": "CLAIMED",
+        "invitee_uma": "$b@y", "payment_amount": {"value": 5, "currency": "USD"}}),
+        )),
+    );
     let key = super::events::idempotency_key(INV, ObligationKind::InviteePayment);
-    let requested = event(2, "payout.requested", INV, json!({"invitation_id": INV, "obligation": "invitee_payment",
+    let requested = event(
+        2,
+        "payout.requested",
+        INV,
+        json!({"invitation_id": INV, "obligation": "invitee_payment",
         "idempotency_key": key, "attempt": 1, "requested_at": "2026-11-01T10:00:01Z",
-        "amount": {"value": 5, "currency": "USD"}, "request": {}}));
+        "amount": {"value": 5, "currency": "USD"}, "request": {}}),
+    );
     let s = fold(&[claimed.clone(), requested.clone()]);
     assert_eq!(view::obligation(&s, ObligationKind::InviteePayment).state, ObligationState::Requested);
-    let failed = event(3, "payout.failed", INV, json!({"invitation_id": INV, "obligation": "invitee_payment",
+    let failed = event(
+        3,
+        "payout.failed",
+        INV,
+        json!({"invitation_id": INV, "obligation": "invitee_payment",
         "idempotency_key": key, "attempt": 1, "http_status": 503, "error": "HTTP 503", "permanent": false,
-        "next_attempt_at": "2026-11-01T10:00:03Z", "at": "2026-11-01T10:00:02Z"}));
+        "next_attempt_at": "2026-11-01T10:00:03Z", "at": "2026-11-01T10:00:02Z"}),
+    );
     let s2 = fold(&[claimed.clone(), requested.clone(), failed.clone()]);
     let p = view::obligation(&s2, ObligationKind::InviteePayment);
-    assert_eq!((p.state, p.next_attempt_at.as_deref()), (ObligationState::RetryScheduled, Some("2026-11-01T10:00:03Z")));
-    let succeeded = event(4, "payout.succeeded", INV, json!({"invitation_id": INV, "obligation": "invitee_payment",
-        "idempotency_key": key, "attempt": 2, "http_status": 200, "payment_id": "pay_1", "at": "2026-11-01T10:00:04Z"}));
+    assert_eq!(
+        (p.state, p.next_attempt_at.as_deref()),
+        (ObligationState::RetryScheduled, Some("2026-11-01T10:00:03Z"))
+    );
+    let succeeded = event(
+        4,
+        "payout.succeeded",
+        INV,
+        json!({"invitation_id": INV, "obligation": "invitee_payment",
+        "idempotency_key": key, "attempt": 2, "http_status": 200, "payment_id": "pay_1", "at": "2026-11-01T10:00:04Z"}),
+    );
     let s3 = fold(&[claimed, requested, failed, succeeded]);
     let p = view::obligation(&s3, ObligationKind::InviteePayment);
     assert_eq!(p.state, ObligationState::Succeeded);
@@ -251,10 +343,18 @@ fn arb_snapshot() -> impl Strategy<Value = Value> {
             let key = |k: &str| if aliased { format!("uma_invitation_{k}") } else { k.to_owned() };
             o.insert(key("id"), json!(INV));
             o.insert(key("updated_at"), json!(t));
-            if let Some(s) = status { o.insert(key("status"), json!(s)); }
-            if let Some(s) = inc { o.insert(key("incentives_status"), json!(s)); }
-            if let Some(s) = invitee { o.insert(key("invitee_uma"), json!(s)); }
-            if let Some((v, c)) = amount { o.insert(key("payment_amount"), json!({"value": v, "currency": c})); }
+            if let Some(s) = status {
+                o.insert(key("status"), json!(s));
+            }
+            if let Some(s) = inc {
+                o.insert(key("incentives_status"), json!(s));
+            }
+            if let Some(s) = invitee {
+                o.insert(key("invitee_uma"), json!(s));
+            }
+            if let Some((v, c)) = amount {
+                o.insert(key("payment_amount"), json!({"value": v, "currency": c}));
+            }
             o.insert(key("inviter_uma"), json!("$a@x"));
             Value::Object(o)
         })
@@ -275,9 +375,15 @@ fn arb_fact() -> impl Strategy<Value = Fact> {
 
 fn fact_time(f: &Fact) -> String {
     match f {
-        Fact::Webhook { timestamp, data } => data.as_ref().and_then(|d| d.get("updated_at").or(d.get("uma_invitation_updated_at")))
-            .and_then(|v| v.as_str()).unwrap_or(timestamp).to_owned(),
-        Fact::Fetched(d) => d.get("updated_at").or(d.get("uma_invitation_updated_at")).and_then(|v| v.as_str()).unwrap_or("").to_owned(),
+        Fact::Webhook { timestamp, data } => data
+            .as_ref()
+            .and_then(|d| d.get("updated_at").or(d.get("uma_invitation_updated_at")))
+            .and_then(|v| v.as_str())
+            .unwrap_or(timestamp)
+            .to_owned(),
+        Fact::Fetched(d) => {
+            d.get("updated_at").or(d.get("uma_invitation_updated_at")).and_then(|v| v.as_str()).unwrap_or("").to_owned()
+        }
     }
 }
 
@@ -287,8 +393,12 @@ fn to_events(facts: &[Fact]) -> Vec<LedgerEvent> {
         .enumerate()
         .map(|(i, f)| match f {
             Fact::Webhook { timestamp, data } => webhook(i as u64 + 1, timestamp, data.clone()),
-            Fact::Fetched(entity) => event(i as u64 + 1, "invitation.fetched", INV,
-                json!({"invitation_id": INV, "fetched_at": "2026-11-01T20:00:00Z", "entity": entity})),
+            Fact::Fetched(entity) => event(
+                i as u64 + 1,
+                "invitation.fetched",
+                INV,
+                json!({"invitation_id": INV, "fetched_at": "2026-11-01T20:00:00Z", "entity": entity}),
+            ),
         })
         .collect()
 }

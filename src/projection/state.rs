@@ -13,7 +13,9 @@ use super::events::{
     ObligationRequested, ObligationResolved, ObligationSucceeded,
 };
 use crate::ledger::{kinds as ledger_kinds, EventView, LedgerEvent};
-use crate::lightspark::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus, PaymentAmount, WireSnapshot};
+use crate::lightspark::invitation::{
+    IncentivesStatus, InvitationSnapshot, InvitationStatus, PaymentAmount, WireSnapshot,
+};
 use crate::lightspark::webhook::{WebhookFacts, UMA_INVITATION_CLAIMED};
 
 /// A value with the time it was true as of, for last-writer-wins merges.
@@ -52,7 +54,12 @@ fn newest<T: Serialize + Clone>(cur: &mut Option<Versioned<T>>, value: Option<T>
 /// Forward-only merge: a terminal value beats a non-terminal one whatever
 /// their times; among terminal values the earliest stands (it was final
 /// first); among non-terminal ones the newest.
-fn forward<T: Serialize + Clone>(cur: &mut Option<Versioned<T>>, value: Option<T>, at: i64, terminal: impl Fn(&T) -> bool) {
+fn forward<T: Serialize + Clone>(
+    cur: &mut Option<Versioned<T>>,
+    value: Option<T>,
+    at: i64,
+    terminal: impl Fn(&T) -> bool,
+) {
     let Some(value) = value else { return };
     let replace = match cur {
         None => true,
@@ -252,7 +259,8 @@ impl InvitationState {
         forward(&mut self.incentives_status, snap.incentives_status, at, IncentivesStatus::is_terminal);
         if snap.status == Some(InvitationStatus::Claimed) {
             // The earliest showing of CLAIMED is the claim.
-            let earlier = self.claimed_at.as_ref().is_none_or(|c| at < c.at || (at == c.at && claimed_text < c.value.as_str()));
+            let earlier =
+                self.claimed_at.as_ref().is_none_or(|c| at < c.at || (at == c.at && claimed_text < c.value.as_str()));
             if earlier {
                 self.claimed_at = Some(Versioned { value: claimed_text.to_owned(), at });
             }

@@ -84,7 +84,11 @@ pub fn open(ledger: &Path) -> Result<Connection, ProjectionError> {
     let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found != SCHEMA_VERSION {
         if found != 0 {
-            tracing::info!(found, version = SCHEMA_VERSION, "projections of another version emptied; folding them again");
+            tracing::info!(
+                found,
+                version = SCHEMA_VERSION,
+                "projections of another version emptied; folding them again"
+            );
         }
         reset(&conn)?;
     }
@@ -114,7 +118,9 @@ fn guard_unsynced_writes(conn: &Connection) -> Result<(), ProjectionError> {
     let recorded: Option<String> =
         conn.query_row("SELECT boot_id FROM projection_boot WHERE id = 1", [], |r| r.get(0)).optional()?;
     if recorded.as_deref().is_some_and(|r| r != boot) {
-        tracing::warn!("the machine restarted since the projections were last written without syncs; folding them again");
+        tracing::warn!(
+            "the machine restarted since the projections were last written without syncs; folding them again"
+        );
         reset(conn)?;
     }
     conn.execute(
@@ -127,7 +133,10 @@ fn guard_unsynced_writes(conn: &Connection) -> Result<(), ProjectionError> {
 
 /// This boot of the machine, as Linux names it; `None` elsewhere.
 fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// Opens the existing projection file of `ledger` for reading only, with
@@ -149,7 +158,11 @@ pub fn open_read_only(ledger: &Path) -> Result<Connection, ProjectionError> {
     conn.busy_handler(Some(ledger::wait_for_lock))?;
     let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found != SCHEMA_VERSION {
-        return Err(ProjectionError::OtherVersion { path: file.display().to_string(), found, expected: SCHEMA_VERSION });
+        return Err(ProjectionError::OtherVersion {
+            path: file.display().to_string(),
+            found,
+            expected: SCHEMA_VERSION,
+        });
     }
     attach_ledger(&conn, ledger)?;
     Ok(conn)
@@ -431,7 +444,9 @@ fn swap(fresh: &Path, live: &Path) -> Result<(), ProjectionError> {
     };
     std::thread::scope(|scope| {
         let synced = scope.spawn(|| std::fs::File::open(fresh).and_then(|f| f.sync_all()).map_err(failed(fresh)));
-        let removed = [live.to_owned(), suffixed(live, "-wal"), suffixed(live, "-shm")].iter().try_for_each(|f| remove_if_exists(f));
+        let removed = [live.to_owned(), suffixed(live, "-wal"), suffixed(live, "-shm")]
+            .iter()
+            .try_for_each(|f| remove_if_exists(f));
         let synced = synced.join().expect("sync thread panicked");
         synced.and(removed)
     })?;
@@ -583,7 +598,9 @@ pub fn checksum(conn: &Connection) -> Result<[u8; 32], ProjectionError> {
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let text = |col| {
-            r.get_ref(col)?.as_bytes().map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
+            r.get_ref(col)?
+                .as_bytes()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
         };
         h.row_bytes(text(0)?, text(1)?);
     }
@@ -655,7 +672,12 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<InvitationState>, 
 ///
 /// # Errors
 /// When SQLite fails.
-pub fn needing_work(conn: &Connection, mask: i64, after: &str, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
+pub fn needing_work(
+    conn: &Connection,
+    mask: i64,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<InvitationState>, ProjectionError> {
     let mut stmt = conn.prepare_cached(
         "SELECT invitation_id, state FROM invitations
          WHERE work <> 0 AND (work & ?1) <> 0 AND invitation_id > ?2 ORDER BY invitation_id LIMIT ?3",
@@ -679,12 +701,19 @@ pub fn all(conn: &Connection, inviter_uma: Option<&str>) -> Result<Vec<Invitatio
 ///
 /// # Errors
 /// When SQLite fails or a stored row cannot be read.
-pub fn query(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<InvitationState>, ProjectionError> {
+pub fn query(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<InvitationState>, ProjectionError> {
     let mut stmt = conn.prepare_cached(sql)?;
     decode_rows(&mut stmt, params)
 }
 
-fn decode_rows(stmt: &mut rusqlite::Statement<'_>, params: impl rusqlite::Params) -> Result<Vec<InvitationState>, ProjectionError> {
+fn decode_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<InvitationState>, ProjectionError> {
     let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
@@ -715,4 +744,3 @@ pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String,
     }
     Ok(out)
 }
-

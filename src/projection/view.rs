@@ -207,7 +207,12 @@ pub struct FetchView {
 
 impl From<&FetchRecord> for FetchView {
     fn from(f: &FetchRecord) -> Self {
-        FetchView { state: f.phase, attempts: f.attempts, last_error: f.last_error.clone(), next_attempt_at: f.next_attempt_at.clone() }
+        FetchView {
+            state: f.phase,
+            attempts: f.attempts,
+            last_error: f.last_error.clone(),
+            next_attempt_at: f.next_attempt_at.clone(),
+        }
     }
 }
 

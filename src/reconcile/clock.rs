@@ -63,7 +63,8 @@ impl Jitter for XorShift {
 /// delay drawn uniformly between `base` and `min(max, base · 2^(attempt-1))`.
 pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: &dyn Jitter) -> Duration {
     let base_ms = base.as_millis() as u64;
-    let ceiling = base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(40)).min(max.as_millis() as u64).max(base_ms);
+    let ceiling =
+        base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(40)).min(max.as_millis() as u64).max(base_ms);
     Duration::from_millis(base_ms + jitter.up_to(ceiling - base_ms))
 }
 

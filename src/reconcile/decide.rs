@@ -45,11 +45,9 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
     };
     let record = state.obligation(kind);
     let window_expired = || {
-        record
-            .window_started_at
-            .as_deref()
-            .and_then(parse_time)
-            .is_some_and(|start| now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window))
+        record.window_started_at.as_deref().and_then(parse_time).is_some_and(|start| {
+            now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window)
+        })
     };
     match view.state {
         ObligationState::Pending if !configured => Action::NotConfigured,
@@ -76,13 +74,18 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projection::state::{ObligationPhase, Versioned};
     use crate::lightspark::invitation::{InvitationStatus, Money, PaymentAmount};
+    use crate::projection::state::{ObligationPhase, Versioned};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn caps() -> Capabilities {
-        Capabilities { payout_configured: true, notify_configured: true, incentive_configured: true, idempotency_window: 24 * HOUR }
+        Capabilities {
+            payout_configured: true,
+            notify_configured: true,
+            incentive_configured: true,
+            idempotency_window: 24 * HOUR,
+        }
     }
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -113,7 +116,10 @@ mod tests {
     fn without_a_payout_url_a_due_payment_stays_pending() {
         let s = claimed_with_amount();
         let c = Capabilities { payout_configured: false, ..caps() };
-        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &c), Action::NotConfigured);
+        assert_eq!(
+            next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &c),
+            Action::NotConfigured
+        );
     }
 
     #[test]
@@ -127,7 +133,10 @@ mod tests {
             next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:05Z"), &caps()),
             Action::WaitUntil(at("2026-11-01T00:00:10Z"))
         );
-        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:10Z"), &caps()), Action::Send { attempt: 3 });
+        assert_eq!(
+            next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:10Z"), &caps()),
+            Action::Send { attempt: 3 }
+        );
     }
 
     #[test]
@@ -136,8 +145,14 @@ mod tests {
         s.payout.phase = ObligationPhase::Requested;
         s.payout.attempts = 1;
         s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
-        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T23:00:00Z"), &caps()), Action::Send { attempt: 2 });
-        assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-02T00:00:00Z"), &caps()), Action::MarkInDoubt);
+        assert_eq!(
+            next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T23:00:00Z"), &caps()),
+            Action::Send { attempt: 2 }
+        );
+        assert_eq!(
+            next_action(&s, ObligationKind::InviteePayment, at("2026-11-02T00:00:00Z"), &caps()),
+            Action::MarkInDoubt
+        );
     }
 
     #[test]
@@ -145,7 +160,10 @@ mod tests {
         for phase in [ObligationPhase::Succeeded, ObligationPhase::Failed, ObligationPhase::InDoubt] {
             let mut s = claimed_with_amount();
             s.payout.phase = phase;
-            assert_eq!(next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &caps()), Action::Nothing);
+            assert_eq!(
+                next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &caps()),
+                Action::Nothing
+            );
         }
     }
 
@@ -161,9 +179,16 @@ mod tests {
     #[test]
     fn an_incentive_needs_both_the_platform_and_a_configured_amount() {
         let mut s = claimed_with_amount();
-        s.incentives_status = Some(Versioned { value: crate::lightspark::invitation::IncentivesStatus::Validated, at: 0 });
+        s.incentives_status =
+            Some(Versioned { value: crate::lightspark::invitation::IncentivesStatus::Validated, at: 0 });
         let no_amount = Capabilities { incentive_configured: false, ..caps() };
-        assert_eq!(next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &no_amount), Action::NotConfigured);
-        assert_eq!(next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &caps()), Action::Send { attempt: 1 });
+        assert_eq!(
+            next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &no_amount),
+            Action::NotConfigured
+        );
+        assert_eq!(
+            next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &caps()),
+            Action::Send { attempt: 1 }
+        );
     }
 }

@@ -17,7 +17,10 @@ pub struct OutgoingRequest {
 /// What came back, before any interpretation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallOutcome {
-    Answered { status: u16, body: Vec<u8> },
+    Answered {
+        status: u16,
+        body: Vec<u8>,
+    },
     /// Refused, reset, timed out: the request may or may not have arrived.
     Transport(String),
 }
@@ -106,7 +109,9 @@ pub fn judge(outcome: &CallOutcome) -> Verdict {
                     .ok()
                     .and_then(|v| v.get("payment_id").and_then(|p| p.as_str()).map(str::to_owned)),
             },
-            408 | 425 | 429 => Verdict::Transient { status: Some(*status), error: format!("HTTP {status}: {}", excerpt(body)) },
+            408 | 425 | 429 => {
+                Verdict::Transient { status: Some(*status), error: format!("HTTP {status}: {}", excerpt(body)) }
+            }
             400..=499 => Verdict::Permanent { status: *status, error: format!("HTTP {status}: {}", excerpt(body)) },
             _ => Verdict::Transient { status: Some(*status), error: format!("HTTP {status}: {}", excerpt(body)) },
         },
@@ -124,7 +129,10 @@ mod tests {
 
     #[test]
     fn two_hundreds_and_409_are_success_keeping_the_payment_id() {
-        assert_eq!(judge(&answered(200, r#"{"payment_id":"p1"}"#)), Verdict::Succeeded { status: 200, payment_id: Some("p1".into()) });
+        assert_eq!(
+            judge(&answered(200, r#"{"payment_id":"p1"}"#)),
+            Verdict::Succeeded { status: 200, payment_id: Some("p1".into()) }
+        );
         assert_eq!(judge(&answered(201, "")), Verdict::Succeeded { status: 201, payment_id: None });
         assert!(matches!(judge(&answered(409, "dup")), Verdict::Succeeded { status: 409, .. }));
     }

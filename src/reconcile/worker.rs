@@ -21,14 +21,14 @@ use super::clock::{backoff, rfc3339, Clock, Jitter};
 use super::decide::{next_action, Action, Capabilities};
 use super::endpoint::{judge, Endpoint, OutgoingRequest, Verdict};
 use crate::config::ReconcileConfig;
-use crate::metrics::Metrics;
 use crate::ledger::{LedgerError, LedgerWriter, NewEvent};
 use crate::lightspark::client::LightsparkClient;
 use crate::lightspark::invitation::{Money, PaymentAmount};
 use crate::lightspark::signature::sign;
+use crate::metrics::Metrics;
 use crate::projection::events::{
-    idempotency_key, kinds, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt, ObligationKind,
-    ObligationRequested, ObligationSucceeded,
+    idempotency_key, kinds, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt,
+    ObligationKind, ObligationRequested, ObligationSucceeded,
 };
 use crate::projection::state::{FetchPhase, InvitationState};
 use crate::projection::store::{self, ProjectionError};
@@ -138,7 +138,8 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// Follows projections kept current by someone else instead of catching
     /// up on every pass (which would compete with the ledger writer).
     pub fn following(self, projected: watch::Receiver<u64>) -> Self {
-        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("following() is called before the reconciler is shared"));
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("following() is called before the reconciler is shared"));
         inner.projected = Some(projected);
         Self { inner: Arc::new(inner) }
     }
@@ -285,7 +286,10 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 }
             }
         }
-        self.inner.metrics.last_pass_unix.store(self.inner.clock.now().timestamp(), std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .metrics
+            .last_pass_unix
+            .store(self.inner.clock.now().timestamp(), std::sync::atomic::Ordering::Relaxed);
         match first_error {
             Some(e) if !outcome.did_something() => Err(e),
             _ => Ok(outcome),
@@ -298,12 +302,9 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         }
         match state.fetch.phase {
             FetchPhase::Pending => true,
-            FetchPhase::RetryScheduled => state
-                .fetch
-                .next_attempt_at
-                .as_deref()
-                .and_then(super::clock::parse_time)
-                .is_none_or(|t| t <= now),
+            FetchPhase::RetryScheduled => {
+                state.fetch.next_attempt_at.as_deref().and_then(super::clock::parse_time).is_none_or(|t| t <= now)
+            }
             _ => false,
         }
     }
@@ -346,12 +347,21 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         self.inner.writer.append(event).await?;
         tracing::warn!(invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key,
             "obligation is in doubt: requested longer ago than IDEMPOTENCY_WINDOW with no recorded outcome; an operator must resolve it");
-        Ok(Outcome { in_doubt: 1, lines: vec![Work::InDoubt { kind }.describe(&state.invitation_id, false)], ..Outcome::default() })
+        Ok(Outcome {
+            in_doubt: 1,
+            lines: vec![Work::InDoubt { kind }.describe(&state.invitation_id, false)],
+            ..Outcome::default()
+        })
     }
 
     /// The request body: the first one sent under this key if there was one
     /// (a retry must repeat it exactly), else built from the projection.
-    fn request_body(&self, state: &InvitationState, kind: ObligationKind, key: &str) -> Option<(serde_json::Value, Option<Money>, String)> {
+    fn request_body(
+        &self,
+        state: &InvitationState,
+        kind: ObligationKind,
+        key: &str,
+    ) -> Option<(serde_json::Value, Option<Money>, String)> {
         let rec = state.obligation(kind);
         let text = |v: &Option<crate::projection::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
         let cfg = &self.inner.config;
@@ -380,7 +390,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 "invitee_uma": text(&state.invitee_uma),
             }),
             _ => {
-                let receiver = if kind == ObligationKind::InviteePayment { text(&state.invitee_uma) } else { text(&state.inviter_uma) };
+                let receiver = if kind == ObligationKind::InviteePayment {
+                    text(&state.invitee_uma)
+                } else {
+                    text(&state.inviter_uma)
+                };
                 let m = amount.as_ref().expect("payments carry an amount");
                 json!({
                     "idempotency_key": key,
@@ -395,7 +409,13 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         Some((body, amount, url))
     }
 
-    async fn send(&self, state: &InvitationState, kind: ObligationKind, attempt: u32, key: String) -> Result<Outcome, ReconcileError> {
+    async fn send(
+        &self,
+        state: &InvitationState,
+        kind: ObligationKind,
+        attempt: u32,
+        key: String,
+    ) -> Result<Outcome, ReconcileError> {
         let Some((body, amount, url)) = self.request_body(state, kind, &key) else {
             return Ok(Outcome { not_configured: 1, ..Outcome::default() });
         };
@@ -413,7 +433,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         // 1. Durable intent before the call.
         self.inner
             .writer
-            .append(internal_event(format!("{prefix}.requested"), format!("{key}:requested:{attempt}"), id, serde_json::to_value(requested).expect("serialises")))
+            .append(internal_event(
+                format!("{prefix}.requested"),
+                format!("{key}:requested:{attempt}"),
+                id,
+                serde_json::to_value(requested).expect("serialises"),
+            ))
             .await?;
         // 2. The call, with the same key on every attempt.
         let bytes = serde_json::to_vec(&body).expect("body serialises");
@@ -421,10 +446,15 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             ObligationKind::InviterNotification => None,
             _ => self.inner.config.payout_signing_key.as_ref().map(|k| sign(k.expose().as_bytes(), &bytes)),
         };
-        let outcome = self.inner.endpoint.call(OutgoingRequest { url, idempotency_key: key.clone(), body: bytes, signature }).await;
+        let outcome = self
+            .inner
+            .endpoint
+            .call(OutgoingRequest { url, idempotency_key: key.clone(), body: bytes, signature })
+            .await;
         let verdict = judge(&outcome);
         let now = self.inner.clock.now();
-        let calls = |outcome: &str| self.inner.metrics.endpoint_calls.with_label_values(&[kind.as_str(), outcome]).inc();
+        let calls =
+            |outcome: &str| self.inner.metrics.endpoint_calls.with_label_values(&[kind.as_str(), outcome]).inc();
         // 3. The outcome.
         let (event, result) = match verdict {
             Verdict::Succeeded { status, payment_id } => {
@@ -440,8 +470,18 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 };
                 tracing::info!(status, payment_id = payment_id.as_deref().unwrap_or("-"), "obligation succeeded");
                 (
-                    internal_event(format!("{prefix}.succeeded"), format!("{key}:succeeded"), id, serde_json::to_value(body).expect("serialises")),
-                    Outcome { sent: 1, succeeded: 1, lines: vec![format!("{id} {}: succeeded (HTTP {status}, attempt {attempt})", kind.as_str())], ..Outcome::default() },
+                    internal_event(
+                        format!("{prefix}.succeeded"),
+                        format!("{key}:succeeded"),
+                        id,
+                        serde_json::to_value(body).expect("serialises"),
+                    ),
+                    Outcome {
+                        sent: 1,
+                        succeeded: 1,
+                        lines: vec![format!("{id} {}: succeeded (HTTP {status}, attempt {attempt})", kind.as_str())],
+                        ..Outcome::default()
+                    },
                 )
             }
             Verdict::Permanent { status, error } => {
@@ -460,13 +500,19 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                     at: rfc3339(now),
                 };
                 (
-                    internal_event(format!("{prefix}.failed"), format!("{key}:failed:{attempt}"), id, serde_json::to_value(body).expect("serialises")),
+                    internal_event(
+                        format!("{prefix}.failed"),
+                        format!("{key}:failed:{attempt}"),
+                        id,
+                        serde_json::to_value(body).expect("serialises"),
+                    ),
                     Outcome { sent: 1, failed: 1, lines: vec![line], ..Outcome::default() },
                 )
             }
             Verdict::Transient { status, error } => {
                 calls("transient");
-                let delay = backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max, &self.inner.jitter);
+                let delay =
+                    backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max, &self.inner.jitter);
                 let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                 tracing::info!(?status, %error, retry_in_ms = delay.as_millis() as u64, "transient failure; retry scheduled");
                 let line = format!("{id} {}: retry scheduled ({error}, attempt {attempt})", kind.as_str());
@@ -482,8 +528,19 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                     at: rfc3339(now),
                 };
                 (
-                    internal_event(format!("{prefix}.failed"), format!("{key}:failed:{attempt}"), id, serde_json::to_value(body).expect("serialises")),
-                    Outcome { sent: 1, retry_scheduled: 1, next_due: Some(next), lines: vec![line], ..Outcome::default() },
+                    internal_event(
+                        format!("{prefix}.failed"),
+                        format!("{key}:failed:{attempt}"),
+                        id,
+                        serde_json::to_value(body).expect("serialises"),
+                    ),
+                    Outcome {
+                        sent: 1,
+                        retry_scheduled: 1,
+                        next_due: Some(next),
+                        lines: vec![line],
+                        ..Outcome::default()
+                    },
                 )
             }
         };
@@ -501,7 +558,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             Ok(entity) => {
                 let found = entity.is_some();
                 let body = InvitationFetched { invitation_id: id.clone(), fetched_at: rfc3339(now), entity };
-                let event = internal_event(kinds::INVITATION_FETCHED.into(), format!("lightspark-fetch:{id}"), id, serde_json::to_value(body).expect("serialises"));
+                let event = internal_event(
+                    kinds::INVITATION_FETCHED.into(),
+                    format!("lightspark-fetch:{id}"),
+                    id,
+                    serde_json::to_value(body).expect("serialises"),
+                );
                 self.inner.writer.append(event).await?;
                 let what = if found { "fetched" } else { "unknown to Lightspark" };
                 Ok(Outcome { fetched: 1, lines: vec![format!("{id} invitation: {what}")], ..Outcome::default() })
@@ -509,7 +571,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             Err(e) => {
                 self.inner.metrics.fetch_failures.inc();
                 let attempt = state.fetch.attempts + 1;
-                let delay = backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max.min(Duration::from_secs(300)), &self.inner.jitter);
+                let delay = backoff(
+                    attempt,
+                    self.inner.config.retry_base,
+                    self.inner.config.retry_max.min(Duration::from_secs(300)),
+                    &self.inner.jitter,
+                );
                 let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                 tracing::warn!(invitation_id = %id, attempt, error = %e, "fetching the invitation from Lightspark failed; will retry");
                 let body = InvitationFetchFailed {
@@ -526,7 +593,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                     serde_json::to_value(body).expect("serialises"),
                 );
                 self.inner.writer.append(event).await?;
-                Ok(Outcome { fetch_failed: 1, next_due: Some(next), lines: vec![format!("{id} invitation: fetch failed ({e})")], ..Outcome::default() })
+                Ok(Outcome {
+                    fetch_failed: 1,
+                    next_due: Some(next),
+                    lines: vec![format!("{id} invitation: fetch failed ({e})")],
+                    ..Outcome::default()
+                })
             }
         }
     }
@@ -557,7 +629,9 @@ impl Work {
         match self {
             Work::Fetch => format!("{id} invitation: {would}fetch from Lightspark"),
             Work::Send { kind, attempt } => format!("{id} {}: {would}send attempt {attempt}", kind.as_str()),
-            Work::InDoubt { kind } => format!("{id} {}: {would}mark in doubt (older than IDEMPOTENCY_WINDOW)", kind.as_str()),
+            Work::InDoubt { kind } => {
+                format!("{id} {}: {would}mark in doubt (older than IDEMPOTENCY_WINDOW)", kind.as_str())
+            }
         }
     }
 }

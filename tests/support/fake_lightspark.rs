@@ -47,10 +47,15 @@ impl FakeLightspark {
             .and(warp::path::full())
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::body::bytes())
-            .map(move |method: warp::http::Method, path: warp::path::FullPath, auth: Option<String>, body: bytes::Bytes| {
-                let (status, answer) = handle(&shared, &expected, &method, path.as_str(), auth.as_deref(), &body);
-                warp::reply::with_status(warp::reply::json(&answer), status)
-            });
+            .map(
+                move |method: warp::http::Method,
+                      path: warp::path::FullPath,
+                      auth: Option<String>,
+                      body: bytes::Bytes| {
+                    let (status, answer) = handle(&shared, &expected, &method, path.as_str(), auth.as_deref(), &body);
+                    warp::reply::with_status(warp::reply::json(&answer), status)
+                },
+            );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr, server) = warp::serve(route)
             .try_bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
@@ -212,4 +217,3 @@ pub fn base64_encode(input: &[u8]) -> String {
     }
     out
 }
-

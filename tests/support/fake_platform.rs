@@ -169,10 +169,7 @@ impl FakePlatform {
                     let svc = service_fn(move |req| handle(st.clone(), req));
                     // An Err here is either a client going away or our Drop
                     // fault; either way the stream is dropped (closed).
-                    let _ = hyper::server::conn::Http::new()
-                        .http1_only(true)
-                        .serve_connection(stream, svc)
-                        .await;
+                    let _ = hyper::server::conn::Http::new().http1_only(true).serve_connection(stream, svc).await;
                 });
             }
         });

@@ -282,7 +282,10 @@ pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Ou
 /// Appends hand-made events through the library's own ledger writer (so the
 /// hash chain stays valid) while no service holds the database, then brings
 /// the projections up to date.
-pub async fn append_events(db: &Path, events: Vec<invitation_ledger::ledger::NewEvent>) -> Vec<invitation_ledger::ledger::Appended> {
+pub async fn append_events(
+    db: &Path,
+    events: Vec<invitation_ledger::ledger::NewEvent>,
+) -> Vec<invitation_ledger::ledger::Appended> {
     let (writer, thread) = invitation_ledger::ledger::LedgerWriter::start(db).expect("ledger writer");
     let appended = writer.append_all(events).await.expect("hand-made events appended");
     drop(writer);
@@ -298,7 +301,12 @@ pub async fn append_events(db: &Path, events: Vec<invitation_ledger::ledger::New
 }
 
 /// A hand-made internal event about `invitation`, with a JSON body.
-pub fn internal_event(kind: &str, event_key: &str, invitation: &str, body: &impl serde::Serialize) -> invitation_ledger::ledger::NewEvent {
+pub fn internal_event(
+    kind: &str,
+    event_key: &str,
+    invitation: &str,
+    body: &impl serde::Serialize,
+) -> invitation_ledger::ledger::NewEvent {
     invitation_ledger::ledger::NewEvent {
         event_key: event_key.to_owned(),
         kind: kind.to_owned(),
@@ -389,7 +397,9 @@ pub fn raw_webhook_request(body: &[u8], signature_header: &str) -> Vec<u8> {
 /// Runs `invitation-ledger verify` on `db` and panics with its output unless
 /// it succeeds. Works while a service holds the database (it only reads).
 pub async fn assert_verifies(db: &Path) {
-    let out = run_binary(&["verify"], &[("LEDGER_DB", db.to_str().unwrap()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
+    let out =
+        run_binary(&["verify"], &[("LEDGER_DB", db.to_str().unwrap()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)])
+            .await;
     assert!(
         out.status.success(),
         "verify failed:\n{}{}",
