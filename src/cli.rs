@@ -63,7 +63,7 @@ pub fn open_projections(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
 /// When a service runs, or SQLite fails (then nothing changed).
 pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", db.db.display());
-    let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
+    let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
     let mut progress = Progress::new("rebuilding");
     let summary = crate::projection::store::rebuild(&db.db, |done, total| progress.show(done, total))?;
     progress.finish();
@@ -196,7 +196,7 @@ impl Progress {
 pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dry_run: bool) -> anyhow::Result<String> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to reconcile", db.db.display());
     let config = args.validate()?;
-    let _lock = crate::ledger::lock::InstanceLock::acquire(&db.db)?;
+    let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
     // As in the service, the writer folds what it appends into the
     // projections, so `status` and `audit` see this pass's outcome.
     let (writer, projected, thread) = crate::projection::worker::start_writer(&db.db, true, Default::default())?;

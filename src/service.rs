@@ -15,7 +15,7 @@ use crate::ledger::LedgerWriter;
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
 use crate::projection;
-use crate::reconcile::{self, clock, endpoint::HttpEndpoint, Reconciler};
+use crate::reconcile::{self, clock, endpoint::HttpEndpoint, worker::Seams, Reconciler};
 
 /// The reconciler as the service and `reconcile --once` run it: real HTTP,
 /// the wall clock, jitter seeded from entropy.
@@ -44,10 +44,8 @@ pub fn build_reconciler(
         db.to_owned(),
         writer,
         config,
-        endpoint,
+        Seams { endpoint, clock: clock::SystemClock, jitter: clock::XorShift::from_entropy() },
         lightspark,
-        clock::SystemClock,
-        clock::XorShift::from_entropy(),
         metrics,
     ))
 }

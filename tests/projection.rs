@@ -380,7 +380,7 @@ fn projections_written_under_another_boot_are_folded_again() {
     let projected = (0..500).any(|_| {
         let r = client.get(server.url(&format!("/v1/invitations/{id}"))).send().unwrap();
         r.status() == 200 || {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
             false
         }
     });
@@ -423,7 +423,7 @@ mod incremental_equals_rebuild {
             "timestamp": format!("2026-11-01T1{hour}:00:00+00:00"), "entity_id": id});
         if with_data {
             body["data"] = json!({"id": id, "status": status, "code": format!("C{inv}"), "invitee_uma": "$b@y",
-                "inviter_uma": "$a@x", "incentives_status": if hour % 2 == 0 { "VALIDATED" } else { "PENDING" },
+                "inviter_uma": "$a@x", "incentives_status": if hour.is_multiple_of(2) { "VALIDATED" } else { "PENDING" },
                 "payment_amount": {"value": amount, "currency": "USD"},
                 "updated_at": format!("2026-11-01T1{hour}:00:00+00:00")});
         }
@@ -450,7 +450,7 @@ mod incremental_equals_rebuild {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("ledger.db");
             let (writer, thread) = LedgerWriter::start(&db).unwrap();
-            let mut conn = invitation_ledger::projection::store::open(&db).unwrap();
+            let mut conn = store::open(&db).unwrap();
             // Append in uneven batches, projecting after each.
             let mut i = 0;
             let mut cut = cuts.iter().cycle();

@@ -39,6 +39,7 @@ use invitation_ledger::projection::state::InvitationState;
 use invitation_ledger::projection::{store, view};
 use invitation_ledger::reconcile::clock::{parse_time, rfc3339, Clock, XorShift};
 use invitation_ledger::reconcile::endpoint::{CallOutcome, Endpoint, OutgoingRequest};
+use invitation_ledger::reconcile::worker::Seams;
 use invitation_ledger::reconcile::{Outcome, Reconciler};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -867,10 +868,12 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
             db.clone(),
             writer.clone(),
             p.config(),
-            platform.clone(),
+            Seams {
+                endpoint: platform.clone(),
+                clock: clock.clone(),
+                jitter: XorShift::seeded(hash_of(p.seed, &format!("jitter/{incarnation}"))),
+            },
             None,
-            clock.clone(),
-            XorShift::seeded(hash_of(p.seed, &format!("jitter/{incarnation}"))),
             Arc::new(Metrics::default()),
         );
         loop {

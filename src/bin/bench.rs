@@ -315,7 +315,7 @@ fn generated_event(i: usize) -> invitation_ledger::ledger::NewEvent {
     let inv = i / 2;
     // Multiplying by an odd constant permutes the 64-bit numbers.
     let code = format!("{:016X}", (inv as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let (status, hour) = if i % 2 == 0 { ("PENDING", 10) } else { ("CLAIMED", 12) };
+    let (status, hour) = if i.is_multiple_of(2) { ("PENDING", 10) } else { ("CLAIMED", 12) };
     let body = format!(
         r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"gen-{i:08}","timestamp":"2026-11-01T{hour}:00:01.000000+00:00","entity_id":"UmaInvitation:gen-{inv:08}","data":{{"id":"UmaInvitation:gen-{inv:08}","code":"{code}","inviter_uma":"$inviter{}@a.example","invitee_uma":"$invitee{inv}@b.example","status":"{status}","incentives_status":"VALIDATED","payment_amount":{{"value":{},"currency":{{"code":"USD","decimals":2}}}},"updated_at":"2026-11-01T{hour}:00:00+00:00"}}}}"#,
         inv % 97,
@@ -352,6 +352,7 @@ async fn generate_ledger(path: &std::path::Path, events: usize) -> anyhow::Resul
 /// just generated, the files of the scenario before), so that the kernel's
 /// writeback of it does not land in this scenario's figures. What the
 /// service writes during the run is still synced by the service itself.
+#[allow(unsafe_code)] // sync(2): no safe wrapper in std
 fn quiesce() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };

@@ -149,6 +149,7 @@ impl LedgerWriter {
 pub const MIN_FREE_BYTES: u64 = 1 << 20;
 
 /// Bytes available to this process on the file system holding `dir`.
+#[allow(unsafe_code)] // statvfs: no safe wrapper in std
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;

@@ -461,7 +461,7 @@ struct WireVisitor;
 impl<'de> serde::de::Visitor<'de> for WireVisitor {
     type Value = WireSnapshot;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an invitation object")
     }
 
@@ -582,7 +582,7 @@ impl<'de> Deserialize<'de> for AmountSeen {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = AmountSeen;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an amount")
             }
             other_values!(AmountSeen::NotObject);
@@ -614,7 +614,7 @@ impl<'de> Deserialize<'de> for CurrencySeen {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = CurrencySeen;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a currency")
             }
             other_values!(CurrencySeen::Other);
@@ -643,7 +643,7 @@ impl<'de> Deserialize<'de> for CodeSeen {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = CodeSeen;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a currency code")
             }
             other_values!(CodeSeen::Other);
@@ -666,7 +666,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a key")
             }
             fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
@@ -692,7 +692,7 @@ impl<'de> Deserialize<'de> for Text {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Text;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("any value")
             }
             fn visit_str<E>(self, s: &str) -> Result<Text, E> {
@@ -728,7 +728,7 @@ struct CheckedVisitor;
 
 impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
     type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("any value")
     }
     fn visit_str<E>(self, _: &str) -> Result<(), E> {
@@ -754,7 +754,7 @@ impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_key::<Key>()?.is_some() {
+        while map.next_key::<Key<'_>>()?.is_some() {
             map.next_value::<Checked>()?;
         }
         Ok(())

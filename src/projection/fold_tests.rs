@@ -85,7 +85,7 @@ fn a_claimed_envelope_whose_invitation_has_no_status_means_claimed() {
 fn a_claimed_webhook_without_data_asks_for_a_fetch_and_the_snapshot_fills_it_in() {
     // given a bare claimed webhook
     let bare = webhook(1, "2026-11-01T12:00:01+00:00", None);
-    let s = fold(&[bare.clone()]);
+    let s = fold(std::slice::from_ref(&bare));
     assert!(s.is_claimed());
     assert_eq!(s.fetch.phase, FetchPhase::Pending);
     assert!(view::needs_work(&s));

@@ -105,6 +105,14 @@ impl<E, C, J> Clone for Reconciler<E, C, J> {
     }
 }
 
+/// What the reconciler talks to and reads time and chance from: real HTTP,
+/// the wall clock and entropy in the service; stand-ins in a simulation.
+pub struct Seams<E, C, J> {
+    pub endpoint: E,
+    pub clock: C,
+    pub jitter: J,
+}
+
 /// Largest number of invitations one pass reads at a time.
 const PAGE: usize = 1000;
 
@@ -113,12 +121,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         db: PathBuf,
         writer: LedgerWriter,
         config: ReconcileConfig,
-        endpoint: E,
+        seams: Seams<E, C, J>,
         lightspark: Option<LightsparkClient>,
-        clock: C,
-        jitter: J,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let Seams { endpoint, clock, jitter } = seams;
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -150,7 +157,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let Some(projected) = &self.inner.projected else { return };
         let head = *self.inner.writer.committed().borrow();
         let mut projected = projected.clone();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), projected.wait_for(|p| *p >= head)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), projected.wait_for(|p| *p >= head)).await;
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -184,7 +184,7 @@ impl FakePlatform {
     /// Apply `fault` to the next `n` requests (queue; each request pops one).
     pub fn fail_next(&self, n: usize, fault: Fault) {
         let mut s = self.state.lock().unwrap();
-        s.queue.extend(std::iter::repeat(fault).take(n));
+        s.queue.extend(std::iter::repeat_n(fault, n));
     }
 
     /// For each FIRST request seen for an idempotency key, fail it with
