@@ -262,7 +262,7 @@ pub async fn resolve(
         idempotency_key: key.clone(),
         decision,
         payment_id,
-        at: crate::reconcile::clock::rfc3339(chrono::Utc::now()),
+        at: crate::time::rfc3339(chrono::Utc::now()),
     };
     let appended = writer
         .append(ledger::NewEvent {

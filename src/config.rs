@@ -9,28 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::lightspark::signature::SigningKeys;
-
-/// A secret that never prints: `Debug` and `Display` show a placeholder, so a
-/// stray `{:?}` in a log line cannot leak it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself, for the one place that needs it (HMAC key, auth).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+use crate::money::Money;
+use crate::secret::Secret;
 
 /// A configuration value that cannot be used; the message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +105,7 @@ pub struct ReconcileConfig {
     pub payout_url: Option<String>,
     pub payout_signing_key: Option<Secret>,
     pub notify_url: Option<String>,
-    pub inviter_incentive: Option<crate::lightspark::invitation::Money>,
+    pub inviter_incentive: Option<Money>,
     pub lightspark_api_url: String,
     /// Both set, or neither (then invitations without data stay unfetched).
     pub lightspark_credentials: Option<(String, Secret)>,
@@ -162,7 +142,7 @@ impl ReconcileArgs {
                 };
                 let (amount, currency) = raw.split_once(':').ok_or_else(bad)?;
                 let amount: i64 = amount.trim().parse().map_err(|_| bad())?;
-                Some(crate::lightspark::invitation::Money::new(amount, currency.trim()).map_err(|_| bad())?)
+                Some(Money::new(amount, currency.trim()).map_err(|_| bad())?)
             }
         };
         let lightspark_credentials = match (&self.lightspark_api_client_id, &self.lightspark_api_client_secret) {
@@ -330,10 +310,5 @@ mod tests {
         assert_eq!(parse_duration("X", "1500ms").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("X", "30").unwrap(), Duration::from_secs(30));
         assert!(parse_duration("X", "soon").unwrap_err().0.starts_with("X "));
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2".into())), "[redacted]");
     }
 }

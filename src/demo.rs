@@ -13,7 +13,6 @@ use warp::Filter;
 
 use crate::config::{DbArgs, KeyArgs, ReconcileArgs, ServeArgs};
 use crate::lightspark::signature::sign;
-use crate::reconcile::clock::Jitter;
 
 /// The secret `fixtures/` are signed with (see fixtures/README.md).
 const FIXTURE_SECRET: &str = "fixture-signing-secret";
@@ -152,7 +151,7 @@ fn scenario() -> Vec<(&'static str, String)> {
 /// reconciler does not settle within a minute.
 pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
-    let key = format!("demo-{:x}", crate::reconcile::clock::XorShift::from_entropy().up_to(u64::MAX));
+    let key = format!("demo-{:x}", crate::rng::SplitMix::from_entropy().next_u64());
     let sink = Arc::new(Sink::default());
     let (sink_url, stop_sink) = start_sink(sink.clone()).await?;
     let args = ServeArgs {

@@ -41,8 +41,12 @@ pub mod demo;
 pub mod ledger;
 pub mod lightspark;
 pub mod metrics;
+pub mod money;
 pub mod projection;
 pub mod reconcile;
+pub mod rng;
+pub mod secret;
 pub mod service;
+pub mod time;
 
 pub use service::serve;

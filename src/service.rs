@@ -19,7 +19,7 @@ use crate::reconcile::{self, clock, endpoint::HttpEndpoint, worker::Seams, Recon
 
 /// The reconciler as the service and `reconcile --once` run it: real HTTP,
 /// the wall clock, jitter seeded from entropy.
-pub type LiveReconciler = Reconciler<HttpEndpoint, clock::SystemClock, clock::XorShift>;
+pub type LiveReconciler = Reconciler<HttpEndpoint, clock::SystemClock, crate::rng::SplitMix>;
 
 /// # Errors
 /// When the HTTP clients cannot be built (bad Lightspark settings).
@@ -44,7 +44,7 @@ pub fn build_reconciler(
         db.to_owned(),
         writer,
         config,
-        Seams { endpoint, clock: clock::SystemClock, jitter: clock::XorShift::from_entropy() },
+        Seams { endpoint, clock: clock::SystemClock, jitter: crate::rng::SplitMix::from_entropy() },
         lightspark,
         metrics,
     ))

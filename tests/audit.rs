@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use invitation_ledger::lightspark::invitation::Money;
+use invitation_ledger::money::Money;
 use invitation_ledger::projection::events::{
     idempotency_key, ObligationKind, ObligationRequested, ObligationSucceeded,
 };

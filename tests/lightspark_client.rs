@@ -7,8 +7,8 @@ mod fake_lightspark;
 use std::time::{Duration, Instant};
 
 use fake_lightspark::{aliased_entity, FakeLightspark};
-use invitation_ledger::config::Secret;
 use invitation_ledger::lightspark::client::{FetchError, LightsparkClient, GET_UMA_INVITATION};
+use invitation_ledger::secret::Secret;
 use serde_json::{json, Value};
 
 const CLIENT_ID: &str = "test-client-id";

@@ -501,7 +501,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
         idempotency_key: paid_key.clone(),
         attempt: 1,
         requested_at: two_days_ago.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        amount: Some(invitation_ledger::lightspark::invitation::Money::new(1000, "USD").unwrap()),
+        amount: Some(invitation_ledger::money::Money::new(1000, "USD").unwrap()),
         request: json!({"idempotency_key": paid_key, "kind": "invitee_payment", "invitation_id": paid.id,
                         "invitation_code": paid.code, "receiver_uma": paid.invitee_uma,
                         "amount": {"value": 1000, "currency": "USD"}}),

@@ -26,21 +26,24 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use invitation_ledger::config::{ReconcileConfig, Secret};
+use invitation_ledger::config::ReconcileConfig;
 use invitation_ledger::ledger::verify::verify;
 use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
-use invitation_ledger::lightspark::invitation::Money;
 use invitation_ledger::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
 use invitation_ledger::metrics::Metrics;
+use invitation_ledger::money::Money;
 use invitation_ledger::projection::events::{
     idempotency_key, kinds, Decision, ObligationInDoubt, ObligationKind, ObligationRequested, ObligationResolved,
 };
 use invitation_ledger::projection::state::InvitationState;
 use invitation_ledger::projection::{store, view};
-use invitation_ledger::reconcile::clock::{parse_time, rfc3339, Clock, XorShift};
+use invitation_ledger::reconcile::clock::Clock;
 use invitation_ledger::reconcile::endpoint::{CallOutcome, Endpoint, OutgoingRequest};
 use invitation_ledger::reconcile::worker::Seams;
 use invitation_ledger::reconcile::{Outcome, Reconciler};
+use invitation_ledger::rng::SplitMix;
+use invitation_ledger::secret::Secret;
+use invitation_ledger::time::{parse_time, rfc3339};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -49,40 +52,12 @@ use tokio::sync::Notify;
 // Seeded randomness
 // ---------------------------------------------------------------------------
 
-/// SplitMix64: tiny, fast, and the same on every platform.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    /// An independent stream per (seed, purpose), so adding a draw in one
-    /// part of the simulation does not shift every other decision.
-    fn new(seed: u64, stream: u64) -> Self {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        r.next();
-        r
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `per_mille / 1000`.
-    fn chance(&mut self, per_mille: u32) -> bool {
-        self.next() % 1000 < u64::from(per_mille)
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
+/// An independent stream per (seed, purpose), so adding a draw in one part
+/// of the simulation does not shift every other decision.
+fn rng(seed: u64, stream: u64) -> SplitMix {
+    let r = SplitMix::seeded(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    r.next_u64();
+    r
 }
 
 /// A stable number from a seed and a label: per-invitation decisions that do
@@ -185,7 +160,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 impl Params {
     fn for_seed(seed: u64) -> Self {
-        let mut r = Rng::new(seed, 1);
+        let r = rng(seed, 1);
         // One seed in eight is the misconfigured family.
         let family = if seed % 8 == 7 { Family::ForgetsEarly } else { Family::Safe };
         let window = r.pick(&[30, 60, 120, 300]) * SECOND;
@@ -197,26 +172,26 @@ impl Params {
         let retry_base = Duration::from_millis(r.pick(&[100, 500, 1000, 3000]));
         let retry_max = r.pick(&[5 * SECOND, 20 * SECOND, window, 2 * window]).max(retry_base);
         let calm = r.chance(200);
-        let fault = |r: &mut Rng, hi: u64| if calm { r.range(0, hi / 10) as u32 } else { r.range(0, hi) as u32 };
+        let fault = |r: &SplitMix, hi: u64| if calm { r.between(0, hi / 10) as u32 } else { r.between(0, hi) as u32 };
         Self {
             seed,
             family,
-            invitations: r.range(5, 20) as usize,
+            invitations: r.between(5, 20) as usize,
             window,
             forget_after,
             retry_base,
             retry_max,
             arrival_span: window.mul_f64(r.pick(&[0.0, 0.5, 1.0, 3.0])),
-            p_fail_before: fault(&mut r, 350),
-            p_refused: fault(&mut r, 150),
-            p_lost_answer: fault(&mut r, 300),
-            p_conflict_on_replay: r.range(0, 1000) as u32,
-            p_timeout: fault(&mut r, 100),
-            p_reject: fault(&mut r, 150),
+            p_fail_before: fault(&r, 350),
+            p_refused: fault(&r, 150),
+            p_lost_answer: fault(&r, 300),
+            p_conflict_on_replay: r.between(0, 1000) as u32,
+            p_timeout: fault(&r, 100),
+            p_reject: fault(&r, 150),
             max_latency_ms: r.pick(&[0, 50, 500, 3000]),
             request_timeout: 10 * SECOND,
             p_crash: r.pick(&[0, 50, 150, 300, 500]),
-            crash_budget: r.range(0, 10) as u32,
+            crash_budget: r.between(0, 10) as u32,
             p_writer_restart: r.pick(&[0, 500, 1000]),
             // Not drawn from `r`, so that adding it shifted no other choice.
             operator: hash_of(seed, "operator").is_multiple_of(2),
@@ -371,11 +346,12 @@ struct Scenario {
 
 impl Scenario {
     fn generate(p: &Params, start: DateTime<Utc>) -> Self {
-        let mut r = Rng::new(p.seed, 2);
+        let r = rng(p.seed, 2);
         let mut invitations = Vec::new();
         let mut arrivals = Vec::new();
-        let at =
-            |r: &mut Rng| start + chrono::Duration::milliseconds(r.range(0, p.arrival_span.as_millis() as u64) as i64);
+        let at = |r: &SplitMix| {
+            start + chrono::Duration::milliseconds(r.between(0, p.arrival_span.as_millis() as u64) as i64)
+        };
         for n in 0..p.invitations {
             let mix = r.pick(&Mix::ALL);
             let inv = Invitation { id: format!("UmaInvitation:sim-{n:02}"), mix };
@@ -393,7 +369,7 @@ impl Scenario {
                 snapshot(&inv, n, mix.status(), &updated, amount),
             );
             arrivals.push(Arrival {
-                at: at(&mut r),
+                at: at(&r),
                 order: arrivals.len(),
                 body: main.clone(),
                 what: format!("{} main {}", inv.id, mix.status()),
@@ -401,7 +377,7 @@ impl Scenario {
             // Lightspark retries: the very same bytes again, later.
             if r.chance(300) {
                 arrivals.push(Arrival {
-                    at: at(&mut r),
+                    at: at(&r),
                     order: arrivals.len(),
                     body: main,
                     what: format!("{} redelivery", inv.id),
@@ -418,7 +394,7 @@ impl Scenario {
                     snapshot(&inv, n, "PENDING", &older, amount),
                 );
                 arrivals.push(Arrival {
-                    at: at(&mut r),
+                    at: at(&r),
                     order: arrivals.len(),
                     body,
                     what: format!("{} older PENDING snapshot", inv.id),
@@ -436,7 +412,7 @@ impl Scenario {
                     snapshot(&inv, n, mix.status(), &newer, amount.map(|a| a + 7)),
                 );
                 arrivals.push(Arrival {
-                    at: at(&mut r),
+                    at: at(&r),
                     order: arrivals.len(),
                     body,
                     what: format!("{} newer snapshot, amount changed", inv.id),
@@ -518,7 +494,7 @@ impl Trace {
 }
 
 struct PlatformState {
-    rng: Rng,
+    rng: SplitMix,
     p: Params,
     keys: BTreeMap<String, StoredKey>,
     /// Payment ids executed per obligation: more than one is a double payment.
@@ -543,7 +519,7 @@ impl SimPlatform {
     fn new(p: &Params, clock: SimClock, trace: Arc<Trace>) -> Self {
         Self {
             state: Arc::new(Mutex::new(PlatformState {
-                rng: Rng::new(p.seed, 3),
+                rng: rng(p.seed, 3),
                 p: p.clone(),
                 keys: BTreeMap::new(),
                 executions: BTreeMap::new(),
@@ -605,7 +581,7 @@ impl SimPlatform {
         // The request travels.
         let timeout = st.rng.chance(st.p.p_timeout);
         let latency =
-            if timeout { st.p.request_timeout } else { Duration::from_millis(st.rng.range(0, st.p.max_latency_ms)) };
+            if timeout { st.p.request_timeout } else { Duration::from_millis(st.rng.between(0, st.p.max_latency_ms)) };
         self.clock.advance(latency);
         let now = self.clock.now();
         // A timed-out request may or may not have arrived.
@@ -647,7 +623,7 @@ impl SimPlatform {
             };
             if st.rng.chance(st.p.p_lost_answer) {
                 // Executed, but the answer is lost on the way back.
-                Some(match st.rng.range(0, 2) {
+                Some(match st.rng.between(0, 2) {
                     0 => CallOutcome::Answered { status: 500, body: b"internal error".to_vec() },
                     1 => CallOutcome::Answered { status: 502, body: b"bad gateway".to_vec() },
                     _ => CallOutcome::Transport("request failed: connection reset".into()),
@@ -850,7 +826,7 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
         trace.push(clock, format!("invitation {} {:?}", inv.id, inv.mix));
     }
     let platform = SimPlatform::new(p, clock.clone(), trace.clone());
-    let mut driver = Rng::new(p.seed, 4);
+    let driver = rng(p.seed, 4);
     let mut report = Report::default();
     let (mut writer, mut writer_thread) = LedgerWriter::start(&db).map_err(|e| e.to_string())?;
     let mut errors = 0u32;
@@ -871,7 +847,7 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
             Seams {
                 endpoint: platform.clone(),
                 clock: clock.clone(),
-                jitter: XorShift::seeded(hash_of(p.seed, &format!("jitter/{incarnation}"))),
+                jitter: SplitMix::seeded(hash_of(p.seed, &format!("jitter/{incarnation}"))),
             },
             None,
             Arc::new(Metrics::default()),
@@ -896,11 +872,11 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
                 );
             }
             let plan = if u64::from(p.crash_budget) > report.crashes && driver.chance(p.p_crash) {
-                Some(match driver.range(0, 3) {
+                Some(match driver.between(0, 3) {
                     0 => CrashPlan::BeforePass,
-                    1 => CrashPlan::AtCall(driver.range(0, 2) as u32, CrashPoint::BeforeExecuting),
-                    2 => CrashPlan::AtCall(driver.range(0, 2) as u32, CrashPoint::AfterExecuting),
-                    _ => CrashPlan::AfterPolls(driver.range(1, 3) as u32),
+                    1 => CrashPlan::AtCall(driver.between(0, 2) as u32, CrashPoint::BeforeExecuting),
+                    2 => CrashPlan::AtCall(driver.between(0, 2) as u32, CrashPoint::AfterExecuting),
+                    _ => CrashPlan::AfterPolls(driver.between(1, 3) as u32),
                 })
             } else {
                 None
@@ -969,7 +945,7 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
                         Some(t) if t > clock.now() => {
                             clock.advance_to(t);
                             // The loop wakes a little after the due time.
-                            clock.advance(Duration::from_millis(driver.range(0, 300)));
+                            clock.advance(Duration::from_millis(driver.between(0, 300)));
                         }
                         Some(_) => {}
                         None => clock.advance(p.retry_base),

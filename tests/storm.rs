@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::event_key;
 use invitation_ledger::projection::events::{idempotency_key, ObligationKind};
+use invitation_ledger::rng::SplitMix;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::binary::ServeProcess;
-use support::fake_platform::XorShift;
 use support::fake_platform::{FakePlatform, Fault};
 use support::{run_binary, signature_of, InvitationFixture, SECRET};
 
@@ -142,7 +142,7 @@ fn bait(n: usize, tag: &str) -> InvitationFixture {
     f
 }
 
-fn forged(n: usize, rng: &mut XorShift, genuine_bodies: &[&[u8]]) -> Item {
+fn forged(n: usize, rng: &SplitMix, genuine_bodies: &[&[u8]]) -> Item {
     let body = bait(n, "forged").webhook(&format!("evt-forged-{n:05}"));
     let (body, signature) = match rng.below(4) {
         0 => (body.clone(), Some(sign(b"not-the-signing-secret", body.as_bytes()))),
@@ -150,7 +150,7 @@ fn forged(n: usize, rng: &mut XorShift, genuine_bodies: &[&[u8]]) -> Item {
         2 => (body, Some("zz-not-hex".to_owned())),
         _ => {
             // A genuine body with the amount raised, under its original signature.
-            let original = genuine_bodies[rng.below(genuine_bodies.len())];
+            let original = genuine_bodies[rng.below(genuine_bodies.len() as u64) as usize];
             let signature = signature_of(original);
             let text = String::from_utf8(original.to_vec()).unwrap();
             let tampered = text.replacen("\"value\":", "\"value\":9", 1).replacen(
@@ -165,7 +165,7 @@ fn forged(n: usize, rng: &mut XorShift, genuine_bodies: &[&[u8]]) -> Item {
     Item { body: body.into_bytes(), signature, expect: Expect::Forged }
 }
 
-fn malformed(n: usize, rng: &mut XorShift) -> Item {
+fn malformed(n: usize, rng: &SplitMix) -> Item {
     let full = bait(n, "malformed").webhook(&format!("evt-malformed-{n:05}"));
     let body = match rng.below(6) {
         0 => format!(r#"[{{"event_id":"evt-malformed-{n:05}"}}]"#),
@@ -226,9 +226,9 @@ impl Shared {
     }
 
     /// Puts `i` back at a random place: it arrives again later, out of order.
-    fn resend_later(&self, i: usize, rng: &mut XorShift) {
+    fn resend_later(&self, i: usize, rng: &SplitMix) {
         let mut q = self.queue.lock().unwrap();
-        let at = rng.below(q.len() + 1);
+        let at = rng.below(q.len() as u64 + 1) as usize;
         q.insert(at, i);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.resends.fetch_add(1, Ordering::SeqCst);
@@ -241,7 +241,7 @@ impl Shared {
 }
 
 async fn sender(shared: Arc<Shared>, items: Arc<Vec<Item>>, client: reqwest::Client, seed: u64) {
-    let mut rng = XorShift::new(seed);
+    let rng = SplitMix::seeded(seed);
     while let Some(i) = shared.next().await {
         let item = &items[i];
         let url = shared.url.read().unwrap().clone();
@@ -269,7 +269,7 @@ async fn sender(shared: Arc<Shared>, items: Arc<Vec<Item>>, client: reqwest::Cli
                 shared.done();
             }
             (_, 0 | 503) => {
-                shared.resend_later(i, &mut rng);
+                shared.resend_later(i, &rng);
                 tokio::time::sleep(Duration::from_millis(rng.between(10, 40))).await;
             }
             (expect, status) => {
@@ -357,7 +357,7 @@ fn unsettled(v: &Value) -> Option<String> {
 async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pays_every_obligation_exactly_once() {
     let started = Instant::now();
     let seed = std::env::var("STORM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
-    let mut rng = XorShift::new(seed);
+    let rng = SplitMix::seeded(seed);
 
     // Arrange: the invitations, every snapshot of each as a signed webhook,
     // shuffled (a later snapshot often arrives before an earlier one).
@@ -389,14 +389,14 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
             genuine_planned.push(items.len() - 1);
         } else if roll < 85 {
             let recent = &genuine_planned[genuine_planned.len() - 40..];
-            plan.push(recent[rng.below(recent.len())]);
+            plan.push(recent[rng.below(recent.len() as u64) as usize]);
             duplicates += 1;
         } else if roll < 95 {
             let old = &genuine_planned[..genuine_planned.len() - 40];
-            plan.push(old[rng.below(old.len())]);
+            plan.push(old[rng.below(old.len() as u64) as usize]);
             replays += 1;
         } else {
-            let item = if rng.below(2) == 0 { forged(bad, &mut rng, &genuine_refs) } else { malformed(bad, &mut rng) };
+            let item = if rng.below(2) == 0 { forged(bad, &rng, &genuine_refs) } else { malformed(bad, &rng) };
             items.push(item);
             plan.push(items.len() - 1);
             bad += 1;

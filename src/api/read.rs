@@ -13,10 +13,10 @@ use warp::{Filter, Rejection, Reply};
 
 use super::error::{reject, ApiError};
 use super::AppState;
-use crate::config::Secret;
 use crate::ledger;
 use crate::projection::store::{self, ListFilter};
 use crate::projection::view;
+use crate::secret::Secret;
 
 /// Largest page any list answers.
 pub const MAX_PAGE: usize = 500;

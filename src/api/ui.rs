@@ -25,12 +25,12 @@ use super::body::{self, BodyError, BODY_READ_TIMEOUT};
 use super::error::{reject, ApiError};
 use super::read::{percent_decode, ReadToken};
 use super::AppState;
-use crate::config::Secret;
 use crate::projection::audit::IncentiveAudit;
 use crate::projection::events::ObligationKind;
 use crate::projection::state::InvitationState;
 use crate::projection::store::{self, ListFilter};
 use crate::projection::view::{self, InvitationView, ObligationView};
+use crate::secret::Secret;
 
 /// The cookie `POST /login` sets.
 pub const COOKIE: &str = "il_token";

@@ -312,14 +312,9 @@ fn probe(conn: &Connection) -> Result<(), LedgerError> {
     conn.execute(
         "INSERT INTO health_probe (id, probed_at) VALUES (1, ?1)
          ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
-        [now_rfc3339()],
+        [crate::time::now_rfc3339()],
     )?;
     Ok(())
-}
-
-/// `recorded_at` format: RFC 3339 UTC with microseconds.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<Appended>>, u64), LedgerError> {
@@ -327,7 +322,7 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
     // Read the head inside the transaction: another process (`resolve`) may
     // have appended since our last batch.
     let (mut seq, mut prev) = super::head(&tx)?;
-    let recorded_at = now_rfc3339();
+    let recorded_at = crate::time::now_rfc3339();
     let mut answers = Vec::with_capacity(jobs.len());
     {
         let mut find = tx.prepare_cached("SELECT seq FROM events WHERE event_key = ?1")?;

@@ -19,7 +19,7 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The GetUmaInvitation query, exactly as in DESIGN.md.
 ///

@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::events::ObligationKind;
 use super::state::{InvitationState, ObligationPhase};
 use super::view::{obligation, ObligationState};
-use crate::lightspark::invitation::{IncentivesStatus, Money};
+use crate::lightspark::invitation::IncentivesStatus;
+use crate::money::Money;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct IncentiveFacts {
@@ -125,7 +126,7 @@ pub fn audit(states: &[InvitationState], now: DateTime<Utc>, horizon: Duration) 
             });
         }
         if validated && s.is_claimed() && !forwarded {
-            let claimed = s.claimed_at.as_ref().and_then(|c| super::state::instant(&c.value));
+            let claimed = s.claimed_at.as_ref().and_then(|c| crate::time::instant(&c.value));
             if let Some(claimed_us) = claimed {
                 let age_us = now.timestamp_micros().saturating_sub(claimed_us);
                 if age_us > 0 && age_us as u128 > horizon.as_micros() {

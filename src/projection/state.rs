@@ -13,10 +13,10 @@ use super::events::{
     ObligationRequested, ObligationResolved, ObligationSucceeded,
 };
 use crate::ledger::{kinds as ledger_kinds, EventView, LedgerEvent};
-use crate::lightspark::invitation::{
-    IncentivesStatus, InvitationSnapshot, InvitationStatus, PaymentAmount, WireSnapshot,
-};
+use crate::lightspark::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus, WireSnapshot};
 use crate::lightspark::webhook::{WebhookFacts, UMA_INVITATION_CLAIMED};
+use crate::money::PaymentAmount;
+use crate::time::instant;
 
 /// A value with the time it was true as of, for last-writer-wins merges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,11 +25,6 @@ pub struct Versioned<T> {
     /// Microseconds since the epoch of the snapshot's `updated_at` (or the
     /// webhook's `timestamp`); `i64::MIN` when it could not be read.
     pub at: i64,
-}
-
-/// Microseconds since the epoch of an ISO-8601 timestamp with offset.
-pub fn instant(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.timestamp_micros())
 }
 
 fn tie_break<T: Serialize>(a: &T, b: &T) -> std::cmp::Ordering {
@@ -145,7 +140,7 @@ pub struct ObligationRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub amount: Option<crate::lightspark::invitation::Money>,
+    pub amount: Option<crate::money::Money>,
     /// The body of the first request under this key: every retry re-sends
     /// exactly it, since a platform rejects a key reused with other
     /// parameters (and a newer snapshot must not change a payment in flight).

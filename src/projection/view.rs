@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::events::{idempotency_key, ObligationKind};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
-use crate::lightspark::invitation::{IncentivesStatus, Money, PaymentAmount};
+use crate::lightspark::invitation::IncentivesStatus;
+use crate::money::{Money, PaymentAmount};
 
 /// The state names of DESIGN.md ("Obligations and the reconciler").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::clock::parse_time;
 use crate::projection::events::ObligationKind;
 use crate::projection::state::InvitationState;
 use crate::projection::view::{obligation, ObligationState};
+use crate::time::parse_time;
 
 /// What the reconciler may do, as far as the decision needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +74,8 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lightspark::invitation::{InvitationStatus, Money, PaymentAmount};
+    use crate::lightspark::invitation::InvitationStatus;
+    use crate::money::{Money, PaymentAmount};
     use crate::projection::state::{ObligationPhase, Versioned};
 
     const HOUR: Duration = Duration::from_secs(3600);

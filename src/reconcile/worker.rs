@@ -17,21 +17,22 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use super::clock::{backoff, rfc3339, Clock, Jitter};
+use super::clock::{backoff, Clock, Jitter};
 use super::decide::{next_action, Action, Capabilities};
 use super::endpoint::{judge, Endpoint, OutgoingRequest, Verdict};
 use crate::config::ReconcileConfig;
 use crate::ledger::{LedgerError, LedgerWriter, NewEvent};
 use crate::lightspark::client::LightsparkClient;
-use crate::lightspark::invitation::{Money, PaymentAmount};
 use crate::lightspark::signature::sign;
 use crate::metrics::Metrics;
+use crate::money::{Money, PaymentAmount};
 use crate::projection::events::{
     idempotency_key, kinds, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt,
     ObligationKind, ObligationRequested, ObligationSucceeded,
 };
 use crate::projection::state::{FetchPhase, InvitationState};
 use crate::projection::store::{self, ProjectionError};
+use crate::time::rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -310,7 +311,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         match state.fetch.phase {
             FetchPhase::Pending => true,
             FetchPhase::RetryScheduled => {
-                state.fetch.next_attempt_at.as_deref().and_then(super::clock::parse_time).is_none_or(|t| t <= now)
+                state.fetch.next_attempt_at.as_deref().and_then(crate::time::parse_time).is_none_or(|t| t <= now)
             }
             _ => false,
         }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use hyper::service::service_fn;
 use hyper::{Body, Method, Request, Response, StatusCode};
+use invitation_ledger::rng::SplitMix;
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -51,53 +52,10 @@ pub enum Fault {
     ExecuteThenStatus(u16),
 }
 
-/// Tiny deterministic xorshift64* generator, shared by the test fakes and
-/// the seeded tests.
-#[derive(Debug)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn new(seed: u64) -> Self {
-        // xorshift must not start at 0; mix the seed so nearby seeds diverge.
-        let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-        XorShift(if mixed == 0 { 0x2545_F491_4F6C_DD1D } else { mixed })
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
-
 #[derive(Debug)]
 struct FirstAttemptRule {
     p: f64,
-    rng: XorShift,
+    rng: SplitMix,
     fault: Fault,
 }
 
@@ -193,7 +151,7 @@ impl FakePlatform {
     /// Replaces any previous rule.
     pub fn fail_first_attempts(&self, p: f64, seed: u64, fault: Fault) {
         let mut s = self.state.lock().unwrap();
-        s.first_rule = Some(FirstAttemptRule { p, rng: XorShift::new(seed), fault });
+        s.first_rule = Some(FirstAttemptRule { p, rng: SplitMix::seeded(seed), fault });
     }
 
     /// Every HTTP request received, in order (including failed ones).
@@ -261,7 +219,7 @@ fn decide(s: &mut State, key: Option<String>, sig: Option<String>, raw: Vec<u8>)
     let fault = match s.queue.pop_front() {
         Some(f) => Some(f),
         None if first_for_key => match &mut s.first_rule {
-            Some(rule) => (rule.rng.next_f64() < rule.p).then_some(rule.fault),
+            Some(rule) => (rule.rng.unit() < rule.p).then_some(rule.fault),
             None => None,
         },
         None => None,
