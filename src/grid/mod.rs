@@ -1,0 +1,3 @@
+//! What Lightspark Grid sends: the webhook signature.
+
+pub mod signature;
