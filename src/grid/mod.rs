@@ -1,3 +1,4 @@
-//! What Lightspark Grid sends: the webhook signature.
+//! What Lightspark Grid sends: the webhook signature and the webhook body.
 
 pub mod signature;
+pub mod webhook;
