@@ -124,8 +124,8 @@ pub struct GridInvitation {
 
 impl GridInvitation {
     /// Reads an invitation from JSON, such as the answer of
-    /// `GET /invitations/{code}`, so that fetched and delivered invitations go
-    /// through the same code.
+    /// [`GridClient::fetch_invitation`](super::client::GridClient::fetch_invitation),
+    /// so that fetched and delivered invitations go through the same code.
     /// `None` when `value` is not an object.
     pub fn from_json(value: &Value) -> Option<Self> {
         value.as_object().map(Self::from_object)
