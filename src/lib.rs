@@ -38,6 +38,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod grid;
 pub mod ledger;
 pub mod lightspark;
 pub mod metrics;

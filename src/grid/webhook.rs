@@ -1,0 +1,661 @@
+//! The Grid webhook body, read tolerantly: a correctly signed body is stored
+//! whatever it contains, and this module only reads facts out of it.
+//!
+//! Two shapes arrive. The current one (`BaseWebhook` in Grid's OpenAPI):
+//!
+//! ```json
+//! {"id": "Webhook:…", "type": "INVITATION.CLAIMED", "timestamp": "…", "data": {…}}
+//! ```
+//!
+//! and the one from before the product was renamed from UMAaaS, where
+//! `webhookId` stands for `id`, `invitation` for `data`, and the type is
+//! `INVITATION_CLAIMED`. Both carry an `UmaInvitation`, which has no id of its
+//! own: it is identified by its `code`.
+//!
+//! Nothing here panics or refuses a field: a field of the wrong type reads as
+//! absent, and an amount that cannot be paid exactly is kept as
+//! [`GridAmount::Invalid`] with the reason, never dropped or rounded.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// The event type of a claimed invitation in the current shape.
+pub const INVITATION_CLAIMED: &str = "INVITATION.CLAIMED";
+
+/// The same event type in deliveries from before the UMAaaS → Grid rename.
+pub const LEGACY_INVITATION_CLAIMED: &str = "INVITATION_CLAIMED";
+
+/// The prefix of every Grid invitation stream.
+const STREAM_PREFIX: &str = "GridInvitation:";
+
+/// How many characters of an offending value a reason repeats: enough to
+/// recognise it, short enough for a log line and an operator view.
+const SHOWN_CHARS: usize = 40;
+
+/// A body that is not a JSON object at all, so no fact can be read from it.
+/// It was still signed by Grid: the caller keeps it, this only says why it
+/// has nothing to route on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("the body is not a Grid webhook: {0}")]
+pub struct MalformedGridWebhook(String);
+
+/// The facts of a Grid webhook body. Every field is optional because a signed
+/// body is kept whatever it holds; which absences matter is the caller's
+/// decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridWebhook {
+    /// The delivery id (`Webhook:<uuid>`), from `id`, else from `webhookId`;
+    /// a blank one counts as absent. Grid documents it as the idempotency key.
+    pub id: Option<String>,
+    /// `type` as sent, such as [`INVITATION_CLAIMED`].
+    pub event_type: Option<String>,
+    /// `timestamp` as sent (ISO 8601, when the webhook was sent); kept as text
+    /// because an unparsable timestamp on a signed event is still a fact.
+    pub timestamp: Option<String>,
+    /// The invitation, from `data`, else from `invitation`: whichever is a
+    /// JSON object first.
+    pub invitation: Option<GridInvitation>,
+}
+
+impl GridWebhook {
+    /// Reads the facts out of a raw body.
+    ///
+    /// # Errors
+    /// [`MalformedGridWebhook`] only when the body is not UTF-8 JSON or not a
+    /// JSON object; any object gives a [`GridWebhook`], even an empty one.
+    pub fn parse(body: &[u8]) -> Result<Self, MalformedGridWebhook> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(o)) => Ok(Self::from_object(&o)),
+            Ok(other) => Err(MalformedGridWebhook(format!("it is JSON {}, not an object", kind(&other)))),
+            Err(e) => Err(MalformedGridWebhook(format!("not JSON: {e}"))),
+        }
+    }
+
+    fn from_object(o: &Map<String, Value>) -> Self {
+        let id = ["id", "webhookId"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str).filter(|s| !s.trim().is_empty()))
+            .map(str::to_owned);
+        let invitation = ["data", "invitation"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_object))
+            .map(GridInvitation::from_object);
+        Self { id, event_type: text(o, "type"), timestamp: text(o, "timestamp"), invitation }
+    }
+
+    /// Whether this is the claim of an invitation, in either shape. Says
+    /// nothing about whether the invitation itself came with it.
+    pub fn is_invitation_claim(&self) -> bool {
+        matches!(self.event_type.as_deref(), Some(INVITATION_CLAIMED | LEGACY_INVITATION_CLAIMED))
+    }
+
+    /// The code of the invitation this webhook carries, when it carries one
+    /// with a non-blank code: the invitation's identity (see [`stream`]).
+    pub fn invitation_code(&self) -> Option<&str> {
+        self.invitation.as_ref()?.code.as_deref().filter(|c| !c.trim().is_empty())
+    }
+}
+
+/// An `UmaInvitation` as Grid sends it in a webhook and answers it from
+/// `GET /invitations/{code}`. Every field is optional and as sent; a field of
+/// another JSON type than the one documented reads as `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GridInvitation {
+    /// The invitation's identity: Grid invitations have no other id.
+    pub code: Option<String>,
+    pub created_at: Option<String>,
+    pub claimed_at: Option<String>,
+    /// Where the invitation is claimed, such as `https://uma.me/i/<code>`.
+    pub url: Option<String>,
+    pub expires_at: Option<String>,
+    pub inviter_uma: Option<String>,
+    pub invitee_uma: Option<String>,
+    /// `PENDING`, `CLAIMED`, `EXPIRED` or `CANCELLED` per the OpenAPI; kept as
+    /// text so that a new status is a fact, not a parse failure.
+    pub status: Option<String>,
+    /// The inviter's first name, shown to the invitee.
+    pub first_name: Option<String>,
+    /// What the inviter's platform is to send the invitee on claim; `None`
+    /// when absent or null (nothing to send).
+    pub amount_to_send: Option<GridAmount>,
+    /// Not in Grid's published OpenAPI; read because the contract names it.
+    pub invitee_country_code: Option<String>,
+}
+
+impl GridInvitation {
+    /// Reads an invitation from JSON, such as the answer of
+    /// [`GridClient::fetch_invitation`](super::client::GridClient::fetch_invitation),
+    /// so that fetched and delivered invitations go through the same code.
+    /// `None` when `value` is not an object.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        value.as_object().map(Self::from_object)
+    }
+
+    fn from_object(o: &Map<String, Value>) -> Self {
+        Self {
+            code: text(o, "code"),
+            created_at: text(o, "createdAt"),
+            claimed_at: text(o, "claimedAt"),
+            url: text(o, "url"),
+            expires_at: text(o, "expiresAt"),
+            inviter_uma: text(o, "inviterUma"),
+            invitee_uma: text(o, "inviteeUma"),
+            status: text(o, "status"),
+            first_name: text(o, "firstName"),
+            amount_to_send: o.get("amountToSend").filter(|v| !v.is_null()).map(GridAmount::from_json),
+            invitee_country_code: text(o, "inviteeCountryCode"),
+        }
+    }
+}
+
+/// A `CurrencyAmount` read for paying it: either exactly what is owed, or why
+/// it cannot be paid as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GridAmount {
+    /// `value` in the smallest unit of `currency` (cents, satoshis, yen).
+    Valid {
+        value: i64,
+        /// The currency's `code` as sent: 1–16 ASCII letters or digits.
+        currency: String,
+        /// The currency's `decimals` when sent; display data, since `value`
+        /// is already in the smallest unit.
+        decimals: Option<u32>,
+    },
+    /// An amount was sent but cannot be paid exactly; the reason names what
+    /// is wrong and repeats (a prefix of) the offending value.
+    Invalid { reason: String },
+}
+
+impl GridAmount {
+    /// Reads a `CurrencyAmount`: `{"amount": <int64>, "currency": {"code", "decimals", …}}`.
+    ///
+    /// `amount` must be an exact non-negative integer that fits `i64`: a JSON
+    /// integer, or a string of ASCII digits (as some SDKs send 64-bit values
+    /// so JavaScript does not round them). A fraction, an exponent, even
+    /// `1500.0`, went through a float that may have rounded digits away, so it
+    /// is invalid, not rounded. `decimals`, when present, must be a
+    /// non-negative integer that fits `u32`.
+    pub fn from_json(value: &Value) -> Self {
+        match Self::read(value) {
+            Ok(amount) => amount,
+            Err(reason) => GridAmount::Invalid { reason },
+        }
+    }
+
+    fn read(value: &Value) -> Result<Self, String> {
+        let o = value.as_object().ok_or_else(|| format!("amountToSend is JSON {}, not an object", kind(value)))?;
+        let value = amount_value(o.get("amount").filter(|v| !v.is_null()))?;
+        let currency = match o.get("currency").filter(|v| !v.is_null()) {
+            None => return Err("currency is missing".into()),
+            Some(Value::Object(c)) => c,
+            Some(other) => return Err(format!("currency is JSON {}, not an object", kind(other))),
+        };
+        let code = match currency.get("code").filter(|v| !v.is_null()) {
+            None => return Err("currency code is missing".into()),
+            Some(Value::String(code)) if is_currency_code(code) => code.clone(),
+            Some(other) => return Err(format!("currency code {} is not 1–16 ASCII letters or digits", shown(other))),
+        };
+        let decimals = match currency.get("decimals").filter(|v| !v.is_null()) {
+            None => None,
+            Some(d) => Some(
+                d.as_u64()
+                    .and_then(|d| u32::try_from(d).ok())
+                    .ok_or_else(|| format!("currency decimals {} is not a non-negative integer", shown(d)))?,
+            ),
+        };
+        Ok(GridAmount::Valid { value, currency: code, decimals })
+    }
+}
+
+/// The exact amount, or why there is none.
+fn amount_value(v: Option<&Value>) -> Result<i64, String> {
+    let too_big = |v: &Value| format!("amount {} does not fit a signed 64-bit integer", shown(v));
+    match v {
+        None => Err("amount is missing".into()),
+        Some(n @ Value::Number(number)) => {
+            if let Some(i) = number.as_i64() {
+                if i < 0 {
+                    Err(format!("amount {i} is negative"))
+                } else {
+                    Ok(i)
+                }
+            } else if number.is_u64() {
+                Err(too_big(n))
+            } else {
+                // Without serde_json's arbitrary_precision, a literal with a
+                // fraction or an exponent, or an integer beyond u64, is an f64.
+                match number.as_f64() {
+                    Some(f) if f < 0.0 => Err(format!("amount {} is negative", shown(n))),
+                    Some(f) if f.fract() != 0.0 => Err(format!("amount {} is not an integer", shown(n))),
+                    // 2^63: the first integral f64 beyond i64::MAX.
+                    Some(f) if f >= 9_223_372_036_854_775_808.0 => Err(too_big(n)),
+                    _ => Err(format!("amount {} is written as a float; an exact integer is required", shown(n))),
+                }
+            }
+        }
+        Some(s @ Value::String(digits)) => {
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                Err(format!("amount {} is a string that is not all digits", shown(s)))
+            } else {
+                digits.parse::<i64>().map_err(|_| too_big(s))
+            }
+        }
+        Some(other) => Err(format!("amount is JSON {}, not a number", kind(other))),
+    }
+}
+
+fn is_currency_code(s: &str) -> bool {
+    (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A member that is a JSON string, as sent.
+fn text(o: &Map<String, Value>, key: &str) -> Option<String> {
+    o.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// A value as JSON text, cut to [`SHOWN_CHARS`] characters.
+fn shown(v: &Value) -> String {
+    let full = v.to_string();
+    match full.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &full[..cut]),
+        None => full,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The ledger idempotency key of a Grid webhook: the same delivery id with
+/// the same bytes is one event; the same id with other bytes is kept as
+/// another. The first 8 bytes of the body's SHA-256, as the Lightspark key
+/// uses, and a `grid:` prefix so the two sources' ids can never collide.
+pub fn event_key(id: &str, body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("grid:{id}:{}", hex::encode(&digest[..8]))
+}
+
+/// The prefix every key of delivery `id` starts with, for finding siblings.
+pub fn event_key_prefix(id: &str) -> String {
+    format!("grid:{id}:")
+}
+
+/// The ledger stream of the invitation with this `code`: Grid invitations are
+/// identified by their code, and the prefix keeps them apart from Lightspark
+/// invitations.
+pub fn stream(code: &str) -> String {
+    format!("{STREAM_PREFIX}{code}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const CLAIMED: &[u8] = include_bytes!("../../fixtures/grid/claimed.json");
+    const CLAIMED_UMAAAS: &[u8] = include_bytes!("../../fixtures/grid/claimed_umaaas.json");
+
+    fn amount(v: Value) -> GridAmount {
+        GridAmount::from_json(&v)
+    }
+
+    fn valid(value: i64, currency: &str, decimals: Option<u32>) -> GridAmount {
+        GridAmount::Valid { value, currency: currency.into(), decimals }
+    }
+
+    fn reason(a: GridAmount) -> String {
+        match a {
+            GridAmount::Invalid { reason } => reason,
+            valid => panic!("expected an invalid amount, got {valid:?}"),
+        }
+    }
+
+    fn jpy(amount: Value) -> Value {
+        json!({"amount": amount, "currency": {"code": "JPY", "decimals": 0}})
+    }
+
+    #[test]
+    fn the_current_fixture_gives_every_field() {
+        // Given the signed fixture in the current shape
+        // When it is parsed
+        let w = GridWebhook::parse(CLAIMED).unwrap();
+        // Then every documented fact is read
+        assert_eq!(w.id.as_deref(), Some("Webhook:019a2b3c-4d5e-7f60-8000-000000000001"));
+        assert_eq!(w.event_type.as_deref(), Some(INVITATION_CLAIMED));
+        assert_eq!(w.timestamp.as_deref(), Some("2026-11-01T12:00:01Z"));
+        assert!(w.is_invitation_claim());
+        assert_eq!(w.invitation_code(), Some("019a2b3c"));
+        assert_eq!(
+            w.invitation.unwrap(),
+            GridInvitation {
+                code: Some("019a2b3c".into()),
+                created_at: Some("2026-11-01T10:00:00Z".into()),
+                claimed_at: Some("2026-11-01T12:00:00Z".into()),
+                url: Some("https://uma.me/i/019a2b3c".into()),
+                expires_at: Some("2026-12-01T10:00:00Z".into()),
+                inviter_uma: Some("$alice@vasp-a.example".into()),
+                invitee_uma: Some("$bob@vasp-b.example".into()),
+                status: Some("CLAIMED".into()),
+                first_name: Some("Alice".into()),
+                amount_to_send: Some(valid(1500, "JPY", Some(0))),
+                invitee_country_code: Some("JP".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn the_umaaas_fixture_gives_the_same_invitation() {
+        // Given the same invitation in the pre-rename shape
+        let old = GridWebhook::parse(CLAIMED_UMAAAS).unwrap();
+        let new = GridWebhook::parse(CLAIMED).unwrap();
+        // When both are parsed
+        // Then `webhookId` is the id, the legacy type is a claim, and the invitations are equal
+        assert_eq!(old.id.as_deref(), Some("Webhook:019a2b3c-4d5e-7f60-8000-000000000002"));
+        assert_eq!(old.event_type.as_deref(), Some(LEGACY_INVITATION_CLAIMED));
+        assert!(old.is_invitation_claim());
+        assert_eq!(old.invitation, new.invitation);
+    }
+
+    #[test]
+    fn the_openapi_example_parses() {
+        // Given the example of `invitation-claimed.yaml` in lightsparkdev/grid-api
+        let body = br#"{"id":"Webhook:019542f5-b3e7-1d02-0000-000000000008","type":"INVITATION.CLAIMED","timestamp":"2025-09-01T15:45:00Z","data":{"code":"019542f5","createdAt":"2025-09-01T14:30:00Z","claimedAt":"2025-09-01T15:45:00Z","inviterUma":"$inviter@uma.domain","inviteeUma":"$invitee@uma.domain","status":"CLAIMED","url":"https://uma.me/i/019542f5"}}"#;
+        // When it is parsed
+        let w = GridWebhook::parse(body).unwrap();
+        // Then it is a claim of invitation 019542f5 with nothing to send
+        assert!(w.is_invitation_claim());
+        assert_eq!(w.invitation_code(), Some("019542f5"));
+        let inv = w.invitation.unwrap();
+        assert_eq!(inv.amount_to_send, None);
+        assert_eq!(inv.first_name, None);
+        assert_eq!(stream("019542f5"), "GridInvitation:019542f5");
+    }
+
+    #[test]
+    fn id_wins_over_webhook_id_and_data_over_invitation() {
+        // Given bodies with both spellings
+        let both = GridWebhook::parse(
+            br#"{"id":"W:new","webhookId":"W:old","data":{"code":"new"},"invitation":{"code":"old"}}"#,
+        )
+        .unwrap();
+        // When they are parsed
+        // Then the current names win
+        assert_eq!(both.id.as_deref(), Some("W:new"));
+        assert_eq!(both.invitation_code(), Some("new"));
+        // But a blank id or a `data` that is not an object gives way to the other spelling
+        let fallback =
+            GridWebhook::parse(br#"{"id":" ","webhookId":"W:old","data":"x","invitation":{"code":"old"}}"#).unwrap();
+        assert_eq!(fallback.id.as_deref(), Some("W:old"));
+        assert_eq!(fallback.invitation_code(), Some("old"));
+    }
+
+    #[test]
+    fn only_the_two_claim_types_are_claims() {
+        for (event_type, claim) in [
+            ("INVITATION.CLAIMED", true),
+            ("INVITATION_CLAIMED", true),
+            ("invitation.claimed", false),
+            ("INVITATION.CREATED", false),
+            ("UMA_INVITATION_CLAIMED", false),
+            ("TEST", false),
+        ] {
+            let body = json!({"type": event_type}).to_string();
+            assert_eq!(GridWebhook::parse(body.as_bytes()).unwrap().is_invitation_claim(), claim, "{event_type}");
+        }
+        assert!(!GridWebhook::parse(br#"{"type":1}"#).unwrap().is_invitation_claim());
+    }
+
+    #[test]
+    fn only_non_objects_are_malformed_and_any_object_parses() {
+        // Given bodies that are not JSON objects
+        for body in [&b"[1,2]"[..], b"42", b"\"text\"", b"null", b"not json", b"", b"\xff\xfe", b"{\"a\":"] {
+            // Then they are malformed
+            assert!(GridWebhook::parse(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+        // Given an object with nothing known, or every field of a wrong type
+        let empty = GridWebhook { id: None, event_type: None, timestamp: None, invitation: None };
+        assert_eq!(GridWebhook::parse(b"{}").unwrap(), empty);
+        let wrong =
+            GridWebhook::parse(br#"{"id":7,"webhookId":null,"type":[],"timestamp":{},"data":[1],"invitation":null}"#)
+                .unwrap();
+        // Then every field reads as absent
+        assert_eq!(wrong, empty);
+    }
+
+    #[test]
+    fn invitation_fields_of_a_wrong_type_read_as_absent() {
+        // Given an invitation whose fields have the wrong types
+        let inv = GridInvitation::from_json(&json!({
+            "code": 19542, "createdAt": null, "url": ["x"], "status": true, "inviterUma": "$a@b.example",
+            "amountToSend": null
+        }))
+        .unwrap();
+        // Then only the string field is read, and a null amount is no amount
+        assert_eq!(inv, GridInvitation { inviter_uma: Some("$a@b.example".into()), ..GridInvitation::default() });
+        assert_eq!(
+            GridWebhook { invitation: Some(inv), id: None, event_type: None, timestamp: None }.invitation_code(),
+            None
+        );
+        assert_eq!(GridInvitation::from_json(&json!("019542f5")), None);
+    }
+
+    #[test]
+    fn a_blank_code_is_no_code() {
+        let w = GridWebhook::parse(br#"{"data":{"code":"  "}}"#).unwrap();
+        assert_eq!(w.invitation_code(), None);
+        assert_eq!(w.invitation.unwrap().code.as_deref(), Some("  "));
+    }
+
+    #[test]
+    fn exact_integer_amounts_are_valid() {
+        // Given amounts written as exact non-negative integers
+        for (raw, expected) in [
+            (json!(0), 0),
+            (json!(1500), 1500),
+            (json!(i64::MAX), i64::MAX),
+            (json!("1500"), 1500),
+            (json!("0001500"), 1500),
+            (json!("9223372036854775807"), i64::MAX),
+        ] {
+            // Then the exact value is kept
+            assert_eq!(amount(jpy(raw.clone())), valid(expected, "JPY", Some(0)), "{raw}");
+        }
+        // And decimals are optional, display data
+        assert_eq!(amount(json!({"amount": 5, "currency": {"code": "USDC"}})), valid(5, "USDC", None));
+        assert_eq!(amount(json!({"amount": 5, "currency": {"code": "SAT", "decimals": null}})), valid(5, "SAT", None));
+    }
+
+    #[test]
+    fn inexact_or_unpayable_amounts_are_invalid_with_a_reason() {
+        // Given amounts that cannot be paid exactly as sent
+        // Then each is invalid, and the reason says why
+        for (raw, expected) in [
+            (json!(-1), "amount -1 is negative"),
+            (json!(i64::MIN), "is negative"),
+            (json!(-0.5), "is negative"),
+            (json!(12.5), "amount 12.5 is not an integer"),
+            (json!(1500.0), "amount 1500.0 is written as a float"),
+            (json!(1e3), "is written as a float"),
+            (json!(9_223_372_036_854_775_808_u64), "amount 9223372036854775808 does not fit"),
+            (json!(u64::MAX), "does not fit"),
+            (json!(1e30), "does not fit"),
+            (json!("9223372036854775808"), "does not fit"),
+            (json!("12x"), "amount \"12x\" is a string that is not all digits"),
+            (json!("-5"), "not all digits"),
+            (json!("+5"), "not all digits"),
+            (json!(" 5"), "not all digits"),
+            (json!("1_000"), "not all digits"),
+            (json!(""), "not all digits"),
+            (json!(true), "amount is JSON a boolean, not a number"),
+            (json!([5]), "not a number"),
+            (Value::Null, "amount is missing"),
+        ] {
+            let r = reason(amount(jpy(raw.clone())));
+            assert!(r.contains(expected), "{raw}: {r}");
+        }
+        let big_float_text =
+            serde_json::from_str::<Value>(r#"{"amount": 123456789012345678901234567890, "currency": {"code": "JPY"}}"#)
+                .unwrap();
+        assert!(reason(amount(big_float_text)).contains("does not fit"));
+    }
+
+    #[test]
+    fn a_missing_or_malformed_currency_is_invalid() {
+        for (raw, expected) in [
+            (json!({"amount": 5}), "currency is missing"),
+            (json!({"amount": 5, "currency": null}), "currency is missing"),
+            (json!({"amount": 5, "currency": "USD"}), "currency is JSON a string, not an object"),
+            (json!({"amount": 5, "currency": {}}), "currency code is missing"),
+            (json!({"amount": 5, "currency": {"code": ""}}), "currency code \"\" is not 1–16"),
+            (json!({"amount": 5, "currency": {"code": "US D"}}), "is not 1–16"),
+            (json!({"amount": 5, "currency": {"code": "ÜSD"}}), "is not 1–16"),
+            (json!({"amount": 5, "currency": {"code": "ABCDEFGHIJKLMNOPQ"}}), "is not 1–16"),
+            (json!({"amount": 5, "currency": {"code": 840}}), "currency code 840 is not"),
+            (json!({"amount": 5, "currency": {"code": "USD", "decimals": -2}}), "decimals -2 is not"),
+            (json!({"amount": 5, "currency": {"code": "USD", "decimals": 2.5}}), "decimals 2.5 is not"),
+            (json!({"amount": 5, "currency": {"code": "USD", "decimals": "2"}}), "decimals \"2\" is not"),
+            (json!({"amount": 5, "currency": {"code": "USD", "decimals": 4_294_967_296_u64}}), "is not"),
+            (json!("1500 JPY"), "amountToSend is JSON a string, not an object"),
+            (json!([]), "not an object"),
+        ] {
+            let r = reason(amount(raw.clone()));
+            assert!(r.contains(expected), "{raw}: {r}");
+        }
+        assert_eq!(
+            amount(json!({"amount": 1, "currency": {"code": "ABCDEFGHIJKLMNOP"}})),
+            valid(1, "ABCDEFGHIJKLMNOP", None)
+        );
+    }
+
+    #[test]
+    fn an_invalid_amount_in_a_webhook_is_kept_not_dropped() {
+        let w = GridWebhook::parse(br#"{"data":{"code":"c","amountToSend":{"amount":1.5,"currency":{"code":"USD"}}}}"#)
+            .unwrap();
+        assert!(matches!(w.invitation.unwrap().amount_to_send, Some(GridAmount::Invalid { .. })));
+    }
+
+    #[test]
+    fn a_reason_repeats_at_most_a_prefix_of_a_long_value() {
+        let long = "9".repeat(10_000);
+        let r = reason(amount(jpy(json!(long))));
+        assert!(r.chars().count() < 120, "{r}");
+    }
+
+    #[test]
+    fn same_id_with_other_bytes_gets_another_key() {
+        // Given one delivery id and two bodies
+        // When keys are made
+        let key = event_key("Webhook:1", b"a");
+        // Then the key is grid:<id>:<16 hex digits of sha256(body)>
+        assert_eq!(key, "grid:Webhook:1:ca978112ca1bbdca");
+        assert_eq!(key, event_key("Webhook:1", b"a"));
+        assert_ne!(key, event_key("Webhook:1", b"b"));
+        assert!(key.starts_with(&event_key_prefix("Webhook:1")));
+        assert!(!event_key("Webhook:12", b"a").starts_with(&event_key_prefix("Webhook:1")));
+    }
+
+    const KEYS: &[&str] = &[
+        "id",
+        "webhookId",
+        "type",
+        "timestamp",
+        "data",
+        "invitation",
+        "code",
+        "createdAt",
+        "claimedAt",
+        "url",
+        "expiresAt",
+        "inviterUma",
+        "inviteeUma",
+        "status",
+        "firstName",
+        "amountToSend",
+        "inviteeCountryCode",
+        "amount",
+        "currency",
+        "decimals",
+        "name",
+        "symbol",
+    ];
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            prop::sample::select(&["INVITATION.CLAIMED", "INVITATION_CLAIMED", "JPY", "", "ü€", "-0"][..])
+                .prop_map(Value::from),
+            "-?[0-9]{0,25}x?".prop_map(Value::String),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        let key = prop_oneof![3 => prop::sample::select(KEYS).prop_map(str::to_owned), 1 => "[a-zA-Z]{0,10}"];
+        leaf.prop_recursive(5, 96, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..10)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = GridWebhook::parse(&body);
+        }
+
+        #[test]
+        fn parsing_arbitrary_json_never_panics_and_reads_any_object(value in arb_json()) {
+            let body = value.to_string();
+            let parsed = GridWebhook::parse(body.as_bytes());
+            prop_assert_eq!(parsed.is_ok(), value.is_object());
+            if let Some(data) = value.get("data").filter(|d| d.is_object()) {
+                prop_assert_eq!(parsed.unwrap().invitation, GridInvitation::from_json(data));
+            }
+        }
+
+        #[test]
+        fn an_arbitrary_invitation_never_panics(value in arb_json()) {
+            let body = json!({"type": "INVITATION.CLAIMED", "data": value, "invitation": value}).to_string();
+            let w = GridWebhook::parse(body.as_bytes()).unwrap();
+            prop_assert_eq!(w.invitation.is_some(), value.is_object());
+            let _ = GridAmount::from_json(&value);
+        }
+
+        #[test]
+        fn an_integer_amount_is_valid_exactly_when_it_fits_i64(n in any::<u64>()) {
+            for raw in [json!(n), json!(n.to_string())] {
+                match amount(jpy(raw)) {
+                    GridAmount::Valid { value, .. } => prop_assert_eq!(u64::try_from(value).ok(), Some(n)),
+                    GridAmount::Invalid { reason } => {
+                        prop_assert!(n > i64::MAX as u64, "{}", reason);
+                        prop_assert!(reason.contains("does not fit"), "{}", reason);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_negative_amount_is_invalid(n in i64::MIN..0) {
+            prop_assert!(reason(amount(jpy(json!(n)))).contains("negative"));
+        }
+
+        #[test]
+        fn a_float_amount_is_never_rounded_into_a_valid_one(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let text = format!(r#"{{"amount": {f:?}, "currency": {{"code": "JPY"}}}}"#);
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            prop_assert!(matches!(amount(parsed), GridAmount::Invalid { .. }), "{}", text);
+        }
+    }
+}
