@@ -22,7 +22,7 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Grid's production API, the `servers` entry of its OpenAPI; the date is
 /// the API version the invitation schema was read from.

@@ -15,7 +15,7 @@
 //!   permanent.
 //!
 //! Nothing here depends on the rest of the crate except
-//! [`crate::config::Secret`].
+//! [`crate::secret::Secret`].
 
 pub mod client;
 pub mod signature;
