@@ -232,7 +232,7 @@ pub async fn resolve(
     decision: crate::projection::events::Decision,
     payment_id: Option<String>,
 ) -> anyhow::Result<String> {
-    use crate::projection::events::{idempotency_key, kinds, ObligationKind, ObligationResolved};
+    use crate::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved};
     use crate::projection::view::{obligation, ObligationState};
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
     let kind = ObligationKind::parse(kind).ok_or_else(|| {
@@ -254,38 +254,22 @@ pub async fn resolve(
         kind.as_str(),
         view.state.as_str()
     );
-    let key = idempotency_key(&state.invitation_id, kind);
-    let decision_name = serde_json::to_value(decision)?.as_str().unwrap_or("?").to_owned();
     let body = ObligationResolved {
         invitation_id: state.invitation_id.clone(),
         obligation: kind,
-        idempotency_key: key.clone(),
+        idempotency_key: IdempotencyKey::of(&state.invitation_id, kind),
         decision,
         payment_id,
         at: crate::time::rfc3339(chrono::Utc::now()),
+        occurrence: format!("{}:{}", view.attempts, view.updated_at.as_deref().unwrap_or("-")),
     };
-    let appended = writer
-        .append(ledger::NewEvent {
-            // Keyed by the occurrence being resolved (when it last changed), so
-            // running the same command twice records it once, while a second
-            // doubt after an earlier `--retry` (same attempts) is a new decision.
-            event_key: format!(
-                "{key}:resolved:{}:{}:{decision_name}",
-                view.attempts,
-                view.updated_at.as_deref().unwrap_or("-")
-            ),
-            kind: kinds::OBLIGATION_RESOLVED.into(),
-            stream: Some(state.invitation_id.clone()),
-            body: serde_json::to_vec(&body)?,
-            signature: None,
-            sibling_prefix: None,
-        })
-        .await;
+    let appended = writer.append(InternalEvent::Resolved(body).to_new_event()).await;
     drop(writer);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
     let appended = appended?;
     Ok(format!(
-        "recorded {decision_name} for {} {} at seq {}{}",
+        "recorded {} for {} {} at seq {}{}",
+        decision.as_str(),
         state.invitation_id,
         kind.as_str(),
         appended.seq,

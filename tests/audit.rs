@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use invitation_ledger::money::Money;
 use invitation_ledger::projection::events::{
-    idempotency_key, ObligationKind, ObligationRequested, ObligationSucceeded,
+    IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested, ObligationSucceeded,
 };
 use serde_json::{json, Value};
 use support::fake_platform::FakePlatform;
-use support::{eventually, internal_event, run_binary, InvitationFixture, TestApp};
+use support::{eventually, run_binary, InvitationFixture, TestApp};
 
 const SETTLE: Duration = Duration::from_secs(20);
 const ALICE: &str = "$alice@sending.example";
@@ -29,7 +29,7 @@ fn invitation(id: &str, inviter: &str, status: &str, incentives: &str) -> Invita
 }
 
 fn key(id: &str) -> String {
-    idempotency_key(id, ObligationKind::InviterIncentive)
+    IdempotencyKey::of(id, ObligationKind::InviterIncentive).to_string()
 }
 
 async fn audit_cli(db: &str, extra: &[&str]) -> Value {
@@ -156,7 +156,7 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
 
 /// `incentive.requested` for `id`, as the reconciler would have written it.
 fn requested(f: &InvitationFixture, at: &str) -> invitation_ledger::ledger::NewEvent {
-    let k = key(&f.id);
+    let k = IdempotencyKey::of(&f.id, ObligationKind::InviterIncentive);
     let body = ObligationRequested {
         invitation_id: f.id.clone(),
         obligation: ObligationKind::InviterIncentive,
@@ -168,7 +168,7 @@ fn requested(f: &InvitationFixture, at: &str) -> invitation_ledger::ledger::NewE
                         "invitation_code": f.code, "receiver_uma": f.inviter_uma,
                         "amount": {"value": 500, "currency": "USD"}}),
     };
-    internal_event("incentive.requested", &format!("{k}:requested:1"), &f.id, &body)
+    InternalEvent::Requested(body).to_new_event()
 }
 
 /// `incentive.succeeded` for `id` under `event_key`.
@@ -181,13 +181,17 @@ fn succeeded(
     let body = ObligationSucceeded {
         invitation_id: f.id.clone(),
         obligation: ObligationKind::InviterIncentive,
-        idempotency_key: key(&f.id),
+        idempotency_key: IdempotencyKey::of(&f.id, ObligationKind::InviterIncentive),
         attempt: 1,
         http_status: 200,
         payment_id: Some(payment_id.to_owned()),
         at: at.to_owned(),
     };
-    internal_event("incentive.succeeded", event_key, &f.id, &body)
+    // Under a key of the test's choosing: a second success is what a
+    // broken ledger would hold.
+    let mut event = InternalEvent::Succeeded(body).to_new_event();
+    event.event_key = event_key.to_owned();
+    event
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

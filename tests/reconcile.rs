@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use invitation_ledger::config::ServeArgs;
-use invitation_ledger::projection::events::{idempotency_key, ObligationKind, ObligationRequested};
+use invitation_ledger::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::binary::ServeProcess;
@@ -27,7 +27,7 @@ async fn app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
 }
 
 fn key(id: &str, kind: ObligationKind) -> String {
-    idempotency_key(id, kind)
+    IdempotencyKey::of(id, kind).to_string()
 }
 
 /// Waits until `field` (`payout`, `incentive`, `notification`) of the
@@ -494,7 +494,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
     // The second invitation's payment was requested two days ago by a
     // process that died before recording the outcome.
     let two_days_ago = chrono::Utc::now() - chrono::Duration::days(2);
-    let paid_key = key(&paid.id, ObligationKind::InviteePayment);
+    let paid_key = IdempotencyKey::of(&paid.id, ObligationKind::InviteePayment);
     let requested = ObligationRequested {
         invitation_id: paid.id.clone(),
         obligation: ObligationKind::InviteePayment,
@@ -506,7 +506,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
                         "invitation_code": paid.code, "receiver_uma": paid.invitee_uma,
                         "amount": {"value": 1000, "currency": "USD"}}),
     };
-    let event = support::internal_event("payout.requested", &format!("{paid_key}:requested:1"), &paid.id, &requested);
+    let event = InternalEvent::Requested(requested).to_new_event();
     support::append_events(&db_path, vec![event]).await;
 
     let payments = FakePlatform::start().await;

@@ -33,7 +33,8 @@ use invitation_ledger::lightspark::webhook::{event_key, event_key_prefix, Webhoo
 use invitation_ledger::metrics::Metrics;
 use invitation_ledger::money::Money;
 use invitation_ledger::projection::events::{
-    idempotency_key, kinds, Decision, ObligationInDoubt, ObligationKind, ObligationRequested, ObligationResolved,
+    Decision, EventKind, IdempotencyKey, InternalEvent, ObligationInDoubt, ObligationKind, ObligationRequested,
+    ObligationResolved,
 };
 use invitation_ledger::projection::state::InvitationState;
 use invitation_ledger::projection::{store, view};
@@ -1044,30 +1045,18 @@ fn operator_resolves(
             Some(pid) => (Decision::Paid, Some(pid.clone())),
             None => (Decision::Retry, None),
         };
-        let key = idempotency_key(id, *kind);
-        let decision_name = serde_json::to_value(decision).unwrap().as_str().unwrap().to_owned();
         let body = ObligationResolved {
             invitation_id: id.clone(),
             obligation: *kind,
-            idempotency_key: key.clone(),
+            idempotency_key: IdempotencyKey::of(id, *kind),
             decision,
             payment_id,
             at: rfc3339(clock.now()),
+            occurrence: format!("{}:{}", v.attempts, v.updated_at.as_deref().unwrap_or("-")),
         };
-        let event = NewEvent {
-            event_key: format!(
-                "{key}:resolved:{}:{}:{decision_name}",
-                v.attempts,
-                v.updated_at.as_deref().unwrap_or("-")
-            ),
-            kind: kinds::OBLIGATION_RESOLVED.into(),
-            stream: Some(id.clone()),
-            body: serde_json::to_vec(&body).unwrap(),
-            signature: None,
-            sibling_prefix: None,
-        };
+        let event = InternalEvent::Resolved(body).to_new_event();
         let appended = rt.block_on(writer.append(event)).map_err(|e| format!("resolve: {e}"))?;
-        trace.push(clock, format!("operator: resolve {name} --{decision_name} -> seq {}", appended.seq));
+        trace.push(clock, format!("operator: resolve {name} --{} -> seq {}", decision.as_str(), appended.seq));
     }
     Ok(todo.len())
 }
@@ -1122,10 +1111,10 @@ fn check(
             let r: ObligationRequested = serde_json::from_slice(&e.body).map_err(|x| format!("seq {}: {x}", e.seq))?;
             requested.entry((r.invitation_id.clone(), r.obligation.as_str().to_owned())).or_default().push(r);
         }
-        if e.kind == kinds::OBLIGATION_RESOLVED {
+        if e.kind == EventKind::Resolved.as_str() {
             report.resolved += 1;
         }
-        if e.kind == kinds::OBLIGATION_IN_DOUBT {
+        if e.kind == EventKind::InDoubt.as_str() {
             // Never in doubt before the window has passed.
             let d: ObligationInDoubt = serde_json::from_slice(&e.body).map_err(|x| format!("seq {}: {x}", e.seq))?;
             report.ever_in_doubt.insert(format!("{} {}", d.invitation_id, d.obligation.as_str()));
@@ -1227,7 +1216,7 @@ fn check(
             }
             // 4. One key, one body, for every request of the obligation, and
             // every call preceded by its own `*.requested` event carrying that body.
-            let expected_key = idempotency_key(&inv.id, kind);
+            let expected_key = IdempotencyKey::of(&inv.id, kind).to_string();
             let reqs = requested.get(&ob).map(Vec::as_slice).unwrap_or(&[]);
             if calls.len() > reqs.len() {
                 return Err(format!(
@@ -1245,7 +1234,7 @@ fn check(
             }
             let first_body = reqs.first().map(|r| serde_json::to_vec(&r.request).unwrap());
             for (i, r) in reqs.iter().enumerate() {
-                if r.idempotency_key != expected_key || r.attempt as usize != i + 1 {
+                if r.idempotency_key.as_str() != expected_key || r.attempt as usize != i + 1 {
                     return Err(format!(
                         "invariant 4: {what}: requested event {i} has key {} attempt {}",
                         r.idempotency_key, r.attempt
@@ -1272,7 +1261,7 @@ fn check(
                     ));
                 }
                 let body: Value = serde_json::from_slice(&c.body).unwrap();
-                if body["idempotency_key"] != expected_key {
+                if body["idempotency_key"] != expected_key.as_str() {
                     return Err(format!("invariant 4: {what}: body names key {}", body["idempotency_key"]));
                 }
                 let (want_url, signed) = match kind {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::event_key;
-use invitation_ledger::projection::events::{idempotency_key, ObligationKind};
+use invitation_ledger::projection::events::{IdempotencyKey, ObligationKind};
 use invitation_ledger::rng::SplitMix;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -574,7 +574,8 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
         for ((field, kind), want) in FIELDS.iter().zip(mix.expected()) {
             assert_eq!(v[field]["state"], want, "{id} {field} ({mix:?}): {v}");
             if want == "succeeded" {
-                due[usize::from(*kind == ObligationKind::InviterNotification)].insert(idempotency_key(&id, *kind));
+                due[usize::from(*kind == ObligationKind::InviterNotification)]
+                    .insert(IdempotencyKey::of(&id, *kind).to_string());
             } else {
                 assert_eq!(v[field]["attempts"], 0, "{id} {field} must be untouched: {v}");
             }

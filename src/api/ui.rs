@@ -26,7 +26,7 @@ use super::error::{reject, ApiError};
 use super::read::{percent_decode, ReadToken};
 use super::AppState;
 use crate::projection::audit::IncentiveAudit;
-use crate::projection::events::ObligationKind;
+use crate::projection::events::{IdempotencyKey, ObligationKind};
 use crate::projection::state::InvitationState;
 use crate::projection::store::{self, ListFilter};
 use crate::projection::view::{self, InvitationView, ObligationView};
@@ -367,7 +367,7 @@ fn detail(v: &InvitationView) -> String {
              <td>{}</td><td>{}</td><td>{}</td></tr>",
             obligation_cell(o),
             o.attempts,
-            opt(o.idempotency_key.as_deref()),
+            opt(o.idempotency_key.as_ref().map(IdempotencyKey::as_str)),
             opt(o.payment_id.as_deref()),
             opt(o.last_error.as_deref()),
             opt(o.next_attempt_at.as_deref()),
@@ -397,7 +397,7 @@ fn attention_table(items: &[InvitationView], wanted: view::ObligationState) -> S
                 opt(v.code.as_deref()),
                 escape(kind_name(kind)),
                 o.attempts,
-                opt(o.idempotency_key.as_deref()),
+                opt(o.idempotency_key.as_ref().map(IdempotencyKey::as_str)),
                 opt(o.last_error.as_deref()),
                 opt(o.updated_at.as_deref()),
             );

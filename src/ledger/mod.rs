@@ -27,9 +27,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-/// The kind of webhook events (DESIGN.md, "The ledger"); the kinds of
-/// internal events are in `projection::events::kinds`, beside the fold that
-/// reads them.
+/// The kind of webhook events: the ledger itself verifies their stored
+/// signatures. Every other kind is an internal event, typed in
+/// `projection::events` beside the fold that reads them.
 pub mod kinds {
     pub const WEBHOOK_RECEIVED: &str = "webhook.received";
 }

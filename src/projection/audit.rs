@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::events::ObligationKind;
+use super::events::{IdempotencyKey, ObligationKind};
 use super::state::{InvitationState, ObligationPhase};
 use super::view::{obligation, ObligationState};
 use crate::lightspark::invitation::IncentivesStatus;
@@ -19,7 +19,7 @@ use crate::money::Money;
 pub struct IncentiveFacts {
     pub state: ObligationState,
     pub attempts: u32,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     pub payment_id: Option<String>,
     pub amount: Option<Money>,
     pub requested_seq: Option<u64>,

@@ -1,12 +1,18 @@
-//! The internal events the service appends about an invitation, and the
-//! deterministic keys that make appending them idempotent.
+//! The ledger's events as types, in both directions: the internal events
+//! the service appends (each with its kind, its idempotency key and its
+//! row), and the decoder that turns any stored row back into a typed
+//! [`Fact`] for the fold.
 //!
-//! They live here, beside the fold that reads them; the reconciler (a later
-//! stage) builds them.
+//! They live here, beside the fold that reads them; the reconciler and the
+//! operator commands (later stages) build them. Every event key format of
+//! an internal event is written in [`InternalEvent::event_key`] and nowhere
+//! else; the webhook keys belong to their source (`lightspark::webhook`).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ledger::{EventView, NewEvent};
+use crate::lightspark::webhook::WebhookFacts;
 use crate::money::Money;
 
 /// The three things owed for a claimed invitation.
@@ -49,22 +55,30 @@ impl ObligationKind {
 
 /// The idempotency key of one obligation: a function of (invitation id,
 /// kind) only, so every retry and every restart after a crash sends the same
-/// key and the platform can deduplicate.
-pub fn idempotency_key(invitation_id: &str, kind: ObligationKind) -> String {
-    let mut h = Sha256::new();
-    h.update(b"invitation-ledger/v1\0");
-    h.update(invitation_id.as_bytes());
-    h.update(b"\0");
-    h.update(kind.as_str().as_bytes());
-    format!("il1-{}", hex::encode(&h.finalize()[..16]))
+/// key and the platform can deduplicate. Stored and sent as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn of(invitation_id: &str, kind: ObligationKind) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"invitation-ledger/v1\0");
+        h.update(invitation_id.as_bytes());
+        h.update(b"\0");
+        h.update(kind.as_str().as_bytes());
+        Self(format!("il1-{}", hex::encode(&h.finalize()[..16])))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// Event kinds of internal events.
-pub mod kinds {
-    pub const INVITATION_FETCHED: &str = "invitation.fetched";
-    pub const INVITATION_FETCH_FAILED: &str = "invitation.fetch_failed";
-    pub const OBLIGATION_IN_DOUBT: &str = "obligation.in_doubt";
-    pub const OBLIGATION_RESOLVED: &str = "obligation.resolved";
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// `invitation.fetched`: the GraphQL answer for an invitation a webhook named
@@ -92,7 +106,7 @@ pub struct InvitationFetchFailed {
 pub struct ObligationRequested {
     pub invitation_id: String,
     pub obligation: ObligationKind,
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
     pub attempt: u32,
     pub requested_at: String,
     /// For payments and incentives: what was asked for.
@@ -107,7 +121,7 @@ pub struct ObligationRequested {
 pub struct ObligationSucceeded {
     pub invitation_id: String,
     pub obligation: ObligationKind,
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
     pub attempt: u32,
     pub http_status: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +134,7 @@ pub struct ObligationSucceeded {
 pub struct ObligationFailed {
     pub invitation_id: String,
     pub obligation: ObligationKind,
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
@@ -138,7 +152,7 @@ pub struct ObligationFailed {
 pub struct ObligationInDoubt {
     pub invitation_id: String,
     pub obligation: ObligationKind,
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
     pub first_requested_at: String,
     pub at: String,
 }
@@ -155,29 +169,261 @@ pub enum Decision {
     Failed,
 }
 
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Paid => "paid",
+            Decision::Retry => "retry",
+            Decision::Failed => "failed",
+        }
+    }
+}
+
 /// `obligation.resolved`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObligationResolved {
     pub invitation_id: String,
     pub obligation: ObligationKind,
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
     pub decision: Decision,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<String>,
     pub at: String,
+    /// The occurrence decided on (the obligation's attempts and last change
+    /// when the operator looked): deciding twice on the same one is one
+    /// event, a second doubt later is a new decision.
+    #[serde(default)]
+    pub occurrence: String,
+}
+
+/// Every kind of event in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A verified webhook, stored byte for byte.
+    WebhookReceived,
+    InvitationFetched,
+    InvitationFetchFailed,
+    Requested(ObligationKind),
+    Succeeded(ObligationKind),
+    Failed(ObligationKind),
+    InDoubt,
+    Resolved,
+}
+
+impl EventKind {
+    /// Every kind, for the one test that checks names and parsing agree.
+    pub const ALL: [EventKind; 14] = [
+        EventKind::WebhookReceived,
+        EventKind::InvitationFetched,
+        EventKind::InvitationFetchFailed,
+        EventKind::Requested(ObligationKind::InviteePayment),
+        EventKind::Succeeded(ObligationKind::InviteePayment),
+        EventKind::Failed(ObligationKind::InviteePayment),
+        EventKind::Requested(ObligationKind::InviterIncentive),
+        EventKind::Succeeded(ObligationKind::InviterIncentive),
+        EventKind::Failed(ObligationKind::InviterIncentive),
+        EventKind::Requested(ObligationKind::InviterNotification),
+        EventKind::Succeeded(ObligationKind::InviterNotification),
+        EventKind::Failed(ObligationKind::InviterNotification),
+        EventKind::InDoubt,
+        EventKind::Resolved,
+    ];
+
+    /// The `kind` column's text.
+    pub fn as_str(self) -> &'static str {
+        use ObligationKind::*;
+        match self {
+            EventKind::WebhookReceived => crate::ledger::kinds::WEBHOOK_RECEIVED,
+            EventKind::InvitationFetched => "invitation.fetched",
+            EventKind::InvitationFetchFailed => "invitation.fetch_failed",
+            EventKind::Requested(InviteePayment) => "payout.requested",
+            EventKind::Succeeded(InviteePayment) => "payout.succeeded",
+            EventKind::Failed(InviteePayment) => "payout.failed",
+            EventKind::Requested(InviterIncentive) => "incentive.requested",
+            EventKind::Succeeded(InviterIncentive) => "incentive.succeeded",
+            EventKind::Failed(InviterIncentive) => "incentive.failed",
+            EventKind::Requested(InviterNotification) => "notification.requested",
+            EventKind::Succeeded(InviterNotification) => "notification.succeeded",
+            EventKind::Failed(InviterNotification) => "notification.failed",
+            EventKind::InDoubt => "obligation.in_doubt",
+            EventKind::Resolved => "obligation.resolved",
+        }
+    }
+
+    /// The kind a `kind` column names; `None` for a kind this build does not
+    /// know (written by a newer one).
+    pub fn parse(text: &str) -> Option<Self> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// An event the service itself appends about an invitation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InternalEvent {
+    Fetched(InvitationFetched),
+    FetchFailed(InvitationFetchFailed),
+    Requested(ObligationRequested),
+    Succeeded(ObligationSucceeded),
+    Failed(ObligationFailed),
+    InDoubt(ObligationInDoubt),
+    Resolved(ObligationResolved),
+}
+
+impl InternalEvent {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            InternalEvent::Fetched(_) => EventKind::InvitationFetched,
+            InternalEvent::FetchFailed(_) => EventKind::InvitationFetchFailed,
+            InternalEvent::Requested(r) => EventKind::Requested(r.obligation),
+            InternalEvent::Succeeded(s) => EventKind::Succeeded(s.obligation),
+            InternalEvent::Failed(f) => EventKind::Failed(f.obligation),
+            InternalEvent::InDoubt(_) => EventKind::InDoubt,
+            InternalEvent::Resolved(_) => EventKind::Resolved,
+        }
+    }
+
+    /// The invitation the event is about: its ledger stream.
+    pub fn invitation_id(&self) -> &str {
+        match self {
+            InternalEvent::Fetched(e) => &e.invitation_id,
+            InternalEvent::FetchFailed(e) => &e.invitation_id,
+            InternalEvent::Requested(e) => &e.invitation_id,
+            InternalEvent::Succeeded(e) => &e.invitation_id,
+            InternalEvent::Failed(e) => &e.invitation_id,
+            InternalEvent::InDoubt(e) => &e.invitation_id,
+            InternalEvent::Resolved(e) => &e.invitation_id,
+        }
+    }
+
+    /// The ledger idempotency key: appending the same event twice (a retried
+    /// step, a command run twice) stores it once. Every internal key format
+    /// is here.
+    pub fn event_key(&self) -> String {
+        match self {
+            InternalEvent::Fetched(e) => format!("lightspark-fetch:{}", e.invitation_id),
+            InternalEvent::FetchFailed(e) => format!("lightspark-fetch:{}:failed:{}", e.invitation_id, e.attempt),
+            InternalEvent::Requested(e) => format!("{}:requested:{}", e.idempotency_key, e.attempt),
+            InternalEvent::Succeeded(e) => format!("{}:succeeded", e.idempotency_key),
+            InternalEvent::Failed(e) => format!("{}:failed:{}", e.idempotency_key, e.attempt),
+            InternalEvent::InDoubt(e) => format!("{}:in_doubt:{}", e.idempotency_key, e.first_requested_at),
+            InternalEvent::Resolved(e) => {
+                format!("{}:resolved:{}:{}", e.idempotency_key, e.occurrence, e.decision.as_str())
+            }
+        }
+    }
+
+    /// The row to append.
+    pub fn to_new_event(&self) -> NewEvent {
+        let body = match self {
+            InternalEvent::Fetched(e) => serde_json::to_vec(e),
+            InternalEvent::FetchFailed(e) => serde_json::to_vec(e),
+            InternalEvent::Requested(e) => serde_json::to_vec(e),
+            InternalEvent::Succeeded(e) => serde_json::to_vec(e),
+            InternalEvent::Failed(e) => serde_json::to_vec(e),
+            InternalEvent::InDoubt(e) => serde_json::to_vec(e),
+            InternalEvent::Resolved(e) => serde_json::to_vec(e),
+        }
+        .expect("internal events serialise");
+        NewEvent {
+            event_key: self.event_key(),
+            kind: self.kind().as_str().to_owned(),
+            stream: Some(self.invitation_id().to_owned()),
+            body,
+            signature: None,
+            sibling_prefix: None,
+        }
+    }
+}
+
+/// What one stored event says, decoded.
+// Decoded once per event and consumed at once, on the stack: boxing the
+// webhook would allocate for every event of a rebuild.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Fact<'a> {
+    /// A webhook, its envelope borrowed from the stored bytes.
+    Webhook(WebhookFacts<'a>),
+    Internal(InternalEvent),
+}
+
+/// A stored event the fold cannot read: a body that is not what its kind
+/// promises, or a kind this build does not know. The fold records it on
+/// the invitation, visibly, instead of skipping it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("seq {seq} ({kind}) cannot be read: {reason}")]
+pub struct Undecodable {
+    pub seq: u64,
+    pub kind: String,
+    pub reason: String,
+}
+
+/// Decodes one stored event.
+///
+/// # Errors
+/// [`Undecodable`] saying why, when the kind is unknown or the body does
+/// not hold what the kind promises.
+pub fn decode(event: EventView<'_>) -> Result<Fact<'_>, Undecodable> {
+    let fail = |reason: String| Undecodable { seq: event.seq, kind: event.kind.to_owned(), reason };
+    let kind = EventKind::parse(event.kind).ok_or_else(|| fail("a kind this build does not know".into()))?;
+    fn body<'b, T: Deserialize<'b>>(bytes: &'b [u8]) -> Result<T, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+    let mismatch = |obligation: ObligationKind, expected: ObligationKind| {
+        fail(format!("the body is about {} but the kind about {}", obligation.as_str(), expected.as_str()))
+    };
+    let b = event.body;
+    let internal = match kind {
+        EventKind::WebhookReceived => {
+            return WebhookFacts::parse(b).map(Fact::Webhook).map_err(|e| fail(e.to_string()));
+        }
+        EventKind::InvitationFetched => InternalEvent::Fetched(body(b).map_err(fail)?),
+        EventKind::InvitationFetchFailed => InternalEvent::FetchFailed(body(b).map_err(fail)?),
+        EventKind::Requested(k) => {
+            let e: ObligationRequested = body(b).map_err(fail)?;
+            if e.obligation != k {
+                return Err(mismatch(e.obligation, k));
+            }
+            InternalEvent::Requested(e)
+        }
+        EventKind::Succeeded(k) => {
+            let e: ObligationSucceeded = body(b).map_err(fail)?;
+            if e.obligation != k {
+                return Err(mismatch(e.obligation, k));
+            }
+            InternalEvent::Succeeded(e)
+        }
+        EventKind::Failed(k) => {
+            let e: ObligationFailed = body(b).map_err(fail)?;
+            if e.obligation != k {
+                return Err(mismatch(e.obligation, k));
+            }
+            InternalEvent::Failed(e)
+        }
+        EventKind::InDoubt => InternalEvent::InDoubt(body(b).map_err(fail)?),
+        EventKind::Resolved => InternalEvent::Resolved(body(b).map_err(fail)?),
+    };
+    if internal.invitation_id() != event.stream.unwrap_or_default() {
+        return Err(fail(format!("the body is about {} but the event's stream is another", internal.invitation_id())));
+    }
+    Ok(Fact::Internal(internal))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn key() -> IdempotencyKey {
+        IdempotencyKey::of("Inv:1", ObligationKind::InviteePayment)
+    }
+
     #[test]
-    fn the_key_depends_only_on_invitation_and_kind() {
-        let a = idempotency_key("Inv:1", ObligationKind::InviteePayment);
-        assert_eq!(a, idempotency_key("Inv:1", ObligationKind::InviteePayment));
-        assert_ne!(a, idempotency_key("Inv:1", ObligationKind::InviterIncentive));
-        assert_ne!(a, idempotency_key("Inv:2", ObligationKind::InviteePayment));
-        assert!(a.starts_with("il1-") && a.len() == 4 + 32);
+    fn the_idempotency_key_depends_only_on_invitation_and_kind() {
+        let a = key();
+        assert_eq!(a, IdempotencyKey::of("Inv:1", ObligationKind::InviteePayment));
+        assert_ne!(a, IdempotencyKey::of("Inv:1", ObligationKind::InviterIncentive));
+        assert_ne!(a, IdempotencyKey::of("Inv:2", ObligationKind::InviteePayment));
+        assert!(a.as_str().starts_with("il1-") && a.as_str().len() == 4 + 32);
+        assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::Value::String(a.to_string()));
     }
 
     #[test]
@@ -185,5 +431,134 @@ mod tests {
         assert_eq!(ObligationKind::parse("payout"), Some(ObligationKind::InviteePayment));
         assert_eq!(ObligationKind::parse("inviter_incentive"), Some(ObligationKind::InviterIncentive));
         assert_eq!(ObligationKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn every_event_kind_reads_back_from_its_name_and_names_are_distinct() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k), "{k:?}");
+        }
+        let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventKind::ALL.len());
+        assert_eq!(EventKind::parse("payout.refunded"), None);
+    }
+
+    fn examples() -> Vec<InternalEvent> {
+        let requested = ObligationRequested {
+            invitation_id: "Inv:1".into(),
+            obligation: ObligationKind::InviteePayment,
+            idempotency_key: key(),
+            attempt: 2,
+            requested_at: "2026-11-01T00:00:00.000000Z".into(),
+            amount: Some(Money::new(500, "USD").unwrap()),
+            request: serde_json::json!({"a": 1}),
+        };
+        vec![
+            InternalEvent::Fetched(InvitationFetched {
+                invitation_id: "Inv:1".into(),
+                fetched_at: "t".into(),
+                entity: None,
+            }),
+            InternalEvent::FetchFailed(InvitationFetchFailed {
+                invitation_id: "Inv:1".into(),
+                attempt: 3,
+                error: "e".into(),
+                failed_at: "t".into(),
+                next_attempt_at: "u".into(),
+            }),
+            InternalEvent::Requested(requested),
+            InternalEvent::Succeeded(ObligationSucceeded {
+                invitation_id: "Inv:1".into(),
+                obligation: ObligationKind::InviteePayment,
+                idempotency_key: key(),
+                attempt: 2,
+                http_status: 200,
+                payment_id: Some("p".into()),
+                at: "t".into(),
+            }),
+            InternalEvent::Failed(ObligationFailed {
+                invitation_id: "Inv:1".into(),
+                obligation: ObligationKind::InviteePayment,
+                idempotency_key: key(),
+                attempt: 2,
+                http_status: Some(503),
+                error: "e".into(),
+                permanent: false,
+                next_attempt_at: Some("u".into()),
+                at: "t".into(),
+            }),
+            InternalEvent::InDoubt(ObligationInDoubt {
+                invitation_id: "Inv:1".into(),
+                obligation: ObligationKind::InviteePayment,
+                idempotency_key: key(),
+                first_requested_at: "w".into(),
+                at: "t".into(),
+            }),
+            InternalEvent::Resolved(ObligationResolved {
+                invitation_id: "Inv:1".into(),
+                obligation: ObligationKind::InviteePayment,
+                idempotency_key: key(),
+                decision: Decision::Retry,
+                payment_id: None,
+                at: "t".into(),
+                occurrence: "2:t".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_internal_event_key_format() {
+        let k = key();
+        let keys: Vec<String> = examples().iter().map(InternalEvent::event_key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "lightspark-fetch:Inv:1".to_owned(),
+                "lightspark-fetch:Inv:1:failed:3".to_owned(),
+                format!("{k}:requested:2"),
+                format!("{k}:succeeded"),
+                format!("{k}:failed:2"),
+                format!("{k}:in_doubt:w"),
+                format!("{k}:resolved:2:t:retry"),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_internal_event_decodes_back_from_its_row() {
+        for event in examples() {
+            let row = event.to_new_event();
+            let view = EventView { seq: 9, kind: &row.kind, stream: row.stream.as_deref(), body: &row.body };
+            match decode(view) {
+                Ok(Fact::Internal(back)) => assert_eq!(back, event),
+                other => panic!("{event:?} decoded as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_that_break_their_kinds_promise_are_undecodable_with_the_seq() {
+        let row = examples()[2].to_new_event();
+        let view = |kind: &'static str, stream: &'static str, body: &'static [u8]| EventView {
+            seq: 7,
+            kind,
+            stream: Some(stream),
+            body,
+        };
+        let body: &'static [u8] = Box::leak(row.body.clone().into_boxed_slice());
+        for (v, why) in [
+            (view("payout.requested", "Inv:1", b"{}"), "missing field"),
+            (view("payout.requested", "Inv:1", b"\xff"), "expected value"),
+            (view("incentive.requested", "Inv:1", body), "about invitee_payment"),
+            (view("payout.requested", "Inv:2", body), "stream is another"),
+            (view("payout.refunded", "Inv:1", body), "does not know"),
+            (view("webhook.received", "Inv:1", b"[1]"), "webhook"),
+        ] {
+            let e = decode(v).unwrap_err();
+            assert_eq!(e.seq, 7);
+            assert!(e.to_string().contains(why), "{e} should say {why:?}");
+        }
     }
 }

@@ -283,7 +283,7 @@ fn requested_then_succeeded_settles_the_payout_with_its_payment_id() {
         "invitee_uma": "$b@y", "payment_amount": {"value": 5, "currency": "USD"}}),
         )),
     );
-    let key = super::events::idempotency_key(INV, ObligationKind::InviteePayment);
+    let key = super::events::IdempotencyKey::of(INV, ObligationKind::InviteePayment);
     let requested = event(
         2,
         "payout.requested",
@@ -319,7 +319,7 @@ fn requested_then_succeeded_settles_the_payout_with_its_payment_id() {
     let p = view::obligation(&s3, ObligationKind::InviteePayment);
     assert_eq!(p.state, ObligationState::Succeeded);
     assert_eq!(p.payment_id.as_deref(), Some("pay_1"));
-    assert_eq!(p.idempotency_key.as_deref(), Some(key.as_str()));
+    assert_eq!(p.idempotency_key.as_ref(), Some(&key));
     assert!(!view::needs_work(&s3) || view::obligation(&s3, ObligationKind::InviterNotification).state.is_open());
 }
 

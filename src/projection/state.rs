@@ -8,11 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::events::{
-    self, Decision, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt, ObligationKind,
-    ObligationRequested, ObligationResolved, ObligationSucceeded,
-};
-use crate::ledger::{kinds as ledger_kinds, EventView, LedgerEvent};
+use super::events::{decode, Decision, Fact, IdempotencyKey, InternalEvent, ObligationKind};
+use crate::ledger::{EventView, LedgerEvent};
 use crate::lightspark::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus, WireSnapshot};
 use crate::lightspark::webhook::{WebhookFacts, UMA_INVITATION_CLAIMED};
 use crate::money::PaymentAmount;
@@ -126,7 +123,7 @@ pub struct ObligationRecord {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     /// When the current idempotency window started: the first request, or
     /// the operator's `--retry`. Past `IDEMPOTENCY_WINDOW` it is in doubt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +200,17 @@ pub struct InvitationState {
     pub incentive: ObligationRecord,
     #[serde(default, skip_serializing_if = "is_default")]
     pub notification: ObligationRecord,
+    /// Events of this invitation the fold could not read, with why: never
+    /// skipped in silence, they are shown with the invitation and counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undecodable: Vec<UndecodableEvent>,
+}
+
+/// An event of the invitation's stream that [`apply`] could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndecodableEvent {
+    pub seq: u64,
+    pub reason: String,
 }
 
 impl InvitationState {
@@ -266,8 +274,8 @@ impl InvitationState {
 }
 
 /// Folds one event into the state of the invitation it concerns. Events of
-/// other invitations or kinds this build does not know leave it unchanged
-/// (but for `last_seq`).
+/// other invitations leave it unchanged; an event that cannot be read is
+/// recorded on the invitation (see [`InvitationState::undecodable`]).
 pub fn apply(mut state: InvitationState, event: &LedgerEvent) -> InvitationState {
     apply_to(&mut state, event.view());
     state
@@ -281,107 +289,72 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
         return;
     }
     state.last_seq = state.last_seq.max(event.seq);
-    match event.kind {
-        ledger_kinds::WEBHOOK_RECEIVED => apply_webhook(state, event),
-        events::kinds::INVITATION_FETCHED => {
-            if let Ok(f) = serde_json::from_slice::<InvitationFetched>(event.body) {
-                match f.entity {
-                    Some(entity) => {
-                        let snap = InvitationSnapshot::from_json(&entity);
-                        let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(i64::MIN);
-                        let claimed_text = snap.updated_at.clone().unwrap_or_else(|| f.fetched_at.clone());
-                        state.merge(snap, at, event.seq, &claimed_text);
-                        state.fetch.phase = FetchPhase::Fetched;
+    let fact = match decode(event) {
+        Ok(fact) => fact,
+        Err(e) => {
+            state.undecodable.push(UndecodableEvent { seq: e.seq, reason: e.to_string() });
+            return;
+        }
+    };
+    match fact {
+        Fact::Webhook(webhook) => apply_webhook(state, webhook, event.seq),
+        Fact::Internal(InternalEvent::Fetched(f)) => {
+            match f.entity {
+                Some(entity) => {
+                    let snap = InvitationSnapshot::from_json(&entity);
+                    let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(i64::MIN);
+                    let claimed_text = snap.updated_at.clone().unwrap_or_else(|| f.fetched_at.clone());
+                    state.merge(snap, at, event.seq, &claimed_text);
+                    state.fetch.phase = FetchPhase::Fetched;
+                }
+                None => {
+                    if state.fetch.phase != FetchPhase::Fetched {
+                        state.fetch.phase = FetchPhase::NotFound;
                     }
-                    None => {
-                        if state.fetch.phase != FetchPhase::Fetched {
-                            state.fetch.phase = FetchPhase::NotFound;
-                        }
-                    }
-                }
-                state.fetch.next_attempt_at = None;
-            }
-        }
-        events::kinds::INVITATION_FETCH_FAILED => {
-            if let Ok(f) = serde_json::from_slice::<InvitationFetchFailed>(event.body) {
-                let fetch = &mut state.fetch;
-                fetch.attempts = fetch.attempts.max(f.attempt);
-                fetch.last_error = Some(f.error);
-                if matches!(fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled | FetchPhase::NotNeeded) {
-                    fetch.phase = FetchPhase::RetryScheduled;
-                    fetch.next_attempt_at = Some(f.next_attempt_at);
                 }
             }
+            state.fetch.next_attempt_at = None;
         }
-        events::kinds::OBLIGATION_IN_DOUBT => {
-            if let Ok(d) = serde_json::from_slice::<ObligationInDoubt>(event.body) {
-                let ob = state.obligation_mut(d.obligation);
-                if ob.phase != ObligationPhase::Succeeded && ob.phase != ObligationPhase::Failed {
-                    ob.phase = ObligationPhase::InDoubt;
-                    ob.next_attempt_at = None;
-                    ob.updated_at = Some(d.at);
-                }
+        Fact::Internal(InternalEvent::FetchFailed(f)) => {
+            let fetch = &mut state.fetch;
+            fetch.attempts = fetch.attempts.max(f.attempt);
+            fetch.last_error = Some(f.error);
+            if matches!(fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled | FetchPhase::NotNeeded) {
+                fetch.phase = FetchPhase::RetryScheduled;
+                fetch.next_attempt_at = Some(f.next_attempt_at);
             }
         }
-        events::kinds::OBLIGATION_RESOLVED => {
-            if let Ok(r) = serde_json::from_slice::<ObligationResolved>(event.body) {
-                let ob = state.obligation_mut(r.obligation);
-                ob.decision = Some(r.decision);
-                ob.updated_at = Some(r.at.clone());
+        Fact::Internal(InternalEvent::InDoubt(d)) => {
+            let ob = state.obligation_mut(d.obligation);
+            if ob.phase != ObligationPhase::Succeeded && ob.phase != ObligationPhase::Failed {
+                ob.phase = ObligationPhase::InDoubt;
                 ob.next_attempt_at = None;
-                match r.decision {
-                    Decision::Paid => {
-                        ob.phase = ObligationPhase::Succeeded;
-                        ob.payment_id = r.payment_id;
-                        ob.succeeded_seq = Some(event.seq);
-                        ob.successes += 1;
-                    }
-                    Decision::Retry => {
-                        ob.phase = ObligationPhase::RetryScheduled;
-                        ob.window_started_at = Some(r.at.clone());
-                        ob.next_attempt_at = Some(r.at);
-                    }
-                    Decision::Failed => ob.phase = ObligationPhase::Failed,
+                ob.updated_at = Some(d.at);
+            }
+        }
+        Fact::Internal(InternalEvent::Resolved(r)) => {
+            let ob = state.obligation_mut(r.obligation);
+            ob.decision = Some(r.decision);
+            ob.updated_at = Some(r.at.clone());
+            ob.next_attempt_at = None;
+            match r.decision {
+                Decision::Paid => {
+                    ob.phase = ObligationPhase::Succeeded;
+                    ob.payment_id = r.payment_id;
+                    ob.succeeded_seq = Some(event.seq);
+                    ob.successes += 1;
                 }
-            }
-        }
-        kind => apply_obligation_event(state, kind, event),
-    }
-}
-
-fn apply_webhook(state: &mut InvitationState, event: EventView<'_>) {
-    let Ok(webhook) = WebhookFacts::parse(event.body) else { return };
-    let envelope_at = instant(&webhook.timestamp).unwrap_or(i64::MIN);
-    let claimed_event = webhook.event_type == UMA_INVITATION_CLAIMED;
-    match webhook.data {
-        Some(WireSnapshot(mut snap)) => {
-            if snap.status.is_none() && claimed_event {
-                snap.status = Some(InvitationStatus::Claimed);
-            }
-            let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(envelope_at);
-            let claimed_text = snap.updated_at.clone().unwrap_or_else(|| webhook.timestamp.into_owned());
-            state.merge(snap, at, event.seq, &claimed_text);
-        }
-        None => {
-            if claimed_event {
-                let snap = InvitationSnapshot { status: Some(InvitationStatus::Claimed), ..Default::default() };
-                state.merge(snap, envelope_at, event.seq, &webhook.timestamp);
-                if state.fetch.phase == FetchPhase::NotNeeded {
-                    state.fetch.phase = FetchPhase::Pending;
+                Decision::Retry => {
+                    ob.phase = ObligationPhase::RetryScheduled;
+                    ob.window_started_at = Some(r.at.clone());
+                    ob.next_attempt_at = Some(r.at);
                 }
+                Decision::Failed => ob.phase = ObligationPhase::Failed,
             }
         }
-    }
-}
-
-fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: EventView<'_>) {
-    let Some((prefix, outcome)) = kind.split_once('.') else { return };
-    let Some(obligation) = ObligationKind::ALL.into_iter().find(|k| k.event_prefix() == prefix) else { return };
-    let ob = state.obligation_mut(obligation);
-    let settled = matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
-    match outcome {
-        "requested" => {
-            let Ok(r) = serde_json::from_slice::<ObligationRequested>(event.body) else { return };
+        Fact::Internal(InternalEvent::Requested(r)) => {
+            let ob = state.obligation_mut(r.obligation);
+            let settled = matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
             ob.attempts = ob.attempts.max(r.attempt);
             ob.idempotency_key = Some(r.idempotency_key);
             if ob.window_started_at.is_none() {
@@ -400,8 +373,8 @@ fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: EventV
                 ob.next_attempt_at = None;
             }
         }
-        "succeeded" => {
-            let Ok(s) = serde_json::from_slice::<ObligationSucceeded>(event.body) else { return };
+        Fact::Internal(InternalEvent::Succeeded(s)) => {
+            let ob = state.obligation_mut(s.obligation);
             ob.successes += 1;
             if ob.phase != ObligationPhase::Succeeded {
                 ob.phase = ObligationPhase::Succeeded;
@@ -412,8 +385,9 @@ fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: EventV
                 ob.last_error = None;
             }
         }
-        "failed" => {
-            let Ok(f) = serde_json::from_slice::<ObligationFailed>(event.body) else { return };
+        Fact::Internal(InternalEvent::Failed(f)) => {
+            let ob = state.obligation_mut(f.obligation);
+            let settled = matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
             ob.last_error = Some(f.error);
             if !settled {
                 ob.updated_at = Some(f.at);
@@ -426,6 +400,29 @@ fn apply_obligation_event(state: &mut InvitationState, kind: &str, event: EventV
                 }
             }
         }
-        _ => {}
+    }
+}
+
+fn apply_webhook(state: &mut InvitationState, webhook: WebhookFacts<'_>, seq: u64) {
+    let envelope_at = instant(&webhook.timestamp).unwrap_or(i64::MIN);
+    let claimed_event = webhook.event_type == UMA_INVITATION_CLAIMED;
+    match webhook.data {
+        Some(WireSnapshot(mut snap)) => {
+            if snap.status.is_none() && claimed_event {
+                snap.status = Some(InvitationStatus::Claimed);
+            }
+            let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(envelope_at);
+            let claimed_text = snap.updated_at.clone().unwrap_or_else(|| webhook.timestamp.into_owned());
+            state.merge(snap, at, seq, &claimed_text);
+        }
+        None => {
+            if claimed_event {
+                let snap = InvitationSnapshot { status: Some(InvitationStatus::Claimed), ..Default::default() };
+                state.merge(snap, envelope_at, seq, &webhook.timestamp);
+                if state.fetch.phase == FetchPhase::NotNeeded {
+                    state.fetch.phase = FetchPhase::Pending;
+                }
+            }
+        }
     }
 }

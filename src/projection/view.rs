@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::events::{idempotency_key, ObligationKind};
+use super::events::{IdempotencyKey, ObligationKind};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
 use crate::lightspark::invitation::IncentivesStatus;
 use crate::money::{Money, PaymentAmount};
@@ -53,7 +53,7 @@ pub struct ObligationView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub attempts: u32,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     pub payment_id: Option<String>,
     pub last_error: Option<String>,
     pub updated_at: Option<String>,
@@ -117,7 +117,7 @@ pub fn obligation(state: &InvitationState, kind: ObligationKind) -> ObligationVi
         idempotency_key: rec
             .idempotency_key
             .clone()
-            .or_else(|| shows_key.then(|| idempotency_key(&state.invitation_id, kind))),
+            .or_else(|| shows_key.then(|| IdempotencyKey::of(&state.invitation_id, kind))),
         payment_id: rec.payment_id.clone(),
         last_error: rec.last_error.clone(),
         updated_at: rec.updated_at.clone(),

@@ -21,13 +21,13 @@ use super::clock::{backoff, Clock, Jitter};
 use super::decide::{next_action, Action, Capabilities};
 use super::endpoint::{judge, Endpoint, OutgoingRequest, Verdict};
 use crate::config::ReconcileConfig;
-use crate::ledger::{LedgerError, LedgerWriter, NewEvent};
+use crate::ledger::{LedgerError, LedgerWriter};
 use crate::lightspark::client::LightsparkClient;
 use crate::lightspark::signature::sign;
 use crate::metrics::Metrics;
 use crate::money::{Money, PaymentAmount};
 use crate::projection::events::{
-    idempotency_key, kinds, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt,
+    IdempotencyKey, InternalEvent, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt,
     ObligationKind, ObligationRequested, ObligationSucceeded,
 };
 use crate::projection::state::{FetchPhase, InvitationState};
@@ -328,7 +328,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 if next_action(state, kind, self.inner.clock.now(), &self.caps()) == Action::MarkInDoubt {
                     return self.mark_in_doubt(state, kind).await;
                 }
-                let key = idempotency_key(&state.invitation_id, kind);
+                let key = IdempotencyKey::of(&state.invitation_id, kind);
                 let span = tracing::info_span!("obligation", invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key, attempt);
                 self.send(state, kind, attempt, key).instrument(span).await
             }
@@ -337,22 +337,16 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
 
     async fn mark_in_doubt(&self, state: &InvitationState, kind: ObligationKind) -> Result<Outcome, ReconcileError> {
         let rec = state.obligation(kind);
-        let key = idempotency_key(&state.invitation_id, kind);
+        let key = IdempotencyKey::of(&state.invitation_id, kind);
         let window = rec.window_started_at.clone().unwrap_or_default();
         let body = ObligationInDoubt {
             invitation_id: state.invitation_id.clone(),
             obligation: kind,
             idempotency_key: key.clone(),
-            first_requested_at: window.clone(),
+            first_requested_at: window,
             at: rfc3339(self.inner.clock.now()),
         };
-        let event = internal_event(
-            kinds::OBLIGATION_IN_DOUBT.into(),
-            format!("{key}:in_doubt:{window}"),
-            &state.invitation_id,
-            serde_json::to_value(body).expect("serialises"),
-        );
-        self.inner.writer.append(event).await?;
+        self.inner.writer.append(InternalEvent::InDoubt(body).to_new_event()).await?;
         tracing::warn!(invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key,
             "obligation is in doubt: requested longer ago than IDEMPOTENCY_WINDOW with no recorded outcome; an operator must resolve it");
         Ok(Outcome {
@@ -368,7 +362,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         &self,
         state: &InvitationState,
         kind: ObligationKind,
-        key: &str,
+        key: &IdempotencyKey,
     ) -> Option<(serde_json::Value, Option<Money>, String)> {
         let rec = state.obligation(kind);
         let text = |v: &Option<crate::projection::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
@@ -422,13 +416,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         state: &InvitationState,
         kind: ObligationKind,
         attempt: u32,
-        key: String,
+        key: IdempotencyKey,
     ) -> Result<Outcome, ReconcileError> {
         let Some((body, amount, url)) = self.request_body(state, kind, &key) else {
             return Ok(Outcome { not_configured: 1, ..Outcome::default() });
         };
         let id = &state.invitation_id;
-        let prefix = kind.event_prefix();
         let requested = ObligationRequested {
             invitation_id: id.clone(),
             obligation: kind,
@@ -439,15 +432,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             request: body.clone(),
         };
         // 1. Durable intent before the call.
-        self.inner
-            .writer
-            .append(internal_event(
-                format!("{prefix}.requested"),
-                format!("{key}:requested:{attempt}"),
-                id,
-                serde_json::to_value(requested).expect("serialises"),
-            ))
-            .await?;
+        self.inner.writer.append(InternalEvent::Requested(requested).to_new_event()).await?;
         // 2. The call, with the same key on every attempt.
         let bytes = serde_json::to_vec(&body).expect("body serialises");
         let signature = match kind {
@@ -457,63 +442,48 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let outcome = self
             .inner
             .endpoint
-            .call(OutgoingRequest { url, idempotency_key: key.clone(), body: bytes, signature })
+            .call(OutgoingRequest { url, idempotency_key: key.to_string(), body: bytes, signature })
             .await;
         let verdict = judge(&outcome);
         let now = self.inner.clock.now();
         let calls =
             |outcome: &str| self.inner.metrics.endpoint_calls.with_label_values(&[kind.as_str(), outcome]).inc();
         // 3. The outcome.
+        let failed = |http_status, error, next: Option<DateTime<Utc>>| {
+            InternalEvent::Failed(ObligationFailed {
+                invitation_id: id.clone(),
+                obligation: kind,
+                idempotency_key: key.clone(),
+                attempt,
+                http_status,
+                error,
+                permanent: next.is_none(),
+                next_attempt_at: next.map(rfc3339),
+                at: rfc3339(now),
+            })
+        };
         let (event, result) = match verdict {
             Verdict::Succeeded { status, payment_id } => {
                 calls("succeeded");
-                let body = ObligationSucceeded {
+                tracing::info!(status, payment_id = payment_id.as_deref().unwrap_or("-"), "obligation succeeded");
+                let event = InternalEvent::Succeeded(ObligationSucceeded {
                     invitation_id: id.clone(),
                     obligation: kind,
                     idempotency_key: key.clone(),
                     attempt,
                     http_status: status,
-                    payment_id: payment_id.clone(),
+                    payment_id,
                     at: rfc3339(now),
-                };
-                tracing::info!(status, payment_id = payment_id.as_deref().unwrap_or("-"), "obligation succeeded");
-                (
-                    internal_event(
-                        format!("{prefix}.succeeded"),
-                        format!("{key}:succeeded"),
-                        id,
-                        serde_json::to_value(body).expect("serialises"),
-                    ),
-                    Outcome {
-                        sent: 1,
-                        succeeded: 1,
-                        lines: vec![format!("{id} {}: succeeded (HTTP {status}, attempt {attempt})", kind.as_str())],
-                        ..Outcome::default()
-                    },
-                )
+                });
+                let line = format!("{id} {}: succeeded (HTTP {status}, attempt {attempt})", kind.as_str());
+                (event, Outcome { sent: 1, succeeded: 1, lines: vec![line], ..Outcome::default() })
             }
             Verdict::Permanent { status, error } => {
                 calls("failed");
                 tracing::warn!(status, %error, "obligation failed permanently; an operator must look at it");
                 let line = format!("{id} {}: failed (HTTP {status}, attempt {attempt})", kind.as_str());
-                let body = ObligationFailed {
-                    invitation_id: id.clone(),
-                    obligation: kind,
-                    idempotency_key: key.clone(),
-                    attempt,
-                    http_status: Some(status),
-                    error,
-                    permanent: true,
-                    next_attempt_at: None,
-                    at: rfc3339(now),
-                };
                 (
-                    internal_event(
-                        format!("{prefix}.failed"),
-                        format!("{key}:failed:{attempt}"),
-                        id,
-                        serde_json::to_value(body).expect("serialises"),
-                    ),
+                    failed(Some(status), error, None),
                     Outcome { sent: 1, failed: 1, lines: vec![line], ..Outcome::default() },
                 )
             }
@@ -524,35 +494,17 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                 tracing::info!(?status, %error, retry_in_ms = delay.as_millis() as u64, "transient failure; retry scheduled");
                 let line = format!("{id} {}: retry scheduled ({error}, attempt {attempt})", kind.as_str());
-                let body = ObligationFailed {
-                    invitation_id: id.clone(),
-                    obligation: kind,
-                    idempotency_key: key.clone(),
-                    attempt,
-                    http_status: status,
-                    error,
-                    permanent: false,
-                    next_attempt_at: Some(rfc3339(next)),
-                    at: rfc3339(now),
+                let outcome = Outcome {
+                    sent: 1,
+                    retry_scheduled: 1,
+                    next_due: Some(next),
+                    lines: vec![line],
+                    ..Outcome::default()
                 };
-                (
-                    internal_event(
-                        format!("{prefix}.failed"),
-                        format!("{key}:failed:{attempt}"),
-                        id,
-                        serde_json::to_value(body).expect("serialises"),
-                    ),
-                    Outcome {
-                        sent: 1,
-                        retry_scheduled: 1,
-                        next_due: Some(next),
-                        lines: vec![line],
-                        ..Outcome::default()
-                    },
-                )
+                (failed(status, error, Some(next)), outcome)
             }
         };
-        self.inner.writer.append(event).await?;
+        self.inner.writer.append(event.to_new_event()).await?;
         Ok(result)
     }
 
@@ -566,13 +518,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             Ok(entity) => {
                 let found = entity.is_some();
                 let body = InvitationFetched { invitation_id: id.clone(), fetched_at: rfc3339(now), entity };
-                let event = internal_event(
-                    kinds::INVITATION_FETCHED.into(),
-                    format!("lightspark-fetch:{id}"),
-                    id,
-                    serde_json::to_value(body).expect("serialises"),
-                );
-                self.inner.writer.append(event).await?;
+                self.inner.writer.append(InternalEvent::Fetched(body).to_new_event()).await?;
                 let what = if found { "fetched" } else { "unknown to Lightspark" };
                 Ok(Outcome { fetched: 1, lines: vec![format!("{id} invitation: {what}")], ..Outcome::default() })
             }
@@ -594,13 +540,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                     failed_at: rfc3339(now),
                     next_attempt_at: rfc3339(next),
                 };
-                let event = internal_event(
-                    kinds::INVITATION_FETCH_FAILED.into(),
-                    format!("lightspark-fetch:{id}:failed:{attempt}"),
-                    id,
-                    serde_json::to_value(body).expect("serialises"),
-                );
-                self.inner.writer.append(event).await?;
+                self.inner.writer.append(InternalEvent::FetchFailed(body).to_new_event()).await?;
                 Ok(Outcome {
                     fetch_failed: 1,
                     next_due: Some(next),
@@ -609,18 +549,6 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 })
             }
         }
-    }
-}
-
-/// An internal event about invitation `stream`, keyed for idempotent append.
-fn internal_event(kind: String, event_key: String, stream: &str, body: serde_json::Value) -> NewEvent {
-    NewEvent {
-        event_key,
-        kind,
-        stream: Some(stream.to_owned()),
-        body: serde_json::to_vec(&body).expect("event body serialises"),
-        signature: None,
-        sibling_prefix: None,
     }
 }
 

@@ -300,23 +300,6 @@ pub async fn append_events(
     appended
 }
 
-/// A hand-made internal event about `invitation`, with a JSON body.
-pub fn internal_event(
-    kind: &str,
-    event_key: &str,
-    invitation: &str,
-    body: &impl serde::Serialize,
-) -> invitation_ledger::ledger::NewEvent {
-    invitation_ledger::ledger::NewEvent {
-        event_key: event_key.to_owned(),
-        kind: kind.to_owned(),
-        stream: Some(invitation.to_owned()),
-        body: serde_json::to_vec(body).expect("event body serialises"),
-        signature: None,
-        sibling_prefix: None,
-    }
-}
-
 /// How many ledger events have `kind`.
 pub fn count_kind(db: &Path, kind: &str) -> usize {
     ledger_rows(db).iter().filter(|r| r.2 == kind).count()
