@@ -199,13 +199,11 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
     // As in the service, the writer folds what it appends into the
     // projections, so `status` and `audit` see this pass's outcome.
-    let (writer, projected, thread) = crate::projection::worker::start_writer(&db.db, true, Default::default())?;
-    let reconciler =
-        crate::service::build_reconciler(&db.db, writer.clone(), config, Default::default())?.following(projected);
+    let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
+    let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
+        .following(ledger.projected.clone());
     let outcome = reconciler.try_execute_once(dry_run).await;
-    drop(reconciler);
-    drop(writer);
-    tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
+    ledger.close().await?;
     let o = outcome?;
     let mut out = o.lines.join("\n");
     if !out.is_empty() {
@@ -232,8 +230,7 @@ pub async fn resolve(
     decision: crate::projection::events::Decision,
     payment_id: Option<String>,
 ) -> anyhow::Result<String> {
-    use crate::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved};
-    use crate::projection::view::{obligation, ObligationState};
+    use crate::projection::events::ObligationKind;
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
     let kind = ObligationKind::parse(kind).ok_or_else(|| {
         anyhow::anyhow!(
@@ -242,7 +239,22 @@ pub async fn resolve(
     })?;
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
-    let (writer, _projected, thread) = crate::projection::worker::start_writer(&db.db, true, Default::default())?;
+    let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
+    let recorded = record_resolution(&ledger.writer, db, invitation, kind, decision, payment_id).await;
+    ledger.close().await?;
+    recorded
+}
+
+async fn record_resolution(
+    writer: &ledger::LedgerWriter,
+    db: &DbArgs,
+    invitation: &str,
+    kind: crate::projection::events::ObligationKind,
+    decision: crate::projection::events::Decision,
+    payment_id: Option<String>,
+) -> anyhow::Result<String> {
+    use crate::projection::events::{IdempotencyKey, InternalEvent, ObligationResolved};
+    use crate::projection::view::{obligation, ObligationState};
     let conn = crate::projection::store::open_read_only(&db.db)?;
     let state = crate::projection::store::find(&conn, invitation)?
         .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
@@ -263,10 +275,7 @@ pub async fn resolve(
         at: crate::time::rfc3339(chrono::Utc::now()),
         occurrence: format!("{}:{}", view.attempts, view.updated_at.as_deref().unwrap_or("-")),
     };
-    let appended = writer.append(InternalEvent::Resolved(body).to_new_event()).await;
-    drop(writer);
-    tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("ledger writer panicked"))?;
-    let appended = appended?;
+    let appended = writer.append(InternalEvent::Resolved(body).to_new_event()).await?;
     Ok(format!(
         "recorded {} for {} {} at seq {}{}",
         decision.as_str(),

@@ -14,7 +14,6 @@ use crate::config::ReconcileConfig;
 use crate::ledger::LedgerWriter;
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
-use crate::projection;
 use crate::reconcile::{self, clock, endpoint::HttpEndpoint, worker::Seams, Reconciler};
 
 /// The reconciler as the service and `reconcile --once` run it: real HTTP,
@@ -51,6 +50,55 @@ pub fn build_reconciler(
 }
 use crate::config::ServiceConfig;
 use crate::ledger::lock::InstanceLock;
+use crate::projection::projector::Projector;
+
+/// The ledger as a running process writes it: the writer thread (group
+/// commit) and the projector thread that folds each commit, started
+/// together and stopped together. What `serve` runs, and what the commands
+/// that append (`resolve`, `reconcile --once`) use, so what they append is
+/// folded at once and `status` shows it.
+pub struct LiveLedger {
+    pub writer: LedgerWriter,
+    /// How far the projections have got.
+    pub projected: tokio::sync::watch::Receiver<u64>,
+    writer_thread: std::thread::JoinHandle<()>,
+    projector: Projector,
+}
+
+impl LiveLedger {
+    /// Opens (creating and migrating) the ledger, catches its projections
+    /// up, and starts both threads.
+    ///
+    /// # Errors
+    /// When a database cannot be opened or the first catch-up fails.
+    pub fn open(db: &std::path::Path, group_commit: bool, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let (projector, hook, projected) = Projector::start(db)
+            .with_context(|| format!("opening the ledger {} and catching up its projections", db.display()))?;
+        let (writer, writer_thread) = LedgerWriter::start_with(db, group_commit, metrics, Some(hook))
+            .with_context(|| format!("opening the ledger {}", db.display()))?;
+        Ok(Self { writer, projected, writer_thread, projector })
+    }
+
+    /// Commits what is queued, refuses later appends (even from clones of
+    /// the writer still alive elsewhere), folds the last commits and waits
+    /// for both threads.
+    ///
+    /// # Errors
+    /// When a thread panicked.
+    pub async fn close(self) -> anyhow::Result<()> {
+        let Self { writer, writer_thread, projector, .. } = self;
+        writer.stop().await;
+        drop(writer);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            writer_thread.join().map_err(|_| anyhow::anyhow!("the ledger writer thread panicked"))?;
+            // The writer's hook is gone with its thread: the projector folds
+            // the last commits and ends.
+            projector.join()?;
+            Ok(())
+        })
+        .await?
+    }
+}
 
 /// How long a client may take to send its request headers. Bounds slow
 /// clients that would otherwise hold a connection forever.
@@ -76,12 +124,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let lock = InstanceLock::acquire(&config.db)?;
     let metrics = Arc::new(Metrics::default());
-    let (writer, projected, writer_thread) =
-        projection::worker::start_writer(&config.db, config.group_commit, metrics.clone())
-            .with_context(|| format!("opening the ledger {} and catching up its projections", config.db.display()))?;
+    let ledger = LiveLedger::open(&config.db, config.group_commit, metrics.clone())?;
+    let writer = ledger.writer.clone();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let reconciler =
-        build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?.following(projected);
+    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?
+        .following(ledger.projected.clone());
     let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
     let state = Arc::new(AppState { config, writer, metrics, reads });
@@ -119,12 +166,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     // In-flight obligation steps finish and record their outcomes.
     reconcile_task.await?;
-    drop(reconciler);
-    state.writer.stop().await;
-    drop(state);
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the ledger writer thread panicked"))?;
+    ledger.close().await?;
     drop(lock);
     tracing::info!("stopped");
     Ok(())

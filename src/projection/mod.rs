@@ -8,14 +8,14 @@
 //! - [`audit`]: the incentive audit and its anomalies, a pure function of
 //!   the projected states.
 //! - [`store`]: the tables, checkpoint, rebuild, checksum and queries.
-//! - [`worker`]: keeps the tables current as the ledger grows.
+//! - [`projector`]: keeps the tables current as the ledger grows.
 
 pub mod audit;
 pub mod events;
+pub mod projector;
 pub mod state;
 pub mod store;
 pub mod view;
-pub mod worker;
 
 pub use state::{apply, InvitationState};
 

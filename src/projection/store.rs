@@ -30,6 +30,8 @@ pub enum ProjectionError {
     Swap { path: String, source: std::io::Error },
     #[error("could not start the projector thread: {0}")]
     Thread(std::io::Error),
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
 }
 
 /// The projection file's tables; see `schema/projections.sql`.

@@ -1,5 +1,6 @@
 //! Keeps the projections current: a projector thread, woken by each ledger
-//! commit, folds what is new into the projection file.
+//! commit, folds what is new into the projection file. Whoever runs the
+//! ledger writer owns both lifetimes (the service's `LiveLedger`).
 //!
 //! The projections live in a file of their own, so the projector writes
 //! beside the ledger writer rather than after it: a fold never delays the
@@ -13,8 +14,6 @@ use tokio::sync::watch;
 
 use super::store::{self, ProjectionError};
 use crate::ledger::writer::AfterCommit;
-use crate::ledger::LedgerWriter;
-use crate::metrics::Metrics;
 
 /// How many events one projection transaction takes.
 const BATCH: usize = 5_000;
@@ -26,51 +25,60 @@ const BATCH: usize = 5_000;
 /// request path on two cores.
 const GAP: Duration = Duration::from_millis(1);
 
-/// A ledger writer and the projector that follows it: the projections are
-/// caught up before this returns, and every commit is folded in shortly
-/// after. What the service runs, and what the CLI commands that append use.
-///
-/// The returned thread ends once the writer has stopped (every handle
-/// dropped, or [`LedgerWriter::stop`]) and its last commit is folded.
-///
-/// # Errors
-/// When a database cannot be opened or the first catch-up fails.
-pub fn start_writer(
-    db: &Path,
-    group_commit: bool,
-    metrics: Arc<Metrics>,
-) -> Result<(LedgerWriter, watch::Receiver<u64>, std::thread::JoinHandle<()>), ProjectionError> {
-    let mut conn = store::open(db)?;
-    let first = store::catch_up(&mut conn, BATCH)?;
-    let (projected_tx, projected) = watch::channel(first);
-    let wake = Arc::new(Wake::default());
-    let (writer, writer_thread) = LedgerWriter::start_with(db, group_commit, metrics, Some(wake.hook()))?;
-    let thread = std::thread::Builder::new()
-        .name("projector".into())
-        .spawn(move || {
-            lower_priority();
-            let mut fold = || match store::catch_up(&mut conn, BATCH) {
-                Ok(seq) => {
-                    projected_tx.send_replace(seq);
-                    Some(seq)
+/// The projector thread. It folds every commit the ledger writer reports
+/// through the hook [`Projector::start`] hands out, and ends once that hook
+/// is dropped (the writer has stopped), after folding the last commits.
+pub struct Projector {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Projector {
+    /// Catches the projections up with the ledger, then starts the thread.
+    /// Returns it, the after-commit hook to give the ledger writer, and how
+    /// far the projections have got (updated after every fold).
+    ///
+    /// # Errors
+    /// When a database cannot be opened or the first catch-up fails.
+    pub fn start(db: &Path) -> Result<(Self, AfterCommit, watch::Receiver<u64>), ProjectionError> {
+        let mut conn = store::open(db)?;
+        let first = store::catch_up(&mut conn, BATCH)?;
+        let (projected_tx, projected) = watch::channel(first);
+        let wake = Arc::new(Wake::default());
+        let hook = wake.hook();
+        let thread = std::thread::Builder::new()
+            .name("projector".into())
+            .spawn(move || {
+                lower_priority();
+                let mut fold = || match store::catch_up(&mut conn, BATCH) {
+                    Ok(seq) => {
+                        projected_tx.send_replace(seq);
+                        Some(seq)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "projection catch-up failed; retried after the next commit, or at the next start");
+                        None
+                    }
+                };
+                let mut seen = first;
+                while let Some(head) = wake.wait_past(seen) {
+                    // After a failure, wait for the next commit rather than spin.
+                    seen = fold().map_or(head, |seq| seq.max(head));
+                    std::thread::sleep(GAP);
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "projection catch-up failed; retried after the next commit, or at the next start");
-                    None
-                }
-            };
-            let mut seen = first;
-            while let Some(head) = wake.wait_past(seen) {
-                // After a failure, wait for the next commit rather than spin.
-                seen = fold().map_or(head, |seq| seq.max(head));
-                std::thread::sleep(GAP);
-            }
-            let _ = writer_thread.join();
-            // The writer's last commits, and anything a failure left behind.
-            fold();
-        })
-        .map_err(ProjectionError::Thread)?;
-    Ok((writer, projected, thread))
+                // The writer's last commits, and anything a failure left behind.
+                fold();
+            })
+            .map_err(ProjectionError::Thread)?;
+        Ok((Self { thread }, hook, projected))
+    }
+
+    /// Waits for the thread to end (the writer must be stopping).
+    ///
+    /// # Errors
+    /// When the thread panicked.
+    pub fn join(self) -> Result<(), ProjectionError> {
+        self.thread.join().map_err(|_| ProjectionError::Panicked("projector"))
+    }
 }
 
 /// The ledger head as the writer last reported it, and whether the writer
