@@ -39,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod grid;
+pub mod invitation;
 pub mod ledger;
 pub mod lightspark;
 pub mod metrics;

@@ -75,7 +75,7 @@ impl WebhookEnvelope {
 /// and `data` read straight into a snapshot ([`WireSnapshot`]) instead of
 /// a `Value`. Accepts and refuses exactly the bodies
 /// [`WebhookEnvelope::parse`] does, and its `data` is the snapshot
-/// `InvitationSnapshot::from_json` gives for that envelope's `data`.
+/// `crate::lightspark::invitation::parse` gives for that envelope's `data`.
 #[derive(Debug, Deserialize)]
 pub struct WebhookFacts<'a> {
     #[serde(borrow)]

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::events::{IdempotencyKey, ObligationKind};
 use super::state::{InvitationState, ObligationPhase};
 use super::view::{obligation, ObligationState};
-use crate::lightspark::invitation::IncentivesStatus;
+use crate::invitation::IncentivesStatus;
 use crate::money::Money;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -9,8 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::{decode, Decision, Fact, IdempotencyKey, InternalEvent, ObligationKind};
+use crate::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus};
 use crate::ledger::{EventView, LedgerEvent};
-use crate::lightspark::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus, WireSnapshot};
+use crate::lightspark::invitation::WireSnapshot;
 use crate::lightspark::webhook::{WebhookFacts, UMA_INVITATION_CLAIMED};
 use crate::money::PaymentAmount;
 use crate::time::instant;
@@ -301,7 +302,7 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
         Fact::Internal(InternalEvent::Fetched(f)) => {
             match f.entity {
                 Some(entity) => {
-                    let snap = InvitationSnapshot::from_json(&entity);
+                    let snap = crate::lightspark::invitation::parse(&entity);
                     let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(i64::MIN);
                     let claimed_text = snap.updated_at.clone().unwrap_or_else(|| f.fetched_at.clone());
                     state.merge(snap, at, event.seq, &claimed_text);

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::events::{IdempotencyKey, ObligationKind};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
-use crate::lightspark::invitation::IncentivesStatus;
+use crate::invitation::IncentivesStatus;
 use crate::money::{Money, PaymentAmount};
 
 /// The state names of DESIGN.md ("Obligations and the reconciler").

@@ -74,7 +74,7 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lightspark::invitation::InvitationStatus;
+    use crate::invitation::InvitationStatus;
     use crate::money::{Money, PaymentAmount};
     use crate::projection::state::{ObligationPhase, Versioned};
 
@@ -180,8 +180,7 @@ mod tests {
     #[test]
     fn an_incentive_needs_both_the_platform_and_a_configured_amount() {
         let mut s = claimed_with_amount();
-        s.incentives_status =
-            Some(Versioned { value: crate::lightspark::invitation::IncentivesStatus::Validated, at: 0 });
+        s.incentives_status = Some(Versioned { value: crate::invitation::IncentivesStatus::Validated, at: 0 });
         let no_amount = Capabilities { incentive_configured: false, ..caps() };
         assert_eq!(
             next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &no_amount),
