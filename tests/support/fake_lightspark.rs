@@ -57,12 +57,17 @@ impl FakeLightspark {
                 },
             );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = warp::serve(route)
-            .try_bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
-                let _ = rx.await;
-            })
-            .expect("bind the fake Lightspark API on 127.0.0.1:0");
-        tokio::spawn(server);
+        let listener =
+            tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the fake Lightspark API on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(
+            warp::serve(route)
+                .incoming(listener)
+                .graceful(async move {
+                    let _ = rx.await;
+                })
+                .run(),
+        );
         Self { url: format!("http://{addr}{GRAPHQL_PATH}"), state, shutdown: Some(tx) }
     }
 
