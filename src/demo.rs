@@ -58,10 +58,16 @@ async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::one
             warp::reply::with_status(warp::reply::json(&json!({"payment_id": id})), warp::http::StatusCode::OK)
         });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, server) = warp::serve(route).try_bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async {
-        let _ = rx.await;
-    })?;
-    tokio::spawn(server);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding the payment sink")?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        warp::serve(route)
+            .incoming(listener)
+            .graceful(async {
+                let _ = rx.await;
+            })
+            .run(),
+    );
     Ok((format!("http://{addr}"), tx))
 }
 

@@ -1,12 +1,15 @@
 //! The running service: HTTP listener, ledger writer and background workers,
 //! started together and stopped together.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 
 use crate::api::read::ReadPool;
 use crate::api::{self, AppState};
@@ -133,36 +136,45 @@ pub async fn serve(
     let reads = Arc::new(ReadPool::new(&config.db));
     let state = Arc::new(AppState { config, writer, metrics, reads });
     let routes = api::routes(state.clone());
-    let service = warp::service(routes);
-    let make = hyper::service::make_service_fn(move |_| {
-        let service = service.clone();
-        async move { Ok::<_, Infallible>(service) }
-    });
+    let service = TowerToHyperService::new(warp::service(routes));
     listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener).context("registering the listener")?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %state.config.db.display(), "serving");
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
-    });
-    let mut graceful = stopping.clone();
-    let server = hyper::Server::from_tcp(listener)?
-        .http1_header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve(make)
-        .with_graceful_shutdown(async move {
-            let _ = graceful.wait_for(|s| *s).await;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    // Every connection runs in this set, so that the ones still open after
+    // the drain period can be cut (dropping the set aborts them).
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let Some(stream) = accepted else { continue };
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        connections.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
         });
-    // A client that opened a connection and never sent a request keeps a
-    // graceful shutdown waiting for its header timeout; in-flight requests
-    // get DRAIN to finish, then the rest is cut.
-    tokio::select! {
-        r = server => r.context("HTTP server failed")?,
-        _ = async {
-            let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(DRAIN).await;
-        } => tracing::warn!("connections still open after the drain period; closing them"),
     }
+    // Stop accepting. Connections with nothing sent or idle between
+    // requests close now; in-flight requests are answered (with
+    // `Connection: close`).
+    drop(listener);
+    // A client stopped halfway through its headers keeps a graceful shutdown
+    // waiting for its header timeout, a slow body for its body timeout;
+    // in-flight requests get DRAIN to finish, then the rest is cut.
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after the drain period; closing them"),
+    }
+    connections.shutdown().await;
     let _ = stop_tx.send(true);
     // In-flight obligation steps finish and record their outcomes.
     reconcile_task.await?;
@@ -170,4 +182,22 @@ pub async fn serve(
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The next connection, or `None` when an accept failed. Errors about a
+/// single connection (reset or aborted before it was accepted) are skipped;
+/// anything else, such as running out of file descriptors, is logged and
+/// accepting pauses for a second so that the loop does not spin until some
+/// are released.
+async fn accept(listener: &tokio::net::TcpListener) -> Option<tokio::net::TcpStream> {
+    use std::io::ErrorKind;
+    let e = match listener.accept().await {
+        Ok((stream, _)) => return Some(stream),
+        Err(e) => e,
+    };
+    if !matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset) {
+        tracing::error!(error = %e, "accept failed; retrying in a second");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    None
 }

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use invitation_ledger::lightspark::signature::sign;
 
 const SECRET: &str = "bench-signing-secret";
@@ -200,7 +203,7 @@ struct Load {
 }
 
 /// Builds request `i` of a run.
-type MakeRequest = Arc<dyn Fn(usize) -> hyper::Request<hyper::Body> + Send + Sync>;
+type MakeRequest = Arc<dyn Fn(usize) -> hyper::Request<Full<bytes::Bytes>> + Send + Sync>;
 
 /// Sends `requests` requests over `connections` keep-alive connections,
 /// request `i` built by `make(i)` and counted good when it answers 200.
@@ -219,7 +222,7 @@ async fn drive(connections: usize, requests: usize, rate: u64, addr: &str, make:
         let (next, errors, make, addr) = (next.clone(), errors.clone(), make.clone(), addr.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut sender: Option<hyper::client::conn::SendRequest<hyper::Body>> = None;
+            let mut sender: Option<SendRequest<Full<bytes::Bytes>>> = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
@@ -237,7 +240,7 @@ async fn drive(connections: usize, requests: usize, rate: u64, addr: &str, make:
                     Some(s) => match s.send_request(make(i)).await {
                         Ok(r) => {
                             let status = r.status();
-                            hyper::body::to_bytes(r.into_body()).await.is_ok() && status == 200
+                            r.into_body().collect().await.is_ok() && status == 200
                         }
                         Err(_) => {
                             sender = None;
@@ -261,10 +264,10 @@ async fn drive(connections: usize, requests: usize, rate: u64, addr: &str, make:
 }
 
 /// One HTTP/1.1 connection to `addr`, its driver running in the background.
-async fn connect(addr: &str) -> anyhow::Result<hyper::client::conn::SendRequest<hyper::Body>> {
+async fn connect(addr: &str) -> anyhow::Result<SendRequest<Full<bytes::Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::handshake(stream).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     Ok(sender)
 }
@@ -289,7 +292,7 @@ async fn ingest(
             hyper::Request::post("/webhooks/lightspark")
                 .header("host", &host)
                 .header("lightspark-signature", sig)
-                .body(hyper::Body::from(body.clone()))
+                .body(Full::new(body.clone()))
                 .expect("valid request")
         }),
     )
@@ -433,7 +436,7 @@ async fn read(connections: usize, requests: usize, invitations: usize) -> anyhow
         Arc::new(move |i| {
             hyper::Request::get(format!("/v1/invitations/UmaInvitation:gen-{:08}", i.wrapping_mul(7919) % invitations))
                 .header("host", &host)
-                .body(hyper::Body::empty())
+                .body(Full::default())
                 .expect("valid request")
         }),
     )
@@ -457,8 +460,9 @@ async fn fast_platform() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
         counted.fetch_add(1, Ordering::Relaxed);
         warp::reply::json(&serde_json::json!({"payment_id": format!("pay-{key}")}))
     });
-    let (addr, server) = warp::serve(route).try_bind_ephemeral(([127, 0, 0, 1], 0))?;
-    tokio::spawn(server);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(warp::serve(route).incoming(listener).run());
     Ok((format!("http://{addr}"), calls))
 }
 

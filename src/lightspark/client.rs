@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::Url;
 use serde_json::Value;
@@ -383,23 +385,10 @@ fn excerpt(text: &str) -> String {
     }
 }
 
-/// Standard base64 with padding (RFC 4648 §4), for the Basic credentials.
-/// Twelve lines here instead of a dependency for one header.
+/// Standard base64 with padding (RFC 4648 §4), as HTTP Basic credentials
+/// need (RFC 7617): not the URL-safe alphabet, not unpadded.
 fn base64_encode(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64.encode(input)
 }
 
 #[cfg(test)]
@@ -437,6 +426,8 @@ mod tests {
         ] {
             assert_eq!(base64_encode(input.as_bytes()), expected, "{input:?}");
         }
+        // Values 62 and 63: the standard alphabet, not the URL-safe one.
+        assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
     }
 
     #[test]

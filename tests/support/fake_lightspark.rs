@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Filter;
@@ -57,12 +58,17 @@ impl FakeLightspark {
                 },
             );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr, server) = warp::serve(route)
-            .try_bind_with_graceful_shutdown(([127, 0, 0, 1], 0), async move {
-                let _ = rx.await;
-            })
-            .expect("bind the fake Lightspark API on 127.0.0.1:0");
-        tokio::spawn(server);
+        let listener =
+            tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the fake Lightspark API on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(
+            warp::serve(route)
+                .incoming(listener)
+                .graceful(async move {
+                    let _ = rx.await;
+                })
+                .run(),
+        );
         Self { url: format!("http://{addr}{GRAPHQL_PATH}"), state, shutdown: Some(tx) }
     }
 
@@ -203,17 +209,9 @@ pub fn aliased_entity(
     })
 }
 
-/// Standard base64 with padding (RFC 4648), enough for one header; the
-/// fake's own copy so that it does not trust the client's encoder. Public so
+/// Standard base64 with padding (RFC 4648), straight from the `base64`
+/// crate so that the fake does not go through the client's helper. Public so
 /// that tests can look for the encoded credentials in error texts.
 pub fn base64_encode(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(input)
 }

@@ -20,9 +20,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Body, Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use invitation_ledger::rng::SplitMix;
 use sha2::Sha256;
 use tokio::net::TcpListener;
@@ -127,7 +132,7 @@ impl FakePlatform {
                     let svc = service_fn(move |req| handle(st.clone(), req));
                     // An Err here is either a client going away or our Drop
                     // fault; either way the stream is dropped (closed).
-                    let _ = hyper::server::conn::Http::new().http1_only(true).serve_connection(stream, svc).await;
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
@@ -183,7 +188,7 @@ impl Drop for FakePlatform {
     }
 }
 
-fn header(req: &Request<Body>, name: &str) -> Option<String> {
+fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_owned())
 }
 
@@ -263,14 +268,14 @@ fn decide(s: &mut State, key: Option<String>, sig: Option<String>, raw: Vec<u8>)
     }
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Result<Response<Body>, DropConnection> {
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, DropConnection> {
     if req.method() != Method::POST {
         return Ok(json_response(405, &serde_json::json!({ "error": "method not allowed" })));
     }
     let key = header(&req, "idempotency-key");
     let sig = header(&req, "ledger-signature");
-    let raw = match hyper::body::to_bytes(req.into_body()).await {
-        Ok(b) => b.to_vec(),
+    let raw = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
         Err(_) => return Err(DropConnection),
     };
     let action = {
@@ -291,10 +296,10 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Result<Response
     }
 }
 
-fn json_response(status: u16, body: &serde_json::Value) -> Response<Body> {
+fn json_response(status: u16, body: &serde_json::Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
+        .body(Full::new(Bytes::from(body.to_string())))
         .expect("valid response")
 }

@@ -307,10 +307,10 @@ pub fn count_kind(db: &Path, kind: &str) -> usize {
 
 impl TestApp {
     /// [`stop`](Self::stop), after dropping this test's pooled client
-    /// connections. hyper 0.14's graceful shutdown waits for a connection
-    /// that never sent a request until the 10 s header-read timeout, and
-    /// reqwest's pool can hold such a connection (opened in a race with an
-    /// idle one, then never used).
+    /// connections, so that none can hold the graceful shutdown. (hyper
+    /// 0.14's waited for a connection that never sent a request until the
+    /// 10 s header-read timeout, and reqwest's pool can hold such a
+    /// connection; hyper 1 closes it at once, so this is now a precaution.)
     pub async fn stop_promptly(mut self) -> tempfile::TempDir {
         self.client = reqwest::Client::new();
         self.stop().await
