@@ -65,7 +65,7 @@ pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", db.db.display());
     let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
     let mut progress = Progress::new("rebuilding");
-    let summary = crate::projection::store::rebuild(&db.db, |done, total| progress.show(done, total))?;
+    let summary = crate::projection::rebuild::rebuild(&db.db, |done, total| progress.show(done, total))?;
     progress.finish();
     Ok(summary.to_string())
 }
@@ -78,17 +78,17 @@ pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
 /// When the rebuilt projections differ from the live ones (naming both
 /// checksums), or the ledger cannot be read.
 pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
-    use crate::projection::store;
+    use crate::projection::{rebuild, store};
     let source = open_projections(db)?;
     // One read transaction: the checkpoint and the rows it covers are seen
     // together, even while the service keeps folding.
     source.execute_batch("BEGIN")?;
     let upto = store::checkpoint(&source)?;
-    let live = store::checksum(&source)?;
+    let live = rebuild::checksum(&source)?;
     source.execute_batch("COMMIT")?;
     let scratch_dir = tempfile::tempdir()?;
     let mut progress = Progress::new("checking");
-    let summary = store::rebuild_scratch(&db.db, &scratch_dir.path().join("scratch.db"), upto, |done, total| {
+    let summary = rebuild::rebuild_scratch(&db.db, &scratch_dir.path().join("scratch.db"), upto, |done, total| {
         progress.show(done, total)
     })?;
     progress.finish();
@@ -108,53 +108,43 @@ pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
 /// When the invitation is unknown or the ledger cannot be read.
 pub fn status(db: &DbArgs, id_or_code: &str, json: bool) -> anyhow::Result<String> {
     let conn = open_projections(db)?;
-    let Some(v) = crate::api::read::invitation_json(&conn, id_or_code)? else {
+    let Some(v) = crate::projection::query::invitation(&conn, id_or_code)? else {
         anyhow::bail!("no invitation with id or code {id_or_code:?}");
     };
     if json {
         return Ok(serde_json::to_string_pretty(&v)?);
     }
-    let s = |k: &str| match &v[k] {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    Ok(status_text(&v))
+}
+
+/// The short table `status` prints: one invitation's facts, then one line
+/// per obligation.
+fn status_text(v: &crate::projection::view::InvitationView) -> String {
+    let s = |x: Option<&str>| x.unwrap_or("-").to_owned();
     let mut out = format!(
         "invitation {}  code {}  status {}\ninviter {}  invitee {}\nincentives {}{}  amount {}\nclaimed_at {}  last_seq {}\n",
-        s("invitation_id"),
-        s("code"),
-        s("status"),
-        s("inviter_uma"),
-        s("invitee_uma"),
-        s("incentives_status"),
-        match &v["incentives_ineligibility_reason"] {
-            serde_json::Value::String(r) => format!(" ({r})"),
-            _ => String::new(),
-        },
-        match &v["payment_amount"] {
-            serde_json::Value::Object(m) => format!("{} {}", m["value"], m["currency"].as_str().unwrap_or("?")),
-            _ => "-".into(),
-        },
-        s("claimed_at"),
-        s("last_seq"),
+        v.invitation_id,
+        s(v.code.as_deref()),
+        s(v.status.as_deref()),
+        s(v.inviter_uma.as_deref()),
+        s(v.invitee_uma.as_deref()),
+        s(v.incentives_status.as_deref()),
+        v.incentives_ineligibility_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        v.payment_amount.as_ref().map_or("-".into(), |m| format!("{} {}", m.value(), m.currency())),
+        s(v.claimed_at.as_deref()),
+        v.last_seq,
     );
-    for (label, key) in [("payout", "payout"), ("incentive", "incentive"), ("notification", "notification")] {
-        let o = &v[key];
-        let field = |k: &str| {
-            o[k].as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| if o[k].is_null() { "-".into() } else { o[k].to_string() })
-        };
+    for (label, o) in [("payout", &v.payout), ("incentive", &v.incentive), ("notification", &v.notification)] {
         out.push_str(&format!(
             "{label:<13} {:<16} attempts {}  key {}  payment {}{}\n",
-            field("state"),
-            o["attempts"],
-            field("idempotency_key"),
-            field("payment_id"),
-            o.get("reason").and_then(|r| r.as_str()).map(|r| format!("  reason {r}")).unwrap_or_default()
+            o.state.as_str(),
+            o.attempts,
+            o.idempotency_key.as_ref().map_or("-", |k| k.as_str()),
+            s(o.payment_id.as_deref()),
+            o.reason.as_deref().map(|r| format!("  reason {r}")).unwrap_or_default()
         ));
     }
-    Ok(out.trim_end().to_owned())
+    out.trim_end().to_owned()
 }
 
 /// A one-line progress indicator on stderr, shown only on a terminal.
@@ -256,7 +246,7 @@ async fn record_resolution(
     use crate::projection::events::{IdempotencyKey, InternalEvent, ObligationResolved};
     use crate::projection::view::{obligation, ObligationState};
     let conn = crate::projection::store::open_read_only(&db.db)?;
-    let state = crate::projection::store::find(&conn, invitation)?
+    let state = crate::projection::query::find(&conn, invitation)?
         .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
     let view = obligation(&state, kind);
     anyhow::ensure!(
@@ -297,6 +287,6 @@ pub fn audit_incentives(
     horizon: std::time::Duration,
 ) -> anyhow::Result<String> {
     let conn = open_projections(db)?;
-    let a = crate::api::read::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
+    let a = crate::projection::query::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
     Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::projection::audit::render(&a) })
 }

@@ -286,7 +286,7 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
     let live_schema = schema(&db);
     let live = {
         let conn = rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap();
-        hex::encode(invitation_ledger::projection::store::checksum(&conn).unwrap())
+        hex::encode(invitation_ledger::projection::rebuild::checksum(&conn).unwrap())
     };
     let out = run_env(&["rebuild"], &env);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -464,9 +464,9 @@ mod incremental_equals_rebuild {
             }
             drop(writer);
             thread.join().unwrap();
-            let incremental = store::checksum(&conn).unwrap();
+            let incremental = invitation_ledger::projection::rebuild::checksum(&conn).unwrap();
             drop(conn);
-            let summary = store::rebuild(&db, |_, _| {}).unwrap();
+            let summary = invitation_ledger::projection::rebuild::rebuild(&db, |_, _| {}).unwrap();
             prop_assert_eq!(summary.events, events.len() as u64);
             prop_assert_eq!(hex::encode(summary.checksum), hex::encode(incremental));
         }

@@ -37,7 +37,7 @@ use invitation_ledger::projection::events::{
     ObligationResolved,
 };
 use invitation_ledger::projection::state::InvitationState;
-use invitation_ledger::projection::{store, view};
+use invitation_ledger::projection::{query, rebuild, store, view};
 use invitation_ledger::reconcile::clock::Clock;
 use invitation_ledger::reconcile::endpoint::{CallOutcome, Endpoint, OutgoingRequest};
 use invitation_ledger::reconcile::worker::Seams;
@@ -787,7 +787,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn open_obligations(db: &Path) -> Result<usize, String> {
     let mut conn = store::open(db).map_err(|e| e.to_string())?;
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
-    let states = store::all(&conn, None).map_err(|e| e.to_string())?;
+    let states = query::all(&conn, None).map_err(|e| e.to_string())?;
     Ok(states
         .iter()
         .map(|s| ObligationKind::ALL.into_iter().filter(|k| view::obligation(s, *k).state.is_open()).count())
@@ -1011,7 +1011,7 @@ fn operator_resolves(
 ) -> Result<usize, String> {
     let mut conn = store::open(db).map_err(|e| e.to_string())?;
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
-    let states = store::all(&conn, None).map_err(|e| e.to_string())?;
+    let states = query::all(&conn, None).map_err(|e| e.to_string())?;
     let mut todo = Vec::new();
     for s in &states {
         for kind in ObligationKind::ALL {
@@ -1078,11 +1078,11 @@ fn check(
 
     // 3. The hash chain is intact, and a full rebuild equals the incremental projection.
     let summary = verify(&conn, None).map_err(|e| format!("invariant 3: verify failed: {e}"))?;
-    let incremental = store::checksum(&conn).map_err(|e| e.to_string())?;
+    let incremental = rebuild::checksum(&conn).map_err(|e| e.to_string())?;
     let states: BTreeMap<String, InvitationState> =
-        store::all(&conn, None).map_err(|e| e.to_string())?.into_iter().map(|s| (s.invitation_id.clone(), s)).collect();
+        query::all(&conn, None).map_err(|e| e.to_string())?.into_iter().map(|s| (s.invitation_id.clone(), s)).collect();
     drop(conn);
-    let rebuilt = store::rebuild(db, |_, _| {}).map_err(|e| e.to_string())?;
+    let rebuilt = rebuild::rebuild(db, |_, _| {}).map_err(|e| e.to_string())?;
     let conn = store::open(db).map_err(|e| e.to_string())?;
     if rebuilt.checksum != incremental || rebuilt.events != summary.events {
         return Err(format!(

@@ -30,7 +30,7 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
         .run(|c| {
             let head = crate::ledger::head(c)?.0;
             let checkpoint = crate::projection::store::checkpoint(c)?;
-            Ok((head, checkpoint, crate::projection::store::obligation_counts(c)?))
+            Ok((head, checkpoint, crate::projection::query::obligation_counts(c)?))
         })
         .await?;
     let m = &state.metrics;

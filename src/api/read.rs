@@ -6,16 +6,15 @@
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::{reject, ApiError};
 use super::AppState;
-use crate::ledger;
-use crate::projection::store::{self, ListFilter};
-use crate::projection::view;
+use crate::projection::query::{self, ListFilter};
+use crate::projection::store;
 use crate::secret::Secret;
 
 /// Largest page any list answers.
@@ -172,40 +171,10 @@ struct AuditQuery {
     inviter_uma: Option<String>,
 }
 
-/// The incentive audit, shared by `GET /v1/audit/incentives` and the CLI.
-///
-/// # Errors
-/// When the database cannot be read.
-pub fn audit_incentives(
-    conn: &Connection,
-    inviter_uma: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-    horizon: std::time::Duration,
-) -> anyhow::Result<crate::projection::audit::IncentiveAudit> {
-    let states = store::all(conn, inviter_uma)?;
-    Ok(crate::projection::audit::audit(&states, now, horizon))
-}
-
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     after: Option<u64>,
     limit: Option<usize>,
-}
-
-#[derive(Serialize)]
-struct Page<T, C> {
-    items: Vec<T>,
-    next: Option<C>,
-}
-
-#[derive(Serialize)]
-struct EventSummary {
-    seq: u64,
-    kind: String,
-    event_key: String,
-    stream: Option<String>,
-    recorded_at: String,
-    hash: String,
 }
 
 fn page_size(limit: Option<usize>) -> Result<usize, Rejection> {
@@ -215,20 +184,6 @@ fn page_size(limit: Option<usize>) -> Result<usize, Rejection> {
         Some(n) if n > MAX_PAGE => Err(reject(ApiError::BadRequest(format!("limit must be at most {MAX_PAGE}")))),
         Some(n) => Ok(n),
     }
-}
-
-/// The invitation projection of one id or code, as JSON; shared with the CLI.
-///
-/// # Errors
-/// When the database cannot be read.
-pub fn invitation_json(conn: &Connection, id_or_code: &str) -> anyhow::Result<Option<serde_json::Value>> {
-    Ok(invitation_view(conn, id_or_code)?.map(|v| serde_json::to_value(v).expect("view serialises")))
-}
-
-/// The invitation projection of one id or code, serialised straight into
-/// the HTTP answer.
-fn invitation_view(conn: &Connection, id_or_code: &str) -> anyhow::Result<Option<view::InvitationView>> {
-    Ok(store::find(conn, id_or_code)?.map(|s| view::view(&s)))
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -242,7 +197,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             async move {
                 let id = percent_decode(&raw, false);
                 let lookup = id.clone();
-                match p.lookup(move |c| invitation_view(c, &lookup)).await.map_err(reject)? {
+                match p.lookup(move |c| Ok(query::invitation(c, &lookup)?)).await.map_err(reject)? {
                     Some(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
                     None => Err(reject(ApiError::NotFound(format!("no invitation with id or code {id:?}")))),
                 }
@@ -262,14 +217,8 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                         after: q.after.filter(|s| !s.is_empty()),
                         limit: page_size(q.limit)?,
                     };
-                    let (items, next) = p
-                        .run(move |c| {
-                            let (states, next) = store::list(c, &filter)?;
-                            Ok((states.iter().map(view::view).collect::<Vec<_>>(), next))
-                        })
-                        .await
-                        .map_err(reject)?;
-                    Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
+                    let page = p.run(move |c| Ok(query::invitations(c, &filter)?)).await.map_err(reject)?;
+                    Ok::<_, Rejection>(warp::reply::json(&page).into_response())
                 }
             },
         );
@@ -285,7 +234,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             async move {
                 let inviter = q.inviter_uma.filter(|s| !s.is_empty());
                 let a = p
-                    .run(move |c| audit_incentives(c, inviter.as_deref(), chrono::Utc::now(), horizon))
+                    .run(move |c| Ok(query::audit_incentives(c, inviter.as_deref(), chrono::Utc::now(), horizon)?))
                     .await
                     .map_err(reject)?;
                 Ok::<_, Rejection>(warp::reply::json(&a).into_response())
@@ -300,31 +249,8 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                 async move {
                     let limit = page_size(q.limit)?;
                     let after = q.after.unwrap_or(0);
-                    let (items, next) = p
-                        .run(move |c| {
-                            let mut events = ledger::read_after(c, after, limit + 1)?;
-                            let next = if events.len() > limit {
-                                events.truncate(limit);
-                                events.last().map(|e| e.seq)
-                            } else {
-                                None
-                            };
-                            let items: Vec<EventSummary> = events
-                                .into_iter()
-                                .map(|e| EventSummary {
-                                    seq: e.seq,
-                                    kind: e.kind,
-                                    event_key: e.event_key,
-                                    stream: e.stream,
-                                    recorded_at: e.recorded_at,
-                                    hash: hex::encode(e.hash),
-                                })
-                                .collect();
-                            Ok((items, next))
-                        })
-                        .await
-                        .map_err(reject)?;
-                    Ok::<_, Rejection>(warp::reply::json(&Page { items, next }).into_response())
+                    let page = p.run(move |c| Ok(query::ledger_events(c, after, limit)?)).await.map_err(reject)?;
+                    Ok::<_, Rejection>(warp::reply::json(&page).into_response())
                 }
             },
         );

@@ -13,6 +13,8 @@
 pub mod audit;
 pub mod events;
 pub mod projector;
+pub mod query;
+pub mod rebuild;
 pub mod state;
 pub mod store;
 pub mod view;

@@ -220,7 +220,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             let mut out = Vec::new();
             let mut after = String::new();
             loop {
-                let page = store::needing_work(conn, mask, &after, PAGE)?;
+                let page = crate::projection::query::needing_work(conn, mask, &after, PAGE)?;
                 let Some(last) = page.last() else { break };
                 after = last.invitation_id.clone();
                 let full = page.len() == PAGE;

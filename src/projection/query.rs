@@ -1,0 +1,328 @@
+//! The read side: every question the read API, the status page and the CLI
+//! ask of the projections (and of the ledger they are attached to), as plain
+//! functions of a connection. Handlers and commands call these and only
+//! render what they return.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::audit::{self, IncentiveAudit};
+use super::state::InvitationState;
+use super::store::{decode, load, ProjectionError};
+use super::view::{self, InvitationView};
+use crate::ledger;
+
+/// By invitation id, else by invitation code.
+///
+/// # Errors
+/// As [`load`].
+pub fn find(conn: &Connection, id_or_code: &str) -> Result<Option<InvitationState>, ProjectionError> {
+    if let Some(s) = load(conn, id_or_code)? {
+        return Ok(Some(s));
+    }
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT invitation_id, state FROM invitations WHERE code = ?1 ORDER BY invitation_id LIMIT 1")?
+        .query_row([id_or_code], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(id, j)| decode(&id, &j)).transpose()
+}
+
+/// Filters of `GET /v1/invitations`; every one is bound as a parameter.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub payout_state: Option<String>,
+    pub inviter_uma: Option<String>,
+    /// Exclusive cursor: the last invitation id of the previous page.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of invitations in id order, and the cursor of the next page.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<InvitationState>, Option<String>), ProjectionError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT invitation_id, state FROM invitations
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR payout_state = ?2)
+           AND (?3 IS NULL OR inviter_uma = ?3) AND invitation_id > ?4
+         ORDER BY invitation_id LIMIT ?5",
+    )?;
+    let mut out = decode_rows(
+        &mut stmt,
+        params![f.status, f.payout_state, f.inviter_uma, f.after.as_deref().unwrap_or(""), (f.limit + 1) as i64],
+    )?;
+    let next = if out.len() > f.limit {
+        out.truncate(f.limit);
+        out.last().map(|s| s.invitation_id.clone())
+    } else {
+        None
+    };
+    Ok((out, next))
+}
+
+/// Invitations with work among the bits of `mask` (see
+/// [`view::work_bits`]), after the id `after`.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn needing_work(
+    conn: &Connection,
+    mask: i64,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<InvitationState>, ProjectionError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT invitation_id, state FROM invitations
+         WHERE work <> 0 AND (work & ?1) <> 0 AND invitation_id > ?2 ORDER BY invitation_id LIMIT ?3",
+    )?;
+    decode_rows(&mut stmt, params![mask, after, limit as i64])
+}
+
+/// Every invitation, in id order, for the audit.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn all(conn: &Connection, inviter_uma: Option<&str>) -> Result<Vec<InvitationState>, ProjectionError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT invitation_id, state FROM invitations WHERE (?1 IS NULL OR inviter_uma = ?1) ORDER BY invitation_id",
+    )?;
+    decode_rows(&mut stmt, params![inviter_uma])
+}
+
+/// The states selected by `sql`, which must select `invitation_id, state`
+/// from `invitations`; every value is bound through `params`.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn query(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<InvitationState>, ProjectionError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    decode_rows(&mut stmt, params)
+}
+
+fn decode_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<InvitationState>, ProjectionError> {
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, json) = row?;
+        out.push(decode(&id, &json)?);
+    }
+    Ok(out)
+}
+
+/// How many obligations are in each state, per kind: `(kind, state, n)`.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String, i64)>, ProjectionError> {
+    let mut out = Vec::new();
+    for (kind, column) in [
+        ("invitee_payment", "payout_state"),
+        ("inviter_incentive", "incentive_state"),
+        ("inviter_notification", "notification_state"),
+    ] {
+        // `column` comes from the fixed list above, never from input.
+        let mut stmt = conn.prepare_cached(&format!("SELECT {column}, COUNT(*) FROM invitations GROUP BY {column}"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            out.push((kind, state, n));
+        }
+    }
+    Ok(out)
+}
+
+/// One page of a list, and the cursor of the next page (`None`: the last).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+/// The projection of one invitation, by id or code, as the API and the CLI
+/// show it.
+///
+/// # Errors
+/// When SQLite fails or the stored row cannot be read.
+pub fn invitation(conn: &Connection, id_or_code: &str) -> Result<Option<InvitationView>, ProjectionError> {
+    Ok(find(conn, id_or_code)?.map(|s| view::view(&s)))
+}
+
+/// One page of `GET /v1/invitations`.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn invitations(conn: &Connection, filter: &ListFilter) -> Result<Page<InvitationView, String>, ProjectionError> {
+    let (states, next) = list(conn, filter)?;
+    Ok(Page { items: states.iter().map(view::view).collect(), next })
+}
+
+/// The incentive audit over every invitation (of one inviter).
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn audit_incentives(
+    conn: &Connection,
+    inviter_uma: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    horizon: std::time::Duration,
+) -> Result<IncentiveAudit, ProjectionError> {
+    Ok(audit::audit(&all(conn, inviter_uma)?, now, horizon))
+}
+
+/// A ledger event as `GET /v1/ledger/events` lists it: what identifies and
+/// chains it, not its body.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventSummary {
+    pub seq: u64,
+    pub kind: String,
+    pub event_key: String,
+    pub stream: Option<String>,
+    pub recorded_at: String,
+    pub hash: String,
+}
+
+/// Up to `limit` ledger events after `after` (exclusive), in order.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn ledger_events(conn: &Connection, after: u64, limit: usize) -> Result<Page<EventSummary, u64>, ProjectionError> {
+    let mut events = ledger::read_after(conn, after, limit + 1)?;
+    let next = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    let items = events
+        .into_iter()
+        .map(|e| EventSummary {
+            seq: e.seq,
+            kind: e.kind,
+            event_key: e.event_key,
+            stream: e.stream,
+            recorded_at: e.recorded_at,
+            hash: hex::encode(e.hash),
+        })
+        .collect();
+    Ok(Page { items, next })
+}
+
+/// The `limit` invitations whose last event is the most recent.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
+    query(conn, "SELECT invitation_id, state FROM invitations ORDER BY last_seq DESC LIMIT ?1", params![limit as i64])
+}
+
+/// Invitations with an obligation in doubt or failed, most recent first.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn needing_an_operator(conn: &Connection, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
+    query(
+        conn,
+        "SELECT invitation_id, state FROM invitations
+         WHERE payout_state IN ('in_doubt', 'failed') OR incentive_state IN ('in_doubt', 'failed')
+            OR notification_state IN ('in_doubt', 'failed')
+         ORDER BY last_seq DESC LIMIT ?1",
+        params![limit as i64],
+    )
+}
+
+/// Invitations whose invitee is `uma`, in id order.
+fn by_invitee(conn: &Connection, uma: &str, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
+    query(
+        conn,
+        "SELECT invitation_id, state FROM invitations WHERE invitee_uma = ?1 ORDER BY invitation_id LIMIT ?2",
+        params![uma, limit as i64],
+    )
+}
+
+/// What a search of the status page found.
+#[derive(Debug, Clone)]
+pub enum Search {
+    /// The query is an invitation id or code.
+    Exact(Box<InvitationView>),
+    /// Invitations whose inviter or invitee the query names, at most `cap`
+    /// of them (`truncated` when there were more).
+    Matches { items: Vec<InvitationView>, truncated: bool },
+}
+
+/// Looks `q` up as an invitation id or code, else as an inviter or invitee
+/// UMA.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn search(conn: &Connection, q: &str, cap: usize) -> Result<Search, ProjectionError> {
+    if let Some(s) = find(conn, q)? {
+        return Ok(Search::Exact(Box::new(view::view(&s))));
+    }
+    let filter = ListFilter { inviter_uma: Some(q.to_owned()), limit: cap, ..ListFilter::default() };
+    let (mut states, next) = list(conn, &filter)?;
+    let mut truncated = next.is_some();
+    for s in by_invitee(conn, q, cap + 1)? {
+        if states.iter().any(|x| x.invitation_id == s.invitation_id) {
+            continue;
+        }
+        if states.len() >= cap {
+            truncated = true;
+            break;
+        }
+        states.push(s);
+    }
+    Ok(Search::Matches { items: states.iter().map(view::view).collect(), truncated })
+}
+
+/// Everything the status page shows, read in one go.
+#[derive(Debug, Clone)]
+pub struct StatusPage {
+    /// The ledger's last seq and the projections' checkpoint.
+    pub head: u64,
+    pub checkpoint: u64,
+    /// Obligations per (kind, state).
+    pub counts: Vec<(&'static str, String, i64)>,
+    pub search: Option<Search>,
+    pub recent: Vec<InvitationView>,
+    /// Invitations with an obligation in doubt or failed.
+    pub attention: Vec<InvitationView>,
+    pub audit: IncentiveAudit,
+}
+
+/// How many rows each part of the status page shows at most.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusPageLimits {
+    pub search: usize,
+    pub recent: usize,
+    pub attention: usize,
+}
+
+/// The status page's data, with the search for `q` when there is one.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn status_page(
+    conn: &Connection,
+    q: Option<&str>,
+    limits: StatusPageLimits,
+    now: chrono::DateTime<chrono::Utc>,
+    horizon: std::time::Duration,
+) -> Result<StatusPage, ProjectionError> {
+    Ok(StatusPage {
+        head: ledger::head(conn)?.0,
+        checkpoint: super::store::checkpoint(conn)?,
+        counts: obligation_counts(conn)?,
+        search: q.map(|q| search(conn, q, limits.search)).transpose()?,
+        recent: recent(conn, limits.recent)?.iter().map(view::view).collect(),
+        attention: needing_an_operator(conn, limits.attention)?.iter().map(view::view).collect(),
+        audit: audit_incentives(conn, None, now, horizon)?,
+    })
+}

@@ -1,0 +1,282 @@
+//! Folding the whole ledger into a fresh projection file (`rebuild`), or
+//! into a scratch one to compare (`rebuild --check`), and the canonical
+//! checksum of projection contents.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+
+use super::state::{apply_to, InvitationState};
+use super::store::{
+    attach_ledger, path, remove_if_exists, save_with, set_page_size, suffixed, ProjectionError, SAVE, SCHEMA,
+    SCHEMA_VERSION,
+};
+use crate::ledger::{self, LedgerError};
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildSummary {
+    pub events: u64,
+    pub invitations: u64,
+    pub checksum: [u8; 32],
+}
+
+impl std::fmt::Display for RebuildSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rebuilt events={} checksum={}", self.events, hex::encode(self.checksum))
+    }
+}
+
+/// Folds the whole ledger into a fresh projection file, then puts it in
+/// place of the live one. The caller holds the instance lock: no service
+/// may be folding into the live file meanwhile.
+///
+/// # Errors
+/// When SQLite or the file system fails; then the live projections are
+/// as they were, or (if the swap itself failed) absent and folded again at
+/// the next start.
+pub fn rebuild(ledger: &Path, progress: impl FnMut(u64, u64)) -> Result<RebuildSummary, ProjectionError> {
+    drop(ledger::open(ledger)?);
+    let live = path(ledger);
+    let fresh = suffixed(&live, "-rebuild");
+    remove_if_exists(&fresh)?;
+    let mut conn = open_scratch(&fresh, ledger)?;
+    let upto = ledger::head(&conn)?.0;
+    let summary = replay(&mut conn, ledger, upto, progress)?;
+    conn.close().map_err(|(_, e)| e)?;
+    swap(&fresh, &live)?;
+    Ok(summary)
+}
+
+/// Folds the ledger's events up to `upto` into a new scratch projection
+/// file at `scratch` (`rebuild --check`); only reads the ledger.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn rebuild_scratch(
+    ledger: &Path,
+    scratch: &Path,
+    upto: u64,
+    progress: impl FnMut(u64, u64),
+) -> Result<RebuildSummary, ProjectionError> {
+    let mut conn = open_scratch(scratch, ledger)?;
+    replay(&mut conn, ledger, upto, progress)
+}
+
+/// A new projection file written without a journal or syncs: until it is
+/// complete and synced it is nobody's projections, so a crash only leaves
+/// a file to delete.
+fn open_scratch(file: &Path, ledger: &Path) -> Result<Connection, ProjectionError> {
+    let conn = Connection::open(file)?;
+    set_page_size(&conn)?;
+    conn.pragma_update(None, "journal_mode", "OFF")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    // Keeps the table's upper pages and the id index in memory while rows
+    // stream in; well inside the memory budget.
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    attach_ledger(&conn, ledger)?;
+    Ok(conn)
+}
+
+/// Puts the complete file `fresh` in place of `live`. The order matters:
+/// once the live file is gone its WAL is an orphan (which [`open`] removes),
+/// and a WAL must never meet the fresh file. The fresh file is synced while
+/// the old one is removed: each takes a tenth of a second or more for a
+/// large file, and the old projections are disposable whatever happens next.
+fn swap(fresh: &Path, live: &Path) -> Result<(), ProjectionError> {
+    let failed = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ProjectionError::Swap { path, source }
+    };
+    std::thread::scope(|scope| {
+        let synced = scope.spawn(|| std::fs::File::open(fresh).and_then(|f| f.sync_all()).map_err(failed(fresh)));
+        let removed = [live.to_owned(), suffixed(live, "-wal"), suffixed(live, "-shm")]
+            .iter()
+            .try_for_each(|f| remove_if_exists(f));
+        let synced = synced.join().expect("sync thread panicked");
+        synced.and(removed)
+    })?;
+    std::fs::rename(fresh, live).map_err(failed(live))?;
+    let dir = live.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed(dir))?;
+    Ok(())
+}
+
+/// Folds the ledger's events up to `upto` into the tables of `conn`, a
+/// fresh file from [`open_scratch`] (whose attached ledger is `ledger`).
+///
+/// Events are read one invitation at a time (through the stream index) by
+/// a reader thread that folds each invitation completely and hands over its
+/// final state; this thread serialises and inserts. So each row is written
+/// once, in invitation-id order, which keeps every insert, and every index
+/// update, at the right edge of its B-tree, and the memory used is one
+/// invitation's. The fold is per invitation (`apply` ignores other
+/// streams), so the result is the same as folding in `seq` order.
+fn replay(
+    conn: &mut Connection,
+    ledger: &Path,
+    upto: u64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildSummary, ProjectionError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let deferred = drop_indexes_built_after_rows(&tx)?;
+    let source = ledger::open_read_only(ledger)?;
+    // Batches of final states, with how many events were read so far;
+    // bounded so the reader cannot run far ahead of the inserts.
+    let (states_tx, states_rx) = std::sync::mpsc::sync_channel::<(Vec<InvitationState>, u64)>(16);
+    let mut digest = Checksum::default();
+    std::thread::scope(|scope| -> Result<(), ProjectionError> {
+        let reader = scope.spawn(move || fold_by_stream(&source, upto, &states_tx));
+        let mut inserted: Result<(), ProjectionError> = Ok(());
+        // Rows arrive in invitation-id order (the stream index's order, the
+        // same binary collation), the checksum's order: it is computed as
+        // they are written instead of reading 100s of MB back.
+        let mut insert = tx.prepare(SAVE)?;
+        'batches: for (states, read) in states_rx {
+            for state in &states {
+                match save_with(&mut insert, state) {
+                    Ok(json) => digest.row(&state.invitation_id, &json),
+                    Err(e) => {
+                        inserted = Err(e);
+                        break 'batches;
+                    }
+                }
+            }
+            progress(read, upto);
+        }
+        // Dropping the receiver (above, on error) stops the reader.
+        let folded = reader.join().expect("rebuild reader thread panicked");
+        inserted.and(folded)
+    })?;
+    for sql in &deferred {
+        tx.execute_batch(sql)?;
+    }
+    tx.execute("UPDATE projection_checkpoint SET last_seq = ?1 WHERE id = 1", [upto as i64])?;
+    progress(upto, upto);
+    let summary = RebuildSummary { events: upto, invitations: digest.rows, checksum: digest.finish() };
+    tx.commit()?;
+    Ok(summary)
+}
+
+/// Indexes a replay builds once the rows are in, by one sort, rather than
+/// row by row: codes bear no relation to ids, so inserting them as rows
+/// arrive in id order lands all over the index (measured on 1,000,000
+/// events with random codes: 3.4 s against 3.0 s for the whole rebuild).
+/// The other index follows id order and is written along its edge.
+const INDEXES_AFTER_ROWS: &[&str] = &["invitations_by_code"];
+
+/// Drops the [`INDEXES_AFTER_ROWS`] of a fresh file and returns the SQL
+/// that creates them again, as the schema has it.
+fn drop_indexes_built_after_rows(conn: &Connection) -> Result<Vec<String>, ProjectionError> {
+    let mut create = Vec::new();
+    for name in INDEXES_AFTER_ROWS {
+        let sql: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1", [name], |r| r.get(0))?;
+        // `name` comes from the fixed list above, never from input.
+        conn.execute_batch(&format!("DROP INDEX {name}"))?;
+        create.push(sql);
+    }
+    Ok(create)
+}
+
+/// The rebuild's reader: folds each invitation's events and sends its
+/// final state, with how many events it has read so far.
+fn fold_by_stream(
+    source: &Connection,
+    upto: u64,
+    out: &std::sync::mpsc::SyncSender<(Vec<InvitationState>, u64)>,
+) -> Result<(), ProjectionError> {
+    /// States handed over at a time: one hand-off per state cost more in
+    /// thread wake-ups than the insert itself.
+    const BATCH: usize = 1024;
+    enum Stop {
+        /// The receiver has gone: the inserting side failed and says why.
+        Receiver,
+        Ledger(LedgerError),
+    }
+    impl From<LedgerError> for Stop {
+        fn from(e: LedgerError) -> Self {
+            Stop::Ledger(e)
+        }
+    }
+    let mut current: Option<InvitationState> = None;
+    let mut done: Vec<InvitationState> = Vec::with_capacity(BATCH);
+    let mut read = 0u64;
+    let result = ledger::for_each_by_stream(source, upto, |e: ledger::EventView<'_>| -> Result<(), Stop> {
+        read += 1;
+        let id = e.stream.expect("selected with a stream");
+        let next = match &current {
+            Some(s) => s.invitation_id != id,
+            None => true,
+        };
+        if next {
+            if let Some(finished) = current.replace(InvitationState::new(id)) {
+                done.push(finished);
+                if done.len() == BATCH {
+                    let batch = std::mem::replace(&mut done, Vec::with_capacity(BATCH));
+                    out.send((batch, read)).map_err(|_| Stop::Receiver)?;
+                }
+            }
+        }
+        apply_to(current.as_mut().expect("set above"), e);
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            done.extend(current);
+            let _ = out.send((done, read));
+            Ok(())
+        }
+        Err(Stop::Receiver) => Ok(()),
+        Err(Stop::Ledger(e)) => Err(e.into()),
+    }
+}
+
+/// SHA-256 over every projection row in invitation-id order: `f(id) ‖
+/// f(state JSON)` with `f(x) = u32be(len) ‖ x`. Equal projections give equal
+/// checksums however they were built.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn checksum(conn: &Connection) -> Result<[u8; 32], ProjectionError> {
+    let mut h = Checksum::default();
+    let mut stmt = conn.prepare("SELECT invitation_id, state FROM invitations ORDER BY invitation_id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let text = |col| {
+            r.get_ref(col)?
+                .as_bytes()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
+        };
+        h.row_bytes(text(0)?, text(1)?);
+    }
+    Ok(h.finish())
+}
+
+/// The running [`checksum`], fed rows in invitation-id order.
+#[derive(Default)]
+struct Checksum {
+    hash: Sha256,
+    rows: u64,
+}
+
+impl Checksum {
+    fn row(&mut self, id: &str, state: &str) {
+        self.row_bytes(id.as_bytes(), state.as_bytes());
+    }
+
+    fn row_bytes(&mut self, id: &[u8], state: &[u8]) {
+        for v in [id, state] {
+            self.hash.update((v.len() as u32).to_be_bytes());
+            self.hash.update(v);
+        }
+        self.rows += 1;
+    }
+
+    fn finish(self) -> [u8; 32] {
+        self.hash.finalize().into()
+    }
+}
