@@ -18,6 +18,9 @@ CREATE TABLE invitations (
     -- 2 invitee payment, 4 inviter incentive, 8 inviter notification.
     work          INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,
+    -- Whom the incentive audit credits: the receiver its first request
+    -- named, else the inviter the invitation names now.
+    audit_inviter TEXT,
     state         TEXT    NOT NULL
 );
 
@@ -30,12 +33,16 @@ CREATE INDEX invitations_by_code ON invitations (code) WHERE code IS NOT NULL;
 CREATE INDEX invitations_with_work ON invitations (invitation_id, work) WHERE work <> 0;
 
 -- The last ledger seq folded into the rows above, written in the same
--- transaction as them.
+-- transaction as them, and the ledger's hash at that seq: the projections
+-- belong to the ledger that holds exactly this hash there. Another one (a
+-- restored backup, a replaced or truncated file) gets them emptied and
+-- folded again before anything reads them.
 CREATE TABLE projection_checkpoint (
-    id       INTEGER PRIMARY KEY CHECK (id = 1),
-    last_seq INTEGER NOT NULL
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq    INTEGER NOT NULL,
+    ledger_hash BLOB
 );
-INSERT INTO projection_checkpoint (id, last_seq) VALUES (1, 0);
+INSERT INTO projection_checkpoint (id, last_seq, ledger_hash) VALUES (1, 0, NULL);
 
 -- The boot of the machine under which this file was last opened for
 -- writing. The file is written without syncs; only a crash of the machine

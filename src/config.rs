@@ -129,6 +129,26 @@ fn http_url(setting: &str, raw: &Option<String>) -> Result<Option<String>, Confi
 }
 
 impl ReconcileArgs {
+    /// The defaults, without endpoints: what the unit tests start from.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        ReconcileArgs {
+            payout_url: None,
+            payout_signing_key: None,
+            notify_url: None,
+            inviter_incentive: None,
+            lightspark_api_url: "http://127.0.0.1:9/unused".into(),
+            lightspark_api_client_id: None,
+            lightspark_api_client_secret: None,
+            reconcile_interval_ms: 2000,
+            retry_base_ms: 1000,
+            retry_max_ms: 3_600_000,
+            idempotency_window: "24h".into(),
+            request_timeout_ms: 10_000,
+            reconcile_concurrency: 8,
+        }
+    }
+
     /// # Errors
     /// [`ConfigError`] naming the first setting that cannot be used.
     pub fn validate(&self) -> Result<ReconcileConfig, ConfigError> {

@@ -10,7 +10,7 @@ use crate::money::PaymentAmount;
 
 /// Where an invitation is in its life. Lightspark adds enum values without
 /// notice, so an unknown one is kept verbatim instead of failing the event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", from = "String")]
 pub enum InvitationStatus {
     Pending,
@@ -70,7 +70,7 @@ impl From<String> for InvitationStatus {
 }
 
 /// Whether the inviter earns Lightspark's incentive for this invitation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", from = "String")]
 pub enum IncentivesStatus {
     Pending,

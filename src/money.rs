@@ -21,6 +21,11 @@ pub(crate) const REASON_NEGATIVE: &str = "amount is negative";
 pub struct Money {
     value: i64,
     currency: String,
+    /// How many of the smallest units make one whole unit, as a power of
+    /// ten (2 for USD, 0 for JPY, 8 for BTC), when the source said so. Sent
+    /// to the platform as given, never guessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decimals: Option<u32>,
 }
 
 /// The unchecked wire form of [`Money`], only used to re-check the invariant
@@ -29,12 +34,14 @@ pub struct Money {
 struct MoneyRepr {
     value: i64,
     currency: String,
+    #[serde(default)]
+    decimals: Option<u32>,
 }
 
 impl TryFrom<MoneyRepr> for Money {
     type Error = String;
     fn try_from(r: MoneyRepr) -> Result<Self, String> {
-        Money::new(r.value, r.currency)
+        Ok(Money::new(r.value, r.currency)?.with_decimals(r.decimals))
     }
 }
 
@@ -51,7 +58,14 @@ impl Money {
         if !is_currency_code(&currency) {
             return Err(format!("currency code {currency:?} is not 1 to 16 ASCII letters or digits"));
         }
-        Ok(Money { value, currency })
+        Ok(Money { value, currency, decimals: None })
+    }
+
+    /// The same amount, with the currency's decimals as the source gave
+    /// them (`None`: not given).
+    pub fn with_decimals(mut self, decimals: Option<u32>) -> Money {
+        self.decimals = decimals;
+        self
     }
 
     pub fn value(&self) -> i64 {
@@ -60,6 +74,23 @@ impl Money {
 
     pub fn currency(&self) -> &str {
         &self.currency
+    }
+
+    pub fn decimals(&self) -> Option<u32> {
+        self.decimals
+    }
+
+    /// For people: `5.00 USD`, `1500 JPY`; the raw count of smallest units
+    /// with its code when the decimals are unknown.
+    pub fn display(&self) -> String {
+        match self.decimals {
+            Some(d) if d > 0 && d <= 18 => {
+                let unit = 10u64.pow(d);
+                let v = self.value.unsigned_abs();
+                format!("{}.{:0width$} {}", v / unit, v % unit, self.currency, width = d as usize)
+            }
+            _ => format!("{} {}", self.value, self.currency),
+        }
     }
 }
 
@@ -75,4 +106,30 @@ pub(crate) fn is_currency_code(s: &str) -> bool {
 pub enum PaymentAmount {
     Valid(Money),
     Invalid { reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_show_with_their_currencys_decimals() {
+        let m = |v, c: &str, d| Money::new(v, c).unwrap().with_decimals(d);
+        assert_eq!(m(500, "USD", Some(2)).display(), "5.00 USD");
+        assert_eq!(m(5, "USD", Some(2)).display(), "0.05 USD");
+        assert_eq!(m(1500, "JPY", Some(0)).display(), "1500 JPY");
+        assert_eq!(m(123_456_789, "BTC", Some(8)).display(), "1.23456789 BTC");
+        assert_eq!(m(500, "XYZ", None).display(), "500 XYZ");
+    }
+
+    #[test]
+    fn decimals_survive_a_round_trip_and_are_left_out_when_unknown() {
+        let with = Money::new(500, "USD").unwrap().with_decimals(Some(2));
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json, serde_json::json!({"value": 500, "currency": "USD", "decimals": 2}));
+        assert_eq!(serde_json::from_value::<Money>(json).unwrap(), with);
+        let without = serde_json::to_value(Money::new(500, "USD").unwrap()).unwrap();
+        assert_eq!(without, serde_json::json!({"value": 500, "currency": "USD"}));
+        assert!(serde_json::from_value::<Money>(serde_json::json!({"value": -1, "currency": "USD"})).is_err());
+    }
 }

@@ -152,7 +152,12 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             biased;
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                // The reconciler starts nothing new from now on, while the
+                // listener drains.
+                let _ = stop_tx.send(true);
+                break;
+            }
             accepted = accept(&listener) => accepted,
         };
         let Some(stream) = accepted else { continue };

@@ -158,6 +158,7 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
 fn requested(f: &InvitationFixture, at: &str) -> invitation_ledger::ledger::NewEvent {
     let k = IdempotencyKey::of(&f.id, ObligationKind::InviterIncentive);
     let body = ObligationRequested {
+        receiver_uma: Some(f.inviter_uma.clone()),
         invitation_id: f.id.clone(),
         obligation: ObligationKind::InviterIncentive,
         idempotency_key: k.clone(),

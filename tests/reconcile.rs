@@ -254,8 +254,9 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
 }
 
 #[tokio::test]
-async fn a_409_counts_as_paid() {
-    // Arrange: the platform already knows this key.
+async fn a_409_is_retried_with_the_same_key_and_body_and_never_counts_as_paid() {
+    // Arrange: the platform says a request with this key is still being
+    // processed (IETF idempotency-key draft), then answers normally.
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Status(409));
     let app = app_with(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
@@ -265,15 +266,18 @@ async fn a_409_counts_as_paid() {
     // Act
     app.claim(&inv, "evt-409").await;
 
-    // Assert
+    // Assert: the 409 scheduled a retry, the retry was paid, with the same
+    // key and body, and the ledger recorded no success for the 409.
     let v = wait_state(&app, &inv.id, "payout", "succeeded", SETTLE).await;
-    assert_eq!(v["payout"]["attempts"], 1);
-    assert!(v["payout"]["last_error"].is_null());
+    assert_eq!(v["payout"]["attempts"], 2);
     let requests = payments.requests();
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].answered, 409);
+    assert_eq!(requests.len(), 2);
+    assert_eq!((requests[0].answered, requests[1].answered), (409, 200));
+    assert_eq!(requests[0].idempotency_key, requests[1].idempotency_key);
+    assert_eq!(requests[0].raw_body, requests[1].raw_body);
+    assert_eq!(count_kind(&app.db, "payout.failed"), 1);
     assert_eq!(count_kind(&app.db, "payout.succeeded"), 1);
-    assert_eq!(count_kind(&app.db, "payout.failed"), 0);
+    assert_eq!(payments.executed().len(), 1);
 }
 
 #[tokio::test]
@@ -371,7 +375,10 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
     let payment_id_of = |k: &str| format!("pay_{}", executed.iter().position(|(e, _)| e == k).unwrap() + 1);
     assert_eq!(v["payout"]["payment_id"], payment_id_of(&payout_key));
     assert_eq!(v["incentive"]["payment_id"], payment_id_of(&incentive_key));
-    assert_eq!(v["incentive"]["amount"], json!({"value": 500, "currency": "USD"}));
+    assert_eq!(
+        v["incentive"]["requested"],
+        json!({"receiver_uma": inv.inviter_uma, "amount": {"value": 500, "currency": "USD"}})
+    );
 }
 
 #[tokio::test]
@@ -496,6 +503,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
     let two_days_ago = chrono::Utc::now() - chrono::Duration::days(2);
     let paid_key = IdempotencyKey::of(&paid.id, ObligationKind::InviteePayment);
     let requested = ObligationRequested {
+        receiver_uma: paid.invitee_uma.clone(),
         invitation_id: paid.id.clone(),
         obligation: ObligationKind::InviteePayment,
         idempotency_key: paid_key.clone(),

@@ -55,7 +55,7 @@ pub const GET_UMA_INVITATION: &str = r#"query GetUmaInvitation($id: ID!) {
 /// The largest answer read. An invitation is well under a kilobyte; anything
 /// near this size is not an answer to our query, and reading it unbounded
 /// would let a misbehaving endpoint exhaust memory.
-const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// How much of an unexpected answer is kept in an error: enough to recognise
 /// an HTML error page or a GraphQL message, short enough for a log line.

@@ -58,7 +58,8 @@ pub struct InviterAudit {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Anomaly {
-    /// `forwarded_twice`, `forwarded_not_validated` or `validated_not_forwarded`.
+    /// `forwarded_twice`, `forwarded_not_validated`, `validated_not_forwarded`,
+    /// `changed_after_request`, `status_conflict` or `incentives_conflict`.
     pub kind: &'static str,
     pub invitation_id: String,
     pub detail: String,
@@ -95,14 +96,29 @@ impl Totals {
     }
 }
 
+/// The inviter an invitation's incentive is audited under: the receiver
+/// its first request named, else the inviter the invitation names now.
+pub fn audit_inviter(s: &InvitationState) -> Option<String> {
+    let rec = s.obligation(ObligationKind::InviterIncentive);
+    rec.receiver_uma.clone().or_else(|| s.inviter_uma.as_ref().map(|v| v.value.clone()))
+}
+
 /// Builds the audit. `horizon` is how long a validated incentive may stay
 /// unforwarded after the claim before it counts as an anomaly.
 pub fn audit(states: &[InvitationState], now: DateTime<Utc>, horizon: Duration) -> IncentiveAudit {
     let mut by_inviter: BTreeMap<String, Vec<AuditedInvitation>> = BTreeMap::new();
     let mut anomalies = Vec::new();
     for s in states {
-        let Some(inviter) = s.inviter_uma.as_ref().map(|v| v.value.clone()) else { continue };
         let rec = s.obligation(ObligationKind::InviterIncentive);
+        // Credited to whom the platform was actually asked to pay, not to
+        // whoever a later snapshot names.
+        let Some(inviter) = audit_inviter(s) else { continue };
+        for a in super::view::anomalies(s) {
+            let about_incentive = a.kind != "changed_after_request" || a.detail.starts_with("inviter_incentive");
+            if a.kind != "undecodable_event" && about_incentive {
+                anomalies.push(Anomaly { kind: a.kind, invitation_id: s.invitation_id.clone(), detail: a.detail });
+            }
+        }
         let view = obligation(s, ObligationKind::InviterIncentive);
         let validated = matches!(s.incentives_status(), Some(IncentivesStatus::Validated));
         let forwarded = rec.phase == ObligationPhase::Succeeded;

@@ -109,6 +109,9 @@ pub struct ObligationRequested {
     pub idempotency_key: IdempotencyKey,
     pub attempt: u32,
     pub requested_at: String,
+    /// Who the platform is asked to pay (the inviter, for a notification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_uma: Option<String>,
     /// For payments and incentives: what was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<Money>,
@@ -145,9 +148,8 @@ pub struct ObligationFailed {
     pub at: String,
 }
 
-/// `obligation.in_doubt`: requested long ago, outcome never recorded, and
-/// the platform may have forgotten the key. Nothing more is sent until an
-/// operator resolves it.
+/// `obligation.in_doubt`: requested, outcome never settled, and nothing
+/// more may be sent until an operator resolves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObligationInDoubt {
     pub invitation_id: String,
@@ -155,6 +157,31 @@ pub struct ObligationInDoubt {
     pub idempotency_key: IdempotencyKey,
     pub first_requested_at: String,
     pub at: String,
+    #[serde(default)]
+    pub reason: InDoubtReason,
+}
+
+/// Why an obligation is in doubt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InDoubtReason {
+    /// Requested longer ago than the platform remembers idempotency keys:
+    /// re-sending could pay twice.
+    #[default]
+    WindowExpired,
+    /// The invitation's newest facts no longer owe it (cancelled, expired,
+    /// incentive ineligible, zero amount), but the platform may already
+    /// have acted on the request.
+    NoLongerDue,
+}
+
+impl InDoubtReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InDoubtReason::WindowExpired => "window_expired",
+            InDoubtReason::NoLongerDue => "no_longer_due",
+        }
+    }
 }
 
 /// An operator's decision on an in-doubt (or failed) obligation.
@@ -452,6 +479,7 @@ mod tests {
             idempotency_key: key(),
             attempt: 2,
             requested_at: "2026-11-01T00:00:00.000000Z".into(),
+            receiver_uma: Some("$b@y".into()),
             amount: Some(Money::new(500, "USD").unwrap()),
             request: serde_json::json!({"a": 1}),
         };
@@ -495,6 +523,7 @@ mod tests {
                 idempotency_key: key(),
                 first_requested_at: "w".into(),
                 at: "t".into(),
+                reason: InDoubtReason::NoLongerDue,
             }),
             InternalEvent::Resolved(ObligationResolved {
                 invitation_id: "Inv:1".into(),

@@ -373,20 +373,6 @@ fn arb_fact() -> impl Strategy<Value = Fact> {
     ]
 }
 
-fn fact_time(f: &Fact) -> String {
-    match f {
-        Fact::Webhook { timestamp, data } => data
-            .as_ref()
-            .and_then(|d| d.get("updated_at").or(d.get("uma_invitation_updated_at")))
-            .and_then(|v| v.as_str())
-            .unwrap_or(timestamp)
-            .to_owned(),
-        Fact::Fetched(d) => {
-            d.get("updated_at").or(d.get("uma_invitation_updated_at")).and_then(|v| v.as_str()).unwrap_or("").to_owned()
-        }
-    }
-}
-
 fn to_events(facts: &[Fact]) -> Vec<LedgerEvent> {
     facts
         .iter()
@@ -412,32 +398,182 @@ fn facts_of(s: &InvitationState) -> Value {
     v
 }
 
+/// `facts` with every date made distinct (the i-th fact is dated i
+/// minutes after a fixed start), keeping everything else.
+fn with_distinct_dates(facts: &[Fact]) -> Vec<Fact> {
+    let date = |i: usize| format!("2026-11-01T{:02}:{:02}:00+00:00", 10 + i / 60, i % 60);
+    let redate = |v: &Value, d: &str| {
+        let mut v = v.clone();
+        for k in ["updated_at", "uma_invitation_updated_at"] {
+            if v.get(k).is_some() {
+                v[k] = json!(d);
+            }
+        }
+        v
+    };
+    facts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match f {
+            Fact::Webhook { data, .. } => {
+                Fact::Webhook { timestamp: date(i), data: data.as_ref().map(|d| redate(d, &date(i))) }
+            }
+            Fact::Fetched(d) => Fact::Fetched(redate(d, &date(i))),
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn delivery_order_and_duplicates_do_not_change_the_projection(
+    fn with_distinct_dates_delivery_order_and_duplicates_do_not_change_the_projection(
         facts in prop::collection::vec(arb_fact(), 1..12),
         shuffle_seed in any::<u64>(),
         dup_mask in prop::collection::vec(any::<bool>(), 12),
     ) {
-        // given the facts in timestamp order
-        let mut ordered = facts.clone();
-        ordered.sort_by_key(fact_time);
-        // and the same facts shuffled, with some delivered twice
+        // given snapshots of distinct dates, in date order
+        let facts = with_distinct_dates(&facts);
+        // and the same snapshots delivered in another order, some twice
         let mut shuffled = facts.clone();
         for (i, f) in facts.iter().enumerate() {
             if dup_mask[i % dup_mask.len()] { shuffled.push(f.clone()); }
         }
-        let mut x = shuffle_seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
-        }
-        // when both are folded
-        let a = fold(&to_events(&ordered));
+        crate::rng::SplitMix::seeded(shuffle_seed).shuffle(&mut shuffled);
+        // when both deliveries are folded (each event at its arrival seq)
+        let a = fold(&to_events(&facts));
         let b = fold(&to_events(&shuffled));
         // then the projections agree
         prop_assert_eq!(facts_of(&a), facts_of(&b));
+    }
+
+    #[test]
+    fn on_equal_dates_the_projection_depends_only_on_seq(
+        facts in prop::collection::vec(arb_fact(), 1..12),
+        shuffle_seed in any::<u64>(),
+    ) {
+        // given snapshots, many of the same date, appended at seqs 1..n
+        let events = to_events(&facts);
+        // when they are folded in seq order, and in any other order
+        let in_order = fold(&events);
+        let mut shuffled = events.clone();
+        crate::rng::SplitMix::seeded(shuffle_seed).shuffle(&mut shuffled);
+        let out_of_order = fold(&shuffled);
+        // then the state is the same: only (date, seq) decided, never the
+        // order the fold saw them in or the values
+        prop_assert_eq!(in_order, out_of_order);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Money trail under late, reordered and changed snapshots.
+
+fn claimed_snapshot(seq: u64, updated_at: &str, extra: Value) -> LedgerEvent {
+    let mut data = snapshot(updated_at, json!({"invitee_uma": "$b@y"}));
+    for (k, v) in extra.as_object().unwrap() {
+        data[k] = v.clone();
+    }
+    webhook(seq, updated_at, Some(data))
+}
+
+#[test]
+fn a_late_older_expired_snapshot_does_not_undo_a_newer_claim() {
+    // given a claim validated at 12:00, then a snapshot from 11:00 saying
+    // expired and ineligible, delivered late
+    let newer = claimed_snapshot(
+        1,
+        "2026-11-01T12:00:00+00:00",
+        json!({"status": "CLAIMED", "incentives_status": "VALIDATED",
+               "payment_amount": {"value": 500, "currency": "USD"}}),
+    );
+    let older = claimed_snapshot(
+        2,
+        "2026-11-01T11:00:00+00:00",
+        json!({"status": "EXPIRED", "incentives_status": "INELIGIBLE", "incentives_ineligibility_reason": "DISABLED"}),
+    );
+    // when both are folded
+    let s = fold(&[newer, older]);
+    // then the newest snapshot's facts stand and the invitation is paid
+    let v = view::view(&s);
+    assert_eq!(v.status.as_deref(), Some("CLAIMED"));
+    assert_eq!(v.incentives_status.as_deref(), Some("VALIDATED"));
+    assert_eq!(v.payout.state, ObligationState::Pending);
+    assert_eq!(v.incentive.state, ObligationState::Pending);
+    // and the two final statuses that cannot both be true are flagged
+    let kinds: Vec<&str> = v.anomalies.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, ["status_conflict", "incentives_conflict"], "{:?}", v.anomalies);
+    assert!(v.anomalies[0].detail.contains("CLAIMED and EXPIRED"), "{}", v.anomalies[0].detail);
+}
+
+#[test]
+fn a_newer_cancellation_after_the_claim_wins_and_is_a_conflict() {
+    let claimed = claimed_snapshot(1, "2026-11-01T11:00:00+00:00", json!({"status": "CLAIMED"}));
+    let cancelled = claimed_snapshot(2, "2026-11-01T12:00:00+00:00", json!({"status": "CANCELLED"}));
+    for events in [vec![claimed.clone(), cancelled.clone()], vec![cancelled, claimed]] {
+        let v = view::view(&fold(&events));
+        assert_eq!(v.status.as_deref(), Some("CANCELLED"));
+        assert_eq!(v.anomalies.len(), 1, "{:?}", v.anomalies);
+        assert_eq!(v.anomalies[0].kind, "status_conflict");
+    }
+}
+
+#[test]
+fn a_receiver_or_amount_changed_after_the_request_is_shown_beside_what_was_requested() {
+    // given a payout requested for $b@y, 500 USD
+    let claimed = claimed_snapshot(
+        1,
+        "2026-11-01T12:00:00+00:00",
+        json!({"status": "CLAIMED", "payment_amount": {"value": 500, "currency": "USD"}}),
+    );
+    let key = super::events::IdempotencyKey::of(INV, ObligationKind::InviteePayment);
+    let requested = event(
+        2,
+        "payout.requested",
+        INV,
+        json!({"invitation_id": INV, "obligation": "invitee_payment", "idempotency_key": key, "attempt": 1,
+               "requested_at": "2026-11-01T12:00:01Z", "receiver_uma": "$b@y",
+               "amount": {"value": 500, "currency": "USD"},
+               "request": {"receiver_uma": "$b@y", "amount": {"value": 500, "currency": "USD"}}}),
+    );
+    // when a newer snapshot names $eve and 900 USD
+    let changed = claimed_snapshot(
+        3,
+        "2026-11-01T13:00:00+00:00",
+        json!({"invitee_uma": "$eve@e", "payment_amount": {"value": 900, "currency": "USD"}}),
+    );
+    let v = view::view(&fold(&[claimed, requested, changed]));
+    // then the obligation still shows what was asked, and the change is flagged
+    let req = v.payout.requested.as_ref().expect("requested");
+    assert_eq!(req.receiver_uma.as_deref(), Some("$b@y"));
+    assert_eq!(req.amount.as_ref().map(|m| m.value()), Some(500));
+    assert_eq!(v.invitee_uma.as_deref(), Some("$eve@e"));
+    let a: Vec<_> = v.anomalies.iter().filter(|a| a.kind == "changed_after_request").collect();
+    assert_eq!(a.len(), 1, "{:?}", v.anomalies);
+    assert!(a[0].detail.contains("$b@y") && a[0].detail.contains("$eve@e") && a[0].detail.contains("900 USD"));
+}
+
+#[test]
+fn on_equal_dates_the_later_seq_wins_never_the_larger_value() {
+    let at = "2026-11-01T12:00:00+00:00";
+    let amount = |value: i64| json!({"status": "CLAIMED", "payment_amount": {"value": value, "currency": "USD"}});
+    for (first, second) in [(900_000, 1000), (1000, 900)] {
+        // given two snapshots of the same moment, the second a correction
+        let s = fold(&[claimed_snapshot(1, at, amount(first)), claimed_snapshot(2, at, amount(second))]);
+        // then the one appended later is the truth
+        assert_eq!(view::view(&s).payment_amount.map(|m| m.value()), Some(second), "{first} then {second}");
+    }
+}
+
+#[test]
+fn a_zero_amount_is_not_due_with_reason_zero_amount() {
+    for zero in [json!(0), json!("0"), json!("-0")] {
+        let s = fold(&[claimed_snapshot(
+            1,
+            "2026-11-01T12:00:00+00:00",
+            json!({"status": "CLAIMED", "payment_amount": {"value": zero, "currency": "USD"}}),
+        )]);
+        let payout = view::obligation(&s, ObligationKind::InviteePayment);
+        assert_eq!(payout.state, ObligationState::NotDue, "{zero}");
+        assert_eq!(payout.reason.as_deref(), Some("zero_amount"), "{zero}");
     }
 }

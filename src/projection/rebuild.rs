@@ -4,13 +4,14 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::state::{apply_to, InvitationState};
 use super::store::{
-    attach_ledger, path, remove_if_exists, save_with, set_page_size, suffixed, ProjectionError, SAVE, SCHEMA,
-    SCHEMA_VERSION,
+    attach_ledger, path, remove_if_exists, save_with, set_checkpoint, set_page_size, suffixed, ProjectionError, Row,
+    ROW_COLUMNS, SAVE, SCHEMA, SCHEMA_VERSION,
 };
 use crate::ledger::{self, LedgerError};
 
@@ -137,8 +138,9 @@ fn replay(
         let mut insert = tx.prepare(SAVE)?;
         'batches: for (states, read) in states_rx {
             for state in &states {
-                match save_with(&mut insert, state) {
-                    Ok(json) => digest.row(&state.invitation_id, &json),
+                let row = Row::of(state);
+                match save_with(&mut insert, &row) {
+                    Ok(()) => digest.row(&row),
                     Err(e) => {
                         inserted = Err(e);
                         break 'batches;
@@ -154,7 +156,16 @@ fn replay(
     for sql in &deferred {
         tx.execute_batch(sql)?;
     }
-    tx.execute("UPDATE projection_checkpoint SET last_seq = ?1 WHERE id = 1", [upto as i64])?;
+    // Bound to the ledger it was folded from: its hash at `upto`.
+    let hash: Option<Vec<u8>> =
+        tx.query_row("SELECT hash FROM ledger.events WHERE seq = ?1", [upto as i64], |r| r.get(0)).optional()?;
+    match hash.as_deref().and_then(|h| <ledger::Hash>::try_from(h).ok()) {
+        Some(h) => set_checkpoint(&tx, upto, &h)?,
+        None => {
+            tx.execute("UPDATE projection_checkpoint SET last_seq = 0, ledger_hash = NULL WHERE id = 1", [])?;
+        }
+    }
+    digest.checkpoint(upto as i64, hash.as_deref());
     progress(upto, upto);
     let summary = RebuildSummary { events: upto, invitations: digest.rows, checksum: digest.finish() };
     tx.commit()?;
@@ -235,24 +246,30 @@ fn fold_by_stream(
     }
 }
 
-/// SHA-256 over every projection row in invitation-id order: `f(id) ‖
-/// f(state JSON)` with `f(x) = u32be(len) ‖ x`. Equal projections give equal
-/// checksums however they were built.
+/// SHA-256 over every column of every projection row, in invitation-id
+/// order, then the checkpoint (seq and ledger hash): each value as a type
+/// tag and its bytes (`u32be(len)` before text), NULL as a tag alone. Equal
+/// projections give equal checksums however they were built, and a changed
+/// filter, work or obligation-state column changes it as surely as a
+/// changed state.
 ///
 /// # Errors
 /// When SQLite fails.
 pub fn checksum(conn: &Connection) -> Result<[u8; 32], ProjectionError> {
     let mut h = Checksum::default();
-    let mut stmt = conn.prepare("SELECT invitation_id, state FROM invitations ORDER BY invitation_id")?;
+    let mut stmt = conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM invitations ORDER BY invitation_id"))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let text = |col| {
-            r.get_ref(col)?
-                .as_bytes()
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
-        };
-        h.row_bytes(text(0)?, text(1)?);
+        for col in 0..r.as_ref().column_count() {
+            h.value(r.get_ref(col)?);
+        }
+        h.rows += 1;
     }
+    let (seq, hash): (i64, Option<Vec<u8>>) =
+        conn.query_row("SELECT last_seq, ledger_hash FROM projection_checkpoint WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    h.checkpoint(seq, hash.as_deref());
     Ok(h.finish())
 }
 
@@ -264,16 +281,48 @@ struct Checksum {
 }
 
 impl Checksum {
-    fn row(&mut self, id: &str, state: &str) {
-        self.row_bytes(id.as_bytes(), state.as_bytes());
-    }
-
-    fn row_bytes(&mut self, id: &[u8], state: &[u8]) {
-        for v in [id, state] {
-            self.hash.update((v.len() as u32).to_be_bytes());
-            self.hash.update(v);
+    /// A row as a rebuild writes it: the same bytes [`checksum`] reads back.
+    fn row(&mut self, row: &Row) {
+        fn text(v: &Option<String>) -> ValueRef<'_> {
+            v.as_deref().map_or(ValueRef::Null, |t| ValueRef::Text(t.as_bytes()))
+        }
+        for v in [
+            ValueRef::Text(row.invitation_id.as_bytes()),
+            text(&row.code),
+            text(&row.status),
+            text(&row.inviter_uma),
+            text(&row.invitee_uma),
+            ValueRef::Text(row.payout_state.as_bytes()),
+            ValueRef::Text(row.incentive_state.as_bytes()),
+            ValueRef::Text(row.notification_state.as_bytes()),
+            ValueRef::Integer(row.work),
+            ValueRef::Integer(row.last_seq),
+            text(&row.audit_inviter),
+            ValueRef::Text(row.state.as_bytes()),
+        ] {
+            self.value(v);
         }
         self.rows += 1;
+    }
+
+    fn value(&mut self, v: ValueRef<'_>) {
+        let mut bytes = |tag: u8, b: &[u8]| {
+            self.hash.update([tag]);
+            self.hash.update((b.len() as u32).to_be_bytes());
+            self.hash.update(b);
+        };
+        match v {
+            ValueRef::Null => self.hash.update([b'n']),
+            ValueRef::Integer(i) => bytes(b'i', &i.to_be_bytes()),
+            ValueRef::Real(f) => bytes(b'r', &f.to_be_bytes()),
+            ValueRef::Text(t) => bytes(b't', t),
+            ValueRef::Blob(b) => bytes(b'b', b),
+        }
+    }
+
+    fn checkpoint(&mut self, seq: i64, hash: Option<&[u8]>) {
+        self.value(ValueRef::Integer(seq));
+        self.value(hash.map_or(ValueRef::Null, ValueRef::Blob));
     }
 
     fn finish(self) -> [u8; 32] {

@@ -16,55 +16,74 @@ use crate::lightspark::webhook::{WebhookFacts, UMA_INVITATION_CLAIMED};
 use crate::money::PaymentAmount;
 use crate::time::instant;
 
-/// A value with the time it was true as of, for last-writer-wins merges.
+/// A value with the snapshot it came from, for newest-wins merges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned<T> {
     pub value: T,
-    /// Microseconds since the epoch of the snapshot's `updated_at` (or the
-    /// webhook's `timestamp`); `i64::MIN` when it could not be read.
+    /// Microseconds since the epoch of the snapshot's date (its
+    /// `updated_at`, else its claim time or the envelope's `timestamp`);
+    /// `i64::MIN` when it could not be read.
     pub at: i64,
+    /// The ledger seq of the event that carried it: of two snapshots of the
+    /// same date, the one appended later is the newer.
+    #[serde(default)]
+    pub seq: u64,
 }
 
-fn tie_break<T: Serialize>(a: &T, b: &T) -> std::cmp::Ordering {
-    let a = serde_json::to_string(a).unwrap_or_default();
-    let b = serde_json::to_string(b).unwrap_or_default();
-    a.cmp(&b)
+impl<T> Versioned<T> {
+    /// Whether a snapshot dated `at`, appended at `seq`, is newer than the
+    /// one this value came from. Only (date, seq) decide, never the values:
+    /// a larger amount or a "later-sounding" status does not win.
+    fn is_older_than(&self, at: i64, seq: u64) -> bool {
+        (at, seq) > (self.at, self.seq)
+    }
 }
 
-/// Keeps the newer of the two; equal times fall back to a fixed order of the
-/// values so the result does not depend on which arrived first.
-fn newest<T: Serialize + Clone>(cur: &mut Option<Versioned<T>>, value: Option<T>, at: i64) {
+/// Keeps the value of the newest snapshot that carried one.
+fn newest<T>(cur: &mut Option<Versioned<T>>, value: Option<T>, at: i64, seq: u64) {
     let Some(value) = value else { return };
-    let replace = match cur {
-        None => true,
-        Some(c) => at > c.at || (at == c.at && tie_break(&value, &c.value).is_gt()),
-    };
-    if replace {
-        *cur = Some(Versioned { value, at });
+    if cur.as_ref().is_none_or(|c| c.is_older_than(at, seq)) {
+        *cur = Some(Versioned { value, at, seq });
     }
 }
 
 /// Forward-only merge: a terminal value beats a non-terminal one whatever
-/// their times; among terminal values the earliest stands (it was final
-/// first); among non-terminal ones the newest.
-fn forward<T: Serialize + Clone>(
+/// their dates, and a non-terminal one never replaces a terminal one; among
+/// terminal values, and among non-terminal ones, the newest snapshot wins.
+/// Every terminal value ever reported is kept in `terminal_seen` (only
+/// while there are two or more, since one is the current value): no real
+/// invitation goes from one terminal value to another, so two are a
+/// conflict whichever wins.
+fn forward<T: Clone + Ord>(
     cur: &mut Option<Versioned<T>>,
     value: Option<T>,
     at: i64,
+    seq: u64,
     terminal: impl Fn(&T) -> bool,
+    terminal_seen: &mut Vec<T>,
 ) {
     let Some(value) = value else { return };
+    if terminal(&value) {
+        if terminal_seen.is_empty() {
+            terminal_seen.extend(cur.as_ref().map(|c| c.value.clone()).filter(|v| terminal(v)));
+        }
+        if let Err(i) = terminal_seen.binary_search(&value) {
+            terminal_seen.insert(i, value.clone());
+        }
+        if terminal_seen.len() < 2 {
+            terminal_seen.clear();
+        }
+    }
     let replace = match cur {
         None => true,
         Some(c) => match (terminal(&value), terminal(&c.value)) {
             (true, false) => true,
             (false, true) => false,
-            (true, true) => at < c.at || (at == c.at && tie_break(&value, &c.value).is_lt()),
-            (false, false) => at > c.at || (at == c.at && tie_break(&value, &c.value).is_gt()),
+            _ => c.is_older_than(at, seq),
         },
     };
     if replace {
-        *cur = Some(Versioned { value, at });
+        *cur = Some(Versioned { value, at, seq });
     }
 }
 
@@ -137,6 +156,10 @@ pub struct ObligationRecord {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Who the first request asked the platform to pay (or notify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_uma: Option<String>,
+    /// What the first request asked for (payments and incentives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<crate::money::Money>,
     /// The body of the first request under this key: every retry re-sends
@@ -154,6 +177,9 @@ pub struct ObligationRecord {
     pub successes: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// Why it is in doubt (`window_expired`, `no_longer_due`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Everything known about one invitation, folded from its events.
@@ -201,6 +227,14 @@ pub struct InvitationState {
     pub incentive: ObligationRecord,
     #[serde(default, skip_serializing_if = "is_default")]
     pub notification: ObligationRecord,
+    /// The terminal statuses snapshots have reported, when more than one:
+    /// a `status_conflict`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terminal_statuses_seen: Vec<InvitationStatus>,
+    /// The final incentive decisions snapshots have reported, when more
+    /// than one: an `incentives_conflict`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incentives_decisions_seen: Vec<IncentivesStatus>,
     /// Events of this invitation the fold could not read, with why: never
     /// skipped in silence, they are shown with the invitation and counted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -249,28 +283,40 @@ impl InvitationState {
 
     /// Merges one snapshot of the invitation, true as of `at`.
     fn merge(&mut self, snap: InvitationSnapshot, at: i64, seq: u64, claimed_text: &str) {
-        newest(&mut self.code, snap.code, at);
-        newest(&mut self.url, snap.url, at);
-        newest(&mut self.inviter_uma, snap.inviter_uma, at);
-        newest(&mut self.inviter_first_name, snap.inviter_first_name, at);
-        newest(&mut self.invitee_uma, snap.invitee_uma, at);
-        newest(&mut self.incentives_ineligibility_reason, snap.incentives_ineligibility_reason, at);
-        newest(&mut self.payment_amount, snap.payment_amount, at);
-        newest(&mut self.created_at, snap.created_at, at);
-        newest(&mut self.updated_at, snap.updated_at, at);
-        newest(&mut self.cancelled_at, snap.cancelled_at, at);
-        newest(&mut self.expires_at, snap.expires_at, at);
-        forward(&mut self.incentives_status, snap.incentives_status, at, IncentivesStatus::is_terminal);
+        newest(&mut self.code, snap.code, at, seq);
+        newest(&mut self.url, snap.url, at, seq);
+        newest(&mut self.inviter_uma, snap.inviter_uma, at, seq);
+        newest(&mut self.inviter_first_name, snap.inviter_first_name, at, seq);
+        newest(&mut self.invitee_uma, snap.invitee_uma, at, seq);
+        newest(&mut self.incentives_ineligibility_reason, snap.incentives_ineligibility_reason, at, seq);
+        newest(&mut self.payment_amount, snap.payment_amount, at, seq);
+        newest(&mut self.created_at, snap.created_at, at, seq);
+        newest(&mut self.updated_at, snap.updated_at, at, seq);
+        newest(&mut self.cancelled_at, snap.cancelled_at, at, seq);
+        newest(&mut self.expires_at, snap.expires_at, at, seq);
+        forward(
+            &mut self.incentives_status,
+            snap.incentives_status,
+            at,
+            seq,
+            IncentivesStatus::is_terminal,
+            &mut self.incentives_decisions_seen,
+        );
         if snap.status == Some(InvitationStatus::Claimed) {
             // The earliest showing of CLAIMED is the claim.
-            let earlier =
-                self.claimed_at.as_ref().is_none_or(|c| at < c.at || (at == c.at && claimed_text < c.value.as_str()));
-            if earlier {
-                self.claimed_at = Some(Versioned { value: claimed_text.to_owned(), at });
+            if self.claimed_at.as_ref().is_none_or(|c| (at, seq) < (c.at, c.seq)) {
+                self.claimed_at = Some(Versioned { value: claimed_text.to_owned(), at, seq });
             }
             self.claim_seq = Some(self.claim_seq.map_or(seq, |s| s.min(seq)));
         }
-        forward(&mut self.status, snap.status, at, InvitationStatus::is_terminal);
+        forward(
+            &mut self.status,
+            snap.status,
+            at,
+            seq,
+            InvitationStatus::is_terminal,
+            &mut self.terminal_statuses_seen,
+        );
     }
 }
 
@@ -303,8 +349,10 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
             match f.entity {
                 Some(entity) => {
                     let snap = crate::lightspark::invitation::parse(&entity);
-                    let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(i64::MIN);
+                    // Dated by its `updated_at`; an answer without one was
+                    // true when it was fetched.
                     let claimed_text = snap.updated_at.clone().unwrap_or_else(|| f.fetched_at.clone());
+                    let at = instant(&claimed_text).unwrap_or(i64::MIN);
                     state.merge(snap, at, event.seq, &claimed_text);
                     state.fetch.phase = FetchPhase::Fetched;
                 }
@@ -331,11 +379,13 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 ob.phase = ObligationPhase::InDoubt;
                 ob.next_attempt_at = None;
                 ob.updated_at = Some(d.at);
+                ob.reason = Some(d.reason.as_str().to_owned());
             }
         }
         Fact::Internal(InternalEvent::Resolved(r)) => {
             let ob = state.obligation_mut(r.obligation);
             ob.decision = Some(r.decision);
+            ob.reason = None;
             ob.updated_at = Some(r.at.clone());
             ob.next_attempt_at = None;
             match r.decision {
@@ -361,10 +411,11 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
             if ob.window_started_at.is_none() {
                 ob.window_started_at = Some(r.requested_at.clone());
             }
-            if r.amount.is_some() {
-                ob.amount = r.amount;
-            }
             if ob.request.is_none() {
+                // What the first request asked for is what every retry
+                // asks for: it is the obligation's record of what was asked.
+                ob.receiver_uma = r.receiver_uma.or_else(|| receiver_in(&r.request));
+                ob.amount = r.amount;
                 ob.request = Some(r.request);
             }
             ob.requested_seq = Some(event.seq);
@@ -402,6 +453,12 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
             }
         }
     }
+}
+
+/// The receiver named in a request body written before requests recorded
+/// it on their own (`receiver_uma`, or the inviter for a notification).
+fn receiver_in(request: &serde_json::Value) -> Option<String> {
+    ["receiver_uma", "inviter_uma"].iter().find_map(|k| request.get(*k)?.as_str().map(str::to_owned))
 }
 
 fn apply_webhook(state: &mut InvitationState, webhook: WebhookFacts<'_>, seq: u64) {

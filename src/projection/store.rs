@@ -25,6 +25,8 @@ pub enum ProjectionError {
     Missing(String),
     #[error("the projections at {path} have version {found}, this binary reads {expected}: start the service (or run `rebuild`) to fold them again")]
     OtherVersion { path: String, found: u32, expected: u32 },
+    #[error("the projections at {path} do not belong to this ledger: {why}; start the service (or run `rebuild`) to fold them again")]
+    ForeignLedger { path: String, why: String },
     #[error("could not replace the projection file {path}: {source}")]
     Swap { path: String, source: std::io::Error },
     #[error("could not start the projector thread: {0}")]
@@ -39,7 +41,7 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Page size of a new projection file. A rebuild writes every row once, and
 /// with 16 KiB pages it spends about a quarter less time in SQLite's page
@@ -95,6 +97,10 @@ pub fn open(ledger: &Path) -> Result<Connection, ProjectionError> {
     }
     guard_unsynced_writes(&conn)?;
     attach_ledger(&conn, ledger)?;
+    if let Some(why) = foreign_ledger(&conn)? {
+        tracing::warn!(ledger = %ledger.display(), "the projections do not belong to this ledger: {why}; emptying them and folding the ledger again");
+        reset(&conn)?;
+    }
     Ok(conn)
 }
 
@@ -166,6 +172,9 @@ pub fn open_read_only(ledger: &Path) -> Result<Connection, ProjectionError> {
         });
     }
     attach_ledger(&conn, ledger)?;
+    if let Some(why) = foreign_ledger(&conn)? {
+        return Err(ProjectionError::ForeignLedger { path: file.display().to_string(), why });
+    }
     Ok(conn)
 }
 
@@ -260,51 +269,88 @@ pub fn load(conn: &Connection, invitation_id: &str) -> Result<Option<InvitationS
     json.map(|j| decode(invitation_id, &j)).transpose()
 }
 
-pub(super) const SAVE: &str =
-    "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma, payout_state, work,
-                                  last_seq, state, incentive_state, notification_state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+/// Every column of an invitation's row, as stored: the state JSON and the
+/// copies of it the service queries (lookups, list filters, the work
+/// queue, obligation counts, the audit). A checksum covers all of them, so
+/// `rebuild --check` sees a hand-edited filter column as surely as an
+/// edited state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub invitation_id: String,
+    pub code: Option<String>,
+    pub status: Option<String>,
+    pub inviter_uma: Option<String>,
+    pub invitee_uma: Option<String>,
+    pub payout_state: String,
+    pub incentive_state: String,
+    pub notification_state: String,
+    pub work: i64,
+    pub last_seq: i64,
+    pub audit_inviter: Option<String>,
+    pub state: String,
+}
+
+/// The columns of [`Row`], in its order.
+pub(super) const ROW_COLUMNS: &str = "invitation_id, code, status, inviter_uma, invitee_uma, payout_state, \
+     incentive_state, notification_state, work, last_seq, audit_inviter, state";
+
+impl Row {
+    /// The row `state` is stored as.
+    pub fn of(state: &InvitationState) -> Row {
+        use super::events::ObligationKind;
+        let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
+        let obligation = |kind| view::obligation_state(state, kind).0.as_str().to_owned();
+        Row {
+            invitation_id: state.invitation_id.clone(),
+            code: text(&state.code),
+            status: state.status().map(|s| s.as_str().to_owned()),
+            inviter_uma: text(&state.inviter_uma),
+            invitee_uma: text(&state.invitee_uma),
+            payout_state: obligation(ObligationKind::InviteePayment),
+            incentive_state: obligation(ObligationKind::InviterIncentive),
+            notification_state: obligation(ObligationKind::InviterNotification),
+            work: work(state),
+            last_seq: state.last_seq as i64,
+            audit_inviter: super::audit::audit_inviter(state),
+            state: serde_json::to_string(state).expect("projection state serialises"),
+        }
+    }
+}
+
+pub(super) const SAVE: &str = "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma,
+             payout_state, incentive_state, notification_state, work, last_seq, audit_inviter, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
-             payout_state = excluded.payout_state, work = excluded.work,
-             incentive_state = excluded.incentive_state, notification_state = excluded.notification_state,
-             last_seq = excluded.last_seq, state = excluded.state";
+             payout_state = excluded.payout_state, incentive_state = excluded.incentive_state,
+             notification_state = excluded.notification_state, work = excluded.work,
+             last_seq = excluded.last_seq, audit_inviter = excluded.audit_inviter, state = excluded.state";
 
-/// Writes one state's row; returns the state JSON it stored.
-fn save(conn: &Connection, state: &InvitationState) -> Result<String, ProjectionError> {
+/// Writes one state's row.
+fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionError> {
     let mut insert = conn.prepare_cached(SAVE)?;
-    save_with(&mut insert, state)
+    save_with(&mut insert, &Row::of(state))
 }
 
 /// [`save`] through a statement of [`SAVE`] the caller keeps: a rebuild
 /// saves hundreds of thousands of rows, and looking the statement up in the
 /// cache hashes its text every time.
-pub(super) fn save_with(
-    insert: &mut rusqlite::Statement<'_>,
-    state: &InvitationState,
-) -> Result<String, ProjectionError> {
-    use super::events::ObligationKind;
-    let json = serde_json::to_string(state).expect("projection state serialises");
-    let payout = view::obligation_state(state, ObligationKind::InviteePayment).0.as_str();
-    let incentive = view::obligation_state(state, ObligationKind::InviterIncentive).0.as_str();
-    let notification = view::obligation_state(state, ObligationKind::InviterNotification).0.as_str();
-    fn text(v: &Option<super::state::Versioned<String>>) -> Option<&str> {
-        v.as_ref().map(|v| v.value.as_str())
-    }
+pub(super) fn save_with(insert: &mut rusqlite::Statement<'_>, row: &Row) -> Result<(), ProjectionError> {
     insert.execute(params![
-        state.invitation_id,
-        text(&state.code),
-        state.status().map(|s| s.as_str()),
-        text(&state.inviter_uma),
-        text(&state.invitee_uma),
-        payout,
-        work(state),
-        state.last_seq as i64,
-        json,
-        incentive,
-        notification
+        row.invitation_id,
+        row.code,
+        row.status,
+        row.inviter_uma,
+        row.invitee_uma,
+        row.payout_state,
+        row.incentive_state,
+        row.notification_state,
+        row.work,
+        row.last_seq,
+        row.audit_inviter,
+        row.state,
     ])?;
-    Ok(json)
+    Ok(())
 }
 
 /// Folds `events` (which must follow the checkpoint, in order) into the
@@ -323,10 +369,44 @@ fn fold_into(conn: &Connection, events: &[LedgerEvent]) -> Result<(), Projection
         save(conn, state)?;
     }
     if let Some(last) = events.last() {
-        conn.prepare_cached("UPDATE projection_checkpoint SET last_seq = ?1 WHERE id = 1")?
-            .execute([last.seq as i64])?;
+        set_checkpoint(conn, last.seq, &last.hash)?;
     }
     Ok(())
+}
+
+/// Moves the checkpoint to `seq`, whose ledger hash is `hash`.
+pub(super) fn set_checkpoint(conn: &Connection, seq: u64, hash: &ledger::Hash) -> Result<(), ProjectionError> {
+    conn.prepare_cached("UPDATE projection_checkpoint SET last_seq = ?1, ledger_hash = ?2 WHERE id = 1")?
+        .execute(params![seq as i64, &hash[..]])?;
+    Ok(())
+}
+
+/// Why the projections do not belong to the ledger they are beside, if
+/// they do not: the ledger has no event at their checkpoint, or another
+/// hash there.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn foreign_ledger(conn: &Connection) -> Result<Option<String>, ProjectionError> {
+    let (seq, hash): (i64, Option<Vec<u8>>) = conn
+        .prepare_cached("SELECT last_seq, ledger_hash FROM projection_checkpoint WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if seq == 0 {
+        return Ok(None);
+    }
+    let stored: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT hash FROM ledger.events WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))
+        .optional()?;
+    Ok(match stored {
+        None => Some(format!(
+            "they were folded up to seq {seq}, which the ledger does not hold (a restored backup, a replaced or truncated file)"
+        )),
+        Some(h) if Some(&h) != hash.as_ref() => Some(format!(
+            "the ledger holds another event at seq {seq}, their checkpoint (a restored backup or a replaced file)"
+        )),
+        Some(_) => None,
+    })
 }
 
 /// Applies every event after the checkpoint, `batch` at a time, each batch

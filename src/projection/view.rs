@@ -49,7 +49,8 @@ impl ObligationState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ObligationView {
     pub state: ObligationState,
-    /// Why it is `ineligible` or `invalid`.
+    /// Why it is `not_due` (`zero_amount`), `ineligible`, `invalid` or
+    /// `in_doubt` (`window_expired`, `no_longer_due`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub attempts: u32,
@@ -58,9 +59,28 @@ pub struct ObligationView {
     pub last_error: Option<String>,
     pub updated_at: Option<String>,
     pub next_attempt_at: Option<String>,
-    /// What was requested (payments and incentives).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What was actually asked of the platform (null before the first
+    /// request): beside the invitation's current values, so a change after
+    /// the request shows.
+    pub requested: Option<Requested>,
+}
+
+/// What the first request of an obligation asked for; every retry asks
+/// for exactly the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Requested {
+    pub receiver_uma: Option<String>,
+    /// Payments and incentives; `None` for a notification.
     pub amount: Option<Money>,
+}
+
+/// Something about an invitation that a healthy ledger never shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Anomaly {
+    /// `status_conflict`, `incentives_conflict`, `changed_after_request`
+    /// or `undecodable_event`.
+    pub kind: &'static str,
+    pub detail: String,
 }
 
 /// Whether an obligation is owed at all, from the invitation's facts alone.
@@ -73,8 +93,12 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
             if !state.is_claimed() {
                 return not_due;
             }
-            if let PaymentAmount::Invalid { reason } = amount {
-                return Err((ObligationState::Invalid, Some(reason.clone())));
+            match amount {
+                PaymentAmount::Invalid { reason } => return Err((ObligationState::Invalid, Some(reason.clone()))),
+                PaymentAmount::Valid(m) if m.value() == 0 => {
+                    return Err((ObligationState::NotDue, Some("zero_amount".to_owned())))
+                }
+                PaymentAmount::Valid(_) => {}
             }
             if state.invitee_uma.is_none() {
                 return not_due;
@@ -104,6 +128,15 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
     }
 }
 
+/// Whether an obligation already requested is still owed by the
+/// invitation's newest facts. A newer unusable amount does not make it
+/// unowed: the first request's amount stands, and retries repeat it. A
+/// cancelled or expired invitation, an ineligible incentive or a zero
+/// amount does.
+pub fn still_owed(state: &InvitationState, kind: ObligationKind) -> bool {
+    matches!(due(state, kind), Ok(()) | Err((ObligationState::Invalid, _)))
+}
+
 /// The obligation's state: what the ledger says was done, else whether it
 /// is owed.
 pub fn obligation(state: &InvitationState, kind: ObligationKind) -> ObligationView {
@@ -122,7 +155,10 @@ pub fn obligation(state: &InvitationState, kind: ObligationKind) -> ObligationVi
         last_error: rec.last_error.clone(),
         updated_at: rec.updated_at.clone(),
         next_attempt_at: rec.next_attempt_at.clone(),
-        amount: rec.amount.clone(),
+        requested: rec
+            .request
+            .is_some()
+            .then(|| Requested { receiver_uma: rec.receiver_uma.clone(), amount: rec.amount.clone() }),
     }
 }
 
@@ -135,7 +171,7 @@ pub fn obligation_state(state: &InvitationState, kind: ObligationKind) -> (Oblig
         ObligationPhase::RetryScheduled => (ObligationState::RetryScheduled, None),
         ObligationPhase::Succeeded => (ObligationState::Succeeded, None),
         ObligationPhase::Failed => (ObligationState::Failed, None),
-        ObligationPhase::InDoubt => (ObligationState::InDoubt, None),
+        ObligationPhase::InDoubt => (ObligationState::InDoubt, state.obligation(kind).reason.clone()),
         ObligationPhase::Untouched => match due(state, kind) {
             Ok(()) => (ObligationState::Pending, None),
             Err(e) => e,
@@ -191,6 +227,8 @@ pub struct InvitationView {
     pub claimed_at: Option<String>,
     pub claim_seq: Option<u64>,
     pub last_seq: u64,
+    /// What a healthy ledger never shows about this invitation.
+    pub anomalies: Vec<Anomaly>,
     pub payout: ObligationView,
     pub incentive: ObligationView,
     pub notification: ObligationView,
@@ -235,9 +273,87 @@ pub fn view(state: &InvitationState) -> InvitationView {
         claimed_at: text(&state.claimed_at),
         claim_seq: state.claim_seq,
         last_seq: state.last_seq,
+        anomalies: anomalies(state),
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),
         notification: obligation(state, ObligationKind::InviterNotification),
         fetch: FetchView::from(&state.fetch),
     }
+}
+
+/// The invitation's anomalies: conflicting final statuses or incentive
+/// decisions, an obligation whose receiver or amount changed after it was
+/// requested, events the fold could not read.
+pub fn anomalies(state: &InvitationState) -> Vec<Anomaly> {
+    let mut out = Vec::new();
+    let names = |values: Vec<&str>| values.join(" and ");
+    if state.terminal_statuses_seen.len() > 1 {
+        out.push(Anomaly {
+            kind: "status_conflict",
+            detail: format!(
+                "snapshots report the final statuses {}; the newest, {}, stands",
+                names(state.terminal_statuses_seen.iter().map(|s| s.as_str()).collect()),
+                state.status().map_or("unknown", |s| s.as_str())
+            ),
+        });
+    }
+    if state.incentives_decisions_seen.len() > 1 {
+        out.push(Anomaly {
+            kind: "incentives_conflict",
+            detail: format!(
+                "snapshots report the incentive decisions {}; the newest, {}, stands",
+                names(state.incentives_decisions_seen.iter().map(|s| s.as_str()).collect()),
+                state.incentives_status().map_or("unknown", |s| s.as_str())
+            ),
+        });
+    }
+    for kind in ObligationKind::ALL {
+        if let Some(detail) = changed_after_request(state, kind) {
+            out.push(Anomaly { kind: "changed_after_request", detail });
+        }
+    }
+    for u in &state.undecodable {
+        out.push(Anomaly { kind: "undecodable_event", detail: u.reason.clone() });
+    }
+    out
+}
+
+/// How the invitation now differs from what an obligation's first request
+/// asked for (receiver or amount), if it does.
+pub fn changed_after_request(state: &InvitationState, kind: ObligationKind) -> Option<String> {
+    let rec = state.obligation(kind);
+    rec.request.as_ref()?;
+    let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
+    let current_receiver = match kind {
+        ObligationKind::InviteePayment => text(&state.invitee_uma),
+        ObligationKind::InviterIncentive | ObligationKind::InviterNotification => text(&state.inviter_uma),
+    };
+    let mut changes = Vec::new();
+    if rec.receiver_uma.is_some() && current_receiver != rec.receiver_uma {
+        changes.push(format!(
+            "receiver {} requested, the invitation now says {}",
+            rec.receiver_uma.as_deref().unwrap_or("-"),
+            current_receiver.as_deref().unwrap_or("-")
+        ));
+    }
+    if kind == ObligationKind::InviteePayment {
+        let now = state.payment_amount.as_ref().map(|v| &v.value);
+        let same = match (now, &rec.amount) {
+            (Some(PaymentAmount::Valid(m)), Some(r)) => m.value() == r.value() && m.currency() == r.currency(),
+            (_, None) => true,
+            _ => false,
+        };
+        if !same {
+            changes.push(format!(
+                "amount {} requested, the invitation now says {}",
+                rec.amount.as_ref().map_or("-".to_owned(), Money::display),
+                match now {
+                    Some(PaymentAmount::Valid(m)) => m.display(),
+                    Some(PaymentAmount::Invalid { reason }) => format!("an unusable amount ({reason})"),
+                    None => "no amount".to_owned(),
+                }
+            ));
+        }
+    }
+    (!changes.is_empty()).then(|| format!("{}: {}", kind.as_str(), changes.join("; ")))
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::projection::events::ObligationKind;
+use crate::projection::events::{InDoubtReason, ObligationKind};
 use crate::projection::state::InvitationState;
-use crate::projection::view::{obligation, ObligationState};
+use crate::projection::view::{obligation, still_owed, ObligationState};
 use crate::time::parse_time;
 
 /// What the reconciler may do, as far as the decision needs to know.
@@ -30,9 +30,10 @@ pub enum Action {
     Send { attempt: u32 },
     /// A transient failure's retry is not due before this time.
     WaitUntil(DateTime<Utc>),
-    /// Requested so long ago that the platform may have forgotten the key:
-    /// re-sending could pay twice. Record it and stop.
-    MarkInDoubt,
+    /// Requested, and now either so long ago that the platform may have
+    /// forgotten the key (re-sending could pay twice), or no longer owed
+    /// (the platform may already have acted): record it and stop.
+    MarkInDoubt(InDoubtReason),
 }
 
 /// Decides for one obligation of one invitation.
@@ -49,19 +50,25 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
             now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window)
         })
     };
+    let in_flight = matches!(view.state, ObligationState::Requested | ObligationState::RetryScheduled);
+    if in_flight && !still_owed(state, kind) {
+        // Decided before anything else: neither re-sent nor completed in
+        // silence, whatever the window or the retry time.
+        return Action::MarkInDoubt(InDoubtReason::NoLongerDue);
+    }
     match view.state {
         ObligationState::Pending if !configured => Action::NotConfigured,
         ObligationState::Pending => Action::Send { attempt: record.attempts + 1 },
         // Requested with no outcome: the process died mid-call, or the
         // outcome could not be recorded. The same key is safe to re-send
         // while the platform still remembers it.
-        ObligationState::Requested if window_expired() => Action::MarkInDoubt,
+        ObligationState::Requested if window_expired() => Action::MarkInDoubt(InDoubtReason::WindowExpired),
         ObligationState::Requested if configured => Action::Send { attempt: record.attempts + 1 },
         ObligationState::RetryScheduled => {
             let due = view.next_attempt_at.as_deref().and_then(parse_time);
             match due {
                 Some(t) if t > now => Action::WaitUntil(t),
-                _ if window_expired() => Action::MarkInDoubt,
+                _ if window_expired() => Action::MarkInDoubt(InDoubtReason::WindowExpired),
                 _ if configured => Action::Send { attempt: record.attempts + 1 },
                 _ => Action::NotConfigured,
             }
@@ -95,11 +102,12 @@ mod tests {
 
     fn claimed_with_amount() -> InvitationState {
         let mut s = InvitationState::new("Inv:1");
-        let v = |value: String| Some(Versioned { value, at: 0 });
-        s.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0 });
+        let v = |value: String| Some(Versioned { value, at: 0, seq: 0 });
+        s.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0, seq: 0 });
         s.invitee_uma = v("$b@y".into());
         s.inviter_uma = v("$a@x".into());
-        s.payment_amount = Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0 });
+        s.payment_amount =
+            Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0, seq: 0 });
         s
     }
 
@@ -152,7 +160,7 @@ mod tests {
         );
         assert_eq!(
             next_action(&s, ObligationKind::InviteePayment, at("2026-11-02T00:00:00Z"), &caps()),
-            Action::MarkInDoubt
+            Action::MarkInDoubt(InDoubtReason::WindowExpired)
         );
     }
 
@@ -169,9 +177,52 @@ mod tests {
     }
 
     #[test]
+    fn an_in_flight_payment_no_longer_owed_goes_in_doubt_instead_of_being_resent() {
+        for (change, retry_due) in [("cancelled", true), ("cancelled", false), ("zero amount", true)] {
+            // given a payout retrying after a 5xx
+            let mut s = claimed_with_amount();
+            s.payout.phase = ObligationPhase::RetryScheduled;
+            s.payout.attempts = 1;
+            s.payout.request = Some(serde_json::json!({"amount": {"value": 500, "currency": "USD"}}));
+            s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
+            s.payout.next_attempt_at =
+                Some(if retry_due { "2026-11-01T00:00:01Z" } else { "2026-11-01T05:00:00Z" }.into());
+            // when a newer snapshot cancels the invitation, or zeroes the amount
+            match change {
+                "cancelled" => s.status = Some(Versioned { value: InvitationStatus::Cancelled, at: 1, seq: 2 }),
+                _ => {
+                    s.payment_amount =
+                        Some(Versioned { value: PaymentAmount::Valid(Money::new(0, "USD").unwrap()), at: 1, seq: 2 })
+                }
+            }
+            // then it is not re-sent, nor waited for, but put in doubt
+            assert_eq!(
+                next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:02Z"), &caps()),
+                Action::MarkInDoubt(InDoubtReason::NoLongerDue),
+                "{change}, retry due: {retry_due}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_in_flight_payment_whose_amount_became_unusable_is_still_resent() {
+        let mut s = claimed_with_amount();
+        s.payout.phase = ObligationPhase::RetryScheduled;
+        s.payout.attempts = 1;
+        s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
+        s.payout.next_attempt_at = Some("2026-11-01T00:00:01Z".into());
+        s.payment_amount =
+            Some(Versioned { value: PaymentAmount::Invalid { reason: "amount is fractional".into() }, at: 1, seq: 2 });
+        assert_eq!(
+            next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:02Z"), &caps()),
+            Action::Send { attempt: 2 }
+        );
+    }
+
+    #[test]
     fn a_cancelled_invitation_is_never_paid() {
         let mut s = claimed_with_amount();
-        s.status = Some(Versioned { value: InvitationStatus::Cancelled, at: 0 });
+        s.status = Some(Versioned { value: InvitationStatus::Cancelled, at: 0, seq: 0 });
         for kind in ObligationKind::ALL {
             assert_eq!(next_action(&s, kind, at("2026-11-01T00:00:00Z"), &caps()), Action::Nothing);
         }
@@ -180,7 +231,7 @@ mod tests {
     #[test]
     fn an_incentive_needs_both_the_platform_and_a_configured_amount() {
         let mut s = claimed_with_amount();
-        s.incentives_status = Some(Versioned { value: crate::invitation::IncentivesStatus::Validated, at: 0 });
+        s.incentives_status = Some(Versioned { value: crate::invitation::IncentivesStatus::Validated, at: 0, seq: 0 });
         let no_amount = Capabilities { incentive_configured: false, ..caps() };
         assert_eq!(
             next_action(&s, ObligationKind::InviterIncentive, at("2026-11-01T00:00:00Z"), &no_amount),

@@ -64,9 +64,7 @@ impl Endpoint for HttpEndpoint {
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                // Cap what we keep of an answer; only a payment id is needed.
-                let body = resp.bytes().await.map(|b| b.slice(..b.len().min(64 * 1024)).to_vec()).unwrap_or_default();
-                CallOutcome::Answered { status, body }
+                CallOutcome::Answered { status, body: read_at_most(resp, MAX_ANSWER_BYTES).await }
             }
             Err(e) => {
                 let kind = if e.is_timeout() {
@@ -82,15 +80,35 @@ impl Endpoint for HttpEndpoint {
     }
 }
 
+/// The most of an answer read. Only a payment id is needed from it, and
+/// the status code alone decides the outcome, so an over-long 2xx is still a
+/// success: the rest is neither read nor buffered.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The first `limit` bytes of the answer's body, read chunk by chunk; the
+/// rest is left unread (the connection is dropped with the response). A
+/// body cut short by the peer or the timeout keeps what arrived.
+pub async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
+}
+
 /// An outcome, interpreted by the protocol's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// 2xx, or 409 (the platform already has this key: paid).
+    /// 2xx.
     Succeeded { status: u16, payment_id: Option<String> },
     /// Another 4xx: the platform will refuse this request however often it
     /// is sent. Needs an operator.
     Permanent { status: u16, error: String },
-    /// 5xx, 429, timeout, refused or reset connection: try again later.
+    /// 5xx, 408, 409, 425, 429, timeout, refused or reset connection: try
+    /// again later, with the same key and body.
     Transient { status: Option<u16>, error: String },
 }
 
@@ -103,13 +121,15 @@ fn excerpt(body: &[u8]) -> String {
 pub fn judge(outcome: &CallOutcome) -> Verdict {
     match outcome {
         CallOutcome::Answered { status, body } => match *status {
-            200..=299 | 409 => Verdict::Succeeded {
+            200..=299 => Verdict::Succeeded {
                 status: *status,
                 payment_id: serde_json::from_slice::<serde_json::Value>(body)
                     .ok()
                     .and_then(|v| v.get("payment_id").and_then(|p| p.as_str()).map(str::to_owned)),
             },
-            408 | 425 | 429 => {
+            // 409: another request with this key is still being processed;
+            // a later call with the same key returns its result.
+            408 | 409 | 425 | 429 => {
                 Verdict::Transient { status: Some(*status), error: format!("HTTP {status}: {}", excerpt(body)) }
             }
             400..=499 => Verdict::Permanent { status: *status, error: format!("HTTP {status}: {}", excerpt(body)) },
@@ -128,13 +148,19 @@ mod tests {
     }
 
     #[test]
-    fn two_hundreds_and_409_are_success_keeping_the_payment_id() {
+    fn two_hundreds_are_success_keeping_the_payment_id() {
         assert_eq!(
             judge(&answered(200, r#"{"payment_id":"p1"}"#)),
             Verdict::Succeeded { status: 200, payment_id: Some("p1".into()) }
         );
         assert_eq!(judge(&answered(201, "")), Verdict::Succeeded { status: 201, payment_id: None });
-        assert!(matches!(judge(&answered(409, "dup")), Verdict::Succeeded { status: 409, .. }));
+    }
+
+    #[test]
+    fn a_409_means_still_processing_and_is_retried_with_the_same_key() {
+        // The IETF idempotency-key draft: 409 is "a request with this key is
+        // being processed", not "already paid".
+        assert!(matches!(judge(&answered(409, "in flight")), Verdict::Transient { status: Some(409), .. }));
     }
 
     #[test]

@@ -1,38 +1,25 @@
 //! The reconciler: one pass ([`Reconciler::try_execute_once`]) compares what
 //! is owed with what the ledger says was done and does what is missing; the
-//! loop around it ([`run`]) only decides when to pass again.
-//!
-//! Exactly-once protocol, per obligation: append `*.requested` (key and
-//! attempt) and wait for its commit → call the endpoint with the
-//! `Idempotency-Key` header → append `*.succeeded` or `*.failed`. The key is
-//! a function of (invitation, kind), so a crash anywhere leads to a retry
-//! with the same key, which the platform deduplicates.
+//! loop around it ([`run`]) only decides when to pass again. The protocol
+//! of one call is in [`super::protocol`], fetching in [`super::fetch`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::{watch, Semaphore};
-use tracing::Instrument;
 
-use super::clock::{backoff, Clock, Jitter};
+use super::clock::{Clock, Jitter};
 use super::decide::{next_action, Action, Capabilities};
-use super::endpoint::{judge, Endpoint, OutgoingRequest, Verdict};
+use super::endpoint::Endpoint;
 use crate::config::ReconcileConfig;
 use crate::ledger::{LedgerError, LedgerWriter};
 use crate::lightspark::client::LightsparkClient;
-use crate::lightspark::signature::sign;
 use crate::metrics::Metrics;
-use crate::money::{Money, PaymentAmount};
-use crate::projection::events::{
-    IdempotencyKey, InternalEvent, InvitationFetchFailed, InvitationFetched, ObligationFailed, ObligationInDoubt,
-    ObligationKind, ObligationRequested, ObligationSucceeded,
-};
-use crate::projection::state::{FetchPhase, InvitationState};
+use crate::projection::events::{InDoubtReason, ObligationKind};
+use crate::projection::state::InvitationState;
 use crate::projection::store::{self, ProjectionError};
-use crate::time::rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -79,25 +66,27 @@ impl Outcome {
     }
 }
 
-struct Inner<E, C, J> {
-    db: PathBuf,
-    conn: Mutex<Option<rusqlite::Connection>>,
-    writer: LedgerWriter,
-    config: ReconcileConfig,
-    endpoint: E,
-    lightspark: Option<LightsparkClient>,
-    clock: C,
-    jitter: J,
-    metrics: Arc<Metrics>,
+pub(super) struct Inner<E, C, J> {
+    pub(super) db: PathBuf,
+    pub(super) conn: Mutex<Option<rusqlite::Connection>>,
+    pub(super) writer: LedgerWriter,
+    pub(super) config: ReconcileConfig,
+    pub(super) endpoint: E,
+    pub(super) lightspark: Option<LightsparkClient>,
+    pub(super) clock: C,
+    pub(super) jitter: J,
+    pub(super) metrics: Arc<Metrics>,
     /// When the service keeps the projections current (its projector
     /// thread), how far they got; `None`: each pass catches up itself.
-    projected: Option<watch::Receiver<u64>>,
+    pub(super) projected: Option<watch::Receiver<u64>>,
+    /// Set at shutdown: start nothing new.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The reconciler, cheap to clone. Generic over its seams: the endpoint,
 /// the clock and the jitter.
 pub struct Reconciler<E, C, J> {
-    inner: Arc<Inner<E, C, J>>,
+    pub(super) inner: Arc<Inner<E, C, J>>,
 }
 
 impl<E, C, J> Clone for Reconciler<E, C, J> {
@@ -139,6 +128,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 jitter,
                 metrics,
                 projected: None,
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -257,7 +247,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             for kind in ObligationKind::ALL {
                 match next_action(&state, kind, now, &caps) {
                     Action::Send { attempt } => work.push((state.clone(), Work::Send { kind, attempt })),
-                    Action::MarkInDoubt => work.push((state.clone(), Work::InDoubt { kind })),
+                    Action::MarkInDoubt(reason) => work.push((state.clone(), Work::InDoubt { kind, reason })),
                     Action::WaitUntil(t) => outcome.next_due = Some(outcome.next_due.map_or(t, |d| d.min(t))),
                     Action::NotConfigured => outcome.not_configured += 1,
                     Action::Nothing => {}
@@ -274,6 +264,9 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let mut tasks = tokio::task::JoinSet::new();
         for (state, w) in work {
             let permit = limit.clone().acquire_owned().await.expect("semaphore never closed");
+            if self.is_stopping() {
+                break;
+            }
             let me = self.clone();
             tasks.spawn(async move {
                 let r = me.execute(&state, w).await;
@@ -304,251 +297,56 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         }
     }
 
-    fn fetch_due(&self, state: &InvitationState, now: DateTime<Utc>) -> bool {
-        if self.inner.lightspark.is_none() {
-            return false;
-        }
-        match state.fetch.phase {
-            FetchPhase::Pending => true,
-            FetchPhase::RetryScheduled => {
-                state.fetch.next_attempt_at.as_deref().and_then(crate::time::parse_time).is_none_or(|t| t <= now)
-            }
-            _ => false,
-        }
-    }
-
     async fn execute(&self, state: &InvitationState, work: Work) -> Result<Outcome, ReconcileError> {
+        if self.is_stopping() {
+            return Ok(Outcome::default());
+        }
         match work {
             Work::Fetch => self.fetch(state).await,
-            Work::InDoubt { kind } => self.mark_in_doubt(state, kind).await,
-            Work::Send { kind, attempt } => {
-                // The pass decided at its start; the calls before this one
-                // may have taken long enough for the window to close since.
-                // Re-sending then could pay twice: decide again, now.
-                if next_action(state, kind, self.inner.clock.now(), &self.caps()) == Action::MarkInDoubt {
-                    return self.mark_in_doubt(state, kind).await;
+            Work::InDoubt { kind, reason } => self.mark_in_doubt(state, kind, reason).await,
+            Work::Send { kind, .. } => {
+                // The pass decided at its start; earlier calls of this pass
+                // may have taken long enough for a newer snapshot to arrive
+                // or the window to close. Decide again on the newest facts.
+                let Some(fresh) = self.reload(&state.invitation_id).await? else { return Ok(Outcome::default()) };
+                match next_action(&fresh, kind, self.inner.clock.now(), &self.caps()) {
+                    Action::Send { attempt } => self.send(&fresh, kind, attempt).await,
+                    Action::MarkInDoubt(reason) => self.mark_in_doubt(&fresh, kind, reason).await,
+                    _ => Ok(Outcome::default()),
                 }
-                let key = IdempotencyKey::of(&state.invitation_id, kind);
-                let span = tracing::info_span!("obligation", invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key, attempt);
-                self.send(state, kind, attempt, key).instrument(span).await
             }
         }
     }
 
-    async fn mark_in_doubt(&self, state: &InvitationState, kind: ObligationKind) -> Result<Outcome, ReconcileError> {
-        let rec = state.obligation(kind);
-        let key = IdempotencyKey::of(&state.invitation_id, kind);
-        let window = rec.window_started_at.clone().unwrap_or_default();
-        let body = ObligationInDoubt {
-            invitation_id: state.invitation_id.clone(),
-            obligation: kind,
-            idempotency_key: key.clone(),
-            first_requested_at: window,
-            at: rfc3339(self.inner.clock.now()),
-        };
-        self.inner.writer.append(InternalEvent::InDoubt(body).to_new_event()).await?;
-        tracing::warn!(invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key,
-            "obligation is in doubt: requested longer ago than IDEMPOTENCY_WINDOW with no recorded outcome; an operator must resolve it");
-        Ok(Outcome {
-            in_doubt: 1,
-            lines: vec![Work::InDoubt { kind }.describe(&state.invitation_id, false)],
-            ..Outcome::default()
+    /// The invitation's state as projected now, every commit so far folded.
+    async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
+        self.wait_projected().await;
+        let inner = self.inner.clone();
+        let id = invitation_id.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<Option<InvitationState>, ReconcileError> {
+            let mut guard = inner.conn.lock().expect("reconciler connection lock");
+            if guard.is_none() {
+                *guard = Some(store::open(&inner.db)?);
+            }
+            let conn = guard.as_mut().expect("opened above");
+            if inner.projected.is_none() {
+                store::catch_up(conn, 5_000)?;
+            }
+            Ok(store::load(conn, &id)?)
         })
+        .await
+        .map_err(|e| ReconcileError::Task(e.to_string()))?
     }
 
-    /// The request body: the first one sent under this key if there was one
-    /// (a retry must repeat it exactly), else built from the projection.
-    fn request_body(
-        &self,
-        state: &InvitationState,
-        kind: ObligationKind,
-        key: &IdempotencyKey,
-    ) -> Option<(serde_json::Value, Option<Money>, String)> {
-        let rec = state.obligation(kind);
-        let text = |v: &Option<crate::projection::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
-        let cfg = &self.inner.config;
-        let (url, amount) = match kind {
-            ObligationKind::InviteePayment => {
-                let amount = match state.payment_amount.as_ref().map(|v| &v.value) {
-                    Some(PaymentAmount::Valid(m)) => m.clone(),
-                    _ => return None,
-                };
-                (cfg.payout_url.clone()?, Some(rec.amount.clone().unwrap_or(amount)))
-            }
-            ObligationKind::InviterIncentive => {
-                (cfg.payout_url.clone()?, Some(rec.amount.clone().or_else(|| cfg.inviter_incentive.clone())?))
-            }
-            ObligationKind::InviterNotification => (cfg.notify_url.clone()?, None),
-        };
-        if let Some(previous) = &rec.request {
-            return Some((previous.clone(), amount, url));
-        }
-        let body = match kind {
-            ObligationKind::InviterNotification => json!({
-                "idempotency_key": key,
-                "kind": "invitee_joined",
-                "invitation_id": state.invitation_id,
-                "inviter_uma": text(&state.inviter_uma),
-                "invitee_uma": text(&state.invitee_uma),
-            }),
-            _ => {
-                let receiver = if kind == ObligationKind::InviteePayment {
-                    text(&state.invitee_uma)
-                } else {
-                    text(&state.inviter_uma)
-                };
-                let m = amount.as_ref().expect("payments carry an amount");
-                json!({
-                    "idempotency_key": key,
-                    "kind": kind.as_str(),
-                    "invitation_id": state.invitation_id,
-                    "invitation_code": text(&state.code),
-                    "receiver_uma": receiver,
-                    "amount": {"value": m.value(), "currency": m.currency()},
-                })
-            }
-        };
-        Some((body, amount, url))
+    /// Stops starting work: the pass running now finishes the calls already
+    /// in flight (each bounded by `REQUEST_TIMEOUT_MS`) and records their
+    /// outcomes, but sends nothing new. Shutdown calls this first.
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    async fn send(
-        &self,
-        state: &InvitationState,
-        kind: ObligationKind,
-        attempt: u32,
-        key: IdempotencyKey,
-    ) -> Result<Outcome, ReconcileError> {
-        let Some((body, amount, url)) = self.request_body(state, kind, &key) else {
-            return Ok(Outcome { not_configured: 1, ..Outcome::default() });
-        };
-        let id = &state.invitation_id;
-        let requested = ObligationRequested {
-            invitation_id: id.clone(),
-            obligation: kind,
-            idempotency_key: key.clone(),
-            attempt,
-            requested_at: rfc3339(self.inner.clock.now()),
-            amount,
-            request: body.clone(),
-        };
-        // 1. Durable intent before the call.
-        self.inner.writer.append(InternalEvent::Requested(requested).to_new_event()).await?;
-        // 2. The call, with the same key on every attempt.
-        let bytes = serde_json::to_vec(&body).expect("body serialises");
-        let signature = match kind {
-            ObligationKind::InviterNotification => None,
-            _ => self.inner.config.payout_signing_key.as_ref().map(|k| sign(k.expose().as_bytes(), &bytes)),
-        };
-        let outcome = self
-            .inner
-            .endpoint
-            .call(OutgoingRequest { url, idempotency_key: key.to_string(), body: bytes, signature })
-            .await;
-        let verdict = judge(&outcome);
-        let now = self.inner.clock.now();
-        let calls =
-            |outcome: &str| self.inner.metrics.endpoint_calls.with_label_values(&[kind.as_str(), outcome]).inc();
-        // 3. The outcome.
-        let failed = |http_status, error, next: Option<DateTime<Utc>>| {
-            InternalEvent::Failed(ObligationFailed {
-                invitation_id: id.clone(),
-                obligation: kind,
-                idempotency_key: key.clone(),
-                attempt,
-                http_status,
-                error,
-                permanent: next.is_none(),
-                next_attempt_at: next.map(rfc3339),
-                at: rfc3339(now),
-            })
-        };
-        let (event, result) = match verdict {
-            Verdict::Succeeded { status, payment_id } => {
-                calls("succeeded");
-                tracing::info!(status, payment_id = payment_id.as_deref().unwrap_or("-"), "obligation succeeded");
-                let event = InternalEvent::Succeeded(ObligationSucceeded {
-                    invitation_id: id.clone(),
-                    obligation: kind,
-                    idempotency_key: key.clone(),
-                    attempt,
-                    http_status: status,
-                    payment_id,
-                    at: rfc3339(now),
-                });
-                let line = format!("{id} {}: succeeded (HTTP {status}, attempt {attempt})", kind.as_str());
-                (event, Outcome { sent: 1, succeeded: 1, lines: vec![line], ..Outcome::default() })
-            }
-            Verdict::Permanent { status, error } => {
-                calls("failed");
-                tracing::warn!(status, %error, "obligation failed permanently; an operator must look at it");
-                let line = format!("{id} {}: failed (HTTP {status}, attempt {attempt})", kind.as_str());
-                (
-                    failed(Some(status), error, None),
-                    Outcome { sent: 1, failed: 1, lines: vec![line], ..Outcome::default() },
-                )
-            }
-            Verdict::Transient { status, error } => {
-                calls("transient");
-                let delay =
-                    backoff(attempt, self.inner.config.retry_base, self.inner.config.retry_max, &self.inner.jitter);
-                let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                tracing::info!(?status, %error, retry_in_ms = delay.as_millis() as u64, "transient failure; retry scheduled");
-                let line = format!("{id} {}: retry scheduled ({error}, attempt {attempt})", kind.as_str());
-                let outcome = Outcome {
-                    sent: 1,
-                    retry_scheduled: 1,
-                    next_due: Some(next),
-                    lines: vec![line],
-                    ..Outcome::default()
-                };
-                (failed(status, error, Some(next)), outcome)
-            }
-        };
-        self.inner.writer.append(event.to_new_event()).await?;
-        Ok(result)
-    }
-
-    async fn fetch(&self, state: &InvitationState) -> Result<Outcome, ReconcileError> {
-        let Some(client) = &self.inner.lightspark else { return Ok(Outcome::default()) };
-        let id = &state.invitation_id;
-        let span = tracing::info_span!("fetch", invitation_id = %id);
-        let answer = client.fetch_invitation(id).instrument(span).await;
-        let now = self.inner.clock.now();
-        match answer {
-            Ok(entity) => {
-                let found = entity.is_some();
-                let body = InvitationFetched { invitation_id: id.clone(), fetched_at: rfc3339(now), entity };
-                self.inner.writer.append(InternalEvent::Fetched(body).to_new_event()).await?;
-                let what = if found { "fetched" } else { "unknown to Lightspark" };
-                Ok(Outcome { fetched: 1, lines: vec![format!("{id} invitation: {what}")], ..Outcome::default() })
-            }
-            Err(e) => {
-                self.inner.metrics.fetch_failures.inc();
-                let attempt = state.fetch.attempts + 1;
-                let delay = backoff(
-                    attempt,
-                    self.inner.config.retry_base,
-                    self.inner.config.retry_max.min(Duration::from_secs(300)),
-                    &self.inner.jitter,
-                );
-                let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                tracing::warn!(invitation_id = %id, attempt, error = %e, "fetching the invitation from Lightspark failed; will retry");
-                let body = InvitationFetchFailed {
-                    invitation_id: id.clone(),
-                    attempt,
-                    error: e.to_string(),
-                    failed_at: rfc3339(now),
-                    next_attempt_at: rfc3339(next),
-                };
-                self.inner.writer.append(InternalEvent::FetchFailed(body).to_new_event()).await?;
-                Ok(Outcome {
-                    fetch_failed: 1,
-                    next_due: Some(next),
-                    lines: vec![format!("{id} invitation: fetch failed ({e})")],
-                    ..Outcome::default()
-                })
-            }
-        }
+    fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -556,7 +354,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
 enum Work {
     Fetch,
     Send { kind: ObligationKind, attempt: u32 },
-    InDoubt { kind: ObligationKind },
+    InDoubt { kind: ObligationKind, reason: InDoubtReason },
 }
 
 impl Work {
@@ -565,8 +363,8 @@ impl Work {
         match self {
             Work::Fetch => format!("{id} invitation: {would}fetch from Lightspark"),
             Work::Send { kind, attempt } => format!("{id} {}: {would}send attempt {attempt}", kind.as_str()),
-            Work::InDoubt { kind } => {
-                format!("{id} {}: {would}mark in doubt (older than IDEMPOTENCY_WINDOW)", kind.as_str())
+            Work::InDoubt { kind, reason } => {
+                format!("{id} {}: {would}mark in doubt ({})", kind.as_str(), reason.as_str())
             }
         }
     }
@@ -586,6 +384,7 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
     let interval = reconciler.inner.config.interval;
     loop {
         if *stop.borrow_and_update() {
+            reconciler.stop();
             return;
         }
         let mut wait = interval;
@@ -594,7 +393,19 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
         // seen and left for the interval. The pass's own appends wake one
         // extra pass, which finds nothing due.
         committed.mark_unchanged();
-        match reconciler.try_execute_once(false).await {
+        let pass = reconciler.try_execute_once(false);
+        tokio::pin!(pass);
+        let result = tokio::select! {
+            r = &mut pass => r,
+            _ = stopped(&mut stop) => {
+                // Start nothing new; the calls in flight finish (bounded by
+                // the request timeout) and their outcomes are recorded.
+                reconciler.stop();
+                let _ = pass.await;
+                return;
+            }
+        };
+        match result {
             Ok(o) => {
                 if let Some(due) = o.next_due {
                     let until = (due - reconciler.inner.clock.now()).to_std().unwrap_or(Duration::ZERO);
@@ -606,7 +417,10 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = committed.changed() => tokio::time::sleep(MIN_GAP).await,
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => {
+                reconciler.stop();
+                return;
+            }
         }
     }
 }

@@ -1,0 +1,154 @@
+//! What is sent to the platform for one obligation: a pure function of the
+//! projection and the configuration.
+//!
+//! The first request under a key fixes what every retry sends: the body is
+//! repeated byte for byte, whatever the invitation says now, since a
+//! platform refuses (422) or, worse, honours a key reused with other
+//! parameters, and a payment in flight must not change under it.
+
+use serde_json::{json, Value};
+
+use crate::config::ReconcileConfig;
+use crate::money::{Money, PaymentAmount};
+use crate::projection::events::{IdempotencyKey, ObligationKind};
+use crate::projection::state::{InvitationState, Versioned};
+
+/// One request of the exactly-once protocol, before it is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub url: String,
+    /// The JSON body; its serialisation is the bytes sent.
+    pub body: Value,
+    /// Who the platform is asked to pay (or, for a notification, notify).
+    pub receiver_uma: Option<String>,
+    pub amount: Option<Money>,
+}
+
+impl Request {
+    /// The exact bytes sent. A `Value` serialises its members in a fixed
+    /// order, so the stored first body re-serialises to the same bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body).expect("a JSON value serialises")
+    }
+}
+
+/// The request for `kind` of `state`: the first one sent under its key,
+/// repeated, if there was one; else built from the invitation's facts.
+/// `None` when the endpoint (or the incentive) is not configured, or a
+/// first request cannot be built (no usable amount).
+pub fn request_for(
+    state: &InvitationState,
+    kind: ObligationKind,
+    key: &IdempotencyKey,
+    config: &ReconcileConfig,
+) -> Option<Request> {
+    let url = match kind {
+        ObligationKind::InviteePayment | ObligationKind::InviterIncentive => config.payout_url.clone()?,
+        ObligationKind::InviterNotification => config.notify_url.clone()?,
+    };
+    let rec = state.obligation(kind);
+    if let Some(first) = &rec.request {
+        return Some(Request {
+            url,
+            body: first.clone(),
+            receiver_uma: rec.receiver_uma.clone(),
+            amount: rec.amount.clone(),
+        });
+    }
+    let text = |v: &Option<Versioned<String>>| v.as_ref().map(|v| v.value.clone());
+    let (receiver_uma, amount) = match kind {
+        ObligationKind::InviteePayment => match state.payment_amount.as_ref().map(|v| &v.value) {
+            Some(PaymentAmount::Valid(m)) => (text(&state.invitee_uma), Some(m.clone())),
+            _ => return None,
+        },
+        ObligationKind::InviterIncentive => (text(&state.inviter_uma), Some(config.inviter_incentive.clone()?)),
+        ObligationKind::InviterNotification => (text(&state.inviter_uma), None),
+    };
+    let body = match &amount {
+        None => json!({
+            "idempotency_key": key,
+            "kind": "invitee_joined",
+            "invitation_id": state.invitation_id,
+            "inviter_uma": text(&state.inviter_uma),
+            "invitee_uma": text(&state.invitee_uma),
+        }),
+        Some(m) => {
+            let mut amount = json!({"value": m.value(), "currency": m.currency()});
+            if let Some(d) = m.decimals() {
+                amount["decimals"] = d.into();
+            }
+            json!({
+                "idempotency_key": key,
+                "kind": kind.as_str(),
+                "invitation_id": state.invitation_id,
+                "invitation_code": text(&state.code),
+                "receiver_uma": receiver_uma,
+                "amount": amount,
+            })
+        }
+    };
+    Some(Request { url, body, receiver_uma, amount })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invitation::InvitationStatus;
+
+    fn config() -> ReconcileConfig {
+        crate::config::ReconcileArgs {
+            payout_url: Some("http://127.0.0.1:1/pay".into()),
+            notify_url: Some("http://127.0.0.1:1/notify".into()),
+            inviter_incentive: Some("100:USD".into()),
+            ..crate::config::ReconcileArgs::for_tests()
+        }
+        .validate()
+        .unwrap()
+    }
+
+    fn v<T>(value: T, seq: u64) -> Option<Versioned<T>> {
+        Some(Versioned { value, at: 0, seq })
+    }
+
+    fn claimed() -> InvitationState {
+        let mut s = InvitationState::new("Inv:1");
+        s.status = v(InvitationStatus::Claimed, 1);
+        s.code = v("C1".into(), 1);
+        s.inviter_uma = v("$alice@a".into(), 1);
+        s.invitee_uma = v("$bob@b".into(), 1);
+        s.payment_amount = v(PaymentAmount::Valid(Money::new(1500, "JPY").unwrap().with_decimals(Some(0))), 1);
+        s
+    }
+
+    #[test]
+    fn a_first_payment_request_names_receiver_amount_and_decimals() {
+        let key = IdempotencyKey::of("Inv:1", ObligationKind::InviteePayment);
+        let r = request_for(&claimed(), ObligationKind::InviteePayment, &key, &config()).unwrap();
+        assert_eq!(
+            r.body,
+            json!({"idempotency_key": key, "kind": "invitee_payment", "invitation_id": "Inv:1",
+                   "invitation_code": "C1", "receiver_uma": "$bob@b",
+                   "amount": {"value": 1500, "currency": "JPY", "decimals": 0}})
+        );
+        assert_eq!(r.receiver_uma.as_deref(), Some("$bob@b"));
+    }
+
+    #[test]
+    fn a_retry_repeats_the_first_body_whatever_the_invitation_says_now() {
+        // given a payment requested once, then a newer snapshot naming
+        // another receiver and an unusable amount
+        let key = IdempotencyKey::of("Inv:1", ObligationKind::InviteePayment);
+        let first = request_for(&claimed(), ObligationKind::InviteePayment, &key, &config()).unwrap();
+        let mut s = claimed();
+        s.payout.request = Some(first.body.clone());
+        s.payout.receiver_uma = first.receiver_uma.clone();
+        s.payout.amount = first.amount.clone();
+        s.invitee_uma = v("$eve@e".into(), 2);
+        s.payment_amount = v(PaymentAmount::Invalid { reason: "amount is fractional".into() }, 2);
+        // when the retry is built
+        let retry = request_for(&s, ObligationKind::InviteePayment, &key, &config()).unwrap();
+        // then it is the first request, to the byte
+        assert_eq!(retry.bytes(), first.bytes());
+        assert_eq!(retry.receiver_uma.as_deref(), Some("$bob@b"));
+    }
+}
