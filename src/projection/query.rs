@@ -79,13 +79,14 @@ pub fn needing_work(
     decode_rows(&mut stmt, params![mask, after, limit as i64])
 }
 
-/// Every invitation, in id order, for the audit.
+/// Every invitation, in id order, for the audit; with `inviter_uma`, those
+/// the audit credits to that inviter (see [`super::audit::audit_inviter`]).
 ///
 /// # Errors
 /// When SQLite fails.
 pub fn all(conn: &Connection, inviter_uma: Option<&str>) -> Result<Vec<InvitationState>, ProjectionError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT invitation_id, state FROM invitations WHERE (?1 IS NULL OR inviter_uma = ?1) ORDER BY invitation_id",
+        "SELECT invitation_id, state FROM invitations WHERE (?1 IS NULL OR audit_inviter = ?1) ORDER BY invitation_id",
     )?;
     decode_rows(&mut stmt, params![inviter_uma])
 }
