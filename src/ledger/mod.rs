@@ -135,7 +135,9 @@ impl LedgerEvent {
             kind: row.get(2)?,
             stream: row.get(3)?,
             recorded_at: row.get(4)?,
-            body: row.get(5)?,
+            // The writer stores BLOBs; a body rewritten as TEXT still has its
+            // bytes, and `verify` names the seq where the type changed.
+            body: row.get_ref(5)?.as_bytes()?.to_vec(),
             signature: row.get(6)?,
             prev_hash: blob32(row.get(7)?),
             hash: blob32(row.get(8)?),

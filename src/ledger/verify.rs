@@ -1,6 +1,6 @@
 //! `verify`: recompute the hash chain and re-check every stored signature.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::hash;
 use super::{kinds, LedgerError};
@@ -32,8 +32,24 @@ pub fn verify(conn: &Connection, keys: Option<&SigningKeys>) -> Result<VerifySum
     let mut expected_seq = 1u64;
     let mut prev = hash::GENESIS;
     let mut webhooks = 0u64;
+    // The writer stores every body as a BLOB: a body of another type was
+    // rewritten by hand, even where its bytes still hash right.
+    let retyped: Option<(i64, String)> = conn
+        .query_row("SELECT seq, typeof(body) FROM events WHERE typeof(body) <> 'blob' ORDER BY seq LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(LedgerError::from)?;
     super::for_each_after(conn, 0, |e| {
         let broken = |reason: String| VerifyError::Broken { seq: e.seq, reason };
+        if let Some((seq, sql_type)) = &retyped {
+            if *seq as u64 == e.seq {
+                return Err(broken(format!(
+                    "the body is stored as {} where the ledger writes a BLOB (rewritten after it was written)",
+                    sql_type.to_uppercase()
+                )));
+            }
+        }
         if e.seq != expected_seq {
             return Err(VerifyError::Broken {
                 seq: expected_seq,
@@ -58,4 +74,48 @@ pub fn verify(conn: &Connection, keys: Option<&SigningKeys>) -> Result<VerifySum
         Ok(())
     })?;
     Ok(VerifySummary { events: expected_seq - 1, webhooks, head: prev })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{LedgerWriter, NewEvent};
+
+    fn event(n: u32) -> NewEvent {
+        NewEvent {
+            event_key: format!("k{n}"),
+            kind: "webhook.received".into(),
+            stream: None,
+            body: format!("{{\"n\":{n}}}").into_bytes(),
+            signature: None,
+            sibling_prefix: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_rewritten_as_text_is_named_by_its_seq() {
+        // given a ledger of three events whose second body someone
+        // rewrote as TEXT (same characters) with the triggers dropped
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let (writer, thread) = LedgerWriter::start(&db).unwrap();
+        writer.append_all((1..=3).map(event).collect()).await.unwrap();
+        drop(writer);
+        thread.join().unwrap();
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER events_no_update; UPDATE events SET body = CAST(body AS TEXT) WHERE seq = 2;",
+        )
+        .unwrap();
+        // when the ledger is verified
+        let e = verify(&conn, None).unwrap_err();
+        // then the answer names the seq and says what is wrong
+        match e {
+            VerifyError::Broken { seq, reason } => {
+                assert_eq!(seq, 2);
+                assert!(reason.contains("TEXT"), "{reason}");
+            }
+            other => panic!("expected seq 2 named, got {other}"),
+        }
+    }
 }
