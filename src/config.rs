@@ -193,6 +193,23 @@ impl ReconcileArgs {
         if idempotency_window.is_zero() {
             return Err(ConfigError("IDEMPOTENCY_WINDOW must be longer than zero, such as 24h.".into()));
         }
+        // A window no longer than one request, or than one retry gap, would
+        // send an obligation to in_doubt after a single transient failure.
+        let timeout = Duration::from_millis(self.request_timeout_ms);
+        if idempotency_window <= timeout {
+            return Err(ConfigError(format!(
+                "IDEMPOTENCY_WINDOW ({}) must be longer than REQUEST_TIMEOUT_MS ({} ms): a request may reach the platform that late.",
+                self.idempotency_window.trim(),
+                self.request_timeout_ms
+            )));
+        }
+        if idempotency_window <= Duration::from_millis(self.retry_max_ms) {
+            return Err(ConfigError(format!(
+                "IDEMPOTENCY_WINDOW ({}) must be longer than RETRY_MAX_MS ({} ms): a retry may wait that long.",
+                self.idempotency_window.trim(),
+                self.retry_max_ms
+            )));
+        }
         Ok(ReconcileConfig {
             payout_url: http_url("PAYOUT_URL", &self.payout_url)?,
             payout_signing_key: self.payout_signing_key.clone().filter(|k| !k.is_empty()).map(Secret::new),
@@ -323,6 +340,29 @@ pub fn parse_duration(setting: &str, raw: &str) -> Result<Duration, ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_not_above_the_request_timeout_or_the_retry_cap_stops_start_up() {
+        // given settings under which one 5xx would already send a payout to
+        // in_doubt: a window no longer than one request, or than one retry gap
+        for (window, timeout, retry_max, named) in [
+            ("10s", 10_000, 5_000, "REQUEST_TIMEOUT_MS"),
+            ("5s", 1_000, 5_000, "RETRY_MAX_MS"),
+            ("1h", 10_000, 3_600_000, "RETRY_MAX_MS"),
+        ] {
+            let args = ReconcileArgs {
+                idempotency_window: window.into(),
+                request_timeout_ms: timeout,
+                retry_max_ms: retry_max,
+                ..ReconcileArgs::for_tests()
+            };
+            // then start-up fails with one sentence naming both settings
+            let e = args.validate().unwrap_err().0;
+            assert!(e.contains("IDEMPOTENCY_WINDOW") && e.contains(named), "{window}/{timeout}/{retry_max}: {e}");
+        }
+        let fine = ReconcileArgs { idempotency_window: "2h".into(), ..ReconcileArgs::for_tests() };
+        assert!(fine.validate().is_ok());
+    }
 
     #[test]
     fn durations_read_their_units() {

@@ -209,14 +209,16 @@ async fn hostile_strings_from_a_webhook_are_escaped_and_never_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_in_doubt_obligations_are_listed_for_an_operator() {
-    // A platform that refuses the first payment for good (400) and fails
-    // the second with a 500; with a 1 ms idempotency window the retry is
-    // not sent blindly: the payment falls in doubt.
+    // A platform that refuses the first payment for good (400) and keeps
+    // failing the second with 500s; with a 600 ms idempotency window (100 ms
+    // once a 500 ms request is allowed for) the retries stop there: the
+    // payment falls in doubt.
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Status(400));
     let app = app_with(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
-        a.reconcile.idempotency_window = "1ms".into();
+        a.reconcile.idempotency_window = "600ms".into();
+        a.reconcile.request_timeout_ms = 500;
     })
     .await;
     let mut refused = InvitationFixture::claimed("UmaInvitation:refused");
@@ -224,7 +226,7 @@ async fn failed_and_in_doubt_obligations_are_listed_for_an_operator() {
     app.claim(&refused, "ev-refused").await;
     projected(&app, &refused.id, |v| v["payout"]["state"] == "failed").await;
 
-    payments.fail_next(1, Fault::Status(500));
+    payments.fail_next(1000, Fault::Status(500));
     let mut doubt = InvitationFixture::claimed("UmaInvitation:doubt");
     doubt.incentives_status = "PENDING".into();
     app.claim(&doubt, "ev-doubt").await;

@@ -103,10 +103,8 @@ mod tests {
         drop(writer);
         thread.join().unwrap();
         let conn = Connection::open(&db).unwrap();
-        conn.execute_batch(
-            "DROP TRIGGER events_no_update; UPDATE events SET body = CAST(body AS TEXT) WHERE seq = 2;",
-        )
-        .unwrap();
+        conn.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET body = CAST(body AS TEXT) WHERE seq = 2;")
+            .unwrap();
         // when the ledger is verified
         let e = verify(&conn, None).unwrap_err();
         // then the answer names the seq and says what is wrong
