@@ -569,6 +569,40 @@ async fn absurd_amounts_are_stored_and_acknowledged_shown_invalid_and_never_paid
 // The read API: token and query parameters.
 
 #[tokio::test]
+async fn without_a_token_only_loopback_host_names_are_served_the_read_side() {
+    // given the documented default: loopback listener, no read token
+    let app = TestApp::spawn().await;
+    let get = |path: &'static str, host: &'static str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let addr = app.addr;
+        async move { raw_exchange(addr, req.as_bytes(), Duration::from_secs(5)).await }
+    };
+    for path in ["/v1/invitations", "/v1/ledger/events", "/v1/audit/incentives", "/v1/openapi.json", "/metrics", "/"] {
+        // when a page on another site reaches the service through DNS
+        // rebinding, its requests name that site as the Host
+        for host in ["attacker.example", "attacker.example:3000", "127.0.0.1.attacker.example", "localhost.evil"] {
+            let answer = get(path, host).await;
+            // then nothing is read
+            assert_eq!(raw_status(&answer), Some(403), "{path} as {host}: {}", String::from_utf8_lossy(&answer));
+            assert_eq!(raw_json(&answer).unwrap()["error"], "forbidden_host", "{path} as {host}");
+        }
+        // and loopback names, any port, are served
+        for host in ["localhost", "localhost:3000", "LocalHost:1", "127.0.0.1", "127.0.0.1:3000", "[::1]", "[::1]:3000"]
+        {
+            let answer = get(path, host).await;
+            assert_eq!(raw_status(&answer), Some(200), "{path} as {host}: {}", String::from_utf8_lossy(&answer));
+        }
+    }
+    // Webhooks are signed: they need no such check.
+    let body = claimed_body("evt-host", "UmaInvitation:host");
+    let mut req = raw_webhook_request(body.as_bytes(), "lightspark-signature");
+    let at = req.windows(10).position(|w| w == b"Host: test").unwrap();
+    req.splice(at..at + 10, b"Host: attacker.example".iter().copied());
+    let answer = raw_exchange(app.addr, &req, Duration::from_secs(5)).await;
+    assert_eq!(raw_status(&answer), Some(200), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[tokio::test]
 async fn missing_wrong_and_almost_right_read_tokens_are_401() {
     let app = app_with_token().await;
     let mut last_differs = TOKEN.to_owned();

@@ -27,6 +27,8 @@ pub enum ApiError {
     LedgerUnavailable(#[source] LedgerError),
     #[error("a valid bearer token is required")]
     Unauthorized,
+    #[error("without READ_API_TOKEN only requests to a loopback host name (localhost, 127.0.0.1, [::1]) are served; set a token to serve others")]
+    ForbiddenHost,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::LedgerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::ForbiddenHost => (StatusCode::FORBIDDEN, "forbidden_host"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -1,5 +1,6 @@
 //! The HTTP surface: webhook ingest, health, and (behind a token) the read API.
 
+pub mod access;
 pub mod body;
 pub mod error;
 pub mod openapi;
@@ -81,7 +82,7 @@ pub fn routes(
     let metrics_state = state.clone();
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(read::authorized(state.config.read_api_token.clone()))
+        .and(access::read_access(access::Access::new(state.config.read_api_token.as_ref())))
         .and_then(move || {
             let state = metrics_state.clone();
             async move { render_metrics(&state).await.map_err(error::reject) }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use warp::{Filter, Rejection, Reply};
 
-use super::read::authorized;
+use super::access::{read_access, Access};
 use super::AppState;
 
 /// The document, embedded at compile time.
@@ -16,7 +16,7 @@ pub const DOCUMENT: &str = include_str!("../../openapi.json");
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "openapi.json")
         .and(warp::get())
-        .and(authorized(state.config.read_api_token.clone()))
+        .and(read_access(Access::new(state.config.read_api_token.as_ref())))
         .map(|| warp::reply::with_header(DOCUMENT, "content-type", "application/json").into_response())
 }
 

@@ -7,15 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use warp::{Filter, Rejection, Reply};
 
+use super::access::{read_access, Access};
 use super::error::{reject, ApiError};
 use super::AppState;
 use crate::projection::query::{self, ListFilter};
 use crate::projection::store;
-use crate::secret::Secret;
 
 /// Largest page any list answers.
 pub const MAX_PAGE: usize = 500;
@@ -84,57 +82,6 @@ impl ReadPool {
     }
 }
 
-/// Requires `Authorization: Bearer <READ_API_TOKEN>` when a token is set.
-/// Both sides are hashed first so the comparison is constant-time and does
-/// not reveal the token's length.
-///
-/// The header is read as raw bytes: a value that is not visible ASCII (say,
-/// the token followed by a no-break space) is a wrong token, answered 401
-/// like any other, not a 400 about the header's encoding.
-pub fn authorized(token: Option<Secret>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    let token = ReadToken::new(token.as_ref());
-    warp::header::headers_cloned()
-        .and_then(move |headers: warp::http::HeaderMap| async move {
-            if token.is_open() {
-                return Ok(());
-            }
-            let given = headers.get(warp::http::header::AUTHORIZATION).map(|v| v.as_bytes());
-            let presented = given.and_then(|h| h.strip_prefix(b"Bearer ")).unwrap_or(b"");
-            if token.matches(presented.trim_ascii()) {
-                Ok(())
-            } else {
-                Err(reject(ApiError::Unauthorized))
-            }
-        })
-        .untuple_one()
-}
-
-/// `READ_API_TOKEN` as the read API, the metrics and the status page check
-/// it: the SHA-256 digest of what was presented against the token's, in
-/// constant time, so neither the token nor its length leaks.
-#[derive(Clone, Copy)]
-pub(crate) struct ReadToken {
-    expected: Option<[u8; 32]>,
-}
-
-impl ReadToken {
-    pub(crate) fn new(token: Option<&Secret>) -> Self {
-        Self { expected: token.map(|t| Sha256::digest(t.expose().as_bytes()).into()) }
-    }
-
-    /// No token configured (loopback only): everything is admitted.
-    pub(crate) fn is_open(&self) -> bool {
-        self.expected.is_none()
-    }
-
-    /// Whether `presented` is the token; an empty value never is.
-    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
-        let Some(expected) = &self.expected else { return true };
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        bool::from(digest.ct_eq(expected)) && !presented.is_empty()
-    }
-}
-
 /// Decodes `%XX` escapes in a path segment or query value, and `+` as a
 /// space when `plus` (form encoding). Malformed escapes are kept as they are.
 pub(crate) fn percent_decode(s: &str, plus: bool) -> String {
@@ -187,7 +134,7 @@ fn page_size(limit: Option<usize>) -> Result<usize, Rejection> {
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let auth = authorized(state.config.read_api_token.clone());
+    let auth = read_access(Access::new(state.config.read_api_token.as_ref()));
     let pool = state.reads.clone();
 
     let p = pool.clone();

@@ -21,12 +21,12 @@ use bytes::Buf;
 use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use super::access::{Access, Denied};
 use super::body::{self, BodyError, BODY_READ_TIMEOUT};
 use super::error::{reject, ApiError};
-use super::read::{percent_decode, ReadToken};
+use super::read::percent_decode;
 use super::AppState;
 use crate::projection::query::{self, StatusPageLimits};
-use crate::secret::Secret;
 pub use render::escape;
 use render::{login_page, percent_encode, render};
 
@@ -43,32 +43,10 @@ const AUDIT_INVITERS_CAP: usize = 200;
 /// Largest login form accepted.
 const LOGIN_BODY_LIMIT: usize = 4096;
 
-/// The token check shared by the page and the login form.
-#[derive(Clone)]
-struct Gate {
-    token: ReadToken,
-}
-
-impl Gate {
-    fn new(token: Option<&Secret>) -> Self {
-        Self { token: ReadToken::new(token) }
-    }
-
-    /// Whether `presented` is the token (see [`ReadToken::matches`]).
-    fn matches(&self, presented: &str) -> bool {
-        self.token.matches(presented.as_bytes())
-    }
-
-    fn admits(&self, authorization: Option<&str>, cookie: Option<&str>) -> bool {
-        if self.token.is_open() {
-            return true;
-        }
-        let bearer = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
-        let from_cookie =
-            cookie_value(cookie.unwrap_or(""), COOKIE).map(|v| percent_decode(v, false)).unwrap_or_default();
-        // Both are checked, without short-circuit.
-        self.matches(bearer) | self.matches(&from_cookie)
-    }
+/// The token in the `il_token` cookie, if the request carries one.
+fn session_token(headers: &warp::http::HeaderMap) -> Option<Vec<u8>> {
+    let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
+    cookie_value(cookie, COOKIE).map(|v| percent_decode(v, false).into_bytes())
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -118,23 +96,24 @@ fn form_field(body: &str, name: &str) -> Option<String> {
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let gate = Gate::new(state.config.read_api_token.as_ref());
+    let gate = Access::new(state.config.read_api_token.as_ref());
 
-    let page_gate = gate.clone();
     let status = warp::path::end()
         .and(warp::get())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>("cookie"))
+        .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
-        .and_then(move |authorization: Option<String>, cookie: Option<String>, query: HashMap<String, String>| {
-            let gate = page_gate.clone();
+        .and_then(move |headers: warp::http::HeaderMap, query: HashMap<String, String>| {
             let state = state.clone();
             async move {
-                if !gate.admits(authorization.as_deref(), cookie.as_deref()) {
-                    return Ok::<_, Rejection>(login_page(
-                        StatusCode::UNAUTHORIZED,
-                        "This page needs the read API token (READ_API_TOKEN). It is kept in an HttpOnly cookie for this site.",
-                    ));
+                match gate.check_with(&headers, session_token(&headers).as_deref()) {
+                    Ok(()) => {}
+                    Err(Denied::NoToken) => {
+                        return Ok::<_, Rejection>(login_page(
+                            StatusCode::UNAUTHORIZED,
+                            "This page needs the read API token (READ_API_TOKEN). It is kept in an HttpOnly cookie for this site.",
+                        ))
+                    }
+                    Err(d) => return Err(reject(ApiError::from(d))),
                 }
                 let q = query.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
                 let horizon = state.config.reconcile.idempotency_window;
@@ -153,31 +132,25 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::post())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .and_then(move |declared: Option<u64>, body| {
-            let gate = gate.clone();
-            async move {
-                let form = read_form(declared, body).await?;
-                let token = form_field(&form, "token").map(|t| t.trim().to_owned()).unwrap_or_default();
-                let redirect = |cookie: Option<String>| {
-                    let mut r = warp::reply::with_status(String::new(), StatusCode::SEE_OTHER).into_response();
-                    r.headers_mut().insert(header::LOCATION, header::HeaderValue::from_static("/"));
-                    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-                    if let Some(c) = cookie.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
-                        r.headers_mut().insert(header::SET_COOKIE, c);
-                    }
-                    r
-                };
-                if gate.token.is_open() {
-                    return Ok::<_, Rejection>(redirect(None));
+        .and_then(move |declared: Option<u64>, body| async move {
+            let form = read_form(declared, body).await?;
+            let token = form_field(&form, "token").map(|t| t.trim().to_owned()).unwrap_or_default();
+            let redirect = |cookie: Option<String>| {
+                let mut r = warp::reply::with_status(String::new(), StatusCode::SEE_OTHER).into_response();
+                r.headers_mut().insert(header::LOCATION, header::HeaderValue::from_static("/"));
+                r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+                if let Some(c) = cookie.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+                    r.headers_mut().insert(header::SET_COOKIE, c);
                 }
-                if gate.matches(&token) {
-                    Ok(redirect(Some(format!(
-                        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-                        percent_encode(&token)
-                    ))))
-                } else {
-                    Ok(login_page(StatusCode::UNAUTHORIZED, "That token is not right. Try again."))
-                }
+                r
+            };
+            if gate.is_open() {
+                return Ok::<_, Rejection>(redirect(None));
+            }
+            if gate.matches(token.as_bytes()) {
+                Ok(redirect(Some(format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", percent_encode(&token)))))
+            } else {
+                Ok(login_page(StatusCode::UNAUTHORIZED, "That token is not right. Try again."))
             }
         });
 
@@ -188,6 +161,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
 mod tests {
     use super::render::badge;
     use super::*;
+    use crate::secret::Secret;
 
     #[test]
     fn escape_neutralises_markup_quotes_and_ampersands() {
@@ -223,16 +197,24 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_takes_the_bearer_header_or_the_cookie_and_nothing_else() {
-        let open = Gate::new(None);
-        assert!(open.admits(None, None));
+    fn the_page_takes_the_bearer_header_or_the_cookie_and_nothing_else() {
         let secret = Secret::new("a-long-read-api-token-0123456789".into());
-        let gate = Gate::new(Some(&secret));
-        assert!(!gate.admits(None, None));
-        assert!(!gate.admits(Some("Bearer "), Some("il_token=")));
-        assert!(!gate.admits(Some("Bearer wrong"), Some("other=a-long-read-api-token-0123456789")));
-        assert!(gate.admits(Some("Bearer a-long-read-api-token-0123456789"), None));
-        assert!(gate.admits(None, Some("x=1; il_token=a-long-read-api-token-0123456789; y=2")));
-        assert!(!gate.admits(Some("a-long-read-api-token-0123456789"), None));
+        let gate = Access::new(Some(&secret));
+        let check = |authorization: Option<&str>, cookie: Option<&str>| {
+            let mut headers = warp::http::HeaderMap::new();
+            if let Some(a) = authorization {
+                headers.insert(header::AUTHORIZATION, a.parse().unwrap());
+            }
+            if let Some(c) = cookie {
+                headers.insert(header::COOKIE, c.parse().unwrap());
+            }
+            gate.check_with(&headers, session_token(&headers).as_deref()).is_ok()
+        };
+        assert!(!check(None, None));
+        assert!(!check(Some("Bearer "), Some("il_token=")));
+        assert!(!check(Some("Bearer wrong"), Some("other=a-long-read-api-token-0123456789")));
+        assert!(check(Some("Bearer a-long-read-api-token-0123456789"), None));
+        assert!(check(None, Some("x=1; il_token=a-long-read-api-token-0123456789; y=2")));
+        assert!(!check(Some("a-long-read-api-token-0123456789"), None));
     }
 }
