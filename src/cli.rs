@@ -11,7 +11,8 @@ use crate::ledger::{self, verify};
 ///
 /// # Errors
 /// Naming the first bad `seq` and why, or why the ledger could not be read.
-pub fn verify(db: &DbArgs, key: &KeyArgs) -> anyhow::Result<String> {
+pub fn verify(db: &DbArgs, key: &KeyArgs, expect: &[String]) -> anyhow::Result<String> {
+    let anchors = expect.iter().map(|a| parse_anchor(a)).collect::<anyhow::Result<Vec<_>>>()?;
     let keys = key.signing_key.as_ref().map(|_| key.keys()).transpose()?;
     let conn = open_existing(db)?;
     let summary = verify::verify(&conn, keys.as_ref())?;
@@ -20,12 +21,28 @@ pub fn verify(db: &DbArgs, key: &KeyArgs) -> anyhow::Result<String> {
     } else {
         "signatures not checked (no LIGHTSPARK_WEBHOOK_SIGNING_KEY)"
     };
-    Ok(format!(
+    let mut out = format!(
         "ledger intact: events={} webhooks={} head={} ({signatures})",
         summary.events,
         summary.webhooks,
         hex::encode(summary.head)
-    ))
+    );
+    for (seq, hash) in anchors {
+        verify::expect(&conn, seq, &hash)?;
+        out.push_str(&format!("\nanchor seq {seq} matches hash {}", hex::encode(hash)));
+    }
+    Ok(out)
+}
+
+/// `SEQ:HASH` as `verify --expect` takes it (the hash as 64 hex digits).
+fn parse_anchor(text: &str) -> anyhow::Result<(u64, ledger::Hash)> {
+    let bad =
+        || anyhow::anyhow!("--expect {text:?} is not SEQ:HASH (a seq and 64 hex digits, as GET /v1/ledger/head gives)");
+    let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
+    let seq = seq.parse().map_err(|_| bad())?;
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(hash, &mut h).map_err(|_| bad())?;
+    Ok((seq, h))
 }
 
 /// Opens the ledger read-only, refusing a path that does not exist rather

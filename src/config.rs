@@ -247,6 +247,10 @@ pub struct ServeArgs {
     /// Largest webhook body accepted, in bytes.
     #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
+    /// How often the ledger head is logged (`ledger head seq=… hash=…`), for
+    /// log shipping to keep anchors elsewhere; also logged at start and stop.
+    #[arg(long = "anchor-interval", env = "ANCHOR_INTERVAL", default_value = "1h")]
+    pub anchor_interval: String,
     /// Commit each append alone. Only for measuring what group commit buys.
     #[arg(long = "unbatched-commits", hide = true)]
     pub unbatched_commits: bool,
@@ -262,6 +266,8 @@ pub struct ServiceConfig {
     /// local callers, which is what a developer on a laptop expects.
     pub read_api_token: Option<Secret>,
     pub max_body_bytes: usize,
+    /// See [`ServeArgs::anchor_interval`].
+    pub anchor_interval: Duration,
     /// See [`ServeArgs::unbatched_commits`].
     pub group_commit: bool,
     pub reconcile: ReconcileConfig,
@@ -299,7 +305,12 @@ impl ServeArgs {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError("MAX_BODY_BYTES is below 1024: webhooks need at least a kibibyte.".into()));
         }
+        let anchor_interval = parse_duration("ANCHOR_INTERVAL", &self.anchor_interval)?;
+        if anchor_interval.is_zero() {
+            return Err(ConfigError("ANCHOR_INTERVAL must be longer than zero, such as 1h.".into()));
+        }
         Ok(ServiceConfig {
+            anchor_interval,
             db: self.db.db.clone(),
             listen_addr,
             signing_keys: self.key.keys()?,

@@ -183,6 +183,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         listen_addr: "127.0.0.1:0".into(),
         read_api_token: None,
         max_body_bytes: 256 * 1024,
+        anchor_interval: "1h".into(),
         unbatched_commits: false,
     };
     let config = args.validate()?;

@@ -22,6 +22,11 @@ enum Command {
         db: config::DbArgs,
         #[command(flatten)]
         key: config::KeyArgs,
+        /// An anchor kept elsewhere (`GET /v1/ledger/head`, or the service's
+        /// `ledger head seq=… hash=…` log line): fail unless the ledger holds
+        /// exactly this hash at this seq. Repeatable.
+        #[arg(long = "expect", value_name = "SEQ:HASH")]
+        expect: Vec<String>,
     },
     /// Drop the projections and replay the whole ledger (refused while a service runs).
     Rebuild {
@@ -108,7 +113,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Verify { db, key } => cli::verify(&db, &key).map(|s| println!("{s}")),
+        Command::Verify { db, key, expect } => cli::verify(&db, &key, &expect).map(|s| println!("{s}")),
         Command::Rebuild { db, check: false } => cli::rebuild(&db).map(|s| println!("{s}")),
         Command::Rebuild { db, check: true } => cli::rebuild_check(&db).map(|s| println!("{s}")),
         Command::Demo { keep_running } => block_on(invitation_ledger::demo::run(keep_running)),

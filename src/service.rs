@@ -103,6 +103,22 @@ impl LiveLedger {
     }
 }
 
+/// Logs `ledger head seq=… hash=…` now and every `interval`: log shipping
+/// keeps these lines outside the machine, where `verify --expect SEQ:HASH`
+/// can later prove the ledger still holds them (not truncated, not
+/// re-chained).
+async fn log_anchors(reads: Arc<ReadPool>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match reads.lookup(|c| Ok(crate::ledger::head(c)?)).await {
+            Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
+            Err(e) => tracing::warn!(error = %e, "could not read the ledger head for the anchor log line"),
+        }
+    }
+}
+
 /// How long a client may take to send its request headers. Bounds slow
 /// clients that would otherwise hold a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +150,7 @@ pub async fn serve(
         .following(ledger.projected.clone());
     let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
+    let anchors = tokio::spawn(log_anchors(reads.clone(), config.anchor_interval));
     let state = Arc::new(AppState { config, writer, metrics, reads });
     let routes = api::routes(state.clone());
     let service = TowerToHyperService::new(warp::service(routes));
@@ -183,7 +200,13 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     // In-flight obligation steps finish and record their outcomes.
     reconcile_task.await?;
+    anchors.abort();
     ledger.close().await?;
+    // The last head, once everything is committed: the anchor of this run.
+    match crate::ledger::open_read_only(&state.config.db).and_then(|c| crate::ledger::head(&c)) {
+        Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
+        Err(e) => tracing::warn!(error = %e, "could not read the ledger head at shutdown"),
+    }
     drop(lock);
     tracing::info!("stopped");
     Ok(())

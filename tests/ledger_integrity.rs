@@ -191,3 +191,101 @@ fn the_bundled_sqlite_has_no_global_page_cache_mutex() {
     assert!(options.iter().any(|o| o.starts_with("THREADSAFE=1")), "{options:?}");
     assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
 }
+
+/// The head a running service publishes, for an operator to keep elsewhere.
+async fn published_head(app: &TestApp) -> (u64, String) {
+    let (status, head) = app.get_json("/v1/ledger/head").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head["recorded_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{head}");
+    (head["seq"].as_u64().unwrap(), head["hash"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn an_anchor_kept_elsewhere_catches_a_truncated_or_re_chained_ledger() {
+    // given a ledger of five webhooks and two internal events, and the head
+    // the service published (an operator's anchor)
+    let app = TestApp::spawn().await;
+    for i in 0..5 {
+        assert_eq!(app.post_signed(&claimed_body(&format!("e{i}"), &format!("Inv:{i}"))).await.status(), 200);
+    }
+    let (seq, hash) = published_head(&app).await;
+    assert_eq!(seq, 5);
+    let db = app.db.clone();
+    let dir = app.stop().await;
+    let expect = format!("{seq}:{hash}");
+    let verify_expecting = |db: &std::path::Path, expect: &str| {
+        run(
+            &["verify", "--expect", expect],
+            &[("LEDGER_DB", db.to_str().unwrap()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)],
+        )
+    };
+    // the intact ledger holds the anchor
+    let out = verify_expecting(&db, &expect);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("anchor seq {seq} matches")));
+
+    // when the last rows are cut off, the chain still verifies...
+    let truncated = dir.path().join("truncated.db");
+    std::fs::copy(&db, &truncated).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&truncated).unwrap();
+        conn.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq > 3;").unwrap();
+    }
+    assert!(verify(&truncated).status.success(), "a truncated chain is still a chain");
+    // ...but not the anchor
+    let out = verify_expecting(&truncated, &expect);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seq 5") && err.contains("truncated"), "{err}");
+
+    // when an event is rewritten and the chain recomputed after it
+    let rechained = dir.path().join("rechained.db");
+    std::fs::copy(&db, &rechained).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&rechained).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq > 4",
+        )
+        .unwrap();
+        // one more event, chained properly, where the fifth was
+        let mut prev = [0u8; 32];
+        for e in invitation_ledger::ledger::read_after(&conn, 0, 100).unwrap() {
+            prev = e.hash;
+        }
+        let body = claimed_body("e4", "Inv:other");
+        let signature = support::signature_of(body.as_bytes());
+        let replacement = invitation_ledger::ledger::LedgerEvent {
+            seq: 5,
+            event_key: "lightspark:e4:replaced".into(),
+            kind: "webhook.received".into(),
+            stream: Some("Inv:other".into()),
+            recorded_at: "2026-11-30T00:00:00.000000Z".into(),
+            body: body.into_bytes(),
+            signature: Some(signature),
+            prev_hash: prev,
+            hash: [0; 32],
+        };
+        let h = replacement.chain_hash(&prev);
+        conn.execute(
+            "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
+             VALUES (5, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            rusqlite::params![
+                replacement.event_key,
+                replacement.kind,
+                replacement.stream,
+                replacement.recorded_at,
+                replacement.body,
+                replacement.signature,
+                &prev[..],
+                &h[..]
+            ],
+        )
+        .unwrap();
+    }
+    // then the chain and the signatures verify, and only the anchor tells
+    assert!(verify(&rechained).status.success(), "{}", String::from_utf8_lossy(&verify(&rechained).stderr));
+    let out = verify_expecting(&rechained, &expect);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seq 5") && err.contains(&hash), "{err}");
+}

@@ -166,3 +166,37 @@ async fn sigterm_with_idle_connections_open_still_exits_within_five_seconds() {
     drop((idle, half));
     support::assert_verifies(&db).await;
 }
+
+#[tokio::test]
+async fn the_ledger_head_is_logged_every_anchor_interval_and_at_shutdown() {
+    // given a service that logs its head every 200 ms
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let log = dir.path().join("serve.log");
+    let mut server = ServeProcess::start_logging(&db, &[("ANCHOR_INTERVAL", "200ms"), ("LOG", "info")], Some(&log));
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let body = claimed_body(&format!("a{i}"), &format!("Inv:a{i}"));
+        let r = client
+            .post(server.url("/webhooks/lightspark"))
+            .header("lightspark-signature", signature_of(body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let head: serde_json::Value = client.get(server.url("/v1/ledger/head")).send().await.unwrap().json().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // when it is stopped
+    sigterm(&server);
+    let (status, _) = wait_exit(&mut server, Duration::from_secs(10)).await.expect("exits after SIGTERM");
+    assert!(status.success());
+    // then its log holds the head at every interval, and last the final head
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("ledger head seq=")).collect();
+    assert!(lines.len() >= 3, "a line at start, then every 200 ms, and at shutdown:\n{text}");
+    let last = lines.last().unwrap();
+    assert!(last.contains(&format!("ledger head seq=3 hash={}", head["hash"].as_str().unwrap())), "{last}");
+    assert_eq!(head["seq"], 3);
+}

@@ -189,20 +189,30 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         });
 
     let p = pool;
-    let events =
-        warp::path!("v1" / "ledger" / "events").and(warp::get()).and(auth).and(warp::query::<EventsQuery>()).and_then(
-            move |q: EventsQuery| {
-                let p = p.clone();
-                async move {
-                    let limit = page_size(q.limit)?;
-                    let after = q.after.unwrap_or(0);
-                    let page = p.run(move |c| Ok(query::ledger_events(c, after, limit)?)).await.map_err(reject)?;
-                    Ok::<_, Rejection>(warp::reply::json(&page).into_response())
-                }
-            },
-        );
+    let events = warp::path!("v1" / "ledger" / "events")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<EventsQuery>())
+        .and_then(move |q: EventsQuery| {
+            let p = p.clone();
+            async move {
+                let limit = page_size(q.limit)?;
+                let after = q.after.unwrap_or(0);
+                let page = p.run(move |c| Ok(query::ledger_events(c, after, limit)?)).await.map_err(reject)?;
+                Ok::<_, Rejection>(warp::reply::json(&page).into_response())
+            }
+        });
 
-    one.or(list).unify().or(events).unify().or(audit).unify()
+    let p = state.reads.clone();
+    let head = warp::path!("v1" / "ledger" / "head").and(warp::get()).and(auth).and_then(move || {
+        let p = p.clone();
+        async move {
+            let head = p.lookup(|c| Ok(query::ledger_head(c)?)).await.map_err(reject)?;
+            Ok::<_, Rejection>(warp::reply::json(&head).into_response())
+        }
+    });
+
+    one.or(list).unify().or(events).unify().or(head).unify().or(audit).unify()
 }
 
 #[cfg(test)]

@@ -76,6 +76,41 @@ pub fn verify(conn: &Connection, keys: Option<&SigningKeys>) -> Result<VerifySum
     Ok(VerifySummary { events: expected_seq - 1, webhooks, head: prev })
 }
 
+/// Checks an anchor kept elsewhere: the ledger must hold exactly `hash` at
+/// `seq`. The chain alone proves order, not completeness: a ledger whose
+/// last rows were cut off, or one re-chained after an edit, still chains.
+///
+/// # Errors
+/// [`VerifyError::Broken`] at `seq`, saying whether the ledger ends before
+/// it (truncated) or holds another hash there (re-chained or replaced).
+pub fn expect(conn: &Connection, seq: u64, hash: &hash::Hash) -> Result<(), VerifyError> {
+    let stored: Option<Vec<u8>> = conn
+        .query_row("SELECT hash FROM events WHERE seq = ?1", [seq as i64], |r| r.get(0))
+        .optional()
+        .map_err(LedgerError::from)?;
+    match stored {
+        Some(h) if h == hash[..] => Ok(()),
+        Some(h) => Err(VerifyError::Broken {
+            seq,
+            reason: format!(
+                "the anchor says hash {} but the ledger holds {} (re-chained, replaced or restored from another copy)",
+                hex::encode(hash),
+                hex::encode(h)
+            ),
+        }),
+        None => {
+            let (head, _) = super::head(conn)?;
+            Err(VerifyError::Broken {
+                seq,
+                reason: format!(
+                    "the anchor names hash {} but the ledger ends at seq {head} (truncated, or restored from an older copy)",
+                    hex::encode(hash)
+                ),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,6 +190,30 @@ pub struct EventSummary {
     pub hash: String,
 }
 
+/// The ledger's last event, as an operator keeps it elsewhere (an anchor):
+/// a later `verify --expect SEQ:HASH` proves the ledger still holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LedgerHead {
+    pub seq: u64,
+    /// Hex SHA-256 of the chain at `seq` (64 zeros for an empty ledger).
+    pub hash: String,
+    /// When that event was appended; null for an empty ledger.
+    pub recorded_at: Option<String>,
+}
+
+/// The ledger's head.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn ledger_head(conn: &Connection) -> Result<LedgerHead, ProjectionError> {
+    let (seq, hash) = ledger::head(conn)?;
+    let recorded_at = conn
+        .prepare_cached("SELECT recorded_at FROM events WHERE seq = ?1")?
+        .query_row([seq as i64], |r| r.get(0))
+        .optional()?;
+    Ok(LedgerHead { seq, hash: hex::encode(hash), recorded_at })
+}
+
 /// Up to `limit` ledger events after `after` (exclusive), in order.
 ///
 /// # Errors

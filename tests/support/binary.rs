@@ -16,6 +16,11 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `serve` on a free loopback port and waits until `/healthz` answers.
     pub fn start(db: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_logging(db, extra_env, None)
+    }
+
+    /// [`start`](Self::start), its log (stderr) written to `log` when given.
+    pub fn start_logging(db: &Path, extra_env: &[(&str, &str)], log: Option<&Path>) -> Self {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -27,7 +32,10 @@ impl ServeProcess {
                 .env("LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit());
+                .stderr(match log {
+                    Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+                    None => Stdio::inherit(),
+                });
             for (k, v) in extra_env {
                 cmd.env(k, v);
             }

@@ -51,6 +51,7 @@ pub fn serve_args(db: &Path) -> ServeArgs {
         listen_addr: "127.0.0.1:0".into(),
         read_api_token: None,
         max_body_bytes: 256 * 1024,
+        anchor_interval: "1h".into(),
         unbatched_commits: false,
     }
 }
