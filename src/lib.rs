@@ -49,6 +49,7 @@ pub mod reconcile;
 pub mod rng;
 pub mod secret;
 pub mod service;
+pub mod source;
 pub mod time;
 
 pub use service::serve;

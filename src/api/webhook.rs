@@ -15,7 +15,7 @@ use super::error::{reject, ApiError};
 use super::AppState;
 use crate::ledger::{kinds, NewEvent};
 use crate::lightspark::signature::SIGNATURE_HEADER;
-use crate::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
+use crate::lightspark::webhook::recognise;
 
 fn count(state: &AppState, result: &str) {
     state.metrics.webhooks.with_label_values(&[result]).inc();
@@ -84,22 +84,23 @@ async fn receive(
         count(&state, "bad_signature");
         return Err(reject(e));
     }
-    let envelope = WebhookEnvelope::parse(&body).map_err(|e| {
+    let delivery = recognise(&body).map_err(|e| {
         count(&state, "malformed");
         reject(ApiError::MalformedWebhook(e.to_string()))
     })?;
+    let event_type = delivery.event_type.unwrap_or_default();
     let event = NewEvent {
-        event_key: event_key(&envelope.event_id, &body),
+        event_key: delivery.event_key,
         kind: kinds::WEBHOOK_RECEIVED.to_owned(),
-        stream: envelope.invitation_id(),
+        stream: delivery.stream,
         body: body.to_vec(),
         signature,
-        sibling_prefix: Some(event_key_prefix(&envelope.event_id)),
+        sibling_prefix: delivery.sibling_prefix,
     };
     let span = tracing::info_span!(
         "webhook",
-        event_id = %envelope.event_id,
-        event_type = %envelope.event_type,
+        event_key = %event.event_key,
+        event_type = %event_type,
         invitation_id = event.stream.as_deref().unwrap_or("-"),
     );
     let appended = state.writer.append(event).instrument(span).await.map_err(|e| {
@@ -113,6 +114,6 @@ async fn receive(
         count(&state, "accepted");
         "accepted"
     };
-    tracing::debug!(event_id = %envelope.event_id, event_type = %envelope.event_type, seq = appended.seq, status, "webhook");
+    tracing::debug!(event_type = %event_type, seq = appended.seq, status, "webhook");
     Ok(warp::reply::json(&Accepted { status, seq: appended.seq }).into_response())
 }

@@ -19,6 +19,10 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::invitation::{InvitationSnapshot, InvitationStatus};
+use crate::money::{Money, PaymentAmount};
+use crate::source::{Delivery, Report};
+
 /// The event type of a claimed invitation in the current shape.
 pub const INVITATION_CLAIMED: &str = "INVITATION.CLAIMED";
 
@@ -129,6 +133,33 @@ impl GridInvitation {
     /// `None` when `value` is not an object.
     pub fn from_json(value: &Value) -> Option<Self> {
         value.as_object().map(Self::from_object)
+    }
+
+    /// The invitation as the projection merges it. Grid has no invitation
+    /// id and no incentive fields: those stay unknown.
+    pub fn snapshot(&self) -> InvitationSnapshot {
+        InvitationSnapshot {
+            id: None,
+            code: self.code.clone(),
+            url: self.url.clone(),
+            inviter_uma: self.inviter_uma.clone(),
+            inviter_first_name: self.first_name.clone(),
+            invitee_uma: self.invitee_uma.clone(),
+            status: self.status.as_deref().map(InvitationStatus::parse),
+            incentives_status: None,
+            incentives_ineligibility_reason: None,
+            payment_amount: self.amount_to_send.as_ref().map(|a| match a {
+                GridAmount::Valid { value, currency, decimals } => match Money::new(*value, currency.clone()) {
+                    Ok(m) => PaymentAmount::Valid(m.with_decimals(*decimals)),
+                    Err(reason) => PaymentAmount::Invalid { reason },
+                },
+                GridAmount::Invalid { reason } => PaymentAmount::Invalid { reason: reason.clone() },
+            }),
+            created_at: self.created_at.clone(),
+            updated_at: None,
+            cancelled_at: None,
+            expires_at: self.expires_at.clone(),
+        }
     }
 
     fn from_object(o: &Map<String, Value>) -> Self {
@@ -277,6 +308,52 @@ fn kind(v: &Value) -> &'static str {
 /// the same bytes is one event; the same id with other bytes is kept as
 /// another. The first 8 bytes of the body's SHA-256, as the Lightspark key
 /// uses, and a `grid:` prefix so the two sources' ids can never collide.
+/// The ledger key of a Grid body without a delivery id: its bytes, whole.
+pub fn body_key(body: &[u8]) -> String {
+    format!("grid-body:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// Recognises a verified Grid body: keyed by its delivery id (else its
+/// bytes), about the invitation whose code it carries.
+///
+/// # Errors
+/// [`MalformedGridWebhook`] when the body is not a JSON object.
+pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedGridWebhook> {
+    let webhook = GridWebhook::parse(body)?;
+    let (event_key, sibling_prefix) = match &webhook.id {
+        Some(id) => (event_key(id, body), Some(event_key_prefix(id))),
+        None => (body_key(body), None),
+    };
+    Ok(Delivery {
+        event_key,
+        stream: webhook.invitation_code().map(stream),
+        sibling_prefix,
+        event_type: webhook.event_type,
+    })
+}
+
+/// What a stored Grid body says about its invitation: the invitation it
+/// carries, dated by its `claimedAt` (Grid invitations have no
+/// `updated_at`), else the envelope's `timestamp`; a claim without a status
+/// is `CLAIMED`.
+///
+/// # Errors
+/// A sentence when the body is not a JSON object.
+pub fn report(body: &[u8]) -> Result<Report, String> {
+    let webhook = GridWebhook::parse(body).map_err(|e| e.to_string())?;
+    let claim = webhook.is_invitation_claim();
+    Ok(match webhook.invitation {
+        Some(invitation) => {
+            let mut snapshot = invitation.snapshot();
+            if snapshot.status.is_none() && claim {
+                snapshot.status = Some(InvitationStatus::Claimed);
+            }
+            Report { dated: invitation.claimed_at.or(webhook.timestamp), snapshot, data_missing: false }
+        }
+        None => Report { dated: webhook.timestamp, ..Report::default() },
+    })
+}
+
 pub fn event_key(id: &str, body: &[u8]) -> String {
     let digest = Sha256::digest(body);
     format!("grid:{id}:{}", hex::encode(&digest[..8]))

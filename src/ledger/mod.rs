@@ -98,6 +98,9 @@ fn blob32(v: Vec<u8>) -> Hash {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventView<'a> {
     pub seq: u64,
+    /// Names the source of a webhook (every source's keys start with its
+    /// name), so the fold reads the body the way its source wrote it.
+    pub event_key: &'a str,
     pub kind: &'a str,
     pub stream: Option<&'a str>,
     pub body: &'a [u8],
@@ -106,7 +109,13 @@ pub struct EventView<'a> {
 impl LedgerEvent {
     /// The borrowed view the fold reads.
     pub fn view(&self) -> EventView<'_> {
-        EventView { seq: self.seq, kind: &self.kind, stream: self.stream.as_deref(), body: &self.body }
+        EventView {
+            seq: self.seq,
+            event_key: &self.event_key,
+            kind: &self.kind,
+            stream: self.stream.as_deref(),
+            body: &self.body,
+        }
     }
 
     /// This event's hash recomputed from its contents, given the hash of the
@@ -281,7 +290,7 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
     // reads every event once and keeps none.
     let mut stmt = conn
         .prepare(
-            "SELECT seq, kind, stream, body FROM events INDEXED BY events_by_stream
+            "SELECT seq, kind, stream, body, event_key FROM events INDEXED BY events_by_stream
              WHERE stream IS NOT NULL AND seq <= ?1 ORDER BY stream, seq",
         )
         .map_err(LedgerError::from)?;
@@ -292,7 +301,7 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
     Ok(())
 }
 
-/// The `seq, kind, stream, body` of a row, borrowed from it.
+/// The `seq, kind, stream, body, event_key` of a row, borrowed from it.
 fn view_of<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventView<'r>> {
     let text = |col: usize| -> rusqlite::Result<&'r str> {
         std::str::from_utf8(row.get_ref(col)?.as_bytes()?)
@@ -300,6 +309,7 @@ fn view_of<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventView<'r>> {
     };
     Ok(EventView {
         seq: row.get::<_, i64>(0)? as u64,
+        event_key: text(4)?,
         kind: text(1)?,
         stream: Some(text(2)?),
         body: row.get_ref(3)?.as_bytes()?,

@@ -1,12 +1,18 @@
-//! The webhook envelope Lightspark posts, parsed just far enough to key and
-//! route it. The raw bytes stay the record; this is a view of them.
+//! What Lightspark posts, read two ways: at ingest just far enough to key
+//! and route it ([`recognise`]), and in the fold for what it says about its
+//! invitation ([`report`]). The raw bytes stay the record; these are views
+//! of them. Any signed JSON object is kept, whatever its fields: a correctly
+//! signed body is authentic data, and Lightspark retries a refused one for
+//! days.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::invitation::WireSnapshot;
+use super::invitation::{Checked, Key, Text, WireSnapshot};
+use crate::invitation::InvitationStatus;
+use crate::source::{Delivery, Report};
 
 /// The event type this service exists for.
 pub const UMA_INVITATION_CLAIMED: &str = "UMA_INVITATION_CLAIMED";
@@ -112,6 +118,223 @@ impl<'a> WebhookFacts<'a> {
         }
         Ok(facts)
     }
+}
+
+/// Recognises a verified body: its ledger key and the invitation it
+/// concerns.
+///
+/// - Any object is keyed by its `event_id` when that is a non-empty string
+///   ([`event_key`]), else by its bytes ([`body_key`]).
+/// - An envelope (an object with `event_type`) concerns an invitation when
+///   its type is an `UMA_INVITATION_*` one: the id inside `data`, else
+///   `entity_id`.
+/// - An object without `event_type` but with invitation fields (`id` or
+///   `code`, and `status` or `inviter_uma`) is the invitation itself, as
+///   Lightspark's documentation describes the body.
+/// - Any other object is kept too, about no invitation.
+///
+/// # Errors
+/// [`MalformedWebhook`] when the body is not JSON (including invalid UTF-8
+/// or nesting beyond the parser's depth) or is JSON but not an object.
+pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedWebhook> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(MalformedWebhook("the body is not a JSON object".into()));
+    }
+    let probe: Probe = serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
+    let (event_key, sibling_prefix) = match &probe.event_id {
+        Some(id) => (event_key(id, body), Some(event_key_prefix(id))),
+        None => (body_key(body), None),
+    };
+    let stream = match &probe.event_type {
+        Some(event_type) if event_type.starts_with("UMA_INVITATION") => probe.data_id.or(probe.entity_id),
+        Some(_) => None,
+        None => {
+            let invitation =
+                (probe.id.is_some() || probe.code.is_some()) && (probe.status.is_some() || probe.inviter_uma.is_some());
+            if invitation {
+                probe.id.or(probe.code)
+            } else {
+                None
+            }
+        }
+    };
+    Ok(Delivery { event_key, stream, sibling_prefix, event_type: probe.event_type })
+}
+
+/// The top-level fields [`recognise`] reads; every other member is only
+/// checked. A field given twice counts as its last value (as a parsed
+/// `Value` keeps it): duplicate names are valid JSON and must not refuse a
+/// signed body.
+#[derive(Default)]
+struct Probe {
+    /// `None` when absent; `Some("")` never: an empty or non-string
+    /// `event_type` still makes the body an envelope.
+    event_type: Option<String>,
+    event_id: Option<String>,
+    entity_id: Option<String>,
+    data_id: Option<String>,
+    id: Option<String>,
+    code: Option<String>,
+    status: Option<String>,
+    inviter_uma: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Probe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+                let mut p = Probe::default();
+                while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
+                    let text = |t: Text| t.0;
+                    match key.as_ref() {
+                        "event_type" => p.event_type = Some(text(map.next_value()?).unwrap_or_default()),
+                        "event_id" => p.event_id = text(map.next_value()?),
+                        "entity_id" => p.entity_id = text(map.next_value()?),
+                        "data" => p.data_id = map.next_value::<DataId>()?.0,
+                        "id" => p.id = text(map.next_value()?),
+                        "code" => p.code = text(map.next_value()?),
+                        "status" => p.status = text(map.next_value()?),
+                        "inviter_uma" => p.inviter_uma = text(map.next_value()?),
+                        _ => {
+                            map.next_value::<Checked>()?;
+                        }
+                    }
+                }
+                // Blank ids name nothing.
+                for id in [&mut p.event_id, &mut p.entity_id, &mut p.data_id, &mut p.id, &mut p.code] {
+                    if id.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                        *id = None;
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The invitation id inside `data`, when `data` is an object that has one.
+struct DataId(Option<String>);
+
+impl<'de> Deserialize<'de> for DataId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DataId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DataId, A::Error> {
+                // The first spelling holding a string, as the snapshot reads it.
+                let mut found: [Option<String>; 4] = Default::default();
+                while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
+                    match DATA_ID.iter().position(|k| *k == key.as_ref()) {
+                        Some(i) => found[i] = map.next_value::<Text>()?.0,
+                        None => {
+                            map.next_value::<Checked>()?;
+                        }
+                    }
+                }
+                Ok(DataId(found.into_iter().flatten().next()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<DataId, E> {
+                Ok(DataId(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<DataId, E> {
+                Ok(DataId(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<DataId, E> {
+                Ok(DataId(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<DataId, E> {
+                Ok(DataId(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<DataId, E> {
+                Ok(DataId(None))
+            }
+            fn visit_unit<E>(self) -> Result<DataId, E> {
+                Ok(DataId(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<DataId, A::Error> {
+                while seq.next_element::<Checked>()?.is_some() {}
+                Ok(DataId(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The spellings of the invitation id inside `data`, in the order tried.
+const DATA_ID: [&str; 4] = ["id", "uma_invitation_id", "invitation_id", "invitationId"];
+
+/// What a stored Lightspark body says about the invitation its stream
+/// names: the snapshot it carries (a claim without a status is `CLAIMED`),
+/// dated by its `updated_at` else the envelope's `timestamp`; or, for a
+/// claim without data, that the invitation must be fetched.
+///
+/// Well-formed envelopes, nearly every event, are read in one pass
+/// ([`WebhookFacts`]); anything else a signed body may be goes through a
+/// `Value`, and whatever can be used is.
+///
+/// # Errors
+/// When the body is not a JSON object.
+pub fn report(body: &[u8]) -> Result<Report, MalformedWebhook> {
+    if let Ok(facts) = WebhookFacts::parse(body) {
+        let claim = facts.event_type == UMA_INVITATION_CLAIMED;
+        return Ok(match facts.data {
+            Some(WireSnapshot(snap)) => claimed(snap, claim, Some(facts.timestamp.into_owned())),
+            None => Report {
+                snapshot: crate::invitation::InvitationSnapshot {
+                    status: claim.then_some(InvitationStatus::Claimed),
+                    ..Default::default()
+                },
+                dated: Some(facts.timestamp.into_owned()),
+                data_missing: claim,
+            },
+        });
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
+    let object = value.as_object().ok_or_else(|| MalformedWebhook("the body is not a JSON object".into()))?;
+    let text = |k: &str| object.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+    Ok(match object.get("event_type") {
+        // A bare invitation: the documented body, a claim.
+        None => claimed(super::invitation::parse(&value), true, None),
+        Some(event_type) => {
+            let claim = event_type.as_str() == Some(UMA_INVITATION_CLAIMED);
+            match object.get("data").filter(|d| d.is_object()) {
+                Some(data) => claimed(super::invitation::parse(data), claim, text("timestamp")),
+                None => Report {
+                    snapshot: crate::invitation::InvitationSnapshot {
+                        status: claim.then_some(InvitationStatus::Claimed),
+                        ..Default::default()
+                    },
+                    dated: text("timestamp"),
+                    data_missing: claim,
+                },
+            }
+        }
+    })
+}
+
+/// A snapshot a claim carried: `CLAIMED` when it says no status, dated by
+/// its `updated_at`, else `fallback` (the envelope's timestamp).
+fn claimed(mut snapshot: crate::invitation::InvitationSnapshot, claim: bool, fallback: Option<String>) -> Report {
+    if snapshot.status.is_none() && claim {
+        snapshot.status = Some(InvitationStatus::Claimed);
+    }
+    let dated = snapshot.updated_at.clone().or(fallback);
+    Report { snapshot, dated, data_missing: false }
+}
+
+/// The ledger key of a body without a usable `event_id`: its bytes, whole.
+pub fn body_key(body: &[u8]) -> String {
+    format!("lightspark-body:{}", hex::encode(Sha256::digest(body)))
 }
 
 /// The ledger idempotency key of a webhook: the same event id with the same

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ledger::{EventView, NewEvent};
-use crate::lightspark::webhook::WebhookFacts;
 use crate::money::Money;
+use crate::source::{Report, Source};
 
 /// The three things owed for a claimed invitation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -367,9 +367,10 @@ impl InternalEvent {
 // webhook would allocate for every event of a rebuild.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Fact<'a> {
-    /// A webhook, its envelope borrowed from the stored bytes.
-    Webhook(WebhookFacts<'a>),
+pub enum Fact {
+    /// A webhook: what it says about its invitation, read the way its
+    /// source writes it.
+    Webhook(Source, Report),
     Internal(InternalEvent),
 }
 
@@ -389,7 +390,7 @@ pub struct Undecodable {
 /// # Errors
 /// [`Undecodable`] saying why, when the kind is unknown or the body does
 /// not hold what the kind promises.
-pub fn decode(event: EventView<'_>) -> Result<Fact<'_>, Undecodable> {
+pub fn decode(event: EventView<'_>) -> Result<Fact, Undecodable> {
     let fail = |reason: String| Undecodable { seq: event.seq, kind: event.kind.to_owned(), reason };
     let kind = EventKind::parse(event.kind).ok_or_else(|| fail("a kind this build does not know".into()))?;
     fn body<'b, T: Deserialize<'b>>(bytes: &'b [u8]) -> Result<T, String> {
@@ -401,7 +402,13 @@ pub fn decode(event: EventView<'_>) -> Result<Fact<'_>, Undecodable> {
     let b = event.body;
     let internal = match kind {
         EventKind::WebhookReceived => {
-            return WebhookFacts::parse(b).map(Fact::Webhook).map_err(|e| fail(e.to_string()));
+            let source =
+                Source::of_event_key(event.event_key).ok_or_else(|| fail("its key names no known source".into()))?;
+            let report = match source {
+                Source::Lightspark => crate::lightspark::webhook::report(b).map_err(|e| e.to_string()),
+                Source::Grid => crate::grid::webhook::report(b),
+            };
+            return report.map(|r| Fact::Webhook(source, r)).map_err(fail);
         }
         EventKind::InvitationFetched => InternalEvent::Fetched(body(b).map_err(fail)?),
         EventKind::InvitationFetchFailed => InternalEvent::FetchFailed(body(b).map_err(fail)?),
@@ -559,7 +566,13 @@ mod tests {
     fn every_internal_event_decodes_back_from_its_row() {
         for event in examples() {
             let row = event.to_new_event();
-            let view = EventView { seq: 9, kind: &row.kind, stream: row.stream.as_deref(), body: &row.body };
+            let view = EventView {
+                seq: 9,
+                event_key: &row.event_key,
+                kind: &row.kind,
+                stream: row.stream.as_deref(),
+                body: &row.body,
+            };
             match decode(view) {
                 Ok(Fact::Internal(back)) => assert_eq!(back, event),
                 other => panic!("{event:?} decoded as {other:?}"),
@@ -572,6 +585,7 @@ mod tests {
         let row = examples()[2].to_new_event();
         let view = |kind: &'static str, stream: &'static str, body: &'static [u8]| EventView {
             seq: 7,
+            event_key: "lightspark:e:0",
             kind,
             stream: Some(stream),
             body,
@@ -583,7 +597,7 @@ mod tests {
             (view("incentive.requested", "Inv:1", body), "about invitee_payment"),
             (view("payout.requested", "Inv:2", body), "stream is another"),
             (view("payout.refunded", "Inv:1", body), "does not know"),
-            (view("webhook.received", "Inv:1", b"[1]"), "webhook"),
+            (view("webhook.received", "Inv:1", b"[1]"), "not a JSON object"),
         ] {
             let e = decode(v).unwrap_err();
             assert_eq!(e.seq, 7);

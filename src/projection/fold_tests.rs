@@ -31,7 +31,9 @@ fn webhook(seq: u64, timestamp: &str, data: Option<Value>) -> LedgerEvent {
     if let Some(d) = data {
         body["data"] = d;
     }
-    event(seq, "webhook.received", INV, body)
+    let mut e = event(seq, "webhook.received", INV, body);
+    e.event_key = crate::lightspark::webhook::event_key(&format!("e{seq}"), &e.body);
+    e
 }
 
 fn snapshot(updated_at: &str, extra: Value) -> Value {

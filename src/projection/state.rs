@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::events::{decode, Decision, Fact, IdempotencyKey, InternalEvent, ObligationKind};
 use crate::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus};
 use crate::ledger::{EventView, LedgerEvent};
-use crate::lightspark::invitation::WireSnapshot;
-use crate::lightspark::webhook::{WebhookFacts, UMA_INVITATION_CLAIMED};
 use crate::money::PaymentAmount;
+use crate::source::{Report, Source};
 use crate::time::instant;
 
 /// A value with the snapshot it came from, for newest-wins merges.
@@ -186,6 +185,10 @@ pub struct ObligationRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitationState {
     pub invitation_id: String,
+    /// Who tells us about this invitation (Grid invitations owe no
+    /// incentive: Grid has none).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub source: Source,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<Versioned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,7 +347,7 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
         }
     };
     match fact {
-        Fact::Webhook(webhook) => apply_webhook(state, webhook, event.seq),
+        Fact::Webhook(source, report) => apply_webhook(state, source, report, event.seq),
         Fact::Internal(InternalEvent::Fetched(f)) => {
             match f.entity {
                 Some(entity) => {
@@ -461,26 +464,12 @@ fn receiver_in(request: &serde_json::Value) -> Option<String> {
     ["receiver_uma", "inviter_uma"].iter().find_map(|k| request.get(*k)?.as_str().map(str::to_owned))
 }
 
-fn apply_webhook(state: &mut InvitationState, webhook: WebhookFacts<'_>, seq: u64) {
-    let envelope_at = instant(&webhook.timestamp).unwrap_or(i64::MIN);
-    let claimed_event = webhook.event_type == UMA_INVITATION_CLAIMED;
-    match webhook.data {
-        Some(WireSnapshot(mut snap)) => {
-            if snap.status.is_none() && claimed_event {
-                snap.status = Some(InvitationStatus::Claimed);
-            }
-            let at = snap.updated_at.as_deref().and_then(instant).unwrap_or(envelope_at);
-            let claimed_text = snap.updated_at.clone().unwrap_or_else(|| webhook.timestamp.into_owned());
-            state.merge(snap, at, seq, &claimed_text);
-        }
-        None => {
-            if claimed_event {
-                let snap = InvitationSnapshot { status: Some(InvitationStatus::Claimed), ..Default::default() };
-                state.merge(snap, envelope_at, seq, &webhook.timestamp);
-                if state.fetch.phase == FetchPhase::NotNeeded {
-                    state.fetch.phase = FetchPhase::Pending;
-                }
-            }
-        }
+fn apply_webhook(state: &mut InvitationState, source: Source, report: Report, seq: u64) {
+    state.source = source;
+    let dated = report.dated.unwrap_or_default();
+    let at = instant(&dated).unwrap_or(i64::MIN);
+    state.merge(report.snapshot, at, seq, &dated);
+    if report.data_missing && state.fetch.phase == FetchPhase::NotNeeded {
+        state.fetch.phase = FetchPhase::Pending;
     }
 }

@@ -8,6 +8,7 @@ use super::events::{IdempotencyKey, ObligationKind};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
 use crate::invitation::IncentivesStatus;
 use crate::money::{Money, PaymentAmount};
+use crate::source::Source;
 
 /// The state names of DESIGN.md ("Obligations and the reconciler").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,6 +105,9 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
                 return not_due;
             }
             Ok(())
+        }
+        ObligationKind::InviterIncentive if state.source == Source::Grid => {
+            Err((ObligationState::NotDue, Some("source_has_no_incentives".to_owned())))
         }
         ObligationKind::InviterIncentive => match state.incentives_status() {
             Some(IncentivesStatus::Ineligible) => Err((
@@ -220,6 +224,7 @@ pub struct InvitationView {
     pub url: Option<String>,
     pub status: Option<String>,
     pub inviter_uma: Option<String>,
+    pub inviter_first_name: Option<String>,
     pub invitee_uma: Option<String>,
     pub incentives_status: Option<String>,
     pub incentives_ineligibility_reason: Option<String>,
@@ -227,6 +232,8 @@ pub struct InvitationView {
     pub claimed_at: Option<String>,
     pub claim_seq: Option<u64>,
     pub last_seq: u64,
+    /// Who told us about it: `lightspark` or `grid`.
+    pub source: Source,
     /// What a healthy ledger never shows about this invitation.
     pub anomalies: Vec<Anomaly>,
     pub payout: ObligationView,
@@ -263,6 +270,7 @@ pub fn view(state: &InvitationState) -> InvitationView {
         url: text(&state.url),
         status: state.status().map(|s| s.as_str().to_owned()),
         inviter_uma: text(&state.inviter_uma),
+        inviter_first_name: text(&state.inviter_first_name),
         invitee_uma: text(&state.invitee_uma),
         incentives_status: state.incentives_status().map(|s| s.as_str().to_owned()),
         incentives_ineligibility_reason: text(&state.incentives_ineligibility_reason),
@@ -273,6 +281,7 @@ pub fn view(state: &InvitationState) -> InvitationView {
         claimed_at: text(&state.claimed_at),
         claim_seq: state.claim_seq,
         last_seq: state.last_seq,
+        source: state.source,
         anomalies: anomalies(state),
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),

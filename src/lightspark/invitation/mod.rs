@@ -19,6 +19,7 @@ mod tests;
 mod wire;
 
 pub use wire::WireSnapshot;
+pub(crate) use wire::{Checked, Key, Text};
 
 const REASON_FRACTIONAL: &str = "amount is fractional";
 const REASON_TOO_BIG: &str = "amount does not fit in 64 bits";

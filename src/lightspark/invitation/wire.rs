@@ -267,7 +267,7 @@ impl<'de> Deserialize<'de> for CodeSeen {
 }
 
 /// A map key, borrowed from the text when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) std::borrow::Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -293,7 +293,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// A value where text is expected: the text when it is a non-empty string
 /// ([`text`]'s rule), else nothing. Any other value is read and checked.
-struct Text(Option<String>);
+pub(crate) struct Text(pub(crate) Option<String>);
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -324,7 +324,7 @@ impl<'de> Deserialize<'de> for Text {
 /// A value read only to be checked, exactly as far as a `Value` would be:
 /// unlike `serde::de::IgnoredAny`, its strings are checked for UTF-8 and
 /// its numbers for range, so a text a `Value` refuses is refused here too.
-struct Checked;
+pub(crate) struct Checked;
 
 impl<'de> Deserialize<'de> for Checked {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
