@@ -8,7 +8,18 @@
 //!
 //! Seeded: `STORM_SEED=<u64>` replays a run (the seed is printed).
 
-mod support;
+#[path = "api/helpers/binary.rs"]
+mod binary;
+#[path = "api/helpers/fake_platform.rs"]
+mod fake_platform;
+#[path = "api/helpers/invitation.rs"]
+mod invitation;
+#[path = "api/helpers/poll.rs"]
+mod poll;
+#[path = "api/helpers/secret.rs"]
+mod secret;
+#[path = "api/helpers/signing.rs"]
+mod signing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -22,9 +33,13 @@ use invitation_ledger::projection::events::{IdempotencyKey, ObligationKind};
 use invitation_ledger::rng::SplitMix;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::binary::ServeProcess;
-use support::fake_platform::{FakePlatform, Fault};
-use support::{run_binary, signature_of, InvitationFixture, SECRET};
+
+use binary::{run_binary, ServeProcess};
+use fake_platform::{FakePlatform, Fault};
+use invitation::InvitationFixture;
+use poll::eventually;
+use secret::SECRET;
+use signing::signature_of;
 
 /// Distinct invitations; with 1.75 snapshots each and the mix below this
 /// makes about 3,800 webhook requests.
@@ -286,12 +301,7 @@ async fn sender(shared: Arc<Shared>, items: Arc<Vec<Item>>, client: reqwest::Cli
 type Env = Vec<(&'static str, String)>;
 
 async fn start(db: PathBuf, env: Env) -> ServeProcess {
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        ServeProcess::start(&db, &env)
-    })
-    .await
-    .expect("start the service")
+    ServeProcess::spawn(db, env).await
 }
 
 /// Starts `serve` and SIGKILLs it `after` later, before it is healthy:
@@ -299,7 +309,7 @@ async fn start(db: PathBuf, env: Env) -> ServeProcess {
 async fn kill_during_start_up(db: PathBuf, env: Env, after: Duration) {
     tokio::task::spawn_blocking(move || {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = std::process::Command::new(support::binary::BIN)
+        let mut child = std::process::Command::new(binary::BIN)
             .arg("serve")
             .env("LEDGER_DB", &db)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -320,7 +330,7 @@ async fn kill_during_start_up(db: PathBuf, env: Env, after: Duration) {
 }
 
 async fn kill(server: ServeProcess) {
-    tokio::task::spawn_blocking(move || server.kill()).await.expect("SIGKILL the service");
+    server.kill_async().await;
 }
 
 /// Every invitation the read API lists, by id, following the cursor.
@@ -487,19 +497,19 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
 
     // The service runs until the reconciler has settled everything.
     let reader = reqwest::Client::new();
-    let deadline = Instant::now() + SETTLE_WITHIN;
-    let by_id = loop {
-        let last = match all_invitations(&reader, &server).await {
-            Ok(by_id) if by_id.len() < INVITATIONS => format!("{} of {INVITATIONS} invitations projected", by_id.len()),
-            Ok(by_id) => match by_id.values().find_map(unsettled) {
-                Some(what) => what,
-                None => break by_id,
-            },
-            Err(e) => e,
-        };
-        assert!(Instant::now() < deadline, "not settled within {SETTLE_WITHIN:?}; last seen: {last}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let by_id = eventually("every invitation to settle", SETTLE_WITHIN, || async {
+        // Each look reads all 1,400 invitations: keep to about ten a second.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let by_id = all_invitations(&reader, &server).await?;
+        if by_id.len() < INVITATIONS {
+            return Err(format!("{} of {INVITATIONS} invitations projected", by_id.len()));
+        }
+        match by_id.values().find_map(unsettled) {
+            Some(what) => Err(what),
+            None => Ok(by_id),
+        }
+    })
+    .await;
     let settled = started.elapsed();
 
     // Assert: the send side saw only the answers it should.

@@ -11,8 +11,6 @@
 //! - the write lock held by another connection (an operator's `sqlite3`
 //!   shell in a transaction) for longer than the writer's busy timeout.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +19,8 @@ use std::time::Duration;
 
 use invitation_ledger::lightspark::webhook::event_key;
 use serde_json::Value;
-use support::{eventually, json, InvitationFixture, TestApp};
+
+use crate::helpers::{assert_verifies, eventually, json, ledger_rows, serve_args, InvitationFixture, TestApp};
 
 /// A tmpfs mounted on a folder, unmounted on drop (lazily, so a panic with
 /// files still open cannot leave it behind).
@@ -86,7 +85,7 @@ async fn readyz(app: &TestApp) -> (u16, Value) {
 }
 
 fn webhook_keys(db: &Path) -> BTreeSet<String> {
-    support::ledger_rows(db).into_iter().filter(|r| r.2 == "webhook.received").map(|r| r.1).collect()
+    ledger_rows(db).into_iter().filter(|r| r.2 == "webhook.received").map(|r| r.1).collect()
 }
 
 /// How to break the database and mend it again.
@@ -198,7 +197,7 @@ async fn unready_while_broken_and_recovered_without_restart(app: TestApp, mut fa
         }
     })
     .await;
-    support::assert_verifies(&app.db).await;
+    assert_verifies(&app.db).await;
     // And it still shuts down cleanly.
     app.stop_promptly().await
 }
@@ -223,7 +222,7 @@ async fn a_full_disk_makes_the_service_unready_and_answer_503_until_space_return
     };
     let db = dir.path().join("ledger.db");
     let filler = dir.path().join("filler");
-    let app = TestApp::spawn_with(dir, support::serve_args(&db)).await;
+    let app = TestApp::spawn_with(dir, serve_args(&db)).await;
     let dir = unready_while_broken_and_recovered_without_restart(app, Fault::DiskFull { filler }).await;
     // Unmount before the folder is removed.
     drop(mount);

@@ -3,28 +3,22 @@
 //! fake endpoints that fail on cue, and every obligation is settled exactly
 //! once, under one idempotency key, with the same body on every retry.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use invitation_ledger::config::ServeArgs;
 use invitation_ledger::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::binary::ServeProcess;
-use support::fake_platform::{FakePlatform, Fault};
-use support::{count_kind, eventually, ledger_len, run_binary, InvitationFixture, TestApp};
+
+use crate::helpers::binary::ServeProcess;
+use crate::helpers::fake_platform::{FakePlatform, Fault, RecordedRequest};
+use crate::helpers::{
+    append_events, count_kind, eventually, ledger_len, ledger_rows, run_binary, signature_of, InvitationFixture,
+    TestApp, SECRET,
+};
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-async fn app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    configure(&mut args);
-    TestApp::spawn_with(dir, args).await
-}
 
 fn key(id: &str, kind: ObligationKind) -> String {
     IdempotencyKey::of(id, kind).to_string()
@@ -33,15 +27,7 @@ fn key(id: &str, kind: ObligationKind) -> String {
 /// Waits until `field` (`payout`, `incentive`, `notification`) of the
 /// invitation reaches `state`, and returns the whole projection.
 async fn wait_state(app: &TestApp, id: &str, field: &str, state: &str, within: Duration) -> Value {
-    eventually(&format!("{id} {field} to be {state}"), within, || async move {
-        let (status, v) = app.get_json(&format!("/v1/invitations/{id}")).await;
-        if status == 200 && v[field]["state"] == state {
-            Ok(v)
-        } else {
-            Err(format!("HTTP {status}: {}", v[field]))
-        }
-    })
-    .await
+    app.invitation_when(id, within, |v| v[field]["state"] == state).await
 }
 
 fn hmac_hex(key: &str, body: &[u8]) -> String {
@@ -125,7 +111,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
     notify.fail_next(2, Fault::Drop);
     notify.fail_next(1, Fault::ExecuteThenStatus(502));
     notify.fail_first_attempts(0.3, 42, Fault::Status(500));
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.notify_url = Some(notify.url_for("/notify"));
         a.reconcile.inviter_incentive = Some("500:USD".into());
@@ -204,7 +190,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
         // Faults really happened, so retries really were exercised.
         assert!(requests.iter().filter(|r| r.answered != 200).count() >= 8, "{name}: too few injected failures");
         // Exactly one distinct key per due obligation, and no other key.
-        let mut by_key: BTreeMap<String, Vec<&support::fake_platform::RecordedRequest>> = BTreeMap::new();
+        let mut by_key: BTreeMap<String, Vec<&RecordedRequest>> = BTreeMap::new();
         for r in &requests {
             let k = r
                 .idempotency_key
@@ -258,7 +244,7 @@ async fn a_409_counts_as_paid() {
     // Arrange: the platform already knows this key.
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Status(409));
-    let app = app_with(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    let app = TestApp::spawn_configured(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
     let mut inv = InvitationFixture::claimed("UmaInvitation:conflict");
     inv.incentives_status = "PENDING".into();
 
@@ -281,7 +267,7 @@ async fn a_400_stays_failed_and_is_never_retried() {
     // Arrange
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Status(400));
-    let app = app_with(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    let app = TestApp::spawn_configured(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
     let mut refused = InvitationFixture::claimed("UmaInvitation:refused");
     refused.incentives_status = "PENDING".into();
 
@@ -320,7 +306,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
     const SIGNING_KEY: &str = "payout-signing-key-for-tests";
     let payments = FakePlatform::start().await;
     payments.require_signature(SIGNING_KEY);
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.payout_signing_key = Some(SIGNING_KEY.into());
         a.reconcile.inviter_incentive = Some("500:USD".into());
@@ -379,7 +365,7 @@ async fn without_a_payout_url_obligations_stay_pending_and_listed() {
     // Arrange: only the notification endpoint is configured, so passes are
     // observable while payments have nowhere to go.
     let notify = FakePlatform::start().await;
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.notify_url = Some(notify.url_for("/notify"));
         a.reconcile.inviter_incentive = Some("500:USD".into());
     })
@@ -423,7 +409,7 @@ async fn a_hanging_platform_is_bounded_by_the_request_timeout_and_retried() {
     // Arrange
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Hang);
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.request_timeout_ms = 300;
     })
@@ -469,7 +455,7 @@ async fn status_json(db: &str, id: &str) -> Value {
 async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an_operator_resolves_it() {
     // Arrange: a ledger with two claimed invitations, written by a service
     // that had nowhere to pay.
-    let app = app_with(|_| {}).await;
+    let app = TestApp::spawn_configured(|_| {}).await;
     let mut retried = InvitationFixture::claimed("UmaInvitation:doubt-retry");
     retried.incentives_status = "PENDING".into();
     let mut paid = InvitationFixture::claimed("UmaInvitation:doubt-paid");
@@ -507,7 +493,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
                         "amount": {"value": 1000, "currency": "USD"}}),
     };
     let event = InternalEvent::Requested(requested).to_new_event();
-    support::append_events(&db_path, vec![event]).await;
+    append_events(&db_path, vec![event]).await;
 
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Hang);
@@ -588,7 +574,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
     assert!(!requests.iter().any(|r| r.idempotency_key.as_deref() == Some(paid_key.as_str())));
     let out = run_binary(&["resolve", &paid.id, "invitee_payment", "--retry"], &[("LEDGER_DB", db)]).await;
     assert!(!out.status.success(), "a settled obligation cannot be resolved again");
-    let out = run_binary(&["verify"], &[("LEDGER_DB", db), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", support::SECRET)]).await;
+    let out = run_binary(&["verify"], &[("LEDGER_DB", db), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
     assert!(out.status.success(), "verify: {}", text(&out).1);
 }
 
@@ -596,7 +582,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
 async fn an_operator_can_retry_again_after_the_obligation_falls_in_doubt_a_second_time() {
     // Arrange: a payment whose first call hung, put in doubt, retried by the
     // operator, and in doubt again because no pass ran within the window.
-    let app = app_with(|_| {}).await;
+    let app = TestApp::spawn_configured(|_| {}).await;
     let mut inv = InvitationFixture::claimed("UmaInvitation:twice-in-doubt");
     inv.incentives_status = "PENDING".into();
     app.claim(&inv, "evt-twice").await;
@@ -653,8 +639,7 @@ async fn reconcile_once_is_refused_while_a_service_holds_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let payments = FakePlatform::start().await;
-    let db_for_start = db.clone();
-    let server = tokio::task::spawn_blocking(move || ServeProcess::start(&db_for_start, &[])).await.unwrap();
+    let server = ServeProcess::spawn(db.clone(), vec![]).await;
 
     // Act
     let out =
@@ -673,13 +658,13 @@ async fn reconcile_once_is_refused_while_a_service_holds_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_sends_nothing_and_records_nothing() {
     // Arrange
-    let app = app_with(|_| {}).await;
+    let app = TestApp::spawn_configured(|_| {}).await;
     let inv = InvitationFixture::claimed("UmaInvitation:dry");
     app.claim(&inv, "evt-dry").await;
     wait_state(&app, &inv.id, "payout", "pending", SETTLE).await;
     let db_path = app.db.clone();
     let _dir = app.stop_promptly().await;
-    let before = support::ledger_rows(&db_path);
+    let before = ledger_rows(&db_path);
     let payments = FakePlatform::start().await;
     let notify = FakePlatform::start().await;
 
@@ -703,7 +688,7 @@ async fn dry_run_sends_nothing_and_records_nothing() {
     }
     assert!(stdout.contains("dry run: sent=0"), "{stdout}");
     assert!(payments.requests().is_empty() && notify.requests().is_empty());
-    assert_eq!(support::ledger_rows(&db_path), before);
+    assert_eq!(ledger_rows(&db_path), before);
     assert_eq!(status_json(db_path.to_str().unwrap(), &inv.id).await["payout"]["state"], "pending");
 }
 
@@ -712,7 +697,7 @@ async fn a_newly_claimed_invitation_is_paid_without_waiting_for_the_interval() {
     // Arrange: passes every 10 s, so only the commit wake-up can explain a
     // payment within 5 s.
     let payments = FakePlatform::start().await;
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.reconcile_interval_ms = 10_000;
     })
@@ -733,7 +718,7 @@ async fn a_claim_committed_during_a_slow_pass_is_paid_without_waiting_for_the_in
     // hangs until the 1 s request timeout.
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Hang);
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.reconcile_interval_ms = 10_000;
         a.reconcile.retry_base_ms = 10_000;
@@ -778,20 +763,14 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
         ("RETRY_BASE_MS", "20".into()),
         ("RETRY_MAX_MS", "200".into()),
     ];
-    let start = |db: std::path::PathBuf, env: Vec<(&'static str, String)>| {
-        tokio::task::spawn_blocking(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            ServeProcess::start(&db, &env)
-        })
-    };
-    let server = start(db.clone(), env.clone()).await.unwrap();
+    let server = ServeProcess::spawn(db.clone(), env.clone()).await;
     let mut inv = InvitationFixture::claimed("UmaInvitation:crash");
     inv.incentives_status = "PENDING".into();
     let client = reqwest::Client::new();
     let body = inv.webhook("evt-crash");
     let resp = client
         .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .header("lightspark-signature", signature_of(body.as_bytes()))
         .body(body)
         .send()
         .await
@@ -808,10 +787,10 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     .await;
 
     // Act: SIGKILL while the call is in flight, then start again.
-    tokio::task::spawn_blocking(move || server.kill()).await.unwrap();
+    server.kill_async().await;
     assert_eq!(count_kind(&db, "payout.requested"), 1, "the intent was durable before the call");
     assert_eq!(count_kind(&db, "payout.succeeded") + count_kind(&db, "payout.failed"), 0);
-    let server = start(db.clone(), env).await.unwrap();
+    let server = ServeProcess::spawn(db.clone(), env).await;
 
     // Assert
     let url = server.url(&format!("/v1/invitations/{}", inv.id));
