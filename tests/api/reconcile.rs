@@ -6,10 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::helpers::binary::ServeProcess;
 use crate::helpers::fake_platform::{FakePlatform, Fault, RecordedRequest};
@@ -28,12 +27,6 @@ fn key(id: &str, kind: ObligationKind) -> String {
 /// invitation reaches `state`, and returns the whole projection.
 async fn wait_state(app: &TestApp, id: &str, field: &str, state: &str, within: Duration) -> Value {
     app.invitation_when(id, within, |v| v[field]["state"] == state).await
-}
-
-fn hmac_hex(key: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The kinds of invitation the big test mixes, and what each one owes.
@@ -349,7 +342,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
         assert_eq!(r.idempotency_key.as_deref(), Some(k.as_str()));
         assert_eq!(r.body, body, "exact fields of the request");
         let sig = r.ledger_signature.as_deref().expect("ledger-signature header");
-        assert_eq!(sig, hmac_hex(SIGNING_KEY, &r.raw_body), "HMAC-SHA256 of the raw body");
+        assert_eq!(sig, sign(SIGNING_KEY.as_bytes(), &r.raw_body), "HMAC-SHA256 of the raw body");
         assert_eq!(r.answered, 200, "the platform accepted the signature");
     }
     // The projection recorded the payment ids the platform answered.

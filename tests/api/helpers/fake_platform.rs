@@ -23,15 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::rng::SplitMix;
-use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -194,12 +193,10 @@ fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_owned())
 }
 
+/// Whether `sig` is the hex HMAC-SHA256 of `body` under `key`, in either
+/// letter case (the library's own `sign` makes the expected one).
 fn signature_ok(key: &str, body: &[u8], sig: Option<&str>) -> bool {
-    let Some(sig) = sig else { return false };
-    let Ok(sig) = hex::decode(sig.trim()) else { return false };
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("hmac accepts any key");
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
+    sig.is_some_and(|sig| sig.trim().eq_ignore_ascii_case(&sign(key.as_bytes(), body)))
 }
 
 fn err(status: u16, msg: &str) -> Action {
@@ -312,9 +309,8 @@ fn json_response(status: u16, body: &serde_json::Value) -> Response<Full<Bytes>>
 mod tests {
     use std::time::Duration;
 
-    use hmac::{Hmac, Mac};
+    use invitation_ledger::lightspark::signature::sign;
     use serde_json::{json, Value};
-    use sha2::Sha256;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::{FakePlatform, Fault};
@@ -353,12 +349,6 @@ mod tests {
         let status = resp.status().as_u16();
         let json = resp.json::<Value>().await?;
         Ok((status, json))
-    }
-
-    fn sign(key: &str, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
-        mac.update(body);
-        hex::encode(mac.finalize().into_bytes())
     }
 
     #[tokio::test]
@@ -605,15 +595,15 @@ mod tests {
 
         fake.require_signature("payout-secret");
         let (s_missing, r_missing) = post(&c, &fake.url, Some("k"), &body, None).await.unwrap();
-        let (s_wrong_key, _) = post(&c, &fake.url, Some("k"), &body, Some(&sign("other-secret", &raw))).await.unwrap();
+        let (s_wrong_key, _) = post(&c, &fake.url, Some("k"), &body, Some(&sign(b"other-secret", &raw))).await.unwrap();
         let (s_garbage, _) = post(&c, &fake.url, Some("k"), &body, Some("not-hex")).await.unwrap();
         let (s_other_body, _) =
-            post(&c, &fake.url, Some("k"), &body, Some(&sign("payout-secret", b"{}"))).await.unwrap();
+            post(&c, &fake.url, Some("k"), &body, Some(&sign(b"payout-secret", b"{}"))).await.unwrap();
         assert_eq!((s_missing, s_wrong_key, s_garbage, s_other_body), (401, 401, 401, 401));
         assert_eq!(r_missing, json!({"error": "invalid signature"}));
         assert_eq!(fake.executed().len(), 1, "unsigned or badly signed requests are not executed");
 
-        let good = sign("payout-secret", &raw);
+        let good = sign(b"payout-secret", &raw);
         let (s, r) = post(&c, &fake.url, Some("k"), &body, Some(&good)).await.unwrap();
         assert_eq!((s, r), (200, json!({"payment_id": "pay_2"})));
         assert_eq!(fake.executed().len(), 2);
