@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use binary::{run_binary, ServeProcess};
 use fake_platform::{FakePlatform, Fault};
-use invitation::InvitationFixture;
+use invitation::{InvitationFixture, Mix, OBLIGATIONS};
 use poll::eventually;
 use secret::SECRET;
 use signing::signature_of;
@@ -51,81 +51,43 @@ const KILLS_DURING_STORM: usize = 4;
 const SETTLE_WITHIN: Duration = Duration::from_secs(40);
 const DEFAULT_SEED: u64 = 0x5707_2026_1101;
 
-/// The invitation mix, and what each kind finally owes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mix {
-    /// Claimed with an amount; a later snapshot validates the incentive.
-    Full,
-    /// Claimed without an amount, incentives pending: a notification only.
-    NoAmount,
-    /// Claimed with an amount; a later snapshot makes incentives ineligible.
-    Ineligible,
-    /// Pending with an amount, then cancelled (incentives validated): nothing.
-    Cancelled,
-}
+/// The storm mixes the first four kinds of invitation.
+const KINDS: usize = 4;
 
 const UPDATED_FIRST: &str = "2026-11-01T12:00:00.000000+00:00";
 const UPDATED_LATER: &str = "2026-11-01T12:05:00.000000+00:00";
 
-impl Mix {
-    fn of(n: usize) -> Mix {
-        [Mix::Full, Mix::NoAmount, Mix::Ineligible, Mix::Cancelled][n % 4]
-    }
-
-    fn id(n: usize) -> String {
-        format!("UmaInvitation:storm-{n:05}")
-    }
-
-    /// The snapshots Lightspark sends for invitation `n`, oldest first.
-    fn snapshots(self, n: usize) -> Vec<InvitationFixture> {
-        let mut first = InvitationFixture::claimed(&Self::id(n));
-        first.inviter_uma = format!("$inviter-{}@sending.example", n % 13);
-        first.payment_amount = Some(100 + n as i64);
-        first.incentives_status = "PENDING".into();
-        first.updated_at = UPDATED_FIRST.into();
-        let mut later = first.clone();
-        later.updated_at = UPDATED_LATER.into();
-        match self {
-            Mix::Full => {
-                later.incentives_status = "VALIDATED".into();
-                vec![first, later]
-            }
-            Mix::NoAmount => {
-                first.payment_amount = None;
-                vec![first]
-            }
-            Mix::Ineligible => {
-                later.incentives_status = "INELIGIBLE".into();
-                later.incentives_ineligibility_reason = Some("NOT_CROSS_BORDER".into());
-                vec![first, later]
-            }
-            Mix::Cancelled => {
-                first.status = "PENDING".into();
-                first.invitee_uma = None;
-                later.status = "CANCELLED".into();
-                later.invitee_uma = None;
-                later.incentives_status = "VALIDATED".into();
-                vec![first, later]
-            }
-        }
-    }
-
-    /// Final states of (payout, incentive, notification).
-    fn expected(self) -> [&'static str; 3] {
-        match self {
-            Mix::Full => ["succeeded", "succeeded", "succeeded"],
-            Mix::NoAmount => ["not_due", "not_due", "succeeded"],
-            Mix::Ineligible => ["succeeded", "ineligible", "succeeded"],
-            Mix::Cancelled => ["not_due", "not_due", "not_due"],
-        }
-    }
+fn mix_of(n: usize) -> Mix {
+    Mix::ALL[n % KINDS]
 }
 
-const FIELDS: [(&str, ObligationKind); 3] = [
-    ("payout", ObligationKind::InviteePayment),
-    ("incentive", ObligationKind::InviterIncentive),
-    ("notification", ObligationKind::InviterNotification),
-];
+fn id_of(n: usize) -> String {
+    format!("UmaInvitation:storm-{n:05}")
+}
+
+/// The snapshots Lightspark sends for invitation `n`, oldest first: the
+/// first with incentives still pending (and a cancelled one still pending
+/// itself), then the final one of its kind. An invitation without an amount
+/// is sent once.
+fn snapshots(mix: Mix, n: usize) -> Vec<InvitationFixture> {
+    let mut later = InvitationFixture::claimed(&id_of(n));
+    later.inviter_uma = format!("$inviter-{}@sending.example", n % 13);
+    later.payment_amount = Some(100 + n as i64);
+    mix.shape(&mut later);
+    later.updated_at = UPDATED_LATER.into();
+    let mut first = later.clone();
+    first.updated_at = UPDATED_FIRST.into();
+    first.incentives_status = "PENDING".into();
+    first.incentives_ineligibility_reason = None;
+    if mix == Mix::Cancelled {
+        first.status = "PENDING".into();
+    }
+    if mix == Mix::NoAmount {
+        vec![first]
+    } else {
+        vec![first, later]
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Expect {
@@ -356,7 +318,7 @@ async fn all_invitations(client: &reqwest::Client, server: &ServeProcess) -> Res
 }
 
 fn unsettled(v: &Value) -> Option<String> {
-    FIELDS.iter().find_map(|(field, _)| {
+    OBLIGATIONS.iter().find_map(|(field, _)| {
         let state = v[field]["state"].as_str().unwrap_or("?");
         matches!(state, "pending" | "requested" | "retry_scheduled")
             .then(|| format!("{} {field} is {state}", v["invitation_id"]))
@@ -371,10 +333,10 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
 
     // Arrange: the invitations, every snapshot of each as a signed webhook,
     // shuffled (a later snapshot often arrives before an earlier one).
-    let mixes: Vec<Mix> = (0..INVITATIONS).map(Mix::of).collect();
+    let mixes: Vec<Mix> = (0..INVITATIONS).map(mix_of).collect();
     let mut originals: Vec<Item> = Vec::new();
     for (n, mix) in mixes.iter().enumerate() {
-        for (s, snapshot) in mix.snapshots(n).iter().enumerate() {
+        for (s, snapshot) in snapshots(*mix, n).iter().enumerate() {
             originals.push(genuine(snapshot.webhook(&format!("evt-storm-{n:05}-{s}"))));
         }
     }
@@ -578,10 +540,10 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     );
     let mut due: [BTreeSet<String>; 2] = Default::default(); // payments, notifications
     for (n, mix) in mixes.iter().enumerate() {
-        let id = Mix::id(n);
+        let id = id_of(n);
         let v = &by_id[&id];
         assert_eq!(v["status"], if *mix == Mix::Cancelled { "CANCELLED" } else { "CLAIMED" }, "{id}: {v}");
-        for ((field, kind), want) in FIELDS.iter().zip(mix.expected()) {
+        for ((field, kind), want) in OBLIGATIONS.iter().zip(mix.expected()) {
             assert_eq!(v[field]["state"], want, "{id} {field} ({mix:?}): {v}");
             if want == "succeeded" {
                 due[usize::from(*kind == ObligationKind::InviterNotification)]
@@ -596,7 +558,7 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     let attempts_by_key: HashMap<String, u64> = by_id
         .values()
         .flat_map(|v| {
-            FIELDS.iter().map(move |(f, _)| {
+            OBLIGATIONS.iter().map(move |(f, _)| {
                 (
                     v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(),
                     v[f]["attempts"].as_u64().unwrap_or(0),
@@ -607,7 +569,7 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     let payment_id_by_key: HashMap<String, Value> = by_id
         .values()
         .flat_map(|v| {
-            FIELDS.iter().map(move |(f, _)| {
+            OBLIGATIONS.iter().map(move |(f, _)| {
                 (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["payment_id"].clone())
             })
         })

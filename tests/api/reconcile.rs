@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use crate::helpers::binary::ServeProcess;
 use crate::helpers::fake_platform::{FakePlatform, Fault, RecordedRequest};
 use crate::helpers::{
-    append_events, count_kind, eventually, ledger_len, ledger_rows, run_binary, signature_of, InvitationFixture,
-    TestApp, SECRET,
+    append_events, count_kind, eventually, ledger_len, ledger_rows, run_binary, signature_of, InvitationFixture, Mix,
+    TestApp, OBLIGATIONS, SECRET,
 };
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -29,67 +29,16 @@ async fn wait_state(app: &TestApp, id: &str, field: &str, state: &str, within: D
     app.invitation_when(id, within, |v| v[field]["state"] == state).await
 }
 
-/// The kinds of invitation the big test mixes, and what each one owes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mix {
-    /// Claimed, amount, incentives validated: payment, incentive, notification.
-    Full,
-    /// Claimed without an amount, incentives pending: notification only.
-    NoAmount,
-    /// Claimed with an amount, incentives ineligible: payment and notification.
-    Ineligible,
-    /// Cancelled with an amount and validated incentives: nothing.
-    Cancelled,
-    /// Still pending, with an amount: nothing.
-    Pending,
-    /// Claimed with an amount but no invitee known yet: incentive only.
-    NoInvitee,
+/// Invitation `n` of the big test's mix: the kinds in turn, each claimed with
+/// its own amount by one of seven inviters.
+fn mixed(n: usize) -> (Mix, InvitationFixture) {
+    let mix = Mix::ALL[n % Mix::ALL.len()];
+    let mut f = InvitationFixture::claimed(&format!("UmaInvitation:mix-{n:03}"));
+    f.inviter_uma = format!("$inviter-{}@sending.example", n % 7);
+    f.payment_amount = Some(100 + n as i64);
+    mix.shape(&mut f);
+    (mix, f)
 }
-
-impl Mix {
-    const ALL: [Mix; 6] = [Mix::Full, Mix::NoAmount, Mix::Ineligible, Mix::Cancelled, Mix::Pending, Mix::NoInvitee];
-
-    fn fixture(self, n: usize) -> InvitationFixture {
-        let mut f = InvitationFixture::claimed(&format!("UmaInvitation:mix-{n:03}"));
-        f.inviter_uma = format!("$inviter-{}@sending.example", n % 7);
-        f.payment_amount = Some(100 + n as i64);
-        match self {
-            Mix::Full => {}
-            Mix::NoAmount => {
-                f.payment_amount = None;
-                f.incentives_status = "PENDING".into();
-            }
-            Mix::Ineligible => {
-                f.incentives_status = "INELIGIBLE".into();
-                f.incentives_ineligibility_reason = Some("NOT_CROSS_BORDER".into());
-            }
-            Mix::Cancelled => f.status = "CANCELLED".into(),
-            Mix::Pending => {
-                f.status = "PENDING".into();
-                f.incentives_status = "PENDING".into();
-            }
-            Mix::NoInvitee => f.invitee_uma = None,
-        }
-        f
-    }
-
-    /// Expected final states of (payout, incentive, notification).
-    fn expected(self) -> [&'static str; 3] {
-        match self {
-            Mix::Full => ["succeeded", "succeeded", "succeeded"],
-            Mix::NoAmount => ["not_due", "not_due", "succeeded"],
-            Mix::Ineligible => ["succeeded", "ineligible", "succeeded"],
-            Mix::Cancelled | Mix::Pending => ["not_due", "not_due", "not_due"],
-            Mix::NoInvitee => ["not_due", "succeeded", "not_due"],
-        }
-    }
-}
-
-const FIELDS: [(&str, ObligationKind); 3] = [
-    ("payout", ObligationKind::InviteePayment),
-    ("incentive", ObligationKind::InviterIncentive),
-    ("notification", ObligationKind::InviterNotification),
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_once() {
@@ -110,8 +59,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
         a.reconcile.inviter_incentive = Some("500:USD".into());
     })
     .await;
-    let invitations: Vec<(Mix, InvitationFixture)> =
-        (0..100).map(|n| (Mix::ALL[n % 6], Mix::ALL[n % 6].fixture(n))).collect();
+    let invitations: Vec<(Mix, InvitationFixture)> = (0..100).map(mixed).collect();
 
     // Act
     let app_ref = &app;
@@ -126,7 +74,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
             items.into_iter().map(|v| (v["invitation_id"].as_str().unwrap_or_default().to_owned(), v)).collect();
         for (mix, f) in &invitations {
             let Some(v) = by_id.get(&f.id) else { return Err(format!("{} not projected yet", f.id)) };
-            for ((field, _), want) in FIELDS.iter().zip(mix.expected()) {
+            for ((field, _), want) in OBLIGATIONS.iter().zip(mix.expected()) {
                 if v[field]["state"] != want {
                     return Err(format!("{} {field}: {} (want {want})", f.id, v[field]));
                 }
@@ -140,7 +88,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
     let mut due_notifications = BTreeMap::new();
     for (mix, f) in &invitations {
         let v = &by_id[&f.id];
-        for ((field, kind), want) in FIELDS.iter().zip(mix.expected()) {
+        for ((field, kind), want) in OBLIGATIONS.iter().zip(mix.expected()) {
             if want != "succeeded" {
                 assert!(
                     v[field]["attempts"] == 0 && v[field]["payment_id"].is_null(),

@@ -1,4 +1,8 @@
-//! Invitations as Lightspark sends them in webhooks.
+//! Invitations as Lightspark sends them in webhooks, and the one mix of
+//! invitation kinds the many-invitation tests (the reconciler's hundred, the
+//! storm) draw from, with what each kind finally owes.
+
+use invitation_ledger::projection::events::ObligationKind;
 
 /// An invitation as Lightspark sends it in a webhook's `data` (snake_case).
 #[derive(Debug, Clone)]
@@ -66,5 +70,75 @@ impl InvitationFixture {
             "data": self.data(),
         })
         .to_string()
+    }
+}
+
+/// The three obligations of an invitation: the field of the read API that
+/// shows each, and its kind.
+pub const OBLIGATIONS: [(&str, ObligationKind); 3] = [
+    ("payout", ObligationKind::InviteePayment),
+    ("incentive", ObligationKind::InviterIncentive),
+    ("notification", ObligationKind::InviterNotification),
+];
+
+/// The kinds of invitation the many-invitation tests mix, and what each one
+/// finally owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Claimed, amount, incentives validated: payment, incentive, notification.
+    Full,
+    /// Claimed without an amount, incentives pending: notification only.
+    NoAmount,
+    /// Claimed with an amount, incentives ineligible: payment and notification.
+    Ineligible,
+    /// Cancelled (never claimed, so no invitee) with an amount and validated
+    /// incentives: nothing.
+    Cancelled,
+    /// Still pending, with an amount: nothing.
+    Pending,
+    /// Claimed with an amount but no invitee known yet: incentive only.
+    NoInvitee,
+}
+
+impl Mix {
+    /// Every kind, in the order the tests cycle through them: a test that
+    /// mixes fewer kinds takes the first ones (`Mix::ALL[n % 4]`).
+    pub const ALL: [Mix; 6] = [Mix::Full, Mix::NoAmount, Mix::Ineligible, Mix::Cancelled, Mix::Pending, Mix::NoInvitee];
+
+    /// Makes `f`, a claimed invitation with an amount and validated
+    /// incentives (as [`InvitationFixture::claimed`] makes it), this kind.
+    pub fn shape(self, f: &mut InvitationFixture) {
+        match self {
+            Mix::Full => {}
+            Mix::NoAmount => {
+                f.payment_amount = None;
+                f.incentives_status = "PENDING".into();
+            }
+            Mix::Ineligible => {
+                f.incentives_status = "INELIGIBLE".into();
+                f.incentives_ineligibility_reason = Some("NOT_CROSS_BORDER".into());
+            }
+            Mix::Cancelled => {
+                f.status = "CANCELLED".into();
+                f.invitee_uma = None;
+            }
+            Mix::Pending => {
+                f.status = "PENDING".into();
+                f.incentives_status = "PENDING".into();
+            }
+            Mix::NoInvitee => f.invitee_uma = None,
+        }
+    }
+
+    /// Final states of the [`OBLIGATIONS`] (payout, incentive, notification)
+    /// once every due one is settled.
+    pub fn expected(self) -> [&'static str; 3] {
+        match self {
+            Mix::Full => ["succeeded", "succeeded", "succeeded"],
+            Mix::NoAmount => ["not_due", "not_due", "succeeded"],
+            Mix::Ineligible => ["succeeded", "ineligible", "succeeded"],
+            Mix::Cancelled | Mix::Pending => ["not_due", "not_due", "not_due"],
+            Mix::NoInvitee => ["not_due", "succeeded", "not_due"],
+        }
     }
 }

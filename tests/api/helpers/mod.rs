@@ -25,7 +25,7 @@ use invitation_ledger::config::ServeArgs;
 
 pub use app::{serve_args, TestApp};
 pub use binary::run_binary;
-pub use invitation::InvitationFixture;
+pub use invitation::{InvitationFixture, Mix, OBLIGATIONS};
 pub use poll::eventually;
 pub use secret::SECRET;
 pub use signing::signature_of;
