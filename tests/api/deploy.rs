@@ -306,7 +306,7 @@ fn families_used(what: &str, exprs: &[(String, String)]) -> BTreeSet<&'static st
     }
     assert!(
         unknown.is_empty(),
-        "{what} read metrics the service does not expose (see SERVICE_METRICS in tests/deploy.rs):\n{}",
+        "{what} read metrics the service does not expose (see SERVICE_METRICS in tests/api/deploy.rs):\n{}",
         unknown.join("\n")
     );
     used
