@@ -7,17 +7,24 @@
 //! `chromium` and `chromium-driver`; `scripts/test` installs them). Without
 //! them this test fails: it never skips.
 
-mod support;
+#[path = "api/helpers/app.rs"]
+mod app;
+#[path = "api/helpers/poll.rs"]
+mod poll;
+#[path = "api/helpers/secret.rs"]
+mod secret;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use support::TestApp;
+
+use app::{serve_args, TestApp};
+use poll::eventually;
 
 const FIXTURE_ID: &str = "UmaInvitation:0191a8b6-fixture-0001";
 /// The W3C WebDriver key of an element reference.
@@ -66,18 +73,17 @@ impl Driver {
             session: None,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = driver.http.get(format!("{}/status", driver.base)).send().await {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["value"]["ready"] == true {
-                        return driver;
-                    }
-                }
+        eventually("chromedriver to become ready", Duration::from_secs(20), || async {
+            let status = driver.http.get(format!("{}/status", driver.base)).send().await.map_err(|e| e.to_string())?;
+            let v: Value = status.json().await.map_err(|e| e.to_string())?;
+            if v["value"]["ready"] == true {
+                Ok(())
+            } else {
+                Err(format!("{v}; its log:\n{}", driver.log_text()))
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready; its log:\n{}", driver.log_text());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        driver
     }
 
     fn log_text(&self) -> String {
@@ -214,14 +220,14 @@ async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser(
 
     // The service, with the fixture's signing secret and no payment endpoint.
     let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
+    let mut args = serve_args(&dir.path().join("ledger.db"));
     args.key.signing_key = Some("fixture-signing-secret".into());
     let app = TestApp::spawn_with(dir, args).await;
     let root = env!("CARGO_MANIFEST_DIR");
     let body = std::fs::read(format!("{root}/fixtures/webhooks/claimed_snake_case.json")).unwrap();
     let sig = std::fs::read_to_string(format!("{root}/fixtures/webhooks/claimed_snake_case.sig")).unwrap();
     assert_eq!(app.post_raw("/webhooks/lightspark", body, Some(sig.trim())).await.status(), 200);
-    support::eventually("the fixture is projected", Duration::from_secs(20), || async {
+    eventually("the fixture is projected", Duration::from_secs(20), || async {
         let (status, v) = app.get_json("/v1/invitations/FIXTURE1").await;
         if status == 200 && v["last_seq"] == 1 {
             Ok(())
@@ -248,16 +254,15 @@ async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser(
     let submit = driver.element("form.search button[type=submit]").await;
     driver.click(&submit).await;
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let results = loop {
+    let results = eventually("search results after submitting", Duration::from_secs(20), || async {
         if driver.current_url().await.contains("q=FIXTURE1") {
             if let Some(el) = driver.find("#search-results").await {
-                break el;
+                return Ok(el);
             }
         }
-        assert!(Instant::now() < deadline, "no search results after submitting; page:\n{}", driver.source().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        Err(format!("page:\n{}", driver.source().await))
+    })
+    .await;
     let shown = driver.text(&results).await;
     assert!(shown.contains(FIXTURE_ID), "the invitation id is shown:\n{shown}");
     assert!(shown.contains("CLAIMED"), "its status is shown:\n{shown}");

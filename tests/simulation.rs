@@ -25,10 +25,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use invitation_ledger::config::ReconcileConfig;
 use invitation_ledger::ledger::verify::verify;
 use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
+use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
 use invitation_ledger::metrics::Metrics;
 use invitation_ledger::money::Money;
@@ -1268,11 +1268,7 @@ fn check(
                     ObligationKind::InviterNotification => ("http://notify.sim/v1/joined", false),
                     _ => ("http://payments.sim/v1/payouts", true),
                 };
-                let want_sig = signed.then(|| {
-                    let mut mac = Hmac::<Sha256>::new_from_slice(PAYOUT_SIGNING_KEY.as_bytes()).unwrap();
-                    mac.update(&c.body);
-                    hex::encode(mac.finalize().into_bytes())
-                });
+                let want_sig = signed.then(|| sign(PAYOUT_SIGNING_KEY.as_bytes(), &c.body));
                 if c.url != want_url || c.signature != want_sig {
                     return Err(format!("{what}: call {i} to {} with signature {:?}", c.url, c.signature));
                 }

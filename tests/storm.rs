@@ -8,7 +8,18 @@
 //!
 //! Seeded: `STORM_SEED=<u64>` replays a run (the seed is printed).
 
-mod support;
+#[path = "api/helpers/binary.rs"]
+mod binary;
+#[path = "api/helpers/fake_platform.rs"]
+mod fake_platform;
+#[path = "api/helpers/invitation.rs"]
+mod invitation;
+#[path = "api/helpers/poll.rs"]
+mod poll;
+#[path = "api/helpers/secret.rs"]
+mod secret;
+#[path = "api/helpers/signing.rs"]
+mod signing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -22,9 +33,13 @@ use invitation_ledger::projection::events::{IdempotencyKey, ObligationKind};
 use invitation_ledger::rng::SplitMix;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::binary::ServeProcess;
-use support::fake_platform::{FakePlatform, Fault};
-use support::{run_binary, signature_of, InvitationFixture, SECRET};
+
+use binary::{run_binary, ServeProcess};
+use fake_platform::{FakePlatform, Fault};
+use invitation::{InvitationFixture, Mix, OBLIGATIONS};
+use poll::eventually;
+use secret::SECRET;
+use signing::signature_of;
 
 /// Distinct invitations; with 1.75 snapshots each and the mix below this
 /// makes about 3,800 webhook requests.
@@ -36,81 +51,43 @@ const KILLS_DURING_STORM: usize = 4;
 const SETTLE_WITHIN: Duration = Duration::from_secs(40);
 const DEFAULT_SEED: u64 = 0x5707_2026_1101;
 
-/// The invitation mix, and what each kind finally owes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mix {
-    /// Claimed with an amount; a later snapshot validates the incentive.
-    Full,
-    /// Claimed without an amount, incentives pending: a notification only.
-    NoAmount,
-    /// Claimed with an amount; a later snapshot makes incentives ineligible.
-    Ineligible,
-    /// Pending with an amount, then cancelled (incentives validated): nothing.
-    Cancelled,
-}
+/// The storm mixes the first four kinds of invitation.
+const KINDS: usize = 4;
 
 const UPDATED_FIRST: &str = "2026-11-01T12:00:00.000000+00:00";
 const UPDATED_LATER: &str = "2026-11-01T12:05:00.000000+00:00";
 
-impl Mix {
-    fn of(n: usize) -> Mix {
-        [Mix::Full, Mix::NoAmount, Mix::Ineligible, Mix::Cancelled][n % 4]
-    }
-
-    fn id(n: usize) -> String {
-        format!("UmaInvitation:storm-{n:05}")
-    }
-
-    /// The snapshots Lightspark sends for invitation `n`, oldest first.
-    fn snapshots(self, n: usize) -> Vec<InvitationFixture> {
-        let mut first = InvitationFixture::claimed(&Self::id(n));
-        first.inviter_uma = format!("$inviter-{}@sending.example", n % 13);
-        first.payment_amount = Some(100 + n as i64);
-        first.incentives_status = "PENDING".into();
-        first.updated_at = UPDATED_FIRST.into();
-        let mut later = first.clone();
-        later.updated_at = UPDATED_LATER.into();
-        match self {
-            Mix::Full => {
-                later.incentives_status = "VALIDATED".into();
-                vec![first, later]
-            }
-            Mix::NoAmount => {
-                first.payment_amount = None;
-                vec![first]
-            }
-            Mix::Ineligible => {
-                later.incentives_status = "INELIGIBLE".into();
-                later.incentives_ineligibility_reason = Some("NOT_CROSS_BORDER".into());
-                vec![first, later]
-            }
-            Mix::Cancelled => {
-                first.status = "PENDING".into();
-                first.invitee_uma = None;
-                later.status = "CANCELLED".into();
-                later.invitee_uma = None;
-                later.incentives_status = "VALIDATED".into();
-                vec![first, later]
-            }
-        }
-    }
-
-    /// Final states of (payout, incentive, notification).
-    fn expected(self) -> [&'static str; 3] {
-        match self {
-            Mix::Full => ["succeeded", "succeeded", "succeeded"],
-            Mix::NoAmount => ["not_due", "not_due", "succeeded"],
-            Mix::Ineligible => ["succeeded", "ineligible", "succeeded"],
-            Mix::Cancelled => ["not_due", "not_due", "not_due"],
-        }
-    }
+fn mix_of(n: usize) -> Mix {
+    Mix::ALL[n % KINDS]
 }
 
-const FIELDS: [(&str, ObligationKind); 3] = [
-    ("payout", ObligationKind::InviteePayment),
-    ("incentive", ObligationKind::InviterIncentive),
-    ("notification", ObligationKind::InviterNotification),
-];
+fn id_of(n: usize) -> String {
+    format!("UmaInvitation:storm-{n:05}")
+}
+
+/// The snapshots Lightspark sends for invitation `n`, oldest first: the
+/// first with incentives still pending (and a cancelled one still pending
+/// itself), then the final one of its kind. An invitation without an amount
+/// is sent once.
+fn snapshots(mix: Mix, n: usize) -> Vec<InvitationFixture> {
+    let mut later = InvitationFixture::claimed(&id_of(n));
+    later.inviter_uma = format!("$inviter-{}@sending.example", n % 13);
+    later.payment_amount = Some(100 + n as i64);
+    mix.shape(&mut later);
+    later.updated_at = UPDATED_LATER.into();
+    let mut first = later.clone();
+    first.updated_at = UPDATED_FIRST.into();
+    first.incentives_status = "PENDING".into();
+    first.incentives_ineligibility_reason = None;
+    if mix == Mix::Cancelled {
+        first.status = "PENDING".into();
+    }
+    if mix == Mix::NoAmount {
+        vec![first]
+    } else {
+        vec![first, later]
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Expect {
@@ -286,12 +263,7 @@ async fn sender(shared: Arc<Shared>, items: Arc<Vec<Item>>, client: reqwest::Cli
 type Env = Vec<(&'static str, String)>;
 
 async fn start(db: PathBuf, env: Env) -> ServeProcess {
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        ServeProcess::start(&db, &env)
-    })
-    .await
-    .expect("start the service")
+    ServeProcess::spawn(db, env).await
 }
 
 /// Starts `serve` and SIGKILLs it `after` later, before it is healthy:
@@ -299,7 +271,7 @@ async fn start(db: PathBuf, env: Env) -> ServeProcess {
 async fn kill_during_start_up(db: PathBuf, env: Env, after: Duration) {
     tokio::task::spawn_blocking(move || {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = std::process::Command::new(support::binary::BIN)
+        let mut child = std::process::Command::new(binary::BIN)
             .arg("serve")
             .env("LEDGER_DB", &db)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -320,7 +292,7 @@ async fn kill_during_start_up(db: PathBuf, env: Env, after: Duration) {
 }
 
 async fn kill(server: ServeProcess) {
-    tokio::task::spawn_blocking(move || server.kill()).await.expect("SIGKILL the service");
+    server.kill_async().await;
 }
 
 /// Every invitation the read API lists, by id, following the cursor.
@@ -346,7 +318,7 @@ async fn all_invitations(client: &reqwest::Client, server: &ServeProcess) -> Res
 }
 
 fn unsettled(v: &Value) -> Option<String> {
-    FIELDS.iter().find_map(|(field, _)| {
+    OBLIGATIONS.iter().find_map(|(field, _)| {
         let state = v[field]["state"].as_str().unwrap_or("?");
         matches!(state, "pending" | "requested" | "retry_scheduled")
             .then(|| format!("{} {field} is {state}", v["invitation_id"]))
@@ -361,10 +333,10 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
 
     // Arrange: the invitations, every snapshot of each as a signed webhook,
     // shuffled (a later snapshot often arrives before an earlier one).
-    let mixes: Vec<Mix> = (0..INVITATIONS).map(Mix::of).collect();
+    let mixes: Vec<Mix> = (0..INVITATIONS).map(mix_of).collect();
     let mut originals: Vec<Item> = Vec::new();
     for (n, mix) in mixes.iter().enumerate() {
-        for (s, snapshot) in mix.snapshots(n).iter().enumerate() {
+        for (s, snapshot) in snapshots(*mix, n).iter().enumerate() {
             originals.push(genuine(snapshot.webhook(&format!("evt-storm-{n:05}-{s}"))));
         }
     }
@@ -487,19 +459,19 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
 
     // The service runs until the reconciler has settled everything.
     let reader = reqwest::Client::new();
-    let deadline = Instant::now() + SETTLE_WITHIN;
-    let by_id = loop {
-        let last = match all_invitations(&reader, &server).await {
-            Ok(by_id) if by_id.len() < INVITATIONS => format!("{} of {INVITATIONS} invitations projected", by_id.len()),
-            Ok(by_id) => match by_id.values().find_map(unsettled) {
-                Some(what) => what,
-                None => break by_id,
-            },
-            Err(e) => e,
-        };
-        assert!(Instant::now() < deadline, "not settled within {SETTLE_WITHIN:?}; last seen: {last}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let by_id = eventually("every invitation to settle", SETTLE_WITHIN, || async {
+        // Each look reads all 1,400 invitations: keep to about ten a second.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let by_id = all_invitations(&reader, &server).await?;
+        if by_id.len() < INVITATIONS {
+            return Err(format!("{} of {INVITATIONS} invitations projected", by_id.len()));
+        }
+        match by_id.values().find_map(unsettled) {
+            Some(what) => Err(what),
+            None => Ok(by_id),
+        }
+    })
+    .await;
     let settled = started.elapsed();
 
     // Assert: the send side saw only the answers it should.
@@ -568,10 +540,10 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     );
     let mut due: [BTreeSet<String>; 2] = Default::default(); // payments, notifications
     for (n, mix) in mixes.iter().enumerate() {
-        let id = Mix::id(n);
+        let id = id_of(n);
         let v = &by_id[&id];
         assert_eq!(v["status"], if *mix == Mix::Cancelled { "CANCELLED" } else { "CLAIMED" }, "{id}: {v}");
-        for ((field, kind), want) in FIELDS.iter().zip(mix.expected()) {
+        for ((field, kind), want) in OBLIGATIONS.iter().zip(mix.expected()) {
             assert_eq!(v[field]["state"], want, "{id} {field} ({mix:?}): {v}");
             if want == "succeeded" {
                 due[usize::from(*kind == ObligationKind::InviterNotification)]
@@ -586,7 +558,7 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     let attempts_by_key: HashMap<String, u64> = by_id
         .values()
         .flat_map(|v| {
-            FIELDS.iter().map(move |(f, _)| {
+            OBLIGATIONS.iter().map(move |(f, _)| {
                 (
                     v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(),
                     v[f]["attempts"].as_u64().unwrap_or(0),
@@ -597,7 +569,7 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     let payment_id_by_key: HashMap<String, Value> = by_id
         .values()
         .flat_map(|v| {
-            FIELDS.iter().map(move |(f, _)| {
+            OBLIGATIONS.iter().map(move |(f, _)| {
                 (v[f]["idempotency_key"].as_str().unwrap_or_default().to_owned(), v[f]["payment_id"].clone())
             })
         })

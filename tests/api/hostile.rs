@@ -4,27 +4,23 @@
 //! paid; the read API's token check and query parameters hold. Property tests
 //! show the parsers and the fold never panic on arbitrary input.
 //!
-//! Each test prints the answers it saw (`cargo test --test hostile -- --nocapture`).
-
-mod support;
+//! Each test prints the answers it saw (`cargo test --test api hostile -- --nocapture`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::fake_platform::FakePlatform;
-use support::{
-    claimed_body, eventually, json, ledger_len, raw_exchange, raw_json, raw_status, raw_webhook_request, signature_of,
-    InvitationFixture, TestApp,
+
+use crate::helpers::fake_platform::FakePlatform;
+use crate::helpers::{
+    assert_verifies, claimed_body, eventually, json, ledger_keys, ledger_len, raw_exchange, raw_json, raw_status,
+    raw_webhook_request, signature_of, InvitationFixture, TestApp,
 };
 
 const TOKEN: &str = "hostile-read-token-0123456789";
 
 async fn app_with_token() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    args.read_api_token = Some(TOKEN.to_owned());
-    TestApp::spawn_with(dir, args).await
+    TestApp::spawn_configured(|a| a.read_api_token = Some(TOKEN.to_owned())).await
 }
 
 /// Posts `body` correctly signed; answers status and JSON body.
@@ -181,7 +177,7 @@ async fn any_signed_json_object_is_stored_and_acknowledged_whatever_its_fields()
         assert!(key.starts_with(key_prefix), "{name}: {key}");
         assert_eq!(kept, body, "{name}: stored byte for byte");
     }
-    support::assert_verifies(&app.db).await;
+    assert_verifies(&app.db).await;
 }
 
 #[tokio::test]
@@ -210,7 +206,7 @@ async fn strange_but_valid_json_is_stored_byte_for_byte_and_the_chain_still_veri
     assert_eq!(stored, nul_id.as_bytes());
     let stream: String = conn.query_row("SELECT stream FROM events WHERE seq = 1", [], |r| r.get(0)).unwrap();
     assert_eq!(stream, "Inv:nul\0x");
-    support::assert_verifies(&app.db).await;
+    assert_verifies(&app.db).await;
     // The invitation with a NUL in its id is readable through the API.
     let auth = format!("Bearer {TOKEN}");
     let r =
@@ -499,7 +495,7 @@ async fn slow_headers_and_slow_bodies_are_cut_off_after_ten_seconds_while_other_
         served_at.elapsed() > Duration::from_secs(5),
         "the normal webhook was served before the slow clients were cut off"
     );
-    assert_eq!(support::ledger_keys(&app.db).len(), 1, "only the normal webhook is stored");
+    assert_eq!(ledger_keys(&app.db).len(), 1, "only the normal webhook is stored");
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
 }
 
@@ -558,10 +554,7 @@ fn webhook_with_raw_amount(id: &str, event_id: &str, raw: &str) -> String {
 #[tokio::test]
 async fn absurd_amounts_are_stored_and_acknowledged_shown_invalid_and_never_paid() {
     let platform = FakePlatform::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    args.reconcile.payout_url = Some(platform.url.clone());
-    let app = TestApp::spawn_with(dir, args).await;
+    let app = TestApp::spawn_configured(|a| a.reconcile.payout_url = Some(platform.url.clone())).await;
 
     let absurd = [
         ("Inv:negative", "-500", "negative"),
@@ -585,15 +578,7 @@ async fn absurd_amounts_are_stored_and_acknowledged_shown_invalid_and_never_paid
     // A normal invitation is paid: proof that reconciler passes ran.
     let normal = InvitationFixture::claimed("Inv:normal");
     app.claim(&normal, "evt-normal").await;
-    eventually("the normal invitation to be paid", Duration::from_secs(10), || async {
-        let (status, v) = app.get_json("/v1/invitations/Inv%3Anormal").await;
-        if status == 200 && v["payout"]["state"] == "succeeded" {
-            Ok(())
-        } else {
-            Err(format!("{status} {v}"))
-        }
-    })
-    .await;
+    app.invitation_when(&normal.id, Duration::from_secs(10), |v| v["payout"]["state"] == "succeeded").await;
     // A few more reconcile intervals (100 ms each in tests).
     tokio::time::sleep(Duration::from_millis(600)).await;
 
@@ -834,7 +819,7 @@ async fn filter_parameters_with_sql_metacharacters_are_bound_never_spliced() {
         .await
         .unwrap();
     assert_eq!(json(r).await["items"].as_array().unwrap().len(), 2);
-    support::assert_verifies(&app.db).await;
+    assert_verifies(&app.db).await;
 }
 
 fn urlencode(s: &str) -> String {

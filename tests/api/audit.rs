@@ -1,8 +1,6 @@
 //! The incentive audit through HTTP and the CLI: totals and seqs of a
 //! healthy ledger, and the anomalies of a hand-crafted bad one.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -11,8 +9,9 @@ use invitation_ledger::projection::events::{
     IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested, ObligationSucceeded,
 };
 use serde_json::{json, Value};
-use support::fake_platform::FakePlatform;
-use support::{eventually, run_binary, InvitationFixture, TestApp};
+
+use crate::helpers::fake_platform::FakePlatform;
+use crate::helpers::{append_events, eventually, run_binary, serve_args, InvitationFixture, TestApp, SECRET};
 
 const SETTLE: Duration = Duration::from_secs(20);
 const ALICE: &str = "$alice@sending.example";
@@ -44,11 +43,11 @@ async fn audit_cli(db: &str, extra: &[&str]) -> Value {
 async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
     // Arrange: incentives of 500 USD forwarded through a healthy platform.
     let payments = FakePlatform::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    args.reconcile.payout_url = Some(payments.url.clone());
-    args.reconcile.inviter_incentive = Some("500:USD".into());
-    let app = TestApp::spawn_with(dir, args).await;
+    let app = TestApp::spawn_configured(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.reconcile.inviter_incentive = Some("500:USD".into());
+    })
+    .await;
     let mut a1 = invitation("UmaInvitation:a1", ALICE, "CLAIMED", "VALIDATED");
     a1.payment_amount = Some(1000);
     let a2 = invitation("UmaInvitation:a2", ALICE, "CLAIMED", "VALIDATED");
@@ -65,16 +64,7 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
     let forwarded = [&a1, &a2, &b1];
     let app_ref = &app;
     for f in forwarded {
-        let id = f.id.as_str();
-        eventually(&format!("{id} incentive forwarded"), SETTLE, || async move {
-            let (_, v) = app_ref.get_json(&format!("/v1/invitations/{id}")).await;
-            if v["incentive"]["state"] == "succeeded" {
-                Ok(())
-            } else {
-                Err(v["incentive"].to_string())
-            }
-        })
-        .await;
+        app.invitation_when(&f.id, SETTLE, |v| v["incentive"]["state"] == "succeeded").await;
     }
     // Every webhook is projected (the last one may trail the forwards).
     eventually("every invitation audited", SETTLE, || async move {
@@ -239,7 +229,7 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
     // correct forward for contrast.
     let at = "2020-01-02T00:00:00.000000Z";
     let k = key(&twice.id);
-    support::append_events(
+    append_events(
         &db_path,
         vec![
             requested(&twice, at),
@@ -260,7 +250,7 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
     let from_cli = audit_cli(&db, &[]).await;
     let text = run_binary(&["audit", "incentives"], &[("LEDGER_DB", db.as_str())]).await;
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
-    let app = TestApp::spawn_with(dir, support::serve_args(&db_path)).await;
+    let app = TestApp::spawn_with(dir, serve_args(&db_path)).await;
     let (_, from_http) = app.get_json("/v1/audit/incentives").await;
 
     // Assert: each anomaly is reported for the right invitation, and only those.
@@ -302,8 +292,6 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
         assert!(text.contains(&format!("ANOMALY {kind} {id}")), "{text}");
     }
     assert_eq!(from_http["anomalies"], from_cli["anomalies"]);
-    let out =
-        run_binary(&["verify"], &[("LEDGER_DB", db.as_str()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", support::SECRET)])
-            .await;
+    let out = run_binary(&["verify"], &[("LEDGER_DB", db.as_str()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
     assert!(out.status.success(), "hand-made events keep the chain intact: {}", String::from_utf8_lossy(&out.stderr));
 }

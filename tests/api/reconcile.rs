@@ -3,28 +3,21 @@
 //! fake endpoints that fail on cue, and every obligation is settled exactly
 //! once, under one idempotency key, with the same body on every retry.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use invitation_ledger::config::ServeArgs;
+use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested};
 use serde_json::{json, Value};
-use sha2::Sha256;
-use support::binary::ServeProcess;
-use support::fake_platform::{FakePlatform, Fault};
-use support::{count_kind, eventually, ledger_len, run_binary, InvitationFixture, TestApp};
+
+use crate::helpers::binary::ServeProcess;
+use crate::helpers::fake_platform::{FakePlatform, Fault, RecordedRequest};
+use crate::helpers::{
+    append_events, count_kind, eventually, ledger_len, ledger_rows, run_binary, signature_of, InvitationFixture, Mix,
+    TestApp, OBLIGATIONS, SECRET,
+};
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-async fn app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    configure(&mut args);
-    TestApp::spawn_with(dir, args).await
-}
 
 fn key(id: &str, kind: ObligationKind) -> String {
     IdempotencyKey::of(id, kind).to_string()
@@ -33,84 +26,19 @@ fn key(id: &str, kind: ObligationKind) -> String {
 /// Waits until `field` (`payout`, `incentive`, `notification`) of the
 /// invitation reaches `state`, and returns the whole projection.
 async fn wait_state(app: &TestApp, id: &str, field: &str, state: &str, within: Duration) -> Value {
-    eventually(&format!("{id} {field} to be {state}"), within, || async move {
-        let (status, v) = app.get_json(&format!("/v1/invitations/{id}")).await;
-        if status == 200 && v[field]["state"] == state {
-            Ok(v)
-        } else {
-            Err(format!("HTTP {status}: {}", v[field]))
-        }
-    })
-    .await
+    app.invitation_when(id, within, |v| v[field]["state"] == state).await
 }
 
-fn hmac_hex(key: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+/// Invitation `n` of the big test's mix: the kinds in turn, each claimed with
+/// its own amount by one of seven inviters.
+fn mixed(n: usize) -> (Mix, InvitationFixture) {
+    let mix = Mix::ALL[n % Mix::ALL.len()];
+    let mut f = InvitationFixture::claimed(&format!("UmaInvitation:mix-{n:03}"));
+    f.inviter_uma = format!("$inviter-{}@sending.example", n % 7);
+    f.payment_amount = Some(100 + n as i64);
+    mix.shape(&mut f);
+    (mix, f)
 }
-
-/// The kinds of invitation the big test mixes, and what each one owes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mix {
-    /// Claimed, amount, incentives validated: payment, incentive, notification.
-    Full,
-    /// Claimed without an amount, incentives pending: notification only.
-    NoAmount,
-    /// Claimed with an amount, incentives ineligible: payment and notification.
-    Ineligible,
-    /// Cancelled with an amount and validated incentives: nothing.
-    Cancelled,
-    /// Still pending, with an amount: nothing.
-    Pending,
-    /// Claimed with an amount but no invitee known yet: incentive only.
-    NoInvitee,
-}
-
-impl Mix {
-    const ALL: [Mix; 6] = [Mix::Full, Mix::NoAmount, Mix::Ineligible, Mix::Cancelled, Mix::Pending, Mix::NoInvitee];
-
-    fn fixture(self, n: usize) -> InvitationFixture {
-        let mut f = InvitationFixture::claimed(&format!("UmaInvitation:mix-{n:03}"));
-        f.inviter_uma = format!("$inviter-{}@sending.example", n % 7);
-        f.payment_amount = Some(100 + n as i64);
-        match self {
-            Mix::Full => {}
-            Mix::NoAmount => {
-                f.payment_amount = None;
-                f.incentives_status = "PENDING".into();
-            }
-            Mix::Ineligible => {
-                f.incentives_status = "INELIGIBLE".into();
-                f.incentives_ineligibility_reason = Some("NOT_CROSS_BORDER".into());
-            }
-            Mix::Cancelled => f.status = "CANCELLED".into(),
-            Mix::Pending => {
-                f.status = "PENDING".into();
-                f.incentives_status = "PENDING".into();
-            }
-            Mix::NoInvitee => f.invitee_uma = None,
-        }
-        f
-    }
-
-    /// Expected final states of (payout, incentive, notification).
-    fn expected(self) -> [&'static str; 3] {
-        match self {
-            Mix::Full => ["succeeded", "succeeded", "succeeded"],
-            Mix::NoAmount => ["not_due", "not_due", "succeeded"],
-            Mix::Ineligible => ["succeeded", "ineligible", "succeeded"],
-            Mix::Cancelled | Mix::Pending => ["not_due", "not_due", "not_due"],
-            Mix::NoInvitee => ["not_due", "succeeded", "not_due"],
-        }
-    }
-}
-
-const FIELDS: [(&str, ObligationKind); 3] = [
-    ("payout", ObligationKind::InviteePayment),
-    ("incentive", ObligationKind::InviterIncentive),
-    ("notification", ObligationKind::InviterNotification),
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_once() {
@@ -125,14 +53,13 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
     notify.fail_next(2, Fault::Drop);
     notify.fail_next(1, Fault::ExecuteThenStatus(502));
     notify.fail_first_attempts(0.3, 42, Fault::Status(500));
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.notify_url = Some(notify.url_for("/notify"));
         a.reconcile.inviter_incentive = Some("500:USD".into());
     })
     .await;
-    let invitations: Vec<(Mix, InvitationFixture)> =
-        (0..100).map(|n| (Mix::ALL[n % 6], Mix::ALL[n % 6].fixture(n))).collect();
+    let invitations: Vec<(Mix, InvitationFixture)> = (0..100).map(mixed).collect();
 
     // Act
     let app_ref = &app;
@@ -147,7 +74,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
             items.into_iter().map(|v| (v["invitation_id"].as_str().unwrap_or_default().to_owned(), v)).collect();
         for (mix, f) in &invitations {
             let Some(v) = by_id.get(&f.id) else { return Err(format!("{} not projected yet", f.id)) };
-            for ((field, _), want) in FIELDS.iter().zip(mix.expected()) {
+            for ((field, _), want) in OBLIGATIONS.iter().zip(mix.expected()) {
                 if v[field]["state"] != want {
                     return Err(format!("{} {field}: {} (want {want})", f.id, v[field]));
                 }
@@ -161,7 +88,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
     let mut due_notifications = BTreeMap::new();
     for (mix, f) in &invitations {
         let v = &by_id[&f.id];
-        for ((field, kind), want) in FIELDS.iter().zip(mix.expected()) {
+        for ((field, kind), want) in OBLIGATIONS.iter().zip(mix.expected()) {
             if want != "succeeded" {
                 assert!(
                     v[field]["attempts"] == 0 && v[field]["payment_id"].is_null(),
@@ -204,7 +131,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
         // Faults really happened, so retries really were exercised.
         assert!(requests.iter().filter(|r| r.answered != 200).count() >= 8, "{name}: too few injected failures");
         // Exactly one distinct key per due obligation, and no other key.
-        let mut by_key: BTreeMap<String, Vec<&support::fake_platform::RecordedRequest>> = BTreeMap::new();
+        let mut by_key: BTreeMap<String, Vec<&RecordedRequest>> = BTreeMap::new();
         for r in &requests {
             let k = r
                 .idempotency_key
@@ -259,7 +186,7 @@ async fn a_409_is_retried_with_the_same_key_and_body_and_never_counts_as_paid() 
     // processed (IETF idempotency-key draft), then answers normally.
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Status(409));
-    let app = app_with(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    let app = TestApp::spawn_configured(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
     let mut inv = InvitationFixture::claimed("UmaInvitation:conflict");
     inv.incentives_status = "PENDING".into();
 
@@ -285,7 +212,7 @@ async fn a_400_stays_failed_and_is_never_retried() {
     // Arrange
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Status(400));
-    let app = app_with(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    let app = TestApp::spawn_configured(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
     let mut refused = InvitationFixture::claimed("UmaInvitation:refused");
     refused.incentives_status = "PENDING".into();
 
@@ -324,7 +251,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
     const SIGNING_KEY: &str = "payout-signing-key-for-tests";
     let payments = FakePlatform::start().await;
     payments.require_signature(SIGNING_KEY);
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.payout_signing_key = Some(SIGNING_KEY.into());
         a.reconcile.inviter_incentive = Some("500:USD".into());
@@ -367,7 +294,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
         assert_eq!(r.idempotency_key.as_deref(), Some(k.as_str()));
         assert_eq!(r.body, body, "exact fields of the request");
         let sig = r.ledger_signature.as_deref().expect("ledger-signature header");
-        assert_eq!(sig, hmac_hex(SIGNING_KEY, &r.raw_body), "HMAC-SHA256 of the raw body");
+        assert_eq!(sig, sign(SIGNING_KEY.as_bytes(), &r.raw_body), "HMAC-SHA256 of the raw body");
         assert_eq!(r.answered, 200, "the platform accepted the signature");
     }
     // The projection recorded the payment ids the platform answered.
@@ -386,7 +313,7 @@ async fn without_a_payout_url_obligations_stay_pending_and_listed() {
     // Arrange: only the notification endpoint is configured, so passes are
     // observable while payments have nowhere to go.
     let notify = FakePlatform::start().await;
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.notify_url = Some(notify.url_for("/notify"));
         a.reconcile.inviter_incentive = Some("500:USD".into());
     })
@@ -430,7 +357,7 @@ async fn a_hanging_platform_is_bounded_by_the_request_timeout_and_retried() {
     // Arrange
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Hang);
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.request_timeout_ms = 300;
     })
@@ -476,7 +403,7 @@ async fn status_json(db: &str, id: &str) -> Value {
 async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an_operator_resolves_it() {
     // Arrange: a ledger with two claimed invitations, written by a service
     // that had nowhere to pay.
-    let app = app_with(|_| {}).await;
+    let app = TestApp::spawn_configured(|_| {}).await;
     let mut retried = InvitationFixture::claimed("UmaInvitation:doubt-retry");
     retried.incentives_status = "PENDING".into();
     let mut paid = InvitationFixture::claimed("UmaInvitation:doubt-paid");
@@ -515,7 +442,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
                         "amount": {"value": 1000, "currency": "USD"}}),
     };
     let event = InternalEvent::Requested(requested).to_new_event();
-    support::append_events(&db_path, vec![event]).await;
+    append_events(&db_path, vec![event]).await;
 
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Hang);
@@ -596,7 +523,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
     assert!(!requests.iter().any(|r| r.idempotency_key.as_deref() == Some(paid_key.as_str())));
     let out = run_binary(&["resolve", &paid.id, "invitee_payment", "--retry"], &[("LEDGER_DB", db)]).await;
     assert!(!out.status.success(), "a settled obligation cannot be resolved again");
-    let out = run_binary(&["verify"], &[("LEDGER_DB", db), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", support::SECRET)]).await;
+    let out = run_binary(&["verify"], &[("LEDGER_DB", db), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
     assert!(out.status.success(), "verify: {}", text(&out).1);
 }
 
@@ -604,7 +531,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
 async fn an_operator_can_retry_again_after_the_obligation_falls_in_doubt_a_second_time() {
     // Arrange: a payment whose first call hung, put in doubt, retried by the
     // operator, and in doubt again because no pass ran within the window.
-    let app = app_with(|_| {}).await;
+    let app = TestApp::spawn_configured(|_| {}).await;
     let mut inv = InvitationFixture::claimed("UmaInvitation:twice-in-doubt");
     inv.incentives_status = "PENDING".into();
     app.claim(&inv, "evt-twice").await;
@@ -663,8 +590,7 @@ async fn reconcile_once_is_refused_while_a_service_holds_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let payments = FakePlatform::start().await;
-    let db_for_start = db.clone();
-    let server = tokio::task::spawn_blocking(move || ServeProcess::start(&db_for_start, &[])).await.unwrap();
+    let server = ServeProcess::spawn(db.clone(), vec![]).await;
 
     // Act
     let out =
@@ -683,13 +609,13 @@ async fn reconcile_once_is_refused_while_a_service_holds_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_sends_nothing_and_records_nothing() {
     // Arrange
-    let app = app_with(|_| {}).await;
+    let app = TestApp::spawn_configured(|_| {}).await;
     let inv = InvitationFixture::claimed("UmaInvitation:dry");
     app.claim(&inv, "evt-dry").await;
     wait_state(&app, &inv.id, "payout", "pending", SETTLE).await;
     let db_path = app.db.clone();
     let _dir = app.stop_promptly().await;
-    let before = support::ledger_rows(&db_path);
+    let before = ledger_rows(&db_path);
     let payments = FakePlatform::start().await;
     let notify = FakePlatform::start().await;
 
@@ -713,7 +639,7 @@ async fn dry_run_sends_nothing_and_records_nothing() {
     }
     assert!(stdout.contains("dry run: sent=0"), "{stdout}");
     assert!(payments.requests().is_empty() && notify.requests().is_empty());
-    assert_eq!(support::ledger_rows(&db_path), before);
+    assert_eq!(ledger_rows(&db_path), before);
     assert_eq!(status_json(db_path.to_str().unwrap(), &inv.id).await["payout"]["state"], "pending");
 }
 
@@ -722,7 +648,7 @@ async fn a_newly_claimed_invitation_is_paid_without_waiting_for_the_interval() {
     // Arrange: passes every 10 s, so only the commit wake-up can explain a
     // payment within 5 s.
     let payments = FakePlatform::start().await;
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.reconcile_interval_ms = 10_000;
     })
@@ -743,7 +669,7 @@ async fn a_claim_committed_during_a_slow_pass_is_paid_without_waiting_for_the_in
     // hangs until the 1 s request timeout.
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Hang);
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.reconcile_interval_ms = 10_000;
         a.reconcile.retry_base_ms = 10_000;
@@ -788,20 +714,14 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
         ("RETRY_BASE_MS", "20".into()),
         ("RETRY_MAX_MS", "200".into()),
     ];
-    let start = |db: std::path::PathBuf, env: Vec<(&'static str, String)>| {
-        tokio::task::spawn_blocking(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            ServeProcess::start(&db, &env)
-        })
-    };
-    let server = start(db.clone(), env.clone()).await.unwrap();
+    let server = ServeProcess::spawn(db.clone(), env.clone()).await;
     let mut inv = InvitationFixture::claimed("UmaInvitation:crash");
     inv.incentives_status = "PENDING".into();
     let client = reqwest::Client::new();
     let body = inv.webhook("evt-crash");
     let resp = client
         .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .header("lightspark-signature", signature_of(body.as_bytes()))
         .body(body)
         .send()
         .await
@@ -818,10 +738,10 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     .await;
 
     // Act: SIGKILL while the call is in flight, then start again.
-    tokio::task::spawn_blocking(move || server.kill()).await.unwrap();
+    server.kill_async().await;
     assert_eq!(count_kind(&db, "payout.requested"), 1, "the intent was durable before the call");
     assert_eq!(count_kind(&db, "payout.succeeded") + count_kind(&db, "payout.failed"), 0);
-    let server = start(db.clone(), env).await.unwrap();
+    let server = ServeProcess::spawn(db.clone(), env).await;
 
     // Assert
     let url = server.url(&format!("/v1/invitations/{}", inv.id));

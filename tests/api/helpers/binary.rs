@@ -1,9 +1,12 @@
-//! The real `invitation-ledger` binary as a child process, for crash tests.
+//! The real `invitation-ledger` binary: `serve` as a child process that
+//! can be SIGKILLed, and the CLI commands run to completion.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use super::secret::SECRET;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_invitation-ledger");
 
@@ -28,7 +31,7 @@ impl ServeProcess {
             cmd.arg("serve")
                 .env("LEDGER_DB", db)
                 .env("LISTEN_ADDR", addr.to_string())
-                .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", super::SECRET)
+                .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)
                 .env("LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -48,6 +51,17 @@ impl ServeProcess {
             let _ = p.child.wait();
         }
         panic!("invitation-ledger serve did not start");
+    }
+
+    /// [`start`](Self::start) on a blocking thread, so that fakes served by
+    /// this test's runtime keep answering while the child starts.
+    pub async fn spawn(db: PathBuf, env: Vec<(&'static str, String)>) -> Self {
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            ServeProcess::start(&db, &env)
+        })
+        .await
+        .expect("start the service")
     }
 
     fn wait_healthy(&mut self, within: Duration) -> bool {
@@ -77,6 +91,11 @@ impl ServeProcess {
         let _ = self.child.wait();
     }
 
+    /// [`kill`](Self::kill) on a blocking thread.
+    pub async fn kill_async(self) {
+        tokio::task::spawn_blocking(move || self.kill()).await.expect("SIGKILL the service");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -97,4 +116,18 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run invitation-ledger")
+}
+
+/// Runs the binary like [`run`], on a blocking thread so that fakes served
+/// by this test's runtime keep answering the child process.
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run(&args, &env)
+    })
+    .await
+    .expect("binary runner")
 }

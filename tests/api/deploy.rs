@@ -17,14 +17,13 @@
 //! installs both); nothing here skips.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_invitation-ledger");
+use crate::helpers::binary::{ServeProcess, BIN};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -307,7 +306,7 @@ fn families_used(what: &str, exprs: &[(String, String)]) -> BTreeSet<&'static st
     }
     assert!(
         unknown.is_empty(),
-        "{what} read metrics the service does not expose (see SERVICE_METRICS in tests/deploy.rs):\n{}",
+        "{what} read metrics the service does not expose (see SERVICE_METRICS in tests/api/deploy.rs):\n{}",
         unknown.join("\n")
     );
     used
@@ -882,16 +881,6 @@ fn the_services_docker_settings_demand_a_read_api_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("READ_API_TOKEN is required"), "{}", text(&out));
 }
 
-/// A `serve` child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_docker_healthcheck_passes_against_the_service_and_fails_without_it() {
     let cmd = healthcheck_command();
@@ -901,26 +890,12 @@ fn the_docker_healthcheck_passes_against_the_service_and_fails_without_it() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut serve = Serve(
-        Command::new(BIN)
-            .arg("serve")
-            .env("LEDGER_DB", dir.path().join("ledger.db"))
-            .env("LISTEN_ADDR", &listen)
-            .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", "deploy-test-secret")
-            .env_remove("READ_API_TOKEN")
-            .env("LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn invitation-ledger serve"),
-    );
+    let mut serve = ServeProcess::start(&dir.path().join("ledger.db"), &[]);
+    let listen = serve.addr.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = healthcheck(&listen);
     while !last.status.success() {
-        if let Some(status) = serve.0.try_wait().unwrap() {
+        if let Some(status) = serve.child.try_wait().unwrap() {
             panic!("invitation-ledger serve exited ({status}) before its healthcheck passed");
         }
         assert!(Instant::now() < deadline, "the HEALTHCHECK never passed against serve on {listen}:\n{}", text(&last));

@@ -1,10 +1,10 @@
 //! `demo` as a new user runs it: no configuration, exit 0, a correct table.
 
-mod support;
+use crate::helpers::binary::BIN;
 
 #[test]
 fn the_demo_runs_the_whole_flow_and_prints_the_settled_states() {
-    let out = std::process::Command::new(support::binary::BIN)
+    let out = std::process::Command::new(BIN)
         .arg("demo")
         .env("LOG", "warn")
         .env_remove("LEDGER_DB")

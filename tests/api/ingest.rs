@@ -1,18 +1,16 @@
-//! Webhook ingest through the real HTTP listener and a temp-file ledger.
+//! Webhook ingest through the real HTTP listener and a temp-file ledger,
+//! and the `/metrics` counters that move with it.
 
-mod support;
+use std::time::Duration;
 
-use support::{claimed_body, json, ledger_len, ledger_rows, signature_of, TestApp};
+use crate::helpers::{claimed_body, eventually, json, ledger_len, ledger_rows, signature_of, TestApp, SECRET};
 
 const VECTOR_SECRET: &str = "3gZ5oQQUASYmqQNuEk0KambNMVkOADDItIJjzUlAWjX";
 const VECTOR_BODY: &str = r#"{"event_type": "NODE_STATUS", "event_id": "1615c8be5aa44e429eba700db2ed8ca5", "timestamp": "2023-05-17T23:56:47.874449+00:00", "entity_id": "lightning_node:01882c25-157a-f96b-0000-362d42b64397"}"#;
 const VECTOR_SIGNATURE: &str = "62a8829aeb48b4142533520b1f7f86cdb1ee7d718bf3ea15bc1c662d4c453b74";
 
 async fn app_with_vector_key() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    args.key.signing_key = Some(format!("{},{}", support::SECRET, VECTOR_SECRET));
-    TestApp::spawn_with(dir, args).await
+    TestApp::spawn_configured(|a| a.key.signing_key = Some(format!("{SECRET},{VECTOR_SECRET}"))).await
 }
 
 #[tokio::test]
@@ -194,4 +192,64 @@ async fn unknown_routes_answer_json_404() {
     let r = app.client.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(json(r).await["error"], "not_found");
+}
+
+// ---------------------------------------------------------------------------
+// `/metrics` moves as webhooks arrive and obligations change.
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn webhook_counters_move_as_webhooks_arrive() {
+    let app = TestApp::spawn().await;
+    let body = claimed_body("m-1", "Inv:m1");
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+    assert_eq!(app.post_signed(&claimed_body("m-2", "Inv:m2")).await.status(), 200);
+    // The same event id with other bytes: kept, and counted.
+    assert_eq!(app.post_signed(&claimed_body("m-2", "Inv:m2-other")).await.status(), 200);
+    assert_eq!(app.post_raw("/webhook", body.clone().into_bytes(), Some("00")).await.status(), 401);
+    assert_eq!(app.post_signed("[\"not an object\"]").await.status(), 400);
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
+    assert_eq!(app.post_signed(&big).await.status(), 413);
+
+    let text = scrape(&app).await;
+    let m = |s: &str| value(&text, s);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"accepted\"}"), 3.0);
+    assert_eq!(m("invitation_ledger_webhooks_same_id_other_body_total"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"duplicate\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"bad_signature\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"malformed\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"too_large\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_ledger_appends_total"), 3.0);
+    assert!(m("invitation_ledger_ledger_commit_batch_size_count") >= 1.0);
+    assert!(m("invitation_ledger_ledger_commit_seconds_count") >= 1.0);
+    assert_eq!(m("invitation_ledger_ledger_head_seq"), 3.0);
+
+    // The two claimed invitations have no data: nothing is owed yet, and
+    // the projection catches up.
+    let text = eventually("the projection to catch up", Duration::from_secs(10), || async {
+        let text = scrape(&app).await;
+        if value(&text, "invitation_ledger_projection_lag_events") == 0.0 {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    assert_eq!(value(&text, "invitation_ledger_obligations{kind=\"invitee_payment\",state=\"not_due\"}"), 3.0);
+    assert_eq!(value(&text, "invitation_ledger_obligations_in_doubt"), 0.0);
 }

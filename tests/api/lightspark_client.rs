@@ -1,15 +1,14 @@
 //! The Lightspark GraphQL client against a real HTTP fake of the API, and
 //! against sockets that refuse or hang.
 
-#[path = "support/fake_lightspark.rs"]
-mod fake_lightspark;
-
 use std::time::{Duration, Instant};
 
-use fake_lightspark::{aliased_entity, FakeLightspark};
 use invitation_ledger::lightspark::client::{FetchError, LightsparkClient, GET_UMA_INVITATION};
 use invitation_ledger::secret::Secret;
 use serde_json::{json, Value};
+
+use crate::helpers::eventually;
+use crate::helpers::fake_lightspark::{self, aliased_entity, FakeLightspark};
 
 const CLIENT_ID: &str = "test-client-id";
 const CLIENT_SECRET: &str = "test-client-secret-4f9a2c";
@@ -167,12 +166,11 @@ async fn dropping_the_fake_stops_its_server() {
     let url = fake.url.clone();
     drop(fake);
     let client = client_for(&url, CLIENT_SECRET, Duration::from_secs(1));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("the fake to stop answering after drop", Duration::from_secs(5), || async {
         match client.fetch_invitation(ID).await {
-            Err(FetchError::Transport(_)) => break,
-            other => assert!(Instant::now() < deadline, "still answering after drop: {other:?}"),
+            Err(FetchError::Transport(_)) => Ok(()),
+            other => Err(format!("still answering after drop: {other:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }

@@ -1,13 +1,12 @@
 //! The status page `GET /` over plain HTTP: what it shows, search, HTML
 //! escaping of hostile data, and the token / cookie protection.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fake_platform::{FakePlatform, Fault};
-use support::{InvitationFixture, TestApp};
+
+use crate::helpers::fake_platform::{FakePlatform, Fault};
+use crate::helpers::{InvitationFixture, TestApp};
 
 const FIXTURE_ID: &str = "UmaInvitation:0191a8b6-fixture-0001";
 const TOKEN: &str = "a-long-read-api-token-0123456789";
@@ -63,27 +62,7 @@ fn encode(q: &str) -> String {
 
 /// Waits until the read API shows `id` and `pred` holds.
 async fn projected(app: &TestApp, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let path = format!("/v1/invitations/{}", encode(id));
-    support::eventually(&format!("{id} projected"), Duration::from_secs(20), || {
-        let path = path.clone();
-        let pred = &pred;
-        async move {
-            let (status, v) = app.get_json(&path).await;
-            if status == 200 && pred(&v) {
-                Ok(v)
-            } else {
-                Err(format!("{status} {v}"))
-            }
-        }
-    })
-    .await
-}
-
-async fn app_with(configure: impl FnOnce(&mut invitation_ledger::config::ServeArgs)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    configure(&mut args);
-    TestApp::spawn_with(dir, args).await
+    app.invitation_when(id, Duration::from_secs(20), pred).await
 }
 
 async fn post_fixture(app: &TestApp) {
@@ -96,7 +75,7 @@ async fn post_fixture(app: &TestApp) {
 
 #[tokio::test]
 async fn the_page_shows_a_claimed_invitation_with_its_code_and_obligation_states() {
-    let app = app_with(|a| a.key.signing_key = Some("fixture-signing-secret".into())).await;
+    let app = TestApp::spawn_configured(|a| a.key.signing_key = Some("fixture-signing-secret".into())).await;
     let empty = get(&app, "/", &[]).await;
     assert_eq!(empty.status, 200);
     assert!(empty.section("recent").contains("No invitation yet."));
@@ -215,7 +194,7 @@ async fn failed_and_in_doubt_obligations_are_listed_for_an_operator() {
     // payment falls in doubt.
     let payments = FakePlatform::start().await;
     payments.fail_next(1, Fault::Status(400));
-    let app = app_with(|a| {
+    let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.reconcile.idempotency_window = "600ms".into();
         a.reconcile.request_timeout_ms = 500;
@@ -244,7 +223,7 @@ async fn failed_and_in_doubt_obligations_are_listed_for_an_operator() {
 
 #[tokio::test]
 async fn with_a_token_the_page_wants_the_bearer_or_the_login_cookie() {
-    let app = app_with(|a| a.read_api_token = Some(TOKEN.into())).await;
+    let app = TestApp::spawn_configured(|a| a.read_api_token = Some(TOKEN.into())).await;
 
     let denied = get(&app, "/", &[]).await;
     assert_eq!(denied.status, 401);

@@ -1,33 +1,20 @@
 //! Projections through the real service: fetch from a fake Lightspark,
 //! every payload shape, the read API, rebuild and status.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::binary::{run, ServeProcess};
-use support::fake_lightspark::{aliased_entity, FakeLightspark};
-use support::{json as body_json, TestApp};
+
+use crate::helpers::binary::{run, ServeProcess};
+use crate::helpers::fake_lightspark::{aliased_entity, FakeLightspark};
+use crate::helpers::{eventually, json as body_json, ledger_rows, signature_of, TestApp};
 
 const CLIENT_ID: &str = "client-id-1";
 const CLIENT_SECRET: &str = "client-secret-which-is-long";
 
-/// Polls `GET /v1/invitations/{id}` until `pred` holds (20 s at most).
+/// Waits until `pred` holds for `GET /v1/invitations/{id}` (20 s at most).
 async fn wait_for(app: &TestApp, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut last = Value::Null;
-    while std::time::Instant::now() < deadline {
-        let r = app.client.get(app.url(&format!("/v1/invitations/{id}"))).send().await.unwrap();
-        if r.status() == 200 {
-            last = r.json().await.unwrap();
-            if pred(&last) {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("condition not reached for {id}; last projection: {last:#}");
+    app.invitation_when(id, Duration::from_secs(20), pred).await
 }
 
 fn claimed(event_id: &str, id: &str, data: Option<Value>) -> String {
@@ -49,12 +36,12 @@ fn invitation(id: &str, code: &str, status: &str, inviter: &str, amount: Option<
 }
 
 async fn app_with_lightspark(fake: &FakeLightspark) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    args.reconcile.lightspark_api_url = fake.url.clone();
-    args.reconcile.lightspark_api_client_id = Some(CLIENT_ID.into());
-    args.reconcile.lightspark_api_client_secret = Some(CLIENT_SECRET.into());
-    TestApp::spawn_with(dir, args).await
+    TestApp::spawn_configured(|a| {
+        a.reconcile.lightspark_api_url = fake.url.clone();
+        a.reconcile.lightspark_api_client_id = Some(CLIENT_ID.into());
+        a.reconcile.lightspark_api_client_secret = Some(CLIENT_SECRET.into());
+    })
+    .await
 }
 
 #[tokio::test]
@@ -79,7 +66,7 @@ async fn a_claimed_webhook_without_data_is_fetched_from_lightspark() {
     let req = &fake.requests()[0];
     assert_eq!(req["variables"]["id"], id);
     // The snapshot is in the ledger, so a rebuild needs no network.
-    let kinds: Vec<String> = support::ledger_rows(&app.db).into_iter().map(|r| r.2).collect();
+    let kinds: Vec<String> = ledger_rows(&app.db).into_iter().map(|r| r.2).collect();
     assert_eq!(kinds, vec!["webhook.received", "invitation.fetched"]);
 }
 
@@ -98,7 +85,7 @@ async fn fetching_keeps_retrying_through_failures_and_shows_them() {
     assert!(v["fetch"]["last_error"].as_str().is_some());
     assert_eq!(v["code"], "FETCH2");
     assert!(fake.calls() >= 4);
-    let failures = support::ledger_rows(&app.db).into_iter().filter(|r| r.2 == "invitation.fetch_failed").count();
+    let failures = ledger_rows(&app.db).into_iter().filter(|r| r.2 == "invitation.fetch_failed").count();
     assert_eq!(failures, 3);
 }
 
@@ -113,19 +100,19 @@ async fn the_webhook_is_answered_at_once_while_lightspark_hangs() {
             held.push(s);
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    args.reconcile.lightspark_api_url = hang_url;
-    args.reconcile.lightspark_api_client_id = Some(CLIENT_ID.into());
-    args.reconcile.lightspark_api_client_secret = Some(CLIENT_SECRET.into());
-    args.reconcile.request_timeout_ms = 30_000;
-    let app = TestApp::spawn_with(dir, args).await;
+    let app = TestApp::spawn_configured(|a| {
+        a.reconcile.lightspark_api_url = hang_url;
+        a.reconcile.lightspark_api_client_id = Some(CLIENT_ID.into());
+        a.reconcile.lightspark_api_client_secret = Some(CLIENT_SECRET.into());
+        a.reconcile.request_timeout_ms = 30_000;
+    })
+    .await;
     let quick = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
     for i in 0..5 {
         let body = claimed(&format!("ev-hang-{i}"), &format!("UmaInvitation:hang-{i}"), None);
         let r = quick
             .post(app.url("/webhooks/lightspark"))
-            .header("lightspark-signature", support::signature_of(body.as_bytes()))
+            .header("lightspark-signature", signature_of(body.as_bytes()))
             .body(body)
             .send()
             .await
@@ -139,10 +126,7 @@ async fn every_fixture_shape_projects_to_the_same_invitation() {
     let names = ["snake_case", "graphql_aliased", "graphql_plain_nested", "camel_case", "amount_to_send"];
     let mut views = Vec::new();
     for name in names {
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = support::serve_args(&dir.path().join("ledger.db"));
-        args.key.signing_key = Some("fixture-signing-secret".into());
-        let app = TestApp::spawn_with(dir, args).await;
+        let app = TestApp::spawn_configured(|a| a.key.signing_key = Some("fixture-signing-secret".into())).await;
         let root = env!("CARGO_MANIFEST_DIR");
         let body = std::fs::read(format!("{root}/fixtures/webhooks/claimed_{name}.json")).unwrap();
         let sig = std::fs::read_to_string(format!("{root}/fixtures/webhooks/claimed_{name}.sig")).unwrap();
@@ -223,11 +207,8 @@ async fn the_read_api_finds_by_id_and_code_filters_and_pages() {
 
 #[tokio::test]
 async fn the_read_api_wants_the_bearer_token_when_one_is_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
     let token = "a-long-read-api-token-0123456789";
-    args.read_api_token = Some(token.into());
-    let app = TestApp::spawn_with(dir, args).await;
+    let app = TestApp::spawn_configured(|a| a.read_api_token = Some(token.into())).await;
     let url = app.url("/v1/ledger/events");
     for bad in [None, Some("Bearer wrong"), Some("Bearer a-long-read-api-token-012345678"), Some(token)] {
         let mut req = app.client.get(&url);
@@ -345,7 +326,7 @@ fn the_projection_catches_up_at_start_up_after_a_crash() {
     let body = claimed("ev-cu", id, Some(invitation(id, "CU1", "CLAIMED", "$a@x", None)));
     let r = client
         .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .header("lightspark-signature", signature_of(body.as_bytes()))
         .body(body)
         .send()
         .unwrap();
@@ -361,31 +342,32 @@ fn the_projection_catches_up_at_start_up_after_a_crash() {
 /// can tear them, and that always means a new boot. A file last written
 /// under another boot is emptied and folded again; under this boot it is
 /// trusted as it is.
-#[test]
-fn projections_written_under_another_boot_are_folded_again() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_written_under_another_boot_are_folded_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
-    let client = reqwest::blocking::Client::new();
+    let client = reqwest::Client::new();
     let id = "UmaInvitation:boot-1";
-    let server = ServeProcess::start(&db, &[]);
+    let server = ServeProcess::spawn(db.clone(), vec![]).await;
     let body = claimed("ev-boot", id, Some(invitation(id, "BOOT1", "CLAIMED", "$a@x", Some(700))));
     let r = client
         .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .header("lightspark-signature", signature_of(body.as_bytes()))
         .body(body)
         .send()
+        .await
         .unwrap();
     assert_eq!(r.status(), 200);
     // The projector folds a moment after the commit.
-    let projected = (0..500).any(|_| {
-        let r = client.get(server.url(&format!("/v1/invitations/{id}"))).send().unwrap();
-        r.status() == 200 || {
-            std::thread::sleep(Duration::from_millis(20));
-            false
+    let url = server.url(&format!("/v1/invitations/{id}"));
+    eventually("the webhook to be projected", Duration::from_secs(10), || async {
+        match client.get(&url).send().await.unwrap().status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!("HTTP {status}")),
         }
-    });
-    assert!(projected, "the webhook was never projected");
-    drop(server);
+    })
+    .await;
+    server.kill_async().await;
 
     // What a torn write could leave: a row that no longer matches the ledger.
     let tamper = |boot: Option<&str>| {
@@ -395,18 +377,20 @@ fn projections_written_under_another_boot_are_folded_again() {
             assert_eq!(conn.execute("UPDATE projection_boot SET boot_id = ?1", [b]).unwrap(), 1);
         }
     };
-    let code_after_restart = || {
-        let server = ServeProcess::start(&db, &[]);
-        let v: Value = client.get(server.url(&format!("/v1/invitations/{id}"))).send().unwrap().json().unwrap();
+    let code_after_restart = || async {
+        let server = ServeProcess::spawn(db.clone(), vec![]).await;
+        let v: Value =
+            client.get(server.url(&format!("/v1/invitations/{id}"))).send().await.unwrap().json().await.unwrap();
+        server.kill_async().await;
         v["code"].clone()
     };
 
     // Same boot: the file is trusted (the tampering shows, as it would).
     tamper(None);
-    assert_eq!(code_after_restart(), "TORN1");
+    assert_eq!(code_after_restart().await, "TORN1");
     // Another boot: emptied and folded again from the ledger.
     tamper(Some("a-boot-before-a-crash"));
-    assert_eq!(code_after_restart(), "BOOT1");
+    assert_eq!(code_after_restart().await, "BOOT1");
     let after = run_env(&["rebuild", "--check"], &db_env(&db));
     assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
 }

@@ -1,10 +1,8 @@
 //! The ledger survives restarts, refuses changes, and `verify` catches
 //! tampering — checked with the real binary where the command matters.
 
-mod support;
-
-use support::binary::run;
-use support::{claimed_body, ledger_len, TestApp, SECRET};
+use crate::helpers::binary::{run, ServeProcess};
+use crate::helpers::{claimed_body, json, ledger_len, serve_args, signature_of, TestApp, SECRET};
 
 async fn ledger_with_events(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let app = TestApp::spawn().await;
@@ -23,12 +21,12 @@ fn verify(db: &std::path::Path) -> std::process::Output {
 #[tokio::test]
 async fn restarting_on_the_same_file_keeps_every_event_and_verify_passes() {
     let (dir, db) = ledger_with_events(20).await;
-    let mut args = support::serve_args(&db);
+    let mut args = serve_args(&db);
     args.listen_addr = "127.0.0.1:0".into();
     let app = TestApp::spawn_with(dir, args).await;
     assert_eq!(ledger_len(&app.db), 20);
     let resp = app.post_signed(&claimed_body("after-restart", "Inv:x")).await;
-    assert_eq!(support::json(resp).await["seq"], 21);
+    assert_eq!(json(resp).await["seq"], 21);
     let dir = app.stop().await;
     let out = verify(&db);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -96,7 +94,7 @@ async fn a_rewritten_chain_still_fails_on_the_webhook_signature() {
 #[tokio::test]
 async fn a_second_service_on_the_same_database_is_refused() {
     let app = TestApp::spawn().await;
-    let config = support::serve_args(&app.db).validate().unwrap();
+    let config = serve_args(&app.db).validate().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = invitation_ledger::serve(listener, config, async {}).await.unwrap_err();
     assert!(format!("{err:#}").contains("holds the database"), "{err:#}");
@@ -161,11 +159,11 @@ fn migrations_run_once_and_re_running_is_a_no_op() {
 fn serve_creates_the_ledger_folder_on_a_first_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data").join("nested").join("ledger.db");
-    let server = support::binary::ServeProcess::start(&db, &[]);
+    let server = ServeProcess::start(&db, &[]);
     let body = claimed_body("first-run", "Inv:first");
     let resp = reqwest::blocking::Client::new()
         .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", support::signature_of(body.as_bytes()))
+        .header("lightspark-signature", signature_of(body.as_bytes()))
         .body(body)
         .send()
         .unwrap();
@@ -253,7 +251,7 @@ async fn an_anchor_kept_elsewhere_catches_a_truncated_or_re_chained_ledger() {
             prev = e.hash;
         }
         let body = claimed_body("e4", "Inv:other");
-        let signature = support::signature_of(body.as_bytes());
+        let signature = signature_of(body.as_bytes());
         let replacement = invitation_ledger::ledger::LedgerEvent {
             seq: 5,
             event_key: "lightspark:e4:replaced".into(),

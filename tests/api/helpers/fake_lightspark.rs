@@ -5,7 +5,6 @@
 //! real API answers: `{"data": {"entity": ...}}`, `{"errors": [...]}`, 401.
 //! Failures can be scheduled so that retry paths are exercised over real
 //! sockets. The server stops when the `FakeLightspark` is dropped.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,16 +1,17 @@
-//! Graceful shutdown of the real binary: SIGTERM while webhooks arrive, with
-//! a request in flight, and with an idle connection open. The process exits
-//! 0 within a few seconds, every webhook that got a 200 is in the ledger, and
-//! the ledger verifies.
-
-mod support;
+//! The real binary's life: SIGKILLed mid-stream, every acknowledged webhook
+//! survives; SIGTERMed while webhooks arrive, with a request in flight, and
+//! with an idle connection open, the process exits 0 within a few seconds,
+//! every webhook that got a 200 is in the ledger, and the ledger verifies.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::binary::ServeProcess;
-use support::{claimed_body, ledger_rows, raw_json, raw_status, signature_of};
+use crate::helpers::binary::{run, ServeProcess};
+use crate::helpers::{
+    assert_verifies, claimed_body, eventually, ledger_rows, raw_json, raw_status, signature_of, SECRET,
+};
+use invitation_ledger::lightspark::webhook::event_key;
 
 /// Sends SIGTERM to the child (no libc here: the `kill` command).
 fn sigterm(server: &ServeProcess) {
@@ -20,16 +21,15 @@ fn sigterm(server: &ServeProcess) {
 }
 
 /// Waits up to `within` for the child to exit; returns its status and how
-/// long it took, or `None` if it is still running.
-async fn wait_exit(server: &mut ServeProcess, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+/// long it took.
+async fn wait_exit(server: &mut ServeProcess, within: Duration) -> (std::process::ExitStatus, Duration) {
     let started = Instant::now();
-    while started.elapsed() < within {
-        if let Some(status) = server.child.try_wait().expect("try_wait") {
-            return Some((status, started.elapsed()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
+    let status = eventually("the service to exit after SIGTERM", within, || {
+        let exited = server.child.try_wait().expect("try_wait");
+        async move { exited.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await;
+    (status, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,10 +57,7 @@ async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_w
                     .await;
                 match sent {
                     Ok(r) if r.status() == 200 => {
-                        acked
-                            .lock()
-                            .unwrap()
-                            .insert(invitation_ledger::lightspark::webhook::event_key(&event_id, body.as_bytes()));
+                        acked.lock().unwrap().insert(event_key(&event_id, body.as_bytes()));
                     }
                     // The writer stopped under a request that was still
                     // being served: Lightspark would retry it.
@@ -79,8 +76,7 @@ async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_w
     tokio::time::sleep(Duration::from_millis(700)).await;
     let acked_before = acked.lock().unwrap().len();
     sigterm(&server);
-    let (status, took) =
-        wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(10)).await;
     eprintln!("exited with {status} {took:?} after SIGTERM; {acked_before} acknowledged before it");
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(8), "took {took:?} to exit");
@@ -101,7 +97,7 @@ async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_w
     assert!(acked.len() > 20, "the test must acknowledge webhooks, got {}", acked.len());
     let lost: Vec<_> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
-    support::assert_verifies(&db).await;
+    assert_verifies(&db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,13 +128,12 @@ async fn a_request_in_flight_when_sigterm_arrives_is_finished_and_stored() {
     assert_eq!(raw_status(&answer), Some(200), "{}", String::from_utf8_lossy(&answer));
     assert_eq!(raw_json(&answer).unwrap()["status"], "accepted");
 
-    let (status, took) =
-        wait_exit(&mut server, Duration::from_secs(10)).await.expect("the service must exit after SIGTERM");
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(10)).await;
     eprintln!("exited with {status} {took:?} after the in-flight request");
     assert!(status.success(), "exit status {status}");
     let keys: Vec<String> = ledger_rows(&db).into_iter().map(|r| r.1).collect();
-    assert_eq!(keys, vec![invitation_ledger::lightspark::webhook::event_key("in-flight", body.as_bytes())]);
-    support::assert_verifies(&db).await;
+    assert_eq!(keys, vec![event_key("in-flight", body.as_bytes())]);
+    assert_verifies(&db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,13 +153,63 @@ async fn sigterm_with_idle_connections_open_still_exits_within_five_seconds() {
 
     let sent = Instant::now();
     sigterm(&server);
-    let (status, took) =
-        wait_exit(&mut server, Duration::from_secs(15)).await.expect("the service must exit after SIGTERM");
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(15)).await;
     eprintln!("exited with {status} {:?} after SIGTERM with idle connections open", sent.elapsed());
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(6), "took {took:?}: idle connections held the shutdown beyond the 3 s drain");
     drop((idle, half));
-    support::assert_verifies(&db).await;
+    assert_verifies(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_webhook_survives_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+
+    for round in 0..3 {
+        let server = ServeProcess::start(&db, &[]);
+        let url = server.url("/webhooks/lightspark");
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let mut senders = Vec::new();
+        for task in 0..8 {
+            let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+            senders.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let event_id = format!("r{round}-t{task}-{i}");
+                    let body = claimed_body(&event_id, &format!("Inv:{event_id}"));
+                    let sent = client
+                        .post(&url)
+                        .header("lightspark-signature", signature_of(body.as_bytes()))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => {
+                            acked.lock().unwrap().insert(event_key(&event_id, body.as_bytes()));
+                        }
+                        Ok(r) => panic!("unexpected status {}", r.status()),
+                        Err(_) => return i, // the server died under us
+                    }
+                }
+                unreachable!()
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300 + 150 * round as u64)).await;
+        server.kill();
+        for s in senders {
+            s.await.unwrap();
+        }
+    }
+
+    let stored: HashSet<String> = ledger_rows(&db).into_iter().map(|r| r.1).collect();
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() > 50, "the test must actually acknowledge webhooks, got {}", acked.len());
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+
+    let out = run(&["verify"], &[("LEDGER_DB", db.to_str().unwrap()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]
@@ -190,7 +235,7 @@ async fn the_ledger_head_is_logged_every_anchor_interval_and_at_shutdown() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     // when it is stopped
     sigterm(&server);
-    let (status, _) = wait_exit(&mut server, Duration::from_secs(10)).await.expect("exits after SIGTERM");
+    let (status, _) = wait_exit(&mut server, Duration::from_secs(10)).await;
     assert!(status.success());
     // then its log holds the head at every interval, and last the final head
     let text = std::fs::read_to_string(&log).unwrap();

@@ -3,14 +3,13 @@
 //! answers is documented, the served document is the file, and the
 //! documented schemas describe what the API really answers.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fake_platform::FakePlatform;
-use support::{InvitationFixture, TestApp};
+
+use crate::helpers::fake_platform::FakePlatform;
+use crate::helpers::{json, InvitationFixture, TestApp};
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
 
@@ -295,11 +294,11 @@ async fn the_documented_schemas_describe_what_the_api_answers() {
     // A platform that pays, and an incentive, so that amounts, payment ids
     // and ledger seqs are filled in.
     let payments = FakePlatform::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
-    args.reconcile.payout_url = Some(payments.url.clone());
-    args.reconcile.inviter_incentive = Some("250:USD".into());
-    let app = TestApp::spawn_with(dir, args).await;
+    let app = TestApp::spawn_configured(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.reconcile.inviter_incentive = Some("250:USD".into());
+    })
+    .await;
 
     let paid = InvitationFixture::claimed("UmaInvitation:schema-paid");
     let resp = app.post_signed(&paid.webhook("evt-schema-1")).await;
@@ -312,15 +311,11 @@ async fn the_documented_schemas_describe_what_the_api_answers() {
     ineligible.invitee_uma = None;
     app.claim(&ineligible, "evt-schema-2").await;
 
-    let settled = support::eventually("the payment and the incentive succeed", Duration::from_secs(20), || async {
-        let (_, v) = app.get_json("/v1/invitations/UmaInvitation%3Aschema-paid").await;
-        if v["payout"]["state"] == "succeeded" && v["incentive"]["state"] == "succeeded" {
-            Ok(v)
-        } else {
-            Err(v.to_string())
-        }
-    })
-    .await;
+    let settled = app
+        .invitation_when(&paid.id, Duration::from_secs(20), |v| {
+            v["payout"]["state"] == "succeeded" && v["incentive"]["state"] == "succeeded"
+        })
+        .await;
     checks.push(("invitation".into(), "/v1/invitations/{id}", "get", 200, settled));
 
     for (what, path, template, status) in [
@@ -354,15 +349,12 @@ async fn the_documented_schemas_describe_what_the_api_answers() {
 
 #[tokio::test]
 async fn the_document_wants_the_read_token_when_one_is_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = support::serve_args(&dir.path().join("ledger.db"));
     let token = "a-long-read-api-token-0123456789";
-    args.read_api_token = Some(token.into());
-    let app = TestApp::spawn_with(dir, args).await;
+    let app = TestApp::spawn_configured(|a| a.read_api_token = Some(token.into())).await;
     let url = app.url("/v1/openapi.json");
     let denied = app.client.get(&url).send().await.unwrap();
     assert_eq!(denied.status(), 401);
-    assert_eq!(support::json(denied).await["error"], "unauthorized");
+    assert_eq!(json(denied).await["error"], "unauthorized");
     let ok = app.client.get(&url).bearer_auth(token).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap(), document_text());

@@ -1,0 +1,22 @@
+//! The fast black-box tests, as one binary: the service over real HTTP and
+//! as the real binary, its CLI, its deployment files, and the fakes it talks
+//! to. One module per area; [`helpers`] is the one helpers module they share.
+//!
+//! The slow or browser-bound tests are binaries of their own:
+//! `tests/simulation.rs`, `tests/storm.rs` and `tests/browser.rs`.
+
+mod helpers;
+
+mod audit;
+mod demo;
+mod deploy;
+mod faults;
+mod hostile;
+mod ingest;
+mod ledger;
+mod lifecycle;
+mod lightspark_client;
+mod openapi;
+mod projection;
+mod reconcile;
+mod status_page;
