@@ -143,18 +143,16 @@ fn forged(n: usize, rng: &SplitMix, genuine_bodies: &[&[u8]]) -> Item {
 }
 
 fn malformed(n: usize, rng: &SplitMix) -> Item {
+    // Signed, but not a JSON object: the only bodies refused (any signed
+    // object, however odd, is stored).
     let full = bait(n, "malformed").webhook(&format!("evt-malformed-{n:05}"));
     let body = match rng.below(6) {
         0 => format!(r#"[{{"event_id":"evt-malformed-{n:05}"}}]"#),
-        1 => format!(r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"evt-malformed-{n:05}"}}"#),
+        1 => format!(r#""UMA_INVITATION_CLAIMED evt-malformed-{n:05}""#),
         2 => format!("not json at all, malformed {n}"),
-        3 => full.replacen(&format!("evt-malformed-{n:05}"), "", 1), // empty event_id
-        4 => full[..full.len() / 2].to_owned(),                      // truncated
-        _ => {
-            let mut v: Value = serde_json::from_str(&full).unwrap();
-            v["data"] = Value::String("not an object".into());
-            v.to_string()
-        }
+        3 => format!("{full}{full}"),           // two objects back to back
+        4 => full[..full.len() / 2].to_owned(), // truncated
+        _ => format!("{}{full}{}", "[".repeat(200), "]".repeat(200)), // nested beyond the parser's depth
     };
     Item { signature: Some(signature_of(body.as_bytes())), body: body.into_bytes(), expect: Expect::Malformed }
 }
