@@ -38,6 +38,7 @@ pub const GET_UMA_INVITATION: &str = r#"query GetUmaInvitation($id: ID!) {
       uma_invitation_code: code
       uma_invitation_url: url
       uma_invitation_inviter_uma: inviter_uma
+      uma_invitation_inviter_first_name: inviter_first_name
       uma_invitation_invitee_uma: invitee_uma
       uma_invitation_status: status
       uma_invitation_incentives_status: incentives_status
@@ -444,6 +445,7 @@ mod tests {
             "uma_invitation_code: code",
             "uma_invitation_url: url",
             "uma_invitation_inviter_uma: inviter_uma",
+            "uma_invitation_inviter_first_name: inviter_first_name",
             "uma_invitation_invitee_uma: invitee_uma",
             "uma_invitation_status: status",
             "uma_invitation_incentives_status: incentives_status",
