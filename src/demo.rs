@@ -164,7 +164,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         db: DbArgs { db: dir.path().join("ledger.db") },
         // The fixtures are signed with their own published secret; accepting
         // both shows key rotation at work.
-        key: KeyArgs { signing_key: Some(format!("{key},{FIXTURE_SECRET}")) },
+        key: KeyArgs { signing_key: Some(format!("{key},{FIXTURE_SECRET}")), grid_webhook_public_key: None },
         reconcile: ReconcileArgs {
             payout_url: Some(format!("{sink_url}/payments")),
             payout_signing_key: Some(format!("{key}-payout")),
@@ -173,6 +173,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
             lightspark_api_url: "http://127.0.0.1:9/unused".into(),
             lightspark_api_client_id: None,
             lightspark_api_client_secret: None,
+            fetch_horizon: "7d".into(),
+            grid_api_url: crate::grid::client::DEFAULT_GRID_API_URL.into(),
+            grid_api_token_id: None,
+            grid_api_client_secret: None,
             reconcile_interval_ms: 500,
             retry_base_ms: 200,
             retry_max_ms: 1000,

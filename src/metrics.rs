@@ -22,7 +22,9 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Endpoint calls by obligation kind and outcome (succeeded, failed, transient).
     pub endpoint_calls: IntCounterVec,
-    pub fetch_failures: IntCounter,
+    /// Invitation fetches by source and outcome (changed, unchanged,
+    /// not_found, not_found_again, not_an_invitation, error).
+    pub fetches: IntCounterVec,
     /// Obligations by kind and state, refreshed at each scrape.
     pub obligations: IntGaugeVec,
     pub in_doubt: IntGauge,
@@ -93,9 +95,13 @@ impl Default for Metrics {
                 )
                 .unwrap(),
             ),
-            fetch_failures: register(
+            fetches: register(
                 &r,
-                IntCounter::new("lightspark_fetch_failures_total", "Failed invitation fetches").unwrap(),
+                IntCounterVec::new(
+                    Opts::new("fetches_total", "Invitation fetches, by source and outcome"),
+                    &["source", "outcome"],
+                )
+                .unwrap(),
             ),
             obligations: register(
                 &r,

@@ -14,17 +14,41 @@ use hyper_util::service::TowerToHyperService;
 use crate::api::read::ReadPool;
 use crate::api::{self, AppState};
 use crate::config::ReconcileConfig;
+use crate::grid::client::GridClient;
 use crate::ledger::LedgerWriter;
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
+use crate::reconcile::fetch::Fetchers;
 use crate::reconcile::{self, clock, endpoint::HttpEndpoint, worker::Seams, Reconciler};
 
 /// The reconciler as the service and `reconcile --once` run it: real HTTP,
 /// the wall clock, jitter seeded from entropy.
 pub type LiveReconciler = Reconciler<HttpEndpoint, clock::SystemClock, crate::rng::SplitMix>;
 
+/// The fetch clients the settings configure, one per source.
+///
 /// # Errors
-/// When the HTTP clients cannot be built (bad Lightspark settings).
+/// When a client cannot be built (bad URL or credentials).
+pub fn build_fetchers(config: &ReconcileConfig) -> anyhow::Result<Fetchers> {
+    let lightspark = match &config.lightspark_credentials {
+        Some((id, secret)) => Some(
+            LightsparkClient::new(&config.lightspark_api_url, id, secret.clone(), config.request_timeout)
+                .map_err(|e| anyhow::anyhow!("LIGHTSPARK_API_URL or credentials cannot be used: {e}"))?,
+        ),
+        None => None,
+    };
+    let grid = match &config.grid_credentials {
+        Some((id, secret)) => Some(
+            GridClient::new(&config.grid_api_url, id, secret.clone(), config.request_timeout)
+                .map_err(|e| anyhow::anyhow!("GRID_API_URL or credentials cannot be used: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Fetchers { lightspark, grid })
+}
+
+/// # Errors
+/// When the HTTP clients cannot be built (bad Lightspark or Grid settings).
 pub fn build_reconciler(
     db: &std::path::Path,
     writer: LedgerWriter,
@@ -32,22 +56,18 @@ pub fn build_reconciler(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<LiveReconciler> {
     let endpoint = HttpEndpoint::new(config.request_timeout).context("building the HTTP client")?;
-    let lightspark = match &config.lightspark_credentials {
-        Some((id, secret)) => Some(
-            LightsparkClient::new(&config.lightspark_api_url, id, secret.clone(), config.request_timeout)
-                .map_err(|e| anyhow::anyhow!("LIGHTSPARK_API_URL or credentials cannot be used: {e}"))?,
-        ),
-        None => {
-            tracing::warn!("LIGHTSPARK_API_CLIENT_ID/SECRET not set: webhooks without invitation data stay unfetched");
-            None
-        }
-    };
+    let fetchers = build_fetchers(&config)?;
+    if !fetchers.configured(crate::source::Source::Lightspark) {
+        tracing::warn!(
+            "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET are not set: a claim that arrives without its invitation cannot be fetched, and is not paid until it is"
+        );
+    }
     Ok(Reconciler::new(
         db.to_owned(),
         writer,
         config,
         Seams { endpoint, clock: clock::SystemClock, jitter: crate::rng::SplitMix::from_entropy() },
-        lightspark,
+        fetchers,
         metrics,
     ))
 }

@@ -40,6 +40,7 @@ use invitation_ledger::projection::state::InvitationState;
 use invitation_ledger::projection::{query, rebuild, store, view};
 use invitation_ledger::reconcile::clock::Clock;
 use invitation_ledger::reconcile::endpoint::{CallOutcome, Endpoint, OutgoingRequest};
+use invitation_ledger::reconcile::fetch::Fetchers;
 use invitation_ledger::reconcile::worker::Seams;
 use invitation_ledger::reconcile::{Outcome, Reconciler};
 use invitation_ledger::rng::SplitMix;
@@ -207,6 +208,9 @@ impl Params {
             inviter_incentive: Some(Money::new(500, "USD").unwrap()),
             lightspark_api_url: "http://lightspark.sim/graphql".into(),
             lightspark_credentials: None,
+            fetch_horizon: 7 * 24 * 3600 * SECOND,
+            grid_api_url: "http://grid.sim/".into(),
+            grid_credentials: None,
             interval: 2 * SECOND,
             retry_base: self.retry_base,
             retry_max: self.retry_max,
@@ -850,7 +854,7 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
                 clock: clock.clone(),
                 jitter: SplitMix::seeded(hash_of(p.seed, &format!("jitter/{incarnation}"))),
             },
-            None,
+            Fetchers::default(),
             Arc::new(Metrics::default()),
         );
         loop {

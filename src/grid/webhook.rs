@@ -354,6 +354,17 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
     })
 }
 
+/// What a fetched Grid `UmaInvitation` says, dated by its `claimedAt`
+/// (none: the fold dates it by when it was fetched).
+pub fn fetched(entity: &Value) -> Report {
+    match GridInvitation::from_json(entity) {
+        Some(invitation) => {
+            Report { snapshot: invitation.snapshot(), dated: invitation.claimed_at, data_missing: false }
+        }
+        None => Report::default(),
+    }
+}
+
 pub fn event_key(id: &str, body: &[u8]) -> String {
     let digest = Sha256::digest(body);
     format!("grid:{id}:{}", hex::encode(&digest[..8]))

@@ -112,6 +112,10 @@ pub enum FetchError {
     /// credentials, zero timeout).
     #[error("Lightspark API client misconfigured: {0}")]
     Config(String),
+    /// The id names an entity of another type: asking again will not make
+    /// it an invitation.
+    #[error("not an invitation: {0}")]
+    NotAnInvitation(String),
 }
 
 impl FetchError {
@@ -144,7 +148,7 @@ impl FetchError {
             FetchError::Status { status, .. } => {
                 matches!(*status, 500..=599 | 401 | 403 | 408 | 429)
             }
-            FetchError::Config(_) => false,
+            FetchError::Config(_) | FetchError::NotAnInvitation(_) => false,
         }
     }
 }
@@ -277,10 +281,10 @@ impl LightsparkClient {
                 // `... on UmaInvitation` gives `{}` for an entity of another
                 // type; storing that as an invitation snapshot would be wrong.
                 None if fields.is_empty() => {
-                    Err(FetchError::Malformed("data.entity is not an UmaInvitation (empty object)".into()))
+                    Err(FetchError::NotAnInvitation("data.entity is not an UmaInvitation (empty object)".into()))
                 }
                 Some(t) if t != "UmaInvitation" => {
-                    Err(FetchError::Malformed(self.scrub(&format!("data.entity is a {t}, not an UmaInvitation"))))
+                    Err(FetchError::NotAnInvitation(self.scrub(&format!("data.entity is a {t}, not an UmaInvitation"))))
                 }
                 _ => Ok(Some(entity.clone())),
             },
@@ -467,10 +471,10 @@ mod tests {
         assert_eq!(answer(&c, 200, json!({"data": {"entity": entity}})).unwrap(), Some(entity.clone()));
         assert_eq!(answer(&c, 200, json!({"data": {"entity": null}})).unwrap(), None);
         assert!(matches!(answer(&c, 200, json!({"data": {}})), Err(FetchError::Malformed(_))));
-        assert!(matches!(answer(&c, 200, json!({"data": {"entity": {}}})), Err(FetchError::Malformed(_))));
+        assert!(matches!(answer(&c, 200, json!({"data": {"entity": {}}})), Err(FetchError::NotAnInvitation(_))));
         assert!(matches!(
             answer(&c, 200, json!({"data": {"entity": {"__typename": "Wallet"}}})),
-            Err(FetchError::Malformed(_))
+            Err(FetchError::NotAnInvitation(_))
         ));
         assert!(matches!(answer(&c, 200, json!({"data": {"entity": 7}})), Err(FetchError::Malformed(_))));
         assert!(matches!(c.interpret(200, b"<html>bad gateway</html>"), Err(FetchError::Malformed(_))));

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::events::{IdempotencyKey, ObligationKind};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
-use crate::invitation::IncentivesStatus;
+use crate::invitation::{IncentivesStatus, InvitationStatus};
 use crate::money::{Money, PaymentAmount};
 use crate::source::Source;
 
@@ -196,7 +196,7 @@ pub mod work_bits {
 /// its configuration (an unconfigured endpoint leaves many rows pending).
 pub fn work(state: &InvitationState) -> i64 {
     let mut bits = 0;
-    if matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled) {
+    if fetch_wanted(state) {
         bits |= work_bits::FETCH;
     }
     for (kind, bit) in [
@@ -211,9 +211,24 @@ pub fn work(state: &InvitationState) -> i64 {
     bits
 }
 
-/// Whether the reconciler (or the fetcher) may have something to do.
-pub fn needs_work(state: &InvitationState) -> bool {
-    work(state) != 0
+/// Whether fetching the invitation from its source could still change what
+/// is owed: no snapshot has given its data yet, or it is `PENDING`, or it is
+/// `CLAIMED` with its incentive still `PENDING` (Lightspark reassesses
+/// incentives after the claim). Never once the id turned out to name
+/// something else. When, and until when, is the reconciler's to decide.
+pub fn fetch_wanted(state: &InvitationState) -> bool {
+    if state.fetch.phase == FetchPhase::Failed {
+        return false;
+    }
+    awaiting_data(state)
+        || matches!(state.status(), Some(InvitationStatus::Pending))
+        || (state.is_claimed() && matches!(state.incentives_status(), Some(IncentivesStatus::Pending)))
+}
+
+/// Whether a claim came without the invitation and no fetch has given its
+/// data: nothing can be paid for it until one does.
+pub fn awaiting_data(state: &InvitationState) -> bool {
+    matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::NotFound)
 }
 
 /// The invitation projection JSON of DESIGN.md.
@@ -239,26 +254,59 @@ pub struct InvitationView {
     pub payout: ObligationView,
     pub incentive: ObligationView,
     pub notification: ObligationView,
-    /// Fetching the invitation from Lightspark when a webhook had no data.
+    /// Fetching the invitation from its source when a webhook had no data,
+    /// or while it can still change.
     pub fetch: FetchView,
 }
 
+/// Where fetching the invitation stands, as shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct FetchView {
-    pub state: FetchPhase,
-    pub attempts: u32,
+    pub state: FetchState,
+    /// Whether the reconciler still fetches it from time to time.
+    pub wanted: bool,
     pub last_error: Option<String>,
-    pub next_attempt_at: Option<String>,
 }
 
-impl From<&FetchRecord> for FetchView {
-    fn from(f: &FetchRecord) -> Self {
+/// [`FetchPhase`] as shown, plus `not_configured`: data still missing and no
+/// credentials to fetch it with, which nothing may hide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchState {
+    NotNeeded,
+    Pending,
+    Fetched,
+    NotFound,
+    Failed,
+    NotConfigured,
+}
+
+impl FetchView {
+    fn of(state: &InvitationState) -> Self {
+        let f: &FetchRecord = &state.fetch;
         FetchView {
-            state: f.phase,
-            attempts: f.attempts,
+            state: match f.phase {
+                FetchPhase::NotNeeded => FetchState::NotNeeded,
+                FetchPhase::Pending => FetchState::Pending,
+                FetchPhase::Fetched => FetchState::Fetched,
+                FetchPhase::NotFound => FetchState::NotFound,
+                FetchPhase::Failed => FetchState::Failed,
+            },
+            wanted: fetch_wanted(state),
             last_error: f.last_error.clone(),
-            next_attempt_at: f.next_attempt_at.clone(),
         }
+    }
+}
+
+impl InvitationView {
+    /// The view as the service shows it: an invitation still waiting for
+    /// its data says `not_configured` when its source cannot be fetched
+    /// from (no credentials).
+    pub fn with_fetching(mut self, configured: impl Fn(Source) -> bool) -> Self {
+        if matches!(self.fetch.state, FetchState::Pending | FetchState::NotFound) && !configured(self.source) {
+            self.fetch.state = FetchState::NotConfigured;
+        }
+        self
     }
 }
 
@@ -286,7 +334,7 @@ pub fn view(state: &InvitationState) -> InvitationView {
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),
         notification: obligation(state, ObligationKind::InviterNotification),
-        fetch: FetchView::from(&state.fetch),
+        fetch: FetchView::of(state),
     }
 }
 

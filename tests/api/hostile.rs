@@ -1157,7 +1157,7 @@ mod properties {
             for e in &events {
                 state = projection::apply(state, e);
                 let _ = view::view(&state);
-                let _ = view::needs_work(&state);
+                let _ = view::work(&state);
             }
             // Pure: folding the same events again gives the same state.
             let again = events.iter().fold(InvitationState::new("Inv:1"), projection::apply);

@@ -103,7 +103,8 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
             let body = match kind {
                 ObligationKind::InviteePayment => json!({
                     "idempotency_key": k, "kind": "invitee_payment", "invitation_id": f.id, "invitation_code": f.code,
-                    "receiver_uma": f.invitee_uma, "amount": {"value": f.payment_amount, "currency": "USD"}}),
+                    "receiver_uma": f.invitee_uma,
+                    "amount": {"value": f.payment_amount, "currency": "USD", "decimals": 2}}),
                 ObligationKind::InviterIncentive => json!({
                     "idempotency_key": k, "kind": "inviter_incentive", "invitation_id": f.id, "invitation_code": f.code,
                     "receiver_uma": f.inviter_uma, "amount": {"value": 500, "currency": "USD"}}),
@@ -281,7 +282,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
             &payout_key,
             json!({"idempotency_key": payout_key, "kind": "invitee_payment", "invitation_id": inv.id,
                    "invitation_code": "SIGNED42", "receiver_uma": "$bob@receiving.example",
-                   "amount": {"value": 1234, "currency": "USD"}}),
+                   "amount": {"value": 1234, "currency": "USD", "decimals": 2}}),
         ),
         (
             &incentive_key,

@@ -142,12 +142,8 @@ fn detail(v: &InvitationView) -> String {
     );
     let fetch =
         serde_json::to_value(v.fetch.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
-    let fetch_attempts = if v.fetch.attempts > 0 {
-        format!(" <span class=\"hint\">×{}</span>", v.fetch.attempts)
-    } else {
-        String::new()
-    };
-    row("Fetch from Lightspark", format!("{}{fetch_attempts}", badge(&fetch)));
+    let still = if v.fetch.wanted { " <span class=\"hint\">fetched again while it can change</span>" } else { "" };
+    row("Fetch from its source", format!("{}{still}", badge(&fetch)));
     row("Last seq", v.last_seq.to_string());
     d.push_str("</dl>");
     d.push_str(

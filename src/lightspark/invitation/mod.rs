@@ -82,6 +82,13 @@ pub fn parse(v: &Value) -> InvitationSnapshot {
     }
 }
 
+/// What a fetched GraphQL `entity` says: the invitation, dated by its
+/// `updated_at` (none: the fold dates it by when it was fetched).
+pub fn fetched(entity: &Value) -> crate::source::Report {
+    let snapshot = parse(entity);
+    crate::source::Report { dated: snapshot.updated_at.clone(), snapshot, data_missing: false }
+}
+
 /// The first spelling holding a non-empty string. A spelling that is present
 /// but null, empty or of another type is skipped, so that a useless value
 /// under one name never hides a good one under another.

@@ -20,6 +20,10 @@ pub fn reconcile_args() -> ReconcileArgs {
         lightspark_api_url: "http://127.0.0.1:9/unused".into(),
         lightspark_api_client_id: None,
         lightspark_api_client_secret: None,
+        fetch_horizon: "7d".into(),
+        grid_api_url: invitation_ledger::grid::client::DEFAULT_GRID_API_URL.into(),
+        grid_api_token_id: None,
+        grid_api_client_secret: None,
         reconcile_interval_ms: 100,
         retry_base_ms: 20,
         retry_max_ms: 200,
@@ -34,7 +38,7 @@ pub fn reconcile_args() -> ReconcileArgs {
 pub fn serve_args(db: &Path) -> ServeArgs {
     ServeArgs {
         db: DbArgs { db: db.to_owned() },
-        key: KeyArgs { signing_key: Some(SECRET.to_owned()) },
+        key: KeyArgs { signing_key: Some(SECRET.to_owned()), grid_webhook_public_key: None },
         reconcile: reconcile_args(),
         listen_addr: "127.0.0.1:0".into(),
         read_api_token: None,
