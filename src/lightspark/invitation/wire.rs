@@ -112,6 +112,8 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
 /// What one spelling of the amount held (null is `None` around it), read
 /// without building a `Value` for the object: only the leaves
 /// [`amount_from`] looks at are kept, and resolved by the same rules.
+// Read once per amount and resolved at once, on the stack.
+#[allow(clippy::large_enum_variant)]
 enum AmountSeen {
     NotObject,
     Object {
