@@ -123,9 +123,14 @@ pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
 ///
 /// # Errors
 /// When the invitation is unknown or the ledger cannot be read.
-pub fn status(db: &DbArgs, id_or_code: &str, json: bool) -> anyhow::Result<String> {
+pub fn status(
+    db: &DbArgs,
+    id_or_code: &str,
+    json: bool,
+    fetching: crate::projection::view::Fetching,
+) -> anyhow::Result<String> {
     let conn = open_projections(db)?;
-    let Some(v) = crate::projection::query::invitation(&conn, id_or_code)? else {
+    let Some(v) = crate::projection::query::invitation(&conn, id_or_code, fetching)? else {
         anyhow::bail!("no invitation with id or code {id_or_code:?}");
     };
     if json {

@@ -67,6 +67,29 @@ impl KeyArgs {
     }
 }
 
+/// Whether each source's API credentials are set, for the commands that
+/// show invitations (`status`): an invitation waiting for its data shows
+/// `not_configured` when they are not, as the service shows it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FetchPresenceArgs {
+    /// Lightspark API client id (only whether it is set matters here).
+    #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID", hide_env_values = true)]
+    pub lightspark_api_client_id: Option<String>,
+    /// Grid API token id (only whether it is set matters here).
+    #[arg(long = "grid-api-token-id", env = "GRID_API_TOKEN_ID", hide_env_values = true)]
+    pub grid_api_token_id: Option<String>,
+}
+
+impl FetchPresenceArgs {
+    pub fn fetching(&self) -> crate::projection::view::Fetching {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        crate::projection::view::Fetching::new(|s| match s {
+            crate::source::Source::Lightspark => set(&self.lightspark_api_client_id),
+            crate::source::Source::Grid => set(&self.grid_api_token_id),
+        })
+    }
+}
+
 /// The payment platform, notification endpoint, incentive and pacing: what
 /// the reconciler needs. Shared by `serve` and `reconcile --once`.
 #[derive(clap::Args, Debug, Clone)]
@@ -161,6 +184,26 @@ fn http_url(setting: &str, raw: &Option<String>) -> Result<Option<String>, Confi
         )));
     }
     Ok(Some(raw.to_owned()))
+}
+
+impl ReconcileConfig {
+    /// Whether invitations of `source` can be fetched (its API credentials
+    /// are set): an invitation whose data is missing shows `not_configured`
+    /// otherwise.
+    pub fn fetch_configured(&self, source: crate::source::Source) -> bool {
+        match source {
+            crate::source::Source::Lightspark => self.lightspark_credentials.is_some(),
+            crate::source::Source::Grid => self.grid_credentials.is_some(),
+        }
+    }
+
+    /// The settings that would let `source` be fetched from, for messages.
+    pub fn fetch_settings(source: crate::source::Source) -> &'static str {
+        match source {
+            crate::source::Source::Lightspark => "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET",
+            crate::source::Source::Grid => "GRID_API_TOKEN_ID and GRID_API_CLIENT_SECRET",
+        }
+    }
 }
 
 impl ReconcileArgs {

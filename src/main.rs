@@ -87,6 +87,8 @@ enum Command {
         /// Print the same JSON as GET /v1/invitations/{id}.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        fetch: config::FetchPresenceArgs,
     },
 }
 
@@ -117,7 +119,9 @@ fn main() -> ExitCode {
         Command::Rebuild { db, check: false } => cli::rebuild(&db).map(|s| println!("{s}")),
         Command::Rebuild { db, check: true } => cli::rebuild_check(&db).map(|s| println!("{s}")),
         Command::Demo { keep_running } => block_on(invitation_ledger::demo::run(keep_running)),
-        Command::Status { db, invitation, json } => cli::status(&db, &invitation, json).map(|s| println!("{s}")),
+        Command::Status { db, invitation, json, fetch } => {
+            cli::status(&db, &invitation, json, fetch.fetching()).map(|s| println!("{s}"))
+        }
         Command::Reconcile { db, reconcile, once, dry_run } => {
             if once {
                 block_on(cli::reconcile_once(&db, &reconcile, dry_run))

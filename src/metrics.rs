@@ -28,6 +28,9 @@ pub struct Metrics {
     /// Obligations by kind and state, refreshed at each scrape.
     pub obligations: IntGaugeVec,
     pub in_doubt: IntGauge,
+    /// Invitations whose claim came without data and no fetch has given
+    /// it: nothing is paid for them until one does.
+    pub awaiting_data: IntGauge,
     pub ledger_head_seq: IntGauge,
     pub projection_seq: IntGauge,
     /// Ledger events not yet folded into the projections.
@@ -57,7 +60,11 @@ impl Default for Metrics {
         Self {
             webhooks: register(
                 &r,
-                IntCounterVec::new(Opts::new("webhooks_total", "Webhooks received, by result"), &["result"]).unwrap(),
+                IntCounterVec::new(
+                    Opts::new("webhooks_total", "Webhooks received, by source and result"),
+                    &["source", "result"],
+                )
+                .unwrap(),
             ),
             ledger_appends: register(
                 &r,
@@ -107,6 +114,14 @@ impl Default for Metrics {
                 &r,
                 IntGaugeVec::new(Opts::new("obligations", "Obligations by kind and state"), &["kind", "state"])
                     .unwrap(),
+            ),
+            awaiting_data: register(
+                &r,
+                IntGauge::new(
+                    "invitations_awaiting_data",
+                    "Invitations waiting for their data (claim without it, not fetched yet)",
+                )
+                .unwrap(),
             ),
             in_doubt: register(
                 &r,

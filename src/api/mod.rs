@@ -22,6 +22,9 @@ pub struct AppState {
     pub writer: LedgerWriter,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub reads: Arc<read::ReadPool>,
+    /// Claims that arrived without their invitation while fetching is not
+    /// configured, warned about at most once a minute.
+    pub unfetchable: webhook::UnfetchableClaims,
 }
 
 /// Refreshes the gauges that are read from the database, then renders.
@@ -31,11 +34,16 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
         .run(|c| {
             let head = crate::ledger::head(c)?.0;
             let checkpoint = crate::projection::store::checkpoint(c)?;
-            Ok((head, checkpoint, crate::projection::query::obligation_counts(c)?))
+            Ok((
+                head,
+                checkpoint,
+                crate::projection::query::obligation_counts(c)?,
+                crate::projection::query::awaiting_data(c)?,
+            ))
         })
         .await?;
     let m = &state.metrics;
-    let (head, checkpoint, obligations) = counts;
+    let (head, checkpoint, obligations, awaiting) = counts;
     m.ledger_head_seq.set(head as i64);
     m.projection_seq.set(checkpoint as i64);
     m.projection_lag_events.set(head.saturating_sub(checkpoint) as i64);
@@ -48,6 +56,7 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
         m.obligations.with_label_values(&[kind, st.as_str()]).set(n);
     }
     m.in_doubt.set(in_doubt);
+    m.awaiting_data.set(awaiting.iter().map(|(_, n)| *n as i64).sum());
     let last = m.last_pass_unix.load(std::sync::atomic::Ordering::Relaxed);
     if last > 0 {
         m.reconciler_last_pass_age_seconds.set(chrono::Utc::now().timestamp() - last);

@@ -329,6 +329,8 @@ pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedGridWebhook> {
         stream: webhook.invitation_code().map(stream),
         sibling_prefix,
         event_type: webhook.event_type,
+        // Without its invitation a Grid claim names no code to fetch by.
+        data_missing: false,
     })
 }
 

@@ -298,16 +298,37 @@ impl FetchView {
     }
 }
 
-impl InvitationView {
-    /// The view as the service shows it: an invitation still waiting for
-    /// its data says `not_configured` when its source cannot be fetched
-    /// from (no credentials).
-    pub fn with_fetching(mut self, configured: impl Fn(Source) -> bool) -> Self {
-        if matches!(self.fetch.state, FetchState::Pending | FetchState::NotFound) && !configured(self.source) {
-            self.fetch.state = FetchState::NotConfigured;
-        }
-        self
+/// Which sources invitations can be fetched from (their API credentials
+/// are configured): the projection is folded from the ledger alone, and
+/// this is what the service adds when it shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetching {
+    lightspark: bool,
+    grid: bool,
+}
+
+impl Fetching {
+    pub fn new(configured: impl Fn(Source) -> bool) -> Self {
+        Self { lightspark: configured(Source::Lightspark), grid: configured(Source::Grid) }
     }
+
+    pub fn can(self, source: Source) -> bool {
+        match source {
+            Source::Lightspark => self.lightspark,
+            Source::Grid => self.grid,
+        }
+    }
+}
+
+/// The projection JSON as the service shows it: [`view`], where an
+/// invitation still waiting for its data says `not_configured` when its
+/// source cannot be fetched from, which nothing may hide.
+pub fn shown(state: &InvitationState, fetching: Fetching) -> InvitationView {
+    let mut v = view(state);
+    if matches!(v.fetch.state, FetchState::Pending | FetchState::NotFound) && !fetching.can(v.source) {
+        v.fetch.state = FetchState::NotConfigured;
+    }
+    v
 }
 
 pub fn view(state: &InvitationState) -> InvitationView {

@@ -228,12 +228,12 @@ async fn webhook_counters_move_as_webhooks_arrive() {
 
     let text = scrape(&app).await;
     let m = |s: &str| value(&text, s);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"accepted\"}"), 3.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"accepted\",source=\"lightspark\"}"), 3.0);
     assert_eq!(m("invitation_ledger_webhooks_same_id_other_body_total"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"duplicate\"}"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"bad_signature\"}"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"malformed\"}"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"too_large\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"duplicate\",source=\"lightspark\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"bad_signature\",source=\"lightspark\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"malformed\",source=\"lightspark\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"too_large\",source=\"lightspark\"}"), 1.0);
     assert_eq!(m("invitation_ledger_ledger_appends_total"), 3.0);
     assert!(m("invitation_ledger_ledger_commit_batch_size_count") >= 1.0);
     assert!(m("invitation_ledger_ledger_commit_seconds_count") >= 1.0);
@@ -252,4 +252,6 @@ async fn webhook_counters_move_as_webhooks_arrive() {
     .await;
     assert_eq!(value(&text, "invitation_ledger_obligations{kind=\"invitee_payment\",state=\"not_due\"}"), 3.0);
     assert_eq!(value(&text, "invitation_ledger_obligations_in_doubt"), 0.0);
+    // and they wait for their data, which nothing fetches here
+    assert_eq!(value(&text, "invitation_ledger_invitations_awaiting_data"), 3.0);
 }

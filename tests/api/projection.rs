@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::binary::{run, ServeProcess};
+use crate::helpers::binary::{run, run_binary, ServeProcess};
 use crate::helpers::fake_lightspark::{aliased_entity, FakeLightspark};
 use crate::helpers::{eventually, json as body_json, ledger_rows, signature_of, TestApp};
 
@@ -90,6 +90,37 @@ async fn fetching_keeps_retrying_through_failures_without_recording_them() {
     assert_eq!(kinds, vec!["webhook.received", "invitation.fetched"]);
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"invitation_ledger_fetches_total{outcome="error",source="lightspark"} 3"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_claim_without_data_and_no_api_credentials_is_loudly_not_configured() {
+    // given a service without Lightspark API credentials
+    let app = TestApp::spawn().await;
+    // when a claim arrives without its invitation, as the SDKs deliver it
+    let id = "UmaInvitation:unfetchable";
+    assert_eq!(app.post_signed(&claimed("ev-unfetchable", id, None)).await.status(), 200);
+    // then the projection says it cannot be fetched, and owes nothing yet
+    let v = wait_for(&app, id, |v| v["last_seq"] == 1).await;
+    assert_eq!(v["fetch"]["state"], "not_configured", "{v:#}");
+    assert_eq!(v["payout"]["state"], "not_due");
+    // the status page says so first, naming the settings and the count
+    let page = app.client.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    let banner = page.split("id=\"not-configured\"").nth(1).expect("a banner");
+    assert!(
+        banner.contains("LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET") && banner.contains("1 invitation"),
+        "{banner}"
+    );
+    // and the metrics count it
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("invitation_ledger_invitations_awaiting_data 1"), "{metrics}");
+    // the CLI shows the same, told the same settings
+    let db = app.db.to_str().unwrap().to_owned();
+    let out = run_binary(&["status", id, "--json"], &[("LEDGER_DB", &db)]).await;
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(cli["fetch"]["state"], "not_configured");
+    let out = run_binary(&["status", id, "--json"], &[("LEDGER_DB", &db), ("LIGHTSPARK_API_CLIENT_ID", "x")]).await;
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(cli["fetch"]["state"], "pending");
 }
 
 #[tokio::test]

@@ -97,6 +97,7 @@ fn form_field(body: &str, name: &str) -> Option<String> {
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let gate = Access::new(state.config.read_api_token.as_ref());
+    let fetching = crate::projection::view::Fetching::new(|s| state.config.reconcile.fetch_configured(s));
 
     let status = warp::path::end()
         .and(warp::get())
@@ -121,7 +122,9 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                 let limits = StatusPageLimits { search: SEARCH_CAP, recent: RECENT, attention: ATTENTION_CAP };
                 let data = state
                     .reads
-                    .run(move |c| Ok(query::status_page(c, lookup.as_deref(), limits, chrono::Utc::now(), horizon)?))
+                    .run(move |c| {
+                        Ok(query::status_page(c, lookup.as_deref(), limits, chrono::Utc::now(), horizon, fetching)?)
+                    })
                     .await
                     .map_err(reject)?;
                 Ok(html(StatusCode::OK, render(&data, q.as_deref())))

@@ -277,6 +277,28 @@ fn audit_section(a: &IncentiveAudit) -> String {
     s
 }
 
+/// A banner for every source whose invitations wait for their data while
+/// it cannot be fetched from: nothing is paid for them, and the page says
+/// so first, naming the settings to set.
+fn unfetchable_banner(d: &StatusPage) -> String {
+    let mut out = String::new();
+    for (source, waiting, configured) in &d.awaiting_data {
+        if *waiting > 0 && !configured {
+            let _ = write!(
+                out,
+                "<section class=\"banner\" id=\"not-configured\" role=\"alert\"><b>Fetching from {} is not configured.</b> \
+                 {} invitation{} arrived without {} data and cannot be paid until it is fetched: set <code>{}</code>.</section>",
+                escape(source.as_str()),
+                waiting,
+                if *waiting == 1 { "" } else { "s" },
+                if *waiting == 1 { "its" } else { "their" },
+                escape(crate::config::ReconcileConfig::fetch_settings(*source)),
+            );
+        }
+    }
+    out
+}
+
 pub(super) fn render(d: &StatusPage, q: Option<&str>) -> String {
     let lag = d.head.saturating_sub(d.checkpoint);
     let in_doubt: i64 = d.counts.iter().filter(|c| c.1 == "in_doubt").map(|c| c.2).sum();
@@ -286,6 +308,7 @@ pub(super) fn render(d: &StatusPage, q: Option<&str>) -> String {
         d.head, d.checkpoint
     );
     let mut b = String::new();
+    b.push_str(&unfetchable_banner(d));
 
     let _ = write!(
         b,
