@@ -11,6 +11,7 @@ mod audit;
 mod demo;
 mod deploy;
 mod faults;
+mod fetch;
 mod hostile;
 mod ingest;
 mod ledger;
