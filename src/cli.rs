@@ -13,25 +13,41 @@ use crate::ledger::{self, verify};
 /// Naming the first bad `seq` and why, or why the ledger could not be read.
 pub fn verify(db: &DbArgs, key: &KeyArgs, expect: &[String]) -> anyhow::Result<String> {
     let anchors = expect.iter().map(|a| parse_anchor(a)).collect::<anyhow::Result<Vec<_>>>()?;
-    let keys = key.signing_key.as_ref().map(|_| key.keys()).transpose()?;
-    let conn = open_existing(db)?;
-    let summary = verify::verify(&conn, keys.as_ref())?;
-    let signatures = if keys.is_some() {
-        "signatures verified"
-    } else {
-        "signatures not checked (no LIGHTSPARK_WEBHOOK_SIGNING_KEY)"
+    let keys = verify::WebhookKeys {
+        lightspark: key.signing_key.as_ref().map(|_| key.keys()).transpose()?,
+        grid: key.grid_keys()?,
     };
+    let conn = open_existing(db)?;
+    let summary = verify::verify(&conn, &keys)?;
+    let signatures: Vec<String> = summary
+        .by_source
+        .iter()
+        .filter(|(_, stored, _)| *stored > 0)
+        .map(|(source, stored, checked)| match checked {
+            0 => format!("{}: {stored} not checked (no {})", source.as_str(), key_setting(*source)),
+            _ => format!("{}: {checked} verified with its {}", source.as_str(), verify::WebhookKeys::key_type(*source)),
+        })
+        .collect();
     let mut out = format!(
-        "ledger intact: events={} webhooks={} head={} ({signatures})",
+        "ledger intact: events={} webhooks={} head={} ({})",
         summary.events,
         summary.webhooks,
-        hex::encode(summary.head)
+        hex::encode(summary.head),
+        if signatures.is_empty() { "no webhooks".to_owned() } else { signatures.join("; ") }
     );
     for (seq, hash) in anchors {
         verify::expect(&conn, seq, &hash)?;
         out.push_str(&format!("\nanchor seq {seq} matches hash {}", hex::encode(hash)));
     }
     Ok(out)
+}
+
+/// The setting holding a source's webhook keys.
+fn key_setting(source: crate::source::Source) -> &'static str {
+    match source {
+        crate::source::Source::Lightspark => "LIGHTSPARK_WEBHOOK_SIGNING_KEY",
+        crate::source::Source::Grid => "GRID_WEBHOOK_PUBLIC_KEY",
+    }
 }
 
 /// `SEQ:HASH` as `verify --expect` takes it (the hash as 64 hex digits).

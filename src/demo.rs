@@ -289,7 +289,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     service.await??;
     let _ = stop_sink.send(());
     let conn = crate::ledger::open_read_only(&db)?;
-    let v = crate::ledger::verify::verify(&conn, None).context("verifying the demo ledger")?;
+    let v = crate::ledger::verify::verify(&conn, &Default::default()).context("verifying the demo ledger")?;
     report.push_str(&format!("ledger verified: {} events, hash chain intact, head {}", v.events, hex::encode(v.head)));
     Ok(report)
 }

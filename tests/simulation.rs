@@ -1081,7 +1081,7 @@ fn check(
     store::catch_up(&mut conn, 5_000).map_err(|e| e.to_string())?;
 
     // 3. The hash chain is intact, and a full rebuild equals the incremental projection.
-    let summary = verify(&conn, None).map_err(|e| format!("invariant 3: verify failed: {e}"))?;
+    let summary = verify(&conn, &Default::default()).map_err(|e| format!("invariant 3: verify failed: {e}"))?;
     let incremental = rebuild::checksum(&conn).map_err(|e| e.to_string())?;
     let states: BTreeMap<String, InvitationState> =
         query::all(&conn, None).map_err(|e| e.to_string())?.into_iter().map(|s| (s.invitation_id.clone(), s)).collect();

@@ -62,21 +62,29 @@ impl SigningKeys {
     /// # Errors
     /// [`SignatureError`] saying why the signature is not accepted.
     pub fn verify(&self, body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
+        self.verify_which(body, header).map(|_| ())
+    }
+
+    /// [`verify`](Self::verify), telling which key verified: the index in
+    /// the configured list (the first, when several do). Still tries every
+    /// key.
+    ///
+    /// # Errors
+    /// [`SignatureError`] saying why the signature is not accepted.
+    pub fn verify_which(&self, body: &[u8], header: Option<&str>) -> Result<usize, SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?.trim();
         if header.is_empty() {
             return Err(SignatureError::Missing);
         }
         let mut expected = [0u8; 32];
         hex::decode_to_slice(header, &mut expected).map_err(|_| SignatureError::NotHex)?;
-        let mut matched = false;
-        for key in &self.keys {
-            matched |= Self::verify_one(key.expose().as_bytes(), body, &expected);
+        let mut matched: Option<usize> = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            if Self::verify_one(key.expose().as_bytes(), body, &expected) {
+                matched.get_or_insert(i);
+            }
         }
-        if matched {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        matched.ok_or(SignatureError::Mismatch)
     }
 
     fn verify_one(key: &[u8], body: &[u8], expected: &[u8; 32]) -> bool {

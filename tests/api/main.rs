@@ -12,6 +12,7 @@ mod demo;
 mod deploy;
 mod faults;
 mod fetch;
+mod grid;
 mod hostile;
 mod ingest;
 mod ledger;
