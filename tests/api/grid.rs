@@ -127,7 +127,8 @@ async fn grid_deliveries_are_verified_stored_once_projected_by_code_and_paid_fro
     assert_eq!(paid.len(), 1);
     assert_eq!(paid[0].body["receiver_uma"], "$bob@vasp-b.example");
     assert_eq!(paid[0].body["amount"], json!({"value": 1500, "currency": "JPY", "decimals": 0}));
-    assert_eq!(app.invitation("GRIDOLD").await["invitee_uma"], "$bob@vasp-b.example");
+    let old = app.invitation_when("GRIDOLD", SETTLE, |v| v["payout"]["state"] == "succeeded").await;
+    assert_eq!(old["invitee_uma"], "$bob@vasp-b.example");
     let db = app.db.clone();
     let _dir = app.stop().await;
 
