@@ -328,3 +328,40 @@ pub fn audit_incentives(
     let a = crate::projection::query::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
     Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::projection::audit::render(&a) })
 }
+
+/// `refetch <invitation>`: asks the invitation's source for it now,
+/// whatever the schedule, and records the answer (always, marked as an
+/// operator's, so the action is in the trail). Works beside a running
+/// service, like `resolve`.
+///
+/// # Errors
+/// When the invitation is unknown, its source cannot be fetched from (no
+/// credentials), or the ledger cannot be written.
+pub async fn refetch(
+    db: &DbArgs,
+    args: &crate::config::ReconcileArgs,
+    invitation: &str,
+    note: String,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
+    let config = args.validate()?;
+    let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
+    let fetched = async {
+        let conn = crate::projection::store::open_read_only(&db.db)?;
+        let state = crate::projection::query::find(&conn, invitation)?
+            .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
+        anyhow::ensure!(
+            config.fetch_configured(state.source),
+            "{} comes from {}, which cannot be fetched from: set {}",
+            state.invitation_id,
+            state.source.as_str(),
+            crate::config::ReconcileConfig::fetch_settings(state.source)
+        );
+        let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
+            .following(ledger.projected.clone());
+        Ok(reconciler.fetch(&state, Some(note)).await?.lines.join("\n"))
+    }
+    .await;
+    ledger.close().await?;
+    fetched
+}

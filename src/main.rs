@@ -67,6 +67,18 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Fetch one invitation from its source now, whatever its schedule, and record what was found.
+    Refetch {
+        #[command(flatten)]
+        db: config::DbArgs,
+        #[command(flatten)]
+        reconcile: config::ReconcileArgs,
+        /// Invitation id or code.
+        invitation: String,
+        /// Why, for the trail (recorded with the answer).
+        #[arg(long, default_value = "refetch from the CLI")]
+        note: String,
+    },
     /// The whole flow on localhost with a throw-away ledger, key and payment sink; prints the states.
     Demo {
         /// Keep serving after the report (Ctrl-C stops).
@@ -128,6 +140,9 @@ fn main() -> ExitCode {
             } else {
                 Err(anyhow::anyhow!("reconcile needs --once (the service reconciles continuously: use `serve`)"))
             }
+        }
+        Command::Refetch { db, reconcile, invitation, note } => {
+            block_on(cli::refetch(&db, &reconcile, &invitation, note))
         }
         Command::Resolve { db, invitation, kind, paid, retry, failed } => {
             use invitation_ledger::projection::events::Decision;

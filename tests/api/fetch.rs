@@ -177,3 +177,41 @@ async fn the_graphql_calls_one_invitation_costs_from_claim_to_final() {
     assert_eq!(api.calls_for(id), 4);
     assert_eq!(payments.executed().len(), 2, "the payout and the incentive, once each");
 }
+
+#[tokio::test]
+async fn an_operator_refetches_one_invitation_now_and_the_answer_is_in_the_trail() {
+    // given an invitation fetched and settled while the service runs
+    let (api, payments) = (FakeLightspark::start(CLIENT_ID, CLIENT_SECRET).await, FakePlatform::start().await);
+    let id = "UmaInvitation:refetched";
+    api.set_invitation(id, aliased_entity(id, "REF1", "CLAIMED", "INELIGIBLE", None, Some("$bob@b.example")));
+    let app = app(&api, &payments, "7d").await;
+    assert_eq!(app.post_signed(&claimed_body("ev-refetch", id)).await.status(), 200);
+    app.invitation_when(id, SETTLE, |v| v["fetch"]["state"] == "fetched").await;
+    let before = api.calls_for(id);
+    // when an operator refetches it by code, beside the running service
+    let db = app.db.to_str().unwrap().to_owned();
+    let env = [
+        ("LEDGER_DB", db.as_str()),
+        ("LIGHTSPARK_API_URL", api.url.as_str()),
+        ("LIGHTSPARK_API_CLIENT_ID", CLIENT_ID),
+        ("LIGHTSPARK_API_CLIENT_SECRET", CLIENT_SECRET),
+    ];
+    let out = crate::helpers::binary::run_binary(&["refetch", "REF1", "--note", "checking a complaint"], &env).await;
+    // then the source is asked at once, and the answer is recorded with
+    // the operator's note even though it did not change
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(api.calls_for(id), before + 1);
+    let conn = rusqlite::Connection::open(&app.db).unwrap();
+    let note: String = conn
+        .query_row(
+            "SELECT json_extract(body, '$.operator_note') FROM events WHERE kind = 'invitation.fetched' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(note, "checking a complaint");
+    // and without credentials it says what to set
+    let out = crate::helpers::binary::run_binary(&["refetch", "REF1"], &[("LEDGER_DB", db.as_str())]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIGHTSPARK_API_CLIENT_ID"));
+}
