@@ -66,6 +66,9 @@ enum Command {
         /// Give up on it; it stays failed.
         #[arg(long)]
         failed: bool,
+        /// Why, in your words (what you checked, a ticket): kept with the decision in the ledger.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
     },
     /// The whole flow on localhost with a throw-away ledger, key and payment sink; prints the states.
     Demo {
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
                 Err(anyhow::anyhow!("reconcile needs --once (the service reconciles continuously: use `serve`)"))
             }
         }
-        Command::Resolve { db, invitation, kind, paid, retry, failed } => {
+        Command::Resolve { db, invitation, kind, paid, retry, failed, note } => {
             use invitation_ledger::projection::events::Decision;
             let decision = match (&paid, retry, failed) {
                 (Some(_), false, false) => Ok(Decision::Paid),
@@ -133,7 +136,7 @@ fn main() -> ExitCode {
                 (None, false, true) => Ok(Decision::Failed),
                 _ => Err(anyhow::anyhow!("resolve needs exactly one of --paid PAYMENT_ID, --retry or --failed")),
             };
-            decision.and_then(|d| block_on(cli::resolve(&db, &invitation, &kind, d, paid)))
+            decision.and_then(|d| block_on(cli::resolve(&db, &invitation, &kind, d, paid, note)))
         }
         Command::Audit { what: AuditCommand::Incentives { db, inviter, json, horizon } } => {
             config::parse_duration("IDEMPOTENCY_WINDOW", &horizon)
