@@ -8,6 +8,8 @@
 //! which the read side does not hold. The page's handler does it with the
 //! stored body and signature this returns.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -16,6 +18,7 @@ use super::events::{self, Fact, InternalEvent};
 use super::store::ProjectionError;
 use super::view::{self, InvitationView};
 use crate::ledger::{self, hash, Hash, LedgerEvent};
+use crate::money::Money;
 use crate::source::{Report, Source};
 
 /// Most events one trail shows; an invitation with more is a fault worth
@@ -33,6 +36,67 @@ pub struct Trail {
     /// The ledger's last seq and the projections' checkpoint.
     pub head: u64,
     pub checkpoint: u64,
+    /// Each currency's decimals as this invitation's own bodies state them.
+    pub decimals: Decimals,
+}
+
+/// Currencies' decimals as a source stated them beside a currency code
+/// (`currency: {code, decimals}`, in any of its spellings), so an amount
+/// kept without them can still be shown as 5.00 USD: what the source
+/// said, never a guess.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decimals(BTreeMap<String, u32>);
+
+impl Decimals {
+    /// Reads every currency object in a JSON body.
+    pub fn learn(&mut self, body: &[u8]) {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            self.walk(&v);
+        }
+    }
+
+    fn walk(&mut self, v: &Value) {
+        match v {
+            Value::Object(o) => {
+                let code = ["code", "uma_currency_code"].iter().find_map(|k| o.get(*k).and_then(Value::as_str));
+                let decimals =
+                    ["decimals", "uma_currency_decimals"].iter().find_map(|k| o.get(*k).and_then(Value::as_u64));
+                if let (Some(c), Some(d)) = (code, decimals.and_then(|d| u32::try_from(d).ok())) {
+                    self.0.insert(c.to_owned(), d);
+                }
+                o.values().for_each(|x| self.walk(x));
+            }
+            Value::Array(a) => a.iter().for_each(|x| self.walk(x)),
+            _ => {}
+        }
+    }
+
+    /// `m` with its decimals: its own, else the ones stated for its
+    /// currency, else none (then shown as the count of smallest units).
+    pub fn apply(&self, m: &Money) -> Money {
+        match m.decimals() {
+            Some(_) => m.clone(),
+            None => m.clone().with_decimals(self.0.get(m.currency()).copied()),
+        }
+    }
+}
+
+/// The decimals the invitation `invitation_id`'s own events state.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn decimals(conn: &Connection, invitation_id: &str) -> Result<Decimals, ProjectionError> {
+    let mut d = Decimals::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM ledger.events WHERE stream = ?1 AND kind IN ('webhook.received', 'invitation.fetched') ORDER BY seq LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![invitation_id, TRAIL_CAP as i64])?;
+    while let Some(row) = rows.next()? {
+        if let Ok(body) = row.get_ref(0)?.as_bytes() {
+            d.learn(body);
+        }
+    }
+    Ok(d)
 }
 
 /// One stored event and what it says.
@@ -140,13 +204,16 @@ pub fn trail(conn: &Connection, id_or_code: &str) -> Result<Option<Trail>, Proje
     )?;
     let stored: Vec<LedgerEvent> =
         stmt.query_map(params![state.invitation_id, TRAIL_CAP as i64], event_of)?.collect::<Result<_, _>>()?;
-    let total: i64 =
-        conn.prepare_cached("SELECT COUNT(*) FROM ledger.events WHERE stream = ?1")?.query_row([&state.invitation_id], |r| {
-            r.get(0)
-        })?;
+    let total: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM ledger.events WHERE stream = ?1")?
+        .query_row([&state.invitation_id], |r| r.get(0))?;
     let mut before = conn.prepare_cached("SELECT hash, stream FROM ledger.events WHERE seq = ?1")?;
     let mut events = Vec::with_capacity(stored.len());
+    let mut decimals = Decimals::default();
     for e in stored {
+        if matches!(e.kind.as_str(), "webhook.received" | "invitation.fetched") {
+            decimals.learn(&e.body);
+        }
         let predecessor = if e.seq > 1 {
             before
                 .query_row([e.seq as i64 - 1], |r| {
@@ -171,6 +238,7 @@ pub fn trail(conn: &Connection, id_or_code: &str) -> Result<Option<Trail>, Proje
         events,
         head: ledger::head(conn)?.0,
         checkpoint: super::store::checkpoint(conn)?,
+        decimals,
     }))
 }
 
@@ -285,12 +353,29 @@ mod tests {
     }
 
     #[test]
+    fn decimals_are_learnt_from_currency_objects_in_any_spelling() {
+        // given a Lightspark body, a GraphQL answer and a body without decimals
+        let mut d = Decimals::default();
+        d.learn(br#"{"data":{"payment_amount":{"value":500,"currency":{"code":"USD","decimals":2}}}}"#);
+        d.learn(br#"{"entity":{"x":{"uma_currency_amount_currency":{"uma_currency_code":"JPY","uma_currency_decimals":0}}}}"#);
+        d.learn(br#"{"amount":{"currency":"EUR"}}"#);
+        // then amounts in those currencies show with them, and others as they were
+        let show = |v, c: &str| d.apply(&Money::new(v, c).unwrap()).display();
+        assert_eq!(
+            (show(500, "USD"), show(1500, "JPY"), show(700, "EUR")),
+            ("5.00 USD".into(), "1500 JPY".into(), "700 EUR".into())
+        );
+        let own = Money::new(5, "USD").unwrap().with_decimals(Some(3));
+        assert_eq!(d.apply(&own).display(), "0.005 USD", "an amount's own decimals win");
+    }
+
+    #[test]
     fn activity_counts_each_hour_of_the_window_and_nothing_before_it() {
         // given a ledger whose events were recorded at chosen times, one a
         // second before the window opens
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let ledger = crate::ledger::open(&path).unwrap();
+        let written = ledger::open(&path).unwrap();
         let events = [
             ("webhook.received", "2026-11-28T09:59:59.999999Z"),
             ("webhook.received", "2026-11-28T10:00:00.000000Z"),
@@ -301,7 +386,7 @@ mod tests {
             ("webhook.received", "2026-11-30T09:41:00.000000Z"),
         ];
         for (i, (kind, at)) in events.iter().enumerate() {
-            ledger
+            written
                 .execute(
                     "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
                      VALUES (?1, ?2, ?3, NULL, ?4, x'7b7d', NULL, zeroblob(32), zeroblob(32))",
