@@ -10,9 +10,7 @@
 //! awaits the writer.
 
 use crate::ledger::{LedgerError, LedgerWriter};
-use crate::projection::events::{
-    Channel, Decision, IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved,
-};
+use crate::projection::events::{Channel, Decision, IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved};
 use crate::projection::view::{obligation, ObligationState};
 use crate::projection::{query, ProjectionError};
 
@@ -118,7 +116,8 @@ pub fn decide(
         }
         _ => {}
     }
-    let state = query::find(conn, invitation)?.ok_or_else(|| OperatorError::UnknownInvitation(invitation.to_owned()))?;
+    let state =
+        query::find(conn, invitation)?.ok_or_else(|| OperatorError::UnknownInvitation(invitation.to_owned()))?;
     let view = obligation(&state, r.kind);
     if !matches!(view.state, ObligationState::InDoubt | ObligationState::Failed) {
         return Err(OperatorError::NotResolvable {

@@ -151,7 +151,7 @@ pub async fn serve(
     let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
     let anchors = tokio::spawn(log_anchors(reads.clone(), config.anchor_interval));
-    let state = Arc::new(AppState { config, writer, metrics, reads });
+    let state = Arc::new(AppState { config, writer, metrics, reads, refetch: None });
     let routes = api::routes(state.clone());
     let service = TowerToHyperService::new(warp::service(routes));
     listener.set_nonblocking(true)?;
