@@ -70,10 +70,13 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
         },
     );
 
-    let body = warp::path!("invitations" / String / "events" / u64 / "body")
+    // The seq is read here rather than by the router, so that any path of
+    // this shape gets this route's answers (a 404 page for a seq that is
+    // not a number), as the OpenAPI check expects of a documented route.
+    let body = warp::path!("invitations" / String / "events" / String / "body")
         .and(warp::get())
         .and(warp::header::headers_cloned())
-        .and_then(move |raw: String, seq: u64, headers: HeaderMap| {
+        .and_then(move |raw: String, seq: String, headers: HeaderMap| {
             let ui = ui.clone();
             async move {
                 let id = percent_decode(&raw, false);
@@ -81,10 +84,12 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                     return Ok::<_, Rejection>(page);
                 }
                 let lookup = id.clone();
+                let number = seq.parse::<u64>().ok();
                 let event = ui
                     .state
                     .reads
                     .lookup(move |c| {
+                        let Some(seq) = number else { return Ok(None) };
                         let Some(state) = crate::projection::query::find(c, &lookup)? else { return Ok(None) };
                         Ok(trail::event_of_invitation(c, &state.invitation_id, seq)?)
                     })
