@@ -250,16 +250,17 @@ async fn an_in_doubt_payment_resolved_from_the_page_is_in_the_ledger_and_on_the_
     app.stop_promptly().await;
 }
 
-/// Serves `html` to every request on `127.0.0.2` (another site than the
-/// service's `127.0.0.1`), until dropped.
-async fn attacker_site(html: String) -> (String, tokio::task::JoinHandle<()>) {
+/// Serves, on `127.0.0.2` (another site than the service's `127.0.0.1`),
+/// the page of `pages` whose path the request line names, else the first,
+/// until aborted.
+async fn attacker_site(pages: Vec<(&'static str, String)>) -> (String, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("127.0.0.2 is loopback on Linux");
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { continue };
-            let html = html.clone();
+            let pages = pages.clone();
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -269,6 +270,13 @@ async fn attacker_site(html: String) -> (String, tokio::task::JoinHandle<()>) {
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
+                let request_line = String::from_utf8_lossy(&seen).lines().next().unwrap_or_default().to_owned();
+                let html = pages
+                    .iter()
+                    .find(|(path, _)| request_line.starts_with(&format!("GET {path} ")))
+                    .unwrap_or(&pages[0])
+                    .1
+                    .clone();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     html.len()
@@ -311,7 +319,9 @@ async fn a_cross_site_post_without_the_csrf_token_is_refused_and_appends_nothing
          <input name=\"payment_id\" value=\"pay_attacker\"><input name=\"confirm\" value=\"yes\"></form>\
          <script>document.getElementById('f').submit()</script></body></html>"
     );
-    let (attacker, server) = attacker_site(attack).await;
+    let page = app.url("/invitations/UmaInvitation%3Abrowser-target");
+    let link = format!("<!doctype html><html><body><script>location.href = '{page}'</script></body></html>");
+    let (attacker, server) = attacker_site(vec![("/", attack), ("/link", link)]).await;
     driver.go(&attacker).await;
 
     // Then the browser lands on the service's refusal, and the ledger is unchanged
@@ -322,6 +332,16 @@ async fn a_cross_site_post_without_the_csrf_token_is_refused_and_appends_nothing
     );
     assert_eq!(ledger_kinds(&app.db).len(), before, "nothing appended");
     payout_state(&app, id, "failed").await;
+
+    // And the browser never sends the session cookie on a request another
+    // site starts (SameSite=Strict): led there from the other site, the
+    // invitation page asks to sign in; opened directly, it is signed in
+    driver.go(&format!("{attacker}link")).await;
+    let led = text_when(&driver, "/invitations/", "main section").await;
+    assert!(led.contains("Sign in"), "{led}");
+    driver.go(&page).await;
+    text_when(&driver, "/invitations/", "#resolve-invitee_payment").await;
+    assert_eq!(ledger_kinds(&app.db).len(), before, "still nothing appended");
 
     server.abort();
     driver.quit().await;
