@@ -3,8 +3,8 @@
 //! invitation, the money trail of a paid one with its verified signature,
 //! an in-doubt payment resolved from the page, a cross-site POST refused,
 //! and the charts drawn. Leaves screenshots for people to look at:
-//! `target/status-page.png`, `target/trail.png`, `target/resolved.png`,
-//! `target/charts.png`.
+//! `target/status-page.png`, `target/trail.png`, `target/resolve-form.png`,
+//! `target/confirm.png`, `target/resolved.png`, `target/charts.png`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
 //! `chromium` and `chromium-driver`; `scripts/test` installs them). Without
@@ -221,8 +221,11 @@ async fn an_in_doubt_payment_resolved_from_the_page_is_in_the_ledger_and_on_the_
     driver
         .type_into(&driver.element(&format!("{form} textarea[name=note]")).await, "seen on the platform, ticket OPS-7")
         .await;
+    driver.execute("document.getElementById('actions').scrollIntoView(); return null;").await;
+    driver.screenshot("resolve-form.png").await;
     driver.click(&driver.element(&format!("{form} button[type=submit]")).await).await;
     let question = text_when(&driver, "/resolve", "#confirm").await;
+    driver.screenshot("confirm.png").await;
     assert!(
         question.contains("Record invitee_payment of 10.00 USD to $bob-browser-doubt@receiving.example as paid with payment id pay_checked_by_hand?"),
         "{question}"
