@@ -245,8 +245,9 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     Ok(out)
 }
 
-/// `resolve <invitation> <kind> --paid ID | --retry | --failed`: records an
-/// operator's decision on an in-doubt (or failed) obligation.
+/// `resolve <invitation> <kind> --paid ID | --retry | --failed [--note TEXT]`:
+/// records an operator's decision on an in-doubt (or failed) obligation,
+/// through [`crate::operator::resolve`] as the status page does.
 ///
 /// # Errors
 /// When the invitation or kind is unknown, the obligation is not in doubt
@@ -257,8 +258,9 @@ pub async fn resolve(
     kind: &str,
     decision: crate::projection::events::Decision,
     payment_id: Option<String>,
+    note: Option<String>,
 ) -> anyhow::Result<String> {
-    use crate::projection::events::ObligationKind;
+    use crate::projection::events::{Channel, ObligationKind};
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
     let kind = ObligationKind::parse(kind).ok_or_else(|| {
         anyhow::anyhow!(
@@ -268,50 +270,13 @@ pub async fn resolve(
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
     let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
-    let recorded = record_resolution(&ledger.writer, db, invitation, kind, decision, payment_id).await;
-    ledger.close().await?;
-    recorded
-}
-
-async fn record_resolution(
-    writer: &ledger::LedgerWriter,
-    db: &DbArgs,
-    invitation: &str,
-    kind: crate::projection::events::ObligationKind,
-    decision: crate::projection::events::Decision,
-    payment_id: Option<String>,
-) -> anyhow::Result<String> {
-    use crate::projection::events::{IdempotencyKey, InternalEvent, ObligationResolved};
-    use crate::projection::view::{obligation, ObligationState};
-    let conn = crate::projection::store::open_read_only(&db.db)?;
-    let state = crate::projection::query::find(&conn, invitation)?
-        .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
-    let view = obligation(&state, kind);
-    anyhow::ensure!(
-        matches!(view.state, ObligationState::InDoubt | ObligationState::Failed),
-        "{} {} is {}, not in_doubt or failed: nothing to resolve",
-        state.invitation_id,
-        kind.as_str(),
-        view.state.as_str()
-    );
-    let body = ObligationResolved {
-        invitation_id: state.invitation_id.clone(),
-        obligation: kind,
-        idempotency_key: IdempotencyKey::of(&state.invitation_id, kind),
-        decision,
-        payment_id,
-        at: crate::time::rfc3339(chrono::Utc::now()),
-        occurrence: format!("{}:{}", view.attempts, view.updated_at.as_deref().unwrap_or("-")),
+    let resolution = crate::operator::Resolution { kind, decision, payment_id, note, by: Channel::Cli };
+    let recorded = match crate::projection::store::open_read_only(&db.db) {
+        Ok(conn) => crate::operator::resolve(&ledger.writer, &conn, invitation, resolution).await.map_err(Into::into),
+        Err(e) => Err(anyhow::Error::from(e)),
     };
-    let appended = writer.append(InternalEvent::Resolved(body).to_new_event()).await?;
-    Ok(format!(
-        "recorded {} for {} {} at seq {}{}",
-        decision.as_str(),
-        state.invitation_id,
-        kind.as_str(),
-        appended.seq,
-        if appended.duplicate { " (already recorded)" } else { "" }
-    ))
+    ledger.close().await?;
+    Ok(recorded?.to_string())
 }
 
 /// `audit incentives [--inviter UMA] [--json]`.
@@ -350,16 +315,9 @@ pub async fn refetch(
         let conn = crate::projection::store::open_read_only(&db.db)?;
         let state = crate::projection::query::find(&conn, invitation)?
             .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
-        anyhow::ensure!(
-            config.fetch_configured(state.source),
-            "{} comes from {}, which cannot be fetched from: set {}",
-            state.invitation_id,
-            state.source.as_str(),
-            crate::config::ReconcileConfig::fetch_settings(state.source)
-        );
         let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
             .following(ledger.projected.clone());
-        Ok(reconciler.fetch(&state, Some(note)).await?.lines.join("\n"))
+        reconciler.refetch(&state.invitation_id, note).await.map_err(anyhow::Error::msg)
     }
     .await;
     ledger.close().await?;

@@ -151,9 +151,13 @@ fn envelope(event_id: &str, invitation_id: &str) -> String {
     .to_string()
 }
 
-/// What the demo sends, with what it shows, and what the API will answer
-/// for each invitation (in order).
-fn scenario() -> (Vec<(&'static str, String)>, Vec<(&'static str, Vec<Value>)>) {
+/// The webhooks the demo sends, each with what it shows.
+type Webhooks = Vec<(&'static str, String)>;
+/// What the GraphQL stand-in answers for each invitation, in order.
+type Answers = Vec<(&'static str, Vec<Value>)>;
+
+/// What the demo sends, and what the API will answer.
+fn scenario() -> (Webhooks, Answers) {
     let pay = "UmaInvitation:demo-pay";
     let lag = "UmaInvitation:demo-lagging";
     let late = "UmaInvitation:demo-late-incentive";

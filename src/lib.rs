@@ -28,6 +28,8 @@
 //!   health and metrics; errors mapped to HTTP in one place.
 //! - [`metrics`]: the Prometheus metrics each stage records into.
 //! - [`service`]: wires the stages into the running service (`serve`).
+//! - [`operator`]: an operator's actions on the ledger (`resolve`), one
+//!   function each, called by the CLI and by the status page alike.
 //! - [`cli`]: the one-shot commands that `main.rs` dispatches to.
 //! - [`demo`]: the whole flow on localhost in one command.
 //!
@@ -44,6 +46,7 @@ pub mod ledger;
 pub mod lightspark;
 pub mod metrics;
 pub mod money;
+pub mod operator;
 pub mod projection;
 pub mod reconcile;
 pub mod rng;

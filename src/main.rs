@@ -66,6 +66,9 @@ enum Command {
         /// Give up on it; it stays failed.
         #[arg(long)]
         failed: bool,
+        /// Why, in your words (what you checked, a ticket): kept with the decision in the ledger.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
     },
     /// Fetch one invitation from its source now, whatever its schedule, and record what was found.
     Refetch {
@@ -144,7 +147,7 @@ fn main() -> ExitCode {
         Command::Refetch { db, reconcile, invitation, note } => {
             block_on(cli::refetch(&db, &reconcile, &invitation, note))
         }
-        Command::Resolve { db, invitation, kind, paid, retry, failed } => {
+        Command::Resolve { db, invitation, kind, paid, retry, failed, note } => {
             use invitation_ledger::projection::events::Decision;
             let decision = match (&paid, retry, failed) {
                 (Some(_), false, false) => Ok(Decision::Paid),
@@ -152,7 +155,7 @@ fn main() -> ExitCode {
                 (None, false, true) => Ok(Decision::Failed),
                 _ => Err(anyhow::anyhow!("resolve needs exactly one of --paid PAYMENT_ID, --retry or --failed")),
             };
-            decision.and_then(|d| block_on(cli::resolve(&db, &invitation, &kind, d, paid)))
+            decision.and_then(|d| block_on(cli::resolve(&db, &invitation, &kind, d, paid, note)))
         }
         Command::Audit { what: AuditCommand::Incentives { db, inviter, json, horizon } } => {
             config::parse_duration("IDEMPOTENCY_WINDOW", &horizon)

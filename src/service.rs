@@ -139,6 +139,21 @@ async fn log_anchors(reads: Arc<ReadPool>, interval: Duration) {
     }
 }
 
+/// The status page's refetch form, wired to the service's reconciler.
+struct PageRefetch(LiveReconciler);
+
+impl api::Refetch for PageRefetch {
+    fn refetch(
+        &self,
+        invitation_id: String,
+        note: Option<String>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        let reconciler = self.0.clone();
+        let note = note.unwrap_or_else(|| "refetch from the status page".to_owned());
+        Box::pin(async move { reconciler.refetch(&invitation_id, note).await })
+    }
+}
+
 /// How long a client may take to send its request headers. Bounds slow
 /// clients that would otherwise hold a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -171,7 +186,9 @@ pub async fn serve(
     let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
     let anchors = tokio::spawn(log_anchors(reads.clone(), config.anchor_interval));
-    let state = Arc::new(AppState { config, writer, metrics, reads, unfetchable: Default::default() });
+    let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler.clone()));
+    let state =
+        Arc::new(AppState { config, writer, metrics, reads, unfetchable: Default::default(), refetch: Some(refetch) });
     let routes = api::routes(state.clone());
     let service = TowerToHyperService::new(warp::service(routes));
     listener.set_nonblocking(true)?;

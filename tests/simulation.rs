@@ -1057,6 +1057,8 @@ fn operator_resolves(
             payment_id,
             at: rfc3339(clock.now()),
             occurrence: format!("{}:{}", v.attempts, v.updated_at.as_deref().unwrap_or("-")),
+            note: None,
+            by: None,
         };
         let event = InternalEvent::Resolved(body).to_new_event();
         let appended = rt.block_on(writer.append(event)).map_err(|e| format!("resolve: {e}"))?;

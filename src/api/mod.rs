@@ -8,6 +8,8 @@ pub mod read;
 pub mod ui;
 pub mod webhook;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use warp::http::StatusCode;
@@ -25,6 +27,26 @@ pub struct AppState {
     /// Claims that arrived without their invitation while fetching is not
     /// configured, warned about at most once a minute.
     pub unfetchable: webhook::UnfetchableClaims,
+    /// Fetches one invitation now, for the status page's refetch form.
+    /// `None`: no fetcher is wired to the page, which then shows the form
+    /// disabled and says so.
+    pub refetch: Option<Arc<dyn Refetch>>,
+}
+
+/// Fetching one invitation from its source now, whatever its schedule, as
+/// `refetch <invitation>` does: what the status page's refetch form calls.
+/// A trait object, because the api must not import the reconciler that
+/// fetches (data flows `api` → `ledger` → … → `reconcile`); whoever builds
+/// [`AppState`] wires the real one in.
+pub trait Refetch: Send + Sync {
+    /// Fetches `invitation_id` (an id the projection knows) and appends what
+    /// changed, with the operator's `note`. `Ok`: a sentence saying what
+    /// was appended; `Err`: a sentence saying why nothing was.
+    fn refetch(
+        &self,
+        invitation_id: String,
+        note: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 }
 
 /// Refreshes the gauges that are read from the database, then renders.

@@ -166,7 +166,7 @@ mod tests {
 
     fn event(n: u32) -> NewEvent {
         NewEvent {
-            event_key: format!("k{n}"),
+            event_key: format!("lightspark:e{n}:00"),
             kind: "webhook.received".into(),
             stream: None,
             body: format!("{{\"n\":{n}}}").into_bytes(),

@@ -248,6 +248,33 @@ pub struct ObligationResolved {
     /// event, a second doubt later is a new decision.
     #[serde(default)]
     pub occurrence: String,
+    /// Why, in the operator's words (what they checked, a ticket): kept for
+    /// whoever reads the trail later; the fold does not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Where the decision was taken. Absent on decisions recorded before
+    /// the status page could take them (all from the CLI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Channel>,
+}
+
+/// Where an operator's decision was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// The `resolve` command.
+    Cli,
+    /// A form on the status page's invitation page.
+    Page,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Cli => "cli",
+            Channel::Page => "page",
+        }
+    }
 }
 
 /// Every kind of event in the ledger.
@@ -579,6 +606,8 @@ mod tests {
                 payment_id: None,
                 at: "t".into(),
                 occurrence: "2:t".into(),
+                note: Some("checked the platform: not paid".into()),
+                by: Some(Channel::Page),
             }),
         ]
     }
@@ -618,6 +647,19 @@ mod tests {
                 other => panic!("{event:?} decoded as {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_decision_recorded_before_notes_existed_reads_without_note_or_channel() {
+        // given the body of a resolution as the CLI wrote it before notes
+        let k = key();
+        let old = format!(
+            r#"{{"invitation_id":"Inv:1","obligation":"invitee_payment","idempotency_key":"{k}","decision":"paid","payment_id":"p","at":"t","occurrence":"1:t"}}"#
+        );
+        // when it is read back, then it has neither, and written again it is the same bytes
+        let e: ObligationResolved = serde_json::from_str(&old).unwrap();
+        assert_eq!((e.note.as_deref(), e.by), (None, None));
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
     }
 
     #[test]

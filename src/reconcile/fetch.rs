@@ -170,6 +170,31 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         self.inner.fetch_schedule.keep_only(wanted);
     }
 
+    /// An operator's refetch: asks the source of `invitation_id` (an id the
+    /// projection knows) for it now, whatever its schedule, and records the
+    /// answer with `note`. What `refetch` and the status page's form do.
+    ///
+    /// # Errors
+    /// A sentence: the invitation is unknown, its source cannot be fetched
+    /// from, or the ledger cannot record the answer.
+    pub async fn refetch(&self, invitation_id: &str, note: String) -> Result<String, String> {
+        let state = self
+            .reload(invitation_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no invitation {invitation_id:?} in the projections"))?;
+        if !self.inner.fetchers.configured(state.source) {
+            return Err(format!(
+                "{} comes from {}, which cannot be fetched from: set {}",
+                state.invitation_id,
+                state.source.as_str(),
+                crate::config::ReconcileConfig::fetch_settings(state.source)
+            ));
+        }
+        let outcome = self.fetch(&state, Some(note)).await.map_err(|e| e.to_string())?;
+        Ok(outcome.lines.join("; "))
+    }
+
     /// Asks the invitation's source for it now and records what it found;
     /// `operator_note` marks an operator's `refetch` (recorded whatever it
     /// found).

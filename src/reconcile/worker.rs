@@ -333,7 +333,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     }
 
     /// The invitation's state as projected now, every commit so far folded.
-    async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
+    pub(super) async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
         self.wait_projected().await;
         let inner = self.inner.clone();
         let id = invitation_id.to_owned();

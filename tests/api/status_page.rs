@@ -96,7 +96,7 @@ async fn the_page_shows_a_claimed_invitation_with_its_code_and_obligation_states
     }
 
     let recent = page.section("recent");
-    for expected in [FIXTURE_ID, "FIXTURE1", "CLAIMED", "$alice@vasp-a.example", "$bob@vasp-b.example", "500 USD"] {
+    for expected in [FIXTURE_ID, "FIXTURE1", "CLAIMED", "$alice@vasp-a.example", "$bob@vasp-b.example", "5.00 USD"] {
         assert!(recent.contains(expected), "recent invitations lack {expected}:\n{recent}");
     }
     // No payment endpoint: payout and notification are due and pending; no
