@@ -70,6 +70,11 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
     m.projection_seq.set(checkpoint as i64);
     m.projection_lag_events.set(head.saturating_sub(checkpoint) as i64);
     m.obligations.reset();
+    for kind in crate::projection::events::ObligationKind::ALL {
+        for st in crate::projection::view::ObligationState::ALL {
+            m.obligations.with_label_values(&[kind.as_str(), st.as_str()]).set(0);
+        }
+    }
     let mut in_doubt = 0;
     for (kind, st, n) in obligations {
         if st == "in_doubt" {
@@ -87,9 +92,7 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
 }
 
 /// All routes, with errors mapped by [`error::recover`].
-pub fn routes(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
@@ -118,6 +121,7 @@ pub fn routes(
             let state = metrics_state.clone();
             async move { render_metrics(&state).await.map_err(error::reject) }
         });
+    let answered = state.clone();
     webhook::routes(state.clone())
         .or(metrics)
         .unify()
@@ -133,4 +137,38 @@ pub fn routes(
         .unify()
         .recover(error::recover)
         .unify()
+        .with(warp::log::custom(move |info| {
+            answered.metrics.http_answered(
+                route_pattern(info.path()),
+                info.status().as_u16(),
+                info.elapsed().as_secs_f64(),
+            )
+        }))
+}
+
+/// The route a path belongs to, as a label with few values: ids and codes
+/// are replaced by `{id}`, and unknown paths share one label, so a scan of
+/// random paths cannot grow the metric without bound.
+fn route_pattern(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["webhooks", "lightspark"] | ["webhook"] => "/webhooks/lightspark",
+        ["webhooks", "grid"] => "/webhooks/grid",
+        ["v1", "invitations"] => "/v1/invitations",
+        ["v1", "invitations", _] => "/v1/invitations/{id}",
+        ["v1", "audit", "incentives"] => "/v1/audit/incentives",
+        ["v1", "ledger", "events"] => "/v1/ledger/events",
+        ["v1", "ledger", "head"] => "/v1/ledger/head",
+        ["v1", "openapi.json"] => "/v1/openapi.json",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        [""] => "/",
+        ["login"] => "/login",
+        ["invitations", _] => "/invitations/{id}",
+        ["invitations", _, "resolve"] => "/invitations/{id}/resolve",
+        ["invitations", _, "refetch"] => "/invitations/{id}/refetch",
+        ["invitations", _, "events", _, "body"] => "/invitations/{id}/events/{seq}/body",
+        _ => "other",
+    }
 }

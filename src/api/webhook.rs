@@ -25,7 +25,7 @@ use crate::lightspark::signature::SIGNATURE_HEADER;
 use crate::source::{Delivery, Source};
 
 fn count(state: &AppState, source: Source, result: &str) {
-    state.metrics.webhooks.with_label_values(&[source.as_str(), result]).inc();
+    state.metrics.webhook(source, result);
 }
 
 #[derive(Serialize)]

@@ -26,6 +26,19 @@ pub enum ObligationState {
 }
 
 impl ObligationState {
+    /// Every state, so a gauge can show zeros rather than no series.
+    pub const ALL: [ObligationState; 9] = [
+        ObligationState::NotDue,
+        ObligationState::Pending,
+        ObligationState::Requested,
+        ObligationState::RetryScheduled,
+        ObligationState::Succeeded,
+        ObligationState::Failed,
+        ObligationState::InDoubt,
+        ObligationState::Ineligible,
+        ObligationState::Invalid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ObligationState::NotDue => "not_due",

@@ -233,7 +233,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         };
         let now = self.inner.clock.now();
         self.inner.fetch_schedule.fetched(state, now, self.inner.config.retry_base, &self.inner.jitter);
-        let count = |outcome: &str| self.inner.metrics.fetches.with_label_values(&[source.as_str(), outcome]).inc();
+        let count = |outcome: &str| self.inner.metrics.fetched(source, outcome);
         match answer {
             Answer::Found(entity) => {
                 let found = entity.is_some();
