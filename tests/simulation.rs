@@ -1393,11 +1393,13 @@ fn restore_ledger(db: &Path, from: &Path, head: u64) -> Result<Restored, String>
     let conn = ledger::open_read_only(db).map_err(|e| e.to_string())?;
     let before = ledger::read_after(&conn, 0, usize::MAX >> 1).map_err(|e| e.to_string())?;
     drop(conn);
-    let projections = rusqlite::Connection::open(store::path(db)).map_err(|e| e.to_string())?;
-    let checkpoint_then: i64 = projections
-        .query_row("SELECT last_seq FROM projection_checkpoint WHERE id = 1", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    drop(projections);
+    // (None yet if no pass ever ran.)
+    let checkpoint_then: i64 = match store::path(db).exists() {
+        true => rusqlite::Connection::open(store::path(db))
+            .and_then(|c| c.query_row("SELECT last_seq FROM projection_checkpoint WHERE id = 1", [], |r| r.get(0)))
+            .unwrap_or(0),
+        false => 0,
+    };
     for suffix in ["", "-wal", "-shm"] {
         let mut f = db.as_os_str().to_owned();
         f.push(suffix);
