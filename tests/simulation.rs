@@ -1827,11 +1827,12 @@ fn check(
     Ok(())
 }
 
+/// The `*.requested` events of a ledger, with their seqs, by (invitation, kind).
+type RequestedEvents = BTreeMap<(String, String), Vec<(u64, ObligationRequested)>>;
+
 /// Every `*.requested` event of `events`, by (invitation, kind), with its seq.
-fn requested_of(
-    events: &[ledger::LedgerEvent],
-) -> Result<BTreeMap<(String, String), Vec<(u64, ObligationRequested)>>, String> {
-    let mut out: BTreeMap<(String, String), Vec<(u64, ObligationRequested)>> = BTreeMap::new();
+fn requested_of(events: &[ledger::LedgerEvent]) -> Result<RequestedEvents, String> {
+    let mut out = RequestedEvents::new();
     for e in events.iter().filter(|e| e.kind.ends_with(".requested")) {
         let r: ObligationRequested = serde_json::from_slice(&e.body).map_err(|x| format!("seq {}: {x}", e.seq))?;
         out.entry((r.invitation_id.clone(), r.obligation.as_str().to_owned())).or_default().push((e.seq, r));
@@ -1843,14 +1844,14 @@ fn requested_of(
 /// each step the reconciler or the operator took against the facts the
 /// ledger held just before it:
 ///
-/// - 5. A first `*.requested` only for an obligation those facts owe; a
-///   later one only while they still owe it. An `obligation.in_doubt`
-///   with reason `no_longer_due` only when they no longer do; one with
-///   reason `window_expired` not before `IDEMPOTENCY_WINDOW −
-///   REQUEST_TIMEOUT` after the window started.
-/// - 6. A `*.succeeded` (or a `resolve --paid`) only with a payment id the
-///   platform issued for that obligation: nothing recorded as paid that
-///   the platform did not pay.
+/// - Invariant 5: a first `*.requested` only for an obligation those facts
+///   owe; a later one only while they still owe it. An
+///   `obligation.in_doubt` with reason `no_longer_due` only when they no
+///   longer do; one with reason `window_expired` not before
+///   `IDEMPOTENCY_WINDOW − REQUEST_TIMEOUT` after the window started.
+/// - Invariant 6: a `*.succeeded` (or a `resolve --paid`) only with a
+///   payment id the platform issued for that obligation: nothing recorded
+///   as paid that the platform did not pay.
 ///
 /// Returns how many `no_longer_due` events there are.
 fn check_history(
