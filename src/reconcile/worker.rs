@@ -323,6 +323,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 // may have taken long enough for a newer snapshot to arrive
                 // or the window to close. Decide again on the newest facts.
                 let Some(fresh) = self.reload(&state.invitation_id).await? else { return Ok(Outcome::default()) };
+                // The reload waits for the projections, up to seconds; a
+                // stop that came meanwhile must still start no payment.
+                if self.is_stopping() {
+                    return Ok(Outcome::default());
+                }
                 match next_action(&fresh, kind, self.inner.clock.now(), &self.caps()) {
                     Action::Send { attempt } => self.send(&fresh, kind, attempt).await,
                     Action::MarkInDoubt(reason) => self.mark_in_doubt(&fresh, kind, reason).await,
