@@ -10,15 +10,15 @@
 //! `chromium` and `chromium-driver`; `scripts/test` installs them). Without
 //! them these tests fail: they never skip.
 
-#[path = "api/helpers/app.rs"]
+#[path = "support/app.rs"]
 mod app;
 #[path = "browser/driver.rs"]
 mod driver;
-#[path = "api/helpers/fake_platform.rs"]
+#[path = "support/fake_platform.rs"]
 mod fake_platform;
-#[path = "api/helpers/poll.rs"]
+#[path = "support/poll.rs"]
 mod poll;
-#[path = "api/helpers/secret.rs"]
+#[path = "support/secret.rs"]
 mod secret;
 
 use std::path::Path;

@@ -11,17 +11,17 @@
 //!
 //! Seeded: `STORM_SEED=<u64>` replays a run (the seed is printed).
 
-#[path = "api/helpers/binary.rs"]
+#[path = "support/binary.rs"]
 mod binary;
-#[path = "api/helpers/fake_platform.rs"]
+#[path = "support/fake_platform.rs"]
 mod fake_platform;
-#[path = "api/helpers/invitation.rs"]
+#[path = "support/invitation.rs"]
 mod invitation;
-#[path = "api/helpers/poll.rs"]
+#[path = "support/poll.rs"]
 mod poll;
-#[path = "api/helpers/secret.rs"]
+#[path = "support/secret.rs"]
 mod secret;
-#[path = "api/helpers/signing.rs"]
+#[path = "support/signing.rs"]
 mod signing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};

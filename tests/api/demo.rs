@@ -1,6 +1,6 @@
 //! `demo` as a new user runs it: no configuration, exit 0, a correct table.
 
-use crate::helpers::binary::BIN;
+use crate::support::binary::BIN;
 
 #[test]
 fn the_demo_runs_the_whole_flow_and_prints_the_settled_states() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::binary::{ServeProcess, BIN};
+use crate::support::binary::{ServeProcess, BIN};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -932,10 +932,10 @@ async fn the_live_metrics_pass_promtool_and_expose_every_family_the_rules_and_da
     let dir = tempfile::tempdir().unwrap();
     let serve = ServeProcess::spawn(dir.path().join("ledger.db"), vec![]).await;
     let client = reqwest::Client::new();
-    let body = crate::helpers::claimed_body("evt-metrics-1", "inv-metrics-1");
+    let body = crate::support::claimed_body("evt-metrics-1", "inv-metrics-1");
     let ok = client
         .post(serve.url("/webhooks/lightspark"))
-        .header("lightspark-signature", crate::helpers::signature_of(body.as_bytes()))
+        .header("lightspark-signature", crate::support::signature_of(body.as_bytes()))
         .body(body.clone())
         .send()
         .await

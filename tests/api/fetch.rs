@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::fake_lightspark::{aliased_entity, plain_entity, FakeLightspark};
-use crate::helpers::fake_platform::FakePlatform;
-use crate::helpers::{claimed_body, ledger_rows, TestApp};
+use crate::support::fake_lightspark::{aliased_entity, plain_entity, FakeLightspark};
+use crate::support::fake_platform::FakePlatform;
+use crate::support::{claimed_body, ledger_rows, TestApp};
 
 const CLIENT_ID: &str = "fetch-client-id";
 const CLIENT_SECRET: &str = "fetch-client-secret-long-enough";
@@ -196,7 +196,7 @@ async fn an_operator_refetches_one_invitation_now_and_the_answer_is_in_the_trail
         ("LIGHTSPARK_API_CLIENT_ID", CLIENT_ID),
         ("LIGHTSPARK_API_CLIENT_SECRET", CLIENT_SECRET),
     ];
-    let out = crate::helpers::binary::run_binary(&["refetch", "REF1", "--note", "checking a complaint"], &env).await;
+    let out = crate::support::binary::run_binary(&["refetch", "REF1", "--note", "checking a complaint"], &env).await;
     // then the source is asked at once, and the answer is recorded with
     // the operator's note even though it did not change
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -211,7 +211,7 @@ async fn an_operator_refetches_one_invitation_now_and_the_answer_is_in_the_trail
         .unwrap();
     assert_eq!(note, "checking a complaint");
     // and without credentials it says what to set
-    let out = crate::helpers::binary::run_binary(&["refetch", "REF1"], &[("LEDGER_DB", db.as_str())]).await;
+    let out = crate::support::binary::run_binary(&["refetch", "REF1"], &[("LEDGER_DB", db.as_str())]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LIGHTSPARK_API_CLIENT_ID"));
 }

@@ -14,9 +14,9 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
 use warp::Filter;
 
-use crate::helpers::binary::run_binary;
-use crate::helpers::fake_platform::FakePlatform;
-use crate::helpers::{ledger_rows, TestApp, SECRET};
+use crate::support::binary::run_binary;
+use crate::support::fake_platform::FakePlatform;
+use crate::support::{ledger_rows, TestApp, SECRET};
 
 const SETTLE: Duration = Duration::from_secs(20);
 

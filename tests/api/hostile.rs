@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::fake_platform::FakePlatform;
-use crate::helpers::{
+use crate::support::fake_platform::FakePlatform;
+use crate::support::{
     assert_verifies, claimed_body, eventually, json, ledger_keys, ledger_len, raw_exchange, raw_json, raw_status,
     raw_webhook_request, signature_of, InvitationFixture, TestApp,
 };

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{claimed_body, eventually, json, ledger_len, ledger_rows, signature_of, TestApp, SECRET};
+use crate::support::{claimed_body, eventually, json, ledger_len, ledger_rows, signature_of, TestApp, SECRET};
 
 const VECTOR_SECRET: &str = "3gZ5oQQUASYmqQNuEk0KambNMVkOADDItIJjzUlAWjX";
 const VECTOR_BODY: &str = r#"{"event_type": "NODE_STATUS", "event_id": "1615c8be5aa44e429eba700db2ed8ca5", "timestamp": "2023-05-17T23:56:47.874449+00:00", "entity_id": "lightning_node:01882c25-157a-f96b-0000-362d42b64397"}"#;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::fake_platform::{FakePlatform, Fault};
-use crate::helpers::{InvitationFixture, TestApp};
+use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::{InvitationFixture, TestApp};
 
 /// Answers as they are: no redirect followed.
 pub fn client() -> reqwest::Client {
@@ -143,7 +143,7 @@ async fn a_paid_invitations_page_shows_its_whole_trail_in_seq_order_with_what_wa
 async fn a_webhook_signed_with_the_second_key_names_it_and_one_altered_in_sqlite_shows_a_cross() {
     // Given a rotation (old key first) and two webhooks signed with the test secret
     let app = TestApp::spawn_configured(|a| {
-        a.key.signing_key = Some(format!("an-older-secret,{}", crate::helpers::SECRET));
+        a.key.signing_key = Some(format!("an-older-secret,{}", crate::support::SECRET));
     })
     .await;
     let kept = InvitationFixture::claimed("UmaInvitation:sig-kept");

@@ -1,8 +1,8 @@
 //! The ledger survives restarts, refuses changes, and `verify` catches
 //! tampering — checked with the real binary where the command matters.
 
-use crate::helpers::binary::{run, ServeProcess};
-use crate::helpers::{claimed_body, json, ledger_len, serve_args, signature_of, TestApp, SECRET};
+use crate::support::binary::{run, ServeProcess};
+use crate::support::{claimed_body, json, ledger_len, serve_args, signature_of, TestApp, SECRET};
 
 async fn ledger_with_events(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let app = TestApp::spawn().await;

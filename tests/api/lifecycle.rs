@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::binary::{run, ServeProcess};
-use crate::helpers::fake_platform::{FakePlatform, Fault};
-use crate::helpers::{
+use crate::support::binary::{run, ServeProcess};
+use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::{
     assert_verifies, claimed_body, eventually, ledger_rows, raw_json, raw_status, signature_of, InvitationFixture,
     SECRET,
 };

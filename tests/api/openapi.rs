@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::fake_platform::FakePlatform;
-use crate::helpers::{json, InvitationFixture, TestApp};
+use crate::support::fake_platform::FakePlatform;
+use crate::support::{json, InvitationFixture, TestApp};
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
 

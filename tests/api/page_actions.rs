@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::helpers::fake_platform::{FakePlatform, Fault};
-use crate::helpers::{ledger_len, ledger_rows, run_binary, InvitationFixture, TestApp};
+use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::{ledger_len, ledger_rows, run_binary, InvitationFixture, TestApp};
 use crate::invitation_page::{client, event_body, get, page_path, Page};
 
 const TOKEN: &str = "a-long-read-api-token-0123456789";
@@ -111,7 +111,7 @@ async fn with_a_token_a_post_needs_this_sites_origin_a_session_and_the_forms_tok
     let mut inv = InvitationFixture::claimed(id);
     inv.incentives_status = "PENDING".into();
     app.claim(&inv, "ev-guarded").await;
-    crate::helpers::eventually("the payment to fail", Duration::from_secs(20), || async {
+    crate::support::eventually("the payment to fail", Duration::from_secs(20), || async {
         let v: serde_json::Value = app
             .client
             .get(app.url(&page_path(id).replace("/invitations/", "/v1/invitations/")))
@@ -214,7 +214,7 @@ async fn recording_a_payment_as_paid_takes_a_confirmation_then_is_in_the_ledger_
     inv.incentives_status = "PENDING".into();
     payments.fail_next(1, Fault::Status(400));
     app.claim(&inv, "ev-by-hand").await;
-    crate::helpers::eventually("the payment to fail", Duration::from_secs(20), || async {
+    crate::support::eventually("the payment to fail", Duration::from_secs(20), || async {
         let page = get(&app, &page_path(&inv.id), &[("authorization", &bearer)]).await;
         if page.body.contains("id=\"resolve-invitee_payment\"") {
             Ok(())

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::binary::{run, run_binary, ServeProcess};
-use crate::helpers::fake_lightspark::{aliased_entity, FakeLightspark};
-use crate::helpers::{eventually, json as body_json, ledger_rows, signature_of, TestApp};
+use crate::support::binary::{run, run_binary, ServeProcess};
+use crate::support::fake_lightspark::{aliased_entity, FakeLightspark};
+use crate::support::{eventually, json as body_json, ledger_rows, signature_of, TestApp};
 
 const CLIENT_ID: &str = "client-id-1";
 const CLIENT_SECRET: &str = "client-secret-which-is-long";

@@ -10,9 +10,9 @@ use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested};
 use serde_json::{json, Value};
 
-use crate::helpers::binary::ServeProcess;
-use crate::helpers::fake_platform::{FakePlatform, Fault, RecordedRequest};
-use crate::helpers::{
+use crate::support::binary::ServeProcess;
+use crate::support::fake_platform::{FakePlatform, Fault, RecordedRequest};
+use crate::support::{
     append_events, count_kind, eventually, ledger_len, ledger_rows, run_binary, signature_of, InvitationFixture, Mix,
     TestApp, OBLIGATIONS, SECRET,
 };
@@ -864,7 +864,7 @@ async fn a_600_mib_answer_is_read_no_further_than_64_kib_so_payments_succeed_fet
     let fetched = "UmaInvitation:huge-graphql";
 
     // when a claimed invitation is paid, and another must be fetched
-    for body in [paid.webhook("evt-huge-answer"), crate::helpers::claimed_body("evt-huge-graphql", fetched)] {
+    for body in [paid.webhook("evt-huge-answer"), crate::support::claimed_body("evt-huge-graphql", fetched)] {
         let r = client
             .post(server.url("/webhooks/lightspark"))
             .header("lightspark-signature", signature_of(body.as_bytes()))

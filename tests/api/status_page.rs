@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::fake_platform::{FakePlatform, Fault};
-use crate::helpers::{InvitationFixture, TestApp};
+use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::{InvitationFixture, TestApp};
 
 const FIXTURE_ID: &str = "UmaInvitation:0191a8b6-fixture-0001";
 const TOKEN: &str = "a-long-read-api-token-0123456789";

@@ -5,7 +5,7 @@
 //! poller ([`eventually`]).
 //!
 //! `tests/storm.rs` and `tests/browser.rs` include the submodules they need
-//! by path (`#[path = "api/helpers/…"]`); this file is the API binary's
+//! by path (`#[path = "support/…"]`); this file is the API binary's
 //! own, and everything it holds is used by it.
 
 pub mod app;
