@@ -1,7 +1,7 @@
 //! Settings from environment variables and flags, validated once at start-up.
 //!
-//! Every setting is both a flag and an environment variable (DESIGN.md,
-//! "Interfaces"). Invalid values stop the program with one sentence naming
+//! Every setting is both a flag and an environment variable (the README
+//! lists them). Invalid values stop the program with one sentence naming
 //! the setting and how to fix it.
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The Lightspark GraphQL client: fetches an invitation when a webhook arrived
-//! without `data` (DESIGN.md, "When `data` is absent").
+//! without `data` (docs/design.md, "Fetching the invitation").
 //!
 //! The client only asks and classifies the answer; it never decides what a
 //! failure means for the invitation. A failed fetch says nothing about the
@@ -23,7 +23,8 @@ use serde_json::Value;
 
 use crate::secret::Secret;
 
-/// The GetUmaInvitation query, exactly as in DESIGN.md.
+/// The GetUmaInvitation query: the invitation's fields under the aliases the
+/// parser reads.
 ///
 /// Every field is aliased (`uma_invitation_*`), which is the spelling the
 /// Lightspark SDKs use and the one the invitation parser already reads, so a
@@ -437,8 +438,8 @@ mod tests {
 
     #[test]
     fn client_query_asks_for_every_aliased_field_of_the_design() {
-        // The text is a verbatim copy of DESIGN.md; this guards against an
-        // edit that drops a field the parser and the fake rely on.
+        // Guards against an edit that drops a field the parser and the
+        // fake rely on.
         assert!(GET_UMA_INVITATION
             .starts_with("query GetUmaInvitation($id: ID!) {\n  entity(id: $id) {\n    ... on UmaInvitation {\n"));
         for field in [

@@ -1,5 +1,5 @@
 //! What the read API, the CLI and the reconciler see of an invitation: the
-//! DESIGN.md projection JSON, and each obligation's state, derived purely
+//! projection JSON (docs/design.md, openapi.json), and each obligation's state, derived purely
 //! from the folded [`InvitationState`].
 
 use serde::Serialize;
@@ -10,7 +10,7 @@ use crate::invitation::{IncentivesStatus, InvitationStatus};
 use crate::money::{Money, PaymentAmount};
 use crate::source::Source;
 
-/// The state names of DESIGN.md ("Obligations and the reconciler").
+/// The obligation states of docs/design.md ("Obligations").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObligationState {
@@ -244,7 +244,7 @@ pub fn awaiting_data(state: &InvitationState) -> bool {
     matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::NotFound)
 }
 
-/// The invitation projection JSON of DESIGN.md.
+/// The invitation projection JSON of the read API and `status --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct InvitationView {
     pub invitation_id: String,

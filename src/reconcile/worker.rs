@@ -1,7 +1,7 @@
 //! The reconciler: one pass ([`Reconciler::try_execute_once`]) compares what
 //! is owed with what the ledger says was done and does what is missing; the
 //! loop around it ([`run`]) only decides when to pass again. The protocol
-//! of one call is in [`super::protocol`], fetching in [`super::fetch`].
+//! of one call is in `protocol`, fetching in `fetch`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

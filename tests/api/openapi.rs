@@ -184,7 +184,7 @@ async fn every_reference_resolves_and_every_operation_says_what_it_answers() {
             assert!(op.get("security").is_some(), "{method} {template}: security not stated");
         }
     }
-    // The webhook documents its header and every answer of DESIGN.md.
+    // The webhook documents its header and every answer it can give.
     for path in ["/webhooks/lightspark", "/webhook"] {
         let op = &doc["paths"][path]["post"];
         for code in ["200", "400", "401", "413", "503"] {

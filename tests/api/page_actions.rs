@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::invitation_page::{client, event_body, get, page_path, Page};
 use crate::support::fake_platform::{FakePlatform, Fault};
 use crate::support::{ledger_len, ledger_rows, run_binary, InvitationFixture, TestApp};
-use crate::invitation_page::{client, event_body, get, page_path, Page};
 
 const TOKEN: &str = "a-long-read-api-token-0123456789";
 

@@ -11,7 +11,7 @@
 //! the pages want `Authorization: Bearer <token>` or the `il_token` cookie
 //! that `POST /login` sets, compared in constant time; otherwise they
 //! answer 401 with a login form. Without a token only loopback `Host`
-//! names are served. Acting (the forms) needs a token: see [`actions`].
+//! names are served. Acting (the forms) needs a token: see `actions`.
 
 mod actions;
 mod charts;
