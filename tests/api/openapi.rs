@@ -126,6 +126,12 @@ async fn every_route_the_service_answers_is_documented_and_vice_versa() {
         "/index.html",
         "/login/x",
         "/status",
+        "/webhooks/grid",
+        "/v1/ledger/head",
+        "/invitations/x",
+        "/invitations/x/resolve",
+        "/invitations/x/refetch",
+        "/invitations/x/events/1/body",
     ] {
         probes.insert(extra.to_owned());
     }
@@ -328,6 +334,7 @@ async fn the_documented_schemas_describe_what_the_api_answers() {
         ("bad limit", "/v1/invitations?limit=0", "/v1/invitations", 400),
         ("audit", "/v1/audit/incentives", "/v1/audit/incentives", 200),
         ("events", "/v1/ledger/events?limit=2", "/v1/ledger/events", 200),
+        ("head", "/v1/ledger/head", "/v1/ledger/head", 200),
         ("healthz", "/healthz", "/healthz", 200),
         ("readyz", "/readyz", "/readyz", 200),
     ] {
@@ -335,6 +342,10 @@ async fn the_documented_schemas_describe_what_the_api_answers() {
         assert_eq!(got, status, "{what}: {v}");
         checks.push((what.into(), template, "get", status, v));
     }
+    // A request for another host name, as a DNS-rebinding page would send.
+    let foreign = app.client.get(app.url("/v1/ledger/head")).header("host", "attacker.example").send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    checks.push(("foreign host".into(), "/v1/ledger/head", "get", 403, foreign.json().await.unwrap()));
     let unsigned = app.post_raw("/webhook", b"{}".to_vec(), None).await;
     assert_eq!(unsigned.status(), 401);
     checks.push(("unsigned webhook".into(), "/webhook", "post", 401, unsigned.json().await.unwrap()));
