@@ -37,6 +37,8 @@
 //!   stated them.
 //! - [`source`]: the sources (Lightspark, Grid) and what a delivery carries.
 //! - [`money`]: amounts as integers in the currency's smallest unit.
+//! - [`upstream`]: calls to a source's API — credentials, client, bounded
+//!   answers — shared by the Lightspark and Grid clients.
 //! - [`secret`], [`time`], [`rng`]: secrets that never print, timestamps,
 //!   the one seeded PRNG (jitter, spread).
 //! - [`config`]: settings from flags and environment, validated once.
@@ -72,5 +74,6 @@ pub mod secret;
 pub mod service;
 pub mod source;
 pub mod time;
+pub mod upstream;
 
 pub use service::serve;
