@@ -24,7 +24,7 @@ pub fn verify(db: &DbArgs, key: &KeyArgs, expect: &[String]) -> anyhow::Result<S
         .iter()
         .filter(|(_, stored, _)| *stored > 0)
         .map(|(source, stored, checked)| match checked {
-            0 => format!("{}: {stored} not checked (no {})", source.as_str(), key_setting(*source)),
+            0 => format!("{}: {stored} not checked (no {})", source.as_str(), verify::WebhookKeys::setting(*source)),
             _ => format!("{}: {checked} verified with its {}", source.as_str(), verify::WebhookKeys::key_type(*source)),
         })
         .collect();
@@ -40,14 +40,6 @@ pub fn verify(db: &DbArgs, key: &KeyArgs, expect: &[String]) -> anyhow::Result<S
         out.push_str(&format!("\nanchor seq {seq} matches hash {}", hex::encode(hash)));
     }
     Ok(out)
-}
-
-/// The setting holding a source's webhook keys.
-fn key_setting(source: crate::source::Source) -> &'static str {
-    match source {
-        crate::source::Source::Lightspark => "LIGHTSPARK_WEBHOOK_SIGNING_KEY",
-        crate::source::Source::Grid => "GRID_WEBHOOK_PUBLIC_KEY",
-    }
 }
 
 /// `SEQ:HASH` as `verify --expect` takes it (the hash as 64 hex digits).

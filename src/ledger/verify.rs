@@ -38,11 +38,29 @@ impl WebhookKeys {
         }
     }
 
+    /// How many keys `source` has here (0 when it has none), so that the
+    /// index [`WebhookKeys::verify`] gives can be told as "key i of n".
+    pub fn count(&self, source: Source) -> usize {
+        match source {
+            Source::Lightspark => self.lightspark.as_ref().map_or(0, SigningKeys::len),
+            Source::Grid => self.grid.as_ref().map_or(0, GridKeys::len),
+        }
+    }
+
     /// The kind of key a source is verified with, for people.
     pub fn key_type(source: Source) -> &'static str {
         match source {
             Source::Lightspark => "HMAC-SHA256 secret",
             Source::Grid => "ECDSA P-256 public key",
+        }
+    }
+
+    /// The setting that holds a source's webhook keys, for the operator who
+    /// has to add or change one.
+    pub fn setting(source: Source) -> &'static str {
+        match source {
+            Source::Lightspark => "LIGHTSPARK_WEBHOOK_SIGNING_KEY",
+            Source::Grid => "GRID_WEBHOOK_PUBLIC_KEY",
         }
     }
 }

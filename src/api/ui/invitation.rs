@@ -14,7 +14,7 @@ use warp::{Filter, Rejection};
 
 use super::actions::{self, Actions};
 use super::render::{badge, detail, escape, invitation_href, ledger_facts, message_page, money, opt, page};
-use super::verdict::{Keys, Verdict};
+use super::verdict::{self, Verdict};
 use super::{html, Admit, Ui};
 use crate::api::error::reject;
 use crate::api::read::percent_decode;
@@ -47,15 +47,14 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                         "/",
                     ));
                 };
-                // The Grid key is not part of the configuration yet: Grid
-                // webhooks say so instead of a verdict.
-                let keys = Keys { lightspark: &ui.state.config.signing_keys, grid: ui.state.config.grid_keys.as_ref() };
+                // A source without keys here (Grid, unless its key is
+                // set): its webhooks say so instead of a verdict.
                 let verdicts: Vec<Option<Verdict>> = t
                     .events
                     .iter()
                     .map(|e| match &e.said {
                         Said::Webhook { source, .. } => {
-                            Some(keys.check(*source, &e.event.body, e.event.signature.as_deref()))
+                            Some(verdict::check(&ui.keys, *source, &e.event.body, e.event.signature.as_deref()))
                         }
                         _ => None,
                     })

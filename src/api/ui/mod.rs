@@ -39,6 +39,7 @@ use super::body::{self, BodyError, BODY_READ_TIMEOUT};
 use super::error::{reject, ApiError};
 use super::read::percent_decode;
 use super::AppState;
+use crate::ledger::verify::WebhookKeys;
 use crate::projection::query::{self, StatusPageLimits};
 use crate::projection::trail;
 pub use render::escape;
@@ -62,6 +63,9 @@ struct Ui {
     state: Arc<AppState>,
     gate: Access,
     csrf: Csrf,
+    /// The configured webhook keys, which the invitation page re-verifies
+    /// stored signatures with.
+    keys: WebhookKeys,
 }
 
 /// Whether a page may be shown, and to whom.
@@ -243,7 +247,9 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
     let gate = Access::new(state.config.read_api_token.as_ref());
     let fetching = crate::projection::view::Fetching::new(|s| state.config.reconcile.fetch_configured(s));
     let csrf = Csrf::new(state.config.read_api_token.as_ref());
-    let ui = Arc::new(Ui { state, gate, csrf });
+    let keys =
+        WebhookKeys { lightspark: Some(state.config.signing_keys.clone()), grid: state.config.grid_keys.clone() };
+    let ui = Arc::new(Ui { state, gate, csrf, keys });
 
     let home_ui = ui.clone();
     let status = warp::path::end()
