@@ -44,6 +44,20 @@ pub struct Trail {
 /// (`currency: {code, decimals}`, in any of its spellings), so an amount
 /// kept without them can still be shown as 5.00 USD: what the source
 /// said, never a guess.
+///
+/// [`Money`] carries its own decimals now (both invitation parsers read
+/// them and the projection keeps them), and those always win here; but
+/// some amounts the page shows still come without them, so this is not
+/// redundant:
+/// - the inviter incentive is configured as `value:currency`
+///   (`INVITER_INCENTIVE`) and never states decimals, so its request and
+///   the view's `incentive.requested` take them from the invitation's own
+///   bodies;
+/// - requests recorded before the parsers kept decimals stay in the
+///   ledger without them (a refold gives the snapshot its decimals, not an
+///   old `*.requested` body);
+/// - a snapshot that names its currency by bare code (`"currency": "USD"`)
+///   can win the fold over one that stated the decimals.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decimals(BTreeMap<String, u32>);
 
