@@ -66,9 +66,14 @@ pub enum UpstreamError {
     /// DNS, TLS, or the timeout passed (before or while the body came).
     #[error("{0}")]
     Transport(String),
-    /// The answer is, or says it will be, larger than [`MAX_ANSWER_BYTES`].
-    #[error("answer larger than {MAX_ANSWER_BYTES} bytes")]
-    TooLarge,
+    /// The API answered with a status other than 2xx; the start of its
+    /// answer.
+    #[error("HTTP {status}: {body_excerpt}")]
+    Status { status: u16, body_excerpt: String },
+    /// An answer unusable whatever was asked: larger than
+    /// [`MAX_ANSWER_BYTES`], or a 2xx that is not JSON.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// Whether an HTTP status from a source's API may be answered otherwise
@@ -181,20 +186,37 @@ impl Upstream {
     /// far pass the cap.
     ///
     /// # Errors
-    /// [`UpstreamError::TooLarge`]; [`UpstreamError::Transport`] when the
-    /// body stops coming (the timeout covers the body too).
+    /// [`UpstreamError::Malformed`] when too large;
+    /// [`UpstreamError::Transport`] when the body stops coming (the timeout
+    /// covers the body too).
     pub async fn read_capped(&self, url: &Url, mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+        let too_large = || UpstreamError::Malformed(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
         if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-            return Err(UpstreamError::TooLarge);
+            return Err(too_large());
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(url, e))? {
             if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(UpstreamError::TooLarge);
+                return Err(too_large());
             }
             bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
+    }
+
+    /// A 2xx answer's JSON, before any meaning is given to it; texts taken
+    /// from the answer are shortened to an [`excerpt`] and scrubbed.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Status`] for any other status,
+    /// [`UpstreamError::Malformed`] when `body` is not JSON.
+    pub fn json_answer(&self, status: u16, body: &[u8]) -> Result<serde_json::Value, UpstreamError> {
+        let shown = || excerpt(&String::from_utf8_lossy(body));
+        if !(200..300).contains(&status) {
+            return Err(UpstreamError::Status { status, body_excerpt: self.scrub(&shown()) });
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| UpstreamError::Malformed(self.scrub(&format!("not JSON ({e}): {:?}", shown()))))
     }
 
     /// Removes the secret and the encoded credentials from a text taken from

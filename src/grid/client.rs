@@ -91,7 +91,8 @@ impl From<UpstreamError> for GridFetchError {
         match e {
             UpstreamError::Config(text) => GridFetchError::Config(text),
             UpstreamError::Transport(text) => GridFetchError::Transport(text),
-            UpstreamError::TooLarge => GridFetchError::Malformed(e.to_string()),
+            UpstreamError::Status { status, body_excerpt } => GridFetchError::Status { status, body_excerpt },
+            UpstreamError::Malformed(text) => GridFetchError::Malformed(text),
         }
     }
 }
@@ -199,15 +200,7 @@ impl GridClient {
     /// every shape of answer can be tested without a server.
     fn interpret(&self, status: u16, code: &str, body: &[u8]) -> Result<Option<Value>, GridFetchError> {
         let scrub = |text: &str| self.upstream.scrub(text);
-        if !(200..300).contains(&status) {
-            return Err(GridFetchError::Status {
-                status,
-                body_excerpt: scrub(&excerpt(&String::from_utf8_lossy(body))),
-            });
-        }
-        let answer: Value = serde_json::from_slice(body).map_err(|e| {
-            GridFetchError::Malformed(scrub(&format!("not JSON ({e}): {:?}", excerpt(&String::from_utf8_lossy(body)))))
-        })?;
+        let answer = self.upstream.json_answer(status, body)?;
         let Some(fields) = answer.as_object() else {
             return Err(GridFetchError::Malformed(scrub(&format!(
                 "not a JSON object: {}",

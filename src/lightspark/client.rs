@@ -118,7 +118,8 @@ impl From<UpstreamError> for FetchError {
         match e {
             UpstreamError::Config(text) => FetchError::Config(text),
             UpstreamError::Transport(text) => FetchError::Transport(text),
-            UpstreamError::TooLarge => FetchError::Malformed(e.to_string()),
+            UpstreamError::Status { status, body_excerpt } => FetchError::Status { status, body_excerpt },
+            UpstreamError::Malformed(text) => FetchError::Malformed(text),
         }
     }
 }
@@ -202,12 +203,7 @@ impl LightsparkClient {
     /// answer can be tested without a server.
     fn interpret(&self, status: u16, body: &[u8]) -> Result<Option<Value>, FetchError> {
         let scrub = |text: &str| self.upstream.scrub(text);
-        if !(200..300).contains(&status) {
-            return Err(FetchError::Status { status, body_excerpt: scrub(&excerpt(&String::from_utf8_lossy(body))) });
-        }
-        let answer: Value = serde_json::from_slice(body).map_err(|e| {
-            FetchError::Malformed(scrub(&format!("not JSON ({e}): {:?}", excerpt(&String::from_utf8_lossy(body)))))
-        })?;
+        let answer = self.upstream.json_answer(status, body)?;
         // Errors win over data: a GraphQL answer may carry both, and a
         // partial entity (fields nulled by an error) must not become a
         // snapshot, nor a null entity read as "unknown id".
