@@ -157,10 +157,6 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let _ = tokio::time::timeout(Duration::from_secs(5), projected.wait_for(|p| *p >= head)).await;
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
     fn caps(&self) -> Capabilities {
         let c = &self.inner.config;
         Capabilities {
