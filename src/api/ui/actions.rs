@@ -248,6 +248,30 @@ fn check_csrf(ui: &Ui, credential: &[u8], form: &str) -> Result<(), Refusal> {
     }
 }
 
+/// Steps 1–4 for every action, in order: the credential and the form, or
+/// (`Ok(Err(_))`) the page refusing the POST, with `back` as its way back.
+///
+/// # Errors
+/// The rejection of a body too large or too slow to read, answered as the
+/// API answers it.
+async fn admitted_form(
+    ui: &Ui,
+    headers: &HeaderMap,
+    declared: Option<u64>,
+    body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+    back: &str,
+) -> Result<Result<(Vec<u8>, String), warp::reply::Response>, Rejection> {
+    let credential = match admit_post(ui, headers) {
+        Ok(c) => c,
+        Err(refusal) => return Ok(Err(refusal.answer(back))),
+    };
+    let form = read_form(declared, body).await?;
+    if let Err(refusal) = check_csrf(ui, &credential, &form) {
+        return Ok(Err(refusal.answer(back)));
+    }
+    Ok(Ok((credential, form)))
+}
+
 fn refused(e: &OperatorError, back: &str) -> warp::reply::Response {
     let (status, title) = match e {
         OperatorError::UnknownInvitation(_) => (StatusCode::NOT_FOUND, "No such invitation"),
@@ -324,14 +348,10 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
             async move {
                 let id = percent_decode(&raw, false);
                 let back = invitation_href(&id);
-                let credential = match admit_post(&ui, &headers) {
-                    Ok(c) => c,
-                    Err(refusal) => return Ok::<_, Rejection>(refusal.answer(&back)),
+                let (credential, form) = match admitted_form(&ui, &headers, declared, body, &back).await? {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => return Ok::<_, Rejection>(refusal),
                 };
-                let form = read_form(declared, body).await?;
-                if let Err(refusal) = check_csrf(&ui, &credential, &form) {
-                    return Ok(refusal.answer(&back));
-                }
                 let field = |name: &str| form_field(&form, name).filter(|v| !v.trim().is_empty());
                 let Some(kind) = field("kind").as_deref().and_then(ObligationKind::parse) else {
                     return Ok(message_page(
@@ -407,14 +427,10 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
             async move {
                 let id = percent_decode(&raw, false);
                 let back = invitation_href(&id);
-                let credential = match admit_post(&ui, &headers) {
-                    Ok(c) => c,
-                    Err(refusal) => return Ok::<_, Rejection>(refusal.answer(&back)),
+                let (_, form) = match admitted_form(&ui, &headers, declared, body, &back).await? {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => return Ok::<_, Rejection>(refusal),
                 };
-                let form = read_form(declared, body).await?;
-                if let Err(refusal) = check_csrf(&ui, &credential, &form) {
-                    return Ok(refusal.answer(&back));
-                }
                 let Some(fetcher) = ui.state.refetch.clone() else {
                     return Ok(message_page(
                         StatusCode::NOT_IMPLEMENTED,
