@@ -207,9 +207,12 @@ impl ReconcileConfig {
 }
 
 impl ReconcileArgs {
-    /// The defaults, without endpoints: what the unit tests start from.
-    #[cfg(test)]
-    pub(crate) fn for_tests() -> Self {
+    /// The defaults, without endpoints: what the tests start from, the unit
+    /// tests as they are and the black-box ones with faster pacing. Public
+    /// (but hidden) only so that `tests/support` does not list every field
+    /// again.
+    #[doc(hidden)]
+    pub fn for_tests() -> Self {
         ReconcileArgs {
             payout_url: None,
             payout_signing_key: None,

@@ -24,9 +24,9 @@ mod secret;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use app::{serve_args, TestApp};
+use app::{json_of, serve_args, TestApp};
 use driver::Driver;
 use fake_platform::{FakePlatform, Fault};
 use poll::eventually;
@@ -63,16 +63,7 @@ async fn claim(app: &TestApp, id: &str) {
 async fn payout_state(app: &TestApp, id: &str, state: &str) {
     let url = app.url(&format!("/v1/invitations/{}", id.replace(':', "%3A")));
     eventually(&format!("{id}'s payout to be {state}"), Duration::from_secs(30), || async {
-        let v: Value = app
-            .client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let v = json_of(app.client.get(&url).bearer_auth(TOKEN)).await?;
         if v["payout"]["state"] == state {
             Ok(())
         } else {

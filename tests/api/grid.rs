@@ -154,16 +154,7 @@ async fn grid_deliveries_are_verified_stored_once_projected_by_code_and_paid_fro
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("DROP TRIGGER events_no_update").unwrap();
         conn.execute("UPDATE events SET body = ?1 WHERE seq = 1", [&forged]).unwrap();
-        let mut prev = [0u8; 32];
-        for e in invitation_ledger::ledger::read_after(&conn, 0, 1000).unwrap() {
-            let h = e.chain_hash(&prev);
-            conn.execute(
-                "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
-                rusqlite::params![&prev[..], &h[..], e.seq as i64],
-            )
-            .unwrap();
-            prev = h;
-        }
+        crate::support::rechain(&conn);
     }
     let out = run(env(&pem)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);

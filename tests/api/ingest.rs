@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{claimed_body, eventually, json, ledger_len, ledger_rows, signature_of, TestApp, SECRET};
+use crate::support::{
+    claimed_body, eventually, json, ledger_len, ledger_rows, post_signed_to, signature_of, TestApp, SECRET,
+};
 
 const VECTOR_SECRET: &str = "3gZ5oQQUASYmqQNuEk0KambNMVkOADDItIJjzUlAWjX";
 const VECTOR_BODY: &str = r#"{"event_type": "NODE_STATUS", "event_id": "1615c8be5aa44e429eba700db2ed8ca5", "timestamp": "2023-05-17T23:56:47.874449+00:00", "entity_id": "lightning_node:01882c25-157a-f96b-0000-362d42b64397"}"#;
@@ -150,13 +152,7 @@ async fn five_hundred_concurrent_webhooks_get_gapless_seqs_each_stored_once() {
         let url = app.url("/webhooks/lightspark");
         tasks.push(tokio::spawn(async move {
             let body = claimed_body(&format!("conc-{i}"), &format!("Inv:{i}"));
-            let resp = client
-                .post(url)
-                .header("lightspark-signature", signature_of(body.as_bytes()))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let resp = post_signed_to(&client, &url, body).await;
             assert_eq!(resp.status(), 200);
             let v: serde_json::Value = resp.json().await.unwrap();
             assert_eq!(v["status"], "accepted");

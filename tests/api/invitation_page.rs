@@ -7,41 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::page::{client, get};
 use crate::support::{InvitationFixture, TestApp};
-
-/// Answers as they are: no redirect followed.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-pub struct Page {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: String,
-}
-
-impl Page {
-    /// The HTML from `<{tag} … id="{id}"` to its closing tag.
-    pub fn part(&self, tag: &str, id: &str) -> &str {
-        let at = self.body.find(&format!(" id=\"{id}\"")).unwrap_or_else(|| panic!("no id={id} in:\n{}", self.body));
-        let start = self.body[..at].rfind(&format!("<{tag}")).expect("the element opens");
-        let len = self.body[start..].find(&format!("</{tag}>")).expect("closed");
-        &self.body[start..start + len]
-    }
-}
-
-pub async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Page {
-    let mut req = client().get(app.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    Page { status: resp.status().as_u16(), headers: resp.headers().clone(), body: resp.text().await.unwrap() }
-}
 
 /// `/invitations/{id}` with the id as a path segment.
 pub fn page_path(id: &str) -> String {

@@ -2,7 +2,7 @@
 //! tampering — checked with the real binary where the command matters.
 
 use crate::support::binary::{run, ServeProcess};
-use crate::support::{claimed_body, json, ledger_len, serve_args, signature_of, TestApp, SECRET};
+use crate::support::{claimed_body, json, ledger_len, post_signed_blocking, serve_args, signature_of, TestApp, SECRET};
 
 async fn ledger_with_events(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let app = TestApp::spawn().await;
@@ -74,17 +74,7 @@ async fn a_rewritten_chain_still_fails_on_the_webhook_signature() {
     conn.execute_batch("DROP TRIGGER events_no_update").unwrap();
     let forged = claimed_body("e1", "Inv:attacker");
     conn.execute("UPDATE events SET body = ?1 WHERE seq = 2", [forged.as_bytes()]).unwrap();
-    let mut prev = [0u8; 32];
-    let events = invitation_ledger::ledger::read_after(&conn, 0, 100).unwrap();
-    for e in events {
-        let h = e.chain_hash(&prev);
-        conn.execute(
-            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
-            rusqlite::params![&prev[..], &h[..], e.seq as i64],
-        )
-        .unwrap();
-        prev = h;
-    }
+    crate::support::rechain(&conn);
     let out = verify(&db);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -161,12 +151,7 @@ fn serve_creates_the_ledger_folder_on_a_first_run() {
     let db = dir.path().join("data").join("nested").join("ledger.db");
     let server = ServeProcess::start(&db, &[]);
     let body = claimed_body("first-run", "Inv:first");
-    let resp = reqwest::blocking::Client::new()
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .unwrap();
+    let resp = post_signed_blocking(&reqwest::blocking::Client::new(), &server.url("/webhooks/lightspark"), body);
     assert_eq!(resp.status(), 200);
     server.kill();
     assert_eq!(ledger_len(&db), 1);

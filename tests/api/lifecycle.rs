@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::binary::{run, ServeProcess};
 use crate::support::fake_platform::{FakePlatform, Fault};
 use crate::support::{
-    assert_verifies, claimed_body, eventually, ledger_rows, raw_json, raw_status, signature_of, InvitationFixture,
-    SECRET,
+    assert_verifies, claimed_body, eventually, ledger_rows, post_signed_to, raw_json, raw_status, signature_of,
+    InvitationFixture, SECRET,
 };
 use invitation_ledger::lightspark::webhook::event_key;
 
@@ -226,13 +226,7 @@ async fn the_ledger_head_is_logged_every_anchor_interval_and_at_shutdown() {
     let client = reqwest::Client::new();
     for i in 0..3 {
         let body = claimed_body(&format!("a{i}"), &format!("Inv:a{i}"));
-        let r = client
-            .post(server.url("/webhooks/lightspark"))
-            .header("lightspark-signature", signature_of(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
         assert_eq!(r.status(), 200);
     }
     let head: serde_json::Value = client.get(server.url("/v1/ledger/head")).send().await.unwrap().json().await.unwrap();
@@ -270,13 +264,7 @@ async fn sigterm_while_payments_hang_starts_no_new_payment_and_records_every_cal
         let mut inv = InvitationFixture::claimed(&format!("UmaInvitation:term-{n:02}"));
         inv.incentives_status = "PENDING".into();
         let body = inv.webhook(&format!("evt-term-{n:02}"));
-        let r = client
-            .post(ingest.url("/webhooks/lightspark"))
-            .header("lightspark-signature", signature_of(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_signed_to(&client, &ingest.url("/webhooks/lightspark"), body).await;
         assert_eq!(r.status(), 200);
     }
     ingest.kill_async().await;

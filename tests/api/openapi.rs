@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::fake_platform::FakePlatform;
+use crate::support::page::client;
 use crate::support::{json, InvitationFixture, TestApp};
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
@@ -62,15 +63,6 @@ fn matches_template(template: &str, path: &str) -> bool {
 
 fn documented(doc: &Value, method: &str, path: &str) -> bool {
     doc["paths"].as_object().unwrap().iter().any(|(t, item)| matches_template(t, path) && item.get(method).is_some())
-}
-
-/// No redirects followed: `POST /login` answers 303 and that is what we check.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 /// Sends `method path` and tells whether the router itself refused it

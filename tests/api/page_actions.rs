@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use crate::invitation_page::{client, event_body, get, page_path, Page};
+use crate::invitation_page::{event_body, page_path};
 use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::page::{client, encode, get, Page};
 use crate::support::{ledger_len, ledger_rows, run_binary, InvitationFixture, TestApp};
 
 const TOKEN: &str = "a-long-read-api-token-0123456789";
@@ -44,18 +45,7 @@ fn csrf_of(page: &Page) -> String {
 
 /// `application/x-www-form-urlencoded` of `fields`.
 fn form(fields: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+    fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: String) -> Page {
@@ -112,16 +102,8 @@ async fn with_a_token_a_post_needs_this_sites_origin_a_session_and_the_forms_tok
     inv.incentives_status = "PENDING".into();
     app.claim(&inv, "ev-guarded").await;
     crate::support::eventually("the payment to fail", Duration::from_secs(20), || async {
-        let v: serde_json::Value = app
-            .client
-            .get(app.url(&page_path(id).replace("/invitations/", "/v1/invitations/")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let url = app.url(&page_path(id).replace("/invitations/", "/v1/invitations/"));
+        let v = crate::support::json_of(app.client.get(url).bearer_auth(TOKEN)).await?;
         if v["payout"]["state"] == "failed" {
             Ok(())
         } else {

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 
 use crate::support::binary::{run, run_binary, ServeProcess};
 use crate::support::fake_lightspark::{aliased_entity, FakeLightspark};
-use crate::support::{eventually, json as body_json, ledger_rows, signature_of, TestApp};
+use crate::support::{
+    eventually, json as body_json, ledger_rows, post_signed_blocking, post_signed_to, signature_of, TestApp,
+};
 
 const CLIENT_ID: &str = "client-id-1";
 const CLIENT_SECRET: &str = "client-secret-which-is-long";
@@ -363,12 +365,7 @@ fn the_projection_catches_up_at_start_up_after_a_crash() {
     let client = reqwest::blocking::Client::new();
     let id = "UmaInvitation:cu-1";
     let body = claimed("ev-cu", id, Some(invitation(id, "CU1", "CLAIMED", "$a@x", None)));
-    let r = client
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .unwrap();
+    let r = post_signed_blocking(&client, &server.url("/webhooks/lightspark"), body);
     assert_eq!(r.status(), 200);
     server.kill();
     // Whether or not the projector ran before the kill, a restart catches up.
@@ -389,13 +386,7 @@ async fn projections_written_under_another_boot_are_folded_again() {
     let id = "UmaInvitation:boot-1";
     let server = ServeProcess::spawn(db.clone(), vec![]).await;
     let body = claimed("ev-boot", id, Some(invitation(id, "BOOT1", "CLAIMED", "$a@x", Some(700))));
-    let r = client
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
     assert_eq!(r.status(), 200);
     // The projector folds a moment after the commit.
     let url = server.url(&format!("/v1/invitations/{id}"));

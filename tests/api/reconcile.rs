@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use crate::support::binary::ServeProcess;
 use crate::support::fake_platform::{FakePlatform, Fault, RecordedRequest};
 use crate::support::{
-    append_events, count_kind, eventually, ledger_len, ledger_rows, run_binary, signature_of, InvitationFixture, Mix,
-    TestApp, OBLIGATIONS, SECRET,
+    append_events, count_kind, eventually, json_of, ledger_len, ledger_rows, post_signed_to, run_binary,
+    InvitationFixture, Mix, TestApp, OBLIGATIONS, SECRET,
 };
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -720,13 +720,7 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     inv.incentives_status = "PENDING".into();
     let client = reqwest::Client::new();
     let body = inv.webhook("evt-crash");
-    let resp = client
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
     assert_eq!(resp.status(), 200);
     let payments_ref = &payments;
     eventually("the payment request to reach the platform", SETTLE, || async move {
@@ -750,14 +744,7 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     let v = eventually("the payment to succeed after the restart", SETTLE, || {
         let url = url.clone();
         async move {
-            let v: Value = client_ref
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let v = json_of(client_ref.get(&url)).await?;
             if v["payout"]["state"] == "succeeded" {
                 Ok(v)
             } else {
@@ -865,13 +852,7 @@ async fn a_600_mib_answer_is_read_no_further_than_64_kib_so_payments_succeed_fet
 
     // when a claimed invitation is paid, and another must be fetched
     for body in [paid.webhook("evt-huge-answer"), crate::support::claimed_body("evt-huge-graphql", fetched)] {
-        let r = client
-            .post(server.url("/webhooks/lightspark"))
-            .header("lightspark-signature", signature_of(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
         assert_eq!(r.status(), 200);
     }
     let get = |id: &str| {
