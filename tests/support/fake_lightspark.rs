@@ -273,7 +273,7 @@ pub fn plain_entity(
 }
 
 /// Standard base64 with padding (RFC 4648), straight from the `base64`
-/// crate so that the fake does not go through the client's helper. Public so
+/// crate so that the fake does not go through the library's code. Public so
 /// that tests can look for the encoded credentials in error texts.
 pub fn base64_encode(input: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(input)
