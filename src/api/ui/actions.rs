@@ -252,8 +252,8 @@ fn check_csrf(ui: &Ui, credential: &[u8], form: &str) -> Result<(), Refusal> {
 /// (`Ok(Err(_))`) the page refusing the POST, with `back` as its way back.
 ///
 /// # Errors
-/// The rejection of a body too large or too slow to read, answered as the
-/// API answers it.
+/// The rejection of a body that is too large, too slow or unreadable,
+/// answered as the API answers it.
 async fn admitted_form(
     ui: &Ui,
     headers: &HeaderMap,
