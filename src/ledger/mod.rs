@@ -5,6 +5,7 @@
 //! connections; WAL mode lets them run beside the writer.
 
 pub mod hash;
+pub mod index;
 pub mod lock;
 pub mod verify;
 pub mod writer;
@@ -22,6 +23,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../schema/0001_events.sql")),
     (2, include_str!("../../schema/0002_projections.sql")),
     (3, include_str!("../../schema/0003_projections_own_file.sql")),
+    (4, include_str!("../../schema/0004_lookups_in_the_index_file.sql")),
 ];
 
 /// The schema version this binary writes.
@@ -182,7 +184,9 @@ pub fn open(path: &Path) -> Result<Connection, LedgerError> {
 pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
     let conn = Connection::open_with_flags(
         path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_handler(Some(wait_for_lock))?;
     let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -279,9 +283,25 @@ pub fn for_each_after<E: From<LedgerError>>(
     Ok(())
 }
 
+/// Opens the ledger for reading only with its [`index`] attached, first
+/// brought up to date: for a reader that walks one stream at a time.
+///
+/// # Errors
+/// As [`open_read_only`], or when the index cannot be brought up to date.
+pub fn open_read_only_indexed(path: &Path) -> Result<Connection, LedgerError> {
+    index::bring_up_to_date(path)?;
+    let conn = open_read_only(path)?;
+    conn.execute(&format!("ATTACH DATABASE ?1 AS {}", index::SCHEMA), [read_only_uri(&index::path(path))])?;
+    Ok(conn)
+}
+
 /// Calls `each` for every event with a stream and `seq <= upto`, grouped by
 /// stream and in `seq` order within each: one invitation's events at a
-/// time, read through the `events_by_stream` index.
+/// time. `conn` comes from [`open_read_only_indexed`].
+///
+/// The index is read a page at a time, each page a statement of its own,
+/// so the writer (which holds the index's write lock at each commit) waits
+/// for one page at most, not for the whole walk.
 ///
 /// # Errors
 /// When SQLite fails or `each` does.
@@ -290,19 +310,33 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
     upto: u64,
     mut each: impl FnMut(EventView<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
+    const PAGE: i64 = 4096;
     // Only the columns the fold reads, borrowed from the row: a replay
     // reads every event once and keeps none.
     let mut stmt = conn
         .prepare(
-            "SELECT seq, kind, stream, body, event_key, recorded_at FROM events INDEXED BY events_by_stream
-             WHERE stream IS NOT NULL AND seq <= ?1 ORDER BY stream, seq",
+            "SELECT s.seq, e.kind, s.stream, e.body, e.event_key, e.recorded_at
+             FROM ledger_index.stream_events s JOIN main.events e ON e.seq = s.seq
+             WHERE (s.stream, s.seq) > (?1, ?2) AND s.seq <= ?3
+             ORDER BY s.stream, s.seq LIMIT ?4",
         )
         .map_err(LedgerError::from)?;
-    let mut rows = stmt.query(params![upto as i64]).map_err(LedgerError::from)?;
-    while let Some(row) = rows.next().map_err(LedgerError::from)? {
-        each(view_of(row).map_err(LedgerError::from)?)?;
+    let mut after = (String::new(), 0i64);
+    loop {
+        let mut rows = stmt.query(params![after.0, after.1, upto as i64, PAGE]).map_err(LedgerError::from)?;
+        let mut read = 0;
+        while let Some(row) = rows.next().map_err(LedgerError::from)? {
+            let view = view_of(row).map_err(LedgerError::from)?;
+            read += 1;
+            if read == PAGE {
+                after = (view.stream.unwrap_or_default().to_owned(), view.seq as i64);
+            }
+            each(view)?;
+        }
+        if read < PAGE {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// The `seq, kind, stream, body, event_key, recorded_at` of a row, borrowed
@@ -320,6 +354,32 @@ fn view_of<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventView<'r>> {
         recorded_at: text(5)?,
         body: row.get_ref(3)?.as_bytes()?,
     })
+}
+
+/// `file:` URI of `path` (made absolute), read-only, every byte that could
+/// be taken for URI syntax percent-encoded.
+pub(crate) fn read_only_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut uri = String::from("file:");
+    for &b in absolute.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    uri
+}
+
+/// This boot of the machine, as Linux names it; `None` elsewhere. Files
+/// written without syncs record it, to tell a machine crash afterwards.
+pub(crate) fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// How many events the ledger holds.

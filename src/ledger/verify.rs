@@ -102,6 +102,7 @@ pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, Ve
         })
         .optional()
         .map_err(LedgerError::from)?;
+    let mut keys_seen = KeysSeen::default();
     super::for_each_after(conn, 0, |e| {
         let broken = |reason: String| VerifyError::Broken { seq: e.seq, reason };
         if let Some((seq, sql_type)) = &retyped {
@@ -124,6 +125,9 @@ pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, Ve
         if e.chain_hash(&prev) != e.hash {
             return Err(broken("stored hash does not match its contents (altered after it was written)".into()));
         }
+        if let Some(first) = keys_seen.first_with(conn, &e.event_key, e.seq)? {
+            return Err(broken(format!("its key {:?} is already the key of seq {first}", e.event_key)));
+        }
         if e.kind == kinds::WEBHOOK_RECEIVED {
             webhooks += 1;
             let source = Source::of_event_key(&e.event_key)
@@ -140,6 +144,29 @@ pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, Ve
         Ok(())
     })?;
     Ok(VerifySummary { events: expected_seq - 1, webhooks, by_source, head: prev })
+}
+
+/// The keys met so far, to find one stored twice: the writer looks each
+/// key up before appending, but the ledger itself no longer refuses a
+/// repeated key (its index moved to the index file), so a row added by
+/// hand could repeat one. Kept as 16 bytes of each key's SHA-256 with its
+/// `seq`, about 40 bytes per event; a match is confirmed on the keys.
+#[derive(Default)]
+struct KeysSeen(std::collections::HashMap<[u8; 16], u64>);
+
+impl KeysSeen {
+    /// The `seq` that already holds `key`, if one does; else remembers it.
+    fn first_with(&mut self, conn: &Connection, key: &str, seq: u64) -> Result<Option<u64>, LedgerError> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 16] = Sha256::digest(key.as_bytes())[..16].try_into().expect("16 of 32 bytes");
+        let Some(&earlier) = self.0.get(&digest) else {
+            self.0.insert(digest, seq);
+            return Ok(None);
+        };
+        let earlier_key: String =
+            conn.query_row("SELECT event_key FROM events WHERE seq = ?1", [earlier as i64], |r| r.get(0))?;
+        Ok((earlier_key == key).then_some(earlier))
+    }
 }
 
 /// Checks an anchor kept elsewhere: the ledger must hold exactly `hash` at

@@ -8,10 +8,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::hash::{self, Chained};
+use super::index;
 use super::{LedgerError, NewEvent};
 use crate::metrics::Metrics;
 
@@ -73,6 +74,7 @@ impl LedgerWriter {
         after_commit: Option<AfterCommit>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
         let conn = super::open(path)?;
+        index::attach_for_writing(&conn, path)?;
         // Checkpoints run on their own thread (below), not inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(super::open(path)?)?;
@@ -322,13 +324,11 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
     // Read the head inside the transaction: another process (`resolve`) may
     // have appended since our last batch.
     let (mut seq, mut prev) = super::head(&tx)?;
+    index::sync(&tx, seq, &prev)?;
+    let first = seq;
     let recorded_at = crate::time::now_rfc3339();
     let mut answers = Vec::with_capacity(jobs.len());
     {
-        let mut find = tx.prepare_cached("SELECT seq FROM events WHERE event_key = ?1")?;
-        let mut sibling = tx.prepare_cached(
-            "SELECT 1 FROM events WHERE event_key >= ?1 AND event_key < ?2 AND event_key <> ?3 LIMIT 1",
-        )?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -337,14 +337,11 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
             let mut out = Vec::with_capacity(events.len());
             for e in events.iter() {
                 let sibling_exists = match &e.sibling_prefix {
-                    Some(prefix) => {
-                        let upper = format!("{prefix}\u{10FFFF}");
-                        sibling.query_row(params![prefix, upper, e.event_key], |_| Ok(())).optional()?.is_some()
-                    }
+                    Some(prefix) => index::sibling_exists(&tx, prefix, &e.event_key)?,
                     None => false,
                 };
-                if let Some(existing) = find.query_row([&e.event_key], |r| r.get::<_, i64>(0)).optional()? {
-                    out.push(Appended { seq: existing as u64, duplicate: true, sibling_exists });
+                if let Some(existing) = index::find(&tx, &e.event_key)? {
+                    out.push(Appended { seq: existing, duplicate: true, sibling_exists });
                     continue;
                 }
                 seq += 1;
@@ -371,6 +368,7 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
                     &prev[..],
                     &h[..]
                 ])?;
+                index::add(&tx, seq, &e.event_key, e.stream.as_deref())?;
                 if sibling_exists {
                     tracing::warn!(event_key = %e.event_key, seq, "same Lightspark event id arrived with a different body; kept both");
                 }
@@ -379,6 +377,9 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
             }
             answers.push(out);
         }
+    }
+    if seq != first {
+        index::covered(&tx, seq, &prev)?;
     }
     tx.commit()?;
     Ok((answers, seq))

@@ -124,7 +124,7 @@ fn replay(
 ) -> Result<RebuildSummary, ProjectionError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let deferred = drop_indexes_built_after_rows(&tx)?;
-    let source = ledger::open_read_only(ledger)?;
+    let source = ledger::open_read_only_indexed(ledger)?;
     // Batches of final states, with how many events were read so far;
     // bounded so the reader cannot run far ahead of the inserts.
     let (states_tx, states_rx) = std::sync::mpsc::sync_channel::<(Vec<InvitationState>, u64)>(16);
@@ -132,7 +132,7 @@ fn replay(
     std::thread::scope(|scope| -> Result<(), ProjectionError> {
         let reader = scope.spawn(move || fold_by_stream(&source, upto, &states_tx));
         let mut inserted: Result<(), ProjectionError> = Ok(());
-        // Rows arrive in invitation-id order (the stream index's order, the
+        // Rows arrive in invitation-id order (the index's stream order, the
         // same binary collation), the checksum's order: it is computed as
         // they are written instead of reading 100s of MB back.
         let mut insert = tx.prepare(SAVE)?;

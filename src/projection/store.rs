@@ -117,7 +117,7 @@ pub fn open(ledger: &Path) -> Result<Connection, ProjectionError> {
 /// ledger. Where the boot id cannot be read, writes are synced as usual
 /// (`NORMAL`: a crash may drop the last folds, never tear one).
 fn guard_unsynced_writes(conn: &Connection) -> Result<(), ProjectionError> {
-    let Some(boot) = boot_id() else {
+    let Some(boot) = ledger::boot_id() else {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         return Ok(());
     };
@@ -136,14 +136,6 @@ fn guard_unsynced_writes(conn: &Connection) -> Result<(), ProjectionError> {
     )?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     Ok(())
-}
-
-/// This boot of the machine, as Linux names it; `None` elsewhere.
-fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
 }
 
 /// Opens the existing projection file of `ledger` for reading only, with
@@ -220,25 +212,9 @@ fn reset(conn: &Connection) -> Result<(), ProjectionError> {
 /// the read API answers ledger pages, on the same connection. Read-only
 /// also keeps `BEGIN IMMEDIATE` from taking the ledger's write lock.
 pub(super) fn attach_ledger(conn: &Connection, ledger: &Path) -> Result<(), ProjectionError> {
-    let absolute = std::fs::canonicalize(ledger).unwrap_or_else(|_| ledger.to_owned());
-    conn.execute("ATTACH DATABASE ?1 AS ledger", [sqlite_uri(&absolute)])?;
+    conn.execute("ATTACH DATABASE ?1 AS ledger", [ledger::read_only_uri(ledger)])?;
+    ledger::index::attach_for_reading(conn, ledger, "ledger")?;
     Ok(())
-}
-
-/// `file:` URI of `path`, read-only, every byte that could be taken for URI
-/// syntax percent-encoded.
-fn sqlite_uri(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut uri = String::from("file:");
-    for &b in path.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            uri.push(b as char);
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri.push_str("?mode=ro");
-    uri
 }
 
 /// The last ledger seq folded into the projection tables.

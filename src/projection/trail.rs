@@ -102,7 +102,7 @@ impl Decimals {
 pub fn decimals(conn: &Connection, invitation_id: &str) -> Result<Decimals, ProjectionError> {
     let mut d = Decimals::default();
     let mut stmt = conn.prepare_cached(
-        "SELECT body FROM ledger.events WHERE stream = ?1 AND kind IN ('webhook.received', 'invitation.fetched') ORDER BY seq LIMIT ?2",
+        "SELECT body FROM stream_events WHERE stream = ?1 AND kind IN ('webhook.received', 'invitation.fetched') ORDER BY seq LIMIT ?2",
     )?;
     let mut rows = stmt.query(params![invitation_id, TRAIL_CAP as i64])?;
     while let Some(row) = rows.next()? {
@@ -214,12 +214,12 @@ pub fn trail(conn: &Connection, id_or_code: &str) -> Result<Option<Trail>, Proje
     let Some(state) = super::query::find(conn, id_or_code)? else { return Ok(None) };
     let mut stmt = conn.prepare_cached(
         "SELECT seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash
-         FROM ledger.events WHERE stream = ?1 ORDER BY seq LIMIT ?2",
+         FROM stream_events WHERE stream = ?1 ORDER BY seq LIMIT ?2",
     )?;
     let stored: Vec<LedgerEvent> =
         stmt.query_map(params![state.invitation_id, TRAIL_CAP as i64], event_of)?.collect::<Result<_, _>>()?;
     let total: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM ledger.events WHERE stream = ?1")?
+        .prepare_cached("SELECT COUNT(*) FROM stream_events WHERE stream = ?1")?
         .query_row([&state.invitation_id], |r| r.get(0))?;
     let mut before = conn.prepare_cached("SELECT hash, stream FROM ledger.events WHERE seq = ?1")?;
     let mut events = Vec::with_capacity(stored.len());

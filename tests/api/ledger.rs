@@ -279,3 +279,210 @@ async fn an_anchor_kept_elsewhere_catches_a_truncated_or_re_chained_ledger() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("seq 5") && err.contains(&hash), "{err}");
 }
+
+/// The writer's dedupe index, a file beside the ledger derived from it.
+fn index_file(db: &std::path::Path) -> std::path::PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-index");
+    s.into()
+}
+
+/// The service again, on the ledger in `dir`.
+async fn restart(dir: tempfile::TempDir, db: &std::path::Path) -> TestApp {
+    TestApp::spawn_with(dir, serve_args(db)).await
+}
+
+/// Posts webhook `event_id` of invitation `Inv:{event_id}` and returns
+/// the answer's `status` and `seq`.
+async fn deliver(app: &TestApp, event_id: &str) -> (String, u64) {
+    let resp = app.post_signed(&claimed_body(event_id, &format!("Inv:{event_id}"))).await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    (v["status"].as_str().unwrap().to_owned(), v["seq"].as_u64().unwrap())
+}
+
+fn accepted(seq: u64) -> (String, u64) {
+    ("accepted".into(), seq)
+}
+
+fn duplicate(seq: u64) -> (String, u64) {
+    ("duplicate".into(), seq)
+}
+
+#[tokio::test]
+async fn a_duplicate_is_recognised_when_the_dedupe_index_is_behind_missing_or_unreadable() {
+    // given a ledger of two webhooks, and a copy of its index then
+    let app = TestApp::spawn().await;
+    let db = app.db.clone();
+    assert_eq!(deliver(&app, "e0").await, accepted(1));
+    assert_eq!(deliver(&app, "e1").await, accepted(2));
+    let dir = app.stop().await;
+    let older = dir.path().join("older-index");
+    std::fs::copy(index_file(&db), &older).expect("the writer keeps its index beside the ledger");
+    let app = restart(dir, &db).await;
+    assert_eq!(deliver(&app, "e2").await, accepted(3));
+    let dir = app.stop().await;
+
+    // when the index is an older copy, missing the last webhook
+    std::fs::copy(&older, index_file(&db)).unwrap();
+    let app = restart(dir, &db).await;
+    // then the webhooks it lacks are still duplicates
+    assert_eq!(deliver(&app, "e2").await, duplicate(3));
+    assert_eq!(deliver(&app, "e0").await, duplicate(1));
+    let dir = app.stop().await;
+
+    // when the index is gone
+    std::fs::remove_file(index_file(&db)).unwrap();
+    let app = restart(dir, &db).await;
+    assert_eq!(deliver(&app, "e1").await, duplicate(2));
+    let dir = app.stop().await;
+
+    // when the index is not a database at all
+    std::fs::write(index_file(&db), vec![0x5a; 8192]).unwrap();
+    let app = restart(dir, &db).await;
+    assert_eq!(deliver(&app, "e2").await, duplicate(3));
+    assert_eq!(deliver(&app, "e3").await, accepted(4));
+    let _dir = app.stop().await;
+    assert_eq!(ledger_len(&db), 4);
+    assert!(verify(&db).status.success());
+}
+
+#[tokio::test]
+async fn a_restored_ledger_is_not_deduplicated_against_events_it_no_longer_holds() {
+    // given a backup of a ledger of two webhooks, and a third webhook after it
+    let app = TestApp::spawn().await;
+    let db = app.db.clone();
+    assert_eq!(deliver(&app, "e0").await, accepted(1));
+    assert_eq!(deliver(&app, "e1").await, accepted(2));
+    let backup = db.with_file_name("backup.db");
+    copy_ledger(&db, &backup);
+    assert_eq!(deliver(&app, "e2").await, accepted(3));
+    let dir = app.stop().await;
+    let index_with_e2 = dir.path().join("index-with-e2");
+    std::fs::copy(index_file(&db), &index_with_e2).unwrap();
+
+    // when the backup is restored beside the newer index
+    restore(&backup, &db);
+    let app = restart(dir, &db).await;
+    // then another webhook takes seq 3, the index's e2 notwithstanding
+    assert_eq!(deliver(&app, "e7").await, accepted(3));
+    let dir = app.stop().await;
+
+    // when an index of the same length but another history comes back
+    std::fs::copy(&index_with_e2, index_file(&db)).unwrap();
+    let app = restart(dir, &db).await;
+    // then e2, which this ledger never held, is new, and e7 is not
+    assert_eq!(deliver(&app, "e2").await, accepted(4));
+    assert_eq!(deliver(&app, "e7").await, duplicate(3));
+    let _dir = app.stop().await;
+    assert_eq!(ledger_len(&db), 4);
+    assert!(verify(&db).status.success());
+}
+
+/// Puts `backup` in place of the ledger `db`, as an operator restores one.
+fn restore(backup: &std::path::Path, db: &std::path::Path) {
+    for suffix in ["-wal", "-shm"] {
+        let mut s = db.as_os_str().to_owned();
+        s.push(suffix);
+        let _ = std::fs::remove_file(std::path::PathBuf::from(s));
+    }
+    std::fs::copy(backup, db).unwrap();
+}
+
+#[tokio::test]
+async fn an_index_last_written_under_another_boot_is_rebuilt() {
+    // given a ledger whose index was written without syncs before a machine
+    // crash: it says another boot, and the writes of that boot are lost
+    let app = TestApp::spawn().await;
+    let db = app.db.clone();
+    assert_eq!(deliver(&app, "e0").await, accepted(1));
+    assert_eq!(deliver(&app, "e1").await, accepted(2));
+    let dir = app.stop().await;
+    {
+        let conn = rusqlite::Connection::open(index_file(&db)).unwrap();
+        let changed = conn
+            .execute_batch(
+                "UPDATE index_meta SET boot_id = 'a boot before the crash'; DELETE FROM event_keys WHERE seq = 2;",
+            )
+            .and_then(|()| conn.query_row("SELECT COUNT(*) FROM event_keys", [], |r| r.get::<_, i64>(0)));
+        assert_eq!(changed.unwrap(), 1);
+    }
+    // when the service starts under this boot
+    let app = restart(dir, &db).await;
+    // then the index is folded again from the ledger
+    assert_eq!(deliver(&app, "e1").await, duplicate(2));
+    assert_eq!(deliver(&app, "e2").await, accepted(3));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn verify_names_two_events_with_the_same_key() {
+    // given a ledger where an event was added by hand under a key already
+    // used, chained properly
+    let (_dir, db) = ledger_with_events(2).await;
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let first = &invitation_ledger::ledger::read_after(&conn, 0, 10).unwrap()[..];
+        let mut copy = first[0].clone();
+        copy.seq = 3;
+        copy.prev_hash = first[1].hash;
+        copy.hash = copy.chain_hash(&copy.prev_hash);
+        conn.execute(
+            "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![
+                3,
+                copy.event_key,
+                copy.kind,
+                copy.stream,
+                copy.recorded_at,
+                copy.body,
+                copy.signature,
+                &copy.prev_hash[..],
+                &copy.hash[..]
+            ],
+        )
+        .unwrap();
+    }
+    // when it is verified, then it fails naming both seqs
+    let out = verify(&db);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seq 3") && err.contains("seq 1") && err.contains("key"), "{err}");
+}
+
+#[tokio::test]
+async fn a_ledger_of_schema_3_is_migrated_keeping_every_event() {
+    // given a ledger written by a binary of schema version 3
+    let (dir, written) = ledger_with_events(3).await;
+    let db = dir.path().join("v3.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        for sql in [
+            include_str!("../../schema/0001_events.sql"),
+            include_str!("../../schema/0002_projections.sql"),
+            include_str!("../../schema/0003_projections_own_file.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute("ATTACH DATABASE ?1 AS written", [written.to_str().unwrap()]).unwrap();
+        conn.execute_batch("INSERT INTO events SELECT * FROM written.events ORDER BY seq").unwrap();
+    }
+    // when the service starts on it
+    let app = restart(dir, &db).await;
+    // then its events are kept and still deduplicate, new ones follow
+    assert_eq!(deliver(&app, "e4").await, accepted(4));
+    let resp = app.post_signed(&claimed_body("e1", "Inv:1")).await;
+    assert_eq!(json(resp).await["status"], "duplicate");
+    let _dir = app.stop().await;
+    assert!(verify(&db).status.success());
+    // and the ledger no longer keeps the indexes the dedupe index replaced
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let indexes: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(indexes, 0);
+    assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0)).unwrap(), 4);
+}

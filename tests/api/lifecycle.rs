@@ -170,6 +170,7 @@ async fn every_acknowledged_webhook_survives_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let acked_ids: Arc<Mutex<Vec<String>>> = Arc::default();
 
     for round in 0..3 {
         let server = ServeProcess::start(&db, &[]);
@@ -177,7 +178,7 @@ async fn every_acknowledged_webhook_survives_a_sigkill() {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
         let mut senders = Vec::new();
         for task in 0..8 {
-            let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+            let (client, url, acked, acked_ids) = (client.clone(), url.clone(), acked.clone(), acked_ids.clone());
             senders.push(tokio::spawn(async move {
                 for i in 0.. {
                     let event_id = format!("r{round}-t{task}-{i}");
@@ -191,6 +192,7 @@ async fn every_acknowledged_webhook_survives_a_sigkill() {
                     match sent {
                         Ok(r) if r.status() == 200 => {
                             acked.lock().unwrap().insert(event_key(&event_id, body.as_bytes()));
+                            acked_ids.lock().unwrap().push(event_id);
                         }
                         Ok(r) => panic!("unexpected status {}", r.status()),
                         Err(_) => return i, // the server died under us
@@ -207,13 +209,29 @@ async fn every_acknowledged_webhook_survives_a_sigkill() {
     }
 
     let stored: HashSet<String> = ledger_rows(&db).into_iter().map(|r| r.1).collect();
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 50, "the test must actually acknowledge webhooks, got {}", acked.len());
     let lost: Vec<_> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 
     let out = run(&["verify"], &[("LEDGER_DB", db.to_str().unwrap()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // and every acknowledged webhook, sent again after the kills, is a
+    // duplicate: the dedupe index lost nothing the ledger kept
+    let stored = ledger_rows(&db).len();
+    let server = ServeProcess::start(&db, &[]);
+    let client = reqwest::Client::new();
+    let ids = acked_ids.lock().unwrap().clone();
+    for event_id in &ids {
+        let body = claimed_body(event_id, &format!("Inv:{event_id}"));
+        let r = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
+        assert_eq!(r.status(), 200);
+        let answer: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(answer["status"], "duplicate", "{event_id} sent again: {answer}");
+    }
+    server.kill();
+    assert_eq!(ledger_rows(&db).len(), stored);
 }
 
 #[tokio::test]
