@@ -1,0 +1,232 @@
+//! One measured run against a running service: counters before, the load,
+//! throughput per window while it runs, the service left to finish what
+//! the load caused (the fold, the checkpoints), counters after; and the
+//! figures, one line each.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::load::Outcome;
+use crate::procfs::{self, MachineDelta, ProcDelta};
+use crate::service::{Files, Service, Sizes};
+
+/// What the load generator reports beside the client-side figures.
+pub struct LoadResult {
+    pub outcome: Outcome,
+    /// Which generator ran, for the report.
+    pub generator: String,
+    /// Its own CPU time during the run, when known.
+    pub generator_cpu: Option<Duration>,
+}
+
+/// Everything a run measured.
+pub struct Run {
+    pub load: LoadResult,
+    pub service: ProcDelta,
+    pub machine: MachineDelta,
+    pub loadavg_before: String,
+    pub rows_before: u64,
+    pub rows_after: u64,
+    pub settle: Duration,
+    /// The files' sizes once the service settled.
+    pub sizes: Sizes,
+    pub peak_rss_kib: u64,
+    /// Rows appended in each full window, when windows were asked for.
+    pub windows: Option<(Duration, Vec<u64>)>,
+}
+
+/// Samples the ledger's row count every `every` from the first appended
+/// row on, until stopped; the counts per full window.
+fn sample_windows(db: std::path::PathBuf, every: Duration, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<u64>> {
+    let files = Files::open(&db)?;
+    let first = files.rows()?;
+    // The load starts when its first row is appended (wrk first loads its
+    // bodies): count windows from there.
+    let mut at = loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        if files.rows()? > first {
+            break Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut last = files.rows()?;
+    let mut out = Vec::new();
+    loop {
+        at += every;
+        while Instant::now() < at {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(out);
+            }
+            std::thread::sleep(Duration::from_millis(5).min(at.saturating_duration_since(Instant::now())));
+        }
+        let rows = files.rows()?;
+        out.push(rows - last);
+        last = rows;
+    }
+}
+
+/// Runs `load` against `svc` and measures the service around it.
+pub fn run(
+    svc: &Service,
+    windows: Option<Duration>,
+    load: impl FnOnce() -> anyhow::Result<LoadResult>,
+) -> anyhow::Result<Run> {
+    let files = Files::open(&svc.db)?;
+    let loadavg_before = procfs::loadavg();
+    let rows_before = files.rows()?;
+    let machine_before = procfs::machine();
+    let before = procfs::sample(svc.pid()).ok_or_else(|| anyhow::anyhow!("the service has exited"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = windows.map(|every| {
+        let (db, stop) = (svc.db.clone(), stop.clone());
+        std::thread::spawn(move || sample_windows(db, every, stop))
+    });
+    let load = load();
+    stop.store(true, Ordering::Relaxed);
+    let window_rows = match sampler {
+        Some(s) => Some(s.join().map_err(|_| anyhow::anyhow!("window sampler panicked"))??),
+        None => None,
+    };
+    let load = load?;
+    let settle = svc.settle()?;
+    let after = procfs::sample(svc.pid()).ok_or_else(|| anyhow::anyhow!("the service has exited"))?;
+    let machine_after = procfs::machine();
+    let service = procfs::delta(&before, &after);
+    Ok(Run {
+        machine: procfs::machine_delta(&machine_before, &machine_after, service.wall),
+        service,
+        load,
+        loadavg_before,
+        rows_before,
+        rows_after: files.rows()?,
+        settle,
+        sizes: files.sizes(),
+        peak_rss_kib: procfs::peak_rss_kib(svc.pid()).unwrap_or(0),
+        windows: windows.zip(window_rows),
+    })
+}
+
+pub fn kb(bytes: f64) -> String {
+    format!("{:.1} KB", bytes / 1000.0)
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn us_per(d: Duration, n: u64) -> f64 {
+    d.as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
+/// Prints the figures of `run`, per appended row (`unit` names it) or per
+/// request when the run appends nothing.
+pub fn print(run: &Run, unit: &str) {
+    let o = &run.load.outcome;
+    let rows = run.rows_after - run.rows_before;
+    let per = if rows > 0 { rows } else { o.requests };
+    let secs = o.elapsed.as_secs_f64();
+    println!("load generator: {}", run.load.generator);
+    println!("throughput: {:.0} {unit}s/s ({} requests in {secs:.2} s)", o.requests as f64 / secs, o.requests);
+    println!("latency p50: {}", ms(o.p50));
+    println!("latency p99: {}", ms(o.p99));
+    println!("latency max: {}", ms(o.max));
+    println!(
+        "errors: {} (non-2xx {}, socket {}: {})",
+        o.non_2xx + o.socket_errors,
+        o.non_2xx,
+        o.socket_errors,
+        o.socket_detail
+    );
+    if o.wrapped > 0 {
+        println!(
+            "warning: the prepared bodies ran out; {} requests repeated earlier ones (duplicates, no rows)",
+            o.wrapped
+        );
+    }
+    println!("rows appended: {rows} ({:.0}/s)", rows as f64 / secs);
+    let what = if rows > 0 { format!("appended {unit}") } else { "request".to_owned() };
+    let s = &run.service;
+    println!(
+        "bytes written per {what}: {} (write_bytes {}, cancelled {})",
+        kb(s.write_bytes as f64 / per as f64),
+        mib(s.write_bytes),
+        mib(s.cancelled_write_bytes)
+    );
+    let by_thread: Vec<String> = s
+        .groups
+        .iter()
+        .filter(|g| g.write_bytes > 0)
+        .map(|g| format!("{} {}", g.group, kb(g.write_bytes as f64 / per as f64)))
+        .collect();
+    println!("bytes written per {what} by thread: {}", by_thread.join(", "));
+    let z = run.sizes;
+    if rows > 0 {
+        println!(
+            "file size per {what}: ledger {}, projections {} (ledger.db {}, -projections {})",
+            kb(z.ledger as f64 / run.rows_after.max(1) as f64),
+            kb(z.projections as f64 / run.rows_after.max(1) as f64),
+            mib(z.ledger),
+            mib(z.projections)
+        );
+    }
+    println!("WAL at end: ledger {}, projections {}", mib(z.ledger_wal), mib(z.projections_wal));
+    println!(
+        "CPU per {what}: {:.1} µs (service {:.2} s of CPU in {:.2} s, {:.2} cores)",
+        us_per(s.cpu, per),
+        s.cpu.as_secs_f64(),
+        s.wall.as_secs_f64(),
+        s.cpu.as_secs_f64() / s.wall.as_secs_f64()
+    );
+    let by_thread: Vec<String> = s
+        .groups
+        .iter()
+        .filter(|g| !g.cpu.is_zero())
+        .map(|g| format!("{} {:.1}", g.group, us_per(g.cpu, per)))
+        .collect();
+    println!("CPU per {what} by thread (µs): {}", by_thread.join(", "));
+    if let Some(cpu) = run.load.generator_cpu {
+        println!(
+            "load generator CPU: {:.1} µs per request ({:.2} cores)",
+            us_per(cpu, o.requests),
+            cpu.as_secs_f64() / secs
+        );
+    }
+    println!("service peak RSS: {}", mib(run.peak_rss_kib * 1024));
+    let m = &run.machine;
+    let ours = s.cpu.as_secs_f64() + run.load.generator_cpu.map_or(0.0, |c| c.as_secs_f64());
+    println!(
+        "machine: {} cores busy of {}, of which other processes and the kernel {:.2}; iowait {:.2} cores, steal {:.1} %; load average before {}",
+        format_args!("{:.2}", m.busy_cores),
+        m.cpus,
+        (m.busy_cores - ours / s.wall.as_secs_f64()).max(0.0),
+        m.iowait_cores,
+        m.steal_share * 100.0,
+        run.loadavg_before
+    );
+    println!("settled after the load in {:.2} s (projections caught up, service quiet)", run.settle.as_secs_f64());
+    if let Some((every, w)) = &run.windows {
+        print_windows(*every, w);
+    }
+}
+
+/// Throughput per window, and the worst window against the mean.
+pub fn print_windows(every: Duration, rows: &[u64]) {
+    let secs = every.as_secs_f64();
+    if rows.is_empty() {
+        println!("windows: none complete");
+        return;
+    }
+    let rates: Vec<f64> = rows.iter().map(|r| *r as f64 / secs).collect();
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let list: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    println!("windows ({secs} s, rows appended/s): {}", list.join(" "));
+    println!("windows min / mean: {min:.0} / {mean:.0} = {:.2}", min / mean.max(1e-9));
+}
