@@ -34,6 +34,30 @@ pub struct Run {
     pub peak_rss_kib: u64,
     /// Rows appended in each full window, when windows were asked for.
     pub windows: Option<(Duration, Vec<u64>)>,
+    /// The ledger writer's group commits during the run, from `/metrics`.
+    pub commits: Option<Commits>,
+}
+
+/// Group commits between two readings of `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Commits {
+    pub count: f64,
+    /// Appends committed (duplicates included: they are looked up in the batch).
+    pub appends: f64,
+    pub seconds: f64,
+}
+
+/// The ledger writer's commit histograms from the service's `/metrics`.
+fn commits(addr: &str) -> Option<Commits> {
+    let text = reqwest::blocking::get(format!("http://{addr}/metrics")).ok()?.text().ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    Some(Commits {
+        count: value("invitation_ledger_ledger_commit_batch_size_count")?,
+        appends: value("invitation_ledger_ledger_commit_batch_size_sum")?,
+        seconds: value("invitation_ledger_ledger_commit_seconds_sum")?,
+    })
 }
 
 /// Samples the ledger's row count every `every` from the first appended
@@ -68,34 +92,65 @@ fn sample_windows(db: std::path::PathBuf, every: Duration, stop: Arc<AtomicBool>
     }
 }
 
-/// Runs `load` against `svc` and measures the service around it.
+/// The counters when the load starts.
+struct Start {
+    commits: Option<Commits>,
+    loadavg: String,
+    rows: u64,
+    machine: procfs::MachineSample,
+    service: procfs::ProcSample,
+}
+
+fn start(svc: &Service, files: &Files) -> anyhow::Result<Start> {
+    Ok(Start {
+        commits: commits(&svc.addr),
+        loadavg: procfs::loadavg(),
+        rows: files.rows()?,
+        machine: procfs::machine(),
+        service: procfs::sample(svc.pid()).ok_or_else(|| anyhow::anyhow!("the service has exited"))?,
+    })
+}
+
+/// Runs `load` against `svc` and measures the service around it. `load`
+/// calls the function it is given when its requests start (wrk first
+/// loads its bodies): the counters are read then.
 pub fn run(
     svc: &Service,
     windows: Option<Duration>,
-    load: impl FnOnce() -> anyhow::Result<LoadResult>,
+    load: impl FnOnce(&mut dyn FnMut()) -> anyhow::Result<LoadResult>,
 ) -> anyhow::Result<Run> {
     let files = Files::open(&svc.db)?;
-    let loadavg_before = procfs::loadavg();
-    let rows_before = files.rows()?;
-    let machine_before = procfs::machine();
-    let before = procfs::sample(svc.pid()).ok_or_else(|| anyhow::anyhow!("the service has exited"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = windows.map(|every| {
         let (db, stop) = (svc.db.clone(), stop.clone());
         std::thread::spawn(move || sample_windows(db, every, stop))
     });
-    let load = load();
+    let mut started = None;
+    let load = load(&mut || started = Some(start(svc, &files)));
     stop.store(true, Ordering::Relaxed);
     let window_rows = match sampler {
         Some(s) => Some(s.join().map_err(|_| anyhow::anyhow!("window sampler panicked"))??),
         None => None,
     };
     let load = load?;
+    let Start {
+        commits: commits_before,
+        loadavg: loadavg_before,
+        rows: rows_before,
+        machine: machine_before,
+        service: before,
+    } = started.ok_or_else(|| anyhow::anyhow!("the load never started"))??;
     let settle = svc.settle()?;
     let after = procfs::sample(svc.pid()).ok_or_else(|| anyhow::anyhow!("the service has exited"))?;
     let machine_after = procfs::machine();
     let service = procfs::delta(&before, &after);
+    let commits = commits_before.zip(commits(&svc.addr)).map(|(b, a)| Commits {
+        count: a.count - b.count,
+        appends: a.appends - b.appends,
+        seconds: a.seconds - b.seconds,
+    });
     Ok(Run {
+        commits,
         machine: procfs::machine_delta(&machine_before, &machine_after, service.wall),
         service,
         load,
@@ -177,6 +232,16 @@ pub fn print(run: &Run, unit: &str) {
         );
     }
     println!("WAL at end: ledger {}, projections {}", mib(z.ledger_wal), mib(z.projections_wal));
+    if let Some(c) = run.commits.filter(|c| c.count > 0.0) {
+        let writer = s.groups.iter().find(|g| g.group == "ledger-writer").map_or(0, |g| g.write_bytes);
+        println!(
+            "group commits: {:.0}, {:.1} webhooks and {} written by the ledger writer each, {} per commit",
+            c.count,
+            c.appends / c.count,
+            kb(writer as f64 / c.count),
+            ms(Duration::from_secs_f64(c.seconds / c.count))
+        );
+    }
     println!(
         "CPU per {what}: {:.1} µs (service {:.2} s of CPU in {:.2} s, {:.2} cores)",
         us_per(s.cpu, per),

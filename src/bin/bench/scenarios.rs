@@ -49,7 +49,8 @@ pub fn ingest(rt: &Runtime, a: &Ingest) -> anyhow::Result<()> {
             .expect("valid request")
     });
     let (connections, rate, addr) = (a.connections, a.rate, svc.addr.clone());
-    let run = measure::run(&svc, a.windows, || {
+    let run = measure::run(&svc, a.windows, |started| {
+        started();
         let before = procfs::sample(std::process::id());
         let mut outcome = rt.block_on(load::drive(connections, bound, rate, &addr, make))?;
         let after = procfs::sample(std::process::id());
@@ -104,8 +105,9 @@ pub fn wrk(a: &Wrk) -> anyhow::Result<()> {
         }
     };
     let svc = Service::start(&[])?;
-    let run = measure::run(&svc, a.windows, || {
+    let run = measure::run(&svc, a.windows, |started| {
         wrk::run(
+            started,
             &svc.addr,
             &wrk::WrkRun {
                 threads: a.threads,
@@ -196,7 +198,8 @@ pub fn read(
     });
     let bound = requests.map_or(Bound::Time(duration), Bound::Requests);
     let addr = svc.addr.clone();
-    let run = measure::run(&svc, None, || {
+    let run = measure::run(&svc, None, |started| {
+        started();
         let before = procfs::sample(std::process::id());
         let outcome = rt.block_on(load::drive(connections, bound, 0, &addr, make))?;
         let after = procfs::sample(std::process::id());

@@ -216,7 +216,13 @@ pub struct Finished {
 }
 
 /// Runs `command` to its end, sampling its threads every 20 ms.
-pub fn run_measured(mut command: Command) -> anyhow::Result<(Finished, String)> {
+pub fn run_measured(command: Command) -> anyhow::Result<(Finished, String)> {
+    run_watched(command, |_| {})
+}
+
+/// [`run_measured`], calling `watch` with the child's pid about every
+/// millisecond while it runs.
+pub fn run_watched(mut command: Command, mut watch: impl FnMut(u32)) -> anyhow::Result<(Finished, String)> {
     let started = Instant::now();
     let mut child = command.stdout(Stdio::piped()).spawn()?;
     let pid = child.id();
@@ -248,7 +254,10 @@ pub fn run_measured(mut command: Command) -> anyhow::Result<(Finished, String)> 
             last
         })
     };
-    wait_exited(pid)?;
+    while !exited(pid)? {
+        watch(pid);
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let wall = started.elapsed();
     let total = procfs::sample(pid);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -260,17 +269,18 @@ pub fn run_measured(mut command: Command) -> anyhow::Result<(Finished, String)> 
     Ok((Finished { status, wall, last, total, max_rss_kib }, out))
 }
 
-/// Waits until `pid` has exited, leaving it unreaped (`WNOWAIT`), so that
-/// its `/proc` totals can still be read.
+/// Whether `pid` has exited, leaving it unreaped (`WNOWAIT`), so that its
+/// `/proc` totals can still be read.
 #[allow(unsafe_code)] // waitid(2): no safe wrapper in std
-fn wait_exited(pid: u32) -> anyhow::Result<()> {
+fn exited(pid: u32) -> anyhow::Result<bool> {
     loop {
         // SAFETY: waitid only writes into `info`, a plain C struct for which
         // all-zero bytes are a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG) };
         if rc == 0 {
-            return Ok(());
+            // WNOHANG: a pid of 0 means it is still running.
+            return Ok(unsafe { info.si_pid() } != 0);
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {

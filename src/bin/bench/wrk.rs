@@ -88,8 +88,9 @@ pub struct WrkRun<'a> {
     pub bodies: &'a Path,
 }
 
-/// Runs `wrk` against `addr` and reads the script's `wrk-result` line.
-pub fn run(addr: &str, w: &WrkRun<'_>, version: &str) -> anyhow::Result<LoadResult> {
+/// Runs `wrk` against `addr` and reads the script's `wrk-result` line;
+/// calls `started` when the gate opens (every thread has its bodies).
+pub fn run(started: &mut dyn FnMut(), addr: &str, w: &WrkRun<'_>, version: &str) -> anyhow::Result<LoadResult> {
     let gate = w.bodies.with_file_name(format!("wrk-gate-{}", std::process::id()));
     let _ = std::fs::remove_file(&gate);
     let mut cmd = Command::new("wrk");
@@ -104,7 +105,13 @@ pub fn run(addr: &str, w: &WrkRun<'_>, version: &str) -> anyhow::Result<LoadResu
         .arg(w.bodies)
         .arg(w.threads.to_string())
         .arg(&gate);
-    let (finished, stdout) = service::run_measured(cmd)?;
+    let mut at_gate = None;
+    let (finished, stdout) = service::run_watched(cmd, |pid| {
+        if at_gate.is_none() && gate.exists() {
+            started();
+            at_gate = crate::procfs::sample(pid);
+        }
+    })?;
     let _ = std::fs::remove_file(&gate);
     anyhow::ensure!(finished.status.success(), "wrk failed ({}):\n{stdout}", finished.status);
     let line = stdout
