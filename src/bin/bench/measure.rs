@@ -221,6 +221,7 @@ pub fn print(run: &Run, unit: &str) {
         .map(|g| format!("{} {}", g.group, kb(g.write_bytes as f64 / per as f64)))
         .collect();
     println!("bytes written per {what} by thread: {}", by_thread.join(", "));
+    print_syscall_bytes(s, per, &what);
     let z = run.sizes;
     if rows > 0 {
         println!(
@@ -278,6 +279,24 @@ pub fn print(run: &Run, unit: &str) {
     println!("settled after the load in {:.2} s (projections caught up, service quiet)", run.settle.as_secs_f64());
     if let Some((every, w)) = &run.windows {
         print_windows(*every, w);
+    }
+}
+
+/// Bytes passed to write() and returned by read() (files and sockets), per
+/// `what` and by thread: what the threads ask of the kernel, which
+/// `write_bytes` (pages dirtied) does not show when the same pages are
+/// rewritten in the page cache.
+pub fn print_syscall_bytes(s: &ProcDelta, per: u64, what: &str) {
+    type Pick = fn(&procfs::GroupDelta) -> u64;
+    let figures: [(&str, u64, Pick); 2] = [("write()", s.wchar, |g| g.wchar), ("read()", s.rchar, |g| g.rchar)];
+    for (name, total, pick) in figures {
+        let by_thread: Vec<String> = s
+            .groups
+            .iter()
+            .filter(|g| pick(g) > 0)
+            .map(|g| format!("{} {}", g.group, kb(pick(g) as f64 / per as f64)))
+            .collect();
+        println!("{name} bytes per {what}: {}; by thread: {}", kb(total as f64 / per as f64), by_thread.join(", "));
     }
 }
 

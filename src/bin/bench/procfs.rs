@@ -17,6 +17,10 @@ pub struct ThreadSample {
     pub comm: String,
     pub cpu_ticks: u64,
     pub write_bytes: u64,
+    /// Bytes passed to write(2) and its kin (files and sockets alike).
+    pub wchar: u64,
+    /// Bytes returned by read(2) and its kin, from the page cache or not.
+    pub rchar: u64,
 }
 
 /// A process's counters at one moment.
@@ -28,6 +32,8 @@ pub struct ProcSample {
     pub cpu_ticks: u64,
     pub write_bytes: u64,
     pub cancelled_write_bytes: u64,
+    pub wchar: u64,
+    pub rchar: u64,
     pub threads: BTreeMap<u32, ThreadSample>,
 }
 
@@ -63,11 +69,18 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
             else {
                 continue;
             };
-            let write_bytes = std::fs::read_to_string(entry.path().join("io"))
-                .ok()
-                .and_then(|t| io_field(&t, "write_bytes"))
-                .unwrap_or(0);
-            threads.insert(tid, ThreadSample { comm, cpu_ticks: ticks, write_bytes });
+            let io = std::fs::read_to_string(entry.path().join("io")).unwrap_or_default();
+            let field = |name| io_field(&io, name).unwrap_or(0);
+            threads.insert(
+                tid,
+                ThreadSample {
+                    comm,
+                    cpu_ticks: ticks,
+                    write_bytes: field("write_bytes"),
+                    wchar: field("wchar"),
+                    rchar: field("rchar"),
+                },
+            );
         }
     }
     Some(ProcSample {
@@ -76,6 +89,8 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
         cpu_ticks,
         write_bytes: io_field(&io, "write_bytes").unwrap_or(0),
         cancelled_write_bytes: io_field(&io, "cancelled_write_bytes").unwrap_or(0),
+        wchar: io_field(&io, "wchar").unwrap_or(0),
+        rchar: io_field(&io, "rchar").unwrap_or(0),
         threads,
     })
 }
@@ -98,6 +113,8 @@ pub struct GroupDelta {
     pub group: String,
     pub cpu: Duration,
     pub write_bytes: u64,
+    pub wchar: u64,
+    pub rchar: u64,
 }
 
 /// What a process did between `before` and `after`: totals, and per
@@ -109,6 +126,8 @@ pub struct ProcDelta {
     pub cpu: Duration,
     pub write_bytes: u64,
     pub cancelled_write_bytes: u64,
+    pub wchar: u64,
+    pub rchar: u64,
     pub groups: Vec<GroupDelta>,
 }
 
@@ -117,35 +136,49 @@ fn ticks(t: u64) -> Duration {
 }
 
 pub fn delta(before: &ProcSample, after: &ProcSample) -> ProcDelta {
-    let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // [cpu ticks, write_bytes, wchar, rchar] per group
+    let mut groups: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    let figures = |t: &ThreadSample| [t.cpu_ticks, t.write_bytes, t.wchar, t.rchar];
     for (tid, t) in &after.threads {
-        let earlier = before.threads.get(tid).filter(|b| b.comm == t.comm);
-        let (c0, w0) = earlier.map_or((0, 0), |b| (b.cpu_ticks, b.write_bytes));
+        let earlier = before.threads.get(tid).filter(|b| b.comm == t.comm).map_or([0; 4], figures);
         let name = if *tid == after.pid { "main thread".to_owned() } else { group_of(&t.comm) };
         let g = groups.entry(name).or_default();
-        g.0 += t.cpu_ticks.saturating_sub(c0);
-        g.1 += t.write_bytes.saturating_sub(w0);
+        for (i, (now, then)) in figures(t).iter().zip(earlier).enumerate() {
+            g[i] += now.saturating_sub(then);
+        }
     }
-    let cpu = after.cpu_ticks.saturating_sub(before.cpu_ticks);
-    let write_bytes = after.write_bytes.saturating_sub(before.write_bytes);
-    let (named_cpu, named_bytes) = groups.values().fold((0, 0), |(c, w), g| (c + g.0, w + g.1));
-    let rest = (cpu.saturating_sub(named_cpu), write_bytes.saturating_sub(named_bytes));
-    if rest != (0, 0) {
+    let total = [
+        after.cpu_ticks.saturating_sub(before.cpu_ticks),
+        after.write_bytes.saturating_sub(before.write_bytes),
+        after.wchar.saturating_sub(before.wchar),
+        after.rchar.saturating_sub(before.rchar),
+    ];
+    let mut named = [0u64; 4];
+    for g in groups.values() {
+        for i in 0..4 {
+            named[i] += g[i];
+        }
+    }
+    let rest: Vec<u64> = (0..4).map(|i| total[i].saturating_sub(named[i])).collect();
+    if rest.iter().any(|r| *r > 0) {
         let g = groups.entry("exited or unnamed".to_owned()).or_default();
-        g.0 += rest.0;
-        g.1 += rest.1;
+        for i in 0..4 {
+            g[i] += rest[i];
+        }
     }
     let mut groups: Vec<GroupDelta> = groups
         .into_iter()
-        .filter(|(_, (c, w))| *c > 0 || *w > 0)
-        .map(|(group, (c, w))| GroupDelta { group, cpu: ticks(c), write_bytes: w })
+        .filter(|(_, g)| g.iter().any(|v| *v > 0))
+        .map(|(group, g)| GroupDelta { group, cpu: ticks(g[0]), write_bytes: g[1], wchar: g[2], rchar: g[3] })
         .collect();
     groups.sort_by(|a, b| b.cpu.cmp(&a.cpu).then(b.write_bytes.cmp(&a.write_bytes)));
     ProcDelta {
         wall: after.at.duration_since(before.at),
-        cpu: ticks(cpu),
-        write_bytes,
+        cpu: ticks(total[0]),
+        write_bytes: total[1],
         cancelled_write_bytes: after.cancelled_write_bytes.saturating_sub(before.cancelled_write_bytes),
+        wchar: total[2],
+        rchar: total[3],
         groups,
     }
 }
@@ -235,22 +268,27 @@ mod tests {
 
     #[test]
     fn deltas_group_threads_and_keep_what_exited() {
-        let t = |comm: &str, cpu, w| ThreadSample { comm: comm.into(), cpu_ticks: cpu, write_bytes: w };
+        let t =
+            |comm: &str, cpu, w| ThreadSample { comm: comm.into(), cpu_ticks: cpu, write_bytes: w, wchar: w, rchar: 0 };
         let at = Instant::now();
         let before = ProcSample {
-            pid: 1,
+            pid: 100,
             at,
             cpu_ticks: 100,
             write_bytes: 0,
             cancelled_write_bytes: 0,
+            wchar: 0,
+            rchar: 0,
             threads: [(1, t("ledger-writer", 50, 0)), (2, t("tokio-runtime-w", 10, 0)), (9, t("gone", 40, 0))].into(),
         };
         let after = ProcSample {
-            pid: 1,
+            pid: 100,
             at,
             cpu_ticks: 400,
             write_bytes: 10_000,
             cancelled_write_bytes: 0,
+            wchar: 10_000,
+            rchar: 0,
             threads: [
                 (1, t("ledger-writer", 150, 8_000)),
                 (2, t("tokio-runtime-w", 60, 0)),

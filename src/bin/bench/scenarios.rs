@@ -310,6 +310,7 @@ fn print_process(d: &procfs::ProcDelta, n: u64, unit: &str) {
         .map(|g| format!("{} {}", g.group, measure::kb(g.write_bytes as f64 / n as f64)))
         .collect();
     println!("bytes written per {unit} by thread: {}", groups.join(", "));
+    measure::print_syscall_bytes(d, n, unit);
 }
 
 /// The shape of an existing generated ledger, from its first event's key.
@@ -362,13 +363,21 @@ pub fn rebuild(rt: &Runtime, events: usize, ledger: Option<PathBuf>, shape: Shap
             cpu_ticks: 0,
             write_bytes: 0,
             cancelled_write_bytes: 0,
+            wchar: 0,
+            rchar: 0,
             threads: Default::default(),
         };
         let mut d = procfs::delta(&start, total);
         if let Some(last) = &finished.last {
             let threads = procfs::delta(
                 &start,
-                &procfs::ProcSample { cpu_ticks: total.cpu_ticks, write_bytes: total.write_bytes, ..last.clone() },
+                &procfs::ProcSample {
+                    cpu_ticks: total.cpu_ticks,
+                    write_bytes: total.write_bytes,
+                    wchar: total.wchar,
+                    rchar: total.rchar,
+                    ..last.clone()
+                },
             );
             d.groups = threads.groups;
         }
