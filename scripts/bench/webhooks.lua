@@ -1,28 +1,67 @@
 -- wrk script: POST pre-signed webhooks to /webhooks/lightspark, one request
 -- per body, cycling through them.
 --
---   wrk -t2 -c64 -d10s --latency -s scripts/bench/webhooks.lua URL -- BODIES THREADS [GATE]
+--   WEBHOOK_BODIES=FILE WEBHOOK_THREADS=2 \
+--     wrk -t2 -c64 -d10s --latency -s scripts/bench/webhooks.lua http://127.0.0.1:PORT
 --
--- BODIES is a file written by `bench wrk-bodies`: one request a line, the
--- hex `lightspark-signature`, one space, the exact body bytes. Thread k of
--- THREADS takes lines k, k+THREADS, k+2*THREADS, ... so the threads send
--- different webhooks. Each thread reads its lines and formats its requests
--- once, at init.
+-- FILE is written by `bench wrk-bodies`: one request a line, the 64-digit
+-- hex `lightspark-signature`, one space, the exact body bytes.
+-- WEBHOOK_THREADS must equal wrk's -t: thread k of n sends lines k, k+n,
+-- k+2n, ... so the threads send different webhooks.
 --
--- wrk starts each thread right after that thread's init, so the first
--- thread would send alone while the next ones still read their bodies.
--- With GATE (a path that must not exist yet), the last thread's init
--- creates that file, and every thread waits for it before its first
+-- Why the bodies are read in setup(), not in each thread's init(): wrk
+-- starts each thread right after that thread's init, and a thread's
+-- connections are open from then on. Were each init to read and format its
+-- own share (seconds for a million bodies), the first thread would send
+-- alone while the next ones read, and its idle connections could outlive
+-- the service's 10 s header timeout. So the main script state (where wrk
+-- calls setup) reads the file and formats every request once, with
+-- wrk.format, before the first thread exists, and setup() hands each
+-- thread its share. Copying a share still takes a moment, so with
+-- WEBHOOK_GATE set (a path that must not exist yet) the last thread's
+-- init creates that file and every thread waits for it before its first
 -- request: all start together, when wrk starts its clock.
 --
 -- done() prints one `wrk-result key=value ...` line for `bench wrk`.
 
 local threads = {}
-local counter = 0
+local shares = nil
+local count_threads = 0
+
+local function read_bodies()
+  local path = assert(os.getenv("WEBHOOK_BODIES"), "set WEBHOOK_BODIES to a file from `bench wrk-bodies`")
+  local n = tonumber(os.getenv("WEBHOOK_THREADS") or "2")
+  local file = assert(io.open(path, "rb"))
+  local data = file:read("*a")
+  file:close()
+  local out = {}
+  for k = 1, n do
+    out[k] = {}
+  end
+  local headers = { ["content-type"] = "application/json" }
+  local pos, line = 1, 0
+  while pos <= #data do
+    local newline = data:find("\n", pos, true) or (#data + 1)
+    assert(data:byte(pos + 64) == 32, "line " .. (line + 1) .. " of " .. path .. " is not `SIGNATURE BODY`")
+    headers["lightspark-signature"] = data:sub(pos, pos + 63)
+    local share = out[line % n + 1]
+    share[#share + 1] = wrk.format("POST", "/webhooks/lightspark", headers, data:sub(pos + 65, newline - 1))
+    pos = newline + 1
+    line = line + 1
+  end
+  return out
+end
 
 function setup(thread)
-  thread:set("thread_index", counter)
-  counter = counter + 1
+  shares = shares or read_bodies()
+  count_threads = count_threads + 1
+  local share = shares[count_threads]
+  assert(share and #share > 0, "no bodies for thread " .. count_threads .. ": is WEBHOOK_THREADS wrk's -t?")
+  thread:set("prepared", share)
+  thread:set("thread_index", count_threads - 1)
+  thread:set("thread_count", #shares)
+  thread:set("gate", os.getenv("WEBHOOK_GATE"))
+  shares[count_threads] = false
   table.insert(threads, thread)
 end
 
@@ -37,30 +76,11 @@ local function sleep_ms(ms)
 end
 
 function init(args)
-  local path = args[1] or os.getenv("WEBHOOK_BODIES")
-  local nthreads = tonumber(args[2] or "1")
-  gate = args[3]
-  local index = thread_index or 0
-  assert(path, "usage: -- BODIES THREADS [GATE]")
-  local list, line_no = {}, 0
-  for line in io.lines(path) do
-    if line_no % nthreads == index then
-      local sig, body = line:match("^(%x+) (.+)$")
-      assert(sig, "line " .. (line_no + 1) .. " of " .. path .. " is not `SIGNATURE BODY`")
-      list[#list + 1] = wrk.format("POST", "/webhooks/lightspark", {
-        ["lightspark-signature"] = sig,
-        ["content-type"] = "application/json",
-      }, body)
-    end
-    line_no = line_no + 1
-  end
-  assert(#list > 0, path .. " holds no body for thread " .. index)
-  prepared = list
-  count = #list
+  count = #prepared
   sent = 0
   wrapped = 0
   started = (gate == nil)
-  if gate and index == nthreads - 1 then
+  if gate and thread_index == thread_count - 1 then
     assert(io.open(gate, "w")):close()
   end
 end
@@ -70,7 +90,7 @@ function request()
     -- wrk calls the first thread's request() once, right after its init,
     -- to check what it returns: answer that call without waiting (the
     -- gate does not exist yet) and without counting it.
-    if (thread_index or 0) == 0 and not checked then
+    if thread_index == 0 and not checked then
       checked = true
       return prepared[1]
     end

@@ -296,7 +296,8 @@ pub fn print_syscall_bytes(s: &ProcDelta, per: u64, what: &str) {
             .filter(|g| pick(g) > 0)
             .map(|g| format!("{} {}", g.group, kb(pick(g) as f64 / per as f64)))
             .collect();
-        println!("{name} bytes per {what}: {}; by thread: {}", kb(total as f64 / per as f64), by_thread.join(", "));
+        println!("{name} bytes per {what}: {}", kb(total as f64 / per as f64));
+        println!("{name} bytes per {what} by thread: {}", by_thread.join(", "));
     }
 }
 

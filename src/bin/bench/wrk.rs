@@ -101,10 +101,9 @@ pub fn run(started: &mut dyn FnMut(), addr: &str, w: &WrkRun<'_>, version: &str)
         .arg("-s")
         .arg(w.script)
         .arg(format!("http://{addr}"))
-        .arg("--")
-        .arg(w.bodies)
-        .arg(w.threads.to_string())
-        .arg(&gate);
+        .env("WEBHOOK_BODIES", w.bodies)
+        .env("WEBHOOK_THREADS", w.threads.to_string())
+        .env("WEBHOOK_GATE", &gate);
     let mut at_gate = None;
     let (finished, stdout) = service::run_watched(cmd, |pid| {
         if at_gate.is_none() && gate.exists() {
