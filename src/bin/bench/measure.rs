@@ -265,21 +265,24 @@ pub fn print(run: &Run, unit: &str) {
         );
     }
     println!("service peak RSS: {}", mib(run.peak_rss_kib * 1024));
-    let m = &run.machine;
-    let ours = s.cpu.as_secs_f64() + run.load.generator_cpu.map_or(0.0, |c| c.as_secs_f64());
-    println!(
-        "machine: {} cores busy of {}, of which other processes and the kernel {:.2}; iowait {:.2} cores, steal {:.1} %; load average before {}",
-        format_args!("{:.2}", m.busy_cores),
-        m.cpus,
-        (m.busy_cores - ours / s.wall.as_secs_f64()).max(0.0),
-        m.iowait_cores,
-        m.steal_share * 100.0,
-        run.loadavg_before
-    );
+    print_machine(&run.machine, s.cpu + run.load.generator_cpu.unwrap_or_default(), s.wall, &run.loadavg_before);
     println!("settled after the load in {:.2} s (projections caught up, service quiet)", run.settle.as_secs_f64());
     if let Some((every, w)) = &run.windows {
         print_windows(*every, w);
     }
+}
+
+/// How busy the machine was while `ours` (CPU of the measured processes)
+/// ran for `wall`: what everything else took is the noise in the figures.
+pub fn print_machine(m: &MachineDelta, ours: Duration, wall: Duration, loadavg_before: &str) {
+    println!(
+        "machine: {:.2} cores busy of {}, of which other processes and the kernel {:.2}; iowait {:.2} cores, steal {:.1} %; load average before {loadavg_before}",
+        m.busy_cores,
+        m.cpus,
+        (m.busy_cores - ours.as_secs_f64() / wall.as_secs_f64().max(1e-9)).max(0.0),
+        m.iowait_cores,
+        m.steal_share * 100.0,
+    );
 }
 
 /// Bytes passed to write() and returned by read() (files and sockets), per

@@ -252,6 +252,9 @@ pub fn reconcile(rt: &Runtime, invitations: usize, concurrency: usize, shape: Sh
         ],
     )?;
     let before = procfs::sample(svc.pid()).ok_or_else(|| anyhow::anyhow!("the service has exited"))?;
+    let (machine_before, loadavg) = (procfs::machine(), procfs::loadavg());
+    // The platform answers from this process.
+    let platform_before = procfs::sample(std::process::id());
     let rows_before = Files::open(&db)?.rows()?;
     let expected = invitations * 3;
     let client = reqwest::blocking::Client::new();
@@ -274,6 +277,7 @@ pub fn reconcile(rt: &Runtime, invitations: usize, concurrency: usize, shape: Sh
     };
     svc.settle()?;
     let after = procfs::sample(svc.pid()).ok_or_else(|| anyhow::anyhow!("the service has exited"))?;
+    let machine = procfs::machine_delta(&machine_before, &procfs::machine(), after.at.duration_since(before.at));
     let d = procfs::delta(&before, &after);
     let rows = Files::open(&db)?.rows()? - rows_before;
     println!(
@@ -286,6 +290,12 @@ pub fn reconcile(rt: &Runtime, invitations: usize, concurrency: usize, shape: Sh
     println!("rows appended: {rows} (requested and succeeded events)");
     print_process(&d, expected as u64, "obligation");
     println!("service peak RSS: {}", measure::mib(procfs::peak_rss_kib(svc.pid()).unwrap_or(0) * 1024));
+    let platform = platform_before.zip(procfs::sample(std::process::id())).map(|(b, a)| procfs::delta(&b, &a).cpu);
+    println!(
+        "platform CPU (the bench process): {:.1} µs per obligation",
+        platform.unwrap_or_default().as_secs_f64() * 1e6 / expected as f64
+    );
+    measure::print_machine(&machine, d.cpu + platform.unwrap_or_default(), d.wall, &loadavg);
     Ok(())
 }
 
@@ -345,7 +355,9 @@ pub fn rebuild(rt: &Runtime, events: usize, ledger: Option<PathBuf>, shape: Shap
     service::quiesce();
     let mut cmd = std::process::Command::new(service::service_binary());
     cmd.arg("rebuild").env("LEDGER_DB", &db).env("LOG", "warn");
+    let (machine_before, loadavg) = (procfs::machine(), procfs::loadavg());
     let (finished, out) = service::run_measured(cmd)?;
+    let machine = procfs::machine_delta(&machine_before, &procfs::machine(), finished.wall);
     anyhow::ensure!(finished.status.success(), "rebuild failed ({})", finished.status);
     let line = out.trim();
     let n: u64 =
@@ -383,6 +395,7 @@ pub fn rebuild(rt: &Runtime, events: usize, ledger: Option<PathBuf>, shape: Shap
         }
         d.wall = finished.wall;
         print_process(&d, n, "event");
+        measure::print_machine(&machine, d.cpu, d.wall, &loadavg);
     }
     let files = Files::open(&db)?;
     let sizes = files.sizes();
