@@ -45,6 +45,13 @@ pub fn quiesce() {
     unsafe { libc::sync() };
 }
 
+/// The service's log filter: `BENCH_LOG` when set (`info` is production's
+/// default, and enables the per-webhook span), else warnings only, less the
+/// expected one that no Lightspark API credentials are set.
+pub fn service_log() -> String {
+    std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn,invitation_ledger::service=error".to_owned())
+}
+
 /// The service, in its own process so its memory, CPU and I/O are its own.
 pub struct Service {
     child: Child,
@@ -79,8 +86,7 @@ impl Service {
             .env("LEDGER_DB", db)
             .env("LISTEN_ADDR", &addr)
             .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)
-            // The warning that no Lightspark API credentials are set is expected.
-            .env("LOG", "warn,invitation_ledger::service=error")
+            .env("LOG", service_log())
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| {
