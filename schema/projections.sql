@@ -21,6 +21,10 @@ CREATE TABLE invitations (
     -- Whom the incentive audit credits: the receiver its first request
     -- named, else the inviter the invitation names now.
     audit_inviter TEXT,
+    -- Who tells us about it (lightspark, grid), and whether a claim came
+    -- without its data and no fetch has given it yet (1) or not (0).
+    source        TEXT    NOT NULL,
+    awaiting_data INTEGER NOT NULL,
     state         TEXT    NOT NULL
 );
 
@@ -31,6 +35,9 @@ CREATE TABLE invitations (
 -- so lists walk the primary key in id order and filter as they go.
 CREATE INDEX invitations_by_code ON invitations (code) WHERE code IS NOT NULL;
 CREATE INDEX invitations_with_work ON invitations (invitation_id, work) WHERE work <> 0;
+-- Only the few rows still waiting for their data: counted on every status
+-- page and metrics scrape.
+CREATE INDEX invitations_awaiting_data ON invitations (source) WHERE awaiting_data = 1;
 
 -- The last ledger seq folded into the rows above, written in the same
 -- transaction as them, and the ledger's hash at that seq: the projections

@@ -13,19 +13,27 @@ use crate::ledger::{self, verify};
 /// Naming the first bad `seq` and why, or why the ledger could not be read.
 pub fn verify(db: &DbArgs, key: &KeyArgs, expect: &[String]) -> anyhow::Result<String> {
     let anchors = expect.iter().map(|a| parse_anchor(a)).collect::<anyhow::Result<Vec<_>>>()?;
-    let keys = key.signing_key.as_ref().map(|_| key.keys()).transpose()?;
-    let conn = open_existing(db)?;
-    let summary = verify::verify(&conn, keys.as_ref())?;
-    let signatures = if keys.is_some() {
-        "signatures verified"
-    } else {
-        "signatures not checked (no LIGHTSPARK_WEBHOOK_SIGNING_KEY)"
+    let keys = verify::WebhookKeys {
+        lightspark: key.signing_key.as_ref().map(|_| key.keys()).transpose()?,
+        grid: key.grid_keys()?,
     };
+    let conn = open_existing(db)?;
+    let summary = verify::verify(&conn, &keys)?;
+    let signatures: Vec<String> = summary
+        .by_source
+        .iter()
+        .filter(|(_, stored, _)| *stored > 0)
+        .map(|(source, stored, checked)| match checked {
+            0 => format!("{}: {stored} not checked (no {})", source.as_str(), verify::WebhookKeys::setting(*source)),
+            _ => format!("{}: {checked} verified with its {}", source.as_str(), verify::WebhookKeys::key_type(*source)),
+        })
+        .collect();
     let mut out = format!(
-        "ledger intact: events={} webhooks={} head={} ({signatures})",
+        "ledger intact: events={} webhooks={} head={} ({})",
         summary.events,
         summary.webhooks,
-        hex::encode(summary.head)
+        hex::encode(summary.head),
+        if signatures.is_empty() { "no webhooks".to_owned() } else { signatures.join("; ") }
     );
     for (seq, hash) in anchors {
         verify::expect(&conn, seq, &hash)?;
@@ -123,9 +131,14 @@ pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
 ///
 /// # Errors
 /// When the invitation is unknown or the ledger cannot be read.
-pub fn status(db: &DbArgs, id_or_code: &str, json: bool) -> anyhow::Result<String> {
+pub fn status(
+    db: &DbArgs,
+    id_or_code: &str,
+    json: bool,
+    fetching: crate::projection::view::Fetching,
+) -> anyhow::Result<String> {
     let conn = open_projections(db)?;
-    let Some(v) = crate::projection::query::invitation(&conn, id_or_code)? else {
+    let Some(v) = crate::projection::query::invitation(&conn, id_or_code, fetching)? else {
         anyhow::bail!("no invitation with id or code {id_or_code:?}");
     };
     if json {
@@ -224,8 +237,9 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     Ok(out)
 }
 
-/// `resolve <invitation> <kind> --paid ID | --retry | --failed`: records an
-/// operator's decision on an in-doubt (or failed) obligation.
+/// `resolve <invitation> <kind> --paid ID | --retry | --failed [--note TEXT]`:
+/// records an operator's decision on an in-doubt (or failed) obligation,
+/// through [`crate::operator::resolve`] as the status page does.
 ///
 /// # Errors
 /// When the invitation or kind is unknown, the obligation is not in doubt
@@ -236,8 +250,9 @@ pub async fn resolve(
     kind: &str,
     decision: crate::projection::events::Decision,
     payment_id: Option<String>,
+    note: Option<String>,
 ) -> anyhow::Result<String> {
-    use crate::projection::events::ObligationKind;
+    use crate::projection::events::{Channel, ObligationKind};
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
     let kind = ObligationKind::parse(kind).ok_or_else(|| {
         anyhow::anyhow!(
@@ -247,50 +262,13 @@ pub async fn resolve(
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
     let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
-    let recorded = record_resolution(&ledger.writer, db, invitation, kind, decision, payment_id).await;
-    ledger.close().await?;
-    recorded
-}
-
-async fn record_resolution(
-    writer: &ledger::LedgerWriter,
-    db: &DbArgs,
-    invitation: &str,
-    kind: crate::projection::events::ObligationKind,
-    decision: crate::projection::events::Decision,
-    payment_id: Option<String>,
-) -> anyhow::Result<String> {
-    use crate::projection::events::{IdempotencyKey, InternalEvent, ObligationResolved};
-    use crate::projection::view::{obligation, ObligationState};
-    let conn = crate::projection::store::open_read_only(&db.db)?;
-    let state = crate::projection::query::find(&conn, invitation)?
-        .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
-    let view = obligation(&state, kind);
-    anyhow::ensure!(
-        matches!(view.state, ObligationState::InDoubt | ObligationState::Failed),
-        "{} {} is {}, not in_doubt or failed: nothing to resolve",
-        state.invitation_id,
-        kind.as_str(),
-        view.state.as_str()
-    );
-    let body = ObligationResolved {
-        invitation_id: state.invitation_id.clone(),
-        obligation: kind,
-        idempotency_key: IdempotencyKey::of(&state.invitation_id, kind),
-        decision,
-        payment_id,
-        at: crate::time::rfc3339(chrono::Utc::now()),
-        occurrence: format!("{}:{}", view.attempts, view.updated_at.as_deref().unwrap_or("-")),
+    let resolution = crate::operator::Resolution { kind, decision, payment_id, note, by: Channel::Cli };
+    let recorded = match crate::projection::store::open_read_only(&db.db) {
+        Ok(conn) => crate::operator::resolve(&ledger.writer, &conn, invitation, resolution).await.map_err(Into::into),
+        Err(e) => Err(anyhow::Error::from(e)),
     };
-    let appended = writer.append(InternalEvent::Resolved(body).to_new_event()).await?;
-    Ok(format!(
-        "recorded {} for {} {} at seq {}{}",
-        decision.as_str(),
-        state.invitation_id,
-        kind.as_str(),
-        appended.seq,
-        if appended.duplicate { " (already recorded)" } else { "" }
-    ))
+    ledger.close().await?;
+    Ok(recorded?.to_string())
 }
 
 /// `audit incentives [--inviter UMA] [--json]`.
@@ -306,4 +284,34 @@ pub fn audit_incentives(
     let conn = open_projections(db)?;
     let a = crate::projection::query::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
     Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::projection::audit::render(&a) })
+}
+
+/// `refetch <invitation>`: asks the invitation's source for it now,
+/// whatever the schedule, and records the answer (always, marked as an
+/// operator's, so the action is in the trail). Works beside a running
+/// service, like `resolve`.
+///
+/// # Errors
+/// When the invitation is unknown, its source cannot be fetched from (no
+/// credentials), or the ledger cannot be written.
+pub async fn refetch(
+    db: &DbArgs,
+    args: &crate::config::ReconcileArgs,
+    invitation: &str,
+    note: String,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
+    let config = args.validate()?;
+    let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
+    let fetched = async {
+        let conn = crate::projection::store::open_read_only(&db.db)?;
+        let state = crate::projection::query::find(&conn, invitation)?
+            .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
+        let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
+            .following(ledger.projected.clone());
+        reconciler.refetch(&state.invitation_id, note).await.map_err(anyhow::Error::msg)
+    }
+    .await;
+    ledger.close().await?;
+    fetched
 }

@@ -1,7 +1,7 @@
 //! Settings from environment variables and flags, validated once at start-up.
 //!
-//! Every setting is both a flag and an environment variable (DESIGN.md,
-//! "Interfaces"). Invalid values stop the program with one sentence naming
+//! Every setting is both a flag and an environment variable (the README
+//! lists them). Invalid values stop the program with one sentence naming
 //! the setting and how to fix it.
 
 use std::net::SocketAddr;
@@ -25,15 +25,32 @@ pub struct DbArgs {
     pub db: PathBuf,
 }
 
-/// The webhook signing secret(s), needed by `serve` and `verify`.
+/// The webhook signing secret(s) and Grid's public key(s), needed by
+/// `serve` and `verify`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct KeyArgs {
     /// Lightspark webhook signing secret; several comma-separated during key rotation.
     #[arg(long = "signing-key", env = "LIGHTSPARK_WEBHOOK_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
+    /// Lightspark Grid's webhook public key(s), P-256 SPKI PEM (several PEM blocks during rotation); enables POST /webhooks/grid.
+    #[arg(long = "grid-webhook-public-key", env = "GRID_WEBHOOK_PUBLIC_KEY")]
+    pub grid_webhook_public_key: Option<String>,
 }
 
 impl KeyArgs {
+    /// Grid's webhook keys, when configured.
+    ///
+    /// # Errors
+    /// When the setting holds no usable P-256 public key.
+    pub fn grid_keys(&self) -> Result<Option<crate::grid::signature::GridKeys>, ConfigError> {
+        let Some(raw) = self.grid_webhook_public_key.as_deref().filter(|k| !k.trim().is_empty()) else {
+            return Ok(None);
+        };
+        crate::grid::signature::GridKeys::parse(raw)
+            .map(Some)
+            .map_err(|e| ConfigError(format!("GRID_WEBHOOK_PUBLIC_KEY cannot be used: {e}.")))
+    }
+
     /// # Errors
     /// When the setting is absent or holds only blanks.
     pub fn keys(&self) -> Result<SigningKeys, ConfigError> {
@@ -46,6 +63,29 @@ impl KeyArgs {
             ConfigError(
                 "LIGHTSPARK_WEBHOOK_SIGNING_KEY holds no secret: give one, or several separated by commas.".into(),
             )
+        })
+    }
+}
+
+/// Whether each source's API credentials are set, for the commands that
+/// show invitations (`status`): an invitation waiting for its data shows
+/// `not_configured` when they are not, as the service shows it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FetchPresenceArgs {
+    /// Lightspark API client id (only whether it is set matters here).
+    #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID", hide_env_values = true)]
+    pub lightspark_api_client_id: Option<String>,
+    /// Grid API token id (only whether it is set matters here).
+    #[arg(long = "grid-api-token-id", env = "GRID_API_TOKEN_ID", hide_env_values = true)]
+    pub grid_api_token_id: Option<String>,
+}
+
+impl FetchPresenceArgs {
+    pub fn fetching(&self) -> crate::projection::view::Fetching {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        crate::projection::view::Fetching::new(|s| match s {
+            crate::source::Source::Lightspark => set(&self.lightspark_api_client_id),
+            crate::source::Source::Grid => set(&self.grid_api_token_id),
         })
     }
 }
@@ -79,6 +119,19 @@ pub struct ReconcileArgs {
     /// Lightspark API client secret.
     #[arg(long = "lightspark-api-client-secret", env = "LIGHTSPARK_API_CLIENT_SECRET", hide_env_values = true)]
     pub lightspark_api_client_secret: Option<String>,
+    /// How long after its first event an invitation is still fetched again
+    /// while it can change what is owed (e.g. 7d).
+    #[arg(long = "fetch-horizon", env = "FETCH_HORIZON", default_value = "7d")]
+    pub fetch_horizon: String,
+    /// Lightspark Grid API, used to fetch Grid invitations by code.
+    #[arg(long = "grid-api-url", env = "GRID_API_URL", default_value = crate::grid::client::DEFAULT_GRID_API_URL)]
+    pub grid_api_url: String,
+    /// Grid API token id (HTTP Basic user).
+    #[arg(long = "grid-api-token-id", env = "GRID_API_TOKEN_ID")]
+    pub grid_api_token_id: Option<String>,
+    /// Grid API client secret (HTTP Basic password).
+    #[arg(long = "grid-api-client-secret", env = "GRID_API_CLIENT_SECRET", hide_env_values = true)]
+    pub grid_api_client_secret: Option<String>,
     /// Pause between reconciler passes when nothing wakes it, in milliseconds.
     #[arg(long = "reconcile-interval-ms", env = "RECONCILE_INTERVAL_MS", default_value_t = 2000)]
     pub reconcile_interval_ms: u64,
@@ -109,6 +162,11 @@ pub struct ReconcileConfig {
     pub lightspark_api_url: String,
     /// Both set, or neither (then invitations without data stay unfetched).
     pub lightspark_credentials: Option<(String, Secret)>,
+    /// How long after its first event an invitation is still fetched.
+    pub fetch_horizon: Duration,
+    pub grid_api_url: String,
+    /// Both set, or neither (then Grid invitations are not fetched).
+    pub grid_credentials: Option<(String, Secret)>,
     pub interval: Duration,
     pub retry_base: Duration,
     pub retry_max: Duration,
@@ -128,10 +186,33 @@ fn http_url(setting: &str, raw: &Option<String>) -> Result<Option<String>, Confi
     Ok(Some(raw.to_owned()))
 }
 
+impl ReconcileConfig {
+    /// Whether invitations of `source` can be fetched (its API credentials
+    /// are set): an invitation whose data is missing shows `not_configured`
+    /// otherwise.
+    pub fn fetch_configured(&self, source: crate::source::Source) -> bool {
+        match source {
+            crate::source::Source::Lightspark => self.lightspark_credentials.is_some(),
+            crate::source::Source::Grid => self.grid_credentials.is_some(),
+        }
+    }
+
+    /// The settings that would let `source` be fetched from, for messages.
+    pub fn fetch_settings(source: crate::source::Source) -> &'static str {
+        match source {
+            crate::source::Source::Lightspark => "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET",
+            crate::source::Source::Grid => "GRID_API_TOKEN_ID and GRID_API_CLIENT_SECRET",
+        }
+    }
+}
+
 impl ReconcileArgs {
-    /// The defaults, without endpoints: what the unit tests start from.
-    #[cfg(test)]
-    pub(crate) fn for_tests() -> Self {
+    /// The defaults, without endpoints: what the tests start from, the unit
+    /// tests as they are and the black-box ones with faster pacing. Public
+    /// (but hidden) only so that `tests/support` does not list every field
+    /// again.
+    #[doc(hidden)]
+    pub fn for_tests() -> Self {
         ReconcileArgs {
             payout_url: None,
             payout_signing_key: None,
@@ -140,6 +221,10 @@ impl ReconcileArgs {
             lightspark_api_url: "http://127.0.0.1:9/unused".into(),
             lightspark_api_client_id: None,
             lightspark_api_client_secret: None,
+            fetch_horizon: "7d".into(),
+            grid_api_url: crate::grid::client::DEFAULT_GRID_API_URL.into(),
+            grid_api_token_id: None,
+            grid_api_client_secret: None,
             reconcile_interval_ms: 2000,
             retry_base_ms: 1000,
             retry_max_ms: 3_600_000,
@@ -175,6 +260,18 @@ impl ReconcileArgs {
                     .into(),
             )),
         };
+        let grid_credentials = match (&self.grid_api_token_id, &self.grid_api_client_secret) {
+            (Some(id), Some(secret)) if !id.trim().is_empty() && !secret.is_empty() => {
+                Some((id.trim().to_owned(), Secret::new(secret.clone())))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "GRID_API_TOKEN_ID and GRID_API_CLIENT_SECRET must be set together: set both, or neither.".into(),
+                ))
+            }
+        };
+        let fetch_horizon = parse_duration("FETCH_HORIZON", &self.fetch_horizon)?;
         if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
             return Err(ConfigError(
                 "RETRY_BASE_MS must be at least 1 and RETRY_MAX_MS at least RETRY_BASE_MS.".into(),
@@ -219,6 +316,10 @@ impl ReconcileArgs {
                 || ConfigError("LIGHTSPARK_API_URL is empty: give the Lightspark GraphQL endpoint.".into()),
             )?,
             lightspark_credentials,
+            fetch_horizon,
+            grid_api_url: http_url("GRID_API_URL", &Some(self.grid_api_url.clone()))?
+                .ok_or_else(|| ConfigError("GRID_API_URL is empty: give the Grid API base URL.".into()))?,
+            grid_credentials,
             interval: Duration::from_millis(self.reconcile_interval_ms),
             retry_base: Duration::from_millis(self.retry_base_ms),
             retry_max: Duration::from_millis(self.retry_max_ms),
@@ -262,6 +363,8 @@ pub struct ServiceConfig {
     pub db: PathBuf,
     pub listen_addr: SocketAddr,
     pub signing_keys: SigningKeys,
+    /// Grid's webhook keys; `None`: `POST /webhooks/grid` answers 404.
+    pub grid_keys: Option<crate::grid::signature::GridKeys>,
     /// `None` only when the listener is on loopback: then `/v1` is open to
     /// local callers, which is what a developer on a laptop expects.
     pub read_api_token: Option<Secret>,
@@ -314,6 +417,7 @@ impl ServeArgs {
             db: self.db.db.clone(),
             listen_addr,
             signing_keys: self.key.keys()?,
+            grid_keys: self.key.grid_keys()?,
             read_api_token,
             max_body_bytes: self.max_body_bytes,
             group_commit: !self.unbatched_commits,

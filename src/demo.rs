@@ -1,7 +1,14 @@
 //! `demo`: the whole flow on localhost in one command, with nothing to
-//! configure: a throw-away ledger and signing key, the real service, a local
-//! payment platform and notification sink, signed webhooks of every kind, and
-//! the resulting states.
+//! configure: a throw-away ledger and signing keys, the real service, a
+//! local payment platform and notification sink, a local stand-in of the
+//! Lightspark GraphQL API, signed webhooks of every kind, and the resulting
+//! states.
+//!
+//! It shows the real path: Lightspark's deliveries carry only the envelope
+//! (the official SDKs parse nothing else), so the service fetches each
+//! invitation from the API, again while it can still change (the stand-in
+//! lags one webhook and validates one incentive late). One claim comes from
+//! Lightspark Grid, signed with a throw-away P-256 key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,17 +27,58 @@ const FIXTURE_SECRET: &str = "fixture-signing-secret";
 /// The invitation whose first payment the sink fails, to show a retry.
 const FLAKY: &str = "UmaInvitation:demo-retry";
 
+/// The demo's GraphQL stand-in credentials.
+const API_CLIENT_ID: &str = "demo-client";
+const API_CLIENT_SECRET: &str = "demo-client-secret";
+
 /// A local payment platform and notification sink: idempotent by key, like
 /// a real platform, and failing the first payment of [`FLAKY`] with a 503.
+/// Beside it, at `/graphql`, a stand-in of the Lightspark GraphQL API that
+/// answers `GetUmaInvitation` from its list of answers per id (each call
+/// takes the next; the last stays).
 #[derive(Default)]
 struct Sink {
     executed: Mutex<HashMap<String, String>>,
     failed_once: Mutex<bool>,
     requests: Mutex<u32>,
+    api_answers: Mutex<HashMap<String, Vec<Value>>>,
+    api_calls: Mutex<u32>,
 }
 
 async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
-    let route = warp::post()
+    let api_sink = sink.clone();
+    let expected = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{API_CLIENT_ID}:{API_CLIENT_SECRET}")
+        )
+    );
+    let graphql = warp::post()
+        .and(warp::path!("graphql"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::json::<Value>())
+        .map(move |auth: Option<String>, request: Value| {
+            *api_sink.api_calls.lock().unwrap() += 1;
+            if auth.as_deref() != Some(expected.as_str()) {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"errors": [{"message": "unauthorized"}]})),
+                    warp::http::StatusCode::UNAUTHORIZED,
+                );
+            }
+            let id = request.pointer("/variables/id").and_then(Value::as_str).unwrap_or_default();
+            let mut answers = api_sink.api_answers.lock().unwrap();
+            let entity = match answers.get_mut(id) {
+                Some(list) if list.len() > 1 => list.remove(0),
+                Some(list) => list[0].clone(),
+                None => Value::Null,
+            };
+            warp::reply::with_status(
+                warp::reply::json(&json!({"data": {"entity": entity}})),
+                warp::http::StatusCode::OK,
+            )
+        });
+    let route = graphql.or(warp::post()
         .and(warp::path::param::<String>())
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::body::json::<Value>())
@@ -56,7 +104,7 @@ async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::one
             let n = executed.len() + 1;
             let id = executed.entry(key).or_insert_with(|| format!("pay_demo_{n:03}")).clone();
             warp::reply::with_status(warp::reply::json(&json!({"payment_id": id})), warp::http::StatusCode::OK)
-        });
+        }));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding the payment sink")?;
     let addr = listener.local_addr()?;
@@ -71,7 +119,8 @@ async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::one
     Ok((format!("http://{addr}"), tx))
 }
 
-fn invitation(
+/// An invitation as the GraphQL API answers it (every field aliased).
+fn entity(
     id: &str,
     code: &str,
     status: &str,
@@ -79,75 +128,112 @@ fn invitation(
     reason: Option<&str>,
     amount: Option<(i64, &str)>,
 ) -> Value {
-    let mut v = json!({
-        "id": id, "code": code, "url": format!("https://uma.me/i/{code}"),
-        "inviter_uma": "$alice@vasp-a.example", "invitee_uma": format!("${}@vasp-b.example", code.to_lowercase()),
-        "status": status, "incentives_status": incentives, "incentives_ineligibility_reason": reason,
-        "created_at": "2026-11-01T10:00:00+00:00", "updated_at": "2026-11-01T12:00:00+00:00",
-    });
-    if let Some((value, currency)) = amount {
-        v["payment_amount"] = json!({"value": value, "currency": {"code": currency, "decimals": 2}});
-    }
-    v
+    json!({
+        "__typename": "UmaInvitation",
+        "uma_invitation_id": id, "uma_invitation_code": code, "uma_invitation_url": format!("https://uma.me/i/{code}"),
+        "uma_invitation_inviter_uma": "$alice@vasp-a.example", "uma_invitation_inviter_first_name": "Alice",
+        "uma_invitation_invitee_uma": format!("${}@vasp-b.example", code.to_lowercase()),
+        "uma_invitation_status": status, "uma_invitation_incentives_status": incentives,
+        "uma_invitation_incentives_ineligibility_reason": reason,
+        "uma_invitation_payment_amount": amount.map(|(value, currency)| json!({
+            "uma_currency_amount_value": value,
+            "uma_currency_amount_currency": {"uma_currency_code": currency, "uma_currency_decimals": 2}
+        })),
+        "uma_invitation_created_at": "2026-11-01T10:00:00+00:00", "uma_invitation_updated_at": "2026-11-01T12:00:00+00:00",
+        "uma_invitation_cancelled_at": null, "uma_invitation_expires_at": null,
+    })
 }
 
-fn webhook(event_id: &str, data: Value) -> String {
+/// A claim as Lightspark delivers it: the envelope only.
+fn envelope(event_id: &str, invitation_id: &str) -> String {
     json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": event_id,
-           "timestamp": "2026-11-01T12:00:01.000000+00:00", "entity_id": data["id"], "data": data})
+           "timestamp": "2026-11-01T12:00:01.000000+00:00", "entity_id": invitation_id, "wallet_id": null})
     .to_string()
 }
 
-/// What the demo sends, with what it shows.
-fn scenario() -> Vec<(&'static str, String)> {
-    vec![
+/// The webhooks the demo sends, each with what it shows.
+type Webhooks = Vec<(&'static str, String)>;
+/// What the GraphQL stand-in answers for each invitation, in order.
+type Answers = Vec<(&'static str, Vec<Value>)>;
+
+/// What the demo sends, and what the API will answer.
+fn scenario() -> (Webhooks, Answers) {
+    let pay = "UmaInvitation:demo-pay";
+    let lag = "UmaInvitation:demo-lagging";
+    let late = "UmaInvitation:demo-late-incentive";
+    let cancelled = "UmaInvitation:demo-cancelled";
+    let pending_incentive = {
+        let mut e = entity(late, "DEMOLATE", "CLAIMED", "PENDING", None, Some((300, "USD")));
+        e["uma_invitation_updated_at"] = json!("2026-11-01T12:00:00+00:00");
+        e
+    };
+    let validated = {
+        let mut e = entity(late, "DEMOLATE", "CLAIMED", "VALIDATED", None, Some((300, "USD")));
+        e["uma_invitation_updated_at"] = json!("2026-11-01T13:00:00+00:00");
+        e
+    };
+    let answers = vec![
+        (pay, vec![entity(pay, "DEMOPAY", "CLAIMED", "VALIDATED", None, Some((500, "USD")))]),
         (
-            "claimed, 5.00 USD, incentive validated",
-            webhook(
-                "demo-1",
-                invitation("UmaInvitation:demo-pay", "DEMOPAY", "CLAIMED", "VALIDATED", None, Some((500, "USD"))),
-            ),
+            lag,
+            vec![
+                Value::Null,
+                entity(lag, "DEMOLAG", "CLAIMED", "INELIGIBLE", Some("NOT_CROSS_BORDER"), Some((250, "USD"))),
+            ],
         ),
+        (late, vec![pending_incentive, validated]),
         (
-            "claimed, no amount, incentive ineligible",
-            webhook(
-                "demo-2",
-                invitation(
-                    "UmaInvitation:demo-noamount",
-                    "DEMONOAMT",
-                    "CLAIMED",
-                    "INELIGIBLE",
-                    Some("NOT_CROSS_BORDER"),
-                    None,
-                ),
-            ),
+            cancelled,
+            vec![{
+                // Cancelled after the claim was sent: the newest snapshot wins,
+                // nothing is paid, and the contradiction is flagged.
+                let mut e = entity(cancelled, "DEMOCANCEL", "CANCELLED", "PENDING", None, Some((900, "USD")));
+                e["uma_invitation_updated_at"] = json!("2026-11-01T12:30:00+00:00");
+                e["uma_invitation_cancelled_at"] = json!("2026-11-01T12:30:00+00:00");
+                e
+            }],
         ),
+        (FLAKY, vec![entity(FLAKY, "DEMORETRY", "CLAIMED", "VALIDATED", None, Some((1200, "EUR")))]),
+    ];
+    let webhooks = vec![
+        ("claimed, envelope only: 5.00 USD, incentive validated", envelope("demo-1", pay)),
+        ("claimed, envelope only: the API lags, knows it later", envelope("demo-2", lag)),
+        ("claimed, envelope only: incentive validated later", envelope("demo-3", late)),
+        ("claimed, envelope only: the API says cancelled since", envelope("demo-4", cancelled)),
+        ("claimed, envelope only: first payment fails (503)", envelope("demo-5", FLAKY)),
         (
-            "cancelled (never paid)",
-            webhook(
-                "demo-3",
-                invitation(
-                    "UmaInvitation:demo-cancelled",
-                    "DEMOCANCEL",
-                    "CANCELLED",
-                    "PENDING",
-                    None,
-                    Some((900, "USD")),
-                ),
-            ),
+            "a delivery carrying its invitation (fixture)",
+            include_str!("../fixtures/webhooks/claimed_graphql_aliased.json").to_owned(),
         ),
-        (
-            "claimed, 12.00 EUR, first payment fails (503)",
-            webhook("demo-4", invitation(FLAKY, "DEMORETRY", "CLAIMED", "VALIDATED", None, Some((1200, "EUR")))),
-        ),
-        ("GraphQL-aliased fixture shape", include_str!("../fixtures/webhooks/claimed_graphql_aliased.json").to_owned()),
-        (
-            "duplicate delivery of the first",
-            webhook(
-                "demo-1",
-                invitation("UmaInvitation:demo-pay", "DEMOPAY", "CLAIMED", "VALIDATED", None, Some((500, "USD"))),
-            ),
-        ),
-    ]
+        ("duplicate delivery of the first", envelope("demo-1", pay)),
+    ];
+    (webhooks, answers)
+}
+
+/// A throw-away P-256 key for the demo's Grid claim, and its public PEM.
+fn grid_key() -> anyhow::Result<(p256::ecdsa::SigningKey, String)> {
+    use p256::pkcs8::EncodePublicKey as _;
+    let rng = crate::rng::SplitMix::from_entropy();
+    loop {
+        let mut secret = [0u8; 32];
+        for chunk in secret.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+        }
+        if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&secret) {
+            let pem = key.verifying_key().to_public_key_pem(p256::pkcs8::LineEnding::LF)?;
+            return Ok((key, pem));
+        }
+    }
+}
+
+/// A Grid claim in Grid's current shape: 1500 JPY (no decimals).
+fn grid_claim() -> String {
+    json!({"id": "Webhook:demo-grid-1", "type": "INVITATION.CLAIMED", "timestamp": "2026-11-01T12:00:02Z",
+           "data": {"code": "DEMOGRID", "createdAt": "2026-11-01T10:00:00Z", "claimedAt": "2026-11-01T12:00:00Z",
+                    "url": "https://uma.me/i/DEMOGRID", "inviterUma": "$carol@vasp-a.example",
+                    "inviteeUma": "$dave@vasp-c.example", "status": "CLAIMED", "firstName": "Carol",
+                    "amountToSend": {"amount": 1500, "currency": {"code": "JPY", "name": "Japanese Yen", "symbol": "¥", "decimals": 0}}}})
+    .to_string()
 }
 
 /// Runs the demo and returns its report.
@@ -158,21 +244,31 @@ fn scenario() -> Vec<(&'static str, String)> {
 pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
     let key = format!("demo-{:x}", crate::rng::SplitMix::from_entropy().next_u64());
+    let (grid_signing, grid_pem) = grid_key()?;
     let sink = Arc::new(Sink::default());
+    let (webhooks, answers) = scenario();
+    sink.api_answers.lock().unwrap().extend(answers.into_iter().map(|(id, a)| (id.to_owned(), a)));
     let (sink_url, stop_sink) = start_sink(sink.clone()).await?;
     let args = ServeArgs {
         db: DbArgs { db: dir.path().join("ledger.db") },
         // The fixtures are signed with their own published secret; accepting
         // both shows key rotation at work.
-        key: KeyArgs { signing_key: Some(format!("{key},{FIXTURE_SECRET}")) },
+        key: KeyArgs {
+            signing_key: Some(format!("{key},{FIXTURE_SECRET}")),
+            grid_webhook_public_key: Some(grid_pem.clone()),
+        },
         reconcile: ReconcileArgs {
             payout_url: Some(format!("{sink_url}/payments")),
             payout_signing_key: Some(format!("{key}-payout")),
             notify_url: Some(format!("{sink_url}/notify")),
             inviter_incentive: Some("100:USD".into()),
-            lightspark_api_url: "http://127.0.0.1:9/unused".into(),
-            lightspark_api_client_id: None,
-            lightspark_api_client_secret: None,
+            lightspark_api_url: format!("{sink_url}/graphql"),
+            lightspark_api_client_id: Some(API_CLIENT_ID.into()),
+            lightspark_api_client_secret: Some(API_CLIENT_SECRET.into()),
+            fetch_horizon: "7d".into(),
+            grid_api_url: crate::grid::client::DEFAULT_GRID_API_URL.into(),
+            grid_api_token_id: None,
+            grid_api_client_secret: None,
             reconcile_interval_ms: 500,
             retry_base_ms: 200,
             retry_max_ms: 1000,
@@ -200,17 +296,27 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
 
     let mut report = String::new();
     report.push_str(&format!("service {base}  ledger {}  payment sink {sink_url}\n\nwebhooks sent:\n", db.display()));
-    for (what, body) in scenario() {
+    for (what, body) in webhooks {
         let secret = if body.contains("fixture-0001") { FIXTURE_SECRET } else { key.as_str() };
-        let r = post(&client, &base, &body, &sign(secret.as_bytes(), body.as_bytes())).await?;
-        report.push_str(&format!("  {:<48} -> {r}\n", what));
+        let r = post(
+            &client,
+            &base,
+            "lightspark",
+            &body,
+            ("lightspark-signature", &sign(secret.as_bytes(), body.as_bytes())),
+        )
+        .await?;
+        report.push_str(&format!("  {:<56} -> {r}\n", what));
     }
-    let forged = webhook(
-        "demo-forged",
-        invitation("UmaInvitation:demo-forged", "FORGED", "CLAIMED", "VALIDATED", None, Some((1_000_000, "USD"))),
-    );
-    let r = post(&client, &base, &forged, &sign(b"not-the-key", forged.as_bytes())).await?;
-    report.push_str(&format!("  {:<48} -> {r}\n", "forged signature (1,000,000 USD)"));
+    let grid = grid_claim();
+    let header = crate::grid::signature::sign(&grid_signing, grid.as_bytes());
+    let r = post(&client, &base, "grid", &grid, ("x-grid-signature", &header)).await?;
+    report.push_str(&format!("  {:<56} -> {r}\n", "Grid claim, 1500 JPY, signed with P-256"));
+    let forged = envelope("demo-forged", "UmaInvitation:demo-forged");
+    let r =
+        post(&client, &base, "lightspark", &forged, ("lightspark-signature", &sign(b"not-the-key", forged.as_bytes())))
+            .await?;
+    report.push_str(&format!("  {:<56} -> {r}\n", "forged signature"));
 
     // Wait until nothing is left for the reconciler.
     let settled = wait_until(Duration::from_secs(60), || async {
@@ -219,11 +325,12 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
             Err(_) => return false,
         };
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        items.len() >= 5
+        items.len() >= 7
             && items.iter().all(|i| {
-                ["payout", "incentive", "notification"]
-                    .iter()
-                    .all(|k| !matches!(i[k]["state"].as_str(), Some("pending" | "requested" | "retry_scheduled")))
+                i["fetch"]["wanted"] == false
+                    && ["payout", "incentive", "notification"]
+                        .iter()
+                        .all(|k| !matches!(i[k]["state"].as_str(), Some("pending" | "requested" | "retry_scheduled")))
             })
     })
     .await;
@@ -272,7 +379,11 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         sink.requests.lock().unwrap(),
         sink.executed.lock().unwrap().len()
     ));
+    report.push_str(&format!("GraphQL stand-in: {} calls\n", sink.api_calls.lock().unwrap()));
     if settled.is_err() {
+        let _ = stop_tx.send(());
+        let _ = service.await;
+        let _ = stop_sink.send(());
         anyhow::bail!("the reconciler did not settle within a minute; states so far:\n{report}");
     }
 
@@ -285,18 +396,29 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     service.await??;
     let _ = stop_sink.send(());
     let conn = crate::ledger::open_read_only(&db)?;
-    let v = crate::ledger::verify::verify(&conn, None).context("verifying the demo ledger")?;
-    report.push_str(&format!("ledger verified: {} events, hash chain intact, head {}", v.events, hex::encode(v.head)));
+    let keys = crate::ledger::verify::WebhookKeys {
+        lightspark: crate::lightspark::signature::SigningKeys::parse(&format!("{key},{FIXTURE_SECRET}")),
+        grid: Some(crate::grid::signature::GridKeys::parse(&grid_pem)?),
+    };
+    let v = crate::ledger::verify::verify(&conn, &keys).context("verifying the demo ledger")?;
+    report.push_str(&format!(
+        "ledger verified: {} events, hash chain intact, {} webhook signatures re-verified, head {}",
+        v.events,
+        v.by_source.iter().map(|(_, _, checked)| checked).sum::<u64>(),
+        hex::encode(v.head)
+    ));
     Ok(report)
 }
 
-async fn post(client: &reqwest::Client, base: &str, body: &str, signature: &str) -> anyhow::Result<String> {
-    let r = client
-        .post(format!("{base}/webhooks/lightspark"))
-        .header("lightspark-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await?;
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    route: &str,
+    body: &str,
+    (header, signature): (&str, &str),
+) -> anyhow::Result<String> {
+    let r =
+        client.post(format!("{base}/webhooks/{route}")).header(header, signature).body(body.to_owned()).send().await?;
     let status = r.status().as_u16();
     let v: Value = r.json().await.unwrap_or(Value::Null);
     Ok(match status {

@@ -5,29 +5,51 @@
 //! SQLite ledger; projections fold the ledger into each invitation's state; a
 //! reconciler makes the payments and incentive transfers that are owed,
 //! exactly once; a read API and CLI answer questions about all of it.
-//! `../shared/DESIGN.md` is the contract.
+//! `docs/design.md` explains the design; `openapi.json` is the HTTP interface.
 //!
 //! # Layout
 //!
-//! - [`config`]: settings from flags and environment, validated once; secrets
-//!   that never print.
+//! Stages, in the order data flows through them:
+//!
 //! - [`lightspark`]: what Lightspark sends and serves — signature
 //!   verification, the webhook envelope, the tolerant invitation parser
 //!   (from a parsed `Value`, or in one pass straight from a webhook's text
 //!   for the fold), the GraphQL client.
+//! - [`grid`]: the same for Lightspark Grid — P-256 signature verification,
+//!   its webhook and invitation shapes, the REST client that fetches by code.
 //! - [`ledger`]: the append-only SQLite ledger — schema migrations, the group
-//!   commit writer (with an after-commit hook) and its checkpointer thread,
-//!   the hash chain, `verify`, the one-writer-process lock.
-//! - [`projection`]: the pure fold `apply(state, &event) -> state`, obligation
-//!   views, the SQL store (a file of its own beside the ledger) with its
-//!   checkpoint, the projector thread, rebuild and checksum.
+//!   commit writer and its checkpointer thread, the hash chain, `verify`
+//!   (chain, signatures, anchors), the one-writer-process lock.
+//! - [`projection`]: the pure fold `apply(state, &event) -> state`, the typed
+//!   internal events, obligation views, the incentive audit, the SQL store (a
+//!   file of its own, bound to the ledger it was folded from), the projector
+//!   thread, rebuild and checksum, and every query the read side asks.
 //! - [`reconcile`]: what is owed against what was done — pure decisions, the
-//!   exactly-once protocol over HTTP endpoints, clock and jitter seams, the
-//!   incentive audit.
-//! - [`api`]: warp filters — webhook ingest, read API, status page, OpenAPI,
-//!   health and metrics; errors mapped to HTTP in one place.
+//!   exactly-once protocol over HTTP endpoints, the fetch schedule, clock and
+//!   jitter seams, the worker pass.
+//! - [`api`]: warp filters — webhook ingest, read API and its access rule,
+//!   status page and invitation pages, OpenAPI, health and metrics; errors
+//!   mapped to HTTP in one place.
+//!
+//! Shared vocabulary, depending on no stage:
+//!
+//! - [`invitation`]: an invitation's facts and statuses, whichever source
+//!   stated them.
+//! - [`source`]: the sources (Lightspark, Grid) and what a delivery carries.
+//! - [`money`]: amounts as integers in the currency's smallest unit.
+//! - [`upstream`]: calls to a source's API — credentials, client, bounded
+//!   answers — shared by the Lightspark and Grid clients.
+//! - [`secret`], [`time`], [`rng`]: secrets that never print, timestamps,
+//!   the one seeded PRNG (jitter, spread).
+//! - [`config`]: settings from flags and environment, validated once.
 //! - [`metrics`]: the Prometheus metrics each stage records into.
-//! - [`service`]: wires the stages into the running service (`serve`).
+//!
+//! Wiring:
+//!
+//! - [`service`]: the running service (`serve`): ledger, projector,
+//!   reconciler and HTTP, started and stopped in order.
+//! - [`operator`]: an operator's actions on the ledger (`resolve`), one
+//!   function each, called by the CLI and by the status page alike.
 //! - [`cli`]: the one-shot commands that `main.rs` dispatches to.
 //! - [`demo`]: the whole flow on localhost in one command.
 //!
@@ -44,6 +66,7 @@ pub mod ledger;
 pub mod lightspark;
 pub mod metrics;
 pub mod money;
+pub mod operator;
 pub mod projection;
 pub mod reconcile;
 pub mod rng;
@@ -51,5 +74,6 @@ pub mod secret;
 pub mod service;
 pub mod source;
 pub mod time;
+pub mod upstream;
 
 pub use service::serve;

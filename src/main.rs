@@ -66,6 +66,21 @@ enum Command {
         /// Give up on it; it stays failed.
         #[arg(long)]
         failed: bool,
+        /// Why, in your words (what you checked, a ticket): kept with the decision in the ledger.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Fetch one invitation from its source now, whatever its schedule, and record what was found.
+    Refetch {
+        #[command(flatten)]
+        db: config::DbArgs,
+        #[command(flatten)]
+        reconcile: config::ReconcileArgs,
+        /// Invitation id or code.
+        invitation: String,
+        /// Why, for the trail (recorded with the answer).
+        #[arg(long, default_value = "refetch from the CLI")]
+        note: String,
     },
     /// The whole flow on localhost with a throw-away ledger, key and payment sink; prints the states.
     Demo {
@@ -87,6 +102,8 @@ enum Command {
         /// Print the same JSON as GET /v1/invitations/{id}.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        fetch: config::FetchPresenceArgs,
     },
 }
 
@@ -117,7 +134,9 @@ fn main() -> ExitCode {
         Command::Rebuild { db, check: false } => cli::rebuild(&db).map(|s| println!("{s}")),
         Command::Rebuild { db, check: true } => cli::rebuild_check(&db).map(|s| println!("{s}")),
         Command::Demo { keep_running } => block_on(invitation_ledger::demo::run(keep_running)),
-        Command::Status { db, invitation, json } => cli::status(&db, &invitation, json).map(|s| println!("{s}")),
+        Command::Status { db, invitation, json, fetch } => {
+            cli::status(&db, &invitation, json, fetch.fetching()).map(|s| println!("{s}"))
+        }
         Command::Reconcile { db, reconcile, once, dry_run } => {
             if once {
                 block_on(cli::reconcile_once(&db, &reconcile, dry_run))
@@ -125,7 +144,10 @@ fn main() -> ExitCode {
                 Err(anyhow::anyhow!("reconcile needs --once (the service reconciles continuously: use `serve`)"))
             }
         }
-        Command::Resolve { db, invitation, kind, paid, retry, failed } => {
+        Command::Refetch { db, reconcile, invitation, note } => {
+            block_on(cli::refetch(&db, &reconcile, &invitation, note))
+        }
+        Command::Resolve { db, invitation, kind, paid, retry, failed, note } => {
             use invitation_ledger::projection::events::Decision;
             let decision = match (&paid, retry, failed) {
                 (Some(_), false, false) => Ok(Decision::Paid),
@@ -133,7 +155,7 @@ fn main() -> ExitCode {
                 (None, false, true) => Ok(Decision::Failed),
                 _ => Err(anyhow::anyhow!("resolve needs exactly one of --paid PAYMENT_ID, --retry or --failed")),
             };
-            decision.and_then(|d| block_on(cli::resolve(&db, &invitation, &kind, d, paid)))
+            decision.and_then(|d| block_on(cli::resolve(&db, &invitation, &kind, d, paid, note)))
         }
         Command::Audit { what: AuditCommand::Incentives { db, inviter, json, horizon } } => {
             config::parse_duration("IDEMPOTENCY_WINDOW", &horizon)

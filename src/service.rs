@@ -14,17 +14,41 @@ use hyper_util::service::TowerToHyperService;
 use crate::api::read::ReadPool;
 use crate::api::{self, AppState};
 use crate::config::ReconcileConfig;
+use crate::grid::client::GridClient;
 use crate::ledger::LedgerWriter;
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
+use crate::reconcile::fetch::Fetchers;
 use crate::reconcile::{self, clock, endpoint::HttpEndpoint, worker::Seams, Reconciler};
 
 /// The reconciler as the service and `reconcile --once` run it: real HTTP,
 /// the wall clock, jitter seeded from entropy.
 pub type LiveReconciler = Reconciler<HttpEndpoint, clock::SystemClock, crate::rng::SplitMix>;
 
+/// The fetch clients the settings configure, one per source.
+///
 /// # Errors
-/// When the HTTP clients cannot be built (bad Lightspark settings).
+/// When a client cannot be built (bad URL or credentials).
+pub fn build_fetchers(config: &ReconcileConfig) -> anyhow::Result<Fetchers> {
+    let lightspark = match &config.lightspark_credentials {
+        Some((id, secret)) => Some(
+            LightsparkClient::new(&config.lightspark_api_url, id, secret.clone(), config.request_timeout)
+                .map_err(|e| anyhow::anyhow!("LIGHTSPARK_API_URL or credentials cannot be used: {e}"))?,
+        ),
+        None => None,
+    };
+    let grid = match &config.grid_credentials {
+        Some((id, secret)) => Some(
+            GridClient::new(&config.grid_api_url, id, secret.clone(), config.request_timeout)
+                .map_err(|e| anyhow::anyhow!("GRID_API_URL or credentials cannot be used: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Fetchers { lightspark, grid })
+}
+
+/// # Errors
+/// When the HTTP clients cannot be built (bad Lightspark or Grid settings).
 pub fn build_reconciler(
     db: &std::path::Path,
     writer: LedgerWriter,
@@ -32,22 +56,18 @@ pub fn build_reconciler(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<LiveReconciler> {
     let endpoint = HttpEndpoint::new(config.request_timeout).context("building the HTTP client")?;
-    let lightspark = match &config.lightspark_credentials {
-        Some((id, secret)) => Some(
-            LightsparkClient::new(&config.lightspark_api_url, id, secret.clone(), config.request_timeout)
-                .map_err(|e| anyhow::anyhow!("LIGHTSPARK_API_URL or credentials cannot be used: {e}"))?,
-        ),
-        None => {
-            tracing::warn!("LIGHTSPARK_API_CLIENT_ID/SECRET not set: webhooks without invitation data stay unfetched");
-            None
-        }
-    };
+    let fetchers = build_fetchers(&config)?;
+    if !fetchers.configured(crate::source::Source::Lightspark) {
+        tracing::warn!(
+            "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET are not set: a claim that arrives without its invitation cannot be fetched, and is not paid until it is"
+        );
+    }
     Ok(Reconciler::new(
         db.to_owned(),
         writer,
         config,
         Seams { endpoint, clock: clock::SystemClock, jitter: crate::rng::SplitMix::from_entropy() },
-        lightspark,
+        fetchers,
         metrics,
     ))
 }
@@ -119,6 +139,21 @@ async fn log_anchors(reads: Arc<ReadPool>, interval: Duration) {
     }
 }
 
+/// The status page's refetch form, wired to the service's reconciler.
+struct PageRefetch(LiveReconciler);
+
+impl api::Refetch for PageRefetch {
+    fn refetch(
+        &self,
+        invitation_id: String,
+        note: Option<String>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        let reconciler = self.0.clone();
+        let note = note.unwrap_or_else(|| "refetch from the status page".to_owned());
+        Box::pin(async move { reconciler.refetch(&invitation_id, note).await })
+    }
+}
+
 /// How long a client may take to send its request headers. Bounds slow
 /// clients that would otherwise hold a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,7 +186,9 @@ pub async fn serve(
     let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
     let reads = Arc::new(ReadPool::new(&config.db));
     let anchors = tokio::spawn(log_anchors(reads.clone(), config.anchor_interval));
-    let state = Arc::new(AppState { config, writer, metrics, reads });
+    let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler.clone()));
+    let state =
+        Arc::new(AppState { config, writer, metrics, reads, unfetchable: Default::default(), refetch: Some(refetch) });
     let routes = api::routes(state.clone());
     let service = TowerToHyperService::new(warp::service(routes));
     listener.set_nonblocking(true)?;

@@ -53,6 +53,9 @@ pub struct Delivery {
     pub sibling_prefix: Option<String>,
     /// The event type as sent, for logs and metrics.
     pub event_type: Option<String>,
+    /// A claim that came without its invitation: only a fetch can tell
+    /// what is owed.
+    pub data_missing: bool,
 }
 
 /// What one stored webhook says about the invitation its stream names.

@@ -1,223 +1,101 @@
 //! The status page in a real headless Chromium, driven through
-//! chromedriver's W3C WebDriver HTTP API: search for the fixture invitation
-//! by its code and read what the page shows. Leaves a screenshot at
-//! `target/status-page.png` for people to look at.
+//! chromedriver's W3C WebDriver HTTP API ([`driver`]): searching for an
+//! invitation, the money trail of a paid one with its verified signature,
+//! an in-doubt payment resolved from the page, a cross-site POST refused,
+//! and the charts drawn. Leaves screenshots for people to look at:
+//! `target/status-page.png`, `target/trail.png`, `target/resolve-form.png`,
+//! `target/confirm.png`, `target/resolved.png`, `target/charts.png`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
 //! `chromium` and `chromium-driver`; `scripts/test` installs them). Without
-//! them this test fails: it never skips.
+//! them these tests fail: they never skip.
 
-#[path = "api/helpers/app.rs"]
+#[path = "support/app.rs"]
 mod app;
-#[path = "api/helpers/poll.rs"]
+#[path = "browser/driver.rs"]
+mod driver;
+#[path = "support/fake_platform.rs"]
+mod fake_platform;
+#[path = "support/poll.rs"]
 mod poll;
-#[path = "api/helpers/secret.rs"]
+#[path = "support/secret.rs"]
 mod secret;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use app::{serve_args, TestApp};
+use app::{json_of, serve_args, TestApp};
+use driver::Driver;
+use fake_platform::{FakePlatform, Fault};
 use poll::eventually;
 
 const FIXTURE_ID: &str = "UmaInvitation:0191a8b6-fixture-0001";
-/// The W3C WebDriver key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const TOKEN: &str = "a-long-read-api-token-0123456789";
 
-/// The binary at `default` (or the path in `env`), which must exist.
-fn required_binary(env: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
-    assert!(
-        path.is_file(),
-        "{} not found: the browser test needs Chromium and chromedriver. Run `scripts/test` (it installs them), \
-         or install them with `apt-get install chromium chromium-driver` (or point {env} at the binary).",
-        path.display()
-    );
-    path
+/// The service with the test settings as `configure` changes them.
+async fn spawn(configure: impl FnOnce(&mut invitation_ledger::config::ServeArgs)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = serve_args(&dir.path().join("ledger.db"));
+    configure(&mut args);
+    TestApp::spawn_with(dir, args).await
 }
 
-/// A chromedriver process and (once created) its browser session; both are
-/// ended when this is dropped, also when the test panics.
-struct Driver {
-    child: Child,
-    port: u16,
-    base: String,
-    http: reqwest::Client,
-    session: Option<String>,
-    log: PathBuf,
+/// A claimed invitation's webhook, signed with the test secret: 10.00 USD
+/// for its invitee, incentives pending.
+async fn claim(app: &TestApp, id: &str) {
+    let body = json!({
+        "event_type": "UMA_INVITATION_CLAIMED", "event_id": format!("ev-{id}"),
+        "timestamp": "2026-11-01T12:00:00.000000+00:00", "entity_id": id,
+        "data": {"id": id, "code": format!("CODE-{}", id.rsplit(':').next().unwrap()), "url": "https://uma.me/i/x",
+                 "inviter_uma": "$alice@sending.example", "invitee_uma": format!("$bob-{}@receiving.example", id.rsplit(':').next().unwrap()),
+                 "status": "CLAIMED", "incentives_status": "PENDING", "updated_at": "2026-11-01T12:00:00.000000+00:00",
+                 "payment_amount": {"value": 1000, "currency": {"code": "USD", "symbol": "$", "decimals": 2, "name": "US Dollar"}}}
+    })
+    .to_string();
+    let signature = invitation_ledger::lightspark::signature::sign(secret::SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(app.post_raw("/webhooks/lightspark", body.into_bytes(), Some(&signature)).await.status(), 200);
 }
 
-impl Driver {
-    async fn start(chromedriver: &Path, log: PathBuf) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
-        let driver = Driver {
-            child,
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-            session: None,
-            log,
-        };
-        eventually("chromedriver to become ready", Duration::from_secs(20), || async {
-            let status = driver.http.get(format!("{}/status", driver.base)).send().await.map_err(|e| e.to_string())?;
-            let v: Value = status.json().await.map_err(|e| e.to_string())?;
-            if v["value"]["ready"] == true {
-                Ok(())
-            } else {
-                Err(format!("{v}; its log:\n{}", driver.log_text()))
-            }
-        })
-        .await;
-        driver
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// One WebDriver command; returns its `value`, panics on a WebDriver error.
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(b) = body {
-            req = req.json(&b);
+/// Waits until the read API shows `id`'s payout in `state` (with the token
+/// when one is configured).
+async fn payout_state(app: &TestApp, id: &str, state: &str) {
+    let url = app.url(&format!("/v1/invitations/{}", id.replace(':', "%3A")));
+    eventually(&format!("{id}'s payout to be {state}"), Duration::from_secs(30), || async {
+        let v = json_of(app.client.get(&url).bearer_auth(TOKEN)).await?;
+        if v["payout"]["state"] == state {
+            Ok(())
+        } else {
+            Err(v.to_string())
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or_else(|e| panic!("{method} {path}: answer is not JSON: {e}"));
-        assert!(status.is_success(), "{method} {path} -> {status}: {}", v["value"]);
-        v["value"].clone()
-    }
-
-    fn session_path(&self, rest: &str) -> String {
-        format!("/session/{}{rest}", self.session.as_deref().expect("a session"))
-    }
-
-    async fn new_session(&mut self, chromium: &Path, profile: &Path) {
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium.to_str().unwrap(),
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--disable-dev-shm-usage", "--window-size=1280,2000",
-                         format!("--user-data-dir={}", profile.display())]
-            }
-        }}});
-        let v = self.call(reqwest::Method::POST, "/session", Some(caps)).await;
-        let id = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session id in {v}; chromedriver log:\n{}", self.log_text()));
-        self.session = Some(id.to_owned());
-    }
-
-    async fn go(&self, url: &str) {
-        self.call(reqwest::Method::POST, &self.session_path("/url"), Some(json!({ "url": url }))).await;
-    }
-
-    async fn current_url(&self) -> String {
-        self.call(reqwest::Method::GET, &self.session_path("/url"), None).await.as_str().unwrap().to_owned()
-    }
-
-    /// The element matching `css`, or `None` when there is none.
-    async fn find(&self, css: &str) -> Option<String> {
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base, self.session_path("/element")))
-            .json(&json!({"using": "css selector", "value": css}))
-            .send()
-            .await
-            .unwrap();
-        let ok = resp.status().is_success();
-        let v: Value = resp.json().await.unwrap();
-        ok.then(|| v["value"][ELEMENT].as_str().expect("element reference").to_owned())
-    }
-
-    async fn element(&self, css: &str) -> String {
-        self.find(css).await.unwrap_or_else(|| panic!("no element {css} on the page"))
-    }
-
-    async fn type_into(&self, element: &str, text: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &self.session_path(&format!("/element/{element}/value")),
-            Some(json!({ "text": text })),
-        )
-        .await;
-    }
-
-    async fn click(&self, element: &str) {
-        self.call(reqwest::Method::POST, &self.session_path(&format!("/element/{element}/click")), Some(json!({})))
-            .await;
-    }
-
-    async fn text(&self, element: &str) -> String {
-        self.call(reqwest::Method::GET, &self.session_path(&format!("/element/{element}/text")), None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn source(&self) -> String {
-        self.call(reqwest::Method::GET, &self.session_path("/source"), None).await.as_str().unwrap().to_owned()
-    }
-
-    async fn screenshot_png(&self) -> Vec<u8> {
-        let b64 = self.call(reqwest::Method::GET, &self.session_path("/screenshot"), None).await;
-        BASE64.decode(b64.as_str().expect("base64 text")).expect("the screenshot is standard base64")
-    }
-
-    async fn quit(&mut self) {
-        if self.session.is_some() {
-            self.call(reqwest::Method::DELETE, &self.session_path(""), None).await;
-            self.session = None;
-        }
-    }
+    })
+    .await;
 }
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // After a panic the async client may be unusable: end the session
-        // (and so the browser) with a plain blocking request.
-        if let Some(id) = self.session.take() {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let _ = write!(s, "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port);
-                let _ = s.read_to_end(&mut Vec::new());
+fn ledger_kinds(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT kind FROM events ORDER BY seq").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+/// The page's text once `css` is on it and the URL contains `url_part`.
+async fn text_when(driver: &Driver, url_part: &str, css: &str) -> String {
+    let what = format!("{css} on a page at …{url_part}…");
+    let el = eventually(&what, Duration::from_secs(20), || async {
+        if driver.current_url().await.contains(url_part) {
+            if let Some(el) = driver.find(css).await {
+                return Ok(el);
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Where the screenshot goes: `target/status-page.png` (the target folder
-/// of this build, wherever it is).
-fn screenshot_path() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target folder").join("status-page.png")
+        Err(format!("at {}:\n{}", driver.current_url().await, driver.source().await))
+    })
+    .await;
+    driver.text(&el).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser() {
-    let chromium = required_binary("CHROMIUM", "/usr/bin/chromium");
-    let chromedriver = required_binary("CHROMEDRIVER", "/usr/bin/chromedriver");
-
     // The service, with the fixture's signing secret and no payment endpoint.
     let dir = tempfile::tempdir().unwrap();
     let mut args = serve_args(&dir.path().join("ledger.db"));
@@ -237,13 +115,8 @@ async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser(
     })
     .await;
 
-    // The browser.
     let scratch = tempfile::tempdir().unwrap();
-    let profile = scratch.path().join("profile");
-    std::fs::create_dir(&profile).unwrap();
-    let mut driver = Driver::start(&chromedriver, scratch.path().join("chromedriver.log")).await;
-    driver.new_session(&chromium, &profile).await;
-
+    let mut driver = Driver::launch(scratch.path()).await;
     driver.go(&app.url("/")).await;
     let recent = driver.element("#recent").await;
     assert!(driver.text(&recent).await.contains("FIXTURE1"), "the recent invitations list the fixture");
@@ -254,16 +127,7 @@ async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser(
     let submit = driver.element("form.search button[type=submit]").await;
     driver.click(&submit).await;
 
-    let results = eventually("search results after submitting", Duration::from_secs(20), || async {
-        if driver.current_url().await.contains("q=FIXTURE1") {
-            if let Some(el) = driver.find("#search-results").await {
-                return Ok(el);
-            }
-        }
-        Err(format!("page:\n{}", driver.source().await))
-    })
-    .await;
-    let shown = driver.text(&results).await;
+    let shown = text_when(&driver, "q=FIXTURE1", "#search-results").await;
     assert!(shown.contains(FIXTURE_ID), "the invitation id is shown:\n{shown}");
     assert!(shown.contains("CLAIMED"), "its status is shown:\n{shown}");
     let payout_row =
@@ -274,13 +138,247 @@ async fn an_operator_finds_the_fixture_invitation_by_its_code_in_a_real_browser(
         .call(reqwest::Method::GET, &driver.session_path(&format!("/element/{search_box}/property/value")), None)
         .await;
     assert_eq!(kept, "FIXTURE1", "the search box keeps the query");
+    driver.screenshot("status-page.png").await;
 
-    // A screenshot for people to look at.
-    let png = driver.screenshot_png().await;
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a real PNG ({} bytes)", png.len());
-    let path = screenshot_path();
-    std::fs::write(&path, &png).unwrap();
-    eprintln!("screenshot: {}", path.display());
+    driver.quit().await;
+    drop(driver);
+    app.stop_promptly().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_of_a_paid_invitation_shows_its_signature_verified_in_a_real_browser() {
+    // Given an invitation the platform paid
+    let payments = FakePlatform::start().await;
+    let app = spawn(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    let id = "UmaInvitation:browser-paid";
+    claim(&app, id).await;
+    payout_state(&app, id, "succeeded").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut driver = Driver::launch(scratch.path()).await;
+
+    // When an operator opens it from the home page's recent list
+    driver.go(&app.url("/")).await;
+    let link = driver.element("#recent a[href^='/invitations/']").await;
+    driver.click(&link).await;
+
+    // Then the trail shows the webhook verified with the key, the request and the payment
+    let webhook = text_when(&driver, "/invitations/UmaInvitation%3Abrowser-paid", "#seq-1").await;
+    assert!(webhook.contains("✓ verified now with key 1 of 1"), "{webhook}");
+    assert!(webhook.contains("✓ chain intact at this seq"), "{webhook}");
+    let request = driver.text(&driver.element("#seq-2").await).await;
+    assert!(request.contains("10.00 USD") && request.contains("$bob-browser-paid@receiving.example"), "{request}");
+    let paid = driver.text(&driver.element("#seq-3").await).await;
+    assert!(paid.contains("payout.succeeded") && paid.contains("pay_1"), "{paid}");
+    // The webhook's body, unfolded, is the pretty-printed JSON.
+    driver.click(&driver.element("#seq-1 details summary").await).await;
+    let body = driver.text(&driver.element("#seq-1 pre.body").await).await;
+    assert!(body.contains("\"event_type\": \"UMA_INVITATION_CLAIMED\","), "{body}");
+    driver.execute("document.getElementById('trail').scrollIntoView(); return null;").await;
+    driver.screenshot("trail.png").await;
+
+    driver.quit().await;
+    drop(driver);
+    app.stop_promptly().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_payment_resolved_from_the_page_is_in_the_ledger_and_on_the_page() {
+    // Given a payment in doubt: the platform keeps failing until the 600 ms
+    // idempotency window has passed
+    let payments = FakePlatform::start().await;
+    payments.fail_next(10_000, Fault::Status(500));
+    let app = spawn(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.reconcile.idempotency_window = "600ms".into();
+        a.reconcile.request_timeout_ms = 500;
+        a.read_api_token = Some(TOKEN.into());
+    })
+    .await;
+    let id = "UmaInvitation:browser-doubt";
+    claim(&app, id).await;
+    payout_state(&app, id, "in_doubt").await;
+    let before = ledger_kinds(&app.db).len();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut driver = Driver::launch(scratch.path()).await;
+
+    // When the operator opens its page, signs in with the token form, and
+    // records it as paid with a note, confirming
+    driver.go(&app.url("/invitations/UmaInvitation%3Abrowser-doubt")).await;
+    driver.type_into(&driver.element("input[name=token]").await, TOKEN).await;
+    driver.click(&driver.element("form button[type=submit]").await).await;
+    text_when(&driver, "/invitations/UmaInvitation%3Abrowser-doubt", "#resolve-invitee_payment").await;
+    let form = "#resolve-invitee_payment form.paid";
+    driver.type_into(&driver.element(&format!("{form} input[name=payment_id]")).await, "pay_checked_by_hand").await;
+    driver
+        .type_into(&driver.element(&format!("{form} textarea[name=note]")).await, "seen on the platform, ticket OPS-7")
+        .await;
+    driver.execute("document.getElementById('actions').scrollIntoView(); return null;").await;
+    driver.screenshot("resolve-form.png").await;
+    driver.click(&driver.element(&format!("{form} button[type=submit]")).await).await;
+    let question = text_when(&driver, "/resolve", "#confirm").await;
+    driver.screenshot("confirm.png").await;
+    assert!(
+        question.contains("Record invitee_payment of 10.00 USD to $bob-browser-doubt@receiving.example as paid with payment id pay_checked_by_hand?"),
+        "{question}"
+    );
+    assert_eq!(ledger_kinds(&app.db).len(), before, "nothing recorded before the confirmation");
+    driver.click(&driver.element("form.confirm button[type=submit]").await).await;
+
+    // Then the browser is back on the invitation, at the new event, and the ledger has it
+    let decided = text_when(&driver, "#seq-", "article.ev:target").await;
+    assert!(decided.contains("operator decided paid on invitee_payment (from the page)"), "{decided}");
+    assert!(
+        decided.contains("pay_checked_by_hand") && decided.contains("seen on the platform, ticket OPS-7"),
+        "{decided}"
+    );
+    let kinds = ledger_kinds(&app.db);
+    assert_eq!(kinds.len(), before + 1);
+    assert_eq!(kinds.last().map(String::as_str), Some("obligation.resolved"));
+    let invitation = driver.text(&driver.element("#invitation").await).await;
+    let payout = invitation.lines().find(|l| l.starts_with("payout")).unwrap_or_default().to_owned();
+    assert!(payout.contains("succeeded") && payout.contains("pay_checked_by_hand"), "{invitation}");
+    driver.screenshot("resolved.png").await;
+
+    driver.quit().await;
+    drop(driver);
+    app.stop_promptly().await;
+}
+
+/// Serves, on `127.0.0.2` (another site than the service's `127.0.0.1`),
+/// the page of `pages` whose path the request line names, else the first,
+/// until aborted.
+async fn attacker_site(pages: Vec<(&'static str, String)>) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("127.0.0.2 is loopback on Linux");
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let pages = pages.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request_line = String::from_utf8_lossy(&seen).lines().next().unwrap_or_default().to_owned();
+                let html = pages
+                    .iter()
+                    .find(|(path, _)| request_line.starts_with(&format!("GET {path} ")))
+                    .unwrap_or(&pages[0])
+                    .1
+                    .clone();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    html.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(html.as_bytes()).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_post_without_the_csrf_token_is_refused_and_appends_nothing() {
+    // Given a failed payment, and an operator signed in to the status page
+    let payments = FakePlatform::start().await;
+    payments.fail_next(1, Fault::Status(400));
+    let app = spawn(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.read_api_token = Some(TOKEN.into());
+    })
+    .await;
+    let id = "UmaInvitation:browser-target";
+    claim(&app, id).await;
+    payout_state(&app, id, "failed").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut driver = Driver::launch(scratch.path()).await;
+    driver.go(&app.url("/")).await;
+    driver.type_into(&driver.element("input[name=token]").await, TOKEN).await;
+    driver.click(&driver.element("form button[type=submit]").await).await;
+    text_when(&driver, "/", "#recent").await;
+    let before = ledger_kinds(&app.db).len();
+
+    // When the operator visits another site whose page posts a "paid" form
+    // to the service by itself (no CSRF token: it cannot know it)
+    let target = app.url("/invitations/UmaInvitation%3Abrowser-target/resolve");
+    let attack = format!(
+        "<!doctype html><html><body><form id=\"f\" method=\"post\" action=\"{target}\">\
+         <input name=\"kind\" value=\"invitee_payment\"><input name=\"decision\" value=\"paid\">\
+         <input name=\"payment_id\" value=\"pay_attacker\"><input name=\"confirm\" value=\"yes\"></form>\
+         <script>document.getElementById('f').submit()</script></body></html>"
+    );
+    let page = app.url("/invitations/UmaInvitation%3Abrowser-target");
+    let link = format!("<!doctype html><html><body><script>location.href = '{page}'</script></body></html>");
+    let (attacker, server) = attacker_site(vec![("/", attack), ("/link", link)]).await;
+    driver.go(&attacker).await;
+
+    // Then the browser lands on the service's refusal, and the ledger is unchanged
+    let refusal = text_when(&driver, "/resolve", "#message").await;
+    assert!(
+        refusal.contains("Refused: not sent from this site") && refusal.contains("Nothing was recorded"),
+        "{refusal}"
+    );
+    assert_eq!(ledger_kinds(&app.db).len(), before, "nothing appended");
+    payout_state(&app, id, "failed").await;
+
+    // And the browser never sends the session cookie on a request another
+    // site starts (SameSite=Strict): led there from the other site, the
+    // invitation page asks to sign in; opened directly, it is signed in
+    driver.go(&format!("{attacker}link")).await;
+    let led = text_when(&driver, "/invitations/", "main section").await;
+    assert!(led.contains("Sign in"), "{led}");
+    driver.go(&page).await;
+    text_when(&driver, "/invitations/", "#resolve-invitee_payment").await;
+    assert_eq!(ledger_kinds(&app.db).len(), before, "still nothing appended");
+
+    server.abort();
+    driver.quit().await;
+    drop(driver);
+    app.stop_promptly().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_pages_charts_are_drawn_with_a_size_in_a_real_browser() {
+    // Given a few payments made and one refused
+    let payments = FakePlatform::start().await;
+    let app = spawn(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    for n in 1..=3 {
+        let id = format!("UmaInvitation:browser-chart-{n}");
+        claim(&app, &id).await;
+        payout_state(&app, &id, "succeeded").await;
+    }
+    payments.fail_next(1, Fault::Status(400));
+    claim(&app, "UmaInvitation:browser-chart-refused").await;
+    payout_state(&app, "UmaInvitation:browser-chart-refused", "failed").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut driver = Driver::launch(scratch.path()).await;
+
+    // When the home page is opened
+    driver.go(&app.url("/")).await;
+    text_when(&driver, "/", "#activity").await;
+
+    // Then each of the three charts is an SVG drawn with a size, with bars
+    let sizes = driver
+        .execute(
+            "return [...document.querySelectorAll('svg.chart-svg')].map(s => { const r = s.getBoundingClientRect(); \
+             return [s.closest('figure').id, r.width, r.height, s.querySelectorAll('g.bar rect, rect.seg').length]; });",
+        )
+        .await;
+    let sizes = sizes.as_array().expect("a list").clone();
+    let ids: Vec<&str> = sizes.iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(ids, ["chart-webhooks", "chart-payments", "chart-obligations"], "{sizes:?}");
+    for s in &sizes {
+        assert!(s[1].as_f64().unwrap() > 100.0 && s[2].as_f64().unwrap() > 50.0, "drawn with a size: {s}");
+        assert!(s[3].as_u64().unwrap() > 0, "with bars: {s}");
+    }
+    driver.execute("document.getElementById('activity').scrollIntoView(); return null;").await;
+    driver.screenshot("charts.png").await;
 
     driver.quit().await;
     drop(driver);

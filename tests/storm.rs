@@ -1,24 +1,27 @@
 //! The storm: thousands of signed webhooks over many connections into the
 //! real binary — exact duplicates, late replays in random order, forgeries
 //! and malformed bodies among them — while the process is SIGKILLed and
-//! restarted at random moments and the payment platform fails 30% of first
-//! attempts. Afterwards every acknowledged webhook is in the ledger exactly
-//! once, nothing forged or malformed is, the hash chain and the projections
-//! check out, and every due obligation was executed exactly once.
+//! restarted at random moments, the payment platform fails 30% of first
+//! attempts, and 5% of payments take longer to process (2 s) than the reconciler
+//! waits (the platform goes on, and answers 409 to a retry meanwhile).
+//! Afterwards every acknowledged webhook is in the ledger exactly once,
+//! nothing forged or malformed is, the hash chain and the projections check
+//! out, every due obligation was executed exactly once, and every payment
+//! the ledger records as succeeded is one the platform made.
 //!
 //! Seeded: `STORM_SEED=<u64>` replays a run (the seed is printed).
 
-#[path = "api/helpers/binary.rs"]
+#[path = "support/binary.rs"]
 mod binary;
-#[path = "api/helpers/fake_platform.rs"]
+#[path = "support/fake_platform.rs"]
 mod fake_platform;
-#[path = "api/helpers/invitation.rs"]
+#[path = "support/invitation.rs"]
 mod invitation;
-#[path = "api/helpers/poll.rs"]
+#[path = "support/poll.rs"]
 mod poll;
-#[path = "api/helpers/secret.rs"]
+#[path = "support/secret.rs"]
 mod secret;
-#[path = "api/helpers/signing.rs"]
+#[path = "support/signing.rs"]
 mod signing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -376,10 +379,15 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     let malformed_tried = items.iter().filter(|i| i.expect == Expect::Malformed).count();
     let items = Arc::new(items);
 
+    // Some executions outlast the reconciler's 300 ms request timeout: the
+    // platform keeps processing, and a retry (or the restarted service's
+    // first call) meets a 409 until it is done.
     let payments = FakePlatform::start().await;
     payments.fail_first_attempts(0.3, seed ^ 0x0001, Fault::Status(500));
+    payments.slow_executions(0.05, seed ^ 0x0003, Duration::from_millis(2000));
     let notify = FakePlatform::start().await;
     notify.fail_first_attempts(0.3, seed ^ 0x0002, Fault::Status(500));
+    notify.slow_executions(0.05, seed ^ 0x0004, Duration::from_millis(2000));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let env: Env = vec![
@@ -389,6 +397,7 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
         ("RETRY_BASE_MS", "20".into()),
         ("RETRY_MAX_MS", "200".into()),
         ("RECONCILE_INTERVAL_MS", "100".into()),
+        ("REQUEST_TIMEOUT_MS", "300".into()),
     ];
     let mut server = start(db.clone(), env.clone()).await;
     let shared = Arc::new(Shared { queue: Mutex::new(plan.iter().copied().collect()), ..Shared::default() });
@@ -620,6 +629,29 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
         })
         .sum();
     assert_eq!(succeeded_events, due[0].len() + due[1].len(), "one recorded success per obligation");
+    // Every success the ledger records is a payment the platform made: its
+    // key executed there, with the payment id of that execution (never a
+    // 409 or a timeout taken for one).
+    let made: HashMap<String, String> = [&payments, &notify]
+        .iter()
+        .flat_map(|p| p.executed().into_iter().enumerate().map(|(n, (k, _))| (k, format!("pay_{}", n + 1))))
+        .collect();
+    let mut stmt = conn.prepare("SELECT seq, body FROM events WHERE kind LIKE '%.succeeded' ORDER BY seq").unwrap();
+    let recorded: Vec<(i64, Value)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .unwrap()
+        .map(|r| r.map(|(seq, b)| (seq, serde_json::from_slice(&b).unwrap())).unwrap())
+        .collect();
+    for (seq, s) in &recorded {
+        let key = s["idempotency_key"].as_str().unwrap();
+        assert_eq!(
+            s["payment_id"].as_str(),
+            made.get(key).map(String::as_str),
+            "seq {seq} records a payment the platform did not make: {s}"
+        );
+    }
+    let conflicts = payments.conflicts() + notify.conflicts();
+    assert!(conflicts > 0, "no retry met a payment still in progress: the 409 path was not exercised");
     assert_eq!(duplicate_effects, 0);
     assert_eq!(forged_tried, shared.forged_rejected.load(Ordering::SeqCst));
     assert_eq!(malformed_tried, shared.malformed_rejected.load(Ordering::SeqCst));
@@ -645,6 +677,10 @@ async fn a_storm_of_duplicated_replayed_and_forged_webhooks_through_sigkills_pay
     eprintln!("  forged rejected:        {}/{forged_tried} (401)", shared.forged_rejected.load(Ordering::SeqCst));
     eprintln!("  malformed rejected:     {}/{malformed_tried} (400)", shared.malformed_rejected.load(Ordering::SeqCst));
     eprintln!("  obligations executed:   {executed_total} ({} payments, {} notifications) from {platform_requests} platform calls, {replayed} idempotent replays", due[0].len(), due[1].len());
+    eprintln!(
+        "  still in progress:      {conflicts} answers 409 while a slow execution went on; {} successes recorded, each a payment made",
+        recorded.len()
+    );
     eprintln!(
         "  attempts cut by a kill: {interrupted} recorded as requested but never reached the platform; {replayed} executed but answer lost"
     );

@@ -17,6 +17,8 @@ use crate::lightspark::signature::SignatureError;
 pub enum ApiError {
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    #[error(transparent)]
+    GridSignature(crate::grid::signature::GridSignatureError),
     #[error("{0}")]
     MalformedWebhook(String),
     #[error("the body is larger than the limit of {limit} bytes")]
@@ -44,6 +46,10 @@ impl ApiError {
         match self {
             ApiError::Signature(SignatureError::Missing) => (StatusCode::UNAUTHORIZED, "missing_signature"),
             ApiError::Signature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
+            ApiError::GridSignature(crate::grid::signature::GridSignatureError::Missing) => {
+                (StatusCode::UNAUTHORIZED, "missing_signature")
+            }
+            ApiError::GridSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             ApiError::MalformedWebhook(_) => (StatusCode::BAD_REQUEST, "malformed_webhook"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),

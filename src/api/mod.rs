@@ -8,6 +8,8 @@ pub mod read;
 pub mod ui;
 pub mod webhook;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use warp::http::StatusCode;
@@ -22,6 +24,29 @@ pub struct AppState {
     pub writer: LedgerWriter,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub reads: Arc<read::ReadPool>,
+    /// Claims that arrived without their invitation while fetching is not
+    /// configured, warned about at most once a minute.
+    pub unfetchable: webhook::UnfetchableClaims,
+    /// Fetches one invitation now, for the status page's refetch form.
+    /// `None`: no fetcher is wired to the page, which then shows the form
+    /// disabled and says so.
+    pub refetch: Option<Arc<dyn Refetch>>,
+}
+
+/// Fetching one invitation from its source now, whatever its schedule, as
+/// `refetch <invitation>` does: what the status page's refetch form calls.
+/// A trait object, because the api must not import the reconciler that
+/// fetches (data flows `api` → `ledger` → … → `reconcile`); whoever builds
+/// [`AppState`] wires the real one in.
+pub trait Refetch: Send + Sync {
+    /// Fetches `invitation_id` (an id the projection knows) and appends what
+    /// changed, with the operator's `note`. `Ok`: a sentence saying what
+    /// was appended; `Err`: a sentence saying why nothing was.
+    fn refetch(
+        &self,
+        invitation_id: String,
+        note: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 }
 
 /// Refreshes the gauges that are read from the database, then renders.
@@ -31,15 +56,25 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
         .run(|c| {
             let head = crate::ledger::head(c)?.0;
             let checkpoint = crate::projection::store::checkpoint(c)?;
-            Ok((head, checkpoint, crate::projection::query::obligation_counts(c)?))
+            Ok((
+                head,
+                checkpoint,
+                crate::projection::query::obligation_counts(c)?,
+                crate::projection::query::awaiting_data(c)?,
+            ))
         })
         .await?;
     let m = &state.metrics;
-    let (head, checkpoint, obligations) = counts;
+    let (head, checkpoint, obligations, awaiting) = counts;
     m.ledger_head_seq.set(head as i64);
     m.projection_seq.set(checkpoint as i64);
     m.projection_lag_events.set(head.saturating_sub(checkpoint) as i64);
     m.obligations.reset();
+    for kind in crate::projection::events::ObligationKind::ALL {
+        for st in crate::projection::view::ObligationState::ALL {
+            m.obligations.with_label_values(&[kind.as_str(), st.as_str()]).set(0);
+        }
+    }
     let mut in_doubt = 0;
     for (kind, st, n) in obligations {
         if st == "in_doubt" {
@@ -48,6 +83,7 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
         m.obligations.with_label_values(&[kind, st.as_str()]).set(n);
     }
     m.in_doubt.set(in_doubt);
+    m.awaiting_data.set(awaiting.iter().map(|(_, n)| *n as i64).sum());
     let last = m.last_pass_unix.load(std::sync::atomic::Ordering::Relaxed);
     if last > 0 {
         m.reconciler_last_pass_age_seconds.set(chrono::Utc::now().timestamp() - last);
@@ -56,9 +92,7 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
 }
 
 /// All routes, with errors mapped by [`error::recover`].
-pub fn routes(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
@@ -87,6 +121,7 @@ pub fn routes(
             let state = metrics_state.clone();
             async move { render_metrics(&state).await.map_err(error::reject) }
         });
+    let answered = state.clone();
     webhook::routes(state.clone())
         .or(metrics)
         .unify()
@@ -102,4 +137,38 @@ pub fn routes(
         .unify()
         .recover(error::recover)
         .unify()
+        .with(warp::log::custom(move |info| {
+            answered.metrics.http_answered(
+                route_pattern(info.path()),
+                info.status().as_u16(),
+                info.elapsed().as_secs_f64(),
+            )
+        }))
+}
+
+/// The route a path belongs to, as a label with few values: ids and codes
+/// are replaced by `{id}`, and unknown paths share one label, so a scan of
+/// random paths cannot grow the metric without bound.
+fn route_pattern(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["webhooks", "lightspark"] | ["webhook"] => "/webhooks/lightspark",
+        ["webhooks", "grid"] => "/webhooks/grid",
+        ["v1", "invitations"] => "/v1/invitations",
+        ["v1", "invitations", _] => "/v1/invitations/{id}",
+        ["v1", "audit", "incentives"] => "/v1/audit/incentives",
+        ["v1", "ledger", "events"] => "/v1/ledger/events",
+        ["v1", "ledger", "head"] => "/v1/ledger/head",
+        ["v1", "openapi.json"] => "/v1/openapi.json",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        [""] => "/",
+        ["login"] => "/login",
+        ["invitations", _] => "/invitations/{id}",
+        ["invitations", _, "resolve"] => "/invitations/{id}/resolve",
+        ["invitations", _, "refetch"] => "/invitations/{id}/refetch",
+        ["invitations", _, "events", _, "body"] => "/invitations/{id}/events/{seq}/body",
+        _ => "other",
+    }
 }

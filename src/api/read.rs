@@ -14,6 +14,7 @@ use super::error::{reject, ApiError};
 use super::AppState;
 use crate::projection::query::{self, ListFilter};
 use crate::projection::store;
+use crate::projection::view::Fetching;
 
 /// Largest page any list answers.
 pub const MAX_PAGE: usize = 500;
@@ -136,6 +137,7 @@ fn page_size(limit: Option<usize>) -> Result<usize, Rejection> {
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let auth = read_access(Access::new(state.config.read_api_token.as_ref()));
     let pool = state.reads.clone();
+    let fetching = Fetching::new(|s| state.config.reconcile.fetch_configured(s));
 
     let p = pool.clone();
     let one =
@@ -144,7 +146,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             async move {
                 let id = percent_decode(&raw, false);
                 let lookup = id.clone();
-                match p.lookup(move |c| Ok(query::invitation(c, &lookup)?)).await.map_err(reject)? {
+                match p.lookup(move |c| Ok(query::invitation(c, &lookup, fetching)?)).await.map_err(reject)? {
                     Some(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
                     None => Err(reject(ApiError::NotFound(format!("no invitation with id or code {id:?}")))),
                 }
@@ -164,7 +166,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                         after: q.after.filter(|s| !s.is_empty()),
                         limit: page_size(q.limit)?,
                     };
-                    let page = p.run(move |c| Ok(query::invitations(c, &filter)?)).await.map_err(reject)?;
+                    let page = p.run(move |c| Ok(query::invitations(c, &filter, fetching)?)).await.map_err(reject)?;
                     Ok::<_, Rejection>(warp::reply::json(&page).into_response())
                 }
             },

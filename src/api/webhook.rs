@@ -1,8 +1,14 @@
-//! `POST /webhooks/lightspark` (alias `POST /webhook`): verify, append, answer.
+//! The webhook routes, one per source: `POST /webhooks/lightspark` (alias
+//! `POST /webhook`, signed with HMAC-SHA256 in `lightspark-signature`) and
+//! `POST /webhooks/grid` (signed with ECDSA P-256 in `X-Grid-Signature`,
+//! or `X-UMAaaS-Signature`; enabled by `GRID_WEBHOOK_PUBLIC_KEY`). Both go
+//! the same way: verify the raw bytes, recognise the delivery, append,
+//! answer.
 //!
 //! Nothing else happens on this path: no network, no projection work. The
 //! answer is sent only after the event's transaction has committed.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -13,12 +19,13 @@ use warp::{Filter, Rejection, Reply};
 use super::body::{self, BodyError, BODY_READ_TIMEOUT};
 use super::error::{reject, ApiError};
 use super::AppState;
+use crate::grid::signature::{GRID_SIGNATURE_HEADER, UMAAAS_SIGNATURE_HEADER};
 use crate::ledger::{kinds, NewEvent};
 use crate::lightspark::signature::SIGNATURE_HEADER;
-use crate::lightspark::webhook::recognise;
+use crate::source::{Delivery, Source};
 
-fn count(state: &AppState, result: &str) {
-    state.metrics.webhooks.with_label_values(&[result]).inc();
+fn count(state: &AppState, source: Source, result: &str) {
+    state.metrics.webhook(source, result);
 }
 
 #[derive(Serialize)]
@@ -28,13 +35,35 @@ struct Accepted {
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let path = warp::path!("webhooks" / "lightspark").or(warp::path!("webhook")).unify();
-    let limit = state.config.max_body_bytes;
-    path.and(warp::post())
+    let lightspark = warp::path!("webhooks" / "lightspark")
+        .or(warp::path!("webhook"))
+        .unify()
+        .and(warp::post())
         .and(warp::header::optional::<String>(SIGNATURE_HEADER))
-        .and(limited_body(limit, state.clone()))
+        .and(limited_body(Source::Lightspark, state.clone()))
+        .and(with_state(state.clone()))
+        .and_then(|signature, body, state| receive(Source::Lightspark, signature, body, state));
+    let grid_enabled = state.config.grid_keys.is_some();
+    let grid = warp::path!("webhooks" / "grid")
+        .and(warp::post())
+        .and_then(move || async move {
+            if grid_enabled {
+                Ok(())
+            } else {
+                Err(reject(ApiError::NotFound(
+                    "Grid webhooks are not enabled: set GRID_WEBHOOK_PUBLIC_KEY to Grid's public key".into(),
+                )))
+            }
+        })
+        .untuple_one()
+        .and(warp::header::optional::<String>(GRID_SIGNATURE_HEADER))
+        .and(warp::header::optional::<String>(UMAAAS_SIGNATURE_HEADER))
+        .and(limited_body(Source::Grid, state.clone()))
         .and(with_state(state))
-        .and_then(receive)
+        .and_then(|grid: Option<String>, umaaas: Option<String>, body, state| {
+            receive(Source::Grid, grid.or(umaaas), body, state)
+        });
+    lightspark.or(grid).unify()
 }
 
 fn with_state(
@@ -43,52 +72,72 @@ fn with_state(
     warp::any().map(move || state.clone())
 }
 
-/// The body, refused with 413 as soon as it is known to exceed `limit`:
+/// The body, refused with 413 as soon as it is known to exceed the limit:
 /// from `Content-Length` before reading, or while reading a chunked body;
 /// and with 408 when it has not fully arrived within [`BODY_READ_TIMEOUT`].
-fn limited_body(limit: usize, state: Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+fn limited_body(source: Source, state: Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
-        .and_then(move |declared: Option<u64>, stream| collect_body(declared, stream, limit, state.clone()))
+        .and_then(move |declared: Option<u64>, stream| collect_body(source, declared, stream, state.clone()))
 }
 
 async fn collect_body<S, B>(
+    source: Source,
     declared: Option<u64>,
     stream: S,
-    limit: usize,
     state: Arc<AppState>,
 ) -> Result<Bytes, Rejection>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    let limit = state.config.max_body_bytes;
     body::read(declared, stream, limit).await.map_err(|e| match e {
         BodyError::TooLarge => {
-            count(&state, "too_large");
+            count(&state, source, "too_large");
             reject(ApiError::TooLarge { limit })
         }
         BodyError::Timeout => {
-            count(&state, "body_timeout");
+            count(&state, source, "body_timeout");
             reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() })
         }
         BodyError::Read(e) => reject(ApiError::BadRequest(format!("could not read the body: {e}"))),
     })
 }
 
+/// Verifies `body` under `source`'s keys and recognises it.
+fn verify_and_recognise(
+    state: &AppState,
+    source: Source,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<Delivery, (&'static str, ApiError)> {
+    match source {
+        Source::Lightspark => {
+            state.config.signing_keys.verify(body, signature).map_err(|e| ("bad_signature", e.into()))?;
+            crate::lightspark::webhook::recognise(body)
+                .map_err(|e| ("malformed", ApiError::MalformedWebhook(e.to_string())))
+        }
+        Source::Grid => {
+            let keys = state.config.grid_keys.as_ref().ok_or(("bad_signature", ApiError::Unauthorized))?;
+            keys.verify(body, signature).map_err(|e| ("bad_signature", ApiError::GridSignature(e)))?;
+            crate::grid::webhook::recognise(body).map_err(|e| ("malformed", ApiError::MalformedWebhook(e.to_string())))
+        }
+    }
+}
+
 async fn receive(
+    source: Source,
     signature: Option<String>,
     body: Bytes,
     state: Arc<AppState>,
 ) -> Result<warp::reply::Response, Rejection> {
-    if let Err(e) = state.config.signing_keys.verify(&body, signature.as_deref()) {
-        count(&state, "bad_signature");
-        return Err(reject(e));
-    }
-    let delivery = recognise(&body).map_err(|e| {
-        count(&state, "malformed");
-        reject(ApiError::MalformedWebhook(e.to_string()))
+    let delivery = verify_and_recognise(&state, source, signature.as_deref(), &body).map_err(|(result, e)| {
+        count(&state, source, result);
+        reject(e)
     })?;
     let event_type = delivery.event_type.unwrap_or_default();
+    let data_missing = delivery.data_missing;
     let event = NewEvent {
         event_key: delivery.event_key,
         kind: kinds::WEBHOOK_RECEIVED.to_owned(),
@@ -99,21 +148,53 @@ async fn receive(
     };
     let span = tracing::info_span!(
         "webhook",
+        source = source.as_str(),
         event_key = %event.event_key,
         event_type = %event_type,
         invitation_id = event.stream.as_deref().unwrap_or("-"),
     );
     let appended = state.writer.append(event).instrument(span).await.map_err(|e| {
-        count(&state, "unavailable");
+        count(&state, source, "unavailable");
         reject(ApiError::LedgerUnavailable(e))
     })?;
     let status = if appended.duplicate {
-        count(&state, "duplicate");
+        count(&state, source, "duplicate");
         "duplicate"
     } else {
-        count(&state, "accepted");
+        count(&state, source, "accepted");
+        if data_missing && !state.config.reconcile.fetch_configured(source) {
+            state.unfetchable.note(source);
+        }
         "accepted"
     };
     tracing::debug!(event_type = %event_type, seq = appended.seq, status, "webhook");
     Ok(warp::reply::json(&Accepted { status, seq: appended.seq }).into_response())
+}
+
+/// A warning, at most once a minute, that claims arrive without their
+/// invitation while fetching is not configured: nothing can be paid for
+/// them, and that must not go unnoticed.
+#[derive(Default)]
+pub struct UnfetchableClaims {
+    /// Unix seconds of the last warning.
+    last: AtomicI64,
+    /// Claims since the last warning.
+    since: AtomicU64,
+}
+
+impl UnfetchableClaims {
+    fn note(&self, source: Source) {
+        let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = chrono::Utc::now().timestamp();
+        let last = self.last.load(Ordering::Relaxed);
+        if now - last >= 60 && self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.since.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                source = source.as_str(),
+                claims = n,
+                "claims arrive without their invitation and fetching is not configured: set {}; until then nothing is paid for them",
+                crate::config::ReconcileConfig::fetch_settings(source)
+            );
+        }
+    }
 }

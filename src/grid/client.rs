@@ -10,48 +10,43 @@
 //! "Grid knows no such invitation".
 //!
 //! The API client secret is used in exactly one place, the `Authorization`
-//! header, built once in [`GridClient::new`] and marked sensitive. Every text
+//! header, built once by [`Upstream::new`] and marked sensitive. Every text
 //! that ends up in a [`GridFetchError`] is scrubbed of the secret and of the
 //! encoded header first, because error messages end up in logs and in the
 //! ledger's operator views.
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
-use reqwest::{StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::secret::Secret;
+use crate::upstream::{self, excerpt, Api, Upstream, UpstreamError};
 
 /// Grid's production API, the `servers` entry of its OpenAPI; the date is
 /// the API version the invitation schema was read from.
 pub const DEFAULT_GRID_API_URL: &str = "https://api.lightspark.com/grid/2025-10-13";
 
-/// The largest answer read. An invitation is well under a kilobyte; anything
-/// near this size is not an answer to our request, and reading it unbounded
-/// would let a misbehaving endpoint exhaust memory.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// How much of an unexpected answer is kept in an error: enough to recognise
-/// an HTML error page or a Grid error message, short enough for a log line.
-const EXCERPT_CHARS: usize = 200;
+/// Grid's settings, as messages name them.
+const GRID_API: Api = Api {
+    name: "Grid API",
+    url_setting: "GRID_API_URL",
+    default_url: DEFAULT_GRID_API_URL,
+    // Paths are appended to it.
+    url_is_root: true,
+    id_setting: "GRID_API_TOKEN_ID",
+    id_is: "the id of a Grid API token",
+    secret_setting: "GRID_API_CLIENT_SECRET",
+    secret_is: "the client secret of a Grid API token",
+};
 
 /// Calls the Grid API with an API token's id and client secret (HTTP Basic).
 ///
 /// Cheap to clone: the connection pool is shared.
 #[derive(Clone)]
 pub struct GridClient {
-    http: reqwest::Client,
+    upstream: Upstream,
     base_url: Url,
-    token_id: String,
-    secret: Secret,
-    /// `Basic base64(token_id:secret)`, built once and marked sensitive so
-    /// that reqwest and hyper never print it.
-    authorization: HeaderValue,
-    /// The base64 part of `authorization`, kept only to scrub it from error
-    /// texts (a proxy that echoes request headers back must not leak it).
-    encoded_credentials: String,
 }
 
 /// Shows where the client points and as whom, never the secret.
@@ -59,8 +54,8 @@ impl std::fmt::Debug for GridClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GridClient")
             .field("base_url", &self.base_url.as_str())
-            .field("token_id", &self.token_id)
-            .field("secret", &self.secret)
+            .field("token_id", &self.upstream.id())
+            .field("secret", self.upstream.secret())
             .finish_non_exhaustive()
     }
 }
@@ -91,18 +86,26 @@ pub enum GridFetchError {
     Config(String),
 }
 
+impl From<UpstreamError> for GridFetchError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Config(text) => GridFetchError::Config(text),
+            UpstreamError::Transport(text) => GridFetchError::Transport(text),
+            UpstreamError::Status { status, body_excerpt } => GridFetchError::Status { status, body_excerpt },
+            UpstreamError::Malformed(text) => GridFetchError::Malformed(text),
+        }
+    }
+}
+
 impl GridFetchError {
     /// Whether asking again later can give a different answer, so the caller
     /// keeps the event pending and retries with backoff instead of asking an
     /// operator. The table is the Lightspark client's, for the same reasons:
     ///
     /// - `Transport`, HTTP 5xx, 408 and 429: the textbook transient failures.
-    /// - HTTP 401/403: **transient on purpose.** Wrong credentials are fixed
-    ///   by an operator (new token in the dashboard, restart), and a freshly
-    ///   created or rotated token can take a moment to become valid. A fetch
-    ///   failure says nothing about the invitation, so giving up would only
-    ///   strand the event; retrying with capped backoff costs one request per
-    ///   interval. The caller should still log these loudly.
+    /// - HTTP 401/403: **transient on purpose**
+    ///   ([`upstream::is_transient_status`] says why). The caller should
+    ///   still log these loudly.
     /// - `Malformed`: transient as well. A 2xx answer that is not JSON is
     ///   typically a proxy or load balancer hiccup, and we cannot tell it from
     ///   a lasting problem by looking at it; retrying loses nothing.
@@ -113,7 +116,7 @@ impl GridFetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             GridFetchError::Transport(_) | GridFetchError::Malformed(_) => true,
-            GridFetchError::Status { status, .. } => matches!(*status, 500..=599 | 401 | 403 | 408 | 429),
+            GridFetchError::Status { status, .. } => upstream::is_transient_status(*status),
             GridFetchError::InvalidCode(_) | GridFetchError::Config(_) => false,
         }
     }
@@ -135,40 +138,9 @@ impl GridClient {
     /// when `token_id` is empty or holds a `:` (Basic auth cannot carry it);
     /// when the secret is empty; when `timeout` is zero.
     pub fn new(base_url: &str, token_id: &str, secret: Secret, timeout: Duration) -> Result<Self, GridFetchError> {
-        let base_url = parse_base_url(base_url)?;
-        if token_id.trim().is_empty() {
-            return Err(GridFetchError::Config(
-                "GRID_API_TOKEN_ID is empty: set it to the id of a Grid API token.".into(),
-            ));
-        }
-        if token_id.contains(':') {
-            return Err(GridFetchError::Config(
-                "GRID_API_TOKEN_ID contains ':', which HTTP Basic auth cannot carry: check the value.".into(),
-            ));
-        }
-        if secret.expose().is_empty() {
-            return Err(GridFetchError::Config(
-                "GRID_API_CLIENT_SECRET is empty: set it to the client secret of a Grid API token.".into(),
-            ));
-        }
-        if timeout.is_zero() {
-            return Err(GridFetchError::Config("the Grid API timeout is zero: give it a positive duration.".into()));
-        }
-        let encoded_credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{token_id}:{}", secret.expose()));
-        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded_credentials}"))
-            .map_err(|_| GridFetchError::Config("cannot build the Authorization header from base64.".into()))?;
-        authorization.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A redirect would resend the credentials somewhere we were not
-            // told to send them; a REST GET by code has no reason to redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("invitation-ledger/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GridFetchError::Config(format!("cannot build the HTTP client: {}", e.without_url())))?;
-        Ok(Self { http, base_url, token_id: token_id.to_owned(), secret, authorization, encoded_credentials })
+        let base_url = upstream::parse_url(&GRID_API, base_url)?;
+        let upstream = Upstream::new(&GRID_API, token_id, secret, timeout)?;
+        Ok(Self { upstream, base_url })
     }
 
     /// The API root this client appends paths to.
@@ -190,19 +162,12 @@ impl GridClient {
     /// asked one; a `code` that cannot be one path segment.
     pub async fn fetch_invitation(&self, code: &str) -> Result<Option<Value>, GridFetchError> {
         let url = self.invitation_url(code)?;
-        let response = self
-            .http
-            .get(url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&url, e))?;
+        let response = self.upstream.send(Method::GET, &url, None).await?;
         let status = response.status();
         let result = if status == StatusCode::NOT_FOUND {
             Ok(None)
         } else {
-            let bytes = self.read_capped(&url, response).await?;
+            let bytes = self.upstream.read_capped(&url, response).await?;
             self.interpret(status.as_u16(), code, &bytes)
         };
         match &result {
@@ -231,139 +196,35 @@ impl GridClient {
         Ok(url)
     }
 
-    /// Reads at most [`MAX_ANSWER_BYTES`], refusing a larger answer as soon as
-    /// its declared length or the bytes received so far pass the cap; a
-    /// failure mid-body is a transport failure (the timeout covers the body).
-    async fn read_capped(&self, url: &Url, mut response: reqwest::Response) -> Result<Vec<u8>, GridFetchError> {
-        let too_large = || GridFetchError::Malformed(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
-        if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(url, e))? {
-            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
-    }
-
     /// Classifies an answer other than 404. Separate from the request so that
     /// every shape of answer can be tested without a server.
     fn interpret(&self, status: u16, code: &str, body: &[u8]) -> Result<Option<Value>, GridFetchError> {
-        if !(200..300).contains(&status) {
-            return Err(GridFetchError::Status {
-                status,
-                body_excerpt: self.scrub(&excerpt(&String::from_utf8_lossy(body))),
-            });
-        }
-        let answer: Value = serde_json::from_slice(body).map_err(|e| {
-            GridFetchError::Malformed(
-                self.scrub(&format!("not JSON ({e}): {:?}", excerpt(&String::from_utf8_lossy(body)))),
-            )
-        })?;
+        let scrub = |text: &str| self.upstream.scrub(text);
+        let answer = self.upstream.json_answer(status, body)?;
         let Some(fields) = answer.as_object() else {
-            return Err(GridFetchError::Malformed(
-                self.scrub(&format!("not a JSON object: {}", excerpt(&answer.to_string()))),
-            ));
+            return Err(GridFetchError::Malformed(scrub(&format!(
+                "not a JSON object: {}",
+                excerpt(&answer.to_string())
+            ))));
         };
         // An answer about another invitation (a caching proxy, a list
         // endpoint) must not be stored as this one.
         match fields.get("code") {
             Some(Value::String(answered)) if answered == code => Ok(Some(answer)),
-            Some(other) => Err(GridFetchError::Malformed(
-                self.scrub(&format!("the answer is invitation {}, not {code:?}", excerpt(&other.to_string()))),
-            )),
+            Some(other) => Err(GridFetchError::Malformed(scrub(&format!(
+                "the answer is invitation {}, not {code:?}",
+                excerpt(&other.to_string())
+            )))),
             None => Err(GridFetchError::Malformed("the answer has no code: it is not an UmaInvitation".into())),
         }
-    }
-
-    /// Describes a reqwest failure without reqwest's URL (we add our own,
-    /// which [`parse_base_url`] guarantees holds no credentials) and with its
-    /// causes, which is where "connection refused" actually lives.
-    fn transport_error(&self, url: &Url, e: reqwest::Error) -> GridFetchError {
-        let what = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        };
-        let mut text = format!("{what} ({url})");
-        let e = e.without_url();
-        let mut cause: Option<&dyn std::error::Error> = Some(&e);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        GridFetchError::Transport(self.scrub(&text))
-    }
-
-    /// Removes the secret and the encoded credentials from a text taken from
-    /// an answer, in case the other side echoes them.
-    fn scrub(&self, text: &str) -> String {
-        text.replace(&self.encoded_credentials, "[redacted]").replace(self.secret.expose(), "[redacted]")
-    }
-}
-
-/// Accepts absolute `http(s)` URLs without userinfo, query or fragment; plain
-/// `http` only to loopback, where the tests and local fakes run.
-fn parse_base_url(raw: &str) -> Result<Url, GridFetchError> {
-    let bad = |why: &str| GridFetchError::Config(format!("GRID_API_URL {:?} {why}", redact_userinfo(raw)));
-    let url = Url::parse(raw.trim()).map_err(|e| bad(&format!("is not a URL ({e}): use {DEFAULT_GRID_API_URL}.")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("carries credentials: remove them and use GRID_API_TOKEN_ID / GRID_API_CLIENT_SECRET."));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad(&format!(
-            "has a query or fragment, which an API root cannot carry: use {DEFAULT_GRID_API_URL}."
-        )));
-    }
-    let loopback = match url.host_str() {
-        Some(host) => {
-            host.eq_ignore_ascii_case("localhost")
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        None => return Err(bad("has no host.")),
-    };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        "http" => Err(bad("is plain http to a remote host, which would send the client secret in clear: use https.")),
-        _ => Err(bad(&format!("is not http(s): use {DEFAULT_GRID_API_URL}."))),
-    }
-}
-
-/// `scheme://user:pass@host` → `scheme://[redacted]@host`, so that a
-/// rejected URL can be named in the message without printing what it holds.
-fn redact_userinfo(raw: &str) -> String {
-    let raw = raw.trim();
-    let start = raw.find("://").map_or(0, |i| i + 3);
-    let authority_end = raw[start..].find(['/', '?', '#']).map_or(raw.len(), |i| start + i);
-    match raw[start..authority_end].rfind('@') {
-        Some(at) => format!("{}[redacted]{}", &raw[..start], &raw[start + at..]),
-        None => raw.to_owned(),
-    }
-}
-
-/// At most [`EXCERPT_CHARS`] characters, cut on a character boundary.
-fn excerpt(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::EXCERPT_CHARS;
+    use base64::Engine as _;
     use serde_json::json;
 
     const SECRET: &str = "s3cr3t-grid-client-secret";

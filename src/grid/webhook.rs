@@ -329,6 +329,8 @@ pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedGridWebhook> {
         stream: webhook.invitation_code().map(stream),
         sibling_prefix,
         event_type: webhook.event_type,
+        // Without its invitation a Grid claim names no code to fetch by.
+        data_missing: false,
     })
 }
 
@@ -352,6 +354,17 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
         }
         None => Report { dated: webhook.timestamp, ..Report::default() },
     })
+}
+
+/// What a fetched Grid `UmaInvitation` says, dated by its `claimedAt`
+/// (none: the fold dates it by when it was fetched).
+pub fn fetched(entity: &Value) -> Report {
+    match GridInvitation::from_json(entity) {
+        Some(invitation) => {
+            Report { snapshot: invitation.snapshot(), dated: invitation.claimed_at, data_missing: false }
+        }
+        None => Report::default(),
+    }
 }
 
 pub fn event_key(id: &str, body: &[u8]) -> String {

@@ -1,4 +1,4 @@
-//! The SHA-256 hash chain over ledger events (DESIGN.md, "The ledger").
+//! The SHA-256 hash chain over ledger events (docs/design.md, "The ledger").
 //!
 //! `hash(seq) = SHA-256(prev_hash ‖ u64be(seq) ‖ f(event_key) ‖ f(kind) ‖
 //! f(stream) ‖ f(recorded_at) ‖ f(body) ‖ f(signature))`, with

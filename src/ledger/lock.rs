@@ -61,11 +61,6 @@ impl InstanceLock {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// Whether some process holds the lock right now.
-    pub fn is_held(ledger: &Path) -> bool {
-        matches!(Self::acquire(ledger), Err(LedgerError::Busy(_)))
-    }
 }
 
 #[cfg(test)]

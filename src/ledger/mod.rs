@@ -103,6 +103,9 @@ pub struct EventView<'a> {
     pub event_key: &'a str,
     pub kind: &'a str,
     pub stream: Option<&'a str>,
+    /// When it was appended: the fold keeps the first one of each
+    /// invitation (how long it may still be fetched counts from it).
+    pub recorded_at: &'a str,
     pub body: &'a [u8],
 }
 
@@ -114,6 +117,7 @@ impl LedgerEvent {
             event_key: &self.event_key,
             kind: &self.kind,
             stream: self.stream.as_deref(),
+            recorded_at: &self.recorded_at,
             body: &self.body,
         }
     }
@@ -290,7 +294,7 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
     // reads every event once and keeps none.
     let mut stmt = conn
         .prepare(
-            "SELECT seq, kind, stream, body, event_key FROM events INDEXED BY events_by_stream
+            "SELECT seq, kind, stream, body, event_key, recorded_at FROM events INDEXED BY events_by_stream
              WHERE stream IS NOT NULL AND seq <= ?1 ORDER BY stream, seq",
         )
         .map_err(LedgerError::from)?;
@@ -301,7 +305,8 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
     Ok(())
 }
 
-/// The `seq, kind, stream, body, event_key` of a row, borrowed from it.
+/// The `seq, kind, stream, body, event_key, recorded_at` of a row, borrowed
+/// from it.
 fn view_of<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventView<'r>> {
     let text = |col: usize| -> rusqlite::Result<&'r str> {
         std::str::from_utf8(row.get_ref(col)?.as_bytes()?)
@@ -312,6 +317,7 @@ fn view_of<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventView<'r>> {
         event_key: text(4)?,
         kind: text(1)?,
         stream: Some(text(2)?),
+        recorded_at: text(5)?,
         body: row.get_ref(3)?.as_bytes()?,
     })
 }

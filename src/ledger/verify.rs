@@ -4,13 +4,74 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::hash;
 use super::{kinds, LedgerError};
+use crate::grid::signature::GridKeys;
 use crate::lightspark::signature::SigningKeys;
+use crate::source::Source;
+
+/// The keys stored webhooks are re-verified with, one set per source; a
+/// source without keys has its webhooks counted, not checked.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookKeys {
+    /// Lightspark's HMAC-SHA256 signing secrets.
+    pub lightspark: Option<SigningKeys>,
+    /// Grid's ECDSA P-256 public keys.
+    pub grid: Option<GridKeys>,
+}
+
+impl WebhookKeys {
+    /// Re-verifies one stored webhook of `source`: `Ok(None)` when that
+    /// source has no keys here, `Ok(Some(i))` with the index of the key
+    /// that verified it.
+    ///
+    /// # Errors
+    /// A sentence saying why the signature does not verify.
+    pub fn verify(&self, source: Source, body: &[u8], signature: Option<&str>) -> Result<Option<usize>, String> {
+        match source {
+            Source::Lightspark => match &self.lightspark {
+                Some(keys) => keys.verify_which(body, signature).map(Some).map_err(|e| e.to_string()),
+                None => Ok(None),
+            },
+            Source::Grid => match &self.grid {
+                Some(keys) => keys.verify(body, signature).map(Some).map_err(|e| e.to_string()),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// How many keys `source` has here (0 when it has none), so that the
+    /// index [`WebhookKeys::verify`] gives can be told as "key i of n".
+    pub fn count(&self, source: Source) -> usize {
+        match source {
+            Source::Lightspark => self.lightspark.as_ref().map_or(0, SigningKeys::len),
+            Source::Grid => self.grid.as_ref().map_or(0, GridKeys::len),
+        }
+    }
+
+    /// The kind of key a source is verified with, for people.
+    pub fn key_type(source: Source) -> &'static str {
+        match source {
+            Source::Lightspark => "HMAC-SHA256 secret",
+            Source::Grid => "ECDSA P-256 public key",
+        }
+    }
+
+    /// The setting that holds a source's webhook keys, for the operator who
+    /// has to add or change one.
+    pub fn setting(source: Source) -> &'static str {
+        match source {
+            Source::Lightspark => "LIGHTSPARK_WEBHOOK_SIGNING_KEY",
+            Source::Grid => "GRID_WEBHOOK_PUBLIC_KEY",
+        }
+    }
+}
 
 /// What an intact ledger looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifySummary {
     pub events: u64,
     pub webhooks: u64,
+    /// Per source: webhooks stored, and how many of them were re-verified.
+    pub by_source: Vec<(Source, u64, u64)>,
     pub head: hash::Hash,
 }
 
@@ -23,15 +84,16 @@ pub enum VerifyError {
     Ledger(#[from] LedgerError),
 }
 
-/// Walks the ledger in order. `keys` re-verifies each stored webhook; `None`
-/// checks the chain only.
+/// Walks the ledger in order, and re-verifies each stored webhook with its
+/// source's keys (those of a source without keys are counted only).
 ///
 /// # Errors
 /// [`VerifyError::Broken`] naming the first bad `seq` and why.
-pub fn verify(conn: &Connection, keys: Option<&SigningKeys>) -> Result<VerifySummary, VerifyError> {
+pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, VerifyError> {
     let mut expected_seq = 1u64;
     let mut prev = hash::GENESIS;
     let mut webhooks = 0u64;
+    let mut by_source: Vec<(Source, u64, u64)> = Source::ALL.iter().map(|s| (*s, 0, 0)).collect();
     // The writer stores every body as a BLOB: a body of another type was
     // rewritten by hand, even where its bytes still hash right.
     let retyped: Option<(i64, String)> = conn
@@ -64,16 +126,20 @@ pub fn verify(conn: &Connection, keys: Option<&SigningKeys>) -> Result<VerifySum
         }
         if e.kind == kinds::WEBHOOK_RECEIVED {
             webhooks += 1;
-            if let Some(keys) = keys {
-                keys.verify(&e.body, e.signature.as_deref())
-                    .map_err(|why| broken(format!("webhook signature no longer verifies: {why}")))?;
-            }
+            let source = Source::of_event_key(&e.event_key)
+                .ok_or_else(|| broken(format!("a webhook whose key {:?} names no known source", e.event_key)))?;
+            let verified = keys
+                .verify(source, &e.body, e.signature.as_deref())
+                .map_err(|why| broken(format!("{} webhook signature no longer verifies: {why}", source.as_str())))?;
+            let counts = by_source.iter_mut().find(|(s, _, _)| *s == source).expect("every source is counted");
+            counts.1 += 1;
+            counts.2 += u64::from(verified.is_some());
         }
         prev = e.hash;
         expected_seq += 1;
         Ok(())
     })?;
-    Ok(VerifySummary { events: expected_seq - 1, webhooks, head: prev })
+    Ok(VerifySummary { events: expected_seq - 1, webhooks, by_source, head: prev })
 }
 
 /// Checks an anchor kept elsewhere: the ledger must hold exactly `hash` at
@@ -118,7 +184,7 @@ mod tests {
 
     fn event(n: u32) -> NewEvent {
         NewEvent {
-            event_key: format!("k{n}"),
+            event_key: format!("lightspark:e{n}:00"),
             kind: "webhook.received".into(),
             stream: None,
             body: format!("{{\"n\":{n}}}").into_bytes(),
@@ -141,7 +207,7 @@ mod tests {
         conn.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET body = CAST(body AS TEXT) WHERE seq = 2;")
             .unwrap();
         // when the ledger is verified
-        let e = verify(&conn, None).unwrap_err();
+        let e = verify(&conn, &WebhookKeys::default()).unwrap_err();
         // then the answer names the seq and says what is wrong
         match e {
             VerifyError::Broken { seq, reason } => {

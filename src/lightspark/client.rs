@@ -1,5 +1,5 @@
 //! The Lightspark GraphQL client: fetches an invitation when a webhook arrived
-//! without `data` (DESIGN.md, "When `data` is absent").
+//! without `data` (docs/design.md, "Fetching the invitation").
 //!
 //! The client only asks and classifies the answer; it never decides what a
 //! failure means for the invitation. A failed fetch says nothing about the
@@ -8,22 +8,34 @@
 //! becomes an `invitation.fetched` event.
 //!
 //! The client secret is used in exactly one place, the `Authorization` header,
-//! which is built once in [`LightsparkClient::new`] and marked sensitive. Every
+//! which is built once by [`Upstream::new`] and marked sensitive. Every
 //! text that ends up in a [`FetchError`] is scrubbed of the secret and of the
 //! encoded header first, because error messages end up in logs and in the
 //! ledger's operator views.
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
-use reqwest::Url;
+use reqwest::{Method, Url};
 use serde_json::Value;
 
 use crate::secret::Secret;
+use crate::upstream::{self, excerpt, Api, Upstream, UpstreamError};
 
-/// The GetUmaInvitation query, exactly as in DESIGN.md.
+/// Lightspark's settings, as messages name them.
+const LIGHTSPARK_API: Api = Api {
+    name: "Lightspark API",
+    url_setting: "LIGHTSPARK_API_URL",
+    default_url: "https://api.lightspark.com/graphql/server/2023-09-13",
+    // The endpoint is posted to as it is.
+    url_is_root: false,
+    id_setting: "LIGHTSPARK_API_CLIENT_ID",
+    id_is: "the client id of a Lightspark API token",
+    secret_setting: "LIGHTSPARK_API_CLIENT_SECRET",
+    secret_is: "the secret of a Lightspark API token",
+};
+
+/// The GetUmaInvitation query: the invitation's fields under the aliases the
+/// parser reads.
 ///
 /// Every field is aliased (`uma_invitation_*`), which is the spelling the
 /// Lightspark SDKs use and the one the invitation parser already reads, so a
@@ -38,6 +50,7 @@ pub const GET_UMA_INVITATION: &str = r#"query GetUmaInvitation($id: ID!) {
       uma_invitation_code: code
       uma_invitation_url: url
       uma_invitation_inviter_uma: inviter_uma
+      uma_invitation_inviter_first_name: inviter_first_name
       uma_invitation_invitee_uma: invitee_uma
       uma_invitation_status: status
       uma_invitation_incentives_status: incentives_status
@@ -52,30 +65,13 @@ pub const GET_UMA_INVITATION: &str = r#"query GetUmaInvitation($id: ID!) {
   }
 }"#;
 
-/// The largest answer read. An invitation is well under a kilobyte; anything
-/// near this size is not an answer to our query, and reading it unbounded
-/// would let a misbehaving endpoint exhaust memory.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// How much of an unexpected answer is kept in an error: enough to recognise
-/// an HTML error page or a GraphQL message, short enough for a log line.
-const EXCERPT_CHARS: usize = 200;
-
 /// Calls the Lightspark GraphQL API with the API token's client id and secret.
 ///
 /// Cheap to clone: the connection pool is shared.
 #[derive(Clone)]
 pub struct LightsparkClient {
-    http: reqwest::Client,
+    upstream: Upstream,
     url: Url,
-    client_id: String,
-    client_secret: Secret,
-    /// `Basic base64(client_id:client_secret)`, built once and marked
-    /// sensitive so that reqwest and hyper never print it.
-    authorization: HeaderValue,
-    /// The base64 part of `authorization`, kept only to scrub it from error
-    /// texts (a proxy that echoes request headers back must not leak it).
-    encoded_credentials: String,
 }
 
 /// Shows where the client points and as whom, never the secret.
@@ -83,8 +79,8 @@ impl std::fmt::Debug for LightsparkClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LightsparkClient")
             .field("url", &self.url.as_str())
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
+            .field("client_id", &self.upstream.id())
+            .field("client_secret", self.upstream.secret())
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +107,21 @@ pub enum FetchError {
     /// credentials, zero timeout).
     #[error("Lightspark API client misconfigured: {0}")]
     Config(String),
+    /// The id names an entity of another type: asking again will not make
+    /// it an invitation.
+    #[error("not an invitation: {0}")]
+    NotAnInvitation(String),
+}
+
+impl From<UpstreamError> for FetchError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Config(text) => FetchError::Config(text),
+            UpstreamError::Transport(text) => FetchError::Transport(text),
+            UpstreamError::Status { status, body_excerpt } => FetchError::Status { status, body_excerpt },
+            UpstreamError::Malformed(text) => FetchError::Malformed(text),
+        }
+    }
 }
 
 impl FetchError {
@@ -123,12 +134,8 @@ impl FetchError {
     ///   GraphQL errors with HTTP 200, and a well-formed query for an unknown
     ///   id answers `entity: null`, not an error; so an error is most likely
     ///   the server's trouble, not ours.
-    /// - HTTP 401/403: **transient on purpose.** Wrong credentials are fixed
-    ///   by an operator (new token in the dashboard, restart), and a freshly
-    ///   created or rotated token can take a moment to become valid. A fetch
-    ///   failure says nothing about the invitation, so giving up would only
-    ///   strand the event until someone re-drives it by hand; retrying with
-    ///   capped backoff costs one request per interval. The caller should
+    /// - HTTP 401/403: **transient on purpose**
+    ///   ([`upstream::is_transient_status`] says why). The caller should
     ///   still log these loudly, since they will not heal on their own.
     /// - `Malformed`: transient as well. A 2xx answer that is not JSON is
     ///   typically a proxy or load balancer hiccup, and we cannot tell it from
@@ -140,10 +147,8 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Transport(_) | FetchError::GraphQl(_) | FetchError::Malformed(_) => true,
-            FetchError::Status { status, .. } => {
-                matches!(*status, 500..=599 | 401 | 403 | 408 | 429)
-            }
-            FetchError::Config(_) => false,
+            FetchError::Status { status, .. } => upstream::is_transient_status(*status),
+            FetchError::Config(_) | FetchError::NotAnInvitation(_) => false,
         }
     }
 }
@@ -162,40 +167,9 @@ impl LightsparkClient {
     /// a `:` (Basic auth cannot carry it); when the secret is empty; when
     /// `timeout` is zero.
     pub fn new(api_url: &str, client_id: &str, client_secret: Secret, timeout: Duration) -> Result<Self, FetchError> {
-        let url = parse_api_url(api_url)?;
-        if client_id.trim().is_empty() {
-            return Err(FetchError::Config(
-                "LIGHTSPARK_API_CLIENT_ID is empty: set it to the client id of a Lightspark API token.".into(),
-            ));
-        }
-        if client_id.contains(':') {
-            return Err(FetchError::Config(
-                "LIGHTSPARK_API_CLIENT_ID contains ':', which HTTP Basic auth cannot carry: check the value.".into(),
-            ));
-        }
-        if client_secret.expose().is_empty() {
-            return Err(FetchError::Config(
-                "LIGHTSPARK_API_CLIENT_SECRET is empty: set it to the secret of a Lightspark API token.".into(),
-            ));
-        }
-        if timeout.is_zero() {
-            return Err(FetchError::Config("the Lightspark API timeout is zero: give it a positive duration.".into()));
-        }
-        let encoded_credentials = base64_encode(format!("{client_id}:{}", client_secret.expose()).as_bytes());
-        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded_credentials}")).map_err(|_| {
-            FetchError::Config("LIGHTSPARK_API_CLIENT_ID holds characters a header cannot carry.".into())
-        })?;
-        authorization.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A redirect would resend the credentials somewhere we were not
-            // told to send them; a GraphQL endpoint has no reason to redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("invitation-ledger/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FetchError::Config(format!("cannot build the HTTP client: {}", e.without_url())))?;
-        Ok(Self { http, url, client_id: client_id.to_owned(), client_secret, authorization, encoded_credentials })
+        let url = upstream::parse_url(&LIGHTSPARK_API, api_url)?;
+        let upstream = Upstream::new(&LIGHTSPARK_API, client_id, client_secret, timeout)?;
+        Ok(Self { upstream, url })
     }
 
     /// The endpoint this client posts to.
@@ -214,17 +188,9 @@ impl LightsparkClient {
     /// Every answer other than `data.entity` being an object or null.
     pub async fn fetch_invitation(&self, id: &str) -> Result<Option<Value>, FetchError> {
         let body = serde_json::json!({ "query": GET_UMA_INVITATION, "variables": { "id": id } });
-        let response = self
-            .http
-            .post(self.url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .header(ACCEPT, "application/json")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let response = self.upstream.send(Method::POST, &self.url, Some(&body)).await?;
         let status = response.status().as_u16();
-        let bytes = self.read_capped(response).await?;
+        let bytes = self.upstream.read_capped(&self.url, response).await?;
         let result = self.interpret(status, &bytes);
         match &result {
             Ok(found) => tracing::debug!(invitation = id, status, found = found.is_some(), "fetched invitation"),
@@ -233,38 +199,18 @@ impl LightsparkClient {
         result
     }
 
-    /// Reads at most [`MAX_ANSWER_BYTES`]; a failure mid-body is a transport
-    /// failure (the timeout covers the body too).
-    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, FetchError> {
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(e))? {
-            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(FetchError::Malformed(format!("answer larger than {MAX_ANSWER_BYTES} bytes")));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
-    }
-
     /// Classifies an answer. Separate from the request so that every shape of
     /// answer can be tested without a server.
     fn interpret(&self, status: u16, body: &[u8]) -> Result<Option<Value>, FetchError> {
-        if !(200..300).contains(&status) {
-            return Err(FetchError::Status {
-                status,
-                body_excerpt: self.scrub(&excerpt(&String::from_utf8_lossy(body))),
-            });
-        }
-        let answer: Value = serde_json::from_slice(body).map_err(|e| {
-            FetchError::Malformed(self.scrub(&format!("not JSON ({e}): {:?}", excerpt(&String::from_utf8_lossy(body)))))
-        })?;
+        let scrub = |text: &str| self.upstream.scrub(text);
+        let answer = self.upstream.json_answer(status, body)?;
         // Errors win over data: a GraphQL answer may carry both, and a
         // partial entity (fields nulled by an error) must not become a
         // snapshot, nor a null entity read as "unknown id".
         match answer.get("errors") {
             None | Some(Value::Null) => {}
             Some(Value::Array(errors)) if errors.is_empty() => {}
-            Some(errors) => return Err(FetchError::GraphQl(self.scrub(&excerpt(&graphql_messages(errors))))),
+            Some(errors) => return Err(FetchError::GraphQl(scrub(&excerpt(&graphql_messages(errors))))),
         }
         let entity = answer
             .get("data")
@@ -276,87 +222,18 @@ impl LightsparkClient {
                 // `... on UmaInvitation` gives `{}` for an entity of another
                 // type; storing that as an invitation snapshot would be wrong.
                 None if fields.is_empty() => {
-                    Err(FetchError::Malformed("data.entity is not an UmaInvitation (empty object)".into()))
+                    Err(FetchError::NotAnInvitation("data.entity is not an UmaInvitation (empty object)".into()))
                 }
                 Some(t) if t != "UmaInvitation" => {
-                    Err(FetchError::Malformed(self.scrub(&format!("data.entity is a {t}, not an UmaInvitation"))))
+                    Err(FetchError::NotAnInvitation(scrub(&format!("data.entity is a {t}, not an UmaInvitation"))))
                 }
                 _ => Ok(Some(entity.clone())),
             },
-            other => Err(FetchError::Malformed(
-                self.scrub(&format!("data.entity is neither an object nor null: {}", excerpt(&other.to_string()))),
-            )),
+            other => Err(FetchError::Malformed(scrub(&format!(
+                "data.entity is neither an object nor null: {}",
+                excerpt(&other.to_string())
+            )))),
         }
-    }
-
-    /// Describes a reqwest failure without its URL (we add our own, which
-    /// [`parse_api_url`] guarantees holds no credentials) and with its causes,
-    /// which is where "connection refused" actually lives.
-    fn transport_error(&self, e: reqwest::Error) -> FetchError {
-        let what = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        };
-        let mut text = format!("{what} ({})", self.url);
-        let e = e.without_url();
-        let mut cause: Option<&dyn std::error::Error> = Some(&e);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        FetchError::Transport(self.scrub(&text))
-    }
-
-    /// Removes the secret and the encoded credentials from a text taken from
-    /// an answer, in case the other side echoes them.
-    fn scrub(&self, text: &str) -> String {
-        text.replace(&self.encoded_credentials, "[redacted]").replace(self.client_secret.expose(), "[redacted]")
-    }
-}
-
-/// Accepts absolute `http(s)` URLs without userinfo; plain `http` only to
-/// loopback, where the tests and `demo` run their fakes.
-fn parse_api_url(api_url: &str) -> Result<Url, FetchError> {
-    let bad = |why: &str| FetchError::Config(format!("LIGHTSPARK_API_URL {:?} {why}", redact_userinfo(api_url)));
-    let url = Url::parse(api_url.trim())
-        .map_err(|e| bad(&format!("is not a URL ({e}): use https://api.lightspark.com/graphql/server/2023-09-13.")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "carries credentials: remove them and use LIGHTSPARK_API_CLIENT_ID / LIGHTSPARK_API_CLIENT_SECRET.",
-        ));
-    }
-    let loopback = match url.host_str() {
-        Some(host) => {
-            host.eq_ignore_ascii_case("localhost")
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        None => return Err(bad("has no host.")),
-    };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        "http" => Err(bad("is plain http to a remote host, which would send the client secret in clear: use https.")),
-        _ => Err(bad("is not http(s): use https://api.lightspark.com/graphql/server/2023-09-13.")),
-    }
-}
-
-/// `scheme://user:pass@host` → `scheme://[redacted]@host`, so that a
-/// rejected URL can be named in the message without printing what it holds.
-fn redact_userinfo(raw: &str) -> String {
-    let raw = raw.trim();
-    let start = raw.find("://").map_or(0, |i| i + 3);
-    let authority_end = raw[start..].find(['/', '?', '#']).map_or(raw.len(), |i| start + i);
-    match raw[start..authority_end].rfind('@') {
-        Some(at) => format!("{}[redacted]{}", &raw[..start], &raw[start + at..]),
-        None => raw.to_owned(),
     }
 }
 
@@ -376,24 +253,12 @@ fn graphql_messages(errors: &Value) -> String {
     }
 }
 
-/// At most [`EXCERPT_CHARS`] characters, cut on a character boundary.
-fn excerpt(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
-/// Standard base64 with padding (RFC 4648 §4), as HTTP Basic credentials
-/// need (RFC 7617): not the URL-safe alphabet, not unpadded.
-fn base64_encode(input: &[u8]) -> String {
-    BASE64.encode(input)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::EXCERPT_CHARS;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
     use serde_json::json;
 
     const SECRET: &str = "s3cr3t-client-secret-value";
@@ -413,27 +278,9 @@ mod tests {
     }
 
     #[test]
-    fn client_base64_matches_rfc_4648_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-            ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
-        ] {
-            assert_eq!(base64_encode(input.as_bytes()), expected, "{input:?}");
-        }
-        // Values 62 and 63: the standard alphabet, not the URL-safe one.
-        assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
-    }
-
-    #[test]
     fn client_query_asks_for_every_aliased_field_of_the_design() {
-        // The text is a verbatim copy of DESIGN.md; this guards against an
-        // edit that drops a field the parser and the fake rely on.
+        // Guards against an edit that drops a field the parser and the
+        // fake rely on.
         assert!(GET_UMA_INVITATION
             .starts_with("query GetUmaInvitation($id: ID!) {\n  entity(id: $id) {\n    ... on UmaInvitation {\n"));
         for field in [
@@ -444,6 +291,7 @@ mod tests {
             "uma_invitation_code: code",
             "uma_invitation_url: url",
             "uma_invitation_inviter_uma: inviter_uma",
+            "uma_invitation_inviter_first_name: inviter_first_name",
             "uma_invitation_invitee_uma: invitee_uma",
             "uma_invitation_status: status",
             "uma_invitation_incentives_status: incentives_status",
@@ -465,10 +313,10 @@ mod tests {
         assert_eq!(answer(&c, 200, json!({"data": {"entity": entity}})).unwrap(), Some(entity.clone()));
         assert_eq!(answer(&c, 200, json!({"data": {"entity": null}})).unwrap(), None);
         assert!(matches!(answer(&c, 200, json!({"data": {}})), Err(FetchError::Malformed(_))));
-        assert!(matches!(answer(&c, 200, json!({"data": {"entity": {}}})), Err(FetchError::Malformed(_))));
+        assert!(matches!(answer(&c, 200, json!({"data": {"entity": {}}})), Err(FetchError::NotAnInvitation(_))));
         assert!(matches!(
             answer(&c, 200, json!({"data": {"entity": {"__typename": "Wallet"}}})),
-            Err(FetchError::Malformed(_))
+            Err(FetchError::NotAnInvitation(_))
         ));
         assert!(matches!(answer(&c, 200, json!({"data": {"entity": 7}})), Err(FetchError::Malformed(_))));
         assert!(matches!(c.interpret(200, b"<html>bad gateway</html>"), Err(FetchError::Malformed(_))));
@@ -503,7 +351,7 @@ mod tests {
     #[test]
     fn client_errors_scrub_an_echoed_secret_or_header() {
         let c = client();
-        let header = format!("Basic {}", base64_encode(format!("client-id:{SECRET}").as_bytes()));
+        let header = format!("Basic {}", BASE64.encode(format!("client-id:{SECRET}")));
         for (status, body) in [
             (401, format!("bad secret {SECRET}, header {header}")),
             (200, json!({"errors": [{"message": format!("bad {SECRET} / {header}")}]}).to_string()),

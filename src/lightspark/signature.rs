@@ -62,21 +62,42 @@ impl SigningKeys {
     /// # Errors
     /// [`SignatureError`] saying why the signature is not accepted.
     pub fn verify(&self, body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
+        self.verify_which(body, header).map(|_| ())
+    }
+
+    /// As [`verify`](Self::verify), and which key verified: its position
+    /// (from 0) in the configured list, so that an operator re-checking a
+    /// stored webhook sees whether it was signed with the old or the new
+    /// secret of a rotation. Every key is still tried, in constant time
+    /// each, whichever matches.
+    ///
+    /// # Errors
+    /// [`SignatureError`] saying why the signature is not accepted.
+    pub fn verify_which(&self, body: &[u8], header: Option<&str>) -> Result<usize, SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?.trim();
         if header.is_empty() {
             return Err(SignatureError::Missing);
         }
         let mut expected = [0u8; 32];
         hex::decode_to_slice(header, &mut expected).map_err(|_| SignatureError::NotHex)?;
-        let mut matched = false;
-        for key in &self.keys {
-            matched |= Self::verify_one(key.expose().as_bytes(), body, &expected);
+        let mut which = None;
+        for (index, key) in self.keys.iter().enumerate() {
+            let ok = Self::verify_one(key.expose().as_bytes(), body, &expected);
+            if ok && which.is_none() {
+                which = Some(index);
+            }
         }
-        if matched {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        which.ok_or(SignatureError::Mismatch)
+    }
+
+    /// How many secrets are configured.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false: [`SigningKeys::parse`] refuses a list without a secret.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     fn verify_one(key: &[u8], body: &[u8], expected: &[u8; 32]) -> bool {
@@ -127,6 +148,18 @@ mod tests {
     fn either_key_verifies_during_rotation() {
         let rotating = keys(&format!("old-secret, {SECRET}"));
         assert_eq!(rotating.verify(BODY.as_bytes(), Some(SIGNATURE)), Ok(()));
+    }
+
+    #[test]
+    fn the_key_that_verified_is_named_by_its_position() {
+        // given the new and the old secret of a rotation, in that order
+        let rotating = keys(&format!("new-secret, {SECRET}"));
+        // when the official vector, signed with the old one, is checked
+        // then the second key is named, and a forgery names none
+        assert_eq!(rotating.verify_which(BODY.as_bytes(), Some(SIGNATURE)), Ok(1));
+        assert_eq!(keys(SECRET).verify_which(BODY.as_bytes(), Some(SIGNATURE)), Ok(0));
+        assert_eq!(rotating.verify_which(b"{}", Some(SIGNATURE)), Err(SignatureError::Mismatch));
+        assert_eq!(rotating.len(), 2);
     }
 
     #[test]

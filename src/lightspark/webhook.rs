@@ -159,7 +159,8 @@ pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedWebhook> {
             }
         }
     };
-    Ok(Delivery { event_key, stream, sibling_prefix, event_type: probe.event_type })
+    let data_missing = probe.event_type.as_deref() == Some(UMA_INVITATION_CLAIMED) && !probe.data_is_object;
+    Ok(Delivery { event_key, stream, sibling_prefix, event_type: probe.event_type, data_missing })
 }
 
 /// The top-level fields [`recognise`] reads; every other member is only
@@ -174,6 +175,8 @@ struct Probe {
     event_id: Option<String>,
     entity_id: Option<String>,
     data_id: Option<String>,
+    /// Whether `data` is an object (an invitation), not absent or null.
+    data_is_object: bool,
     id: Option<String>,
     code: Option<String>,
     status: Option<String>,
@@ -196,7 +199,11 @@ impl<'de> Deserialize<'de> for Probe {
                         "event_type" => p.event_type = Some(text(map.next_value()?).unwrap_or_default()),
                         "event_id" => p.event_id = text(map.next_value()?),
                         "entity_id" => p.entity_id = text(map.next_value()?),
-                        "data" => p.data_id = map.next_value::<DataId>()?.0,
+                        "data" => {
+                            let data = map.next_value::<DataId>()?;
+                            p.data_id = data.id;
+                            p.data_is_object = data.is_object;
+                        }
                         "id" => p.id = text(map.next_value()?),
                         "code" => p.code = text(map.next_value()?),
                         "status" => p.status = text(map.next_value()?),
@@ -220,7 +227,10 @@ impl<'de> Deserialize<'de> for Probe {
 }
 
 /// The invitation id inside `data`, when `data` is an object that has one.
-struct DataId(Option<String>);
+struct DataId {
+    id: Option<String>,
+    is_object: bool,
+}
 
 impl<'de> Deserialize<'de> for DataId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -241,29 +251,29 @@ impl<'de> Deserialize<'de> for DataId {
                         }
                     }
                 }
-                Ok(DataId(found.into_iter().flatten().next()))
+                Ok(DataId { id: found.into_iter().flatten().next(), is_object: true })
             }
             fn visit_str<E>(self, _: &str) -> Result<DataId, E> {
-                Ok(DataId(None))
+                Ok(DataId { id: None, is_object: false })
             }
             fn visit_bool<E>(self, _: bool) -> Result<DataId, E> {
-                Ok(DataId(None))
+                Ok(DataId { id: None, is_object: false })
             }
             fn visit_i64<E>(self, _: i64) -> Result<DataId, E> {
-                Ok(DataId(None))
+                Ok(DataId { id: None, is_object: false })
             }
             fn visit_u64<E>(self, _: u64) -> Result<DataId, E> {
-                Ok(DataId(None))
+                Ok(DataId { id: None, is_object: false })
             }
             fn visit_f64<E>(self, _: f64) -> Result<DataId, E> {
-                Ok(DataId(None))
+                Ok(DataId { id: None, is_object: false })
             }
             fn visit_unit<E>(self) -> Result<DataId, E> {
-                Ok(DataId(None))
+                Ok(DataId { id: None, is_object: false })
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<DataId, A::Error> {
                 while seq.next_element::<Checked>()?.is_some() {}
-                Ok(DataId(None))
+                Ok(DataId { id: None, is_object: false })
             }
         }
         d.deserialize_any(V)

@@ -81,23 +81,50 @@ impl std::fmt::Display for IdempotencyKey {
     }
 }
 
-/// `invitation.fetched`: the GraphQL answer for an invitation a webhook named
-/// without data. `entity` is `null` when Lightspark does not know the id.
+/// `invitation.fetched`: what the invitation's source answered when asked
+/// for it (the Lightspark GraphQL `entity`, or Grid's `UmaInvitation`),
+/// recorded only when it differs from every answer recorded before (its key
+/// carries a digest of it). `entity` is `null` when the source does not
+/// know the invitation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvitationFetched {
     pub invitation_id: String,
+    #[serde(default)]
+    pub source: Source,
     pub fetched_at: String,
     pub entity: Option<serde_json::Value>,
+    /// Who asked: `None` for the reconciler's schedule, `Some(note)` for an
+    /// operator's `refetch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_note: Option<String>,
 }
 
-/// `invitation.fetch_failed`: one failed fetch and when to try again.
+impl InvitationFetched {
+    /// A short digest of the answer: the same answer twice is one event.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.entity).expect("a JSON value serialises");
+        hex::encode(&Sha256::digest(bytes)[..8])
+    }
+}
+
+/// Why a fetch failed for good.
+pub const NOT_AN_INVITATION: &str = "not_an_invitation";
+
+/// `invitation.fetch_failed`: a fetch that failed for good (the id names
+/// another entity type), recorded once. Transient failures are retried by
+/// the reconciler's schedule and not recorded (ledgers written before kept
+/// them, with an `attempt`: they still read).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvitationFetchFailed {
     pub invitation_id: String,
-    pub attempt: u32,
+    #[serde(default)]
+    pub source: Source,
+    #[serde(default)]
+    pub reason: String,
     pub error: String,
     pub failed_at: String,
-    pub next_attempt_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// `<prefix>.requested`: written before each HTTP call, so a crash between
@@ -221,6 +248,33 @@ pub struct ObligationResolved {
     /// event, a second doubt later is a new decision.
     #[serde(default)]
     pub occurrence: String,
+    /// Why, in the operator's words (what they checked, a ticket): kept for
+    /// whoever reads the trail later; the fold does not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Where the decision was taken. Absent on decisions recorded before
+    /// the status page could take them (all from the CLI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Channel>,
+}
+
+/// Where an operator's decision was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// The `resolve` command.
+    Cli,
+    /// A form on the status page's invitation page.
+    Page,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Cli => "cli",
+            Channel::Page => "page",
+        }
+    }
 }
 
 /// Every kind of event in the ledger.
@@ -327,8 +381,17 @@ impl InternalEvent {
     /// is here.
     pub fn event_key(&self) -> String {
         match self {
-            InternalEvent::Fetched(e) => format!("lightspark-fetch:{}", e.invitation_id),
-            InternalEvent::FetchFailed(e) => format!("lightspark-fetch:{}:failed:{}", e.invitation_id, e.attempt),
+            InternalEvent::Fetched(e) => match &e.operator_note {
+                None => format!("{}-fetch:{}:{}", e.source.as_str(), e.invitation_id, e.digest()),
+                // An operator's refetch is in the trail whatever it found.
+                Some(_) => {
+                    format!("{}-fetch:{}:{}:refetch:{}", e.source.as_str(), e.invitation_id, e.digest(), e.fetched_at)
+                }
+            },
+            InternalEvent::FetchFailed(e) => match e.attempt {
+                None => format!("{}-fetch:{}:{}", e.source.as_str(), e.invitation_id, e.reason),
+                Some(attempt) => format!("{}-fetch:{}:failed:{attempt}", e.source.as_str(), e.invitation_id),
+            },
             InternalEvent::Requested(e) => format!("{}:requested:{}", e.idempotency_key, e.attempt),
             InternalEvent::Succeeded(e) => format!("{}:succeeded", e.idempotency_key),
             InternalEvent::Failed(e) => format!("{}:failed:{}", e.idempotency_key, e.attempt),
@@ -493,15 +556,18 @@ mod tests {
         vec![
             InternalEvent::Fetched(InvitationFetched {
                 invitation_id: "Inv:1".into(),
+                source: Source::Lightspark,
                 fetched_at: "t".into(),
                 entity: None,
+                operator_note: None,
             }),
             InternalEvent::FetchFailed(InvitationFetchFailed {
                 invitation_id: "Inv:1".into(),
-                attempt: 3,
+                source: Source::Lightspark,
+                reason: NOT_AN_INVITATION.into(),
                 error: "e".into(),
                 failed_at: "t".into(),
-                next_attempt_at: "u".into(),
+                attempt: None,
             }),
             InternalEvent::Requested(requested),
             InternalEvent::Succeeded(ObligationSucceeded {
@@ -540,6 +606,8 @@ mod tests {
                 payment_id: None,
                 at: "t".into(),
                 occurrence: "2:t".into(),
+                note: Some("checked the platform: not paid".into()),
+                by: Some(Channel::Page),
             }),
         ]
     }
@@ -551,8 +619,8 @@ mod tests {
         assert_eq!(
             keys,
             vec![
-                "lightspark-fetch:Inv:1".to_owned(),
-                "lightspark-fetch:Inv:1:failed:3".to_owned(),
+                format!("lightspark-fetch:Inv:1:{}", hex::encode(&Sha256::digest(b"null")[..8])),
+                "lightspark-fetch:Inv:1:not_an_invitation".to_owned(),
                 format!("{k}:requested:2"),
                 format!("{k}:succeeded"),
                 format!("{k}:failed:2"),
@@ -571,6 +639,7 @@ mod tests {
                 event_key: &row.event_key,
                 kind: &row.kind,
                 stream: row.stream.as_deref(),
+                recorded_at: "2026-11-01T00:00:00.000000Z",
                 body: &row.body,
             };
             match decode(view) {
@@ -581,6 +650,19 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_recorded_before_notes_existed_reads_without_note_or_channel() {
+        // given the body of a resolution as the CLI wrote it before notes
+        let k = key();
+        let old = format!(
+            r#"{{"invitation_id":"Inv:1","obligation":"invitee_payment","idempotency_key":"{k}","decision":"paid","payment_id":"p","at":"t","occurrence":"1:t"}}"#
+        );
+        // when it is read back, then it has neither, and written again it is the same bytes
+        let e: ObligationResolved = serde_json::from_str(&old).unwrap();
+        assert_eq!((e.note.as_deref(), e.by), (None, None));
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
+    }
+
+    #[test]
     fn bodies_that_break_their_kinds_promise_are_undecodable_with_the_seq() {
         let row = examples()[2].to_new_event();
         let view = |kind: &'static str, stream: &'static str, body: &'static [u8]| EventView {
@@ -588,6 +670,7 @@ mod tests {
             event_key: "lightspark:e:0",
             kind,
             stream: Some(stream),
+            recorded_at: "2026-11-01T00:00:00.000000Z",
             body,
         };
         let body: &'static [u8] = Box::leak(row.body.clone().into_boxed_slice());

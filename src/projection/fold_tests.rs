@@ -72,7 +72,7 @@ fn a_claimed_webhook_with_data_sets_every_fact() {
     assert_eq!(v.payout.state, ObligationState::Pending);
     assert_eq!(v.incentive.state, ObligationState::Pending);
     assert_eq!(v.notification.state, ObligationState::Pending);
-    assert_eq!(v.fetch.state, FetchPhase::NotNeeded);
+    assert_eq!(v.fetch.state, view::FetchState::NotNeeded);
 }
 
 #[test]
@@ -90,33 +90,59 @@ fn a_claimed_webhook_without_data_asks_for_a_fetch_and_the_snapshot_fills_it_in(
     let s = fold(std::slice::from_ref(&bare));
     assert!(s.is_claimed());
     assert_eq!(s.fetch.phase, FetchPhase::Pending);
-    assert!(view::needs_work(&s));
-    // when the fetch fails once, then succeeds
+    assert!(view::fetch_wanted(&s) && view::awaiting_data(&s));
+    // when the API does not know it yet, then does, incentive still pending
+    let fetched = |seq: u64, entity: Value| {
+        event(
+            seq,
+            "invitation.fetched",
+            INV,
+            json!({"invitation_id": INV, "fetched_at": "2026-11-01T12:00:05Z", "entity": entity}),
+        )
+    };
+    let unknown = fetched(2, Value::Null);
+    let known = fetched(
+        3,
+        json!({"uma_invitation_id": INV, "uma_invitation_code": "C9", "uma_invitation_invitee_uma": "$b@y",
+               "uma_invitation_inviter_uma": "$a@x", "uma_invitation_status": "CLAIMED",
+               "uma_invitation_incentives_status": "PENDING",
+               "uma_invitation_updated_at": "2026-11-01T12:00:00+00:00"}),
+    );
+    let mid = fold(&[bare.clone(), unknown.clone()]);
+    assert_eq!(mid.fetch.phase, FetchPhase::NotFound);
+    assert!(view::awaiting_data(&mid) && view::fetch_wanted(&mid));
+    let s = fold(&[bare.clone(), unknown.clone(), known.clone()]);
+    // then the facts are known; it is still wanted while Lightspark has
+    // not assessed the incentive
+    assert_eq!(s.fetch.phase, FetchPhase::Fetched);
+    assert!(!view::awaiting_data(&s) && view::fetch_wanted(&s));
+    assert_eq!(view::view(&s).code.as_deref(), Some("C9"));
+    assert_eq!(view::obligation(&s, ObligationKind::InviterNotification).state, ObligationState::Pending);
+    // and once the incentive is decided nothing is left to fetch
+    let validated = fetched(
+        4,
+        json!({"uma_invitation_id": INV, "uma_invitation_incentives_status": "VALIDATED",
+               "uma_invitation_updated_at": "2026-11-01T13:00:00+00:00"}),
+    );
+    let s = fold(&[bare, unknown, known, validated]);
+    assert!(!view::fetch_wanted(&s));
+    assert_eq!(view::work(&s) & view::work_bits::FETCH, 0);
+}
+
+#[test]
+fn an_id_that_names_another_entity_is_never_fetched_again() {
+    let bare = webhook(1, "2026-11-01T12:00:01+00:00", None);
     let failed = event(
         2,
         "invitation.fetch_failed",
         INV,
-        json!({"invitation_id": INV, "attempt": 1,
-        "error": "HTTP 500", "failed_at": "t", "next_attempt_at": "2026-11-01T12:00:03Z"}),
+        json!({"invitation_id": INV, "reason": "not_an_invitation", "error": "data.entity is a Wallet",
+               "failed_at": "2026-11-01T12:00:02Z"}),
     );
-    let fetched = event(
-        3,
-        "invitation.fetched",
-        INV,
-        json!({"invitation_id": INV, "fetched_at": "2026-11-01T12:00:05Z",
-        "entity": {"uma_invitation_id": INV, "uma_invitation_code": "C9", "uma_invitation_invitee_uma": "$b@y",
-                   "uma_invitation_inviter_uma": "$a@x", "uma_invitation_status": "CLAIMED",
-                   "uma_invitation_updated_at": "2026-11-01T12:00:00+00:00"}}),
-    );
-    let mid = fold(&[bare.clone(), failed.clone()]);
-    assert_eq!(mid.fetch.phase, FetchPhase::RetryScheduled);
-    assert_eq!(mid.fetch.attempts, 1);
-    assert_eq!(mid.fetch.last_error.as_deref(), Some("HTTP 500"));
-    let s = fold(&[bare, failed, fetched]);
-    // then the facts are known and nothing is left to fetch
-    assert_eq!(s.fetch.phase, FetchPhase::Fetched);
-    assert_eq!(view::view(&s).code.as_deref(), Some("C9"));
-    assert_eq!(view::obligation(&s, ObligationKind::InviterNotification).state, ObligationState::Pending);
+    let s = fold(&[bare, failed]);
+    assert_eq!(s.fetch.phase, FetchPhase::Failed);
+    assert!(!view::fetch_wanted(&s));
+    assert_eq!(view::view(&s).fetch.last_error.as_deref(), Some("data.entity is a Wallet"));
 }
 
 #[test]
@@ -231,7 +257,9 @@ fn cancelled_expired_and_pending_invitations_owe_nothing() {
         for kind in ObligationKind::ALL {
             assert_eq!(view::obligation(&s, kind).state, ObligationState::NotDue, "{status} {kind:?}");
         }
-        assert!(!view::needs_work(&s));
+        // nothing for the reconciler to pay; a PENDING one is still fetched
+        assert_eq!(view::work(&s) & !view::work_bits::FETCH, 0, "{status}");
+        assert_eq!(view::fetch_wanted(&s), status == "PENDING", "{status}");
     }
 }
 
@@ -322,7 +350,7 @@ fn requested_then_succeeded_settles_the_payout_with_its_payment_id() {
     assert_eq!(p.state, ObligationState::Succeeded);
     assert_eq!(p.payment_id.as_deref(), Some("pay_1"));
     assert_eq!(p.idempotency_key.as_ref(), Some(&key));
-    assert!(!view::needs_work(&s3) || view::obligation(&s3, ObligationKind::InviterNotification).state.is_open());
+    assert!(view::work(&s3) == 0 || view::obligation(&s3, ObligationKind::InviterNotification).state.is_open());
 }
 
 // ---- the property: delivery order does not change the facts ----

@@ -8,6 +8,9 @@
 //! - [`audit`]: the incentive audit and its anomalies, a pure function of
 //!   the projected states.
 //! - [`store`]: the tables, checkpoint, rebuild, checksum and queries.
+//! - [`query`]: every question the API, the status page and the CLI ask.
+//! - [`trail`]: one invitation's events as an operator reads them, and the
+//!   ledger's activity per hour.
 //! - [`projector`]: keeps the tables current as the ledger grows.
 
 pub mod audit;
@@ -17,6 +20,7 @@ pub mod query;
 pub mod rebuild;
 pub mod state;
 pub mod store;
+pub mod trail;
 pub mod view;
 
 pub use state::{apply, InvitationState};

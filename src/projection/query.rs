@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::audit::{self, IncentiveAudit};
 use super::state::InvitationState;
 use super::store::{decode, load, ProjectionError};
-use super::view::{self, InvitationView};
+use super::view::{self, Fetching, InvitationView};
 use crate::ledger;
 
 /// By invitation id, else by invitation code.
@@ -77,6 +77,22 @@ pub fn needing_work(
          WHERE work <> 0 AND (work & ?1) <> 0 AND invitation_id > ?2 ORDER BY invitation_id LIMIT ?3",
     )?;
     decode_rows(&mut stmt, params![mask, after, limit as i64])
+}
+
+/// How many invitations of each source wait for their data (a claim came
+/// without it and no fetch has given it): nothing can be paid for them.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn awaiting_data(conn: &Connection) -> Result<Vec<(crate::source::Source, u64)>, ProjectionError> {
+    let mut out = Vec::new();
+    for source in crate::source::Source::ALL {
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM invitations WHERE awaiting_data = 1 AND source = ?1")?
+            .query_row([source.as_str()], |r| r.get(0))?;
+        out.push((source, n as u64));
+    }
+    Ok(out)
 }
 
 /// Every invitation, in id order, for the audit; with `inviter_uma`, those
@@ -152,17 +168,25 @@ pub struct Page<T, C> {
 ///
 /// # Errors
 /// When SQLite fails or the stored row cannot be read.
-pub fn invitation(conn: &Connection, id_or_code: &str) -> Result<Option<InvitationView>, ProjectionError> {
-    Ok(find(conn, id_or_code)?.map(|s| view::view(&s)))
+pub fn invitation(
+    conn: &Connection,
+    id_or_code: &str,
+    fetching: Fetching,
+) -> Result<Option<InvitationView>, ProjectionError> {
+    Ok(find(conn, id_or_code)?.map(|s| view::shown(&s, fetching)))
 }
 
 /// One page of `GET /v1/invitations`.
 ///
 /// # Errors
 /// When SQLite fails or a stored row cannot be read.
-pub fn invitations(conn: &Connection, filter: &ListFilter) -> Result<Page<InvitationView, String>, ProjectionError> {
+pub fn invitations(
+    conn: &Connection,
+    filter: &ListFilter,
+    fetching: Fetching,
+) -> Result<Page<InvitationView, String>, ProjectionError> {
     let (states, next) = list(conn, filter)?;
-    Ok(Page { items: states.iter().map(view::view).collect(), next })
+    Ok(Page { items: states.iter().map(|s| view::shown(s, fetching)).collect(), next })
 }
 
 /// The incentive audit over every invitation (of one inviter).
@@ -287,9 +311,9 @@ pub enum Search {
 ///
 /// # Errors
 /// When SQLite fails or a stored row cannot be read.
-pub fn search(conn: &Connection, q: &str, cap: usize) -> Result<Search, ProjectionError> {
+pub fn search(conn: &Connection, q: &str, cap: usize, fetching: Fetching) -> Result<Search, ProjectionError> {
     if let Some(s) = find(conn, q)? {
-        return Ok(Search::Exact(Box::new(view::view(&s))));
+        return Ok(Search::Exact(Box::new(view::shown(&s, fetching))));
     }
     let filter = ListFilter { inviter_uma: Some(q.to_owned()), limit: cap, ..ListFilter::default() };
     let (mut states, next) = list(conn, &filter)?;
@@ -304,7 +328,7 @@ pub fn search(conn: &Connection, q: &str, cap: usize) -> Result<Search, Projecti
         }
         states.push(s);
     }
-    Ok(Search::Matches { items: states.iter().map(view::view).collect(), truncated })
+    Ok(Search::Matches { items: states.iter().map(|s| view::shown(s, fetching)).collect(), truncated })
 }
 
 /// Everything the status page shows, read in one go.
@@ -320,6 +344,9 @@ pub struct StatusPage {
     /// Invitations with an obligation in doubt or failed.
     pub attention: Vec<InvitationView>,
     pub audit: IncentiveAudit,
+    /// Per source: invitations waiting for their data, and whether that
+    /// source can be fetched from.
+    pub awaiting_data: Vec<(crate::source::Source, u64, bool)>,
 }
 
 /// How many rows each part of the status page shows at most.
@@ -340,14 +367,17 @@ pub fn status_page(
     limits: StatusPageLimits,
     now: chrono::DateTime<chrono::Utc>,
     horizon: std::time::Duration,
+    fetching: Fetching,
 ) -> Result<StatusPage, ProjectionError> {
+    let shown = |states: Vec<InvitationState>| states.iter().map(|s| view::shown(s, fetching)).collect();
     Ok(StatusPage {
         head: ledger::head(conn)?.0,
         checkpoint: super::store::checkpoint(conn)?,
         counts: obligation_counts(conn)?,
-        search: q.map(|q| search(conn, q, limits.search)).transpose()?,
-        recent: recent(conn, limits.recent)?.iter().map(view::view).collect(),
-        attention: needing_an_operator(conn, limits.attention)?.iter().map(view::view).collect(),
+        search: q.map(|q| search(conn, q, limits.search, fetching)).transpose()?,
+        recent: shown(recent(conn, limits.recent)?),
+        attention: shown(needing_an_operator(conn, limits.attention)?),
         audit: audit_incentives(conn, None, now, horizon)?,
+        awaiting_data: awaiting_data(conn)?.into_iter().map(|(s, n)| (s, n, fetching.can(s))).collect(),
     })
 }

@@ -298,6 +298,8 @@ impl Checksum {
             ValueRef::Integer(row.work),
             ValueRef::Integer(row.last_seq),
             text(&row.audit_inviter),
+            ValueRef::Text(row.source.as_bytes()),
+            ValueRef::Integer(row.awaiting_data),
             ValueRef::Text(row.state.as_bytes()),
         ] {
             self.value(v);

@@ -90,34 +90,40 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
+fn is_zero_seq(n: &u64) -> bool {
+    *n == 0
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Where fetching the invitation from Lightspark stands.
+/// What the ledger says about fetching the invitation from its source.
+/// When and how often to fetch is the reconciler's (in memory); the ledger
+/// keeps what the fetches found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FetchPhase {
-    /// No webhook arrived without data.
+    /// The invitation's data came with a webhook.
     #[default]
     NotNeeded,
+    /// A claim came without the invitation, and no fetch has found it yet.
     Pending,
-    RetryScheduled,
+    /// A fetched snapshot gave the invitation's data.
     Fetched,
-    /// Lightspark answered that it does not know the id.
+    /// The source answered that it does not know the invitation (yet: the
+    /// API may lag the webhook).
     NotFound,
+    /// The id names something that is not an invitation: never fetched again.
+    Failed,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRecord {
     #[serde(default)]
     pub phase: FetchPhase,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<String>,
 }
 
 /// What the ledger says was done for one obligation.
@@ -230,6 +236,14 @@ pub struct InvitationState {
     pub incentive: ObligationRecord,
     #[serde(default, skip_serializing_if = "is_default")]
     pub notification: ObligationRecord,
+    /// When the invitation's first event was appended (with its seq): how
+    /// long it may still be fetched counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Versioned<String>>,
+    /// The seq of the last webhook about it: a new one brings a scheduled
+    /// fetch forward.
+    #[serde(default, skip_serializing_if = "is_zero_seq")]
+    pub last_webhook_seq: u64,
     /// The terminal statuses snapshots have reported, when more than one:
     /// a `status_conflict`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -339,6 +353,9 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
         return;
     }
     state.last_seq = state.last_seq.max(event.seq);
+    if state.first_seen.as_ref().is_none_or(|f| event.seq < f.seq) {
+        state.first_seen = Some(Versioned { value: event.recorded_at.to_owned(), at: 0, seq: event.seq });
+    }
     let fact = match decode(event) {
         Ok(fact) => fact,
         Err(e) => {
@@ -348,32 +365,29 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
     };
     match fact {
         Fact::Webhook(source, report) => apply_webhook(state, source, report, event.seq),
-        Fact::Internal(InternalEvent::Fetched(f)) => {
-            match f.entity {
-                Some(entity) => {
-                    let snap = crate::lightspark::invitation::parse(&entity);
-                    // Dated by its `updated_at`; an answer without one was
-                    // true when it was fetched.
-                    let claimed_text = snap.updated_at.clone().unwrap_or_else(|| f.fetched_at.clone());
-                    let at = instant(&claimed_text).unwrap_or(i64::MIN);
-                    state.merge(snap, at, event.seq, &claimed_text);
-                    state.fetch.phase = FetchPhase::Fetched;
-                }
-                None => {
-                    if state.fetch.phase != FetchPhase::Fetched {
-                        state.fetch.phase = FetchPhase::NotFound;
-                    }
+        Fact::Internal(InternalEvent::Fetched(f)) => match f.entity {
+            Some(entity) => {
+                state.source = f.source;
+                let report = match f.source {
+                    Source::Lightspark => crate::lightspark::invitation::fetched(&entity),
+                    Source::Grid => crate::grid::webhook::fetched(&entity),
+                };
+                // An answer that dates itself no other way was true when
+                // it was fetched.
+                let dated = report.dated.unwrap_or(f.fetched_at);
+                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
+                state.fetch.phase = FetchPhase::Fetched;
+            }
+            None => {
+                if matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::NotNeeded) {
+                    state.fetch.phase = FetchPhase::NotFound;
                 }
             }
-            state.fetch.next_attempt_at = None;
-        }
+        },
         Fact::Internal(InternalEvent::FetchFailed(f)) => {
-            let fetch = &mut state.fetch;
-            fetch.attempts = fetch.attempts.max(f.attempt);
-            fetch.last_error = Some(f.error);
-            if matches!(fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled | FetchPhase::NotNeeded) {
-                fetch.phase = FetchPhase::RetryScheduled;
-                fetch.next_attempt_at = Some(f.next_attempt_at);
+            state.fetch.last_error = Some(f.error);
+            if f.reason == crate::projection::events::NOT_AN_INVITATION {
+                state.fetch.phase = FetchPhase::Failed;
             }
         }
         Fact::Internal(InternalEvent::InDoubt(d)) => {
@@ -466,6 +480,7 @@ fn receiver_in(request: &serde_json::Value) -> Option<String> {
 
 fn apply_webhook(state: &mut InvitationState, source: Source, report: Report, seq: u64) {
     state.source = source;
+    state.last_webhook_seq = state.last_webhook_seq.max(seq);
     let dated = report.dated.unwrap_or_default();
     let at = instant(&dated).unwrap_or(i64::MIN);
     state.merge(report.snapshot, at, seq, &dated);

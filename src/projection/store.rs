@@ -41,7 +41,7 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Page size of a new projection file. A rebuild writes every row once, and
 /// with 16 KiB pages it spends about a quarter less time in SQLite's page
@@ -287,12 +287,14 @@ pub struct Row {
     pub work: i64,
     pub last_seq: i64,
     pub audit_inviter: Option<String>,
+    pub source: &'static str,
+    pub awaiting_data: i64,
     pub state: String,
 }
 
 /// The columns of [`Row`], in its order.
 pub(super) const ROW_COLUMNS: &str = "invitation_id, code, status, inviter_uma, invitee_uma, payout_state, \
-     incentive_state, notification_state, work, last_seq, audit_inviter, state";
+     incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, state";
 
 impl Row {
     /// The row `state` is stored as.
@@ -312,19 +314,22 @@ impl Row {
             work: work(state),
             last_seq: state.last_seq as i64,
             audit_inviter: super::audit::audit_inviter(state),
+            source: state.source.as_str(),
+            awaiting_data: i64::from(view::awaiting_data(state)),
             state: serde_json::to_string(state).expect("projection state serialises"),
         }
     }
 }
 
 pub(super) const SAVE: &str = "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma,
-             payout_state, incentive_state, notification_state, work, last_seq, audit_inviter, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             payout_state, incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
              payout_state = excluded.payout_state, incentive_state = excluded.incentive_state,
              notification_state = excluded.notification_state, work = excluded.work,
-             last_seq = excluded.last_seq, audit_inviter = excluded.audit_inviter, state = excluded.state";
+             last_seq = excluded.last_seq, audit_inviter = excluded.audit_inviter, source = excluded.source,
+             awaiting_data = excluded.awaiting_data, state = excluded.state";
 
 /// Writes one state's row.
 fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionError> {
@@ -348,6 +353,8 @@ pub(super) fn save_with(insert: &mut rusqlite::Statement<'_>, row: &Row) -> Resu
         row.work,
         row.last_seq,
         row.audit_inviter,
+        row.source,
+        row.awaiting_data,
         row.state,
     ])?;
     Ok(())

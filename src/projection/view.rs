@@ -1,16 +1,16 @@
 //! What the read API, the CLI and the reconciler see of an invitation: the
-//! DESIGN.md projection JSON, and each obligation's state, derived purely
+//! projection JSON (docs/design.md, openapi.json), and each obligation's state, derived purely
 //! from the folded [`InvitationState`].
 
 use serde::Serialize;
 
 use super::events::{IdempotencyKey, ObligationKind};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
-use crate::invitation::IncentivesStatus;
+use crate::invitation::{IncentivesStatus, InvitationStatus};
 use crate::money::{Money, PaymentAmount};
 use crate::source::Source;
 
-/// The state names of DESIGN.md ("Obligations and the reconciler").
+/// The obligation states of docs/design.md ("Obligations").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObligationState {
@@ -26,6 +26,19 @@ pub enum ObligationState {
 }
 
 impl ObligationState {
+    /// Every state, so a gauge can show zeros rather than no series.
+    pub const ALL: [ObligationState; 9] = [
+        ObligationState::NotDue,
+        ObligationState::Pending,
+        ObligationState::Requested,
+        ObligationState::RetryScheduled,
+        ObligationState::Succeeded,
+        ObligationState::Failed,
+        ObligationState::InDoubt,
+        ObligationState::Ineligible,
+        ObligationState::Invalid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ObligationState::NotDue => "not_due",
@@ -196,7 +209,7 @@ pub mod work_bits {
 /// its configuration (an unconfigured endpoint leaves many rows pending).
 pub fn work(state: &InvitationState) -> i64 {
     let mut bits = 0;
-    if matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::RetryScheduled) {
+    if fetch_wanted(state) {
         bits |= work_bits::FETCH;
     }
     for (kind, bit) in [
@@ -211,12 +224,27 @@ pub fn work(state: &InvitationState) -> i64 {
     bits
 }
 
-/// Whether the reconciler (or the fetcher) may have something to do.
-pub fn needs_work(state: &InvitationState) -> bool {
-    work(state) != 0
+/// Whether fetching the invitation from its source could still change what
+/// is owed: no snapshot has given its data yet, or it is `PENDING`, or it is
+/// `CLAIMED` with its incentive still `PENDING` (Lightspark reassesses
+/// incentives after the claim). Never once the id turned out to name
+/// something else. When, and until when, is the reconciler's to decide.
+pub fn fetch_wanted(state: &InvitationState) -> bool {
+    if state.fetch.phase == FetchPhase::Failed {
+        return false;
+    }
+    awaiting_data(state)
+        || matches!(state.status(), Some(InvitationStatus::Pending))
+        || (state.is_claimed() && matches!(state.incentives_status(), Some(IncentivesStatus::Pending)))
 }
 
-/// The invitation projection JSON of DESIGN.md.
+/// Whether a claim came without the invitation and no fetch has given its
+/// data: nothing can be paid for it until one does.
+pub fn awaiting_data(state: &InvitationState) -> bool {
+    matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::NotFound)
+}
+
+/// The invitation projection JSON of the read API and `status --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct InvitationView {
     pub invitation_id: String,
@@ -239,27 +267,81 @@ pub struct InvitationView {
     pub payout: ObligationView,
     pub incentive: ObligationView,
     pub notification: ObligationView,
-    /// Fetching the invitation from Lightspark when a webhook had no data.
+    /// Fetching the invitation from its source when a webhook had no data,
+    /// or while it can still change.
     pub fetch: FetchView,
 }
 
+/// Where fetching the invitation stands, as shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct FetchView {
-    pub state: FetchPhase,
-    pub attempts: u32,
+    pub state: FetchState,
+    /// Whether the reconciler still fetches it from time to time.
+    pub wanted: bool,
     pub last_error: Option<String>,
-    pub next_attempt_at: Option<String>,
 }
 
-impl From<&FetchRecord> for FetchView {
-    fn from(f: &FetchRecord) -> Self {
+/// [`FetchPhase`] as shown, plus `not_configured`: data still missing and no
+/// credentials to fetch it with, which nothing may hide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchState {
+    NotNeeded,
+    Pending,
+    Fetched,
+    NotFound,
+    Failed,
+    NotConfigured,
+}
+
+impl FetchView {
+    fn of(state: &InvitationState) -> Self {
+        let f: &FetchRecord = &state.fetch;
         FetchView {
-            state: f.phase,
-            attempts: f.attempts,
+            state: match f.phase {
+                FetchPhase::NotNeeded => FetchState::NotNeeded,
+                FetchPhase::Pending => FetchState::Pending,
+                FetchPhase::Fetched => FetchState::Fetched,
+                FetchPhase::NotFound => FetchState::NotFound,
+                FetchPhase::Failed => FetchState::Failed,
+            },
+            wanted: fetch_wanted(state),
             last_error: f.last_error.clone(),
-            next_attempt_at: f.next_attempt_at.clone(),
         }
     }
+}
+
+/// Which sources invitations can be fetched from (their API credentials
+/// are configured): the projection is folded from the ledger alone, and
+/// this is what the service adds when it shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetching {
+    lightspark: bool,
+    grid: bool,
+}
+
+impl Fetching {
+    pub fn new(configured: impl Fn(Source) -> bool) -> Self {
+        Self { lightspark: configured(Source::Lightspark), grid: configured(Source::Grid) }
+    }
+
+    pub fn can(self, source: Source) -> bool {
+        match source {
+            Source::Lightspark => self.lightspark,
+            Source::Grid => self.grid,
+        }
+    }
+}
+
+/// The projection JSON as the service shows it: [`view`], where an
+/// invitation still waiting for its data says `not_configured` when its
+/// source cannot be fetched from, which nothing may hide.
+pub fn shown(state: &InvitationState, fetching: Fetching) -> InvitationView {
+    let mut v = view(state);
+    if matches!(v.fetch.state, FetchState::Pending | FetchState::NotFound) && !fetching.can(v.source) {
+        v.fetch.state = FetchState::NotConfigured;
+    }
+    v
 }
 
 pub fn view(state: &InvitationState) -> InvitationView {
@@ -286,7 +368,7 @@ pub fn view(state: &InvitationState) -> InvitationView {
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),
         notification: obligation(state, ObligationKind::InviterNotification),
-        fetch: FetchView::from(&state.fetch),
+        fetch: FetchView::of(state),
     }
 }
 

@@ -117,7 +117,8 @@ fn excerpt(body: &[u8]) -> String {
     text.chars().filter(|c| !c.is_control()).collect()
 }
 
-/// Applies DESIGN.md's outcome rules.
+/// Applies the outcome rules of the IETF idempotency-key draft, as
+/// docs/design.md ("Exactly once, in effect") tabulates them.
 pub fn judge(outcome: &CallOutcome) -> Verdict {
     match outcome {
         CallOutcome::Answered { status, body } => match *status {

@@ -15,7 +15,7 @@
 pub mod clock;
 pub mod decide;
 pub mod endpoint;
-mod fetch;
+pub mod fetch;
 mod protocol;
 pub mod request;
 pub mod worker;

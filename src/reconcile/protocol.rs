@@ -106,8 +106,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         verdict: Verdict,
         now: DateTime<Utc>,
     ) -> (InternalEvent, Outcome) {
-        let calls =
-            |outcome: &str| self.inner.metrics.endpoint_calls.with_label_values(&[kind.as_str(), outcome]).inc();
+        let calls = |outcome: &str| self.inner.metrics.obligation_call(kind, outcome);
         let failed = |http_status, error, next: Option<DateTime<Utc>>| {
             InternalEvent::Failed(ObligationFailed {
                 invitation_id: id.to_owned(),

@@ -1,7 +1,7 @@
 //! The reconciler: one pass ([`Reconciler::try_execute_once`]) compares what
 //! is owed with what the ledger says was done and does what is missing; the
 //! loop around it ([`run`]) only decides when to pass again. The protocol
-//! of one call is in [`super::protocol`], fetching in [`super::fetch`].
+//! of one call is in `protocol`, fetching in `fetch`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,9 +13,9 @@ use tokio::sync::{watch, Semaphore};
 use super::clock::{Clock, Jitter};
 use super::decide::{next_action, Action, Capabilities};
 use super::endpoint::Endpoint;
+use super::fetch::{FetchSchedule, Fetchers};
 use crate::config::ReconcileConfig;
 use crate::ledger::{LedgerError, LedgerWriter};
-use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
 use crate::projection::events::{InDoubtReason, ObligationKind};
 use crate::projection::state::InvitationState;
@@ -72,7 +72,8 @@ pub(super) struct Inner<E, C, J> {
     pub(super) writer: LedgerWriter,
     pub(super) config: ReconcileConfig,
     pub(super) endpoint: E,
-    pub(super) lightspark: Option<LightsparkClient>,
+    pub(super) fetchers: Fetchers,
+    pub(super) fetch_schedule: FetchSchedule,
     pub(super) clock: C,
     pub(super) jitter: J,
     pub(super) metrics: Arc<Metrics>,
@@ -112,10 +113,14 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         writer: LedgerWriter,
         config: ReconcileConfig,
         seams: Seams<E, C, J>,
-        lightspark: Option<LightsparkClient>,
+        fetchers: Fetchers,
         metrics: Arc<Metrics>,
     ) -> Self {
         let Seams { endpoint, clock, jitter } = seams;
+        // Whatever is in the ledger now is from before this process: what
+        // is still wanted of it is fetched spread over the first interval.
+        let head = *writer.committed().borrow();
+        let fetch_schedule = FetchSchedule::new(clock.now(), head);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -123,7 +128,8 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 writer,
                 config,
                 endpoint,
-                lightspark,
+                fetchers,
+                fetch_schedule,
                 clock,
                 jitter,
                 metrics,
@@ -151,10 +157,6 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let _ = tokio::time::timeout(Duration::from_secs(5), projected.wait_for(|p| *p >= head)).await;
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
     fn caps(&self) -> Capabilities {
         let c = &self.inner.config;
         Capabilities {
@@ -175,7 +177,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         use crate::projection::view::work_bits;
         let caps = self.caps();
         let mut mask = 0;
-        if self.inner.lightspark.is_some() {
+        if self.inner.fetchers.any() {
             mask |= work_bits::FETCH;
         }
         if caps.payout_configured {
@@ -239,10 +241,18 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let caps = self.caps();
         let mut outcome = Outcome::default();
         let mut work: Vec<(Arc<InvitationState>, Work)> = Vec::new();
+        let wanted: Vec<&str> = states
+            .iter()
+            .filter(|s| crate::projection::view::fetch_wanted(s))
+            .map(|s| s.invitation_id.as_str())
+            .collect();
+        self.prune_fetch_schedule(&wanted);
         for state in states {
             let state = Arc::new(state);
-            if self.fetch_due(&state, now) {
-                work.push((state.clone(), Work::Fetch));
+            match self.fetch_decision(&state, now) {
+                Some(Ok(())) => work.push((state.clone(), Work::Fetch)),
+                Some(Err(at)) => outcome.next_due = Some(outcome.next_due.map_or(at, |d| d.min(at))),
+                None => {}
             }
             for kind in ObligationKind::ALL {
                 match next_action(&state, kind, now, &caps) {
@@ -302,13 +312,18 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             return Ok(Outcome::default());
         }
         match work {
-            Work::Fetch => self.fetch(state).await,
+            Work::Fetch => self.fetch(state, None).await,
             Work::InDoubt { kind, reason } => self.mark_in_doubt(state, kind, reason).await,
             Work::Send { kind, .. } => {
                 // The pass decided at its start; earlier calls of this pass
                 // may have taken long enough for a newer snapshot to arrive
                 // or the window to close. Decide again on the newest facts.
                 let Some(fresh) = self.reload(&state.invitation_id).await? else { return Ok(Outcome::default()) };
+                // The reload waits for the projections, up to seconds; a
+                // stop that came meanwhile must still start no payment.
+                if self.is_stopping() {
+                    return Ok(Outcome::default());
+                }
                 match next_action(&fresh, kind, self.inner.clock.now(), &self.caps()) {
                     Action::Send { attempt } => self.send(&fresh, kind, attempt).await,
                     Action::MarkInDoubt(reason) => self.mark_in_doubt(&fresh, kind, reason).await,
@@ -319,7 +334,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     }
 
     /// The invitation's state as projected now, every commit so far folded.
-    async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
+    pub(super) async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
         self.wait_projected().await;
         let inner = self.inner.clone();
         let id = invitation_id.to_owned();
@@ -361,7 +376,7 @@ impl Work {
     fn describe(&self, id: &str, dry: bool) -> String {
         let would = if dry { "would " } else { "" };
         match self {
-            Work::Fetch => format!("{id} invitation: {would}fetch from Lightspark"),
+            Work::Fetch => format!("{id} invitation: {would}fetch from its source"),
             Work::Send { kind, attempt } => format!("{id} {}: {would}send attempt {attempt}", kind.as_str()),
             Work::InDoubt { kind, reason } => {
                 format!("{id} {}: {would}mark in doubt ({})", kind.as_str(), reason.as_str())

@@ -10,8 +10,8 @@ use invitation_ledger::projection::events::{
 };
 use serde_json::{json, Value};
 
-use crate::helpers::fake_platform::FakePlatform;
-use crate::helpers::{append_events, eventually, run_binary, serve_args, InvitationFixture, TestApp, SECRET};
+use crate::support::fake_platform::FakePlatform;
+use crate::support::{append_events, eventually, run_binary, serve_args, InvitationFixture, TestApp, SECRET};
 
 const SETTLE: Duration = Duration::from_secs(20);
 const ALICE: &str = "$alice@sending.example";

@@ -1,6 +1,6 @@
 //! `demo` as a new user runs it: no configuration, exit 0, a correct table.
 
-use crate::helpers::binary::BIN;
+use crate::support::binary::BIN;
 
 #[test]
 fn the_demo_runs_the_whole_flow_and_prints_the_settled_states() {
@@ -29,13 +29,23 @@ fn the_demo_runs_the_whole_flow_and_prints_the_settled_states() {
     assert_eq!(&retry[2..5], ["CLAIMED", "succeeded", "(2x)"], "the transient failure was retried once:\n{stdout}");
     let cancelled = cols("DEMOCANCEL");
     assert_eq!(&cancelled[2..], ["CANCELLED", "not_due", "not_due", "not_due"]);
-    let no_amount = row("DEMONOAMT");
-    assert!(no_amount.contains("not_due") && no_amount.contains("ineligible NOT_CROSS_BORDER"), "{no_amount}");
+    // the API lagged the webhook, then knew it: paid, its incentive ineligible
+    let lagging = row("DEMOLAG");
+    assert!(lagging.contains("succeeded") && lagging.contains("ineligible NOT_CROSS_BORDER"), "{lagging}");
+    // the incentive validated after the claim was forwarded
+    assert_eq!(&cols("DEMOLATE")[2..], ["CLAIMED", "succeeded", "(1x)", "succeeded", "(1x)", "succeeded", "(1x)"]);
+    // the Grid claim was paid, with no incentive (Grid has none)
+    assert_eq!(&cols("DEMOGRID")[2..6], ["CLAIMED", "succeeded", "(1x)", "not_due"], "{stdout}");
     assert!(row("FIXTURE1").contains("succeeded"));
     assert!(stdout.contains("duplicate delivery of the first") && stdout.contains("200 duplicate seq 1"), "{stdout}");
-    assert!(stdout.contains("forged signature (1,000,000 USD)                 -> 401 bad_signature"), "{stdout}");
-    assert!(!stdout.contains("FORGED"), "the forged invitation must not appear");
-    assert!(stdout.contains("anomalies=0"), "{stdout}");
-    assert!(stdout.contains("forwarded=300 USD"), "{stdout}");
-    assert!(stdout.contains("ledger verified:") && stdout.contains("hash chain intact"), "{stdout}");
+    assert!(stdout.contains("Grid claim, 1500 JPY, signed with P-256") && stdout.contains("-> 200 accepted seq 7"));
+    assert!(stdout.contains("forged signature") && stdout.contains("-> 401 bad_signature"), "{stdout}");
+    assert!(!stdout.contains("demo-forged"), "the forged invitation must not appear");
+    // the cancellation after the claim is the one anomaly
+    assert!(stdout.contains("anomalies=1"), "{stdout}");
+    assert!(stdout.contains("forwarded=400 USD"), "{stdout}");
+    // the invitations came by fetch: one call each, two for the lagging
+    // and the late-validated ones
+    assert!(stdout.contains("GraphQL stand-in: 7 calls"), "{stdout}");
+    assert!(stdout.contains("ledger verified:") && stdout.contains("7 webhook signatures re-verified"), "{stdout}");
 }

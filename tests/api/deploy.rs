@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::binary::{ServeProcess, BIN};
+use crate::support::binary::{ServeProcess, BIN};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -42,7 +42,6 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     ("process_open_fds", Kind::Gauge),
     ("process_max_fds", Kind::Gauge),
     ("process_virtual_memory_bytes", Kind::Gauge),
-    ("process_virtual_memory_max_bytes", Kind::Gauge),
     ("process_resident_memory_bytes", Kind::Gauge),
     ("process_start_time_seconds", Kind::Gauge),
     ("process_threads", Kind::Gauge),
@@ -905,4 +904,98 @@ fn the_docker_healthcheck_passes_against_the_service_and_fails_without_it() {
     drop(serve);
     let out = healthcheck(&listen);
     assert!(!out.status.success(), "the HEALTHCHECK passes with no service on {listen}:\n{}", text(&out));
+}
+
+// ---------------------------------------------------------------------------
+// the live /metrics
+
+/// `# TYPE` lines of a Prometheus text exposition, by family name.
+fn exposed_families(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect()
+}
+
+/// Sample lines of `name` (exactly that series name) carrying all `labels`.
+fn samples<'a>(text: &'a str, name: &str, labels: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_metrics_pass_promtool_and_expose_every_family_the_rules_and_dashboard_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::spawn(dir.path().join("ledger.db"), vec![]).await;
+    let client = reqwest::Client::new();
+    let body = crate::support::claimed_body("evt-metrics-1", "inv-metrics-1");
+    let ok = client
+        .post(serve.url("/webhooks/lightspark"))
+        .header("lightspark-signature", crate::support::signature_of(body.as_bytes()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let forged = client
+        .post(serve.url("/webhooks/lightspark"))
+        .header("lightspark-signature", "00".repeat(32))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let unknown = client.get(serve.url("/v1/invitations/inv-nobody")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let text = client.get(serve.url("/metrics")).send().await.unwrap().text().await.unwrap();
+
+    let families = exposed_families(&text);
+    for &(name, kind) in SERVICE_METRICS {
+        let want = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        assert_eq!(
+            families.get(name).map(String::as_str),
+            Some(want),
+            "GET /metrics should expose {name} as a {want} (SERVICE_METRICS says so):\n{text}"
+        );
+    }
+    // Durations are labelled by route pattern, so ids never become labels.
+    let duration = "invitation_ledger_http_request_duration_seconds_count";
+    for (route, class) in
+        [("/webhooks/lightspark", "2xx"), ("/webhooks/lightspark", "4xx"), ("/v1/invitations/{id}", "4xx")]
+    {
+        let route_label = format!("route=\"{route}\"");
+        let class_label = format!("status_class=\"{class}\"");
+        assert!(
+            !samples(&text, duration, &[&route_label, &class_label]).is_empty(),
+            "no duration for {route} {class}:\n{text}"
+        );
+    }
+    assert!(!text.contains("inv-nobody"), "an id from a path became a label");
+    // Every kind × state is a series, zeros included, so alerts see 0, not nothing.
+    let obligations = samples(&text, "invitation_ledger_obligations", &[]);
+    assert_eq!(obligations.len(), 3 * 9, "{obligations:#?}");
+    let in_doubt = samples(&text, "invitation_ledger_obligations", &["kind=\"invitee_payment\"", "state=\"in_doubt\""]);
+    assert_eq!(in_doubt.len(), 1);
+    assert!(in_doubt[0].ends_with(" 0"), "{}", in_doubt[0]);
+    let accepted =
+        samples(&text, "invitation_ledger_webhooks_total", &["source=\"lightspark\"", "result=\"accepted\""]);
+    assert_eq!(accepted.len(), 1);
+    assert!(accepted[0].ends_with(" 1"), "{}", accepted[0]);
+
+    let path = dir.path().join("metrics.txt");
+    std::fs::write(&path, &text).unwrap();
+    let out = run(Command::new(promtool())
+        .arg("check")
+        .arg("metrics")
+        .stdin(Stdio::from(std::fs::File::open(&path).unwrap())));
+    assert_success("promtool check metrics < GET /metrics", &out);
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use invitation_ledger::lightspark::webhook::event_key;
 use serde_json::Value;
 
-use crate::helpers::{assert_verifies, eventually, json, ledger_rows, serve_args, InvitationFixture, TestApp};
+use crate::support::{assert_verifies, eventually, json, ledger_rows, serve_args, InvitationFixture, TestApp};
 
 /// A tmpfs of `size` mounted on a folder, unmounted on drop (lazily, so a
 /// panic with files still open cannot leave it behind).

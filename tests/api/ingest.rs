@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{claimed_body, eventually, json, ledger_len, ledger_rows, signature_of, TestApp, SECRET};
+use crate::support::{
+    claimed_body, eventually, json, ledger_len, ledger_rows, post_signed_to, signature_of, TestApp, SECRET,
+};
 
 const VECTOR_SECRET: &str = "3gZ5oQQUASYmqQNuEk0KambNMVkOADDItIJjzUlAWjX";
 const VECTOR_BODY: &str = r#"{"event_type": "NODE_STATUS", "event_id": "1615c8be5aa44e429eba700db2ed8ca5", "timestamp": "2023-05-17T23:56:47.874449+00:00", "entity_id": "lightning_node:01882c25-157a-f96b-0000-362d42b64397"}"#;
@@ -150,13 +152,7 @@ async fn five_hundred_concurrent_webhooks_get_gapless_seqs_each_stored_once() {
         let url = app.url("/webhooks/lightspark");
         tasks.push(tokio::spawn(async move {
             let body = claimed_body(&format!("conc-{i}"), &format!("Inv:{i}"));
-            let resp = client
-                .post(url)
-                .header("lightspark-signature", signature_of(body.as_bytes()))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let resp = post_signed_to(&client, &url, body).await;
             assert_eq!(resp.status(), 200);
             let v: serde_json::Value = resp.json().await.unwrap();
             assert_eq!(v["status"], "accepted");
@@ -228,12 +224,12 @@ async fn webhook_counters_move_as_webhooks_arrive() {
 
     let text = scrape(&app).await;
     let m = |s: &str| value(&text, s);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"accepted\"}"), 3.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"accepted\",source=\"lightspark\"}"), 3.0);
     assert_eq!(m("invitation_ledger_webhooks_same_id_other_body_total"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"duplicate\"}"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"bad_signature\"}"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"malformed\"}"), 1.0);
-    assert_eq!(m("invitation_ledger_webhooks_total{result=\"too_large\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"duplicate\",source=\"lightspark\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"bad_signature\",source=\"lightspark\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"malformed\",source=\"lightspark\"}"), 1.0);
+    assert_eq!(m("invitation_ledger_webhooks_total{result=\"too_large\",source=\"lightspark\"}"), 1.0);
     assert_eq!(m("invitation_ledger_ledger_appends_total"), 3.0);
     assert!(m("invitation_ledger_ledger_commit_batch_size_count") >= 1.0);
     assert!(m("invitation_ledger_ledger_commit_seconds_count") >= 1.0);
@@ -252,4 +248,6 @@ async fn webhook_counters_move_as_webhooks_arrive() {
     .await;
     assert_eq!(value(&text, "invitation_ledger_obligations{kind=\"invitee_payment\",state=\"not_due\"}"), 3.0);
     assert_eq!(value(&text, "invitation_ledger_obligations_in_doubt"), 0.0);
+    // and they wait for their data, which nothing fetches here
+    assert_eq!(value(&text, "invitation_ledger_invitations_awaiting_data"), 3.0);
 }

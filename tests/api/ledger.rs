@@ -1,8 +1,8 @@
 //! The ledger survives restarts, refuses changes, and `verify` catches
 //! tampering — checked with the real binary where the command matters.
 
-use crate::helpers::binary::{run, ServeProcess};
-use crate::helpers::{claimed_body, json, ledger_len, serve_args, signature_of, TestApp, SECRET};
+use crate::support::binary::{run, ServeProcess};
+use crate::support::{claimed_body, json, ledger_len, post_signed_blocking, serve_args, signature_of, TestApp, SECRET};
 
 async fn ledger_with_events(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let app = TestApp::spawn().await;
@@ -74,17 +74,7 @@ async fn a_rewritten_chain_still_fails_on_the_webhook_signature() {
     conn.execute_batch("DROP TRIGGER events_no_update").unwrap();
     let forged = claimed_body("e1", "Inv:attacker");
     conn.execute("UPDATE events SET body = ?1 WHERE seq = 2", [forged.as_bytes()]).unwrap();
-    let mut prev = [0u8; 32];
-    let events = invitation_ledger::ledger::read_after(&conn, 0, 100).unwrap();
-    for e in events {
-        let h = e.chain_hash(&prev);
-        conn.execute(
-            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
-            rusqlite::params![&prev[..], &h[..], e.seq as i64],
-        )
-        .unwrap();
-        prev = h;
-    }
+    crate::support::rechain(&conn);
     let out = verify(&db);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -161,12 +151,7 @@ fn serve_creates_the_ledger_folder_on_a_first_run() {
     let db = dir.path().join("data").join("nested").join("ledger.db");
     let server = ServeProcess::start(&db, &[]);
     let body = claimed_body("first-run", "Inv:first");
-    let resp = reqwest::blocking::Client::new()
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .unwrap();
+    let resp = post_signed_blocking(&reqwest::blocking::Client::new(), &server.url("/webhooks/lightspark"), body);
     assert_eq!(resp.status(), 200);
     server.kill();
     assert_eq!(ledger_len(&db), 1);
@@ -188,6 +173,13 @@ fn the_bundled_sqlite_has_no_global_page_cache_mutex() {
         .collect();
     assert!(options.iter().any(|o| o.starts_with("THREADSAFE=1")), "{options:?}");
     assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+}
+
+/// A consistent copy of the ledger, its WAL included (a file copy of
+/// `ledger.db` alone may miss the last commits).
+fn copy_ledger(from: &std::path::Path, to: &std::path::Path) {
+    let conn = rusqlite::Connection::open(from).unwrap();
+    conn.execute("VACUUM INTO ?1", [to.to_str().unwrap()]).unwrap();
 }
 
 /// The head a running service publishes, for an operator to keep elsewhere.
@@ -224,7 +216,7 @@ async fn an_anchor_kept_elsewhere_catches_a_truncated_or_re_chained_ledger() {
 
     // when the last rows are cut off, the chain still verifies...
     let truncated = dir.path().join("truncated.db");
-    std::fs::copy(&db, &truncated).unwrap();
+    copy_ledger(&db, &truncated);
     {
         let conn = rusqlite::Connection::open(&truncated).unwrap();
         conn.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq > 3;").unwrap();
@@ -238,7 +230,7 @@ async fn an_anchor_kept_elsewhere_catches_a_truncated_or_re_chained_ledger() {
 
     // when an event is rewritten and the chain recomputed after it
     let rechained = dir.path().join("rechained.db");
-    std::fs::copy(&db, &rechained).unwrap();
+    copy_ledger(&db, &rechained);
     {
         let conn = rusqlite::Connection::open(&rechained).unwrap();
         conn.execute_batch(

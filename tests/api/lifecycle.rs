@@ -1,15 +1,19 @@
 //! The real binary's life: SIGKILLed mid-stream, every acknowledged webhook
 //! survives; SIGTERMed while webhooks arrive, with a request in flight, and
 //! with an idle connection open, the process exits 0 within a few seconds,
-//! every webhook that got a 200 is in the ledger, and the ledger verifies.
+//! every webhook that got a 200 is in the ledger, and the ledger verifies;
+//! SIGTERMed while payments hang, it starts no new payment and records the
+//! outcome of every call in flight before it exits.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::binary::{run, ServeProcess};
-use crate::helpers::{
-    assert_verifies, claimed_body, eventually, ledger_rows, raw_json, raw_status, signature_of, SECRET,
+use crate::support::binary::{run, ServeProcess};
+use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::{
+    assert_verifies, claimed_body, eventually, ledger_rows, post_signed_to, raw_json, raw_status, signature_of,
+    InvitationFixture, SECRET,
 };
 use invitation_ledger::lightspark::webhook::event_key;
 
@@ -222,13 +226,7 @@ async fn the_ledger_head_is_logged_every_anchor_interval_and_at_shutdown() {
     let client = reqwest::Client::new();
     for i in 0..3 {
         let body = claimed_body(&format!("a{i}"), &format!("Inv:a{i}"));
-        let r = client
-            .post(server.url("/webhooks/lightspark"))
-            .header("lightspark-signature", signature_of(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
         assert_eq!(r.status(), 200);
     }
     let head: serde_json::Value = client.get(server.url("/v1/ledger/head")).send().await.unwrap().json().await.unwrap();
@@ -244,4 +242,90 @@ async fn the_ledger_head_is_logged_every_anchor_interval_and_at_shutdown() {
     let last = lines.last().unwrap();
     assert!(last.contains(&format!("ledger head seq=3 hash={}", head["hash"].as_str().unwrap())), "{last}");
     assert_eq!(head["seq"], 3);
+}
+
+/// The bodies of the ledger events of `kind`, as JSON, in seq order.
+fn bodies_of(db: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT body FROM events WHERE kind = ?1 ORDER BY seq").unwrap();
+    let rows = stmt.query_map([kind], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+    rows.map(|b| serde_json::from_slice(&b.unwrap()).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_payments_hang_starts_no_new_payment_and_records_every_call_in_flight() {
+    // given a ledger with 30 claimed invitations whose payouts are due,
+    // ingested while no platform was configured
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let ingest = ServeProcess::spawn(db.clone(), vec![]).await;
+    let client = reqwest::Client::new();
+    for n in 0..30 {
+        let mut inv = InvitationFixture::claimed(&format!("UmaInvitation:term-{n:02}"));
+        inv.incentives_status = "PENDING".into();
+        let body = inv.webhook(&format!("evt-term-{n:02}"));
+        let r = post_signed_to(&client, &ingest.url("/webhooks/lightspark"), body).await;
+        assert_eq!(r.status(), 200);
+    }
+    ingest.kill_async().await;
+    // and the service again, with a platform on which every call hangs,
+    // four calls at a time, each given up after 2 s
+    let payments = FakePlatform::start().await;
+    payments.fail_next(1000, Fault::Hang);
+    const TIMEOUT: Duration = Duration::from_millis(2000);
+    let env = vec![
+        ("PAYOUT_URL", payments.url.clone()),
+        ("REQUEST_TIMEOUT_MS", TIMEOUT.as_millis().to_string()),
+        ("RECONCILE_CONCURRENCY", "4".into()),
+        ("RETRY_BASE_MS", "20".into()),
+        ("RETRY_MAX_MS", "200".into()),
+        ("RECONCILE_INTERVAL_MS", "100".into()),
+    ];
+    let mut server = ServeProcess::spawn(db.clone(), env).await;
+    let payments_ref = &payments;
+    eventually("four payment calls in flight", Duration::from_secs(10), || async move {
+        match payments_ref.requests().len() {
+            4 => Ok(()),
+            n => Err(format!("{n} requests at the platform")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // when SIGTERM arrives while the four calls hang
+    let signal = Instant::now();
+    let in_flight = payments.requests().len();
+    sigterm(&server);
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(15)).await;
+
+    // then the process exits 0 within the request timeout and a margin
+    eprintln!("exited with {status} {took:?} after SIGTERM with {in_flight} payment calls hanging");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < TIMEOUT + Duration::from_millis(1500), "took {took:?} to exit; REQUEST_TIMEOUT_MS is {TIMEOUT:?}");
+    // and no payment request reached the platform after the signal
+    let requests = payments.requests();
+    assert_eq!(in_flight, 4);
+    assert_eq!(requests.len(), in_flight, "a payment was started after SIGTERM");
+    assert!(requests.iter().all(|r| r.received_at < signal), "a request arrived after the signal");
+    // and every call in flight has its outcome, the timeout, in the ledger
+    let requested = bodies_of(&db, "payout.requested");
+    let failed = bodies_of(&db, "payout.failed");
+    assert_eq!(requested.len(), 4, "one payout.requested per call: {requested:?}");
+    let ids = |events: &[serde_json::Value]| {
+        let mut ids: Vec<(String, u64)> = events
+            .iter()
+            .map(|e| (e["invitation_id"].as_str().unwrap().to_owned(), e["attempt"].as_u64().unwrap()))
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&requested), ids(&failed), "every payout.requested has its outcome");
+    let keys: Vec<String> = requests.iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+    for f in &failed {
+        assert_eq!(f["permanent"], false, "{f}");
+        assert!(f["error"].as_str().unwrap().contains("timed out"), "{f}");
+        assert!(keys.contains(&f["idempotency_key"].as_str().unwrap().to_owned()), "{f}");
+    }
+    assert_eq!(bodies_of(&db, "payout.succeeded").len(), 0);
+    assert_verifies(&db).await;
 }

@@ -7,8 +7,8 @@ use invitation_ledger::lightspark::client::{FetchError, LightsparkClient, GET_UM
 use invitation_ledger::secret::Secret;
 use serde_json::{json, Value};
 
-use crate::helpers::eventually;
-use crate::helpers::fake_lightspark::{self, aliased_entity, FakeLightspark};
+use crate::support::eventually;
+use crate::support::fake_lightspark::{self, aliased_entity, FakeLightspark};
 
 const CLIENT_ID: &str = "test-client-id";
 const CLIENT_SECRET: &str = "test-client-secret-4f9a2c";

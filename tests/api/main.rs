@@ -1,22 +1,27 @@
 //! The fast black-box tests, as one binary: the service over real HTTP and
 //! as the real binary, its CLI, its deployment files, and the fakes it talks
-//! to. One module per area; [`helpers`] is the one helpers module they share.
+//! to. One module per area; [`support`] is the one module of helpers they share.
 //!
 //! The slow or browser-bound tests are binaries of their own:
 //! `tests/simulation.rs`, `tests/storm.rs` and `tests/browser.rs`.
 
-mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod audit;
 mod demo;
 mod deploy;
 mod faults;
+mod fetch;
+mod grid;
 mod hostile;
 mod ingest;
+mod invitation_page;
 mod ledger;
 mod lifecycle;
 mod lightspark_client;
 mod openapi;
+mod page_actions;
 mod projection;
 mod reconcile;
 mod status_page;

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::binary::{run, ServeProcess};
-use crate::helpers::fake_lightspark::{aliased_entity, FakeLightspark};
-use crate::helpers::{eventually, json as body_json, ledger_rows, signature_of, TestApp};
+use crate::support::binary::{run, run_binary, ServeProcess};
+use crate::support::fake_lightspark::{aliased_entity, FakeLightspark};
+use crate::support::{
+    eventually, json as body_json, ledger_rows, post_signed_blocking, post_signed_to, signature_of, TestApp,
+};
 
 const CLIENT_ID: &str = "client-id-1";
 const CLIENT_SECRET: &str = "client-secret-which-is-long";
@@ -60,7 +62,7 @@ async fn a_claimed_webhook_without_data_is_fetched_from_lightspark() {
     let v = wait_for(&app, id, |v| v["fetch"]["state"] == "fetched").await;
     assert_eq!(v["code"], "FETCH1");
     assert_eq!(v["invitee_uma"], "$bob@b.example");
-    assert_eq!(v["payment_amount"], json!({"value": 700, "currency": "USD"}));
+    assert_eq!(v["payment_amount"], json!({"value": 700, "currency": "USD", "decimals": 2}));
     assert_eq!(v["status"], "CLAIMED");
     assert_eq!(fake.unauthorized_calls(), 0);
     let req = &fake.requests()[0];
@@ -71,22 +73,56 @@ async fn a_claimed_webhook_without_data_is_fetched_from_lightspark() {
 }
 
 #[tokio::test]
-async fn fetching_keeps_retrying_through_failures_and_shows_them() {
+async fn fetching_keeps_retrying_through_failures_without_recording_them() {
+    // given an API that fails twice with a 500, then with a GraphQL error
     let fake = FakeLightspark::start(CLIENT_ID, CLIENT_SECRET).await;
     let id = "UmaInvitation:fetch-2";
-    fake.set_invitation(id, aliased_entity(id, "FETCH2", "CLAIMED", "PENDING", None, Some("$bob@b.example")));
+    fake.set_invitation(id, aliased_entity(id, "FETCH2", "CLAIMED", "VALIDATED", None, Some("$bob@b.example")));
     fake.fail_next(2);
     fake.fail_with_graphql_errors_next(1);
     let app = app_with_lightspark(&fake).await;
+    // when a claim without data arrives
     assert_eq!(app.post_signed(&claimed("ev-fetch-2", id, None)).await.status(), 200);
-
+    // then it is fetched again on its schedule until the API answers
     let v = wait_for(&app, id, |v| v["fetch"]["state"] == "fetched").await;
-    assert_eq!(v["fetch"]["attempts"], 3, "{v:#}");
-    assert!(v["fetch"]["last_error"].as_str().is_some());
     assert_eq!(v["code"], "FETCH2");
-    assert!(fake.calls() >= 4);
-    let failures = ledger_rows(&app.db).into_iter().filter(|r| r.2 == "invitation.fetch_failed").count();
-    assert_eq!(failures, 3);
+    assert_eq!(fake.calls(), 4, "three failures, then the answer; nothing more once final: {v:#}");
+    // and the failures are counted, not written to the ledger
+    let kinds: Vec<String> = ledger_rows(&app.db).into_iter().map(|r| r.2).collect();
+    assert_eq!(kinds, vec!["webhook.received", "invitation.fetched"]);
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"invitation_ledger_fetches_total{outcome="error",source="lightspark"} 3"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_claim_without_data_and_no_api_credentials_is_loudly_not_configured() {
+    // given a service without Lightspark API credentials
+    let app = TestApp::spawn().await;
+    // when a claim arrives without its invitation, as the SDKs deliver it
+    let id = "UmaInvitation:unfetchable";
+    assert_eq!(app.post_signed(&claimed("ev-unfetchable", id, None)).await.status(), 200);
+    // then the projection says it cannot be fetched, and owes nothing yet
+    let v = wait_for(&app, id, |v| v["last_seq"] == 1).await;
+    assert_eq!(v["fetch"]["state"], "not_configured", "{v:#}");
+    assert_eq!(v["payout"]["state"], "not_due");
+    // the status page says so first, naming the settings and the count
+    let page = app.client.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    let banner = page.split("id=\"not-configured\"").nth(1).expect("a banner");
+    assert!(
+        banner.contains("LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET") && banner.contains("1 invitation"),
+        "{banner}"
+    );
+    // and the metrics count it
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("invitation_ledger_invitations_awaiting_data 1"), "{metrics}");
+    // the CLI shows the same, told the same settings
+    let db = app.db.to_str().unwrap().to_owned();
+    let out = run_binary(&["status", id, "--json"], &[("LEDGER_DB", &db)]).await;
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(cli["fetch"]["state"], "not_configured");
+    let out = run_binary(&["status", id, "--json"], &[("LEDGER_DB", &db), ("LIGHTSPARK_API_CLIENT_ID", "x")]).await;
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(cli["fetch"]["state"], "pending");
 }
 
 #[tokio::test]
@@ -134,7 +170,12 @@ async fn every_fixture_shape_projects_to_the_same_invitation() {
         assert_eq!(r.status(), 200, "{name}");
         let mut v = wait_for(&app, "UmaInvitation:0191a8b6-fixture-0001", |v| v["last_seq"] == 1).await;
         assert_eq!(v["code"], "FIXTURE1", "{name}");
-        assert_eq!(v["payment_amount"], json!({"value": 500, "currency": "USD"}), "{name}");
+        // amount_to_send names its currency by code alone: no decimals given
+        let decimals = if name == "amount_to_send" { Value::Null } else { json!(2) };
+        assert_eq!(v["payment_amount"]["value"], 500, "{name}");
+        assert_eq!(v["payment_amount"]["currency"], "USD", "{name}");
+        assert_eq!(v["payment_amount"].get("decimals").cloned().unwrap_or(Value::Null), decimals, "{name}");
+        v["payment_amount"].as_object_mut().unwrap().remove("decimals");
         assert_eq!(v["incentives_status"], "VALIDATED", "{name}");
         assert_eq!(v["payout"]["state"], "pending", "{name}");
         v.as_object_mut().unwrap().remove("url");
@@ -324,12 +365,7 @@ fn the_projection_catches_up_at_start_up_after_a_crash() {
     let client = reqwest::blocking::Client::new();
     let id = "UmaInvitation:cu-1";
     let body = claimed("ev-cu", id, Some(invitation(id, "CU1", "CLAIMED", "$a@x", None)));
-    let r = client
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .unwrap();
+    let r = post_signed_blocking(&client, &server.url("/webhooks/lightspark"), body);
     assert_eq!(r.status(), 200);
     server.kill();
     // Whether or not the projector ran before the kill, a restart catches up.
@@ -350,13 +386,7 @@ async fn projections_written_under_another_boot_are_folded_again() {
     let id = "UmaInvitation:boot-1";
     let server = ServeProcess::spawn(db.clone(), vec![]).await;
     let body = claimed("ev-boot", id, Some(invitation(id, "BOOT1", "CLAIMED", "$a@x", Some(700))));
-    let r = client
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
     assert_eq!(r.status(), 200);
     // The projector folds a moment after the commit.
     let url = server.url(&format!("/v1/invitations/{id}"));

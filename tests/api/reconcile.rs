@@ -10,11 +10,11 @@ use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::projection::events::{IdempotencyKey, InternalEvent, ObligationKind, ObligationRequested};
 use serde_json::{json, Value};
 
-use crate::helpers::binary::ServeProcess;
-use crate::helpers::fake_platform::{FakePlatform, Fault, RecordedRequest};
-use crate::helpers::{
-    append_events, count_kind, eventually, ledger_len, ledger_rows, run_binary, signature_of, InvitationFixture, Mix,
-    TestApp, OBLIGATIONS, SECRET,
+use crate::support::binary::ServeProcess;
+use crate::support::fake_platform::{FakePlatform, Fault, RecordedRequest};
+use crate::support::{
+    append_events, count_kind, eventually, json_of, ledger_len, ledger_rows, post_signed_to, run_binary,
+    InvitationFixture, Mix, TestApp, OBLIGATIONS, SECRET,
 };
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -103,7 +103,8 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
             let body = match kind {
                 ObligationKind::InviteePayment => json!({
                     "idempotency_key": k, "kind": "invitee_payment", "invitation_id": f.id, "invitation_code": f.code,
-                    "receiver_uma": f.invitee_uma, "amount": {"value": f.payment_amount, "currency": "USD"}}),
+                    "receiver_uma": f.invitee_uma,
+                    "amount": {"value": f.payment_amount, "currency": "USD", "decimals": 2}}),
                 ObligationKind::InviterIncentive => json!({
                     "idempotency_key": k, "kind": "inviter_incentive", "invitation_id": f.id, "invitation_code": f.code,
                     "receiver_uma": f.inviter_uma, "amount": {"value": 500, "currency": "USD"}}),
@@ -281,7 +282,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
             &payout_key,
             json!({"idempotency_key": payout_key, "kind": "invitee_payment", "invitation_id": inv.id,
                    "invitation_code": "SIGNED42", "receiver_uma": "$bob@receiving.example",
-                   "amount": {"value": 1234, "currency": "USD"}}),
+                   "amount": {"value": 1234, "currency": "USD", "decimals": 2}}),
         ),
         (
             &incentive_key,
@@ -719,13 +720,7 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     inv.incentives_status = "PENDING".into();
     let client = reqwest::Client::new();
     let body = inv.webhook("evt-crash");
-    let resp = client
-        .post(server.url("/webhooks/lightspark"))
-        .header("lightspark-signature", signature_of(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
     assert_eq!(resp.status(), 200);
     let payments_ref = &payments;
     eventually("the payment request to reach the platform", SETTLE, || async move {
@@ -749,14 +744,7 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     let v = eventually("the payment to succeed after the restart", SETTLE, || {
         let url = url.clone();
         async move {
-            let v: Value = client_ref
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let v = json_of(client_ref.get(&url)).await?;
             if v["payout"]["state"] == "succeeded" {
                 Ok(v)
             } else {
@@ -773,5 +761,159 @@ async fn a_crash_between_request_and_outcome_resends_the_same_key() {
     assert_eq!(requests[0].raw_body, requests[1].raw_body);
     assert_eq!(payments.executed().len(), 1);
     assert_eq!(v["payout"]["payment_id"], "pay_1");
+    drop(server);
+}
+
+/// The bodies of the ledger events of `kind`, as JSON, in seq order.
+fn bodies_of(db: &std::path::Path, kind: &str) -> Vec<Value> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT body FROM events WHERE kind = ?1 ORDER BY seq").unwrap();
+    let rows = stmt.query_map([kind], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+    rows.map(|b| serde_json::from_slice(&b.unwrap()).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_meets_the_first_request_still_processing_gets_409s_then_the_stored_result_and_pays_once() {
+    // given a platform that takes 2 s to execute a new payment and keeps
+    // processing when the client gives up, and a reconciler that gives up
+    // on a request after 500 ms and retries 200–400 ms later
+    let payments = FakePlatform::start().await;
+    payments.slow_executions(1.0, 1, Duration::from_millis(2000));
+    let app = TestApp::spawn_configured(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.reconcile.request_timeout_ms = 500;
+        a.reconcile.retry_base_ms = 200;
+        a.reconcile.retry_max_ms = 400;
+    })
+    .await;
+    let mut inv = InvitationFixture::claimed("UmaInvitation:in-progress");
+    inv.incentives_status = "PENDING".into();
+
+    // when the invitation is claimed
+    app.claim(&inv, "evt-in-progress").await;
+
+    // then the payment ends succeeded with the platform's payment id
+    let v = wait_state(&app, &inv.id, "payout", "succeeded", SETTLE).await;
+    assert_eq!(v["payout"]["payment_id"], "pay_1", "{v}");
+    // and the platform executed it once: the first request (answered, at
+    // the end of its processing, to a client that had left), one or more
+    // retries meeting a 409 meanwhile, and a retry given the stored result
+    let requests = payments.requests();
+    let answered: Vec<u16> = requests.iter().map(|r| r.answered).collect();
+    assert!(requests.len() >= 3, "{answered:?}");
+    assert_eq!(answered[0], 200, "{answered:?}");
+    assert!(answered[1..answered.len() - 1].iter().all(|s| *s == 409), "{answered:?}");
+    assert_eq!(*answered.last().unwrap(), 200, "{answered:?}");
+    assert!(requests.iter().all(|r| r.idempotency_key == requests[0].idempotency_key));
+    assert!(requests.iter().all(|r| r.raw_body == requests[0].raw_body), "every retry repeats the first body");
+    assert_eq!(payments.executed().len(), 1);
+    assert_eq!((payments.replays(), payments.conflicts()), (1, requests.len() - 2));
+    assert_eq!(v["payout"]["attempts"], requests.len());
+    // and the ledger holds exactly one success, carrying the payment id;
+    // before it, the timeout and every 409, each rescheduled
+    let succeeded = bodies_of(&app.db, "payout.succeeded");
+    assert_eq!(succeeded.len(), 1, "{succeeded:?}");
+    assert_eq!(succeeded[0]["payment_id"], "pay_1");
+    let failed = bodies_of(&app.db, "payout.failed");
+    assert_eq!(failed.len(), requests.len() - 1);
+    assert!(failed[0]["error"].as_str().unwrap().contains("timed out"), "{}", failed[0]);
+    for f in &failed {
+        assert_eq!(f["permanent"], false, "{f}");
+        assert!(f["next_attempt_at"].is_string(), "rescheduled: {f}");
+    }
+    assert!(failed[1..].iter().all(|f| f["http_status"] == 409), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_600_mib_answer_is_read_no_further_than_64_kib_so_payments_succeed_fetches_retry_and_memory_stays_bounded() {
+    // given a payment platform that executes and answers 200 with 600 MiB,
+    // and a Lightspark GraphQL endpoint that answers every fetch with 600 MiB
+    const MIB: u64 = 1024 * 1024;
+    let payments = FakePlatform::start().await;
+    payments.fail_next(1, Fault::ExecuteThenHugeAnswer(600 * MIB));
+    let graphql = FakePlatform::start().await;
+    graphql.fail_next(1000, Fault::HugeAnswer(600 * MIB));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let env: Vec<(&'static str, String)> = vec![
+        ("PAYOUT_URL", payments.url.clone()),
+        ("LIGHTSPARK_API_URL", graphql.url_for("/graphql/server/2023-09-13")),
+        ("LIGHTSPARK_API_CLIENT_ID", "client-id".into()),
+        ("LIGHTSPARK_API_CLIENT_SECRET", "client-secret-for-tests".into()),
+        ("RECONCILE_INTERVAL_MS", "100".into()),
+        ("RETRY_BASE_MS", "50".into()),
+        ("RETRY_MAX_MS", "200".into()),
+    ];
+    let server = ServeProcess::spawn(db.clone(), env).await;
+    let client = reqwest::Client::new();
+    let mut paid = InvitationFixture::claimed("UmaInvitation:huge-answer");
+    paid.incentives_status = "PENDING".into();
+    let fetched = "UmaInvitation:huge-graphql";
+
+    // when a claimed invitation is paid, and another must be fetched
+    for body in [paid.webhook("evt-huge-answer"), crate::support::claimed_body("evt-huge-graphql", fetched)] {
+        let r = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
+        assert_eq!(r.status(), 200);
+    }
+    let get = |id: &str| {
+        let url = server.url(&format!("/v1/invitations/{}", id.replace(':', "%3A")));
+        let client = client.clone();
+        async move {
+            let r = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            r.json::<Value>().await.map_err(|e| e.to_string())
+        }
+    };
+
+    // then the payment is succeeded on the status alone: its payment id lies
+    // beyond the 64 KiB read, and nothing was sent again
+    let v = eventually("the payment to succeed", SETTLE, || async {
+        let v = get(&paid.id).await?;
+        if v["payout"]["state"] == "succeeded" {
+            Ok(v)
+        } else {
+            Err(v["payout"].to_string())
+        }
+    })
+    .await;
+    assert!(v["payout"]["payment_id"].is_null(), "{v}");
+    assert_eq!(v["payout"]["attempts"], 1);
+    assert_eq!(payments.executed().len(), 1);
+    assert_eq!(payments.requests().len(), 1);
+    assert_eq!(count_kind(&db, "payout.succeeded"), 1);
+    // and the fetch fails on the answer's size, and is retried: failures
+    // that may pass are metered, not recorded in the ledger
+    let failed_fetches = eventually("the fetch to fail three times", SETTLE, || async {
+        let text = client.get(server.url("/metrics")).send().await.map_err(|e| e.to_string())?.text().await.unwrap();
+        let n: u64 = text
+            .lines()
+            .find(|l| {
+                l.starts_with("invitation_ledger_fetches_total{")
+                    && l.contains("outcome=\"error\"")
+                    && l.contains("source=\"lightspark\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        if n >= 3 {
+            Ok(n)
+        } else {
+            Err(format!("{n} failed fetches"))
+        }
+    })
+    .await;
+    assert!(graphql.requests().len() as u64 >= failed_fetches);
+    let v = get(fetched).await.unwrap();
+    assert_eq!(v["fetch"]["wanted"], true, "{v}");
+    assert_eq!(v["fetch"]["state"], "pending", "{v}");
+    assert_eq!(count_kind(&db, "invitation.fetch_failed"), 0);
+    assert_eq!(count_kind(&db, "invitation.fetched"), 0);
+    // and the service never held much of any answer
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    eprintln!("service peak RSS (VmHWM): {} MiB", hwm_kib / 1024);
+    assert!(hwm_kib < 100 * 1024, "peak RSS {hwm_kib} KiB while 600 MiB answers were offered");
     drop(server);
 }

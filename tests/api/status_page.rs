@@ -5,60 +5,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::fake_platform::{FakePlatform, Fault};
-use crate::helpers::{InvitationFixture, TestApp};
+use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::page::{client, encode, get};
+use crate::support::{InvitationFixture, TestApp};
 
 const FIXTURE_ID: &str = "UmaInvitation:0191a8b6-fixture-0001";
 const TOKEN: &str = "a-long-read-api-token-0123456789";
-
-/// Answers of the page, with no redirect followed.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-struct Page {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Page {
-    /// The HTML of `<section id="{id}">…</section>`.
-    fn section(&self, id: &str) -> &str {
-        let start = self
-            .body
-            .find(&format!("<section id=\"{id}\""))
-            .unwrap_or_else(|| panic!("no section {id} in:\n{}", self.body));
-        let len = self.body[start..].find("</section>").expect("section closed");
-        &self.body[start..start + len]
-    }
-}
-
-async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Page {
-    let mut req = client().get(app.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    Page { status: resp.status().as_u16(), headers: resp.headers().clone(), body: resp.text().await.unwrap() }
-}
-
-/// `q` as a query string value.
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
 
 /// Waits until the read API shows `id` and `pred` holds.
 async fn projected(app: &TestApp, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -96,7 +48,7 @@ async fn the_page_shows_a_claimed_invitation_with_its_code_and_obligation_states
     }
 
     let recent = page.section("recent");
-    for expected in [FIXTURE_ID, "FIXTURE1", "CLAIMED", "$alice@vasp-a.example", "$bob@vasp-b.example", "500 USD"] {
+    for expected in [FIXTURE_ID, "FIXTURE1", "CLAIMED", "$alice@vasp-a.example", "$bob@vasp-b.example", "5.00 USD"] {
         assert!(recent.contains(expected), "recent invitations lack {expected}:\n{recent}");
     }
     // No payment endpoint: payout and notification are due and pending; no

@@ -1,24 +1,37 @@
-//! `GET /`: a read-only status page for operators, and `POST /login`.
+//! The status page for operators: `GET /` (search, what needs an operator,
+//! activity charts, recent invitations, the incentive audit), each
+//! invitation's page `GET /invitations/{id or code}` (its money trail with
+//! re-verified signatures, and forms to act on it), and `POST /login`.
 //!
-//! Server-rendered HTML with inline CSS: no scripts, no external assets, no
-//! build step. It shows a search box (invitation id or code, inviter or
-//! invitee UMA), the most recent invitations with their obligation states,
-//! the obligations that need an operator (in doubt, failed) and the
-//! incentive audit per inviter. Every dynamic string goes through
+//! Server-rendered HTML with inline CSS and inline SVG: no scripts, no
+//! external assets, no build step. Every dynamic string goes through
 //! [`escape`]; the Content-Security-Policy forbids scripts anyway.
 //!
-//! Protection is the read API's: when `READ_API_TOKEN` is set the page wants
-//! `Authorization: Bearer <token>` or the `il_token` cookie that `POST /login`
-//! sets, compared in constant time; otherwise it answers 401 with a login
-//! form.
+//! Reading is protected as the read API is: when `READ_API_TOKEN` is set
+//! the pages want `Authorization: Bearer <token>` or the `il_token` cookie
+//! that `POST /login` sets, compared in constant time; otherwise they
+//! answer 401 with a login form. Without a token only loopback `Host`
+//! names are served. Acting (the forms) needs a token: see `actions`.
 
+mod actions;
+mod charts;
+mod home;
+mod invitation;
 mod render;
+mod verdict;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::sync::Arc;
 
 use bytes::Buf;
-use warp::http::{header, StatusCode};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use warp::http::{header, HeaderMap, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use super::access::{Access, Denied};
@@ -26,9 +39,11 @@ use super::body::{self, BodyError, BODY_READ_TIMEOUT};
 use super::error::{reject, ApiError};
 use super::read::percent_decode;
 use super::AppState;
+use crate::ledger::verify::WebhookKeys;
 use crate::projection::query::{self, StatusPageLimits};
+use crate::projection::trail;
 pub use render::escape;
-use render::{login_page, percent_encode, render};
+use render::{login_page, percent_encode};
 
 /// The cookie `POST /login` sets.
 pub const COOKIE: &str = "il_token";
@@ -40,11 +55,98 @@ const SEARCH_CAP: usize = 100;
 const ATTENTION_CAP: usize = 200;
 /// Most inviters shown in the audit table.
 const AUDIT_INVITERS_CAP: usize = 200;
-/// Largest login form accepted.
-const LOGIN_BODY_LIMIT: usize = 4096;
+/// Largest form accepted (login, actions): a note and a few fields.
+const FORM_BODY_LIMIT: usize = 8192;
+
+/// What every page's handler needs, built once per process by [`routes`].
+struct Ui {
+    state: Arc<AppState>,
+    gate: Access,
+    csrf: Csrf,
+    /// The configured webhook keys, which the invitation page re-verifies
+    /// stored signatures with.
+    keys: WebhookKeys,
+}
+
+/// Whether a page may be shown, and to whom.
+enum Admit {
+    /// No token configured, loopback `Host`: shown, and actions are off.
+    Open,
+    /// Signed in; the credential presented (the token, from the cookie or
+    /// the bearer header), which the forms' CSRF token is derived from.
+    Session(Vec<u8>),
+    /// Not signed in: the login form to answer with.
+    Login(warp::reply::Response),
+}
+
+impl Ui {
+    /// The token as this request presented it, when it is the token: the
+    /// cookie's value, else the bearer header's.
+    fn credential(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
+        let cookie = session_token(headers).filter(|c| self.gate.matches(c));
+        cookie.or_else(|| {
+            let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())?;
+            let bearer = given.strip_prefix(b"Bearer ")?.trim_ascii();
+            self.gate.matches(bearer).then(|| bearer.to_vec())
+        })
+    }
+
+    /// The status page's read check; `next` is where the login form sends
+    /// the browser back to.
+    fn admit(&self, headers: &HeaderMap, next: Option<&str>) -> Result<Admit, Rejection> {
+        match self.gate.check_with(headers, session_token(headers).as_deref()) {
+            Ok(()) if self.gate.is_open() => Ok(Admit::Open),
+            Ok(()) => Ok(Admit::Session(self.credential(headers).unwrap_or_default())),
+            Err(Denied::NoToken) => Ok(Admit::Login(login_page(
+                StatusCode::UNAUTHORIZED,
+                "This page needs the read API token (READ_API_TOKEN). It is kept in an HttpOnly cookie for this site.",
+                next,
+            ))),
+            Err(d) => Err(reject(ApiError::from(d))),
+        }
+    }
+}
+
+/// The per-session CSRF token of the action forms: HMAC-SHA256, keyed
+/// with a secret drawn at start-up, of the session's credential (the
+/// `il_token` cookie's value, or the bearer token). A page from another
+/// site can neither read it (same-origin policy) nor compute it (the key
+/// never leaves the process); a restart makes old forms stale.
+struct Csrf {
+    key: [u8; 32],
+}
+
+impl Csrf {
+    /// A key from the kernel's random source; should that fail, the digest
+    /// of the read token (still unknown to other sites, but the same after
+    /// a restart).
+    fn new(token: Option<&crate::secret::Secret>) -> Self {
+        let mut key = [0u8; 32];
+        match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)) {
+            Ok(()) => Self { key },
+            Err(e) => {
+                tracing::warn!(error = %e, "no random source for the CSRF key; deriving it from READ_API_TOKEN");
+                Self { key: Sha256::digest(token.map_or("", |t| t.expose()).as_bytes()).into() }
+            }
+        }
+    }
+
+    fn token(&self, credential: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+        mac.update(credential);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `presented` is the token of `credential`, compared in
+    /// constant time.
+    fn verify(&self, credential: &[u8], presented: &str) -> bool {
+        let expected = self.token(credential);
+        presented.len() == expected.len() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+    }
+}
 
 /// The token in the `il_token` cookie, if the request carries one.
-fn session_token(headers: &warp::http::HeaderMap) -> Option<Vec<u8>> {
+fn session_token(headers: &HeaderMap) -> Option<Vec<u8>> {
     let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
     cookie_value(cookie, COOKIE).map(|v| percent_decode(v, false).into_bytes())
 }
@@ -57,6 +159,9 @@ fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim()))
 }
 
+/// An HTML answer with the pages' headers. `Referrer-Policy: same-origin`
+/// rather than `no-referrer`: with `no-referrer` browsers send `Origin:
+/// null` on the forms' POSTs, and the action routes check that header.
 fn html(status: StatusCode, body: String) -> warp::reply::Response {
     let mut r = warp::reply::with_status(body, status).into_response();
     let h = r.headers_mut();
@@ -69,8 +174,51 @@ fn html(status: StatusCode, body: String) -> warp::reply::Response {
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
     r
+}
+
+/// A 303 to `location` (a path of this site).
+fn see_other(location: &str) -> warp::reply::Response {
+    let mut r = warp::reply::with_status(String::new(), StatusCode::SEE_OTHER).into_response();
+    let value = header::HeaderValue::from_str(location).unwrap_or(header::HeaderValue::from_static("/"));
+    r.headers_mut().insert(header::LOCATION, value);
+    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Where the login form may send the browser: a path of this site only
+/// (never `//host` or `/\host`, which browsers read as another site).
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n
+        }
+        _ => "/",
+    }
+}
+
+/// Gives the amounts the home page lists the decimals their invitations'
+/// own bodies state (the projection may keep an amount without them), so
+/// they read 5.00 USD rather than 500 USD.
+fn with_stated_decimals(c: &rusqlite::Connection, data: &mut query::StatusPage) -> anyhow::Result<()> {
+    let found: Vec<&mut crate::projection::view::InvitationView> = match &mut data.search {
+        Some(query::Search::Exact(v)) => vec![v.as_mut()],
+        Some(query::Search::Matches { items, .. }) => items.iter_mut().collect(),
+        None => Vec::new(),
+    };
+    for v in found.into_iter().chain(data.recent.iter_mut()) {
+        if v.payment_amount.as_ref().is_some_and(|m| m.decimals().is_none()) {
+            *v = invitation::with_decimals(v, &trail::decimals(c, &v.invitation_id)?);
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -80,8 +228,8 @@ async fn read_form(
     declared: Option<u64>,
     stream: impl futures_util::Stream<Item = Result<impl Buf, warp::Error>>,
 ) -> Result<String, Rejection> {
-    let body = body::read(declared, stream, LOGIN_BODY_LIMIT).await.map_err(|e| match e {
-        BodyError::TooLarge => reject(ApiError::TooLarge { limit: LOGIN_BODY_LIMIT }),
+    let body = body::read(declared, stream, FORM_BODY_LIMIT).await.map_err(|e| match e {
+        BodyError::TooLarge => reject(ApiError::TooLarge { limit: FORM_BODY_LIMIT }),
         BodyError::Timeout => reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() }),
         BodyError::Read(e) => reject(ApiError::BadRequest(format!("could not read the body: {e}"))),
     })?;
@@ -97,124 +245,72 @@ fn form_field(body: &str, name: &str) -> Option<String> {
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let gate = Access::new(state.config.read_api_token.as_ref());
+    let fetching = crate::projection::view::Fetching::new(|s| state.config.reconcile.fetch_configured(s));
+    let csrf = Csrf::new(state.config.read_api_token.as_ref());
+    let keys =
+        WebhookKeys { lightspark: Some(state.config.signing_keys.clone()), grid: state.config.grid_keys.clone() };
+    let ui = Arc::new(Ui { state, gate, csrf, keys });
 
+    let home_ui = ui.clone();
     let status = warp::path::end()
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
-        .and_then(move |headers: warp::http::HeaderMap, query: HashMap<String, String>| {
-            let state = state.clone();
+        .and_then(move |headers: HeaderMap, query: HashMap<String, String>| {
+            let ui = home_ui.clone();
             async move {
-                match gate.check_with(&headers, session_token(&headers).as_deref()) {
-                    Ok(()) => {}
-                    Err(Denied::NoToken) => {
-                        return Ok::<_, Rejection>(login_page(
-                            StatusCode::UNAUTHORIZED,
-                            "This page needs the read API token (READ_API_TOKEN). It is kept in an HttpOnly cookie for this site.",
-                        ))
-                    }
-                    Err(d) => return Err(reject(ApiError::from(d))),
+                if let Admit::Login(page) = ui.admit(&headers, None)? {
+                    return Ok::<_, Rejection>(page);
                 }
                 let q = query.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-                let horizon = state.config.reconcile.idempotency_window;
+                let horizon = ui.state.config.reconcile.idempotency_window;
                 let lookup = q.clone();
                 let limits = StatusPageLimits { search: SEARCH_CAP, recent: RECENT, attention: ATTENTION_CAP };
-                let data = state
+                let (data, hours) = ui
+                    .state
                     .reads
-                    .run(move |c| Ok(query::status_page(c, lookup.as_deref(), limits, chrono::Utc::now(), horizon)?))
+                    .run(move |c| {
+                        let now = chrono::Utc::now();
+                        let mut data = query::status_page(c, lookup.as_deref(), limits, now, horizon, fetching)?;
+                        with_stated_decimals(c, &mut data)?;
+                        Ok((data, trail::activity(c, now, trail::ACTIVITY_HOURS)?))
+                    })
                     .await
                     .map_err(reject)?;
-                Ok(html(StatusCode::OK, render(&data, q.as_deref())))
+                let page = home::render(&home::Home { data: &data, hours: &hours, q: q.as_deref() });
+                Ok(html(StatusCode::OK, page))
             }
         });
 
+    let login_ui = ui.clone();
     let login = warp::path!("login")
         .and(warp::post())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .and_then(move |declared: Option<u64>, body| async move {
-            let form = read_form(declared, body).await?;
-            let token = form_field(&form, "token").map(|t| t.trim().to_owned()).unwrap_or_default();
-            let redirect = |cookie: Option<String>| {
-                let mut r = warp::reply::with_status(String::new(), StatusCode::SEE_OTHER).into_response();
-                r.headers_mut().insert(header::LOCATION, header::HeaderValue::from_static("/"));
-                r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-                if let Some(c) = cookie.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+        .and_then(move |declared: Option<u64>, body| {
+            let ui = login_ui.clone();
+            async move {
+                let form = read_form(declared, body).await?;
+                let token = form_field(&form, "token").map(|t| t.trim().to_owned()).unwrap_or_default();
+                let next = form_field(&form, "next");
+                let mut r = see_other(safe_next(next.as_deref()));
+                if ui.gate.is_open() {
+                    return Ok::<_, Rejection>(r);
+                }
+                if !ui.gate.matches(token.as_bytes()) {
+                    return Ok(login_page(
+                        StatusCode::UNAUTHORIZED,
+                        "That token is not right. Try again.",
+                        next.as_deref(),
+                    ));
+                }
+                let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", percent_encode(&token));
+                if let Ok(c) = header::HeaderValue::from_str(&cookie) {
                     r.headers_mut().insert(header::SET_COOKIE, c);
                 }
-                r
-            };
-            if gate.is_open() {
-                return Ok::<_, Rejection>(redirect(None));
-            }
-            if gate.matches(token.as_bytes()) {
-                Ok(redirect(Some(format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", percent_encode(&token)))))
-            } else {
-                Ok(login_page(StatusCode::UNAUTHORIZED, "That token is not right. Try again."))
+                Ok(r)
             }
         });
 
-    status.or(login).unify()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::render::badge;
-    use super::*;
-    use crate::secret::Secret;
-
-    #[test]
-    fn escape_neutralises_markup_quotes_and_ampersands() {
-        assert_eq!(escape("<script>alert(1)</script>"), "&lt;script&gt;alert(1)&lt;/script&gt;");
-        assert_eq!(escape(r#"a"b'c"#), "a&quot;b&#x27;c");
-        assert_eq!(escape("Tom & Jerry &amp;"), "Tom &amp; Jerry &amp;amp;");
-        assert_eq!(escape("$bob@x.example"), "$bob@x.example");
-        assert_eq!(escape("héllo ✓"), "héllo ✓");
-        let hostile = r#"$<script>alert(1)</script>@x" onmouseover="x"#;
-        let out = escape(hostile);
-        assert!(!out.contains('<') && !out.contains('>') && !out.contains('"') && !out.contains('\''), "{out}");
-    }
-
-    #[test]
-    fn badges_keep_only_safe_characters_in_the_class() {
-        let b = badge("x\" onclick=\"y");
-        assert!(b.starts_with("<span class=\"st st-xonclicky\">"), "{b}");
-        assert!(b.contains("x&quot; onclick=&quot;y"), "{b}");
-    }
-
-    #[test]
-    fn percent_encoding_round_trips_and_forms_decode_plus_as_space() {
-        for s in ["UmaInvitation:1", "$alice@a.example", "a b&c=d/é", "tok;en,=\"x\""] {
-            let e = percent_encode(s);
-            assert!(e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)), "{e}");
-            assert_eq!(percent_decode(&e, false), s);
-        }
-        assert_eq!(form_field("a=1&token=my+tok%26en&b=2", "token").as_deref(), Some("my tok&en"));
-        assert_eq!(form_field("token=", "token").as_deref(), Some(""));
-        assert_eq!(form_field("other=1", "token"), None);
-        assert_eq!(percent_decode("50%", false), "50%");
-        assert_eq!(percent_decode("%4", false), "%4");
-    }
-
-    #[test]
-    fn the_page_takes_the_bearer_header_or_the_cookie_and_nothing_else() {
-        let secret = Secret::new("a-long-read-api-token-0123456789".into());
-        let gate = Access::new(Some(&secret));
-        let check = |authorization: Option<&str>, cookie: Option<&str>| {
-            let mut headers = warp::http::HeaderMap::new();
-            if let Some(a) = authorization {
-                headers.insert(header::AUTHORIZATION, a.parse().unwrap());
-            }
-            if let Some(c) = cookie {
-                headers.insert(header::COOKIE, c.parse().unwrap());
-            }
-            gate.check_with(&headers, session_token(&headers).as_deref()).is_ok()
-        };
-        assert!(!check(None, None));
-        assert!(!check(Some("Bearer "), Some("il_token=")));
-        assert!(!check(Some("Bearer wrong"), Some("other=a-long-read-api-token-0123456789")));
-        assert!(check(Some("Bearer a-long-read-api-token-0123456789"), None));
-        assert!(check(None, Some("x=1; il_token=a-long-read-api-token-0123456789; y=2")));
-        assert!(!check(Some("a-long-read-api-token-0123456789"), None));
-    }
+    status.or(login).unify().or(invitation::routes(ui.clone())).unify().or(actions::routes(ui)).unify()
 }

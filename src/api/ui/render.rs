@@ -1,17 +1,17 @@
-//! The status page's HTML: server-rendered, inline CSS from `style.css`,
-//! no scripts. Every dynamic string goes through [`escape`].
+//! What every page of the status page shares: the frame (header, inline
+//! style sheet), escaping, links, badges and the invitation's facts. No
+//! scripts anywhere; every dynamic string goes through [`escape`].
 
 use std::fmt::Write as _;
 
 use warp::http::StatusCode;
 
-use super::{html, AUDIT_INVITERS_CAP, SEARCH_CAP};
-use crate::projection::audit::IncentiveAudit;
-use crate::projection::events::{IdempotencyKey, ObligationKind};
-use crate::projection::query::{Search, StatusPage};
-use crate::projection::view::{self, InvitationView, ObligationView};
+use super::html;
+use crate::money::Money;
+use crate::projection::events::IdempotencyKey;
+use crate::projection::view::{InvitationView, ObligationView};
 
-/// The page's style sheet, inlined (the CSP allows inline style, nothing else).
+/// The pages' style sheet, inlined (the CSP allows inline style, nothing else).
 const STYLE: &str = include_str!("style.css");
 
 /// HTML-escapes `s` for text and for quoted attribute values.
@@ -30,8 +30,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters: for query
-/// strings in links and for the cookie value.
+/// Percent-encodes everything but RFC 3986 unreserved characters: for path
+/// segments and query strings in links, and for the cookie value.
 pub(super) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -44,19 +44,25 @@ pub(super) fn percent_encode(s: &str) -> String {
     out
 }
 
-fn page(title: &str, header_facts: &str, body: &str) -> String {
+/// A whole page: `header_facts` (already HTML) beside the name, `body` (HTML)
+/// in `<main>`.
+pub(super) fn page(title: &str, header_facts: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head>\
-         <body><header><h1>invitation-ledger</h1>{header_facts}</header><main>{body}</main></body></html>\n",
+         <body><header><h1><a href=\"/\">invitation-ledger</a></h1>{header_facts}</header><main>{body}</main></body></html>\n",
         escape(title)
     )
 }
 
-pub(super) fn login_page(status: StatusCode, message: &str) -> warp::reply::Response {
+/// The sign-in form; after signing in the browser goes to `next` (a path
+/// of this site), else to `/`.
+pub(super) fn login_page(status: StatusCode, message: &str, next: Option<&str>) -> warp::reply::Response {
+    let next =
+        next.map_or_else(String::new, |n| format!("<input type=\"hidden\" name=\"next\" value=\"{}\">", escape(n)));
     let body = format!(
         "<section><h2>Sign in</h2><p class=\"hint\">{}</p>\
-         <form class=\"search\" method=\"post\" action=\"/login\">\
+         <form class=\"search\" method=\"post\" action=\"/login\">{next}\
          <input type=\"password\" name=\"token\" autocomplete=\"current-password\" placeholder=\"READ_API_TOKEN\" aria-label=\"Read API token\" required autofocus>\
          <button type=\"submit\">Sign in</button></form></section>",
         escape(message)
@@ -64,7 +70,26 @@ pub(super) fn login_page(status: StatusCode, message: &str) -> warp::reply::Resp
     html(status, page("Sign in — invitation-ledger", "", &body))
 }
 
-fn opt(s: Option<&str>) -> String {
+/// A page that says why something was not done, with a way back.
+pub(super) fn message_page(status: StatusCode, title: &str, message: &str, back: &str) -> warp::reply::Response {
+    let body = format!(
+        "<section id=\"message\"><h2>{}</h2><p>{}</p><p><a href=\"{}\">← Back</a></p></section>",
+        escape(title),
+        escape(message),
+        escape(back)
+    );
+    html(status, page(&format!("{title} — invitation-ledger"), "", &body))
+}
+
+/// The header's facts about the ledger and the projections.
+pub(super) fn ledger_facts(head: u64, checkpoint: u64, extra: &str) -> String {
+    format!(
+        "<span class=\"facts\">ledger head <b>{head}</b> · projected <b>{checkpoint}</b> · lag <b>{}</b>{extra}</span>",
+        head.saturating_sub(checkpoint)
+    )
+}
+
+pub(super) fn opt(s: Option<&str>) -> String {
     s.map_or_else(|| "<span class=\"empty\">—</span>".to_owned(), escape)
 }
 
@@ -74,7 +99,7 @@ pub(super) fn badge(state: &str) -> String {
     format!("<span class=\"st st-{cls}\">{}</span>", escape(state))
 }
 
-fn obligation_cell(o: &ObligationView) -> String {
+pub(super) fn obligation_cell(o: &ObligationView) -> String {
     let mut s = badge(o.state.as_str());
     if let Some(r) = &o.reason {
         let _ = write!(s, " <span class=\"hint\">{}</span>", escape(r));
@@ -85,53 +110,51 @@ fn obligation_cell(o: &ObligationView) -> String {
     s
 }
 
-fn link_to(q: &str, text: &str) -> String {
+/// `/invitations/{id}`, the invitation's own page.
+pub(super) fn invitation_href(id: &str) -> String {
+    format!("/invitations/{}", percent_encode(id))
+}
+
+pub(super) fn invitation_link(id: &str) -> String {
+    format!("<a href=\"{}\">{}</a>", escape(&invitation_href(id)), escape(id))
+}
+
+/// A search of the status page for `q`.
+pub(super) fn search_link(q: &str, text: &str) -> String {
     format!("<a href=\"/?q={}\">{}</a>", escape(&percent_encode(q)), escape(text))
 }
 
-fn amount(v: &InvitationView) -> String {
-    v.payment_amount.as_ref().map_or_else(|| opt(None), |m| escape(&format!("{} {}", m.value(), m.currency())))
+/// An amount for people, with its currency's decimals when known.
+pub(super) fn money(m: Option<&Money>) -> String {
+    m.map_or_else(|| opt(None), |m| escape(&m.display()))
 }
 
-fn invitation_table(items: &[InvitationView]) -> String {
-    let mut t = String::from(
-        "<table><thead><tr><th>Invitation</th><th>Code</th><th>Status</th><th>Inviter</th><th>Invitee</th>\
-         <th>Amount</th><th>Payout</th><th>Incentive</th><th>Notification</th><th>Last seq</th></tr></thead><tbody>",
-    );
-    for v in items {
-        let _ = write!(
-            t,
-            "<tr><td class=\"id\">{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
-            link_to(&v.invitation_id, &v.invitation_id),
-            opt(v.code.as_deref()),
-            v.status.as_deref().map_or_else(|| opt(None), badge),
-            v.inviter_uma.as_deref().map_or_else(|| opt(None), |u| link_to(u, u)),
-            v.invitee_uma.as_deref().map_or_else(|| opt(None), |u| link_to(u, u)),
-            amount(v),
-            obligation_cell(&v.payout),
-            obligation_cell(&v.incentive),
-            obligation_cell(&v.notification),
-            v.last_seq,
-        );
+/// What an obligation asked of the platform: receiver and amount.
+fn asked(o: &ObligationView) -> String {
+    match &o.requested {
+        None => opt(None),
+        Some(r) => {
+            let amount = r.amount.as_ref().map(|m| format!("{} to ", escape(&m.display()))).unwrap_or_default();
+            format!("{amount}{}", opt(r.receiver_uma.as_deref()))
+        }
     }
-    t.push_str("</tbody></table>");
-    t
 }
 
-fn detail(v: &InvitationView) -> String {
+/// The invitation's facts, then one row per obligation.
+pub(super) fn detail(v: &InvitationView) -> String {
     let mut d = String::from("<dl class=\"detail\">");
     let mut row = |k: &str, val: String| {
         let _ = write!(d, "<dt>{}</dt><dd>{val}</dd>", escape(k));
     };
-    row("Invitation", format!("<span class=\"mono\">{}</span>", escape(&v.invitation_id)));
+    row("Invitation", format!("<span class=\"mono\">{}</span>", invitation_link(&v.invitation_id)));
     row("Code", opt(v.code.as_deref()));
+    row("Source", escape(v.source.as_str()));
     row("URL", opt(v.url.as_deref()));
     row("Status", v.status.as_deref().map_or_else(|| opt(None), badge));
     row("Claimed at", opt(v.claimed_at.as_deref()));
-    row("Inviter", opt(v.inviter_uma.as_deref()));
-    row("Invitee", opt(v.invitee_uma.as_deref()));
-    row("Amount", amount(v));
+    row("Inviter", v.inviter_uma.as_deref().map_or_else(|| opt(None), |u| search_link(u, u)));
+    row("Invitee", v.invitee_uma.as_deref().map_or_else(|| opt(None), |u| search_link(u, u)));
+    row("Amount", money(v.payment_amount.as_ref()));
     row(
         "Incentives",
         format!(
@@ -142,25 +165,22 @@ fn detail(v: &InvitationView) -> String {
     );
     let fetch =
         serde_json::to_value(v.fetch.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
-    let fetch_attempts = if v.fetch.attempts > 0 {
-        format!(" <span class=\"hint\">×{}</span>", v.fetch.attempts)
-    } else {
-        String::new()
-    };
-    row("Fetch from Lightspark", format!("{}{fetch_attempts}", badge(&fetch)));
+    let still = if v.fetch.wanted { " <span class=\"hint\">fetched again while it can change</span>" } else { "" };
+    row("Fetch from its source", format!("{}{still}", badge(&fetch)));
     row("Last seq", v.last_seq.to_string());
     d.push_str("</dl>");
     d.push_str(
-        "<table><thead><tr><th>Obligation</th><th>State</th><th>Attempts</th><th>Idempotency key</th><th>Payment id</th>\
-         <th>Last error</th><th>Next attempt</th><th>Updated</th></tr></thead><tbody>",
+        "<table class=\"obligations\"><thead><tr><th>Obligation</th><th>State</th><th>Attempts</th><th>Asked for</th>\
+         <th>Idempotency key</th><th>Payment id</th><th>Last error</th><th>Next attempt</th><th>Updated</th></tr></thead><tbody>",
     );
     for (name, o) in [("payout", &v.payout), ("incentive", &v.incentive), ("notification", &v.notification)] {
         let _ = write!(
             d,
-            "<tr><td>{name}</td><td>{}</td><td class=\"num\">{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td>\
+            "<tr><td>{name}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td>\
              <td>{}</td><td>{}</td><td>{}</td></tr>",
             obligation_cell(o),
             o.attempts,
+            asked(o),
             opt(o.idempotency_key.as_ref().map(IdempotencyKey::as_str)),
             opt(o.payment_id.as_deref()),
             opt(o.last_error.as_deref()),
@@ -170,193 +190,4 @@ fn detail(v: &InvitationView) -> String {
     }
     d.push_str("</tbody></table>");
     d
-}
-
-fn attention_table(items: &[InvitationView], wanted: view::ObligationState) -> String {
-    let mut rows = String::new();
-    for v in items {
-        for (kind, o) in [
-            (ObligationKind::InviteePayment, &v.payout),
-            (ObligationKind::InviterIncentive, &v.incentive),
-            (ObligationKind::InviterNotification, &v.notification),
-        ] {
-            if o.state != wanted {
-                continue;
-            }
-            let _ = write!(
-                rows,
-                "<tr><td class=\"id\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td>\
-                 <td class=\"mono\">{}</td><td>{}</td><td>{}</td></tr>",
-                link_to(&v.invitation_id, &v.invitation_id),
-                opt(v.code.as_deref()),
-                escape(kind_name(kind)),
-                o.attempts,
-                opt(o.idempotency_key.as_ref().map(IdempotencyKey::as_str)),
-                opt(o.last_error.as_deref()),
-                opt(o.updated_at.as_deref()),
-            );
-        }
-    }
-    if rows.is_empty() {
-        return "<p class=\"empty\">None.</p>".to_owned();
-    }
-    format!(
-        "<table><thead><tr><th>Invitation</th><th>Code</th><th>Obligation</th><th>Attempts</th><th>Idempotency key</th>\
-         <th>Last error</th><th>Updated</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
-}
-
-fn kind_name(k: ObligationKind) -> &'static str {
-    match k {
-        ObligationKind::InviteePayment => "invitee_payment",
-        ObligationKind::InviterIncentive => "inviter_incentive",
-        ObligationKind::InviterNotification => "inviter_notification",
-    }
-}
-
-fn forwarded(m: &std::collections::BTreeMap<String, i64>) -> String {
-    if m.is_empty() {
-        return opt(None);
-    }
-    escape(&m.iter().map(|(c, v)| format!("{v} {c}")).collect::<Vec<_>>().join(", "))
-}
-
-fn audit_section(a: &IncentiveAudit) -> String {
-    let mut s = format!(
-        "<section id=\"audit\"><h2>Incentive audit</h2><ul class=\"counts\"><li>inviters <b>{}</b></li><li>validated <b>{}</b></li>\
-         <li>ineligible <b>{}</b></li><li>pending <b>{}</b></li><li>forwarded <b>{}</b></li><li>anomalies <b>{}</b></li></ul>",
-        a.totals.inviters.unwrap_or(a.inviters.len() as u64),
-        a.totals.validated,
-        a.totals.ineligible,
-        a.totals.pending,
-        forwarded(&a.totals.forwarded),
-        a.anomalies.len(),
-    );
-    s.push_str("<h3>Anomalies</h3>");
-    if a.anomalies.is_empty() {
-        s.push_str("<p class=\"empty\">None.</p>");
-    } else {
-        s.push_str("<table><thead><tr><th>Kind</th><th>Invitation</th><th>Detail</th></tr></thead><tbody>");
-        for an in &a.anomalies {
-            let _ = write!(
-                s,
-                "<tr><td class=\"anomaly\">{}</td><td class=\"id\">{}</td><td>{}</td></tr>",
-                escape(an.kind),
-                link_to(&an.invitation_id, &an.invitation_id),
-                escape(&an.detail)
-            );
-        }
-        s.push_str("</tbody></table>");
-    }
-    s.push_str("<h3>Per inviter</h3>");
-    if a.inviters.is_empty() {
-        s.push_str("<p class=\"empty\">No inviter yet.</p>");
-    } else {
-        s.push_str(
-            "<table><thead><tr><th>Inviter</th><th>Invitations</th><th>Validated</th><th>Ineligible</th><th>Pending</th>\
-             <th>Forwarded</th></tr></thead><tbody>",
-        );
-        for inv in a.inviters.iter().take(AUDIT_INVITERS_CAP) {
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                link_to(&inv.inviter_uma, &inv.inviter_uma),
-                inv.invitations.len(),
-                inv.totals.validated,
-                inv.totals.ineligible,
-                inv.totals.pending,
-                forwarded(&inv.totals.forwarded),
-            );
-        }
-        s.push_str("</tbody></table>");
-        if a.inviters.len() > AUDIT_INVITERS_CAP {
-            let _ = write!(
-                s,
-                "<p class=\"hint\">{} more inviters: see <code>GET /v1/audit/incentives</code> or <code>audit incentives</code>.</p>",
-                a.inviters.len() - AUDIT_INVITERS_CAP
-            );
-        }
-    }
-    s.push_str("</section>");
-    s
-}
-
-pub(super) fn render(d: &StatusPage, q: Option<&str>) -> String {
-    let lag = d.head.saturating_sub(d.checkpoint);
-    let in_doubt: i64 = d.counts.iter().filter(|c| c.1 == "in_doubt").map(|c| c.2).sum();
-    let failed: i64 = d.counts.iter().filter(|c| c.1 == "failed").map(|c| c.2).sum();
-    let facts = format!(
-        "<span class=\"facts\">ledger head <b>{}</b> · projected <b>{}</b> · lag <b>{lag}</b> · in doubt <b>{in_doubt}</b> · failed <b>{failed}</b></span>",
-        d.head, d.checkpoint
-    );
-    let mut b = String::new();
-
-    let _ = write!(
-        b,
-        "<section><form class=\"search\" method=\"get\" action=\"/\" role=\"search\">\
-         <input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"Invitation id or code, inviter or invitee UMA\" aria-label=\"Search\" autofocus>\
-         <button type=\"submit\">Search</button></form></section>",
-        escape(q.unwrap_or(""))
-    );
-
-    if let (Some(q), Some(found)) = (q, &d.search) {
-        let _ = write!(b, "<section id=\"search-results\"><h2>Search: {}</h2>", escape(q));
-        match found {
-            Search::Exact(v) => b.push_str(&detail(v)),
-            Search::Matches { items, .. } if items.is_empty() => {
-                b.push_str("<p class=\"empty\">No invitation has this id or code, and no invitation has this inviter or invitee UMA.</p>");
-            }
-            Search::Matches { items, truncated } => {
-                b.push_str(&invitation_table(items));
-                if *truncated {
-                    let _ = write!(b, "<p class=\"hint\">Only the first {SEARCH_CAP} are shown; the read API pages through all of them.</p>");
-                }
-            }
-        }
-        b.push_str("</section>");
-    }
-
-    b.push_str("<section id=\"attention\"><h2>Needs an operator</h2><h3>In doubt</h3>");
-    let in_doubt_rows = attention_table(&d.attention, view::ObligationState::InDoubt);
-    let any_in_doubt = in_doubt_rows.starts_with("<table");
-    b.push_str(&in_doubt_rows);
-    if any_in_doubt {
-        b.push_str("<p class=\"hint\">Check the payment platform for the idempotency key, then <code>resolve &lt;invitation&gt; &lt;kind&gt; --paid ID | --retry | --failed</code>.</p>");
-    }
-    b.push_str("<h3>Failed</h3>");
-    b.push_str(&attention_table(&d.attention, view::ObligationState::Failed));
-    b.push_str("</section>");
-
-    let _ = write!(b, "<section id=\"recent\"><h2>Recent invitations</h2>");
-    if d.recent.is_empty() {
-        b.push_str("<p class=\"empty\">No invitation yet.</p>");
-    } else {
-        b.push_str(&invitation_table(&d.recent));
-    }
-    b.push_str("</section>");
-
-    b.push_str("<section id=\"obligations\"><h2>Obligations by state</h2><table><tbody>");
-    for kind in ["invitee_payment", "inviter_incentive", "inviter_notification"] {
-        let items: Vec<String> = d
-            .counts
-            .iter()
-            .filter(|c| c.0 == kind)
-            .map(|c| format!("<li>{} <b>{}</b></li>", badge(&c.1), c.2))
-            .collect();
-        let _ = write!(
-            b,
-            "<tr><th>{kind}</th><td><ul class=\"counts\">{}</ul></td></tr>",
-            if items.is_empty() { "<li class=\"empty\">none</li>".to_owned() } else { items.concat() }
-        );
-    }
-    b.push_str("</tbody></table></section>");
-
-    b.push_str(&audit_section(&d.audit));
-    let _ = write!(
-        b,
-        "<footer>Rendered {} · read-only · JSON: <a href=\"/v1/invitations\">/v1/invitations</a>, \
-         <a href=\"/v1/audit/incentives\">/v1/audit/incentives</a>, <a href=\"/v1/openapi.json\">/v1/openapi.json</a></footer>",
-        escape(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    );
-    page(&q.map_or_else(|| "Status — invitation-ledger".to_owned(), |q| format!("{q} — invitation-ledger")), &facts, &b)
 }

@@ -55,6 +55,7 @@ const AMOUNT: &[&str] =
 const AMOUNT_VALUE: &[&str] = &["value", "uma_currency_amount_value", "amount"];
 const AMOUNT_CURRENCY: &[&str] = &["currency", "uma_currency_amount_currency"];
 const CURRENCY_CODE: &[&str] = &["code", "uma_currency_code"];
+const CURRENCY_DECIMALS: &[&str] = &["decimals", "uma_currency_decimals"];
 
 /// Reads whatever spelling arrived. Never fails and never panics: a
 /// webhook is already stored when this runs, and one malformed field must
@@ -79,6 +80,13 @@ pub fn parse(v: &Value) -> InvitationSnapshot {
         cancelled_at: text(o, CANCELLED_AT),
         expires_at: text(o, EXPIRES_AT),
     }
+}
+
+/// What a fetched GraphQL `entity` says: the invitation, dated by its
+/// `updated_at` (none: the fold dates it by when it was fetched).
+pub fn fetched(entity: &Value) -> crate::source::Report {
+    let snapshot = parse(entity);
+    crate::source::Report { dated: snapshot.updated_at.clone(), snapshot, data_missing: false }
 }
 
 /// The first spelling holding a non-empty string. A spelling that is present
@@ -111,23 +119,30 @@ fn amount_from(raw: Option<&Value>) -> Option<PaymentAmount> {
     let Some(amount) = raw.as_object() else {
         return Some(invalid(REASON_SHAPE));
     };
-    Some(money_from(first_non_null(amount, AMOUNT_VALUE), || currency_code(first_non_null(amount, AMOUNT_CURRENCY))))
+    Some(money_from(first_non_null(amount, AMOUNT_VALUE), || currency_of(first_non_null(amount, AMOUNT_CURRENCY))))
 }
 
 /// The amount of an amount object, from its first non-null value and the
 /// code its first non-null currency gives (asked only for a usable value).
-fn money_from(value: Option<&Value>, currency: impl FnOnce() -> Option<String>) -> PaymentAmount {
+fn money_from(value: Option<&Value>, currency: impl FnOnce() -> Option<(String, Option<u32>)>) -> PaymentAmount {
     let value = match amount_value(value) {
         Ok(v) => v,
         Err(reason) => return invalid(reason),
     };
-    let Some(currency) = currency() else {
+    let Some((currency, decimals)) = currency() else {
         return invalid(REASON_CURRENCY);
     };
     match Money::new(value, currency) {
-        Ok(m) => PaymentAmount::Valid(m),
+        Ok(m) => PaymentAmount::Valid(m.with_decimals(decimals)),
         Err(reason) => PaymentAmount::Invalid { reason },
     }
+}
+
+/// The currency's decimals from the first non-null spelling, when that is
+/// an integer from 0 to 18 (the platform is told them as given, and none
+/// is guessed: anything else is treated as not given).
+fn decimals_of(v: Option<&Value>) -> Option<u32> {
+    v?.as_u64().filter(|d| *d <= 18).map(|d| d as u32)
 }
 
 /// Only an exact integer is accepted. Anything that went through a float
@@ -182,14 +197,16 @@ fn digits_value(s: &str) -> Result<i64, &'static str> {
     digits.parse::<i64>().map_err(|_| REASON_TOO_BIG)
 }
 
-/// The currency is either its code or a currency object carrying one; the
-/// other currency fields (`decimals`, `symbol`, `name`) are display data that
-/// does not change what is owed.
-fn currency_code(v: Option<&Value>) -> Option<String> {
-    let code = match v? {
-        Value::String(s) => s.as_str(),
-        Value::Object(c) => first_non_null(c, CURRENCY_CODE)?.as_str()?,
+/// The currency is either its code or a currency object carrying one, and
+/// perhaps its `decimals` (passed on to the platform as given); `symbol`
+/// and `name` are display data that does not change what is owed.
+fn currency_of(v: Option<&Value>) -> Option<(String, Option<u32>)> {
+    let (code, decimals) = match v? {
+        Value::String(s) => (s.as_str(), None),
+        Value::Object(c) => {
+            (first_non_null(c, CURRENCY_CODE)?.as_str()?, decimals_of(first_non_null(c, CURRENCY_DECIMALS)))
+        }
         _ => return None,
     };
-    is_currency_code(code).then(|| code.to_owned())
+    is_currency_code(code).then(|| (code.to_owned(), decimals))
 }

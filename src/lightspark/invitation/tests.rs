@@ -34,7 +34,7 @@ fn fixture_snapshot() -> InvitationSnapshot {
         status: Some(InvitationStatus::Claimed),
         incentives_status: Some(IncentivesStatus::Validated),
         incentives_ineligibility_reason: None,
-        payment_amount: Some(money(500, "USD")),
+        payment_amount: Some(PaymentAmount::Valid(Money::new(500, "USD").unwrap().with_decimals(Some(2)))),
         created_at: Some("2026-11-01T10:00:00+00:00".into()),
         updated_at: Some("2026-11-01T12:00:00+00:00".into()),
         cancelled_at: None,
@@ -78,7 +78,10 @@ fn graphql_aliased_invitation_parses_like_snake_case() {
     // Then they give the same snapshot, with every field filled
     assert_eq!(parse(&aliased), expected);
     assert!(expected.inviter_first_name.is_some() && expected.expires_at.is_some());
-    assert_eq!(expected.payment_amount, Some(money(1234, "EUR")));
+    assert_eq!(
+        expected.payment_amount,
+        Some(PaymentAmount::Valid(Money::new(1234, "EUR").unwrap().with_decimals(Some(2))))
+    );
 }
 
 #[test]
@@ -89,7 +92,7 @@ fn camel_case_invitation_parses_like_snake_case() {
         "inviterUma": "$a@x.example", "inviterFirstName": "Alice", "inviteeUma": "$b@y.example",
         "status": "EXPIRED", "incentivesStatus": "INELIGIBLE",
         "incentivesIneligibilityReason": "NOT_CROSS_BORDER",
-        "paymentAmount": {"value": 1234, "currency": {"code": "EUR"}},
+        "paymentAmount": {"value": 1234, "currency": {"code": "EUR", "decimals": 2}},
         "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-02T00:00:00Z",
         "cancelledAt": "2026-01-03T00:00:00Z", "expiresAt": "2026-01-04T00:00:00Z"
     });
@@ -149,17 +152,23 @@ fn amount_to_send_with_a_string_currency_is_a_valid_amount() {
 }
 
 #[test]
-fn currency_object_and_currency_code_give_the_same_money() {
+fn currency_object_and_currency_code_give_the_same_money_with_decimals_when_given() {
     // Given the currency as an object (either naming) and as a bare code
+    let jpy = |decimals| Some(PaymentAmount::Valid(Money::new(7, "JPY").unwrap().with_decimals(decimals)));
     let forms = [
-        json!({"value": 7, "currency": "JPY"}),
-        json!({"value": 7, "currency": {"code": "JPY", "decimals": 0, "symbol": "¥", "name": "Yen"}}),
-        json!({"value": 7, "currency": {"uma_currency_code": "JPY", "uma_currency_decimals": 0}}),
-        json!({"uma_currency_amount_value": 7, "uma_currency_amount_currency": "JPY"}),
+        (json!({"value": 7, "currency": "JPY"}), jpy(None)),
+        (json!({"value": 7, "currency": {"code": "JPY", "decimals": 0, "symbol": "¥", "name": "Yen"}}), jpy(Some(0))),
+        (json!({"value": 7, "currency": {"uma_currency_code": "JPY", "uma_currency_decimals": 0}}), jpy(Some(0))),
+        (json!({"uma_currency_amount_value": 7, "uma_currency_amount_currency": "JPY"}), jpy(None)),
+        // decimals that are not a small non-negative integer are not given
+        (json!({"value": 7, "currency": {"code": "JPY", "decimals": -1}}), jpy(None)),
+        (json!({"value": 7, "currency": {"code": "JPY", "decimals": 2.5}}), jpy(None)),
+        (json!({"value": 7, "currency": {"code": "JPY", "decimals": "2"}}), jpy(None)),
+        (json!({"value": 7, "currency": {"code": "JPY", "decimals": 99}}), jpy(None)),
     ];
-    for amount in forms {
-        // When parsed / Then each is 7 JPY
-        assert_eq!(amount_of(json!({ "payment_amount": amount })), Some(money(7, "JPY")));
+    for (amount, expected) in forms {
+        // When parsed / Then each is 7 JPY, with the decimals it gave
+        assert_eq!(amount_of(json!({ "payment_amount": amount.clone() })), expected, "{amount}");
     }
 }
 
@@ -360,8 +369,14 @@ fn every_webhook_fixture_and_the_graphql_fixture_give_the_same_snapshot() {
         let envelope: Value = serde_json::from_str(body).unwrap();
         // When their invitation is parsed
         let snapshot = parse(&envelope["data"]);
-        // Then each is the fixture invitation, field for field
-        assert_eq!(snapshot, fixture_snapshot(), "fixture {name}");
+        // Then each is the fixture invitation, field for field (the
+        // amount_to_send spelling names its currency by code alone, so its
+        // decimals are not given)
+        let mut expected = fixture_snapshot();
+        if name == "claimed_amount_to_send" {
+            expected.payment_amount = Some(money(500, "USD"));
+        }
+        assert_eq!(snapshot, expected, "fixture {name}");
     }
     let answer: Value =
         serde_json::from_str(include_str!("../../../fixtures/graphql/invitation_claimed.json")).unwrap();

@@ -112,6 +112,8 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
 /// What one spelling of the amount held (null is `None` around it), read
 /// without building a `Value` for the object: only the leaves
 /// [`amount_from`] looks at are kept, and resolved by the same rules.
+// Read once per amount and resolved at once, on the stack.
+#[allow(clippy::large_enum_variant)]
 enum AmountSeen {
     NotObject,
     Object {
@@ -125,8 +127,9 @@ enum AmountSeen {
 /// What one spelling of the currency held.
 enum CurrencySeen {
     Code(String),
-    /// The last value under each of [`CURRENCY_CODE`], null as `None`.
-    Object([Option<CodeSeen>; 2]),
+    /// The last value under each of [`CURRENCY_CODE`], null as `None`, and
+    /// under each of [`CURRENCY_DECIMALS`].
+    Object([Option<CodeSeen>; 2], [Option<Value>; 2]),
     Other,
 }
 
@@ -142,24 +145,24 @@ impl AmountSeen {
         match self {
             AmountSeen::NotObject => invalid(REASON_SHAPE),
             AmountSeen::Object { value, currency } => money_from(value.iter().flatten().next(), || {
-                currency.into_iter().flatten().next().and_then(CurrencySeen::code)
+                currency.into_iter().flatten().next().and_then(CurrencySeen::currency)
             }),
         }
     }
 }
 
 impl CurrencySeen {
-    /// [`currency_code`]'s answer for the `Value` this was read from.
-    fn code(self) -> Option<String> {
-        let code = match self {
-            CurrencySeen::Code(s) => s,
-            CurrencySeen::Object(codes) => match codes.into_iter().flatten().next()? {
-                CodeSeen::Text(s) => s,
+    /// [`currency_of`]'s answer for the `Value` this was read from.
+    fn currency(self) -> Option<(String, Option<u32>)> {
+        let (code, decimals) = match self {
+            CurrencySeen::Code(s) => (s, None),
+            CurrencySeen::Object(codes, decimals) => match codes.into_iter().flatten().next()? {
+                CodeSeen::Text(s) => (s, decimals_of(decimals.iter().flatten().next())),
                 CodeSeen::Other => return None,
             },
             CurrencySeen::Other => return None,
         };
-        is_currency_code(&code).then_some(code)
+        is_currency_code(&code).then_some((code, decimals))
     }
 }
 
@@ -231,15 +234,17 @@ impl<'de> Deserialize<'de> for CurrencySeen {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CurrencySeen, A::Error> {
                 let mut codes: [Option<CodeSeen>; 2] = Default::default();
+                let mut decimals: [Option<Value>; 2] = Default::default();
                 while let Some(Key(key)) = map.next_key()? {
-                    match CURRENCY_CODE.iter().position(|s| *s == key) {
-                        Some(i) => codes[i] = map.next_value()?,
-                        None => {
-                            map.next_value::<Checked>()?;
-                        }
+                    if let Some(i) = CURRENCY_CODE.iter().position(|s| *s == key) {
+                        codes[i] = map.next_value()?;
+                    } else if let Some(i) = CURRENCY_DECIMALS.iter().position(|s| *s == key) {
+                        decimals[i] = Some(map.next_value::<Value>()?).filter(|v| !v.is_null());
+                    } else {
+                        map.next_value::<Checked>()?;
                     }
                 }
-                Ok(CurrencySeen::Object(codes))
+                Ok(CurrencySeen::Object(codes, decimals))
             }
         }
         d.deserialize_any(V)

@@ -3,6 +3,10 @@
 //! It checks what the real API checks that matters to us (Basic credentials,
 //! a `GetUmaInvitation` query with `variables.id`) and answers the shapes the
 //! real API answers: `{"data": {"entity": ...}}`, `{"errors": [...]}`, 401.
+//! Like the real API it can lag a webhook (`entity: null` before it knows
+//! the invitation), change an invitation between calls (Lightspark assesses
+//! incentives after the claim), and answer `{}` for an id of another entity
+//! type (the query's `... on UmaInvitation` selects nothing from it).
 //! Failures can be scheduled so that retry paths are exercised over real
 //! sockets. The server stops when the `FakeLightspark` is dropped.
 
@@ -20,7 +24,10 @@ pub const GRAPHQL_PATH: &str = "/graphql/server/2023-09-13";
 
 #[derive(Default)]
 struct State {
-    invitations: HashMap<String, Value>,
+    /// Per id, the answers still to give: each call takes the first, the
+    /// last stays.
+    invitations: HashMap<String, Vec<Value>>,
+    calls_by_id: HashMap<String, usize>,
     fail_next: usize,
     graphql_errors_next: usize,
     calls: usize,
@@ -74,7 +81,26 @@ impl FakeLightspark {
     /// What `data.entity` is for `id` from now on (aliased spelling, see
     /// [`aliased_entity`]). Ids never set answer `entity: null`.
     pub fn set_invitation(&self, id: &str, entity: Value) {
-        self.state.lock().unwrap().invitations.insert(id.to_owned(), entity);
+        self.set_answers(id, vec![entity]);
+    }
+
+    /// What `data.entity` is for `id` on its next calls, in order; the last
+    /// answer stays. `Value::Null` is "not known yet" (the API lagging the
+    /// webhook).
+    pub fn set_answers(&self, id: &str, answers: Vec<Value>) {
+        assert!(!answers.is_empty());
+        self.state.lock().unwrap().invitations.insert(id.to_owned(), answers);
+    }
+
+    /// `id` names an entity of another type: the query's
+    /// `... on UmaInvitation` selects nothing, so the entity is `{}`.
+    pub fn set_other_entity(&self, id: &str) {
+        self.set_answers(id, vec![json!({})]);
+    }
+
+    /// Authorised `GetUmaInvitation` calls for `id`.
+    pub fn calls_for(&self, id: &str) -> usize {
+        self.state.lock().unwrap().calls_by_id.get(id).copied().unwrap_or(0)
     }
 
     /// The next `n` authorised calls answer HTTP 500.
@@ -159,7 +185,12 @@ fn handle(
     let Some(id) = request.pointer("/variables/id").and_then(Value::as_str) else {
         return (StatusCode::BAD_REQUEST, errors("Variable \"$id\" of required type \"ID!\" was not provided."));
     };
-    let entity = s.invitations.get(id).cloned().unwrap_or(Value::Null);
+    *s.calls_by_id.entry(id.to_owned()).or_default() += 1;
+    let entity = match s.invitations.get_mut(id) {
+        Some(answers) if answers.len() > 1 => answers.remove(0),
+        Some(answers) => answers[0].clone(),
+        None => Value::Null,
+    };
     (StatusCode::OK, json!({ "data": { "entity": entity } }))
 }
 
@@ -198,6 +229,7 @@ pub fn aliased_entity(
         "uma_invitation_code": code,
         "uma_invitation_url": format!("https://uma.me/i/{code}"),
         "uma_invitation_inviter_uma": "$alice@vasp-a.example",
+        "uma_invitation_inviter_first_name": null,
         "uma_invitation_invitee_uma": invitee,
         "uma_invitation_status": status,
         "uma_invitation_incentives_status": incentives,
@@ -208,8 +240,40 @@ pub fn aliased_entity(
     })
 }
 
+/// The same invitation with plain nested names, as SDKs that query without
+/// aliases receive it (`id`, `payment_amount: {value, currency: {code,
+/// decimals}}`).
+pub fn plain_entity(
+    id: &str,
+    code: &str,
+    status: &str,
+    incentives: &str,
+    amount: Option<(i64, &str, u32)>,
+    invitee: Option<&str>,
+) -> Value {
+    json!({
+        "__typename": "UmaInvitation",
+        "id": id,
+        "created_at": "2026-11-01T10:00:00+00:00",
+        "updated_at": "2026-11-01T12:00:00+00:00",
+        "code": code,
+        "url": format!("https://uma.me/i/{code}"),
+        "inviter_uma": "$alice@vasp-a.example",
+        "inviter_first_name": "Alice",
+        "invitee_uma": invitee,
+        "status": status,
+        "incentives_status": incentives,
+        "incentives_ineligibility_reason": null,
+        "payment_amount": amount.map(|(value, code, decimals)| json!({
+            "value": value, "currency": {"code": code, "decimals": decimals}
+        })),
+        "cancelled_at": null,
+        "expires_at": null
+    })
+}
+
 /// Standard base64 with padding (RFC 4648), straight from the `base64`
-/// crate so that the fake does not go through the client's helper. Public so
+/// crate so that the fake does not go through the library's code. Public so
 /// that tests can look for the encoded credentials in error texts.
 pub fn base64_encode(input: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(input)

@@ -5,12 +5,24 @@
 //! Order of evaluation for every request (every request is recorded):
 //! 1. injected fault (`fail_next` queue first, else the `fail_first_attempts`
 //!    rule when this is the first request ever seen for its key):
-//!    `Status`/`Hang`/`Drop` are applied without executing anything;
-//!    `ExecuteThenStatus` continues and only replaces the final status;
+//!    `Status`/`Hang`/`Drop`/`HugeAnswer` are applied without executing
+//!    anything; `ExecuteThenStatus` and `ExecuteThenHugeAnswer` continue and
+//!    only replace the final answer;
 //! 2. signature (when `require_signature` was called): missing/wrong → 401;
 //! 3. missing `Idempotency-Key` → 400; body that is not JSON → 400;
-//! 4. key already executed: same body → replay (same `payment_id`),
-//!    different body → 422; new key → executed as `pay_<n>`.
+//! 4. key in progress (its first request is still being processed, see
+//!    below): same body → 409 ("a request with this key is in progress",
+//!    as the IETF idempotency-key draft says), different body → 422;
+//! 5. key already executed: same body → replay (same status and
+//!    `payment_id`), different body → 422; new key → executed as
+//!    `pay_<n>`.
+//!
+//! Processing a new key takes no time unless `slow_executions` says
+//! otherwise: then the key is in progress for that long, the payment is
+//! executed at the end, and the platform keeps processing even if the
+//! client gave up (timed out or went away) meanwhile, as a real platform
+//! does; only then is its result stored for replays. A `Hang` holds no key:
+//! the request never reaches processing.
 //!
 //! Any path and only `POST` are served (other methods: 405).
 //!
@@ -19,12 +31,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -41,8 +55,12 @@ pub struct RecordedRequest {
     /// The parsed JSON body (`Value::Null` when the body is not JSON).
     pub body: serde_json::Value,
     pub raw_body: Vec<u8>,
-    /// Status sent, 0 if dropped/hung.
+    /// Status sent, 0 if dropped/hung. For a request processed slowly, the
+    /// status the platform answered at the end of the processing, whether
+    /// or not the client was still waiting for it.
     pub answered: u16,
+    /// When the request (its whole body) arrived.
+    pub received_at: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +74,23 @@ pub enum Fault {
     /// Perform the payment (record it as executed) but answer this status —
     /// simulates a lost answer.
     ExecuteThenStatus(u16),
+    /// Answer 200 with a JSON body of this many bytes, streamed as it is
+    /// written (never held in memory), without executing: an endpoint that
+    /// answers far more than anyone should read (any request, with or
+    /// without a key: a GraphQL endpoint too).
+    HugeAnswer(u64),
+    /// Perform the payment and answer 200 with a JSON body of this many
+    /// bytes, streamed likewise, whose `payment_id` comes after the
+    /// padding.
+    ExecuteThenHugeAnswer(u64),
+}
+
+/// How a request's final answer is replaced by a fault that lets it
+/// continue.
+#[derive(Clone, Copy, Debug)]
+enum Replace {
+    Status(u16),
+    Huge(u64),
 }
 
 #[derive(Debug)]
@@ -65,11 +100,22 @@ struct FirstAttemptRule {
     fault: Fault,
 }
 
+/// Which new keys take time to process, and how long.
+#[derive(Debug)]
+struct SlowRule {
+    p: f64,
+    rng: SplitMix,
+    delay: Duration,
+}
+
 #[derive(Debug, Default)]
 struct State {
     requests: Vec<RecordedRequest>,
     queue: VecDeque<Fault>,
     first_rule: Option<FirstAttemptRule>,
+    slow_rule: Option<SlowRule>,
+    /// key → body, for keys whose first request is being processed.
+    in_progress: HashMap<String, serde_json::Value>,
     /// Every idempotency key ever received (faulted or not).
     seen_keys: HashSet<String>,
     /// key → (body, payment_id), for executed keys.
@@ -84,8 +130,18 @@ struct State {
 /// What the connection should do once the decision is made.
 enum Action {
     Answer(u16, serde_json::Value),
+    /// 200, then `{"padding":"…","payment_id":…}` of about this many bytes.
+    Huge(u64, Option<String>),
     Hang,
     Drop,
+    /// Process the new key `key` (body `body`) for `delay`, then execute it
+    /// and answer, replaced as `replace` says.
+    Process {
+        key: String,
+        body: serde_json::Value,
+        delay: Duration,
+        replace: Option<Replace>,
+    },
 }
 
 pub struct FakePlatform {
@@ -160,6 +216,21 @@ impl FakePlatform {
         s.first_rule = Some(FirstAttemptRule { p, rng: SplitMix::seeded(seed), fault });
     }
 
+    /// Each new key is processed for `delay` with probability `p` (0..=1),
+    /// drawn by a deterministic RNG seeded with `seed`: meanwhile the key
+    /// is in progress (another request with it gets 409), then the payment
+    /// is executed and its result stored, whether or not the client still
+    /// waits. `p = 1` makes every execution slow. Replaces any previous rule.
+    pub fn slow_executions(&self, p: f64, seed: u64, delay: Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.slow_rule = Some(SlowRule { p, rng: SplitMix::seeded(seed), delay });
+    }
+
+    /// How many requests were answered 409 because their key was in progress.
+    pub fn conflicts(&self) -> usize {
+        self.state.lock().unwrap().requests.iter().filter(|r| r.answered == 409).count()
+    }
+
     /// Every HTTP request received, in order (including failed ones).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
@@ -214,6 +285,7 @@ fn decide(s: &mut State, key: Option<String>, sig: Option<String>, raw: Vec<u8>)
         body: parsed.clone().unwrap_or(serde_json::Value::Null),
         raw_body: raw.clone(),
         answered: 0,
+        received_at: Instant::now(),
     });
 
     let first_for_key = match &key {
@@ -228,11 +300,13 @@ fn decide(s: &mut State, key: Option<String>, sig: Option<String>, raw: Vec<u8>)
         },
         None => None,
     };
-    let final_status = match fault {
+    let replace = match fault {
         Some(Fault::Status(code)) => return (index, err(code, "injected fault")),
         Some(Fault::Hang) => return (index, Action::Hang),
         Some(Fault::Drop) => return (index, Action::Drop),
-        Some(Fault::ExecuteThenStatus(code)) => Some(code),
+        Some(Fault::HugeAnswer(bytes)) => return (index, Action::Huge(bytes, None)),
+        Some(Fault::ExecuteThenStatus(code)) => Some(Replace::Status(code)),
+        Some(Fault::ExecuteThenHugeAnswer(bytes)) => Some(Replace::Huge(bytes)),
         None => None,
     };
 
@@ -244,6 +318,12 @@ fn decide(s: &mut State, key: Option<String>, sig: Option<String>, raw: Vec<u8>)
     let Some(key) = key else { return (index, err(400, "missing idempotency key")) };
     let Some(body) = parsed else { return (index, err(400, "body is not json")) };
 
+    if let Some(original) = s.in_progress.get(&key) {
+        return match *original == body {
+            true => (index, err(409, "a request with this key is in progress")),
+            false => (index, err(422, "idempotency key reused with different parameters")),
+        };
+    }
     let payment_id = match s.executed_by_key.get(&key) {
         Some((original, _)) if *original != body => {
             return (index, err(422, "idempotency key reused with different parameters"));
@@ -254,20 +334,39 @@ fn decide(s: &mut State, key: Option<String>, sig: Option<String>, raw: Vec<u8>)
             payment_id
         }
         None => {
-            s.next_payment += 1;
-            let payment_id = format!("pay_{}", s.next_payment);
-            s.executed_by_key.insert(key.clone(), (body.clone(), payment_id.clone()));
-            s.executed.push((key, body));
-            payment_id
+            let slow = s.slow_rule.as_mut().and_then(|rule| (rule.rng.unit() < rule.p).then_some(rule.delay));
+            if let Some(delay) = slow {
+                s.in_progress.insert(key.clone(), body.clone());
+                return (index, Action::Process { key, body, delay, replace });
+            }
+            execute(s, key, body)
         }
     };
-    match final_status {
-        Some(code) => (index, err(code, "injected fault after execution")),
-        None => (index, Action::Answer(200, serde_json::json!({ "payment_id": payment_id }))),
+    (index, answer(payment_id, replace))
+}
+
+/// Executes the new key `key`: the payment is made, and its result stored
+/// for replays. Returns its payment id.
+fn execute(s: &mut State, key: String, body: serde_json::Value) -> String {
+    s.next_payment += 1;
+    let payment_id = format!("pay_{}", s.next_payment);
+    s.executed_by_key.insert(key.clone(), (body.clone(), payment_id.clone()));
+    s.executed.push((key, body));
+    payment_id
+}
+
+/// The answer to an executed (or replayed) payment.
+fn answer(payment_id: String, replace: Option<Replace>) -> Action {
+    match replace {
+        Some(Replace::Status(code)) => err(code, "injected fault after execution"),
+        Some(Replace::Huge(bytes)) => Action::Huge(bytes, Some(payment_id)),
+        None => Action::Answer(200, serde_json::json!({ "payment_id": payment_id })),
     }
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, DropConnection> {
+type Answer = Response<Either<Full<Bytes>, Padded>>;
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answer, DropConnection> {
     if req.method() != Method::POST {
         return Ok(json_response(405, &serde_json::json!({ "error": "method not allowed" })));
     }
@@ -277,36 +376,115 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         Ok(b) => b.to_bytes().to_vec(),
         Err(_) => return Err(DropConnection),
     };
-    let action = {
+    let (index, mut action) = {
         let mut s = state.lock().unwrap();
-        let (index, action) = decide(&mut s, key, sig, raw);
-        if let Action::Answer(status, _) = &action {
-            s.requests[index].answered = *status;
-        }
-        action
+        decide(&mut s, key, sig, raw)
     };
+    if let Action::Process { key, body, delay, replace } = action {
+        // The processing is a task of its own: it goes on, and executes,
+        // even when the client gives up and this connection is dropped.
+        let state = state.clone();
+        let processing = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut s = state.lock().unwrap();
+            s.in_progress.remove(&key);
+            let payment_id = execute(&mut s, key, body);
+            let action = answer(payment_id, replace);
+            s.requests[index].answered = status_of(&action);
+            action
+        });
+        action = processing.await.map_err(|_| DropConnection)?;
+    } else {
+        state.lock().unwrap().requests[index].answered = status_of(&action);
+    }
     match action {
         Action::Answer(status, body) => Ok(json_response(status, &body)),
+        Action::Huge(bytes, payment_id) => Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Either::Right(Padded::new(bytes, payment_id)))
+            .expect("valid response")),
         Action::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Err(DropConnection)
         }
-        Action::Drop => Err(DropConnection),
+        Action::Drop | Action::Process { .. } => Err(DropConnection),
     }
 }
 
-fn json_response(status: u16, body: &serde_json::Value) -> Response<Full<Bytes>> {
+/// The status `action` answers; 0 for none.
+fn status_of(action: &Action) -> u16 {
+    match action {
+        Action::Answer(status, _) => *status,
+        Action::Huge(..) => 200,
+        _ => 0,
+    }
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> Answer {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Either::Left(Full::new(Bytes::from(body.to_string()))))
         .expect("valid response")
+}
+
+/// A JSON answer of `{"padding":"xxx…"` + (`,"payment_id":"…"`) + `}`,
+/// about `len` bytes long, produced chunk by chunk as the connection takes
+/// them: every chunk of padding is the same shared 64 KiB, so even a
+/// 600 MiB answer costs the fake nothing in memory.
+pub struct Padded {
+    /// Padding bytes still to send.
+    left: u64,
+    head: Option<Bytes>,
+    tail: Option<Bytes>,
+    chunk: Bytes,
+}
+
+impl Padded {
+    fn new(len: u64, payment_id: Option<String>) -> Self {
+        let tail = match payment_id {
+            Some(id) => format!(r#"","payment_id":"{id}"}}"#),
+            None => r#""}"#.to_owned(),
+        };
+        let head = r#"{"padding":""#;
+        let left = len.saturating_sub((head.len() + tail.len()) as u64);
+        Padded {
+            left,
+            head: Some(Bytes::from_static(head.as_bytes())),
+            tail: Some(Bytes::from(tail)),
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
+    }
+}
+
+impl Body for Padded {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        if self.left > 0 {
+            let n = self.left.min(self.chunk.len() as u64) as usize;
+            self.left -= n as u64;
+            return Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))));
+        }
+        Poll::Ready(self.tail.take().map(|t| Ok(Frame::data(t))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ends = self.head.as_ref().map_or(0, Bytes::len) + self.tail.as_ref().map_or(0, Bytes::len);
+        SizeHint::with_exact(self.left + ends as u64)
+    }
 }
 
 /// Tests of the fake itself: it is test infrastructure, so it has to be
 /// trustworthy.
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
     use std::time::Duration;
 
     use invitation_ledger::lightspark::signature::sign;
@@ -525,6 +703,123 @@ mod tests {
         // The hang is per request: the next one is answered.
         let (s, _) = post(&c, &fake.url, Some("k"), &body, None).await.unwrap();
         assert_eq!(s, 200);
+    }
+
+    /// Polls `done` every 10 ms for up to 5 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_in_progress_answers_409_then_its_stored_result_even_after_its_client_gave_up() {
+        // given a platform that takes 600 ms to execute a new key
+        let fake = FakePlatform::start().await;
+        fake.slow_executions(1.0, 1, Duration::from_millis(600));
+        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(150)).build().unwrap();
+        let c = client();
+        let body = payment("inv", 100);
+
+        // when the first request's client gives up before the platform is done
+        let first = post(&impatient, &fake.url, Some("k"), &body, None).await.unwrap_err();
+        assert!(first.is_timeout(), "{first:?}");
+        // then a retry while it is processed meets a 409, another body a 422,
+        // and nothing is executed yet
+        let (s2, r2) = post(&c, &fake.url, Some("k"), &body, None).await.unwrap();
+        assert_eq!((s2, r2), (409, json!({"error": "a request with this key is in progress"})));
+        let (s3, _) = post(&c, &fake.url, Some("k"), &payment("inv", 101), None).await.unwrap();
+        assert_eq!(s3, 422);
+        assert!(fake.executed().is_empty());
+        assert_eq!(fake.conflicts(), 1);
+
+        // and once the processing ends, the payment is executed once and a
+        // retry gets its stored result
+        until("the slow execution", || !fake.executed().is_empty()).await;
+        let (s4, r4) = post(&c, &fake.url, Some("k"), &body, None).await.unwrap();
+        assert_eq!((s4, r4), (200, json!({"payment_id": "pay_1"})));
+        assert_eq!(fake.executed(), vec![("k".to_string(), body.clone())]);
+        assert_eq!(fake.replays(), 1);
+        let answered: Vec<u16> = fake.requests().iter().map(|r| r.answered).collect();
+        assert_eq!(answered, vec![200, 409, 422, 200], "the first was answered 200 to nobody");
+        let at: Vec<std::time::Instant> = fake.requests().iter().map(|r| r.received_at).collect();
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "received_at follows arrival order");
+
+        // A patient client of another key waits for the processing and gets
+        // its result; a different key is never held up by another's.
+        let other = payment("inv2", 5);
+        let started = std::time::Instant::now();
+        let waiting = post(&c, &fake.url, Some("k2"), &other, None);
+        let beside = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fake.slow_executions(0.0, 1, Duration::ZERO);
+            post(&c, &fake.url, Some("k3"), &payment("inv3", 7), None).await.unwrap()
+        };
+        let ((s5, r5), (s6, r6)) = tokio::join!(async { waiting.await.unwrap() }, beside);
+        assert_eq!((s5, r5), (200, json!({"payment_id": "pay_3"})));
+        assert_eq!((s6, r6), (200, json!({"payment_id": "pay_2"})));
+        assert!(started.elapsed() >= Duration::from_millis(600));
+    }
+
+    #[tokio::test]
+    async fn slow_executions_are_drawn_per_new_key_from_the_seed() {
+        // given a rule that slows half of the new keys down by a second
+        let fake = FakePlatform::start().await;
+        fake.slow_executions(0.5, 9, Duration::from_secs(1));
+        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+        // when twenty keys are sent once each
+        let mut slow = vec![];
+        for i in 0..20 {
+            let sent = post(&impatient, &fake.url, Some(&format!("k{i}")), &payment(&format!("inv{i}"), 1), None).await;
+            slow.push(sent.is_err());
+        }
+        // then some, not all, were still in progress when their client gave
+        // up, and every one of them is executed in the end, once
+        let n = slow.iter().filter(|s| **s).count();
+        assert!(n > 0 && n < 20, "{n} of 20 slow");
+        until("every slow execution", || fake.executed().len() == 20).await;
+        let keys: HashSet<String> = fake.executed().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn huge_answers_are_streamed_with_the_payment_id_after_the_padding() {
+        let fake = FakePlatform::start().await;
+        let c = client();
+        let body = payment("inv", 100);
+        const LEN: u64 = 3 * 1024 * 1024 + 17;
+
+        // A huge answer without execution: any request, even without a key.
+        fake.fail_next(1, Fault::HugeAnswer(LEN));
+        let resp = c.post(&fake.url).body("{\"query\":\"q\"}").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(bytes.len() as u64, LEN);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(v["payment_id"].is_null() && v["padding"].as_str().unwrap().len() > 3_000_000);
+        assert!(fake.executed().is_empty());
+
+        // Executed, then a huge answer whose payment id comes last.
+        fake.fail_next(1, Fault::ExecuteThenHugeAnswer(LEN));
+        let (s, v) = post(&c, &fake.url, Some("k"), &body, None).await.unwrap();
+        assert_eq!((s, &v["payment_id"]), (200, &json!("pay_1")));
+        assert_eq!(fake.executed().len(), 1);
+        assert_eq!(fake.requests()[1].answered, 200);
+
+        // 600 MiB announced, and the first 64 KiB arrive at once: the rest
+        // is produced only as it is read.
+        fake.fail_next(1, Fault::HugeAnswer(600 * 1024 * 1024));
+        let mut resp = c.post(&fake.url).body("{}").send().await.unwrap();
+        assert_eq!(resp.content_length(), Some(600 * 1024 * 1024));
+        let mut read = 0;
+        while read < 64 * 1024 {
+            read += resp.chunk().await.unwrap().expect("more of the answer").len();
+        }
+        drop(resp);
+        // The replay of the executed key is an ordinary answer.
+        assert_eq!(post(&c, &fake.url, Some("k"), &body, None).await.unwrap(), (200, json!({"payment_id": "pay_1"})));
     }
 
     /// Sends the first attempt for keys k0..k{n}, returns which ones failed.

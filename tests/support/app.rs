@@ -13,19 +13,11 @@ use super::secret::SECRET;
 /// Reconciler settings for tests: no endpoints, fast retries.
 pub fn reconcile_args() -> ReconcileArgs {
     ReconcileArgs {
-        payout_url: None,
-        payout_signing_key: None,
-        notify_url: None,
-        inviter_incentive: None,
-        lightspark_api_url: "http://127.0.0.1:9/unused".into(),
-        lightspark_api_client_id: None,
-        lightspark_api_client_secret: None,
         reconcile_interval_ms: 100,
         retry_base_ms: 20,
         retry_max_ms: 200,
-        idempotency_window: "24h".into(),
         request_timeout_ms: 2000,
-        reconcile_concurrency: 8,
+        ..ReconcileArgs::for_tests()
     }
 }
 
@@ -34,7 +26,7 @@ pub fn reconcile_args() -> ReconcileArgs {
 pub fn serve_args(db: &Path) -> ServeArgs {
     ServeArgs {
         db: DbArgs { db: db.to_owned() },
-        key: KeyArgs { signing_key: Some(SECRET.to_owned()) },
+        key: KeyArgs { signing_key: Some(SECRET.to_owned()), grid_webhook_public_key: None },
         reconcile: reconcile_args(),
         listen_addr: "127.0.0.1:0".into(),
         read_api_token: None,
@@ -42,6 +34,12 @@ pub fn serve_args(db: &Path) -> ServeArgs {
         anchor_interval: "1h".into(),
         unbatched_commits: false,
     }
+}
+
+/// Sends `request` and reads its answer as JSON, with any failure as text:
+/// a probe for [`eventually`], which asks again until its deadline.
+pub async fn json_of(request: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+    request.send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())
 }
 
 /// A running service and the folder its ledger lives in.

@@ -5,7 +5,7 @@
 //! poller ([`eventually`]).
 //!
 //! `tests/storm.rs` and `tests/browser.rs` include the submodules they need
-//! by path (`#[path = "api/helpers/…"]`); this file is the API binary's
+//! by path (`#[path = "support/…"]`); this file is the API binary's
 //! own, and everything it holds is used by it.
 
 pub mod app;
@@ -13,6 +13,7 @@ pub mod binary;
 pub mod fake_lightspark;
 pub mod fake_platform;
 pub mod invitation;
+pub mod page;
 pub mod poll;
 pub mod secret;
 pub mod signing;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use invitation_ledger::config::ServeArgs;
 
-pub use app::{serve_args, TestApp};
+pub use app::{json_of, serve_args, TestApp};
 pub use binary::run_binary;
 pub use invitation::{InvitationFixture, Mix, OBLIGATIONS};
 pub use poll::eventually;
@@ -39,6 +40,22 @@ pub fn claimed_body(event_id: &str, invitation: &str) -> String {
 
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     resp.json().await.expect("JSON body")
+}
+
+/// Posts `body` to `url`, signed with the test secret as Lightspark signs:
+/// for a service that is not a [`TestApp`] (the binary), or for a task that
+/// holds only the client and the URL.
+pub async fn post_signed_to(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
+    client.post(url).header("lightspark-signature", signature_of(body.as_bytes())).body(body).send().await.unwrap()
+}
+
+/// [`post_signed_to`] for a test that runs no async runtime.
+pub fn post_signed_blocking(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: String,
+) -> reqwest::blocking::Response {
+    client.post(url).header("lightspark-signature", signature_of(body.as_bytes())).body(body).send().unwrap()
 }
 
 impl TestApp {
@@ -118,6 +135,23 @@ pub fn ledger_keys(db: &Path) -> std::collections::BTreeSet<String> {
 /// How many ledger events have `kind`.
 pub fn count_kind(db: &Path, kind: &str) -> usize {
     ledger_rows(db).iter().filter(|r| r.2 == kind).count()
+}
+
+/// Recomputes every event's `prev_hash` and `hash` in order, as a forger
+/// who rewrote a body would, so that the chain checks out and only what it
+/// cannot vouch for (the stored signature) can tell. The ledger's update
+/// trigger must have been dropped.
+pub fn rechain(conn: &rusqlite::Connection) {
+    let mut prev = [0u8; 32];
+    for e in invitation_ledger::ledger::read_after(conn, 0, 1000).unwrap() {
+        let h = e.chain_hash(&prev);
+        conn.execute(
+            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![&prev[..], &h[..], e.seq as i64],
+        )
+        .unwrap();
+        prev = h;
+    }
 }
 
 /// Appends hand-made events through the library's own ledger writer (so the
