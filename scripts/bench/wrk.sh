@@ -11,7 +11,8 @@
 # bodies (`bench wrk-bodies`), starts `target/release/invitation-ledger
 # serve` on a fresh ledger in target/bench-tmp (the repository's disk, not
 # a tmpfs; BENCH_DIR overrides), runs
-#   wrk -t2 -c64 -d10s --latency -s scripts/bench/webhooks.lua http://127.0.0.1:PORT -- BODIES 2 GATE
+#   WEBHOOK_BODIES=BODIES WEBHOOK_THREADS=2 WEBHOOK_GATE=GATE \
+#     wrk -t2 -c64 -d10s --latency -s scripts/bench/webhooks.lua http://127.0.0.1:PORT
 # and prints one line per figure. docs/benchmarks.md explains each figure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -220,7 +220,7 @@ pub fn print(run: &Run, unit: &str) {
         .filter(|g| g.write_bytes > 0)
         .map(|g| format!("{} {}", g.group, kb(g.write_bytes as f64 / per as f64)))
         .collect();
-    println!("bytes written per {what} by thread: {}", by_thread.join(", "));
+    println!("bytes written per {what} by thread: {}", listed(&by_thread));
     print_syscall_bytes(s, per, &what);
     let z = run.sizes;
     if rows > 0 {
@@ -256,7 +256,7 @@ pub fn print(run: &Run, unit: &str) {
         .filter(|g| !g.cpu.is_zero())
         .map(|g| format!("{} {:.1}", g.group, us_per(g.cpu, per)))
         .collect();
-    println!("CPU per {what} by thread (µs): {}", by_thread.join(", "));
+    println!("CPU per {what} by thread (µs): {}", listed(&by_thread));
     if let Some(cpu) = run.load.generator_cpu {
         println!(
             "load generator CPU: {:.1} µs per request ({:.2} cores)",
@@ -300,7 +300,17 @@ pub fn print_syscall_bytes(s: &ProcDelta, per: u64, what: &str) {
             .map(|g| format!("{} {}", g.group, kb(pick(g) as f64 / per as f64)))
             .collect();
         println!("{name} bytes per {what}: {}", kb(total as f64 / per as f64));
-        println!("{name} bytes per {what} by thread: {}", by_thread.join(", "));
+        println!("{name} bytes per {what} by thread: {}", listed(&by_thread));
+    }
+}
+
+/// A by-thread list, or `none` when no thread did any of it (a read run
+/// writes nothing), rather than an empty line.
+pub fn listed(parts: &[String]) -> String {
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
     }
 }
 

@@ -311,7 +311,7 @@ fn print_process(d: &procfs::ProcDelta, n: u64, unit: &str) {
     );
     let groups: Vec<String> =
         d.groups.iter().filter(|g| !g.cpu.is_zero()).map(|g| format!("{} {:.1}", g.group, us(g.cpu))).collect();
-    println!("CPU per {unit} by thread (µs): {}", groups.join(", "));
+    println!("CPU per {unit} by thread (µs): {}", measure::listed(&groups));
     println!("bytes written per {unit}: {}", measure::kb(d.write_bytes as f64 / n as f64));
     let groups: Vec<String> = d
         .groups
@@ -319,7 +319,7 @@ fn print_process(d: &procfs::ProcDelta, n: u64, unit: &str) {
         .filter(|g| g.write_bytes > 0)
         .map(|g| format!("{} {}", g.group, measure::kb(g.write_bytes as f64 / n as f64)))
         .collect();
-    println!("bytes written per {unit} by thread: {}", groups.join(", "));
+    println!("bytes written per {unit} by thread: {}", measure::listed(&groups));
     measure::print_syscall_bytes(d, n, unit);
 }
 
