@@ -18,8 +18,10 @@
 //! - [`grid`]: the same for Lightspark Grid — P-256 signature verification,
 //!   its webhook and invitation shapes, the REST client that fetches by code.
 //! - [`ledger`]: the append-only SQLite ledger — schema migrations, the group
-//!   commit writer and its checkpointer thread, the hash chain, `verify`
-//!   (chain, signatures, anchors), the one-writer-process lock.
+//!   commit writer and its checkpointer thread, the lookup index file the
+//!   writer dedupes with (derived, rebuilt when it cannot be trusted), the
+//!   hash chain, `verify` (chain, signatures, unique keys, anchors), the
+//!   one-writer-process lock.
 //! - [`projection`]: the pure fold `apply(state, &event) -> state`, the typed
 //!   internal events, obligation views, the incentive audit, the SQL store (a
 //!   file of its own, bound to the ledger it was folded from), the projector

@@ -187,31 +187,44 @@ pub(super) fn sync(conn: &Connection, seq: u64, hash: &Hash) -> Result<(), Ledge
     Ok(())
 }
 
-/// The `seq` of the event stored under `event_key`, if any.
-///
-/// # Errors
-/// When SQLite fails.
-pub(super) fn find(conn: &Connection, event_key: &str) -> Result<Option<u64>, LedgerError> {
-    Ok(conn
-        .prepare_cached("SELECT seq FROM ledger_index.event_keys WHERE event_key = ?1")?
-        .query_row([event_key], |r| r.get::<_, i64>(0))
-        .optional()?
-        .map(|s| s as u64))
+/// What the index knows of a key about to be appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Known {
+    /// The `seq` already holding this very key.
+    pub(super) seq: Option<u64>,
+    /// Another key starts with the event's `sibling_prefix`.
+    pub(super) sibling: bool,
 }
 
-/// Whether a key other than `event_key` starts with `prefix`.
+/// Looks `event_key` up and, given the `sibling_prefix` it starts with,
+/// the other keys sharing it, in one range read (the range holds the key
+/// itself too, anywhere among them): two lookups per event were a tenth of
+/// the writer's time. Only signed bodies add keys, so the range stays small.
 ///
 /// # Errors
 /// When SQLite fails.
-pub(super) fn sibling_exists(conn: &Connection, prefix: &str, event_key: &str) -> Result<bool, LedgerError> {
+pub(super) fn known(conn: &Connection, event_key: &str, sibling_prefix: Option<&str>) -> Result<Known, LedgerError> {
+    let Some(prefix) = sibling_prefix.filter(|p| event_key.starts_with(p)) else {
+        let seq = conn
+            .prepare_cached("SELECT seq FROM ledger_index.event_keys WHERE event_key = ?1")?
+            .query_row([event_key], |r| r.get::<_, i64>(0))
+            .optional()?;
+        return Ok(Known { seq: seq.map(|s| s as u64), sibling: false });
+    };
     let upper = format!("{prefix}\u{10FFFF}");
-    Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM ledger_index.event_keys WHERE event_key >= ?1 AND event_key < ?2 AND event_key <> ?3 LIMIT 1",
-        )?
-        .query_row(params![prefix, upper, event_key], |_| Ok(()))
-        .optional()?
-        .is_some())
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_key, seq FROM ledger_index.event_keys WHERE event_key >= ?1 AND event_key < ?2",
+    )?;
+    let mut rows = stmt.query(params![prefix, upper])?;
+    let mut known = Known { seq: None, sibling: false };
+    while let Some(row) = rows.next()? {
+        if row.get::<_, String>(0)? == event_key {
+            known.seq = Some(row.get::<_, i64>(1)? as u64);
+        } else {
+            known.sibling = true;
+        }
+    }
+    Ok(known)
 }
 
 /// Adds one appended event.
@@ -253,38 +266,27 @@ pub fn bring_up_to_date(ledger: &Path) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Attaches the index of `ledger` read-only to a reader's connection, on
-/// which the ledger is attached as `ledger_schema`, and defines the temporary
-/// view `stream_events` (the ledger's columns, rows of one stream found
-/// through the index). Without a readable index the view reads the ledger
-/// itself: slower, never wrong.
-///
-/// # Errors
-/// When SQLite fails to create the view.
-pub fn attach_for_reading(conn: &Connection, ledger: &Path, ledger_schema: &str) -> Result<(), LedgerError> {
-    let file = path(ledger);
-    let attached = file.exists()
-        && conn
-            .execute(&format!("ATTACH DATABASE ?1 AS {SCHEMA}"), [super::read_only_uri(&file)])
-            .and_then(|_| conn.query_row("SELECT last_seq FROM ledger_index.index_meta WHERE id = 1", [], |_| Ok(())))
-            .is_ok();
-    // `ledger_schema` is a fixed name chosen by the caller, never input.
-    let view = if attached {
-        format!(
-            "CREATE TEMP VIEW stream_events AS
-             SELECT e.seq AS seq, e.event_key AS event_key, e.kind AS kind, s.stream AS stream,
-                    e.recorded_at AS recorded_at, e.body AS body, e.signature AS signature,
-                    e.prev_hash AS prev_hash, e.hash AS hash
-             FROM {SCHEMA}.stream_events s JOIN {ledger_schema}.events e ON e.seq = s.seq"
-        )
-    } else {
-        let _ = conn.execute_batch(&format!("DETACH DATABASE {SCHEMA}"));
-        format!(
-            "CREATE TEMP VIEW stream_events AS
-             SELECT seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash
-             FROM {ledger_schema}.events WHERE stream IS NOT NULL"
-        )
+/// The `seq`s of `stream`'s events, oldest first, at most `cap` of them,
+/// and how many there are; `None` when the index cannot be read (missing,
+/// torn, a crashed writer's journal not rolled back yet): the caller then
+/// reads the ledger itself. A connection of its own, opened for the call,
+/// so that no long-lived reader holds the index's lock or depends on it.
+pub fn stream_seqs(ledger: &Path, stream: &str, cap: usize) -> Option<(Vec<u64>, u64)> {
+    let conn = Connection::open_with_flags(
+        path(ledger),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.busy_handler(Some(super::wait_for_lock)).ok()?;
+    let read = || -> rusqlite::Result<(Vec<u64>, u64)> {
+        let tx = conn.unchecked_transaction()?;
+        let seqs = tx
+            .prepare("SELECT seq FROM stream_events WHERE stream = ?1 ORDER BY seq LIMIT ?2")?
+            .query_map(params![stream, cap as i64], |r| r.get::<_, i64>(0).map(|s| s as u64))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let total: i64 =
+            tx.query_row("SELECT COUNT(*) FROM stream_events WHERE stream = ?1", [stream], |r| r.get(0))?;
+        Ok((seqs, total as u64))
     };
-    conn.execute_batch(&view)?;
-    Ok(())
+    read().ok()
 }

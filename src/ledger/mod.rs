@@ -308,9 +308,18 @@ pub fn open_read_only_indexed(path: &Path) -> Result<Connection, LedgerError> {
 pub fn for_each_by_stream<E: From<LedgerError>>(
     conn: &Connection,
     upto: u64,
+    each: impl FnMut(EventView<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_by_stream_paged(conn, upto, 4096, each)
+}
+
+fn for_each_by_stream_paged<E: From<LedgerError>>(
+    conn: &Connection,
+    upto: u64,
+    page: usize,
     mut each: impl FnMut(EventView<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    const PAGE: i64 = 4096;
+    let page = page as i64;
     // Only the columns the fold reads, borrowed from the row: a replay
     // reads every event once and keeps none.
     let mut stmt = conn
@@ -323,17 +332,17 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
         .map_err(LedgerError::from)?;
     let mut after = (String::new(), 0i64);
     loop {
-        let mut rows = stmt.query(params![after.0, after.1, upto as i64, PAGE]).map_err(LedgerError::from)?;
+        let mut rows = stmt.query(params![after.0, after.1, upto as i64, page]).map_err(LedgerError::from)?;
         let mut read = 0;
         while let Some(row) = rows.next().map_err(LedgerError::from)? {
             let view = view_of(row).map_err(LedgerError::from)?;
             read += 1;
-            if read == PAGE {
+            if read == page {
                 after = (view.stream.unwrap_or_default().to_owned(), view.seq as i64);
             }
             each(view)?;
         }
-        if read < PAGE {
+        if read < page {
             return Ok(());
         }
     }
@@ -388,4 +397,47 @@ pub(crate) fn boot_id() -> Option<String> {
 /// When SQLite fails.
 pub fn count(conn: &Connection) -> Result<u64, LedgerError> {
     Ok(head(conn)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32, stream: &str) -> NewEvent {
+        NewEvent {
+            event_key: format!("lightspark:e{n}:00"),
+            kind: kinds::WEBHOOK_RECEIVED.into(),
+            stream: Some(stream.into()),
+            body: format!("{{\"n\":{n}}}").into_bytes(),
+            signature: None,
+            sibling_prefix: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn walking_by_stream_crosses_pages_without_losing_or_repeating_an_event() {
+        // given 11 events of 3 invitations, interleaved, and one without a stream
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let (writer, thread) = LedgerWriter::start(&db).unwrap();
+        let streams = ["Inv:b", "Inv:a", "Inv:c"];
+        let mut events: Vec<NewEvent> = (0..11).map(|n| event(n, streams[n as usize % 3])).collect();
+        events[4].stream = None;
+        writer.append_all(events).await.unwrap();
+        drop(writer);
+        thread.join().unwrap();
+        // when they are walked by stream three at a time, up to seq 10
+        let conn = open_read_only_indexed(&db).unwrap();
+        let mut seen = Vec::new();
+        for_each_by_stream_paged(&conn, 10, 3, |e| -> Result<(), LedgerError> {
+            seen.push((e.stream.unwrap().to_owned(), e.seq));
+            Ok(())
+        })
+        .unwrap();
+        // then every event with a stream up to 10 comes once, by stream then seq
+        let mut expected: Vec<(String, u64)> =
+            (1..=10u64).filter(|seq| *seq != 5).map(|seq| (streams[(seq as usize - 1) % 3].to_owned(), seq)).collect();
+        expected.sort();
+        assert_eq!(seen, expected);
+    }
 }

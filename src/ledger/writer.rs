@@ -336,11 +336,9 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
         for events in jobs {
             let mut out = Vec::with_capacity(events.len());
             for e in events.iter() {
-                let sibling_exists = match &e.sibling_prefix {
-                    Some(prefix) => index::sibling_exists(&tx, prefix, &e.event_key)?,
-                    None => false,
-                };
-                if let Some(existing) = index::find(&tx, &e.event_key)? {
+                let known = index::known(&tx, &e.event_key, e.sibling_prefix.as_deref())?;
+                let sibling_exists = known.sibling;
+                if let Some(existing) = known.seq {
                     out.push(Appended { seq: existing, duplicate: true, sibling_exists });
                     continue;
                 }

@@ -213,7 +213,6 @@ fn reset(conn: &Connection) -> Result<(), ProjectionError> {
 /// also keeps `BEGIN IMMEDIATE` from taking the ledger's write lock.
 pub(super) fn attach_ledger(conn: &Connection, ledger: &Path) -> Result<(), ProjectionError> {
     conn.execute("ATTACH DATABASE ?1 AS ledger", [ledger::read_only_uri(ledger)])?;
-    ledger::index::attach_for_reading(conn, ledger, "ledger")?;
     Ok(())
 }
 

@@ -101,16 +101,40 @@ impl Decimals {
 /// When SQLite fails.
 pub fn decimals(conn: &Connection, invitation_id: &str) -> Result<Decimals, ProjectionError> {
     let mut d = Decimals::default();
+    let (seqs, _) = stream_seqs(conn, invitation_id)?;
     let mut stmt = conn.prepare_cached(
-        "SELECT body FROM stream_events WHERE stream = ?1 AND kind IN ('webhook.received', 'invitation.fetched') ORDER BY seq LIMIT ?2",
+        "SELECT body FROM ledger.events WHERE seq = ?1 AND stream = ?2 AND kind IN ('webhook.received', 'invitation.fetched')",
     )?;
-    let mut rows = stmt.query(params![invitation_id, TRAIL_CAP as i64])?;
-    while let Some(row) = rows.next()? {
-        if let Ok(body) = row.get_ref(0)?.as_bytes() {
-            d.learn(body);
+    for seq in seqs {
+        let mut rows = stmt.query(params![seq as i64, invitation_id])?;
+        if let Some(row) = rows.next()? {
+            if let Ok(body) = row.get_ref(0)?.as_bytes() {
+                d.learn(body);
+            }
         }
     }
     Ok(d)
+}
+
+/// The `seq`s of the invitation's events (at most [`TRAIL_CAP`], oldest
+/// first) and how many there are, from the ledger's index file; from the
+/// ledger itself, reading every row, when the index cannot be read.
+fn stream_seqs(conn: &Connection, invitation_id: &str) -> Result<(Vec<u64>, u64), ProjectionError> {
+    let ledger_file: Option<String> = conn
+        .prepare_cached("SELECT file FROM pragma_database_list WHERE name = 'ledger'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    if let Some(found) =
+        ledger_file.and_then(|f| ledger::index::stream_seqs(std::path::Path::new(&f), invitation_id, TRAIL_CAP))
+    {
+        return Ok(found);
+    }
+    let all: Vec<u64> = conn
+        .prepare_cached("SELECT seq FROM ledger.events WHERE stream = ?1 ORDER BY seq")?
+        .query_map([invitation_id], |r| r.get::<_, i64>(0).map(|s| s as u64))?
+        .collect::<Result<_, _>>()?;
+    let total = all.len() as u64;
+    Ok((all.into_iter().take(TRAIL_CAP).collect(), total))
 }
 
 /// One stored event and what it says.
@@ -212,15 +236,13 @@ fn decoded(e: &LedgerEvent) -> Said {
 /// When SQLite fails or the stored projection cannot be read.
 pub fn trail(conn: &Connection, id_or_code: &str) -> Result<Option<Trail>, ProjectionError> {
     let Some(state) = super::query::find(conn, id_or_code)? else { return Ok(None) };
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash
-         FROM stream_events WHERE stream = ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    let stored: Vec<LedgerEvent> =
-        stmt.query_map(params![state.invitation_id, TRAIL_CAP as i64], event_of)?.collect::<Result<_, _>>()?;
-    let total: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM stream_events WHERE stream = ?1")?
-        .query_row([&state.invitation_id], |r| r.get(0))?;
+    let (seqs, total) = stream_seqs(conn, &state.invitation_id)?;
+    let mut stored: Vec<LedgerEvent> = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        if let Some(e) = event_of_invitation(conn, &state.invitation_id, seq)? {
+            stored.push(e);
+        }
+    }
     let mut before = conn.prepare_cached("SELECT hash, stream FROM ledger.events WHERE seq = ?1")?;
     let mut events = Vec::with_capacity(stored.len());
     let mut decimals = Decimals::default();
@@ -248,7 +270,7 @@ pub fn trail(conn: &Connection, id_or_code: &str) -> Result<Option<Trail>, Proje
     }
     Ok(Some(Trail {
         invitation: view::view(&state),
-        more: (total as u64).saturating_sub(events.len() as u64),
+        more: total.saturating_sub(events.len() as u64),
         events,
         head: ledger::head(conn)?.0,
         checkpoint: super::store::checkpoint(conn)?,
