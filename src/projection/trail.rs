@@ -62,6 +62,18 @@ pub struct Trail {
 pub struct Decimals(BTreeMap<String, u32>);
 
 impl Decimals {
+    /// `v` with every amount given the decimals its source stated.
+    pub fn view(&self, v: &InvitationView) -> InvitationView {
+        let mut v = v.clone();
+        v.payment_amount = v.payment_amount.as_ref().map(|m| self.apply(m));
+        for o in [&mut v.payout, &mut v.incentive, &mut v.notification] {
+            if let Some(r) = o.requested.as_mut() {
+                r.amount = r.amount.as_ref().map(|m| self.apply(m));
+            }
+        }
+        v
+    }
+
     /// Reads every currency object in a JSON body.
     pub fn learn(&mut self, body: &[u8]) {
         if let Ok(v) = serde_json::from_slice::<Value>(body) {

@@ -391,7 +391,7 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                         let view = match crate::projection::query::invitation(c, &lookup, Default::default())? {
                             Some(v) if !confirmed => {
                                 let decimals = crate::projection::trail::decimals(c, &v.invitation_id)?;
-                                Some(super::invitation::with_decimals(&v, &decimals))
+                                Some(decimals.view(&v))
                             }
                             _ => None,
                         };

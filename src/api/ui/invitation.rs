@@ -22,7 +22,6 @@ use crate::ledger::Hash;
 use crate::money::PaymentAmount;
 use crate::projection::events::InternalEvent;
 use crate::projection::trail::{self, Decimals, Said, Trail, TrailEvent, TRAIL_CAP};
-use crate::projection::view::InvitationView;
 
 pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let page_ui = ui.clone();
@@ -199,18 +198,6 @@ fn verdict_html(v: &Verdict) -> String {
             format!("<span class=\"hint\">not re-verified: <code>{setting}</code> is not configured here</span>")
         }
     }
-}
-
-/// The view with every amount given the decimals its source stated.
-pub(super) fn with_decimals(v: &InvitationView, d: &Decimals) -> InvitationView {
-    let mut v = v.clone();
-    v.payment_amount = v.payment_amount.as_ref().map(|m| d.apply(m));
-    for o in [&mut v.payout, &mut v.incentive, &mut v.notification] {
-        if let Some(r) = o.requested.as_mut() {
-            r.amount = r.amount.as_ref().map(|m| d.apply(m));
-        }
-    }
-    v
 }
 
 /// A one-line summary of what an event says, and its facts as rows.
@@ -443,7 +430,7 @@ fn trail_section(t: &Trail, verdicts: &[Option<Verdict>]) -> String {
 }
 
 pub(super) fn render(t: &Trail, verdicts: &[Option<Verdict>], acts: &Actions) -> String {
-    let v = &with_decimals(&t.invitation, &t.decimals);
+    let v = &t.decimals.view(&t.invitation);
     let mut b = format!(
         "<section id=\"invitation\"><h2>Invitation <span class=\"mono\">{}</span></h2>{}",
         escape(&v.invitation_id),

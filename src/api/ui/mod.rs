@@ -215,7 +215,7 @@ fn with_stated_decimals(c: &rusqlite::Connection, data: &mut query::StatusPage) 
     };
     for v in found.into_iter().chain(data.recent.iter_mut()) {
         if v.payment_amount.as_ref().is_some_and(|m| m.decimals().is_none()) {
-            *v = invitation::with_decimals(v, &trail::decimals(c, &v.invitation_id)?);
+            *v = trail::decimals(c, &v.invitation_id)?.view(v);
         }
     }
     Ok(())
