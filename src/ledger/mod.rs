@@ -284,14 +284,22 @@ pub fn for_each_after<E: From<LedgerError>>(
 }
 
 /// Opens the ledger for reading only with its [`index`] attached, first
-/// brought up to date: for a reader that walks one stream at a time.
+/// brought up to date: for a reader that walks one stream at a time. Where
+/// the index cannot be brought up to date (a read-only copy of a ledger),
+/// the connection comes without it, and [`for_each_by_stream`] sorts the
+/// ledger itself instead.
 ///
 /// # Errors
-/// As [`open_read_only`], or when the index cannot be brought up to date.
+/// As [`open_read_only`].
 pub fn open_read_only_indexed(path: &Path) -> Result<Connection, LedgerError> {
-    index::bring_up_to_date(path)?;
     let conn = open_read_only(path)?;
-    conn.execute(&format!("ATTACH DATABASE ?1 AS {}", index::SCHEMA), [read_only_uri(&index::path(path))])?;
+    let indexed = index::bring_up_to_date(path).and_then(|()| {
+        conn.execute(&format!("ATTACH DATABASE ?1 AS {}", index::SCHEMA), [read_only_uri(&index::path(path))])?;
+        Ok(())
+    });
+    if let Err(e) = indexed {
+        tracing::warn!(error = %e, "the ledger's index cannot be brought up to date; sorting the ledger itself instead (slower)");
+    }
     Ok(conn)
 }
 
@@ -308,9 +316,27 @@ pub fn open_read_only_indexed(path: &Path) -> Result<Connection, LedgerError> {
 pub fn for_each_by_stream<E: From<LedgerError>>(
     conn: &Connection,
     upto: u64,
-    each: impl FnMut(EventView<'_>) -> Result<(), E>,
+    mut each: impl FnMut(EventView<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    for_each_by_stream_paged(conn, upto, 4096, each)
+    let indexed: i64 = conn
+        .query_row("SELECT COUNT(*) FROM pragma_database_list WHERE name = ?1", [index::SCHEMA], |r| r.get(0))
+        .map_err(LedgerError::from)?;
+    if indexed > 0 {
+        return for_each_by_stream_paged(conn, upto, 4096, each);
+    }
+    // Without the index: SQLite sorts every row with a stream (in its
+    // temporary files, not in memory).
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, kind, stream, body, event_key, recorded_at FROM events
+             WHERE stream IS NOT NULL AND seq <= ?1 ORDER BY stream, seq",
+        )
+        .map_err(LedgerError::from)?;
+    let mut rows = stmt.query(params![upto as i64]).map_err(LedgerError::from)?;
+    while let Some(row) = rows.next().map_err(LedgerError::from)? {
+        each(view_of(row).map_err(LedgerError::from)?)?;
+    }
+    Ok(())
 }
 
 fn for_each_by_stream_paged<E: From<LedgerError>>(
@@ -439,5 +465,13 @@ mod tests {
             (1..=10u64).filter(|seq| *seq != 5).map(|seq| (streams[(seq as usize - 1) % 3].to_owned(), seq)).collect();
         expected.sort();
         assert_eq!(seen, expected);
+        // and without the index (a read-only copy), the same, sorted by SQLite
+        let mut unindexed = Vec::new();
+        for_each_by_stream(&open_read_only(&db).unwrap(), 10, |e| -> Result<(), LedgerError> {
+            unindexed.push((e.stream.unwrap().to_owned(), e.seq));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(unindexed, expected);
     }
 }
