@@ -86,10 +86,14 @@ pub struct LedgerEvent {
     pub hash: Hash,
 }
 
-fn blob32(v: Vec<u8>) -> Hash {
+/// A stored hash column as 32 bytes; zeros for a value that is not 32
+/// bytes of BLOB (NULL, or written by hand), which then fails the chain.
+pub(crate) fn blob32(v: rusqlite::types::ValueRef<'_>) -> Hash {
     let mut h = [0u8; 32];
-    if v.len() == 32 {
-        h.copy_from_slice(&v);
+    if let rusqlite::types::ValueRef::Blob(b) = v {
+        if b.len() == 32 {
+            h.copy_from_slice(b);
+        }
     }
     h
 }
@@ -141,9 +145,14 @@ impl LedgerEvent {
         )
     }
 
-    const COLUMNS: &'static str = "seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash";
+    /// The columns [`from_row`](Self::from_row) reads, in its order.
+    pub const COLUMNS: &'static str = "seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash";
 
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+    /// An event from a row of [`COLUMNS`](Self::COLUMNS).
+    ///
+    /// # Errors
+    /// When a column is missing or of a type no stored value can have.
+    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             seq: row.get::<_, i64>(0)? as u64,
             event_key: row.get(1)?,
@@ -154,8 +163,8 @@ impl LedgerEvent {
             // bytes, and `verify` names the seq where the type changed.
             body: row.get_ref(5)?.as_bytes()?.to_vec(),
             signature: row.get(6)?,
-            prev_hash: blob32(row.get(7)?),
-            hash: blob32(row.get(8)?),
+            prev_hash: blob32(row.get_ref(7)?),
+            hash: blob32(row.get_ref(8)?),
         })
     }
 }
@@ -248,7 +257,7 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
 pub fn head(conn: &Connection) -> Result<(u64, Hash), LedgerError> {
     let row = conn
         .prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, blob32(r.get(1)?))))
+        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, blob32(r.get_ref(1)?))))
         .optional()?;
     Ok(row.unwrap_or((0, hash::GENESIS)))
 }

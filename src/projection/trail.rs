@@ -208,29 +208,6 @@ impl Envelope {
     }
 }
 
-fn blob32(bytes: Option<&[u8]>) -> Hash {
-    let mut h = hash::GENESIS;
-    if let Some(b) = bytes.filter(|b| b.len() == 32) {
-        h.copy_from_slice(b);
-    }
-    h
-}
-
-fn event_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEvent> {
-    Ok(LedgerEvent {
-        seq: row.get::<_, i64>(0)? as u64,
-        event_key: row.get(1)?,
-        kind: row.get(2)?,
-        stream: row.get(3)?,
-        recorded_at: row.get(4)?,
-        // Whatever its SQL type: a body rewritten as TEXT still has bytes.
-        body: row.get_ref(5)?.as_bytes()?.to_vec(),
-        signature: row.get(6)?,
-        prev_hash: blob32(row.get_ref(7)?.as_blob_or_null()?),
-        hash: blob32(row.get_ref(8)?.as_blob_or_null()?),
-    })
-}
-
 fn decoded(e: &LedgerEvent) -> Said {
     match events::decode(e.view()) {
         Ok(Fact::Webhook(source, report)) => {
@@ -267,7 +244,7 @@ pub fn trail(conn: &Connection, id_or_code: &str) -> Result<Option<Trail>, Proje
                 .query_row([e.seq as i64 - 1], |r| {
                     Ok(Predecessor {
                         seq: e.seq - 1,
-                        hash: blob32(r.get_ref(0)?.as_blob_or_null()?),
+                        hash: ledger::blob32(r.get_ref(0)?),
                         same_stream: r.get::<_, Option<String>>(1)?.as_deref() == Some(state.invitation_id.as_str()),
                     })
                 })
@@ -302,11 +279,8 @@ pub fn event_of_invitation(
     seq: u64,
 ) -> Result<Option<LedgerEvent>, ProjectionError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash
-             FROM ledger.events WHERE seq = ?1 AND stream = ?2",
-        )?
-        .query_row(params![seq as i64, invitation_id], event_of)
+        .prepare_cached(&format!("SELECT {} FROM ledger.events WHERE seq = ?1 AND stream = ?2", LedgerEvent::COLUMNS))?
+        .query_row(params![seq as i64, invitation_id], LedgerEvent::from_row)
         .optional()?)
 }
 
