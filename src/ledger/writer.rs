@@ -73,8 +73,16 @@ impl LedgerWriter {
         metrics: Arc<Metrics>,
         after_commit: Option<AfterCommit>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
-        let conn = super::open(path)?;
+        let mut conn = super::open(path)?;
         index::attach_for_writing(&conn, path)?;
+        {
+            // Catch the index up (or build it) now, not inside the first
+            // batch, whose callers would wait for it.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (seq, hash) = super::head(&tx)?;
+            index::sync(&tx, seq, &hash)?;
+            tx.commit()?;
+        }
         // Checkpoints run on their own thread (below), not inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(super::open(path)?)?;
