@@ -13,7 +13,7 @@ use crate::support::binary::{run, ServeProcess};
 use crate::support::fake_platform::{FakePlatform, Fault};
 use crate::support::{
     assert_verifies, claimed_body, eventually, ledger_rows, post_signed_to, raw_json, raw_status, signature_of,
-    InvitationFixture, SECRET,
+    try_post_signed_to, InvitationFixture, SECRET,
 };
 use invitation_ledger::lightspark::webhook::event_key;
 
@@ -53,12 +53,7 @@ async fn sigterm_while_webhooks_arrive_exits_zero_and_keeps_every_acknowledged_w
             for i in 0.. {
                 let event_id = format!("t{task}-{i}");
                 let body = claimed_body(&event_id, &format!("Inv:{event_id}"));
-                let sent = client
-                    .post(&url)
-                    .header("lightspark-signature", signature_of(body.as_bytes()))
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let sent = try_post_signed_to(&client, &url, body.clone()).await;
                 match sent {
                     Ok(r) if r.status() == 200 => {
                         acked.lock().unwrap().insert(event_key(&event_id, body.as_bytes()));
@@ -183,12 +178,7 @@ async fn every_acknowledged_webhook_survives_a_sigkill() {
                 for i in 0.. {
                     let event_id = format!("r{round}-t{task}-{i}");
                     let body = claimed_body(&event_id, &format!("Inv:{event_id}"));
-                    let sent = client
-                        .post(&url)
-                        .header("lightspark-signature", signature_of(body.as_bytes()))
-                        .body(body.clone())
-                        .send()
-                        .await;
+                    let sent = try_post_signed_to(&client, &url, body.clone()).await;
                     match sent {
                         Ok(r) if r.status() == 200 => {
                             acked.lock().unwrap().insert(event_key(&event_id, body.as_bytes()));

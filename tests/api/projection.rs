@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::support::binary::{run, run_binary, ServeProcess};
 use crate::support::fake_lightspark::{aliased_entity, FakeLightspark};
 use crate::support::{
-    eventually, json as body_json, ledger_rows, post_signed_blocking, post_signed_to, signature_of, TestApp,
+    eventually, json as body_json, ledger_rows, post_signed_blocking, post_signed_to, try_post_signed_to, TestApp,
 };
 
 const CLIENT_ID: &str = "client-id-1";
@@ -146,11 +146,7 @@ async fn the_webhook_is_answered_at_once_while_lightspark_hangs() {
     let quick = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
     for i in 0..5 {
         let body = claimed(&format!("ev-hang-{i}"), &format!("UmaInvitation:hang-{i}"), None);
-        let r = quick
-            .post(app.url("/webhooks/lightspark"))
-            .header("lightspark-signature", signature_of(body.as_bytes()))
-            .body(body)
-            .send()
+        let r = try_post_signed_to(&quick, &app.url("/webhooks/lightspark"), body)
             .await
             .expect("answered while the fetch hangs");
         assert_eq!(r.status(), 200);

@@ -46,7 +46,17 @@ pub async fn json(resp: reqwest::Response) -> serde_json::Value {
 /// for a service that is not a [`TestApp`] (the binary), or for a task that
 /// holds only the client and the URL.
 pub async fn post_signed_to(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
-    client.post(url).header("lightspark-signature", signature_of(body.as_bytes())).body(body).send().await.unwrap()
+    try_post_signed_to(client, url, body).await.unwrap()
+}
+
+/// [`post_signed_to`] for a test that expects the request itself may fail
+/// (a server killed under it, a client timeout).
+pub async fn try_post_signed_to(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> reqwest::Result<reqwest::Response> {
+    client.post(url).header("lightspark-signature", signature_of(body.as_bytes())).body(body).send().await
 }
 
 /// [`post_signed_to`] for a test that runs no async runtime.
