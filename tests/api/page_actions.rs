@@ -86,15 +86,22 @@ async fn without_a_token_the_forms_are_disabled_and_a_post_appends_nothing() {
     assert_eq!(ledger_len(&app.db), before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_token_a_post_needs_this_sites_origin_a_session_and_the_forms_token() {
-    // Given a token, a failed payment, and an operator signed in on its page
+/// A service with a read token (actions enabled) paying through a fake
+/// platform.
+async fn guarded_service() -> (FakePlatform, TestApp) {
     let payments = FakePlatform::start().await;
     let app = TestApp::spawn_configured(|a| {
         a.reconcile.payout_url = Some(payments.url.clone());
         a.read_api_token = Some(TOKEN.into());
     })
     .await;
+    (payments, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_a_post_needs_this_sites_origin_a_session_and_the_forms_token() {
+    // Given a token, a failed payment, and an operator signed in on its page
+    let (payments, app) = guarded_service().await;
     let bearer = format!("Bearer {TOKEN}");
     let id = "UmaInvitation:guarded";
     payments.fail_next(1, Fault::Status(400));
@@ -185,12 +192,7 @@ async fn with_a_token_a_post_needs_this_sites_origin_a_session_and_the_forms_tok
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_a_payment_as_paid_takes_a_confirmation_then_is_in_the_ledger_and_the_trail_with_its_note() {
     // Given a token, a failed payment, and an operator on its page
-    let payments = FakePlatform::start().await;
-    let app = TestApp::spawn_configured(|a| {
-        a.reconcile.payout_url = Some(payments.url.clone());
-        a.read_api_token = Some(TOKEN.into());
-    })
-    .await;
+    let (payments, app) = guarded_service().await;
     let bearer = format!("Bearer {TOKEN}");
     let mut inv = InvitationFixture::claimed("UmaInvitation:paid-by-hand");
     inv.incentives_status = "PENDING".into();
