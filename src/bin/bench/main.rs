@@ -31,6 +31,18 @@ struct Cli {
 }
 
 /// The webhooks a run sends.
+/// How much load, for the scenarios that send the requests themselves.
+#[derive(clap::Args, Clone, Debug)]
+struct LoadArgs {
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Send this many requests instead of running for --duration.
+    #[arg(long)]
+    requests: Option<usize>,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct BodyArgs {
     /// Shape of the webhooks: `real` (Lightspark's) or `compact` (the bench's before 2026-11).
@@ -84,13 +96,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 enum Scenario {
     /// Webhooks from the bench's own hyper client (paced with --rate).
     Ingest {
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-        /// Send this many requests instead of running for --duration.
-        #[arg(long)]
-        requests: Option<usize>,
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         bodies: BodyArgs,
         /// Commit each webhook in its own transaction (to compare with group commit).
@@ -145,13 +152,8 @@ enum Scenario {
     },
     /// GET one invitation by id, over many connections, on a generated ledger.
     Read {
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-        /// Send this many requests instead of running for --duration.
-        #[arg(long)]
-        requests: Option<usize>,
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Invitations in the ledger (two events each).
         #[arg(long, default_value_t = 20_000)]
         invitations: usize,
@@ -190,21 +192,19 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.scenario {
-        Scenario::Ingest { connections, requests, duration, bodies, unbatched, rate, windows, budget } => {
-            scenarios::ingest(
-                &rt,
-                &scenarios::Ingest {
-                    connections,
-                    requests,
-                    duration,
-                    mix: bodies.mix(),
-                    unbatched,
-                    rate,
-                    windows,
-                    budget,
-                },
-            )
-        }
+        Scenario::Ingest { load, bodies, unbatched, rate, windows, budget } => scenarios::ingest(
+            &rt,
+            &scenarios::Ingest {
+                connections: load.connections,
+                requests: load.requests,
+                duration: load.duration,
+                mix: bodies.mix(),
+                unbatched,
+                rate,
+                windows,
+                budget,
+            },
+        ),
         Scenario::Wrk { connections, threads, duration, rate, windows, bodies, bodies_file, budget, script } => {
             if rate > 0 {
                 println!("note: wrk cannot pace and Debian has no wrk2; paced runs use the bench's own hyper client");
@@ -242,8 +242,8 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Scenario::Read { connections, requests, duration, invitations, shape, seed } => {
-            scenarios::read(&rt, connections, requests, duration, invitations, shape, seed)
+        Scenario::Read { load, invitations, shape, seed } => {
+            scenarios::read(&rt, load.connections, load.requests, load.duration, invitations, shape, seed)
         }
         Scenario::Reconcile { invitations, concurrency, shape, seed } => {
             scenarios::reconcile(&rt, invitations, concurrency, shape, seed)
