@@ -58,9 +58,7 @@ INSERT OR IGNORE INTO ledger_index.index_meta (id, last_seq) VALUES (1, 0);
 
 /// The index file of the ledger at `ledger`.
 pub fn path(ledger: &Path) -> PathBuf {
-    let mut s = ledger.as_os_str().to_owned();
-    s.push("-index");
-    PathBuf::from(s)
+    super::suffixed(ledger, "-index")
 }
 
 /// Attaches the index of `ledger` to the writer's connection (creating it,
@@ -73,7 +71,7 @@ pub(super) fn attach_for_writing(conn: &Connection, ledger: &Path) -> Result<(),
     if let Err(e) = try_attach(conn, &file) {
         tracing::warn!(index = %file.display(), error = %e, "the ledger's index is unreadable; building it again from the ledger");
         let _ = conn.execute_batch(&format!("DETACH DATABASE {SCHEMA}"));
-        for f in [file.clone(), suffixed(&file, "-journal")] {
+        for f in [file.clone(), super::suffixed(&file, "-journal")] {
             match std::fs::remove_file(&f) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(LedgerError::Folder { path: f.display().to_string(), source: std::sync::Arc::new(e) })
@@ -84,12 +82,6 @@ pub(super) fn attach_for_writing(conn: &Connection, ledger: &Path) -> Result<(),
         try_attach(conn, &file)?;
     }
     guard_unsynced_writes(conn)
-}
-
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 fn try_attach(conn: &Connection, file: &Path) -> Result<(), LedgerError> {

@@ -417,6 +417,14 @@ pub(crate) fn read_only_uri(path: &Path) -> String {
     uri
 }
 
+/// `path` with `suffix` added to its file name: the files beside the
+/// ledger (`-index`, `-projections`, SQLite's `-wal`) are named this way.
+pub(crate) fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    std::path::PathBuf::from(s)
+}
+
 /// This boot of the machine, as Linux names it; `None` elsewhere. Files
 /// written without syncs record it, to tell a machine crash afterwards.
 pub(crate) fn boot_id() -> Option<String> {

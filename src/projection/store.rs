@@ -63,11 +63,7 @@ pub fn path(ledger: &Path) -> PathBuf {
     suffixed(ledger, "-projections")
 }
 
-pub(super) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
+pub(super) use crate::ledger::suffixed;
 
 /// Opens (creating it, or emptying one of another version) the projection
 /// file of `ledger` for folding and reading, with the ledger attached

@@ -281,11 +281,7 @@ async fn an_anchor_kept_elsewhere_catches_a_truncated_or_re_chained_ledger() {
 }
 
 /// The writer's dedupe index, a file beside the ledger derived from it.
-fn index_file(db: &std::path::Path) -> std::path::PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push("-index");
-    s.into()
-}
+use invitation_ledger::ledger::index::path as index_file;
 
 /// The service again, on the ledger in `dir`.
 async fn restart(dir: tempfile::TempDir, db: &std::path::Path) -> TestApp {
