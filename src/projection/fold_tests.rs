@@ -607,3 +607,28 @@ fn a_zero_amount_is_not_due_with_reason_zero_amount() {
         assert_eq!(payout.reason.as_deref(), Some("zero_amount"), "{zero}");
     }
 }
+
+#[test]
+fn a_null_request_body_folds_the_same_whether_or_not_the_state_was_stored_between() {
+    // given two requests under one key, the first with a null body (a
+    // malformed event: the reconciler always sends an object)
+    let key = super::events::IdempotencyKey::of(INV, ObligationKind::InviteePayment);
+    let requested = |seq: u64, amount: i64, request: Value| {
+        event(
+            seq,
+            "payout.requested",
+            INV,
+            json!({"invitation_id": INV, "obligation": "invitee_payment",
+            "idempotency_key": key, "attempt": seq, "requested_at": "2026-11-01T10:00:01Z",
+            "amount": {"value": amount, "currency": "USD"}, "request": request}),
+        )
+    };
+    let (first, second) = (requested(1, 5, Value::Null), requested(2, 7, json!({"amount": 7})));
+    // when one fold keeps the state in memory and the other stores it as
+    // JSON between the events (as the projector does between batches)
+    let in_memory = fold(&[first.clone(), second.clone()]);
+    let stored: InvitationState = serde_json::from_str(&serde_json::to_string(&fold(&[first])).unwrap()).unwrap();
+    let resumed = apply(stored, &second);
+    // then both record the same first request
+    assert_eq!(resumed, in_memory);
+}

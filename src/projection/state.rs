@@ -433,7 +433,10 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 // asks for: it is the obligation's record of what was asked.
                 ob.receiver_uma = r.receiver_uma.or_else(|| receiver_in(&r.request));
                 ob.amount = r.amount;
-                ob.request = Some(r.request);
+                // A null body is no body: stored as JSON, `Some(null)`
+                // reads back as `None`, and the fold must not depend on
+                // whether the state was stored between two events.
+                ob.request = Some(r.request).filter(|v| !v.is_null());
             }
             ob.requested_seq = Some(event.seq);
             ob.updated_at = Some(r.requested_at);
