@@ -34,7 +34,10 @@ CREATE TABLE invitations (
 -- (`?1 IS NULL OR status = ?1`), which SQLite cannot answer from an index,
 -- so lists walk the primary key in id order and filter as they go.
 CREATE INDEX invitations_by_code ON invitations (code) WHERE code IS NOT NULL;
-CREATE INDEX invitations_with_work ON invitations (invitation_id, work) WHERE work <> 0;
+-- Keyed by the work value, so by rowid within it: a new row is appended at
+-- the edge of its value's run instead of a random page (rows are new
+-- invitations far more often than not).
+CREATE INDEX invitations_with_work ON invitations (work) WHERE work <> 0;
 -- Only the few rows still waiting for their data: counted on every status
 -- page and metrics scrape.
 CREATE INDEX invitations_awaiting_data ON invitations (source) WHERE awaiting_data = 1;

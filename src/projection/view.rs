@@ -202,6 +202,8 @@ pub mod work_bits {
     pub const INVITEE_PAYMENT: i64 = 2;
     pub const INVITER_INCENTIVE: i64 = 4;
     pub const INVITER_NOTIFICATION: i64 = 8;
+    /// Every bit: the largest value the `work` column takes.
+    pub const ALL: i64 = FETCH | INVITEE_PAYMENT | INVITER_INCENTIVE | INVITER_NOTIFICATION;
 }
 
 /// Which workers may have something to do for this invitation. Stored with

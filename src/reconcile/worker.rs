@@ -104,9 +104,6 @@ pub struct Seams<E, C, J> {
     pub jitter: J,
 }
 
-/// Largest number of invitations one pass reads at a time.
-const PAGE: usize = 1000;
-
 impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     pub fn new(
         db: PathBuf,
@@ -209,19 +206,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             if catch_up {
                 store::catch_up(conn, 5_000)?;
             }
-            let mut out = Vec::new();
-            let mut after = String::new();
-            loop {
-                let page = crate::projection::query::needing_work(conn, mask, &after, PAGE)?;
-                let Some(last) = page.last() else { break };
-                after = last.invitation_id.clone();
-                let full = page.len() == PAGE;
-                out.extend(page);
-                if !full {
-                    break;
-                }
-            }
-            Ok(out)
+            Ok(crate::projection::query::needing_work(conn, mask)?)
         })
         .await
         .map_err(|e| ReconcileError::Task(e.to_string()))?
