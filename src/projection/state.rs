@@ -16,7 +16,10 @@ use crate::source::{Report, Source};
 use crate::time::instant;
 
 /// A value with the snapshot it came from, for newest-wins merges.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as `[value, at, seq]` rather than an object: a state holds a dozen
+/// of them, and the field names were a fifth of every stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned<T> {
     pub value: T,
     /// Microseconds since the epoch of the snapshot's date (its
@@ -25,8 +28,20 @@ pub struct Versioned<T> {
     pub at: i64,
     /// The ledger seq of the event that carried it: of two snapshots of the
     /// same date, the one appended later is the newer.
-    #[serde(default)]
     pub seq: u64,
+}
+
+impl<T: Serialize> Serialize for Versioned<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.value, self.at, self.seq).serialize(serializer)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Versioned<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (value, at, seq) = <(T, i64, u64)>::deserialize(deserializer)?;
+        Ok(Versioned { value, at, seq })
+    }
 }
 
 impl<T> Versioned<T> {
