@@ -1,16 +1,18 @@
-//! The ledger's lookup index: which `seq` holds an event key, and which
-//! events belong to a stream. It lives in a file of its own beside the
-//! ledger (`<ledger>-index`), derived from the ledger and rebuilt from it
-//! whenever it cannot be trusted.
+//! The ledger's dedupe index: which `seq` holds an event key. It lives in
+//! a file of its own beside the ledger (`<ledger>-index`), derived from the
+//! ledger and rebuilt from it whenever it cannot be trusted.
 //!
-//! Why not indexes inside the ledger: event keys and invitation ids are
-//! random, so each new event lands on another page of each index, and with
-//! the ledger synced on every commit those pages were written again and
-//! again. Measured under load (10 s of real-shaped webhooks), the two
-//! indexes were about 14 of the 19 KB written per webhook. Here they are
-//! written in place without syncs (a rollback journal, `synchronous=OFF`):
-//! a page rewritten while the kernel still holds it dirty costs nothing
-//! more, and nothing waits for the disk.
+//! Why not an index inside the ledger: event keys are random, so each new
+//! event lands on another page of the index, and with the ledger synced on
+//! every commit those pages were written again and again. Measured under
+//! load (10 s of real-shaped webhooks), the key index and the stream index
+//! then beside it were about 14 of the 19 KB written per webhook. Here the
+//! key index is written in place without syncs (a rollback journal,
+//! `synchronous=OFF`): a page rewritten while the kernel still holds it
+//! dirty costs nothing more, and nothing waits for the disk. Which events
+//! belong to an invitation is not indexed at all: its projection lists
+//! them (the stream index here cost the writer about 8 µs per webhook, a
+//! random page and its journal copy).
 //!
 //! What keeps that safe, since the dedupe answers "already stored" from it:
 //! - It is changed in the same transaction as the ledger, on the writer's
@@ -48,11 +50,9 @@ CREATE TABLE IF NOT EXISTS ledger_index.event_keys (
     event_key TEXT    PRIMARY KEY,
     seq       INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_index.stream_events (
-    stream TEXT    NOT NULL,
-    seq    INTEGER NOT NULL,
-    PRIMARY KEY (stream, seq)
-) WITHOUT ROWID;
+-- Kept by earlier versions; each invitation's projection lists its
+-- events now.
+DROP TABLE IF EXISTS ledger_index.stream_events;
 INSERT OR IGNORE INTO ledger_index.index_meta (id, last_seq) VALUES (1, 0);
 ";
 
@@ -120,7 +120,6 @@ fn guard_unsynced_writes(conn: &Connection) -> Result<(), LedgerError> {
 fn clear(conn: &Connection) -> Result<(), LedgerError> {
     conn.execute_batch(
         "DELETE FROM ledger_index.event_keys;
-         DELETE FROM ledger_index.stream_events;
          UPDATE ledger_index.index_meta SET last_seq = 0, last_hash = NULL WHERE id = 1;",
     )?;
     Ok(())
@@ -161,15 +160,10 @@ pub(super) fn sync(conn: &Connection, seq: u64, hash: &Hash) -> Result<(), Ledge
         0
     };
     let started = std::time::Instant::now();
-    // Sorted by key, each index is written along its edge, not page by page.
+    // Sorted by key, the index is written along its edge, not page by page.
     conn.execute(
         "INSERT OR IGNORE INTO ledger_index.event_keys (event_key, seq)
          SELECT event_key, seq FROM main.events WHERE seq > ?1 ORDER BY event_key, seq",
-        [from as i64],
-    )?;
-    conn.execute(
-        "INSERT OR IGNORE INTO ledger_index.stream_events (stream, seq)
-         SELECT stream, seq FROM main.events WHERE seq > ?1 AND stream IS NOT NULL ORDER BY stream, seq",
         [from as i64],
     )?;
     covered(conn, seq, hash)?;
@@ -223,13 +217,9 @@ pub(super) fn known(conn: &Connection, event_key: &str, sibling_prefix: Option<&
 ///
 /// # Errors
 /// When SQLite fails.
-pub(super) fn add(conn: &Connection, seq: u64, event_key: &str, stream: Option<&str>) -> Result<(), LedgerError> {
+pub(super) fn add(conn: &Connection, seq: u64, event_key: &str) -> Result<(), LedgerError> {
     conn.prepare_cached("INSERT INTO ledger_index.event_keys (event_key, seq) VALUES (?1, ?2)")?
         .execute(params![event_key, seq as i64])?;
-    if let Some(stream) = stream {
-        conn.prepare_cached("INSERT INTO ledger_index.stream_events (stream, seq) VALUES (?1, ?2)")?
-            .execute(params![stream, seq as i64])?;
-    }
     Ok(())
 }
 
@@ -241,44 +231,4 @@ pub(super) fn covered(conn: &Connection, seq: u64, hash: &Hash) -> Result<(), Le
     conn.prepare_cached("UPDATE ledger_index.index_meta SET last_seq = ?1, last_hash = ?2 WHERE id = 1")?
         .execute(params![seq as i64, &hash[..]])?;
     Ok(())
-}
-
-/// Brings the index of `ledger` up to date on a connection of its own,
-/// for a reader that needs it whole (a rebuild).
-///
-/// # Errors
-/// When either file cannot be opened or SQLite fails.
-pub fn bring_up_to_date(ledger: &Path) -> Result<(), LedgerError> {
-    let mut conn = super::open(ledger)?;
-    attach_for_writing(&conn, ledger)?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (seq, hash) = super::head(&tx)?;
-    sync(&tx, seq, &hash)?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// The `seq`s of `stream`'s events, oldest first, at most `cap` of them,
-/// and how many there are; `None` when the index cannot be read (missing,
-/// torn, a crashed writer's journal not rolled back yet): the caller then
-/// reads the ledger itself. A connection of its own, opened for the call,
-/// so that no long-lived reader holds the index's lock or depends on it.
-pub fn stream_seqs(ledger: &Path, stream: &str, cap: usize) -> Option<(Vec<u64>, u64)> {
-    let conn = Connection::open_with_flags(
-        path(ledger),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .ok()?;
-    conn.busy_handler(Some(super::wait_for_lock)).ok()?;
-    let read = || -> rusqlite::Result<(Vec<u64>, u64)> {
-        let tx = conn.unchecked_transaction()?;
-        let seqs = tx
-            .prepare("SELECT seq FROM stream_events WHERE stream = ?1 ORDER BY seq LIMIT ?2")?
-            .query_map(params![stream, cap as i64], |r| r.get::<_, i64>(0).map(|s| s as u64))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let total: i64 =
-            tx.query_row("SELECT COUNT(*) FROM stream_events WHERE stream = ?1", [stream], |r| r.get(0))?;
-        Ok((seqs, total as u64))
-    };
-    read().ok()
 }

@@ -292,33 +292,15 @@ pub fn for_each_after<E: From<LedgerError>>(
     Ok(())
 }
 
-/// Opens the ledger for reading only with its [`index`] attached, first
-/// brought up to date: for a reader that walks one stream at a time. Where
-/// the index cannot be brought up to date (a read-only copy of a ledger),
-/// the connection comes without it, and [`for_each_by_stream`] sorts the
-/// ledger itself instead.
-///
-/// # Errors
-/// As [`open_read_only`].
-pub fn open_read_only_indexed(path: &Path) -> Result<Connection, LedgerError> {
-    let conn = open_read_only(path)?;
-    let indexed = index::bring_up_to_date(path).and_then(|()| {
-        conn.execute(&format!("ATTACH DATABASE ?1 AS {}", index::SCHEMA), [read_only_uri(&index::path(path))])?;
-        Ok(())
-    });
-    if let Err(e) = indexed {
-        tracing::warn!(error = %e, "the ledger's index cannot be brought up to date; sorting the ledger itself instead (slower)");
-    }
-    Ok(conn)
-}
-
 /// Calls `each` for every event with a stream and `seq <= upto`, grouped by
 /// stream and in `seq` order within each: one invitation's events at a
-/// time. `conn` comes from [`open_read_only_indexed`].
+/// time, so a replay holds one invitation's state, not all of them.
 ///
-/// The index is read a page at a time, each page a statement of its own,
-/// so the writer (which holds the index's write lock at each commit) waits
-/// for one page at most, not for the whole walk.
+/// The order is made once, in a temporary table of `seq`s that SQLite
+/// fills sorted by (stream, seq) (sorting a few bytes per event, in its
+/// temporary files, not the bodies); the rows are then read in that order.
+/// Works on a read-only connection: the temporary table is the
+/// connection's own.
 ///
 /// # Errors
 /// When SQLite fails or `each` does.
@@ -327,60 +309,30 @@ pub fn for_each_by_stream<E: From<LedgerError>>(
     upto: u64,
     mut each: impl FnMut(EventView<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let indexed: i64 = conn
-        .query_row("SELECT COUNT(*) FROM pragma_database_list WHERE name = ?1", [index::SCHEMA], |r| r.get(0))
-        .map_err(LedgerError::from)?;
-    if indexed > 0 {
-        return for_each_by_stream_paged(conn, upto, 4096, each);
-    }
-    // Without the index: SQLite sorts every row with a stream (in its
-    // temporary files, not in memory).
-    let mut stmt = conn
-        .prepare(
-            "SELECT seq, kind, stream, body, event_key, recorded_at FROM events
-             WHERE stream IS NOT NULL AND seq <= ?1 ORDER BY stream, seq",
-        )
-        .map_err(LedgerError::from)?;
-    let mut rows = stmt.query(params![upto as i64]).map_err(LedgerError::from)?;
-    while let Some(row) = rows.next().map_err(LedgerError::from)? {
-        each(view_of(row).map_err(LedgerError::from)?)?;
-    }
-    Ok(())
-}
-
-fn for_each_by_stream_paged<E: From<LedgerError>>(
-    conn: &Connection,
-    upto: u64,
-    page: usize,
-    mut each: impl FnMut(EventView<'_>) -> Result<(), E>,
-) -> Result<(), E> {
-    let page = page as i64;
-    // Only the columns the fold reads, borrowed from the row: a replay
-    // reads every event once and keeps none.
-    let mut stmt = conn
-        .prepare(
-            "SELECT s.seq, e.kind, s.stream, e.body, e.event_key, e.recorded_at
-             FROM ledger_index.stream_events s JOIN main.events e ON e.seq = s.seq
-             WHERE (s.stream, s.seq) > (?1, ?2) AND s.seq <= ?3
-             ORDER BY s.stream, s.seq LIMIT ?4",
-        )
-        .map_err(LedgerError::from)?;
-    let mut after = (String::new(), 0i64);
-    loop {
-        let mut rows = stmt.query(params![after.0, after.1, upto as i64, page]).map_err(LedgerError::from)?;
-        let mut read = 0;
+    conn.execute_batch("DROP TABLE IF EXISTS temp.by_stream").map_err(LedgerError::from)?;
+    conn.execute(
+        "CREATE TEMP TABLE by_stream AS
+         SELECT seq FROM main.events WHERE stream IS NOT NULL AND seq <= ?1 ORDER BY stream, seq",
+        params![upto as i64],
+    )
+    .map_err(LedgerError::from)?;
+    let walked = (|| {
+        // Only the columns the fold reads, borrowed from the row: a replay
+        // reads every event once and keeps none.
+        let mut stmt = conn
+            .prepare(
+                "SELECT e.seq, e.kind, e.stream, e.body, e.event_key, e.recorded_at
+                 FROM temp.by_stream o CROSS JOIN main.events e ON e.seq = o.seq ORDER BY o.rowid",
+            )
+            .map_err(LedgerError::from)?;
+        let mut rows = stmt.query([]).map_err(LedgerError::from)?;
         while let Some(row) = rows.next().map_err(LedgerError::from)? {
-            let view = view_of(row).map_err(LedgerError::from)?;
-            read += 1;
-            if read == page {
-                after = (view.stream.unwrap_or_default().to_owned(), view.seq as i64);
-            }
-            each(view)?;
+            each(view_of(row).map_err(LedgerError::from)?)?;
         }
-        if read < page {
-            return Ok(());
-        }
-    }
+        Ok(())
+    })();
+    conn.execute_batch("DROP TABLE IF EXISTS temp.by_stream").map_err(LedgerError::from)?;
+    walked
 }
 
 /// The `seq, kind, stream, body, event_key, recorded_at` of a row, borrowed
@@ -458,7 +410,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn walking_by_stream_crosses_pages_without_losing_or_repeating_an_event() {
+    async fn walking_by_stream_gives_every_event_once_by_stream_then_seq() {
         // given 11 events of 3 invitations, interleaved, and one without a stream
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.db");
@@ -469,26 +421,23 @@ mod tests {
         writer.append_all(events).await.unwrap();
         drop(writer);
         thread.join().unwrap();
-        // when they are walked by stream three at a time, up to seq 10
-        let conn = open_read_only_indexed(&db).unwrap();
-        let mut seen = Vec::new();
-        for_each_by_stream_paged(&conn, 10, 3, |e| -> Result<(), LedgerError> {
-            seen.push((e.stream.unwrap().to_owned(), e.seq));
-            Ok(())
-        })
-        .unwrap();
+        // when they are walked by stream, up to seq 10, on a read-only connection
+        let conn = open_read_only(&db).unwrap();
+        let walk = || {
+            let mut seen = Vec::new();
+            for_each_by_stream(&conn, 10, |e| -> Result<(), LedgerError> {
+                seen.push((e.stream.unwrap().to_owned(), e.seq));
+                Ok(())
+            })
+            .unwrap();
+            seen
+        };
         // then every event with a stream up to 10 comes once, by stream then seq
         let mut expected: Vec<(String, u64)> =
             (1..=10u64).filter(|seq| *seq != 5).map(|seq| (streams[(seq as usize - 1) % 3].to_owned(), seq)).collect();
         expected.sort();
-        assert_eq!(seen, expected);
-        // and without the index (a read-only copy), the same, sorted by SQLite
-        let mut unindexed = Vec::new();
-        for_each_by_stream(&open_read_only(&db).unwrap(), 10, |e| -> Result<(), LedgerError> {
-            unindexed.push((e.stream.unwrap().to_owned(), e.seq));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(unindexed, expected);
+        assert_eq!(walk(), expected);
+        // and a second walk on the same connection, the same
+        assert_eq!(walk(), expected);
     }
 }

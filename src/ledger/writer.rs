@@ -390,7 +390,7 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
                     &prev[..],
                     &h[..]
                 ])?;
-                index::add(&tx, seq, &e.event_key, e.stream.as_deref())?;
+                index::add(&tx, seq, &e.event_key)?;
                 if sibling_exists {
                     tracing::warn!(event_key = %e.event_key, seq, "same Lightspark event id arrived with a different body; kept both");
                 }

@@ -303,6 +303,22 @@ fn events_of_another_invitation_change_nothing() {
 }
 
 #[test]
+fn every_event_of_the_stream_is_listed_once_in_seq_order_even_one_the_fold_cannot_read() {
+    // Given a webhook, an event of another invitation, one the fold cannot
+    // read and a later webhook
+    let mut other = webhook(2, "t", Some(json!({"id": "Other", "status": "CLAIMED"})));
+    other.stream = Some("Other".into());
+    let unreadable = event(3, "webhook.received", INV, json!("not a webhook"));
+    let events = [webhook(1, "t1", None), other, unreadable, webhook(5, "t2", None)];
+    // When they are folded, and the last one again (a repeated delivery of the same row)
+    let mut state = fold(&events);
+    state = apply(state, &events[3]);
+    // Then the invitation lists its own three, oldest first, once each
+    assert_eq!(state.events, [1, 3, 5]);
+    assert_eq!(state.undecodable.len(), 1);
+}
+
+#[test]
 fn requested_then_succeeded_settles_the_payout_with_its_payment_id() {
     let claimed = webhook(
         1,

@@ -109,7 +109,8 @@ fn swap(fresh: &Path, live: &Path) -> Result<(), ProjectionError> {
 /// Folds the ledger's events up to `upto` into the tables of `conn`, a
 /// fresh file from [`open_scratch`] (whose attached ledger is `ledger`).
 ///
-/// Events are read one invitation at a time (through the stream index) by
+/// Events are read one invitation at a time (sorted by stream, see
+/// [`ledger::for_each_by_stream`]) by
 /// a reader thread that folds each invitation completely and hands over its
 /// final state; this thread serialises and inserts. So each row is written
 /// once, in invitation-id order, which keeps every insert, and every index
@@ -124,7 +125,7 @@ fn replay(
 ) -> Result<RebuildSummary, ProjectionError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let deferred = drop_indexes_built_after_rows(&tx)?;
-    let source = ledger::open_read_only_indexed(ledger)?;
+    let source = ledger::open_read_only(ledger)?;
     // Batches of final states, with how many events were read so far;
     // bounded so the reader cannot run far ahead of the inserts.
     let (states_tx, states_rx) = std::sync::mpsc::sync_channel::<(Vec<InvitationState>, u64)>(16);
@@ -132,7 +133,7 @@ fn replay(
     std::thread::scope(|scope| -> Result<(), ProjectionError> {
         let reader = scope.spawn(move || fold_by_stream(&source, upto, &states_tx));
         let mut inserted: Result<(), ProjectionError> = Ok(());
-        // Rows arrive in invitation-id order (the index's stream order, the
+        // Rows arrive in invitation-id order (the sort's stream order, the
         // same binary collation), the checksum's order: it is computed as
         // they are written instead of reading 100s of MB back.
         let mut insert = tx.prepare(SAVE)?;

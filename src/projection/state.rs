@@ -271,6 +271,12 @@ pub struct InvitationState {
     /// skipped in silence, they are shown with the invitation and counted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undecodable: Vec<UndecodableEvent>,
+    /// The seq of every event of its stream folded in, oldest first: the
+    /// invitation page lists its stored events from here, since the row is
+    /// written for each of them anyway (an index of streams kept beside the
+    /// ledger cost the writer a random page per webhook).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<u64>,
 }
 
 /// An event of the invitation's stream that [`apply`] could not read.
@@ -368,6 +374,11 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
         return;
     }
     state.last_seq = state.last_seq.max(event.seq);
+    // Kept sorted and without repeats whatever order events come in (they
+    // come in seq order, so this is a push).
+    if let Err(at) = state.events.binary_search(&event.seq) {
+        state.events.insert(at, event.seq);
+    }
     if state.first_seen.as_ref().is_none_or(|f| event.seq < f.seq) {
         state.first_seen = Some(Versioned { value: event.recorded_at.to_owned(), at: 0, seq: event.seq });
     }

@@ -113,7 +113,9 @@ impl Decimals {
 /// When SQLite fails.
 pub fn decimals(conn: &Connection, invitation_id: &str) -> Result<Decimals, ProjectionError> {
     let mut d = Decimals::default();
-    let (seqs, _) = stream_seqs(conn, invitation_id)?;
+    let folded_up_to = super::store::checkpoint(conn)?;
+    let Some(state) = super::store::load(conn, invitation_id)? else { return Ok(d) };
+    let (seqs, _) = stream_seqs(conn, &state, folded_up_to)?;
     let mut stmt = conn.prepare_cached(
         "SELECT body FROM ledger.events WHERE seq = ?1 AND stream = ?2 AND kind IN ('webhook.received', 'invitation.fetched')",
     )?;
@@ -129,24 +131,28 @@ pub fn decimals(conn: &Connection, invitation_id: &str) -> Result<Decimals, Proj
 }
 
 /// The `seq`s of the invitation's events (at most [`TRAIL_CAP`], oldest
-/// first) and how many there are, from the ledger's index file; from the
-/// ledger itself, reading every row, when the index cannot be read.
-fn stream_seqs(conn: &Connection, invitation_id: &str) -> Result<(Vec<u64>, u64), ProjectionError> {
-    let ledger_file: Option<String> = conn
-        .prepare_cached("SELECT file FROM pragma_database_list WHERE name = 'ledger'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    if let Some(found) =
-        ledger_file.and_then(|f| ledger::index::stream_seqs(std::path::Path::new(&f), invitation_id, TRAIL_CAP))
-    {
-        return Ok(found);
+/// first) and how many there are: those its projected `state` lists, and
+/// any of its stream appended after `folded_up_to`, the projection
+/// checkpoint read before `state` was (so `state` covers every event up to
+/// it). Only those few rows past the checkpoint are read from the ledger.
+fn stream_seqs(
+    conn: &Connection,
+    state: &super::state::InvitationState,
+    folded_up_to: u64,
+) -> Result<(Vec<u64>, u64), ProjectionError> {
+    let mut all = state.events.clone();
+    let newer = conn
+        .prepare_cached("SELECT seq FROM ledger.events WHERE seq > ?1 AND stream = ?2 ORDER BY seq")?
+        .query_map(params![folded_up_to as i64, state.invitation_id], |r| r.get::<_, i64>(0).map(|s| s as u64))?
+        .collect::<Result<Vec<u64>, _>>()?;
+    for seq in newer {
+        if let Err(at) = all.binary_search(&seq) {
+            all.insert(at, seq);
+        }
     }
-    let all: Vec<u64> = conn
-        .prepare_cached("SELECT seq FROM ledger.events WHERE stream = ?1 ORDER BY seq")?
-        .query_map([invitation_id], |r| r.get::<_, i64>(0).map(|s| s as u64))?
-        .collect::<Result<_, _>>()?;
     let total = all.len() as u64;
-    Ok((all.into_iter().take(TRAIL_CAP).collect(), total))
+    all.truncate(TRAIL_CAP);
+    Ok((all, total))
 }
 
 /// One stored event and what it says.
@@ -224,8 +230,9 @@ fn decoded(e: &LedgerEvent) -> Said {
 /// # Errors
 /// When SQLite fails or the stored projection cannot be read.
 pub fn trail(conn: &Connection, id_or_code: &str) -> Result<Option<Trail>, ProjectionError> {
+    let folded_up_to = super::store::checkpoint(conn)?;
     let Some(state) = super::query::find(conn, id_or_code)? else { return Ok(None) };
-    let (seqs, total) = stream_seqs(conn, &state.invitation_id)?;
+    let (seqs, total) = stream_seqs(conn, &state, folded_up_to)?;
     let mut stored: Vec<LedgerEvent> = Vec::with_capacity(seqs.len());
     for seq in seqs {
         if let Some(e) = event_of_invitation(conn, &state.invitation_id, seq)? {
@@ -359,6 +366,43 @@ fn first_seq_at_or_after(conn: &Connection, since: &str) -> Result<u64, Projecti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::writer::LedgerWriter;
+    use crate::ledger::{kinds, NewEvent};
+
+    fn claim(n: u32, invitation: &str) -> NewEvent {
+        let body = format!(
+            r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"e{n}","timestamp":"2026-11-28T10:00:0{n}Z","entity_id":"{invitation}"}}"#
+        );
+        NewEvent {
+            event_key: format!("lightspark:e{n}:00"),
+            kind: kinds::WEBHOOK_RECEIVED.into(),
+            stream: Some(invitation.into()),
+            body: body.into_bytes(),
+            signature: None,
+            sibling_prefix: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_trail_lists_folded_events_and_those_appended_since_the_last_fold() {
+        // Given two events of an invitation (and one of another) folded into
+        // the projections, then two more of it appended and not folded yet
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let (writer, thread) = LedgerWriter::start(&db).unwrap();
+        writer.append_all(vec![claim(1, "Inv:a"), claim(2, "Inv:b"), claim(3, "Inv:a")]).await.unwrap();
+        let mut conn = super::super::store::open(&db).unwrap();
+        assert_eq!(super::super::store::catch_up(&mut conn, 100).unwrap(), 3);
+        writer.append_all(vec![claim(4, "Inv:a"), claim(5, "Inv:b"), claim(6, "Inv:a")]).await.unwrap();
+        drop(writer);
+        thread.join().unwrap();
+        // When its trail is read
+        let trail = trail(&conn, "Inv:a").unwrap().expect("the invitation is projected");
+        // Then it holds all four of its events, in seq order, and no other's
+        let seqs: Vec<u64> = trail.events.iter().map(|e| e.event.seq).collect();
+        assert_eq!(seqs, [1, 3, 4, 6]);
+        assert_eq!((trail.checkpoint, trail.head, trail.more), (3, 6, 0));
+    }
 
     #[test]
     fn envelopes_are_read_in_either_sources_spelling() {
