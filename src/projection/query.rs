@@ -67,19 +67,32 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<InvitationState>, 
 /// The index of rows with work is keyed by the `work` value (and within a
 /// value by rowid), so a new row lands at the edge of its value's run
 /// rather than on a random page of an index in id order: one 16 KiB page
-/// less for the projector to write per new invitation. So each value that
-/// shares a bit with `mask` is asked for in turn (at most 15), and the
-/// whole is put in id order here. An empty mask reads nothing.
+/// less for the projector to write per new invitation. So the values that
+/// share a bit with `mask` (at most 15) are looked up, and the whole is put
+/// in id order here. One statement, so one snapshot: asked value by value,
+/// a row the projector moved from a value already read to one not read yet
+/// came twice, and its obligation was acted on twice in one pass. An empty
+/// mask reads nothing.
 ///
 /// # Errors
 /// When SQLite fails.
 pub fn needing_work(conn: &Connection, mask: i64) -> Result<Vec<InvitationState>, ProjectionError> {
-    // `work <> 0` lets SQLite use the partial index whatever the parameter.
-    let mut stmt = conn.prepare_cached("SELECT invitation_id, state FROM invitations WHERE work <> 0 AND work = ?1")?;
-    let mut out = Vec::new();
-    for value in (1..=view::work_bits::ALL).filter(|w| w & mask != 0) {
-        out.extend(decode_rows(&mut stmt, [value])?);
+    const VALUES: usize = view::work_bits::ALL as usize;
+    // Unused places hold 0, which `work <> 0` excludes; that condition also
+    // lets SQLite use the partial index whatever the parameters.
+    let mut values = [0i64; VALUES];
+    let mut wanted = (1..=view::work_bits::ALL).filter(|w| w & mask != 0).peekable();
+    if wanted.peek().is_none() {
+        return Ok(Vec::new());
     }
+    for (slot, value) in values.iter_mut().zip(wanted) {
+        *slot = value;
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT invitation_id, state FROM invitations WHERE work <> 0
+         AND work IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    let mut out = decode_rows(&mut stmt, rusqlite::params_from_iter(values))?;
     out.sort_unstable_by(|a, b| a.invitation_id.cmp(&b.invitation_id));
     Ok(out)
 }
@@ -435,14 +448,54 @@ mod tests {
     }
 
     #[test]
+    fn a_row_whose_work_changes_while_work_is_read_is_read_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let payment = work_bits::INVITEE_PAYMENT;
+        let notification = work_bits::INVITER_NOTIFICATION;
+        let (dir, conn) = projections_with(&[("a", payment), ("b", notification)]);
+        let projector = Arc::new(Mutex::new(store::open(&dir.path().join("ledger.db")).unwrap()));
+        let set_a = |work: i64, projector: &Connection| {
+            projector.execute("UPDATE invitations SET work = ?1 WHERE invitation_id = 'a'", [work]).unwrap();
+        };
+        // The projector folds at the nth step of SQLite's machine during the read.
+        let (steps, nth) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        conn.progress_handler(1, {
+            let (steps, nth, projector) = (steps.clone(), nth.clone(), projector.clone());
+            Some(move || {
+                if steps.fetch_add(1, Ordering::SeqCst) + 1 == nth.load(Ordering::SeqCst) {
+                    set_a(payment | notification, &projector.lock().unwrap());
+                }
+                false
+            })
+        });
+        // At every point of the read in turn:
+        for n in 1..=200 {
+            // Given an invitation owing a payment, and one owing a notification
+            set_a(payment, &projector.lock().unwrap());
+            steps.store(0, Ordering::SeqCst);
+            nth.store(n, Ordering::SeqCst);
+            // When, while the reconciler reads its work, the projector folds
+            // an event that makes the first owe a notification too
+            let read = needing_work(&conn, payment | notification).unwrap();
+            // Then each invitation comes once: twice, its payment could be
+            // acted on twice in one pass
+            assert_eq!(ids(&read), ["a", "b"], "the projector folded at step {n} of the read");
+        }
+    }
+
+    #[test]
     fn work_is_looked_up_through_the_index_of_rows_with_work() {
         // Given the projection schema, when SQLite plans the work query,
         // then it searches the partial index rather than scanning every row
         let (_dir, conn) = projections_with(&[]);
         let plan: Vec<String> = conn
-            .prepare("EXPLAIN QUERY PLAN SELECT invitation_id, state FROM invitations WHERE work <> 0 AND work = ?1")
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT invitation_id, state FROM invitations WHERE work <> 0
+                 AND work IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )
             .unwrap()
-            .query_map([2], |r| r.get::<_, String>(3))
+            .query_map(rusqlite::params_from_iter([2i64; 15]), |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
