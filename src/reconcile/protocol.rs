@@ -76,7 +76,14 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 amount: request.amount.clone(),
                 request: request.body,
             };
-            self.inner.writer.append(InternalEvent::Requested(requested).to_new_event()).await?;
+            let recorded = self.inner.writer.append(InternalEvent::Requested(requested).to_new_event()).await?;
+            if recorded.duplicate {
+                // This attempt was recorded before: whoever recorded it makes
+                // the call. A second one would be a call without its own
+                // recorded attempt (a retry after a crash is the next attempt).
+                tracing::warn!("this attempt was recorded already; not sent again");
+                return Ok(Outcome::default());
+            }
             // 2. The call, with the same key (and body) on every attempt.
             let signature = match kind {
                 ObligationKind::InviterNotification => None,
@@ -162,5 +169,89 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 (failed(status, error, Some(next)), outcome)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::ReconcileConfig;
+    use crate::invitation::InvitationStatus;
+    use crate::ledger::writer::LedgerWriter;
+    use crate::metrics::Metrics;
+    use crate::money::{Money, PaymentAmount};
+    use crate::projection::state::Versioned;
+    use crate::reconcile::clock::SystemClock;
+    use crate::reconcile::endpoint::CallOutcome;
+    use crate::reconcile::fetch::Fetchers;
+    use crate::reconcile::worker::Seams;
+    use crate::rng::SplitMix;
+
+    /// A platform that counts the calls it receives and accepts each one.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Endpoint for Counting {
+        fn call(&self, _: OutgoingRequest) -> impl Future<Output = CallOutcome> + Send {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(CallOutcome::Answered { status: 200, body: br#"{"payment_id":"pay_1"}"#.to_vec() })
+        }
+    }
+
+    fn config() -> ReconcileConfig {
+        let second = Duration::from_secs(1);
+        ReconcileConfig {
+            payout_url: Some("http://payments.test/v1/payouts".into()),
+            payout_signing_key: None,
+            notify_url: None,
+            inviter_incentive: None,
+            lightspark_api_url: "http://lightspark.test/graphql".into(),
+            lightspark_credentials: None,
+            fetch_horizon: 3600 * second,
+            grid_api_url: "http://grid.test/".into(),
+            grid_credentials: None,
+            interval: second,
+            retry_base: second,
+            retry_max: 60 * second,
+            idempotency_window: 24 * 3600 * second,
+            request_timeout: 10 * second,
+            concurrency: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_recorded_already_is_not_sent_again() {
+        // Given a reconciler whose platform counts its calls, and a claimed
+        // invitation with an amount to pay
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let (writer, thread) = LedgerWriter::start(&db).unwrap();
+        let platform = Counting::default();
+        let reconciler = Reconciler::new(
+            db,
+            writer,
+            config(),
+            Seams { endpoint: platform.clone(), clock: SystemClock, jitter: SplitMix::seeded(1) },
+            Fetchers::default(),
+            Arc::new(Metrics::default()),
+        );
+        let mut state = InvitationState::new("Inv:1");
+        state.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0, seq: 1 });
+        state.invitee_uma = Some(Versioned { value: "$b@y.example".into(), at: 0, seq: 1 });
+        state.payment_amount =
+            Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0, seq: 1 });
+        // When the same attempt of its payment is sent twice, as a pass that
+        // read the invitation twice would
+        reconciler.send(&state, ObligationKind::InviteePayment, 1).await.unwrap();
+        reconciler.send(&state, ObligationKind::InviteePayment, 1).await.unwrap();
+        // Then the platform is called once: every call has its own recorded attempt
+        assert_eq!(platform.0.load(Ordering::SeqCst), 1);
+        drop(reconciler);
+        thread.join().unwrap();
     }
 }
