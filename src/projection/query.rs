@@ -61,6 +61,10 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<InvitationState>, 
     Ok((out, next))
 }
 
+/// [`needing_work`]'s statement: the rows whose `work` is any of 15 values.
+const NEEDING_WORK: &str = "SELECT invitation_id, state FROM invitations WHERE work <> 0
+     AND work IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
 /// Invitations with work among the bits of `mask` (see
 /// [`view::work_bits`]), in id order.
 ///
@@ -88,10 +92,7 @@ pub fn needing_work(conn: &Connection, mask: i64) -> Result<Vec<InvitationState>
     for (slot, value) in values.iter_mut().zip(wanted) {
         *slot = value;
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT invitation_id, state FROM invitations WHERE work <> 0
-         AND work IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?;
+    let mut stmt = conn.prepare_cached(NEEDING_WORK)?;
     let mut out = decode_rows(&mut stmt, rusqlite::params_from_iter(values))?;
     out.sort_unstable_by(|a, b| a.invitation_id.cmp(&b.invitation_id));
     Ok(out)
@@ -490,10 +491,7 @@ mod tests {
         // then it searches the partial index rather than scanning every row
         let (_dir, conn) = projections_with(&[]);
         let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT invitation_id, state FROM invitations WHERE work <> 0
-                 AND work IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )
+            .prepare(&format!("EXPLAIN QUERY PLAN {NEEDING_WORK}"))
             .unwrap()
             .query_map(rusqlite::params_from_iter([2i64; 15]), |r| r.get::<_, String>(3))
             .unwrap()
