@@ -72,6 +72,22 @@ pub struct NewEvent {
     pub sibling_prefix: Option<String>,
 }
 
+#[cfg(test)]
+impl NewEvent {
+    /// The `n`th unsigned webhook of a test, keyed `lightspark:e<n>:00`,
+    /// with `body` as given.
+    pub(crate) fn test_webhook(n: u32, stream: Option<&str>, body: impl Into<Vec<u8>>) -> NewEvent {
+        NewEvent {
+            event_key: format!("lightspark:e{n}:00"),
+            kind: kinds::WEBHOOK_RECEIVED.into(),
+            stream: stream.map(str::to_owned),
+            body: body.into(),
+            signature: None,
+            sibling_prefix: None,
+        }
+    }
+}
+
 /// One stored event, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEvent {
@@ -399,14 +415,7 @@ mod tests {
     use super::*;
 
     fn event(n: u32, stream: &str) -> NewEvent {
-        NewEvent {
-            event_key: format!("lightspark:e{n}:00"),
-            kind: kinds::WEBHOOK_RECEIVED.into(),
-            stream: Some(stream.into()),
-            body: format!("{{\"n\":{n}}}").into_bytes(),
-            signature: None,
-            sibling_prefix: None,
-        }
+        NewEvent::test_webhook(n, Some(stream), format!("{{\"n\":{n}}}"))
     }
 
     #[tokio::test]

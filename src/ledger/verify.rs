@@ -210,14 +210,7 @@ mod tests {
     use crate::ledger::{LedgerWriter, NewEvent};
 
     fn event(n: u32) -> NewEvent {
-        NewEvent {
-            event_key: format!("lightspark:e{n}:00"),
-            kind: "webhook.received".into(),
-            stream: None,
-            body: format!("{{\"n\":{n}}}").into_bytes(),
-            signature: None,
-            sibling_prefix: None,
-        }
+        NewEvent::test_webhook(n, None, format!("{{\"n\":{n}}}"))
     }
 
     #[tokio::test]

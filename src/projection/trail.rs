@@ -367,20 +367,13 @@ fn first_seq_at_or_after(conn: &Connection, since: &str) -> Result<u64, Projecti
 mod tests {
     use super::*;
     use crate::ledger::writer::LedgerWriter;
-    use crate::ledger::{kinds, NewEvent};
+    use crate::ledger::NewEvent;
 
     fn claim(n: u32, invitation: &str) -> NewEvent {
         let body = format!(
             r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"e{n}","timestamp":"2026-11-28T10:00:0{n}Z","entity_id":"{invitation}"}}"#
         );
-        NewEvent {
-            event_key: format!("lightspark:e{n}:00"),
-            kind: kinds::WEBHOOK_RECEIVED.into(),
-            stream: Some(invitation.into()),
-            body: body.into_bytes(),
-            signature: None,
-            sibling_prefix: None,
-        }
+        NewEvent::test_webhook(n, Some(invitation), body)
     }
 
     #[tokio::test]
