@@ -48,9 +48,7 @@ fn parse_anchor(text: &str) -> anyhow::Result<(u64, ledger::Hash)> {
         || anyhow::anyhow!("--expect {text:?} is not SEQ:HASH (a seq and 64 hex digits, as GET /v1/ledger/head gives)");
     let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
     let seq = seq.parse().map_err(|_| bad())?;
-    let mut h = [0u8; 32];
-    hex::decode_to_slice(hash, &mut h).map_err(|_| bad())?;
-    Ok((seq, h))
+    Ok((seq, ledger::Hash::from_hex(hash).map_err(|_| bad())?))
 }
 
 /// Opens the ledger read-only, refusing a path that does not exist rather
@@ -262,7 +260,7 @@ pub async fn resolve(
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
     let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
-    let resolution = crate::operator::Resolution { kind, decision, payment_id, note, by: Channel::Cli };
+    let resolution = crate::operator::Resolution { kind, decision, payment_id, note, by: Channel::Cli, seen: None };
     let recorded = match crate::projection::store::open_read_only(&db.db) {
         Ok(conn) => crate::operator::resolve(&ledger.writer, &conn, invitation, resolution).await.map_err(Into::into),
         Err(e) => Err(anyhow::Error::from(e)),

@@ -77,5 +77,6 @@ pub mod service;
 pub mod source;
 pub mod time;
 pub mod upstream;
+pub mod vocab;
 
 pub use service::serve;

@@ -7,12 +7,18 @@
 //! Deciding reads the projection (is the obligation in doubt or failed?)
 //! and recording appends; they are two steps so that a caller holding a
 //! pooled connection (the page) can read on it and let it go before it
-//! awaits the writer.
+//! awaits the writer. The append is conditional on the invitation's
+//! version the decision was taken on (the one the operator saw, when the
+//! page says so): of two operators deciding at once, one is recorded and
+//! the other told what happened meanwhile.
 
-use crate::ledger::{LedgerError, LedgerWriter};
-use crate::projection::events::{Channel, Decision, IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved};
+use crate::ledger::{Expected, LedgerError, LedgerStore, LedgerWriter};
+use crate::projection::events::{
+    summary, Channel, Decision, IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved,
+};
 use crate::projection::view::{obligation, ObligationState};
 use crate::projection::{query, ProjectionError};
+use crate::vocab::StreamId;
 
 /// Longest operator note kept, in characters: a sentence or a ticket
 /// reference, not a document.
@@ -27,6 +33,10 @@ pub enum OperatorError {
     UnknownInvitation(String),
     #[error("{invitation_id} {kind} is {state}, not in_doubt or failed: nothing to resolve")]
     NotResolvable { invitation_id: String, kind: &'static str, state: &'static str },
+    /// The invitation changed after the operator looked: the decision was
+    /// taken on what it said before, and is not recorded.
+    #[error("{invitation_id} changed meanwhile: {what}. Nothing was recorded: look at it again and decide on what it says now")]
+    Changed { invitation_id: String, what: String },
     /// The request itself is unusable (a missing payment id, a note too long).
     #[error("{0}")]
     Invalid(String),
@@ -46,6 +56,18 @@ pub struct Resolution {
     pub payment_id: Option<String>,
     pub note: Option<String>,
     pub by: Channel,
+    /// The invitation's version (its last `seq`) the operator saw when
+    /// deciding, when the decision says so (the page's forms carry it);
+    /// `None`: the version found when the decision is checked.
+    pub seen: Option<u64>,
+}
+
+/// A decision checked against the invitation, ready to record, with the
+/// version it was taken on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub resolved: ObligationResolved,
+    pub seen: u64,
 }
 
 /// What was appended.
@@ -101,9 +123,9 @@ pub fn decide(
     invitation: &str,
     r: Resolution,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<ObligationResolved, OperatorError> {
-    let payment_id = cleaned(r.payment_id, "payment id", PAYMENT_ID_MAX_CHARS, false)?;
-    let note = cleaned(r.note, "note", NOTE_MAX_CHARS, true)?;
+) -> Result<Decided, OperatorError> {
+    let payment_id = cleaned(r.payment_id.clone(), "payment id", PAYMENT_ID_MAX_CHARS, false)?;
+    let note = cleaned(r.note.clone(), "note", NOTE_MAX_CHARS, true)?;
     match (r.decision, &payment_id) {
         (Decision::Paid, None) => {
             return Err(OperatorError::Invalid("recording a payment as paid needs the platform's payment id".into()))
@@ -118,6 +140,12 @@ pub fn decide(
     }
     let state =
         query::find(conn, invitation)?.ok_or_else(|| OperatorError::UnknownInvitation(invitation.to_owned()))?;
+    let seen = r.seen.unwrap_or(state.last_seq);
+    if seen < state.last_seq {
+        // What changed is told when recording, from the ledger; recording
+        // on a version already past is refused there.
+        return Ok(Decided { resolved: resolution(&state, &r, payment_id, note, now), seen });
+    }
     let view = obligation(&state, r.kind);
     if !matches!(view.state, ObligationState::InDoubt | ObligationState::Failed) {
         return Err(OperatorError::NotResolvable {
@@ -126,7 +154,19 @@ pub fn decide(
             state: view.state.as_str(),
         });
     }
-    Ok(ObligationResolved {
+    Ok(Decided { resolved: resolution(&state, &r, payment_id, note, now), seen })
+}
+
+/// The `obligation.resolved` event of `r` on `state`.
+fn resolution(
+    state: &crate::projection::state::InvitationState,
+    r: &Resolution,
+    payment_id: Option<String>,
+    note: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ObligationResolved {
+    let view = obligation(state, r.kind);
+    ObligationResolved {
         invitation_id: state.invitation_id.clone(),
         obligation: r.kind,
         idempotency_key: IdempotencyKey::of(&state.invitation_id, r.kind),
@@ -136,17 +176,34 @@ pub fn decide(
         occurrence: format!("{}:{}", view.attempts, view.updated_at.as_deref().unwrap_or("-")),
         note,
         by: Some(r.by),
-    })
+    }
 }
 
-/// Appends a decision made by [`decide`] and waits for the commit.
+/// Appends a decision made by [`decide`], on the condition that the
+/// invitation is still at the version it was decided on, and waits for
+/// the commit.
 ///
 /// # Errors
-/// [`OperatorError::Ledger`] when the ledger cannot be written.
-pub async fn record(writer: &LedgerWriter, resolved: ObligationResolved) -> Result<Recorded, OperatorError> {
+/// [`OperatorError::Changed`] saying what happened meanwhile when the
+/// invitation moved on; [`OperatorError::Ledger`] when the ledger cannot
+/// be written.
+pub async fn record(writer: &LedgerWriter, decided: Decided) -> Result<Recorded, OperatorError> {
+    let Decided { resolved, seen } = decided;
     let (invitation_id, kind, decision) = (resolved.invitation_id.clone(), resolved.obligation, resolved.decision);
-    let appended = writer.append(InternalEvent::Resolved(resolved).to_new_event()).await?;
-    Ok(Recorded { invitation_id, kind, decision, seq: appended.seq, duplicate: appended.duplicate })
+    let stream = StreamId::new(invitation_id.as_str());
+    let event = InternalEvent::Resolved(resolved).to_new_event();
+    match writer.append_if(Expected::new(stream.clone(), seen), event).await {
+        Ok(appended) => Ok(Recorded { invitation_id, kind, decision, seq: appended.seq, duplicate: appended.duplicate }),
+        Err(LedgerError::Conflict(_)) => {
+            let since = writer.read_stream(&stream, seen).await?;
+            let what = match since.as_slice() {
+                [] => "its events changed".to_owned(),
+                events => events.iter().map(|e| format!("seq {} {}", e.seq, summary(e.view()))).collect::<Vec<_>>().join("; "),
+            };
+            Err(OperatorError::Changed { invitation_id, what })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// [`decide`], then [`record`]: the whole of `resolve`.

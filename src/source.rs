@@ -45,9 +45,9 @@ impl Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// The ledger idempotency key: the same delivery twice is one event.
-    pub event_key: String,
+    pub event_key: crate::vocab::EventKey,
     /// The invitation it concerns, when it names one.
-    pub stream: Option<String>,
+    pub stream: Option<crate::vocab::StreamId>,
     /// Keys of other bodies under the same delivery id start with this: the
     /// same id arriving with other bytes is kept, and counted.
     pub sibling_prefix: Option<String>,

@@ -29,7 +29,8 @@ use invitation_ledger::config::ReconcileConfig;
 use invitation_ledger::ledger::verify::verify;
 use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
 use invitation_ledger::lightspark::signature::sign;
-use invitation_ledger::lightspark::webhook::{event_key, event_key_prefix, WebhookEnvelope};
+use invitation_ledger::lightspark::webhook::WebhookEnvelope;
+use invitation_ledger::vocab::{EventKey, StreamId};
 use invitation_ledger::metrics::Metrics;
 use invitation_ledger::money::Money;
 use invitation_ledger::projection::events::{
@@ -607,12 +608,12 @@ fn changing_snapshots(
 fn webhook_event(body: &str) -> NewEvent {
     let envelope = WebhookEnvelope::parse(body.as_bytes()).expect("the simulation writes valid webhooks");
     NewEvent {
-        event_key: event_key(&envelope.event_id, body.as_bytes()),
-        kind: "webhook.received".into(),
-        stream: envelope.invitation_id(),
+        event_key: EventKey::lightspark_webhook(&envelope.event_id, body.as_bytes()),
+        kind: EventKind::WebhookReceived,
+        stream: envelope.invitation_id().map(StreamId::new),
         body: body.as_bytes().to_vec(),
         signature: None,
-        sibling_prefix: Some(event_key_prefix(&envelope.event_id)),
+        sibling_prefix: Some(EventKey::lightspark_prefix(&envelope.event_id)),
     }
 }
 

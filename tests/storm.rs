@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use invitation_ledger::lightspark::signature::sign;
-use invitation_ledger::lightspark::webhook::event_key;
 use invitation_ledger::projection::events::{IdempotencyKey, ObligationKind};
 use invitation_ledger::rng::SplitMix;
 use serde_json::Value;
@@ -43,6 +42,11 @@ use invitation::{InvitationFixture, Mix, OBLIGATIONS};
 use poll::eventually;
 use secret::SECRET;
 use signing::signature_of;
+
+/// The event key Lightspark's webhook `body` with `event_id` is stored under.
+fn event_key(event_id: &str, body: &[u8]) -> String {
+    invitation_ledger::vocab::EventKey::lightspark_webhook(event_id, body).to_string()
+}
 
 /// Distinct invitations; with 1.75 snapshots each and the mix below this
 /// makes about 3,800 webhook requests.

@@ -20,7 +20,8 @@ use super::body::{self, BodyError, BODY_READ_TIMEOUT};
 use super::error::{reject, ApiError};
 use super::AppState;
 use crate::grid::signature::{GRID_SIGNATURE_HEADER, UMAAAS_SIGNATURE_HEADER};
-use crate::ledger::{kinds, NewEvent};
+use crate::ledger::NewEvent;
+use crate::vocab::{EventKind, StreamId};
 use crate::lightspark::signature::SIGNATURE_HEADER;
 use crate::source::{Delivery, Source};
 
@@ -140,7 +141,7 @@ async fn receive(
     let data_missing = delivery.data_missing;
     let event = NewEvent {
         event_key: delivery.event_key,
-        kind: kinds::WEBHOOK_RECEIVED.to_owned(),
+        kind: EventKind::WebhookReceived,
         stream: delivery.stream,
         body: body.to_vec(),
         signature,
@@ -151,7 +152,7 @@ async fn receive(
         source = source.as_str(),
         event_key = %event.event_key,
         event_type = %event_type,
-        invitation_id = event.stream.as_deref().unwrap_or("-"),
+        invitation_id = event.stream.as_ref().map_or("-", StreamId::as_str),
     );
     let appended = state.writer.append(event).instrument(span).await.map_err(|e| {
         count(&state, source, "unavailable");

@@ -17,20 +17,17 @@
 //! [`GridAmount::Invalid`] with the reason, never dropped or rounded.
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::invitation::{InvitationSnapshot, InvitationStatus};
 use crate::money::{Money, PaymentAmount};
 use crate::source::{Delivery, Report};
+use crate::vocab::{EventKey, StreamId};
 
 /// The event type of a claimed invitation in the current shape.
 pub const INVITATION_CLAIMED: &str = "INVITATION.CLAIMED";
 
 /// The same event type in deliveries from before the UMAaaS → Grid rename.
 pub const LEGACY_INVITATION_CLAIMED: &str = "INVITATION_CLAIMED";
-
-/// The prefix of every Grid invitation stream.
-const STREAM_PREFIX: &str = "GridInvitation:";
 
 /// How many characters of an offending value a reason repeats: enough to
 /// recognise it, short enough for a log line and an operator view.
@@ -304,14 +301,6 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// The ledger idempotency key of a Grid webhook: the same delivery id with
-/// the same bytes is one event; the same id with other bytes is kept as
-/// another. The first 8 bytes of the body's SHA-256, as the Lightspark key
-/// uses, and a `grid:` prefix so the two sources' ids can never collide.
-/// The ledger key of a Grid body without a delivery id: its bytes, whole.
-pub fn body_key(body: &[u8]) -> String {
-    format!("grid-body:{}", hex::encode(Sha256::digest(body)))
-}
 
 /// Recognises a verified Grid body: keyed by its delivery id (else its
 /// bytes), about the invitation whose code it carries.
@@ -321,12 +310,12 @@ pub fn body_key(body: &[u8]) -> String {
 pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedGridWebhook> {
     let webhook = GridWebhook::parse(body)?;
     let (event_key, sibling_prefix) = match &webhook.id {
-        Some(id) => (event_key(id, body), Some(event_key_prefix(id))),
-        None => (body_key(body), None),
+        Some(id) => (EventKey::grid_webhook(id, body), Some(EventKey::grid_prefix(id))),
+        None => (EventKey::grid_body(body), None),
     };
     Ok(Delivery {
         event_key,
-        stream: webhook.invitation_code().map(stream),
+        stream: webhook.invitation_code().map(StreamId::grid),
         sibling_prefix,
         event_type: webhook.event_type,
         // Without its invitation a Grid claim names no code to fetch by.
@@ -367,22 +356,6 @@ pub fn fetched(entity: &Value) -> Report {
     }
 }
 
-pub fn event_key(id: &str, body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    format!("grid:{id}:{}", hex::encode(&digest[..8]))
-}
-
-/// The prefix every key of delivery `id` starts with, for finding siblings.
-pub fn event_key_prefix(id: &str) -> String {
-    format!("grid:{id}:")
-}
-
-/// The ledger stream of the invitation with this `code`: Grid invitations are
-/// identified by their code, and the prefix keeps them apart from Lightspark
-/// invitations.
-pub fn stream(code: &str) -> String {
-    format!("{STREAM_PREFIX}{code}")
-}
 
 #[cfg(test)]
 mod tests {
@@ -466,7 +439,7 @@ mod tests {
         let inv = w.invitation.unwrap();
         assert_eq!(inv.amount_to_send, None);
         assert_eq!(inv.first_name, None);
-        assert_eq!(stream("019542f5"), "GridInvitation:019542f5");
+        assert_eq!(StreamId::grid("019542f5").as_str(), "GridInvitation:019542f5");
     }
 
     #[test]
@@ -643,13 +616,13 @@ mod tests {
     fn same_id_with_other_bytes_gets_another_key() {
         // Given one delivery id and two bodies
         // When keys are made
-        let key = event_key("Webhook:1", b"a");
+        let key = EventKey::grid_webhook("Webhook:1", b"a");
         // Then the key is grid:<id>:<16 hex digits of sha256(body)>
-        assert_eq!(key, "grid:Webhook:1:ca978112ca1bbdca");
-        assert_eq!(key, event_key("Webhook:1", b"a"));
-        assert_ne!(key, event_key("Webhook:1", b"b"));
-        assert!(key.starts_with(&event_key_prefix("Webhook:1")));
-        assert!(!event_key("Webhook:12", b"a").starts_with(&event_key_prefix("Webhook:1")));
+        assert_eq!(key.as_str(), "grid:Webhook:1:ca978112ca1bbdca");
+        assert_eq!(key, EventKey::grid_webhook("Webhook:1", b"a"));
+        assert_ne!(key, EventKey::grid_webhook("Webhook:1", b"b"));
+        assert!(key.as_str().starts_with(&EventKey::grid_prefix("Webhook:1")));
+        assert!(!EventKey::grid_webhook("Webhook:12", b"a").as_str().starts_with(&EventKey::grid_prefix("Webhook:1")));
     }
 
     const KEYS: &[&str] = &[

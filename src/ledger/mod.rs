@@ -1,11 +1,16 @@
 //! The append-only, hash-chained event ledger in SQLite.
 //!
-//! Appends go through one [`writer::LedgerWriter`] thread that commits every
-//! waiting append in one transaction (group commit). Reads use their own
+//! What every store of the ledger promises is [`contract::LedgerStore`]:
+//! idempotent appends (a key the ledger holds is answered with its `seq`,
+//! never stored twice), conditional on the stream version a decision saw,
+//! atomic per caller, gapless, chained. Here SQLite keeps it: appends go
+//! through one [`writer::LedgerWriter`] thread that commits every waiting
+//! append in one transaction (group commit), checking keys and stream
+//! versions against the ledger's own indexes inside it. Reads use their own
 //! connections; WAL mode lets them run beside the writer.
 
+pub mod contract;
 pub mod hash;
-pub mod index;
 pub mod lock;
 pub mod verify;
 pub mod writer;
@@ -15,8 +20,11 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub use contract::{Conflict, Expected, LedgerStore};
 pub use hash::Hash;
 pub use writer::{Appended, LedgerWriter};
+
+use crate::vocab::{EventKey, EventKind, StreamId};
 
 /// Numbered migrations, applied in order and recorded in `user_version`.
 const MIGRATIONS: &[(u32, &str)] = &[
@@ -24,17 +32,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../schema/0002_projections.sql")),
     (3, include_str!("../../schema/0003_projections_own_file.sql")),
     (4, include_str!("../../schema/0004_lookups_in_the_index_file.sql")),
+    (5, include_str!("../../schema/0005_keys_unique_in_the_ledger.sql")),
 ];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
-
-/// The kind of webhook events: the ledger itself verifies their stored
-/// signatures. Every other kind is an internal event, typed in
-/// `projection::events` beside the fold that reads them.
-pub mod kinds {
-    pub const WEBHOOK_RECEIVED: &str = "webhook.received";
-}
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum LedgerError {
@@ -50,6 +52,12 @@ pub enum LedgerError {
     LowSpace { folder: String, free: u64 },
     #[error("another invitation-ledger process holds the database {0} (a running service?): stop it first")]
     Busy(String),
+    /// A conditional append found its stream moved on: the decision it
+    /// records was taken on what the stream said before.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error("the ledger holds the event key {key:?} more than once (seq {seqs}): it was written by a version that trusted a damaged dedupe index; keys are unique in the ledger from schema 5 on, so this ledger cannot be migrated: keep it as evidence and start a new one with `copy` of a verified backup")]
+    RepeatedKey { key: String, seqs: String },
 }
 
 impl From<rusqlite::Error> for LedgerError {
@@ -62,9 +70,10 @@ impl From<rusqlite::Error> for LedgerError {
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     /// Idempotency key: appending a key that exists answers the existing `seq`.
-    pub event_key: String,
-    pub kind: String,
-    pub stream: Option<String>,
+    pub event_key: EventKey,
+    pub kind: EventKind,
+    /// The invitation it is about, when it names one.
+    pub stream: Option<StreamId>,
     pub body: Vec<u8>,
     pub signature: Option<String>,
     /// When set, the writer notes whether another event's key starts with
@@ -78,9 +87,9 @@ impl NewEvent {
     /// with `body` as given.
     pub(crate) fn test_webhook(n: u32, stream: Option<&str>, body: impl Into<Vec<u8>>) -> NewEvent {
         NewEvent {
-            event_key: format!("lightspark:e{n}:00"),
-            kind: kinds::WEBHOOK_RECEIVED.into(),
-            stream: stream.map(str::to_owned),
+            event_key: EventKey::stored(format!("lightspark:e{n}:00")),
+            kind: EventKind::WebhookReceived,
+            stream: stream.map(StreamId::from),
             body: body.into(),
             signature: None,
             sibling_prefix: None,
@@ -88,7 +97,9 @@ impl NewEvent {
     }
 }
 
-/// One stored event, as read back.
+/// One stored event, as read back: its columns as the ledger holds them,
+/// byte for byte, since the chain covers exactly these (a kind written by
+/// a newer build is kept as text; [`LedgerEvent::kind`] names known ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEvent {
     pub seq: u64,
@@ -102,16 +113,12 @@ pub struct LedgerEvent {
     pub hash: Hash,
 }
 
-/// A stored hash column as 32 bytes; zeros for a value that is not 32
-/// bytes of BLOB (NULL, or written by hand), which then fails the chain.
+/// A stored hash column; see [`Hash::from_stored`].
 pub(crate) fn blob32(v: rusqlite::types::ValueRef<'_>) -> Hash {
-    let mut h = [0u8; 32];
-    if let rusqlite::types::ValueRef::Blob(b) = v {
-        if b.len() == 32 {
-            h.copy_from_slice(b);
-        }
+    match v {
+        rusqlite::types::ValueRef::Blob(b) => Hash::from_stored(Some(b)),
+        _ => Hash::from_stored(None),
     }
-    h
 }
 
 /// The part of an event that folding it reads, borrowed from wherever the
@@ -132,6 +139,11 @@ pub struct EventView<'a> {
 }
 
 impl LedgerEvent {
+    /// Its kind, when this build knows it.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::parse(&self.kind)
+    }
+
     /// The borrowed view the fold reads.
     pub fn view(&self) -> EventView<'_> {
         EventView {
@@ -258,10 +270,48 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
         if now >= *version {
             continue;
         }
+        if *version == 5 {
+            refuse_repeated_keys(&tx)?;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, "applied ledger schema migration");
+    }
+    Ok(())
+}
+
+/// Schema 5 makes keys unique in the ledger; a ledger that already holds
+/// a key twice (only a version trusting a damaged dedupe index could
+/// write one) is refused with the key and its seqs, not half migrated.
+fn refuse_repeated_keys(conn: &Connection) -> Result<(), LedgerError> {
+    let repeated: Option<(String, String)> = conn
+        .query_row(
+            "SELECT event_key, group_concat(seq, ', ') FROM events GROUP BY event_key HAVING count(*) > 1 LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match repeated {
+        Some((key, seqs)) => Err(LedgerError::RepeatedKey { key, seqs }),
+        None => Ok(()),
+    }
+}
+
+/// Removes the dedupe index file that versions with schema 4 kept beside
+/// the ledger (`<ledger>-index`, and its journal): keys are looked up in the
+/// ledger itself now, and a stale copy must never be read again.
+///
+/// # Errors
+/// When a file exists and cannot be removed.
+pub(crate) fn remove_legacy_index(ledger: &Path) -> Result<(), LedgerError> {
+    for suffix in ["-index", "-index-journal"] {
+        let file = suffixed(ledger, suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => tracing::info!(file = %file.display(), "removed the dedupe index an earlier version kept beside the ledger"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LedgerError::Folder { path: file.display().to_string(), source: Arc::new(e) }),
+        }
     }
     Ok(())
 }
@@ -287,6 +337,32 @@ pub fn read_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Led
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![after as i64, limit as i64], LedgerEvent::from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The events of `stream` with `seq > after`, in order, through the
+/// ledger's index of streams.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn read_stream(conn: &Connection, stream: &str, after: u64) -> Result<Vec<LedgerEvent>, LedgerError> {
+    let sql =
+        format!("SELECT {} FROM events WHERE stream = ?1 AND seq > ?2 ORDER BY seq", LedgerEvent::COLUMNS);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![stream, after as i64], LedgerEvent::from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The last `seq` of `stream` (0 when it has no event): its version, which
+/// a conditional append compares with the one its decision saw.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn stream_version(conn: &Connection, stream: &str) -> Result<u64, LedgerError> {
+    let seq = conn
+        .prepare_cached("SELECT seq FROM events WHERE stream = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([stream], |r| r.get::<_, i64>(0))
+        .optional()?;
+    Ok(seq.map_or(0, |s| s as u64))
 }
 
 /// Calls `each` for every event with `seq > after`, in order, without holding

@@ -3,7 +3,8 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::hash;
-use super::{kinds, LedgerError};
+use super::LedgerError;
+use crate::vocab::EventKind;
 use crate::grid::signature::GridKeys;
 use crate::lightspark::signature::SigningKeys;
 use crate::source::Source;
@@ -128,7 +129,7 @@ pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, Ve
         if let Some(first) = keys_seen.first_with(conn, &e.event_key, e.seq)? {
             return Err(broken(format!("its key {:?} is already the key of seq {first}", e.event_key)));
         }
-        if e.kind == kinds::WEBHOOK_RECEIVED {
+        if e.kind() == Some(EventKind::WebhookReceived) {
             webhooks += 1;
             let source = Source::of_event_key(&e.event_key)
                 .ok_or_else(|| broken(format!("a webhook whose key {:?} names no known source", e.event_key)))?;
@@ -182,7 +183,7 @@ pub fn expect(conn: &Connection, seq: u64, hash: &hash::Hash) -> Result<(), Veri
         .optional()
         .map_err(LedgerError::from)?;
     match stored {
-        Some(h) if h == hash[..] => Ok(()),
+        Some(h) if h == hash.0[..] => Ok(()),
         Some(h) => Err(VerifyError::Broken {
             seq,
             reason: format!(

@@ -1,20 +1,25 @@
-//! The single ledger writer and its group commit.
+//! The single ledger writer and its group commit: the SQLite store of the
+//! ledger contract ([`super::contract`]).
 //!
 //! One OS thread owns the writing connection. Callers send appends over a
 //! channel and wait for their answer; the thread takes everything waiting,
 //! writes it in one transaction, commits (one fsync for all of them) and only
 //! then answers each caller. A caller's `Ok` therefore means "on disk".
+//! Inside that transaction each key is looked up in the ledger's own unique
+//! index, and each conditional call's stream version in its index of
+//! streams: what the answer says is what the ledger holds.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::hash::{self, Chained};
-use super::index;
-use super::{LedgerError, NewEvent};
+use super::contract::{Conflict, Expected, LedgerStore};
+use super::hash::{self, Chained, Hash};
+use super::{LedgerError, LedgerEvent, NewEvent};
 use crate::metrics::Metrics;
+use crate::vocab::StreamId;
 
 /// Most appends one transaction takes; bounds a commit's latency.
 const MAX_BATCH: usize = 4096;
@@ -35,8 +40,13 @@ pub struct Appended {
     pub sibling_exists: bool,
 }
 
+/// One caller's answer: its events' answers, or why none was stored.
+type Reply = oneshot::Sender<Result<Vec<Appended>, LedgerError>>;
+
 enum Job {
-    Append(Vec<NewEvent>, oneshot::Sender<Result<Vec<Appended>, LedgerError>>),
+    /// Events to append together, and the stream version they were
+    /// decided from, when they follow a decision.
+    Append(Vec<NewEvent>, Option<Expected>, Reply),
     Probe(oneshot::Sender<Result<(), LedgerError>>),
     /// Finish what is queued, then stop: later appends fail with
     /// [`LedgerError::WriterStopped`] (a 503, which Lightspark retries).
@@ -51,6 +61,9 @@ pub struct LedgerWriter {
     committed: watch::Receiver<u64>,
     /// The ledger's folder, whose free space the readiness probe checks.
     folder: Arc<std::path::PathBuf>,
+    /// Read-only connections for the contract's reads (head, ranges,
+    /// streams), reused across calls.
+    reads: Arc<Readers>,
 }
 
 impl LedgerWriter {
@@ -73,16 +86,8 @@ impl LedgerWriter {
         metrics: Arc<Metrics>,
         after_commit: Option<AfterCommit>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
-        let mut conn = super::open(path)?;
-        index::attach_for_writing(&conn, path)?;
-        {
-            // Catch the index up (or build it) now, not inside the first
-            // batch, whose callers would wait for it.
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (seq, hash) = super::head(&tx)?;
-            index::sync(&tx, seq, &hash)?;
-            tx.commit()?;
-        }
+        let conn = super::open(path)?;
+        super::remove_legacy_index(path)?;
         // Checkpoints run on their own thread (below), not inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(super::open(path)?)?;
@@ -97,7 +102,8 @@ impl LedgerWriter {
             })
             .map_err(thread_error)?;
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
-        Ok((Self { jobs, committed, folder: Arc::new(folder) }, handle))
+        let reads = Arc::new(Readers { path: path.to_owned(), idle: Mutex::default() });
+        Ok((Self { jobs, committed, folder: Arc::new(folder), reads }, handle))
     }
 
     /// Appends one event and waits until it is committed.
@@ -115,9 +121,33 @@ impl LedgerWriter {
     /// # Errors
     /// As [`append`](Self::append).
     pub async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, LedgerError> {
+        self.submit(events, None).await
+    }
+
+    /// Appends one event decided from `expected`, and waits for the commit.
+    ///
+    /// # Errors
+    /// [`LedgerError::Conflict`] when the stream moved on since; otherwise
+    /// as [`append`](Self::append).
+    pub async fn append_if(&self, expected: Expected, event: NewEvent) -> Result<Appended, LedgerError> {
+        let mut v = self.submit(vec![event], Some(expected)).await?;
+        Ok(v.pop().expect("one answer per event"))
+    }
+
+    async fn submit(&self, events: Vec<NewEvent>, expected: Option<Expected>) -> Result<Vec<Appended>, LedgerError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Job::Append(events, tx)).await.map_err(|_| LedgerError::WriterStopped)?;
+        self.jobs.send(Job::Append(events, expected, tx)).await.map_err(|_| LedgerError::WriterStopped)?;
         rx.await.map_err(|_| LedgerError::WriterStopped)?
+    }
+
+    /// Runs `f` on a pooled read-only connection of the ledger, off the
+    /// async workers.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let reads = self.reads.clone();
+        tokio::task::spawn_blocking(move || reads.with(f)).await.map_err(|_| LedgerError::WriterStopped)?
     }
 
     /// Commits a tiny write to prove the database is writable now, and
@@ -151,6 +181,48 @@ impl LedgerWriter {
     /// The highest committed `seq`; changes wake projection and reconciler.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+}
+
+impl LedgerStore for LedgerWriter {
+    async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, LedgerError> {
+        self.submit(events, None).await
+    }
+
+    async fn append_if(&self, expected: Expected, events: Vec<NewEvent>) -> Result<Vec<Appended>, LedgerError> {
+        self.submit(events, Some(expected)).await
+    }
+
+    async fn head(&self) -> Result<(u64, Hash), LedgerError> {
+        self.read(|c| super::head(c)).await
+    }
+
+    async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
+        self.read(move |c| super::read_after(c, after, limit)).await
+    }
+
+    async fn read_stream(&self, stream: &StreamId, after: u64) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let stream = stream.clone();
+        self.read(move |c| super::read_stream(c, stream.as_str(), after)).await
+    }
+}
+
+/// Read-only connections to the ledger, opened when first needed and kept.
+struct Readers {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
+        let conn = self.idle.lock().expect("readers lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => super::open_read_only(&self.path)?,
+        };
+        let out = f(&conn);
+        self.idle.lock().expect("readers lock").push(conn);
+        out
     }
 }
 
@@ -206,18 +278,18 @@ const CHECKPOINT_GAP: std::time::Duration = std::time::Duration::from_millis(20)
 /// [`RESTART_FRAMES`] a restarting checkpoint bounds its size.
 struct Checkpointer {
     /// (a commit since the last checkpoint, stop requested)
-    state: std::sync::Mutex<(bool, bool)>,
+    state: Mutex<(bool, bool)>,
     wake: std::sync::Condvar,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Checkpointer {
     fn start(conn: Connection) -> Result<Arc<Self>, LedgerError> {
         conn.busy_handler(Some(brief_wait))?;
         let me = Arc::new(Self {
-            state: std::sync::Mutex::new((false, false)),
+            state: Mutex::new((false, false)),
             wake: std::sync::Condvar::new(),
-            thread: std::sync::Mutex::new(None),
+            thread: Mutex::new(None),
         });
         let worker = me.clone();
         let thread = std::thread::Builder::new()
@@ -275,6 +347,9 @@ fn run(
     let limit = if group_commit { MAX_BATCH } else { 1 };
     let mut batch: Vec<Job> = Vec::with_capacity(limit);
     let mut stopping = false;
+    // Whether the last batch failed: a probe then tries an append too, so
+    // that readiness tells whether appends work, not only commits.
+    let mut failing = false;
     while !stopping {
         let Some(first) = rx.blocking_recv() else { break };
         batch.push(first);
@@ -289,18 +364,20 @@ fn run(
         let mut probes = Vec::new();
         for job in batch.drain(..) {
             match job {
-                Job::Append(events, reply) => appends.push((events, reply)),
+                Job::Append(events, expected, reply) => appends.push((events, expected, reply)),
                 Job::Probe(reply) => probes.push(reply),
                 Job::Stop => stopping = true,
             }
         }
         if !appends.is_empty() {
-            let refs: Vec<&[NewEvent]> = appends.iter().map(|(e, _)| e.as_slice()).collect();
-            match write_batch(&mut conn, &refs) {
+            let calls: Vec<Call<'_>> = appends.iter().map(|(e, x, _)| (e.as_slice(), x.as_ref())).collect();
+            match write_batch(&mut conn, &calls) {
                 Ok((answers, last)) => {
-                    metrics.commit_batch_size.observe(answers.iter().map(Vec::len).sum::<usize>() as f64);
+                    failing = false;
+                    let stored = answers.iter().flatten().flatten();
+                    metrics.commit_batch_size.observe(stored.clone().count() as f64);
                     metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-                    for a in answers.iter().flatten().filter(|a| !a.duplicate) {
+                    for a in stored.filter(|a| !a.duplicate) {
                         metrics.ledger_appends.inc();
                         if a.sibling_exists {
                             metrics.same_id_other_body.inc();
@@ -311,8 +388,8 @@ fn run(
                         *v = last;
                         changed
                     });
-                    for ((_, reply), answer) in appends.into_iter().zip(answers) {
-                        let _ = reply.send(Ok(answer));
+                    for ((_, _, reply), answer) in appends.into_iter().zip(answers) {
+                        let _ = reply.send(answer.map_err(LedgerError::from));
                     }
                     checkpointer.committed();
                     // After the answers: the callers are not kept waiting.
@@ -321,59 +398,133 @@ fn run(
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, events = refs.len(), "ledger batch failed; nothing of it was stored");
-                    for (_, reply) in appends {
+                    failing = true;
+                    tracing::error!(error = %e, events = calls.len(), "ledger batch failed; nothing of it was stored");
+                    for (_, _, reply) in appends {
                         let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
         }
         for reply in probes {
-            let _ = reply.send(probe(&conn));
+            let result = probe(&mut conn, failing);
+            if result.is_ok() {
+                failing = false;
+            }
+            let _ = reply.send(result);
         }
     }
 }
 
-fn probe(conn: &Connection) -> Result<(), LedgerError> {
+/// Commits a tiny write; after a failed batch, also tries an append of the
+/// next `seq` and rolls it back: a commit alone can succeed where an append
+/// fails (a damaged page of the events table or one of its indexes).
+fn probe(conn: &mut Connection, after_failure: bool) -> Result<(), LedgerError> {
     conn.execute(
         "INSERT INTO health_probe (id, probed_at) VALUES (1, ?1)
          ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
         [crate::time::now_rfc3339()],
     )?;
+    if after_failure {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (seq, prev) = super::head(&tx)?;
+        tx.execute(
+            "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
+             VALUES (?1, ' probe', 'probe', NULL, '', x'', NULL, ?2, ?2)",
+            params![seq as i64 + 1, &prev.0[..]],
+        )?;
+        // Dropped: rolled back.
+    }
     Ok(())
 }
 
-fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<Appended>>, u64), LedgerError> {
+/// One caller's events, and the stream version they were decided from.
+type Call<'a> = (&'a [NewEvent], Option<&'a Expected>);
+
+/// What the ledger holds of a key about to be appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Known {
+    /// The `seq` already holding this very key.
+    seq: Option<u64>,
+    /// Another key starts with the event's `sibling_prefix`.
+    sibling: bool,
+}
+
+/// Looks `event_key` up in the ledger's unique index of keys and, given the
+/// `sibling_prefix` it starts with, the other keys sharing it, in one range
+/// read (the range holds the key itself too, anywhere among them).
+fn known(conn: &Connection, event_key: &str, sibling_prefix: Option<&str>) -> Result<Known, LedgerError> {
+    let Some(prefix) = sibling_prefix.filter(|p| event_key.starts_with(p)) else {
+        let seq = conn
+            .prepare_cached("SELECT seq FROM events WHERE event_key = ?1")?
+            .query_row([event_key], |r| r.get::<_, i64>(0))
+            .optional()?;
+        return Ok(Known { seq: seq.map(|s| s as u64), sibling: false });
+    };
+    let upper = format!("{prefix}\u{10FFFF}");
+    let mut stmt = conn.prepare_cached("SELECT event_key, seq FROM events WHERE event_key >= ?1 AND event_key < ?2")?;
+    let mut rows = stmt.query(params![prefix, upper])?;
+    let mut known = Known { seq: None, sibling: false };
+    while let Some(row) = rows.next()? {
+        if row.get_ref(0)?.as_bytes().map_err(rusqlite::Error::from)? == event_key.as_bytes() {
+            known.seq = Some(row.get::<_, i64>(1)? as u64);
+        } else {
+            known.sibling = true;
+        }
+    }
+    Ok(known)
+}
+
+/// Writes every call of a batch in one transaction: each call's answers,
+/// or the conflict that refused it, and the head after the commit.
+#[allow(clippy::type_complexity)]
+fn write_batch(
+    conn: &mut Connection,
+    calls: &[Call<'_>],
+) -> Result<(Vec<Result<Vec<Appended>, Conflict>>, u64), LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Read the head inside the transaction: another process (`resolve`) may
     // have appended since our last batch.
     let (mut seq, mut prev) = super::head(&tx)?;
-    index::sync(&tx, seq, &prev)?;
-    let first = seq;
     let recorded_at = crate::time::now_rfc3339();
-    let mut answers = Vec::with_capacity(jobs.len());
+    let mut answers = Vec::with_capacity(calls.len());
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        for events in jobs {
+        for (events, expected) in calls {
+            // A call is checked against its expected version before its
+            // first new event: until then it has stored nothing, so a
+            // refusal leaves nothing of it behind.
+            let mut checked = expected.is_none();
             let mut out = Vec::with_capacity(events.len());
+            let mut refused = None;
             for e in events.iter() {
-                let known = index::known(&tx, &e.event_key, e.sibling_prefix.as_deref())?;
+                let known = known(&tx, e.event_key.as_str(), e.sibling_prefix.as_deref())?;
                 let sibling_exists = known.sibling;
                 if let Some(existing) = known.seq {
                     out.push(Appended { seq: existing, duplicate: true, sibling_exists });
                     continue;
                 }
+                if !checked {
+                    let x = expected.expect("unchecked only with an expectation");
+                    let actual = super::stream_version(&tx, x.stream.as_str())?;
+                    if actual != x.last_seq {
+                        refused = Some(Conflict { stream: x.stream.clone(), expected: x.last_seq, actual });
+                        break;
+                    }
+                    checked = true;
+                }
                 seq += 1;
+                let stream = e.stream.as_ref().map(StreamId::as_str);
                 let h = hash::chain(
                     &prev,
                     &Chained {
                         seq,
-                        event_key: &e.event_key,
-                        kind: &e.kind,
-                        stream: e.stream.as_deref(),
+                        event_key: e.event_key.as_str(),
+                        kind: e.kind.as_str(),
+                        stream,
                         recorded_at: &recorded_at,
                         body: &e.body,
                         signature: e.signature.as_deref(),
@@ -381,27 +532,26 @@ fn write_batch(conn: &mut Connection, jobs: &[&[NewEvent]]) -> Result<(Vec<Vec<A
                 );
                 insert.execute(params![
                     seq as i64,
-                    e.event_key,
-                    e.kind,
-                    e.stream,
+                    e.event_key.as_str(),
+                    e.kind.as_str(),
+                    stream,
                     recorded_at,
                     e.body,
                     e.signature,
-                    &prev[..],
-                    &h[..]
+                    &prev.0[..],
+                    &h.0[..]
                 ])?;
-                index::add(&tx, seq, &e.event_key)?;
                 if sibling_exists {
                     tracing::warn!(event_key = %e.event_key, seq, "same Lightspark event id arrived with a different body; kept both");
                 }
                 prev = h;
                 out.push(Appended { seq, duplicate: false, sibling_exists });
             }
-            answers.push(out);
+            answers.push(match refused {
+                Some(conflict) => Err(conflict),
+                None => Ok(out),
+            });
         }
-    }
-    if seq != first {
-        index::covered(&tx, seq, &prev)?;
     }
     tx.commit()?;
     Ok((answers, seq))

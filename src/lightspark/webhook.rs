@@ -8,11 +8,11 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::invitation::{Checked, Key, Text, WireSnapshot};
 use crate::invitation::InvitationStatus;
 use crate::source::{Delivery, Report};
+use crate::vocab::{EventKey, StreamId};
 
 /// The event type this service exists for.
 pub const UMA_INVITATION_CLAIMED: &str = "UMA_INVITATION_CLAIMED";
@@ -124,7 +124,7 @@ impl<'a> WebhookFacts<'a> {
 /// concerns.
 ///
 /// - Any object is keyed by its `event_id` when that is a non-empty string
-///   ([`event_key`]), else by its bytes ([`body_key`]).
+///   ([`EventKey::lightspark_webhook`]), else by its bytes ([`body_key`]).
 /// - An envelope (an object with `event_type`) concerns an invitation when
 ///   its type is an `UMA_INVITATION_*` one: the id inside `data`, else
 ///   `entity_id`.
@@ -143,7 +143,7 @@ pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedWebhook> {
     }
     let probe: Probe = serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
     let (event_key, sibling_prefix) = match &probe.event_id {
-        Some(id) => (event_key(id, body), Some(event_key_prefix(id))),
+        Some(id) => (EventKey::lightspark_webhook(id, body), Some(EventKey::lightspark_prefix(id))),
         None => (body_key(body), None),
     };
     let stream = match &probe.event_type {
@@ -160,6 +160,7 @@ pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedWebhook> {
         }
     };
     let data_missing = probe.event_type.as_deref() == Some(UMA_INVITATION_CLAIMED) && !probe.data_is_object;
+    let stream = stream.map(StreamId::new);
     Ok(Delivery { event_key, stream, sibling_prefix, event_type: probe.event_type, data_missing })
 }
 
@@ -343,20 +344,8 @@ fn claimed(mut snapshot: crate::invitation::InvitationSnapshot, claim: bool, fal
 }
 
 /// The ledger key of a body without a usable `event_id`: its bytes, whole.
-pub fn body_key(body: &[u8]) -> String {
-    format!("lightspark-body:{}", hex::encode(Sha256::digest(body)))
-}
-
-/// The ledger idempotency key of a webhook: the same event id with the same
-/// bytes is one event; the same id with other bytes is kept as another.
-pub fn event_key(event_id: &str, body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    format!("lightspark:{event_id}:{}", hex::encode(&digest[..8]))
-}
-
-/// The prefix every key of `event_id` starts with, for finding siblings.
-pub fn event_key_prefix(event_id: &str) -> String {
-    format!("lightspark:{event_id}:")
+pub fn body_key(body: &[u8]) -> EventKey {
+    EventKey::lightspark_body(body)
 }
 
 #[cfg(test)]
@@ -404,8 +393,9 @@ mod tests {
 
     #[test]
     fn same_event_id_with_other_bytes_gets_another_key() {
-        assert_eq!(event_key("e1", b"a"), event_key("e1", b"a"));
-        assert_ne!(event_key("e1", b"a"), event_key("e1", b"b"));
-        assert!(event_key("e1", b"a").starts_with(&event_key_prefix("e1")));
+        let key = |body: &[u8]| EventKey::lightspark_webhook("e1", body);
+        assert_eq!(key(b"a"), key(b"a"));
+        assert_ne!(key(b"a"), key(b"b"));
+        assert!(key(b"a").as_str().starts_with(&EventKey::lightspark_prefix("e1")));
     }
 }

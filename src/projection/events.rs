@@ -14,72 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::ledger::{EventView, NewEvent};
 use crate::money::Money;
 use crate::source::{Report, Source};
-
-/// The three things owed for a claimed invitation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ObligationKind {
-    InviteePayment,
-    InviterIncentive,
-    InviterNotification,
-}
-
-impl ObligationKind {
-    pub const ALL: [ObligationKind; 3] =
-        [ObligationKind::InviteePayment, ObligationKind::InviterIncentive, ObligationKind::InviterNotification];
-
-    /// The name used in requests, the CLI and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ObligationKind::InviteePayment => "invitee_payment",
-            ObligationKind::InviterIncentive => "inviter_incentive",
-            ObligationKind::InviterNotification => "inviter_notification",
-        }
-    }
-
-    /// Accepts the kind's name or its event prefix (`payout`, `incentive`,
-    /// `notification`), as an operator might type either.
-    pub fn parse(s: &str) -> Option<Self> {
-        ObligationKind::ALL.into_iter().find(|k| k.as_str() == s || k.event_prefix() == s)
-    }
-
-    /// The prefix of this obligation's ledger event kinds (`payout.requested`, …).
-    pub fn event_prefix(self) -> &'static str {
-        match self {
-            ObligationKind::InviteePayment => "payout",
-            ObligationKind::InviterIncentive => "incentive",
-            ObligationKind::InviterNotification => "notification",
-        }
-    }
-}
-
-/// The idempotency key of one obligation: a function of (invitation id,
-/// kind) only, so every retry and every restart after a crash sends the same
-/// key and the platform can deduplicate. Stored and sent as its text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn of(invitation_id: &str, kind: ObligationKind) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"invitation-ledger/v1\0");
-        h.update(invitation_id.as_bytes());
-        h.update(b"\0");
-        h.update(kind.as_str().as_bytes());
-        Self(format!("il1-{}", hex::encode(&h.finalize()[..16])))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for IdempotencyKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::vocab::{EventKind, IdempotencyKey, ObligationKind};
+use crate::vocab::{EventKey, StreamId};
 
 /// `invitation.fetched`: what the invitation's source answered when asked
 /// for it (the Lightspark GraphQL `entity`, or Grid's `UmaInvitation`),
@@ -277,67 +213,6 @@ impl Channel {
     }
 }
 
-/// Every kind of event in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A verified webhook, stored byte for byte.
-    WebhookReceived,
-    InvitationFetched,
-    InvitationFetchFailed,
-    Requested(ObligationKind),
-    Succeeded(ObligationKind),
-    Failed(ObligationKind),
-    InDoubt,
-    Resolved,
-}
-
-impl EventKind {
-    /// Every kind, for the one test that checks names and parsing agree.
-    pub const ALL: [EventKind; 14] = [
-        EventKind::WebhookReceived,
-        EventKind::InvitationFetched,
-        EventKind::InvitationFetchFailed,
-        EventKind::Requested(ObligationKind::InviteePayment),
-        EventKind::Succeeded(ObligationKind::InviteePayment),
-        EventKind::Failed(ObligationKind::InviteePayment),
-        EventKind::Requested(ObligationKind::InviterIncentive),
-        EventKind::Succeeded(ObligationKind::InviterIncentive),
-        EventKind::Failed(ObligationKind::InviterIncentive),
-        EventKind::Requested(ObligationKind::InviterNotification),
-        EventKind::Succeeded(ObligationKind::InviterNotification),
-        EventKind::Failed(ObligationKind::InviterNotification),
-        EventKind::InDoubt,
-        EventKind::Resolved,
-    ];
-
-    /// The `kind` column's text.
-    pub fn as_str(self) -> &'static str {
-        use ObligationKind::*;
-        match self {
-            EventKind::WebhookReceived => crate::ledger::kinds::WEBHOOK_RECEIVED,
-            EventKind::InvitationFetched => "invitation.fetched",
-            EventKind::InvitationFetchFailed => "invitation.fetch_failed",
-            EventKind::Requested(InviteePayment) => "payout.requested",
-            EventKind::Succeeded(InviteePayment) => "payout.succeeded",
-            EventKind::Failed(InviteePayment) => "payout.failed",
-            EventKind::Requested(InviterIncentive) => "incentive.requested",
-            EventKind::Succeeded(InviterIncentive) => "incentive.succeeded",
-            EventKind::Failed(InviterIncentive) => "incentive.failed",
-            EventKind::Requested(InviterNotification) => "notification.requested",
-            EventKind::Succeeded(InviterNotification) => "notification.succeeded",
-            EventKind::Failed(InviterNotification) => "notification.failed",
-            EventKind::InDoubt => "obligation.in_doubt",
-            EventKind::Resolved => "obligation.resolved",
-        }
-    }
-
-    /// The kind a `kind` column names; `None` for a kind this build does not
-    /// know (written by a newer one).
-    pub fn parse(text: &str) -> Option<Self> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-}
-
 /// An event the service itself appends about an invitation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InternalEvent {
@@ -379,26 +254,22 @@ impl InternalEvent {
     /// The ledger idempotency key: appending the same event twice (a retried
     /// step, a command run twice) stores it once. Every internal key format
     /// is here.
-    pub fn event_key(&self) -> String {
+    pub fn event_key(&self) -> EventKey {
         match self {
             InternalEvent::Fetched(e) => match &e.operator_note {
-                None => format!("{}-fetch:{}:{}", e.source.as_str(), e.invitation_id, e.digest()),
+                None => EventKey::fetched(e.source, &e.invitation_id, &e.digest()),
                 // An operator's refetch is in the trail whatever it found.
-                Some(_) => {
-                    format!("{}-fetch:{}:{}:refetch:{}", e.source.as_str(), e.invitation_id, e.digest(), e.fetched_at)
-                }
+                Some(_) => EventKey::refetched(e.source, &e.invitation_id, &e.digest(), &e.fetched_at),
             },
             InternalEvent::FetchFailed(e) => match e.attempt {
-                None => format!("{}-fetch:{}:{}", e.source.as_str(), e.invitation_id, e.reason),
-                Some(attempt) => format!("{}-fetch:{}:failed:{attempt}", e.source.as_str(), e.invitation_id),
+                None => EventKey::fetch_failed(e.source, &e.invitation_id, &e.reason, None),
+                Some(attempt) => EventKey::fetch_failed_attempt(e.source, &e.invitation_id, attempt),
             },
-            InternalEvent::Requested(e) => format!("{}:requested:{}", e.idempotency_key, e.attempt),
-            InternalEvent::Succeeded(e) => format!("{}:succeeded", e.idempotency_key),
-            InternalEvent::Failed(e) => format!("{}:failed:{}", e.idempotency_key, e.attempt),
-            InternalEvent::InDoubt(e) => format!("{}:in_doubt:{}", e.idempotency_key, e.first_requested_at),
-            InternalEvent::Resolved(e) => {
-                format!("{}:resolved:{}:{}", e.idempotency_key, e.occurrence, e.decision.as_str())
-            }
+            InternalEvent::Requested(e) => EventKey::requested(&e.idempotency_key, e.attempt),
+            InternalEvent::Succeeded(e) => EventKey::succeeded(&e.idempotency_key),
+            InternalEvent::Failed(e) => EventKey::failed(&e.idempotency_key, e.attempt),
+            InternalEvent::InDoubt(e) => EventKey::in_doubt(&e.idempotency_key, &e.first_requested_at),
+            InternalEvent::Resolved(e) => EventKey::resolved(&e.idempotency_key, &e.occurrence, e.decision.as_str()),
         }
     }
 
@@ -416,8 +287,8 @@ impl InternalEvent {
         .expect("internal events serialise");
         NewEvent {
             event_key: self.event_key(),
-            kind: self.kind().as_str().to_owned(),
-            stream: Some(self.invitation_id().to_owned()),
+            kind: self.kind(),
+            stream: Some(StreamId::new(self.invitation_id())),
             body,
             signature: None,
             sibling_prefix: None,
@@ -505,41 +376,41 @@ pub fn decode(event: EventView<'_>) -> Result<Fact, Undecodable> {
     Ok(Fact::Internal(internal))
 }
 
+/// What one stored event recorded, in a few words: how an operator is told
+/// what happened to an invitation while they decided.
+pub fn summary(event: EventView<'_>) -> String {
+    let internal = match decode(event) {
+        Ok(Fact::Internal(e)) => e,
+        Ok(Fact::Webhook(source, _)) => return format!("a {} webhook arrived", source.as_str()),
+        Err(_) => return format!("{} (unreadable)", event.kind),
+    };
+    match internal {
+        InternalEvent::Fetched(f) => match (&f.entity, &f.operator_note) {
+            (_, Some(_)) => "an operator refetched the invitation".to_owned(),
+            (Some(_), None) => "a fetch recorded the invitation's newest facts".to_owned(),
+            (None, None) => "a fetch found the invitation unknown at its source".to_owned(),
+        },
+        InternalEvent::FetchFailed(f) => format!("a fetch failed ({})", f.reason),
+        InternalEvent::Requested(r) => format!("{} was requested (attempt {})", r.obligation.as_str(), r.attempt),
+        InternalEvent::Succeeded(s) => format!("{} succeeded", s.obligation.as_str()),
+        InternalEvent::Failed(f) if f.permanent => format!("{} failed for good", f.obligation.as_str()),
+        InternalEvent::Failed(f) => format!("{} failed and is retried", f.obligation.as_str()),
+        InternalEvent::InDoubt(d) => format!("{} became in doubt ({})", d.obligation.as_str(), d.reason.as_str()),
+        InternalEvent::Resolved(r) => format!(
+            "an operator recorded {} for {}{}",
+            r.decision.as_str(),
+            r.obligation.as_str(),
+            r.by.map(|c| format!(" (from the {})", if c == Channel::Page { "page" } else { "CLI" })).unwrap_or_default()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key() -> IdempotencyKey {
         IdempotencyKey::of("Inv:1", ObligationKind::InviteePayment)
-    }
-
-    #[test]
-    fn the_idempotency_key_depends_only_on_invitation_and_kind() {
-        let a = key();
-        assert_eq!(a, IdempotencyKey::of("Inv:1", ObligationKind::InviteePayment));
-        assert_ne!(a, IdempotencyKey::of("Inv:1", ObligationKind::InviterIncentive));
-        assert_ne!(a, IdempotencyKey::of("Inv:2", ObligationKind::InviteePayment));
-        assert!(a.as_str().starts_with("il1-") && a.as_str().len() == 4 + 32);
-        assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::Value::String(a.to_string()));
-    }
-
-    #[test]
-    fn kinds_parse_by_name_or_event_prefix() {
-        assert_eq!(ObligationKind::parse("payout"), Some(ObligationKind::InviteePayment));
-        assert_eq!(ObligationKind::parse("inviter_incentive"), Some(ObligationKind::InviterIncentive));
-        assert_eq!(ObligationKind::parse("nope"), None);
-    }
-
-    #[test]
-    fn every_event_kind_reads_back_from_its_name_and_names_are_distinct() {
-        for k in EventKind::ALL {
-            assert_eq!(EventKind::parse(k.as_str()), Some(k), "{k:?}");
-        }
-        let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), EventKind::ALL.len());
-        assert_eq!(EventKind::parse("payout.refunded"), None);
     }
 
     fn examples() -> Vec<InternalEvent> {
@@ -615,7 +486,7 @@ mod tests {
     #[test]
     fn every_internal_event_key_format() {
         let k = key();
-        let keys: Vec<String> = examples().iter().map(InternalEvent::event_key).collect();
+        let keys: Vec<String> = examples().iter().map(|e| e.event_key().to_string()).collect();
         assert_eq!(
             keys,
             vec![
@@ -636,9 +507,9 @@ mod tests {
             let row = event.to_new_event();
             let view = EventView {
                 seq: 9,
-                event_key: &row.event_key,
-                kind: &row.kind,
-                stream: row.stream.as_deref(),
+                event_key: row.event_key.as_str(),
+                kind: row.kind.as_str(),
+                stream: row.stream.as_ref().map(StreamId::as_str),
                 recorded_at: "2026-11-01T00:00:00.000000Z",
                 body: &row.body,
             };

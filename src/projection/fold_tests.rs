@@ -20,8 +20,8 @@ fn event(seq: u64, kind: &str, stream: &str, body: Value) -> LedgerEvent {
         recorded_at: "2026-11-01T00:00:00Z".into(),
         body: serde_json::to_vec(&body).unwrap(),
         signature: None,
-        prev_hash: [0; 32],
-        hash: [0; 32],
+        prev_hash: crate::ledger::hash::GENESIS,
+        hash: crate::ledger::hash::GENESIS,
     }
 }
 
@@ -32,7 +32,7 @@ fn webhook(seq: u64, timestamp: &str, data: Option<Value>) -> LedgerEvent {
         body["data"] = d;
     }
     let mut e = event(seq, "webhook.received", INV, body);
-    e.event_key = crate::lightspark::webhook::event_key(&format!("e{seq}"), &e.body);
+    e.event_key = crate::vocab::EventKey::lightspark_webhook(&format!("e{seq}"), &e.body).to_string();
     e
 }
 

@@ -160,7 +160,7 @@ fn replay(
     // Bound to the ledger it was folded from: its hash at `upto`.
     let hash: Option<Vec<u8>> =
         tx.query_row("SELECT hash FROM ledger.events WHERE seq = ?1", [upto as i64], |r| r.get(0)).optional()?;
-    match hash.as_deref().and_then(|h| <ledger::Hash>::try_from(h).ok()) {
+    match hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok().map(ledger::Hash)) {
         Some(h) => set_checkpoint(&tx, upto, &h)?,
         None => {
             tx.execute("UPDATE projection_checkpoint SET last_seq = 0, ledger_hash = NULL WHERE id = 1", [])?;

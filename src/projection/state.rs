@@ -358,6 +358,20 @@ impl InvitationState {
     }
 }
 
+/// The state of `invitation_id` folded from its stream's events (in `seq`
+/// order), as the ledger holds them now; `None` when it has none. What a
+/// decision taken again reads: the truth, not a projection that may lag.
+pub fn fold_stream(invitation_id: &str, events: &[LedgerEvent]) -> Option<InvitationState> {
+    if events.is_empty() {
+        return None;
+    }
+    let mut state = InvitationState::new(invitation_id);
+    for e in events {
+        apply_to(&mut state, e.view());
+    }
+    Some(state)
+}
+
 /// Folds one event into the state of the invitation it concerns. Events of
 /// other invitations leave it unchanged; an event that cannot be read is
 /// recorded on the invitation (see [`InvitationState::undecodable`]).

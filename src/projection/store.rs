@@ -355,7 +355,7 @@ fn fold_into(conn: &Connection, events: &[LedgerEvent]) -> Result<(), Projection
 /// Moves the checkpoint to `seq`, whose ledger hash is `hash`.
 pub(super) fn set_checkpoint(conn: &Connection, seq: u64, hash: &ledger::Hash) -> Result<(), ProjectionError> {
     conn.prepare_cached("UPDATE projection_checkpoint SET last_seq = ?1, ledger_hash = ?2 WHERE id = 1")?
-        .execute(params![seq as i64, &hash[..]])?;
+        .execute(params![seq as i64, &hash.0[..]])?;
     Ok(())
 }
 

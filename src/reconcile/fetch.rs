@@ -24,6 +24,7 @@ use super::clock::{backoff, Clock, Jitter};
 use super::endpoint::Endpoint;
 use super::worker::{Outcome, ReconcileError, Reconciler};
 use crate::grid::client::GridClient;
+use crate::ledger::NewEvent;
 use crate::lightspark::client::{FetchError, LightsparkClient};
 use crate::projection::events::{InternalEvent, InvitationFetchFailed, InvitationFetched, NOT_AN_INVITATION};
 use crate::projection::state::InvitationState;
@@ -234,6 +235,17 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let now = self.inner.clock.now();
         self.inner.fetch_schedule.fetched(state, now, self.inner.config.retry_base, &self.inner.jitter);
         let count = |outcome: &str| self.inner.metrics.fetched(source, outcome);
+        // Recorded on the condition that the invitation is as it was when
+        // the fetch was decided; when it changed meanwhile, the answer is
+        // still recorded if the newest facts still want it (an operator's
+        // refetch always does).
+        let operator = operator_note.is_some();
+        let record = |event: NewEvent| {
+            let again = event.clone();
+            self.append_decided(state, event, move |fresh| {
+                (operator || crate::projection::view::fetch_wanted(fresh)).then(|| again.clone())
+            })
+        };
         match answer {
             Answer::Found(entity) => {
                 let found = entity.is_some();
@@ -244,12 +256,13 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                     entity,
                     operator_note,
                 };
-                let appended = self.inner.writer.append(InternalEvent::Fetched(body).to_new_event()).await?;
-                let what = match (found, appended.duplicate) {
-                    (false, false) => "not_found",
-                    (false, true) => "not_found_again",
-                    (true, false) => "changed",
-                    (true, true) => "unchanged",
+                let appended = record(InternalEvent::Fetched(body).to_new_event()).await?;
+                let what = match (found, appended.map(|a| a.duplicate)) {
+                    (_, None) => "superseded",
+                    (false, Some(false)) => "not_found",
+                    (false, Some(true)) => "not_found_again",
+                    (true, Some(false)) => "changed",
+                    (true, Some(true)) => "unchanged",
                 };
                 count(what);
                 Ok(Outcome {
@@ -269,7 +282,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                     failed_at: rfc3339(now),
                     attempt: None,
                 };
-                self.inner.writer.append(InternalEvent::FetchFailed(body).to_new_event()).await?;
+                record(InternalEvent::FetchFailed(body).to_new_event()).await?;
                 Ok(Outcome {
                     fetch_failed: 1,
                     lines: vec![format!("{id} invitation: not an invitation")],

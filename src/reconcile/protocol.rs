@@ -5,6 +5,12 @@
 //! append `*.succeeded` or `*.failed`. The key is a function of
 //! (invitation, kind), so a crash anywhere leads to a retry with the same
 //! key, which the platform deduplicates.
+//!
+//! Every append is conditional on the invitation's version it was decided
+//! on. A request whose invitation changed meanwhile is not made (the next
+//! pass decides on the new facts); an outcome whose invitation changed
+//! meanwhile is recorded once the newest facts show that this request is
+//! still the one awaiting its outcome.
 
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
@@ -18,7 +24,8 @@ use crate::projection::events::{
     IdempotencyKey, InDoubtReason, InternalEvent, ObligationFailed, ObligationInDoubt, ObligationKind,
     ObligationRequested, ObligationSucceeded,
 };
-use crate::projection::state::InvitationState;
+use crate::ledger::{Expected, LedgerError};
+use crate::projection::state::{InvitationState, ObligationPhase};
 use crate::time::rfc3339;
 
 impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
@@ -39,7 +46,13 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             at: rfc3339(self.inner.clock.now()),
             reason,
         };
-        self.inner.writer.append(InternalEvent::InDoubt(body).to_new_event()).await?;
+        let expected = Expected::new(state.invitation_id.as_str(), state.last_seq);
+        match self.inner.writer.append_if(expected, InternalEvent::InDoubt(body).to_new_event()).await {
+            Ok(_) => {}
+            // Decided on facts that changed meanwhile: the next pass decides again.
+            Err(LedgerError::Conflict(_)) => return Ok(Outcome::default()),
+            Err(e) => return Err(e.into()),
+        }
         let why = match reason {
             InDoubtReason::WindowExpired => "requested longer ago than IDEMPOTENCY_WINDOW with no recorded outcome",
             InDoubtReason::NoLongerDue => "requested, but the invitation no longer owes it",
@@ -76,7 +89,17 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 amount: request.amount.clone(),
                 request: request.body,
             };
-            let recorded = self.inner.writer.append(InternalEvent::Requested(requested).to_new_event()).await?;
+            let expected = Expected::new(id.as_str(), state.last_seq);
+            let recorded = match self.inner.writer.append_if(expected, InternalEvent::Requested(requested).to_new_event()).await {
+                Ok(recorded) => recorded,
+                Err(LedgerError::Conflict(c)) => {
+                    // Nothing is sent on facts that changed: the next pass
+                    // decides again on the new ones.
+                    tracing::info!(conflict = %c, "the invitation changed before the request was recorded; not sent");
+                    return Ok(Outcome::default());
+                }
+                Err(e) => return Err(e.into()),
+            };
             if recorded.duplicate {
                 // This attempt was recorded before: whoever recorded it makes
                 // the call. A second one would be a call without its own
@@ -94,9 +117,20 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 .endpoint
                 .call(OutgoingRequest { url: request.url, idempotency_key: key.to_string(), body: bytes, signature })
                 .await;
-            // 3. The outcome.
+            // 3. The outcome, recorded while this request is still the one
+            // awaiting it (the invitation may have changed meanwhile).
             let (event, result) = self.outcome(id, kind, &key, attempt, judge(&outcome), self.inner.clock.now());
-            self.inner.writer.append(event.to_new_event()).await?;
+            let event = event.to_new_event();
+            let mut version = state.clone();
+            version.last_seq = recorded.seq;
+            let awaiting = |fresh: &InvitationState| {
+                let ob = fresh.obligation(kind);
+                let open = !matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
+                (ob.requested_seq == Some(recorded.seq) && open).then(|| event.clone())
+            };
+            if self.append_decided(&version, event.clone(), awaiting).await?.is_none() {
+                tracing::warn!("the outcome was not recorded: another record settled this obligation meanwhile");
+            }
             Ok(result)
         }
         .instrument(span)

@@ -15,11 +15,16 @@ use super::decide::{next_action, Action, Capabilities};
 use super::endpoint::Endpoint;
 use super::fetch::{FetchSchedule, Fetchers};
 use crate::config::ReconcileConfig;
-use crate::ledger::{LedgerError, LedgerWriter};
+use crate::ledger::{Appended, Expected, LedgerError, LedgerStore, LedgerWriter, NewEvent};
 use crate::metrics::Metrics;
 use crate::projection::events::{InDoubtReason, ObligationKind};
-use crate::projection::state::InvitationState;
+use crate::projection::state::{fold_stream, InvitationState};
 use crate::projection::store::{self, ProjectionError};
+use crate::vocab::StreamId;
+
+/// How many times a decision is taken again when its invitation keeps
+/// changing under it, before it is left for the next pass.
+const RE_DECISIONS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -296,19 +301,21 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         if self.is_stopping() {
             return Ok(Outcome::default());
         }
+        // The pass decided at its start, on projections; earlier calls of
+        // this pass may have taken long enough for a newer snapshot to
+        // arrive or the window to close. Decide again on the newest facts,
+        // read from the ledger, and append on the condition that they are
+        // still the newest.
+        let Some(fresh) = self.reload(&state.invitation_id).await? else { return Ok(Outcome::default()) };
+        if self.is_stopping() {
+            return Ok(Outcome::default());
+        }
         match work {
-            Work::Fetch => self.fetch(state, None).await,
-            Work::InDoubt { kind, reason } => self.mark_in_doubt(state, kind, reason).await,
-            Work::Send { kind, .. } => {
-                // The pass decided at its start; earlier calls of this pass
-                // may have taken long enough for a newer snapshot to arrive
-                // or the window to close. Decide again on the newest facts.
-                let Some(fresh) = self.reload(&state.invitation_id).await? else { return Ok(Outcome::default()) };
-                // The reload waits for the projections, up to seconds; a
-                // stop that came meanwhile must still start no payment.
-                if self.is_stopping() {
-                    return Ok(Outcome::default());
-                }
+            Work::Fetch => match self.fetch_decision(&fresh, self.inner.clock.now()) {
+                Some(Ok(())) => self.fetch(&fresh, None).await,
+                _ => Ok(Outcome::default()),
+            },
+            Work::InDoubt { kind, .. } | Work::Send { kind, .. } => {
                 match next_action(&fresh, kind, self.inner.clock.now(), &self.caps()) {
                     Action::Send { attempt } => self.send(&fresh, kind, attempt).await,
                     Action::MarkInDoubt(reason) => self.mark_in_doubt(&fresh, kind, reason).await,
@@ -318,24 +325,46 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         }
     }
 
-    /// The invitation's state as projected now, every commit so far folded.
+    /// The invitation's state folded from its events as the ledger holds
+    /// them now: what every decision is taken again on before it is acted
+    /// on, and its `last_seq` the version its append is conditional on.
     pub(super) async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
-        self.wait_projected().await;
-        let inner = self.inner.clone();
-        let id = invitation_id.to_owned();
-        tokio::task::spawn_blocking(move || -> Result<Option<InvitationState>, ReconcileError> {
-            let mut guard = inner.conn.lock().expect("reconciler connection lock");
-            if guard.is_none() {
-                *guard = Some(store::open(&inner.db)?);
+        let events = self.inner.writer.read_stream(&StreamId::new(invitation_id), 0).await?;
+        Ok(fold_stream(invitation_id, &events))
+    }
+
+    /// Appends `event`, decided on `state`, on the condition that the
+    /// invitation is still as `state` shows it. When it moved on meanwhile
+    /// (a webhook, another actor's record), `decide_again` is asked what
+    /// to append given the newest facts (`None`: nothing any more), a few
+    /// times over. `Ok(None)`: nothing was appended.
+    ///
+    /// # Errors
+    /// When the ledger cannot be written or read.
+    pub(super) async fn append_decided(
+        &self,
+        state: &InvitationState,
+        event: NewEvent,
+        decide_again: impl Fn(&InvitationState) -> Option<NewEvent>,
+    ) -> Result<Option<Appended>, ReconcileError> {
+        let id = StreamId::new(state.invitation_id.as_str());
+        let mut attempt = (state.last_seq, event);
+        for _ in 0..RE_DECISIONS {
+            match self.inner.writer.append_if(Expected::new(id.clone(), attempt.0), attempt.1).await {
+                Ok(appended) => return Ok(Some(appended)),
+                Err(LedgerError::Conflict(c)) => {
+                    tracing::debug!(conflict = %c, "the invitation changed meanwhile; deciding again");
+                    let Some(fresh) = self.reload(id.as_str()).await? else { return Ok(None) };
+                    match decide_again(&fresh) {
+                        Some(event) => attempt = (fresh.last_seq, event),
+                        None => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            let conn = guard.as_mut().expect("opened above");
-            if inner.projected.is_none() {
-                store::catch_up(conn, 5_000)?;
-            }
-            Ok(store::load(conn, &id)?)
-        })
-        .await
-        .map_err(|e| ReconcileError::Task(e.to_string()))?
+        }
+        tracing::warn!(invitation_id = %id, "the invitation kept changing while a decision was recorded; left for the next pass");
+        Ok(None)
     }
 
     /// Stops starting work: the pass running now finishes the calls already

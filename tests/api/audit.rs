@@ -181,7 +181,7 @@ fn succeeded(
     // Under a key of the test's choosing: a second success is what a
     // broken ledger would hold.
     let mut event = InternalEvent::Succeeded(body).to_new_event();
-    event.event_key = event_key.to_owned();
+    event.event_key = invitation_ledger::vocab::EventKey::stored(event_key);
     event
 }
 

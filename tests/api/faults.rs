@@ -18,10 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use invitation_ledger::lightspark::webhook::event_key;
 use serde_json::Value;
 
 use crate::support::{assert_verifies, eventually, json, ledger_rows, serve_args, InvitationFixture, TestApp};
+
+/// The event key Lightspark's webhook `body` with `event_id` is stored under.
+fn event_key(event_id: &str, body: &[u8]) -> String {
+    invitation_ledger::vocab::EventKey::lightspark_webhook(event_id, body).to_string()
+}
 
 /// A tmpfs of `size` mounted on a folder, unmounted on drop (lazily, so a
 /// panic with files still open cannot leave it behind).

@@ -1128,8 +1128,8 @@ mod properties {
             recorded_at: "2026-11-01T12:00:00.000000Z".into(),
             body,
             signature: None,
-            prev_hash: [0; 32],
-            hash: [0; 32],
+            prev_hash: invitation_ledger::ledger::hash::GENESIS,
+            hash: invitation_ledger::ledger::hash::GENESIS,
         }
     }
 

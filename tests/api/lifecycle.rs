@@ -15,7 +15,11 @@ use crate::support::{
     assert_verifies, claimed_body, eventually, ledger_rows, post_signed_to, raw_json, raw_status, signature_of,
     try_post_signed_to, InvitationFixture, SECRET,
 };
-use invitation_ledger::lightspark::webhook::event_key;
+
+/// The event key Lightspark's webhook `body` with `event_id` is stored under.
+fn event_key(event_id: &str, body: &[u8]) -> String {
+    invitation_ledger::vocab::EventKey::lightspark_webhook(event_id, body).to_string()
+}
 
 /// Sends SIGTERM to the child (no libc here: the `kill` command).
 fn sigterm(server: &ServeProcess) {

@@ -10,6 +10,7 @@ mod support;
 
 mod audit;
 mod demo;
+mod decisions;
 mod deploy;
 mod faults;
 mod fetch;

@@ -439,9 +439,9 @@ mod incremental_equals_rebuild {
         }
         let bytes = serde_json::to_vec(&body).unwrap();
         NewEvent {
-            event_key: invitation_ledger::lightspark::webhook::event_key(&format!("e{i}"), &bytes),
-            kind: "webhook.received".into(),
-            stream: Some(id),
+            event_key: invitation_ledger::vocab::EventKey::lightspark_webhook(&format!("e{i}"), &bytes),
+            kind: invitation_ledger::vocab::EventKind::WebhookReceived,
+            stream: Some(invitation_ledger::vocab::StreamId::new(id)),
             body: bytes,
             signature: None,
             sibling_prefix: None,

@@ -207,6 +207,13 @@ impl FakePlatform {
         s.queue.extend(std::iter::repeat_n(fault, n));
     }
 
+    /// Drops every fault still queued: the platform answers normally from
+    /// now on (a rule set by `fail_first_attempts` stays).
+    #[allow(dead_code)] // the storm and browser binaries include this file and never clear faults
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().queue.clear();
+    }
+
     /// For each FIRST request seen for an idempotency key, fail it with
     /// probability `p` (0..=1) using a deterministic RNG seeded with `seed`.
     /// Later requests with the same key are not affected by this rule.

@@ -152,12 +152,12 @@ pub fn count_kind(db: &Path, kind: &str) -> usize {
 /// cannot vouch for (the stored signature) can tell. The ledger's update
 /// trigger must have been dropped.
 pub fn rechain(conn: &rusqlite::Connection) {
-    let mut prev = [0u8; 32];
+    let mut prev = invitation_ledger::ledger::hash::GENESIS;
     for e in invitation_ledger::ledger::read_after(conn, 0, 1000).unwrap() {
         let h = e.chain_hash(&prev);
         conn.execute(
             "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
-            rusqlite::params![&prev[..], &h[..], e.seq as i64],
+            rusqlite::params![&prev.0[..], &h.0[..], e.seq as i64],
         )
         .unwrap();
         prev = h;

@@ -32,7 +32,7 @@ use crate::api::error::reject;
 use crate::api::read::percent_decode;
 use crate::money::Money;
 use crate::operator::{self, OperatorError, Resolution};
-use crate::projection::events::{Channel, Decision, ObligationKind, ObligationResolved};
+use crate::projection::events::{Channel, Decision, ObligationKind};
 use crate::projection::view::{InvitationView, ObligationState, ObligationView};
 
 /// What the invitation page's forms may do for this request.
@@ -98,7 +98,9 @@ pub(super) fn forms(v: &InvitationView, a: &Actions) -> String {
             (None, None) => String::new(),
         };
         let key = o.idempotency_key.as_ref().map(|k| k.as_str()).unwrap_or("-");
-        let fields = format!("{csrf}{}", hidden("kind", kind.as_str()));
+        // The version the operator decides on: a change meanwhile refuses
+        // the decision instead of recording it on facts they did not see.
+        let fields = format!("{csrf}{}{}", hidden("kind", kind.as_str()), hidden("seen", &v.last_seq.to_string()));
         let note = "<label>Note <textarea name=\"note\" rows=\"2\" maxlength=\"1000\" placeholder=\"what you checked, a ticket\"></textarea></label>";
         let _ = write!(
             s,
@@ -276,6 +278,7 @@ fn refused(e: &OperatorError, back: &str) -> warp::reply::Response {
     let (status, title) = match e {
         OperatorError::UnknownInvitation(_) => (StatusCode::NOT_FOUND, "No such invitation"),
         OperatorError::NotResolvable { .. } => (StatusCode::CONFLICT, "Nothing to resolve"),
+        OperatorError::Changed { .. } => (StatusCode::CONFLICT, "Changed meanwhile"),
         OperatorError::Invalid(_) => (StatusCode::BAD_REQUEST, "Not recorded"),
         OperatorError::Ledger(_) => (StatusCode::SERVICE_UNAVAILABLE, "The ledger cannot be written right now"),
         OperatorError::Projection(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Not recorded"),
@@ -298,7 +301,8 @@ async fn projected(ui: &Ui, seq: u64) {
     }
 }
 
-fn confirm_page(v: &InvitationView, d: &ObligationResolved, csrf: &str) -> warp::reply::Response {
+fn confirm_page(v: &InvitationView, decided: &operator::Decided, csrf: &str) -> warp::reply::Response {
+    let d = &decided.resolved;
     let (amount, receiver) = what_is_owed(v, d.obligation);
     let back = invitation_href(&v.invitation_id);
     let of = amount.map(|m| format!(" of <b>{}</b>", escape(&m.display()))).unwrap_or_default();
@@ -319,10 +323,11 @@ fn confirm_page(v: &InvitationView, d: &ObligationResolved, csrf: &str) -> warp:
     }
     let _ = write!(
         b,
-        "<form class=\"act confirm\" method=\"post\" action=\"{}\">{}{}{}{}{}{}\
+        "<form class=\"act confirm\" method=\"post\" action=\"{}\">{}{}{}{}{}{}{}\
          <button type=\"submit\">Yes, record as paid</button> <a class=\"cancel\" href=\"{}\">Cancel</a></form></section>",
         escape(&format!("{back}/resolve")),
         hidden("csrf", csrf),
+        hidden("seen", &decided.seen.to_string()),
         hidden("kind", d.obligation.as_str()),
         hidden("decision", "paid"),
         hidden("payment_id", payment_id),
@@ -381,6 +386,7 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                     payment_id: field("payment_id"),
                     note: field("note"),
                     by: Channel::Page,
+                    seen: field("seen").and_then(|s| s.trim().parse().ok()),
                 };
                 let lookup = id.clone();
                 let (decided, view) = ui

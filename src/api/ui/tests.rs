@@ -141,8 +141,8 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
     let appended = ledger
         .writer
         .append(NewEvent {
-            event_key: "lightspark:e1:00".into(),
-            kind: "webhook.received".into(),
+            event_key: crate::vocab::EventKey::stored("lightspark:e1:00"),
+            kind: crate::vocab::EventKind::WebhookReceived,
             stream: Some("Inv:1".into()),
             body: claim.to_vec(),
             signature: None,

@@ -13,7 +13,7 @@
 
 use invitation_ledger::ledger::NewEvent;
 use invitation_ledger::lightspark::signature::sign;
-use invitation_ledger::lightspark::webhook::{event_key, event_key_prefix};
+use invitation_ledger::vocab::{EventKey, EventKind, StreamId};
 use invitation_ledger::rng::SplitMix;
 
 /// The webhook signing secret the bench's service runs with.
@@ -296,12 +296,12 @@ pub fn ledger_events(
 fn webhook_event(event_id: &str, stream: &str, body: String) -> NewEvent {
     let bytes = body.into_bytes();
     NewEvent {
-        event_key: event_key(event_id, &bytes),
-        kind: "webhook.received".into(),
-        stream: Some(stream.to_owned()),
+        event_key: EventKey::lightspark_webhook(event_id, &bytes),
+        kind: EventKind::WebhookReceived,
+        stream: Some(StreamId::new(stream)),
         signature: Some(sign(SECRET.as_bytes(), &bytes)),
         body: bytes,
-        sibling_prefix: Some(event_key_prefix(event_id)),
+        sibling_prefix: Some(EventKey::lightspark_prefix(event_id)),
     }
 }
 
@@ -376,7 +376,7 @@ mod tests {
             assert_eq!(x.body, y.body);
             assert_eq!(keys.verify(&x.body, Some(&x.signature)), Ok(()));
             let delivery = recognise(&x.body).unwrap();
-            assert!(delivery.stream.unwrap().starts_with("UmaInvitation:"));
+            assert!(delivery.stream.unwrap().as_str().starts_with("UmaInvitation:"));
         }
         let other = request_list(&Mix { seed: 8, ..mix(0.05, 0.3) }, 10);
         assert_ne!(a[0].body, other[0].body);
@@ -408,7 +408,7 @@ mod tests {
             for e in &events {
                 let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
                 let status = v["data"]["status"].as_str().unwrap().to_owned();
-                seen.entry(e.stream.clone().unwrap()).or_default().push(status);
+                seen.entry(e.stream.clone().unwrap().to_string()).or_default().push(status);
             }
             assert_eq!(seen.len(), 12_501);
             let pairs = seen.values().filter(|s| s.as_slice() == ["PENDING", "CLAIMED"]).count();
