@@ -45,10 +45,14 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
         ObligationKind::InviterNotification => caps.notify_configured,
     };
     let record = state.obligation(kind);
-    let window_expired = || {
-        record.window_started_at.as_deref().and_then(parse_time).is_some_and(|start| {
-            now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window)
-        })
+    // A window start that cannot be read counts as expired: re-sending
+    // could pay twice if the platform forgot the key, so an operator
+    // decides. (A retry time that cannot be read counts as due now: the
+    // window still bounds it.)
+    let window_expired = || match record.window_started_at.as_deref() {
+        None => false,
+        Some(text) => parse_time(text)
+            .is_none_or(|start| now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window)),
     };
     let in_flight = matches!(view.state, ObligationState::Requested | ObligationState::RetryScheduled);
     if in_flight && !still_owed(state, kind) {
@@ -162,6 +166,36 @@ mod tests {
             next_action(&s, ObligationKind::InviteePayment, at("2026-11-02T00:00:00Z"), &caps()),
             Action::MarkInDoubt(InDoubtReason::WindowExpired)
         );
+    }
+
+    #[test]
+    fn an_unreadable_window_start_counts_as_expired_and_makes_the_request_in_doubt() {
+        // given a request whose window start cannot be read (a ledger
+        // written by hand, or by a build that wrote times otherwise)
+        for phase in [ObligationPhase::Requested, ObligationPhase::RetryScheduled] {
+            let mut s = claimed_with_amount();
+            s.payout.phase = phase;
+            s.payout.attempts = 1;
+            s.payout.window_started_at = Some("yesterday".into());
+            // when deciding
+            let a = next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:00:00Z"), &caps());
+            // then it is not re-sent blindly: the platform may have
+            // forgotten the key, so an operator decides
+            assert_eq!(a, Action::MarkInDoubt(InDoubtReason::WindowExpired), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_retry_time_counts_as_due_now() {
+        // given a retry whose time cannot be read, inside its window
+        let mut s = claimed_with_amount();
+        s.payout.phase = ObligationPhase::RetryScheduled;
+        s.payout.attempts = 1;
+        s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
+        s.payout.next_attempt_at = Some("soon".into());
+        // when deciding, then it is sent again now
+        let a = next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T00:01:00Z"), &caps());
+        assert_eq!(a, Action::Send { attempt: 2 });
     }
 
     #[test]
