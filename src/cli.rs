@@ -88,7 +88,9 @@ pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", db.db.display());
     let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
     let mut progress = Progress::new("rebuilding");
-    let summary = crate::projection::rebuild::rebuild(&db.db, |done, total| progress.show(done, total))?;
+    let file = crate::projection::store::path(&db.db).display().to_string();
+    let summary = crate::projection::rebuild::rebuild(&db.db, |done, total| progress.show(done, total))
+        .map_err(|e| e.on_file(&file))?;
     progress.finish();
     Ok(summary.to_string())
 }
@@ -111,9 +113,9 @@ pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
     source.execute_batch("COMMIT")?;
     let scratch_dir = tempfile::tempdir()?;
     let mut progress = Progress::new("checking");
-    let summary = rebuild::rebuild_scratch(&db.db, &scratch_dir.path().join("scratch.db"), upto, |done, total| {
-        progress.show(done, total)
-    })?;
+    let scratch = scratch_dir.path().join("scratch.db");
+    let summary = rebuild::rebuild_scratch(&db.db, &scratch, upto, |done, total| progress.show(done, total))
+        .map_err(|e| e.on_file(&scratch.display().to_string()))?;
     progress.finish();
     anyhow::ensure!(
         summary.checksum == live,
@@ -217,7 +219,7 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
     // As in the service, the writer folds what it appends into the
     // projections, so `status` and `audit` see this pass's outcome.
-    let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
+    let ledger = crate::service::LiveLedger::open_caught_up(&db.db)?;
     let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
         .following(ledger.projected.clone());
     let outcome = reconciler.try_execute_once(dry_run).await;
@@ -259,7 +261,7 @@ pub async fn resolve(
     })?;
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
-    let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
+    let ledger = crate::service::LiveLedger::open_caught_up(&db.db)?;
     let resolution = crate::operator::Resolution { kind, decision, payment_id, note, by: Channel::Cli, seen: None };
     let recorded = match crate::projection::store::open_read_only(&db.db) {
         Ok(conn) => crate::operator::resolve(&ledger.writer, &conn, invitation, resolution).await.map_err(Into::into),
@@ -300,7 +302,7 @@ pub async fn refetch(
 ) -> anyhow::Result<String> {
     anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
     let config = args.validate()?;
-    let ledger = crate::service::LiveLedger::open(&db.db, true, Default::default())?;
+    let ledger = crate::service::LiveLedger::open_caught_up(&db.db)?;
     let fetched = async {
         let conn = crate::projection::store::open_read_only(&db.db)?;
         let state = crate::projection::query::find(&conn, invitation)?

@@ -193,12 +193,16 @@ pub async fn record(writer: &LedgerWriter, decided: Decided) -> Result<Recorded,
     let stream = StreamId::new(invitation_id.as_str());
     let event = InternalEvent::Resolved(resolved).to_new_event();
     match writer.append_if(Expected::new(stream.clone(), seen), event).await {
-        Ok(appended) => Ok(Recorded { invitation_id, kind, decision, seq: appended.seq, duplicate: appended.duplicate }),
+        Ok(appended) => {
+            Ok(Recorded { invitation_id, kind, decision, seq: appended.seq, duplicate: appended.duplicate })
+        }
         Err(LedgerError::Conflict(_)) => {
             let since = writer.read_stream(&stream, seen).await?;
             let what = match since.as_slice() {
                 [] => "its events changed".to_owned(),
-                events => events.iter().map(|e| format!("seq {} {}", e.seq, summary(e.view()))).collect::<Vec<_>>().join("; "),
+                events => {
+                    events.iter().map(|e| format!("seq {} {}", e.seq, summary(e.view()))).collect::<Vec<_>>().join("; ")
+                }
             };
             Err(OperatorError::Changed { invitation_id, what })
         }

@@ -11,7 +11,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
-use crate::api::read::ReadPool;
 use crate::api::{self, AppState};
 use crate::config::ReconcileConfig;
 use crate::grid::client::GridClient;
@@ -73,7 +72,7 @@ pub fn build_reconciler(
 }
 use crate::config::ServiceConfig;
 use crate::ledger::lock::InstanceLock;
-use crate::projection::projector::Projector;
+use crate::projection::projector::{ProjectionHealth, Projector};
 
 /// The ledger as a running process writes it: the writer thread (group
 /// commit) and the projector thread that folds each commit, started
@@ -84,22 +83,55 @@ pub struct LiveLedger {
     pub writer: LedgerWriter,
     /// How far the projections have got.
     pub projected: tokio::sync::watch::Receiver<u64>,
+    /// Whether they are caught up, or failing.
+    pub health: Arc<ProjectionHealth>,
     writer_thread: std::thread::JoinHandle<()>,
     projector: Projector,
 }
 
 impl LiveLedger {
-    /// Opens (creating and migrating) the ledger, catches its projections
-    /// up, and starts both threads.
+    /// Opens (creating and migrating) the ledger and starts both threads;
+    /// the projector catches up on its own (see [`ProjectionHealth`]).
     ///
     /// # Errors
-    /// When a database cannot be opened or the first catch-up fails.
+    /// When the ledger cannot be opened or a thread started.
     pub fn open(db: &std::path::Path, group_commit: bool, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let (projector, hook, projected) = Projector::start(db)
-            .with_context(|| format!("opening the ledger {} and catching up its projections", db.display()))?;
-        let (writer, writer_thread) = LedgerWriter::start_with(db, group_commit, metrics, Some(hook))
+        // The writer first: it creates and migrates the ledger the
+        // projector reads. Its hook, how the projector learns of commits,
+        // is handed over once the projector runs.
+        let (writer, writer_thread) = LedgerWriter::start_with(db, group_commit, metrics, None)
+            .map_err(|e| e.on_file(&db.display().to_string()))
             .with_context(|| format!("opening the ledger {}", db.display()))?;
-        Ok(Self { writer, projected, writer_thread, projector })
+        let started = Projector::start(db)?;
+        let hook = started.hook;
+        futures_util::FutureExt::now_or_never(writer.after_commit(hook))
+            .expect("the writer's queue has room for its first job");
+        Ok(Self {
+            writer,
+            projected: started.projected,
+            health: started.health,
+            writer_thread,
+            projector: started.projector,
+        })
+    }
+
+    /// [`open`](Self::open) for a command: the projections are caught up
+    /// before it returns, or the reason they cannot be is the error.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and when the projections cannot be folded.
+    pub fn open_caught_up(db: &std::path::Path) -> anyhow::Result<Self> {
+        let file = crate::projection::store::path(db).display().to_string();
+        let mut conn = crate::projection::store::open(db).map_err(|e| e.on_file(&file))?;
+        crate::projection::store::catch_up(&mut conn, 5_000).map_err(|e| e.on_file(&file))?;
+        Self::open(db, true, Default::default())
+    }
+
+    /// Waits, at most `within`, until the projector's first fold has ended
+    /// (caught up, or failed).
+    pub async fn first_fold(&self, within: Duration) {
+        let mut projected = self.projected.clone();
+        let _ = tokio::time::timeout(within, projected.changed()).await;
     }
 
     /// Commits what is queued, refuses later appends (even from clones of
@@ -127,12 +159,13 @@ impl LiveLedger {
 /// keeps these lines outside the machine, where `verify --expect SEQ:HASH`
 /// can later prove the ledger still holds them (not truncated, not
 /// re-chained).
-async fn log_anchors(reads: Arc<ReadPool>, interval: Duration) {
+async fn log_anchors(ledger: LedgerWriter, interval: Duration) {
+    use crate::ledger::LedgerStore;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match reads.lookup(|c| Ok(crate::ledger::head(c)?)).await {
+        match ledger.head().await {
             Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
             Err(e) => tracing::warn!(error = %e, "could not read the ledger head for the anchor log line"),
         }
@@ -161,34 +194,160 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown is requested.
 const DRAIN: Duration = Duration::from_secs(3);
 
+/// What runs once the ledger is open: the ledger's threads, the
+/// reconciler and the anchor log, and the lock that keeps a second writing
+/// process away.
+struct Running {
+    ledger: LiveLedger,
+    reconcile_task: tokio::task::JoinHandle<()>,
+    anchors: tokio::task::JoinHandle<()>,
+    lock: InstanceLock,
+}
+
+/// How long a start waits for the projections' first fold to end before
+/// it answers: long enough for what a crash leaves to fold, not for a
+/// whole ledger (reads answer 503 until that ends).
+const FIRST_FOLD: Duration = Duration::from_secs(5);
+
+/// How often a service that cannot open its ledger yet tries again.
+const OPEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether waiting can mend `e`: a full disk, a locked or busy database.
+fn is_transient(e: &anyhow::Error) -> bool {
+    use crate::projection::ProjectionError;
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::ledger::LedgerError>().is_some_and(crate::ledger::LedgerError::is_transient)
+            || c.downcast_ref::<rusqlite::Error>().is_some_and(crate::ledger::is_transient_sqlite)
+            || matches!(c.downcast_ref::<ProjectionError>(), Some(ProjectionError::DiskFull { .. }))
+    })
+}
+
+/// Opens the ledger and starts what needs it, once; `Ok(None)` when it
+/// cannot yet for a reason that waiting mends (the service keeps trying),
+/// `Err` when it never will (the service stops).
+fn open_once(
+    state: &Arc<AppState>,
+    lock: &mut Option<InstanceLock>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
+    let config = &state.config;
+    let held = match lock.take() {
+        Some(l) => l,
+        None => InstanceLock::acquire(&config.db)?,
+    };
+    let ledger = match LiveLedger::open(&config.db, config.group_commit, state.metrics.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            *lock = Some(held);
+            return Err(e);
+        }
+    };
+    let writer = ledger.writer.clone();
+    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), state.metrics.clone())?
+        .following(ledger.projected.clone());
+    let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
+    let anchors = tokio::spawn(log_anchors(writer.clone(), config.anchor_interval));
+    let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler));
+    let live = api::Live { writer, projection: ledger.health.clone(), refetch: Some(refetch) };
+    if state.live.set(live).is_err() {
+        unreachable!("the ledger is opened once");
+    }
+    Ok(Running { ledger, reconcile_task, anchors, lock: held })
+}
+
+/// Opens the ledger, trying again every second while what stops it is
+/// transient (a full disk at start); says so once per cause, not once per
+/// try. `Ok(None)`: stopped before it could.
+async fn bring_up(
+    state: Arc<AppState>,
+    mut lock: Option<InstanceLock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<Running>> {
+    let mut said = String::new();
+    loop {
+        if *stop.borrow() {
+            return Ok(None);
+        }
+        let (st, sp) = (state.clone(), stop.clone());
+        let (opened, back) = tokio::task::spawn_blocking(move || {
+            let mut lock = lock;
+            (open_once(&st, &mut lock, &sp), lock)
+        })
+        .await
+        .context("opening the ledger")?;
+        lock = back;
+        match opened {
+            Ok(running) => {
+                if !said.is_empty() {
+                    tracing::warn!("the ledger is open; the service is back to work");
+                }
+                return Ok(Some(running));
+            }
+            Err(e) if is_transient(&e) => {
+                let why = format!("{e:#}");
+                if why != said {
+                    tracing::error!(error = %why, "the ledger cannot be opened yet; webhooks are answered 503 until it can, retrying every second");
+                    *state.opening.lock().expect("opening lock") = why.clone();
+                    said = why;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(OPEN_RETRY) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs the service on an already-bound listener until `shutdown` resolves,
 /// then stops accepting, finishes in-flight requests (their appends are
 /// committed and answered) and returns.
 ///
 /// The caller binds the socket, so tests can bind `127.0.0.1:0` and learn the
-/// port before the service starts.
+/// port before the service starts. It answers at once; the ledger is opened
+/// beside it, and while that waits (a full disk) the service is alive but
+/// not ready, and webhooks are answered 503.
 ///
 /// # Errors
-/// When another process holds the database, the database cannot be opened,
-/// or the listener fails.
+/// When another process holds the database, the ledger cannot be opened
+/// for a reason waiting will not mend, or the listener fails.
 pub async fn serve(
     listener: std::net::TcpListener,
     config: ServiceConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let lock = InstanceLock::acquire(&config.db)?;
+    // A second service on the same ledger is refused at once; a lock file
+    // that cannot be made for want of space is waited for.
+    let lock = match InstanceLock::acquire(&config.db) {
+        Ok(lock) => Some(lock),
+        Err(e) if e.is_transient() => None,
+        Err(e) => return Err(e.into()),
+    };
     let metrics = Arc::new(Metrics::default());
-    let ledger = LiveLedger::open(&config.db, config.group_commit, metrics.clone())?;
-    let writer = ledger.writer.clone();
+    let state = Arc::new(AppState::new(config, metrics));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), metrics.clone())?
-        .following(ledger.projected.clone());
-    let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
-    let reads = Arc::new(ReadPool::new(&config.db));
-    let anchors = tokio::spawn(log_anchors(reads.clone(), config.anchor_interval));
-    let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler.clone()));
-    let state =
-        Arc::new(AppState { config, writer, metrics, reads, unfetchable: Default::default(), refetch: Some(refetch) });
+    // Opened at once when it can be, as a service normally starts: ready
+    // when it first answers. Only a cause that waiting mends (a full disk)
+    // leaves it to a task that keeps trying while the service answers 503.
+    let mut lock = lock;
+    let (st, sp) = (state.clone(), stop.clone());
+    let (first, lock) = tokio::task::spawn_blocking(move || (open_once(&st, &mut lock, &sp), lock))
+        .await
+        .context("opening the ledger")?;
+    let mut running: Option<Running> = None;
+    let mut opening = match first {
+        Ok(r) => {
+            running = Some(r);
+            None
+        }
+        Err(e) if is_transient(&e) => Some(tokio::spawn(bring_up(state.clone(), lock, stop.clone()))),
+        Err(e) => return Err(e),
+    };
+    if let Some(r) = &running {
+        r.ledger.first_fold(FIRST_FOLD).await;
+    }
+    let mut fatal: Option<anyhow::Error> = None;
     let routes = api::routes(state.clone());
     let service = TowerToHyperService::new(warp::service(routes));
     listener.set_nonblocking(true)?;
@@ -211,6 +370,18 @@ pub async fn serve(
                 // listener drains.
                 let _ = stop_tx.send(true);
                 break;
+            }
+            opened = async { opening.as_mut().expect("polled only while opening").await }, if opening.is_some() => {
+                opening = None;
+                match opened.context("the task opening the ledger")? {
+                    Ok(r) => running = r,
+                    Err(e) => {
+                        fatal = Some(e);
+                        let _ = stop_tx.send(true);
+                        break;
+                    }
+                }
+                continue;
             }
             accepted = accept(&listener) => accepted,
         };
@@ -235,16 +406,25 @@ pub async fn serve(
     }
     connections.shutdown().await;
     let _ = stop_tx.send(true);
-    // In-flight obligation steps finish and record their outcomes.
-    reconcile_task.await?;
-    anchors.abort();
-    ledger.close().await?;
-    // The last head, once everything is committed: the anchor of this run.
-    match crate::ledger::open_read_only(&state.config.db).and_then(|c| crate::ledger::head(&c)) {
-        Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
-        Err(e) => tracing::warn!(error = %e, "could not read the ledger head at shutdown"),
+    if let Some(opening) = opening {
+        // Stopped while still waiting to open the ledger: it gives up.
+        running = opening.await.context("the task opening the ledger")??;
     }
-    drop(lock);
+    if let Some(Running { ledger, reconcile_task, anchors, lock }) = running {
+        // In-flight obligation steps finish and record their outcomes.
+        reconcile_task.await?;
+        anchors.abort();
+        ledger.close().await?;
+        // The last head, once everything is committed: the anchor of this run.
+        match crate::ledger::open_read_only(&state.config.db).and_then(|c| crate::ledger::head(&c)) {
+            Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
+            Err(e) => tracing::warn!(error = %e, "could not read the ledger head at shutdown"),
+        }
+        drop(lock);
+    }
+    if let Some(e) = fatal {
+        return Err(e);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -90,7 +90,9 @@ mod checks {
         assert_eq!(seqs(&again), vec![(2, true)]);
     }
 
-    pub async fn of_concurrent_appends_on_one_version_exactly_one_is_stored(store: &(impl LedgerStore + Clone + 'static)) {
+    pub async fn of_concurrent_appends_on_one_version_exactly_one_is_stored(
+        store: &(impl LedgerStore + Clone + 'static),
+    ) {
         // given a stream at version 1
         store.append_all(vec![event(1, "Inv:a")]).await.unwrap();
         // when sixteen contradictory decisions on version 1 are appended at once

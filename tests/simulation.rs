@@ -30,7 +30,6 @@ use invitation_ledger::ledger::verify::verify;
 use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
 use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::WebhookEnvelope;
-use invitation_ledger::vocab::{EventKey, StreamId};
 use invitation_ledger::metrics::Metrics;
 use invitation_ledger::money::Money;
 use invitation_ledger::projection::events::{
@@ -47,6 +46,7 @@ use invitation_ledger::reconcile::{Outcome, Reconciler};
 use invitation_ledger::rng::SplitMix;
 use invitation_ledger::secret::Secret;
 use invitation_ledger::time::{parse_time, rfc3339};
+use invitation_ledger::vocab::{EventKey, StreamId};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;

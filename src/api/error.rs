@@ -27,6 +27,10 @@ pub enum ApiError {
     BodyTimeout { secs: u64 },
     #[error("the ledger cannot be written right now; retry later")]
     LedgerUnavailable(#[source] LedgerError),
+    /// Derived state (the projections) lags behind what the ledger holds:
+    /// the answer would be stale or a false "unknown".
+    #[error("{0}")]
+    CatchingUp(String),
     #[error("a valid bearer token is required")]
     Unauthorized,
     #[error("without READ_API_TOKEN only requests to a loopback host name (localhost, 127.0.0.1, [::1]) are served; set a token to serve others")]
@@ -54,6 +58,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::LedgerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
+            ApiError::CatchingUp(_) => (StatusCode::SERVICE_UNAVAILABLE, "catching_up"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::ForbiddenHost => (StatusCode::FORBIDDEN, "forbidden_host"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -62,6 +67,12 @@ impl ApiError {
         }
     }
 }
+
+/// Seconds a client should wait before asking again, for the answers that
+/// say "not now": Lightspark retries a webhook on its own schedule, but
+/// other clients (and load balancers) read it.
+const RETRY_AFTER_LEDGER_SECS: u32 = 5;
+const RETRY_AFTER_CATCHING_UP_SECS: u32 = 1;
 
 /// Helper to turn an [`ApiError`] into a rejection.
 pub fn reject(e: impl Into<ApiError>) -> Rejection {
@@ -95,12 +106,23 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
                 "internal error".to_owned()
             }
             ApiError::LedgerUnavailable(inner) => {
-                tracing::error!(error = %cause_chain(inner), "ledger unavailable");
+                // The writer logs when appends start and stop failing, with
+                // how many were refused: a line per webhook would flood.
+                tracing::debug!(error = %cause_chain(inner), "ledger unavailable");
                 e.to_string()
             }
             _ => e.to_string(),
         };
-        return Ok(error_reply(status, code, &message));
+        let reply = error_reply(status, code, &message);
+        let retry_after = match e {
+            ApiError::LedgerUnavailable(_) => Some(RETRY_AFTER_LEDGER_SECS),
+            ApiError::CatchingUp(_) => Some(RETRY_AFTER_CATCHING_UP_SECS),
+            _ => None,
+        };
+        return Ok(match retry_after {
+            Some(secs) => warp::reply::with_header(reply, "retry-after", secs.to_string()).into_response(),
+            None => reply,
+        });
     }
     if rejection.is_not_found() {
         return Ok(error_reply(StatusCode::NOT_FOUND, "not_found", "no such route"));

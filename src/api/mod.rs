@@ -16,21 +16,73 @@ use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use crate::config::ServiceConfig;
-use crate::ledger::LedgerWriter;
+use crate::ledger::{LedgerError, LedgerWriter};
+use crate::projection::projector::ProjectionHealth;
 
-/// What every handler may need. Built once by [`crate::serve`].
+/// What every handler may need. Built once by [`crate::serve`], before the
+/// ledger is open: the service answers (healthz, 503s) while it waits for
+/// it, e.g. on a full disk.
 pub struct AppState {
     pub config: ServiceConfig,
-    pub writer: LedgerWriter,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub reads: Arc<read::ReadPool>,
     /// Claims that arrived without their invitation while fetching is not
     /// configured, warned about at most once a minute.
     pub unfetchable: webhook::UnfetchableClaims,
+    /// The parts that exist once the ledger is open.
+    pub live: std::sync::OnceLock<Live>,
+    /// Why the ledger is not open yet, while it is not.
+    pub opening: std::sync::Mutex<String>,
+}
+
+/// The service's parts that need the ledger open.
+pub struct Live {
+    pub writer: LedgerWriter,
+    /// Whether the projections are caught up, for readiness and reads.
+    pub projection: Arc<ProjectionHealth>,
     /// Fetches one invitation now, for the status page's refetch form.
     /// `None`: no fetcher is wired to the page, which then shows the form
     /// disabled and says so.
     pub refetch: Option<Arc<dyn Refetch>>,
+}
+
+impl AppState {
+    /// A state whose ledger is not open yet.
+    pub fn new(config: ServiceConfig, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        let reads = Arc::new(read::ReadPool::new(&config.db));
+        Self {
+            config,
+            metrics,
+            reads,
+            unfetchable: Default::default(),
+            live: std::sync::OnceLock::new(),
+            opening: std::sync::Mutex::new("the ledger is being opened".into()),
+        }
+    }
+
+    /// The parts that need the ledger.
+    ///
+    /// # Errors
+    /// [`error::ApiError::LedgerUnavailable`] while the ledger is not open.
+    pub fn live(&self) -> Result<&Live, error::ApiError> {
+        self.live.get().ok_or_else(|| {
+            error::ApiError::LedgerUnavailable(LedgerError::NotOpen(self.opening.lock().expect("opening lock").clone()))
+        })
+    }
+
+    /// Refuses a read while the projections may be behind what the ledger
+    /// acknowledged (not open yet, catching up since the start, failing):
+    /// a stale answer, or a false "unknown", is worse than "ask again".
+    ///
+    /// # Errors
+    /// [`error::ApiError::CatchingUp`] saying why.
+    pub fn fresh(&self) -> Result<&Live, error::ApiError> {
+        let live = self.live().map_err(|e| error::ApiError::CatchingUp(e.to_string()))?;
+        match live.projection.lagging() {
+            Some(why) => Err(error::ApiError::CatchingUp(why.to_owned())),
+            None => Ok(live),
+        }
+    }
 }
 
 /// Fetching one invitation from its source now, whatever its schedule, as
@@ -50,7 +102,19 @@ pub trait Refetch: Send + Sync {
 }
 
 /// Refreshes the gauges that are read from the database, then renders.
+/// A scrape is answered whatever the database does: while the ledger is not
+/// open, or its files cannot be read, the gauges read from them keep their
+/// last values and the rest is fresh.
 async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, error::ApiError> {
+    if state.live.get().is_some() {
+        if let Err(e) = refresh_gauges(state).await {
+            tracing::debug!(error = %e, "metrics: the gauges read from the database keep their last values");
+        }
+    }
+    Ok(warp::reply::with_header(state.metrics.render(), "content-type", "text/plain; version=0.0.4").into_response())
+}
+
+async fn refresh_gauges(state: &Arc<AppState>) -> Result<(), error::ApiError> {
     let counts = state
         .reads
         .run(|c| {
@@ -88,7 +152,7 @@ async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, 
     if last > 0 {
         m.reconciler_last_pass_age_seconds.set(chrono::Utc::now().timestamp() - last);
     }
-    Ok(warp::reply::with_header(m.render(), "content-type", "text/plain; version=0.0.4").into_response())
+    Ok(())
 }
 
 /// All routes, with errors mapped by [`error::recover`].
@@ -100,16 +164,18 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
     let readyz = warp::path!("readyz").and(warp::get()).then(move || {
         let state = ready_state.clone();
         async move {
-            match state.writer.probe().await {
-                Ok(()) => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "not ready: the ledger cannot be written");
-                    error::error_reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not_ready",
-                        "the ledger database cannot be written",
-                    )
-                }
+            let not_ready = |why: String| error::error_reply(StatusCode::SERVICE_UNAVAILABLE, "not_ready", &why);
+            let live = match state.live() {
+                Ok(live) => live,
+                Err(e) => return not_ready(e.to_string()),
+            };
+            if let Err(e) = live.writer.probe().await {
+                tracing::debug!(error = %e, "not ready: the ledger cannot be written");
+                return not_ready(format!("the ledger database cannot be written: {e}"));
+            }
+            match live.projection.lagging() {
+                Some(why) => not_ready(why.to_owned()),
+                None => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
             }
         }
     });

@@ -134,31 +134,62 @@ fn page_size(limit: Option<usize>) -> Result<usize, Rejection> {
     }
 }
 
+/// Whether the ledger holds events of the invitation `id_or_code` names (by
+/// id, or a Grid code): an invitation the projections do not know yet, but
+/// will, is not "unknown".
+fn ledger_knows(c: &Connection, id_or_code: &str) -> anyhow::Result<bool> {
+    use crate::vocab::StreamId;
+    for stream in [StreamId::new(id_or_code), StreamId::grid(id_or_code)] {
+        if crate::ledger::stream_version(c, stream.as_str())? > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let auth = read_access(Access::new(state.config.read_api_token.as_ref()));
     let pool = state.reads.clone();
     let fetching = Fetching::new(|s| state.config.reconcile.fetch_configured(s));
 
     let p = pool.clone();
+    let st = state.clone();
     let one =
         warp::path!("v1" / "invitations" / String).and(warp::get()).and(auth.clone()).and_then(move |raw: String| {
             let p = p.clone();
+            let st = st.clone();
             async move {
+                st.fresh().map_err(reject)?;
                 let id = percent_decode(&raw, false);
                 let lookup = id.clone();
-                match p.lookup(move |c| Ok(query::invitation(c, &lookup, fetching)?)).await.map_err(reject)? {
-                    Some(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
-                    None => Err(reject(ApiError::NotFound(format!("no invitation with id or code {id:?}")))),
+                let found = p
+                    .lookup(move |c| {
+                        Ok(match query::invitation(c, &lookup, fetching)? {
+                            Some(v) => Ok(v),
+                            None => Err(ledger_knows(c, &lookup)?),
+                        })
+                    })
+                    .await
+                    .map_err(reject)?;
+                match found {
+                    Ok(v) => Ok::<_, Rejection>(warp::reply::json(&v).into_response()),
+                    Err(true) => Err(reject(ApiError::CatchingUp(format!(
+                        "the events of {id:?} are in the ledger and being folded into its projection; ask again shortly"
+                    )))),
+                    Err(false) => Err(reject(ApiError::NotFound(format!("no invitation with id or code {id:?}")))),
                 }
             }
         });
 
     let p = pool.clone();
+    let st = state.clone();
     let list =
         warp::path!("v1" / "invitations").and(warp::get()).and(auth.clone()).and(warp::query::<ListQuery>()).and_then(
             move |q: ListQuery| {
                 let p = p.clone();
+                let st = st.clone();
                 async move {
+                    st.fresh().map_err(reject)?;
                     let filter = ListFilter {
                         status: q.status.filter(|s| !s.is_empty()),
                         payout_state: q.payout_state.filter(|s| !s.is_empty()),
@@ -173,6 +204,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         );
 
     let p = pool.clone();
+    let st = state.clone();
     let horizon = state.config.reconcile.idempotency_window;
     let audit = warp::path!("v1" / "audit" / "incentives")
         .and(warp::get())
@@ -180,7 +212,9 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::query::<AuditQuery>())
         .and_then(move |q: AuditQuery| {
             let p = p.clone();
+            let st = st.clone();
             async move {
+                st.fresh().map_err(reject)?;
                 let inviter = q.inviter_uma.filter(|s| !s.is_empty());
                 let a = p
                     .run(move |c| Ok(query::audit_incentives(c, inviter.as_deref(), chrono::Utc::now(), horizon)?))

@@ -21,9 +21,9 @@ use super::error::{reject, ApiError};
 use super::AppState;
 use crate::grid::signature::{GRID_SIGNATURE_HEADER, UMAAAS_SIGNATURE_HEADER};
 use crate::ledger::NewEvent;
-use crate::vocab::{EventKind, StreamId};
 use crate::lightspark::signature::SIGNATURE_HEADER;
 use crate::source::{Delivery, Source};
+use crate::vocab::{EventKind, StreamId};
 
 fn count(state: &AppState, source: Source, result: &str) {
     state.metrics.webhook(source, result);
@@ -154,7 +154,8 @@ async fn receive(
         event_type = %event_type,
         invitation_id = event.stream.as_ref().map_or("-", StreamId::as_str),
     );
-    let appended = state.writer.append(event).instrument(span).await.map_err(|e| {
+    let live = state.live().inspect_err(|_| count(&state, source, "unavailable")).map_err(reject)?;
+    let appended = live.writer.append(event).instrument(span).await.map_err(|e| {
         count(&state, source, "unavailable");
         reject(ApiError::LedgerUnavailable(e))
     })?;

@@ -301,7 +301,6 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-
 /// Recognises a verified Grid body: keyed by its delivery id (else its
 /// bytes), about the invitation whose code it carries.
 ///
@@ -355,7 +354,6 @@ pub fn fetched(entity: &Value) -> Report {
         None => Report::default(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -83,7 +83,11 @@ pub trait LedgerStore: Send + Sync {
     ///
     /// # Errors
     /// When the store cannot be read.
-    fn read_range(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<LedgerEvent>, LedgerError>> + Send;
+    fn read_range(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LedgerEvent>, LedgerError>> + Send;
 
     /// The events of `stream` with `seq > after`, in order.
     ///

@@ -58,7 +58,7 @@ impl InstanceLock {
             {
                 Err(LedgerError::Busy(ledger.display().to_string()))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(LedgerError::from(e).on_file(&path.display().to_string())),
         }
     }
 }

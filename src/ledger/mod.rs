@@ -48,6 +48,9 @@ pub enum LedgerError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("the ledger writer has stopped")]
     WriterStopped,
+    /// The service runs but could not open its ledger yet (it keeps trying).
+    #[error("the ledger is not open yet: {0}")]
+    NotOpen(String),
     #[error("only {free} bytes are free in {folder}, the ledger's folder: appends would fail")]
     LowSpace { folder: String, free: u64 },
     #[error("another invitation-ledger process holds the database {0} (a running service?): stop it first")]
@@ -56,8 +59,50 @@ pub enum LedgerError {
     /// records was taken on what the stream said before.
     #[error(transparent)]
     Conflict(#[from] Conflict),
+    #[error("the disk holding {file} is full: nothing more can be written there until space is freed")]
+    DiskFull { file: String },
     #[error("the ledger holds the event key {key:?} more than once (seq {seqs}): it was written by a version that trusted a damaged dedupe index; keys are unique in the ledger from schema 5 on, so this ledger cannot be migrated: keep it as evidence and start a new one with `copy` of a verified backup")]
     RepeatedKey { key: String, seqs: String },
+}
+
+impl LedgerError {
+    /// This error, said of `file` when it is a full disk.
+    pub fn on_file(self, file: &str) -> Self {
+        match &self {
+            LedgerError::Sqlite(e) if is_disk_full(e) => LedgerError::DiskFull { file: file.to_owned() },
+            LedgerError::Folder { source, .. } if source.raw_os_error() == Some(28) => {
+                LedgerError::DiskFull { file: file.to_owned() }
+            }
+            _ => self,
+        }
+    }
+
+    /// Whether waiting can mend it: a full disk, a busy or locked database,
+    /// an I/O error. Not: a schema too new, a repeated key, a file that is
+    /// not a database.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LedgerError::DiskFull { .. } | LedgerError::WriterStopped | LedgerError::LowSpace { .. } => true,
+            LedgerError::Sqlite(e) => is_transient_sqlite(e),
+            LedgerError::Folder { source, .. } => source.raw_os_error() == Some(28),
+            _ => false,
+        }
+    }
+}
+
+/// Whether waiting can mend a SQLite failure: a full disk, a busy or
+/// locked database, an I/O error, a file it cannot open yet.
+pub fn is_transient_sqlite(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen | OutOfMemory)
+    )
+}
+
+/// Whether SQLite failed for lack of space.
+pub fn is_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 impl From<rusqlite::Error> for LedgerError {
@@ -308,7 +353,9 @@ pub(crate) fn remove_legacy_index(ledger: &Path) -> Result<(), LedgerError> {
     for suffix in ["-index", "-index-journal"] {
         let file = suffixed(ledger, suffix);
         match std::fs::remove_file(&file) {
-            Ok(()) => tracing::info!(file = %file.display(), "removed the dedupe index an earlier version kept beside the ledger"),
+            Ok(()) => {
+                tracing::info!(file = %file.display(), "removed the dedupe index an earlier version kept beside the ledger")
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(LedgerError::Folder { path: file.display().to_string(), source: Arc::new(e) }),
         }
@@ -345,8 +392,7 @@ pub fn read_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Led
 /// # Errors
 /// When SQLite fails.
 pub fn read_stream(conn: &Connection, stream: &str, after: u64) -> Result<Vec<LedgerEvent>, LedgerError> {
-    let sql =
-        format!("SELECT {} FROM events WHERE stream = ?1 AND seq > ?2 ORDER BY seq", LedgerEvent::COLUMNS);
+    let sql = format!("SELECT {} FROM events WHERE stream = ?1 AND seq > ?2 ORDER BY seq", LedgerEvent::COLUMNS);
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![stream, after as i64], LedgerEvent::from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)

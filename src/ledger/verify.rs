@@ -4,10 +4,10 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::hash;
 use super::LedgerError;
-use crate::vocab::EventKind;
 use crate::grid::signature::GridKeys;
 use crate::lightspark::signature::SigningKeys;
 use crate::source::Source;
+use crate::vocab::EventKind;
 
 /// The keys stored webhooks are re-verified with, one set per source; a
 /// source without keys has its webhooks counted, not checked.

@@ -48,6 +48,8 @@ enum Job {
     /// decided from, when they follow a decision.
     Append(Vec<NewEvent>, Option<Expected>, Reply),
     Probe(oneshot::Sender<Result<(), LedgerError>>),
+    /// From now on, call this after each commit.
+    Hook(AfterCommit),
     /// Finish what is queued, then stop: later appends fail with
     /// [`LedgerError::WriterStopped`] (a 503, which Lightspark retries).
     Stop,
@@ -93,11 +95,13 @@ impl LedgerWriter {
         let checkpointer = Checkpointer::start(super::open(path)?)?;
         let (head_seq, _) = super::head(&conn)?;
         let (jobs, rx) = mpsc::channel(16 * 1024);
+        let writer_file = path.to_owned();
         let (committed_tx, committed) = watch::channel(head_seq);
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                run(conn, rx, committed_tx, &metrics, group_commit, after_commit, &checkpointer);
+                let file = writer_file.display().to_string();
+                run(conn, rx, committed_tx, &metrics, group_commit, after_commit, &checkpointer, &file);
                 checkpointer.stop();
             })
             .map_err(thread_error)?;
@@ -172,6 +176,12 @@ impl LedgerWriter {
         }
     }
 
+    /// Calls `hook` after each commit from now on (see [`AfterCommit`]),
+    /// for a folder started after the writer.
+    pub async fn after_commit(&self, hook: AfterCommit) {
+        let _ = self.jobs.send(Job::Hook(hook)).await;
+    }
+
     /// Stops the writer after the appends already queued, even while other
     /// handles still exist (a connection lingering past shutdown).
     pub async fn stop(&self) {
@@ -194,7 +204,7 @@ impl LedgerStore for LedgerWriter {
     }
 
     async fn head(&self) -> Result<(u64, Hash), LedgerError> {
-        self.read(|c| super::head(c)).await
+        self.read(super::head).await
     }
 
     async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
@@ -335,6 +345,16 @@ impl Checkpointer {
     }
 }
 
+/// A stretch of time during which batches fail: logged once when it
+/// starts and once when it ends, with how much was refused, instead of a
+/// line per refused webhook.
+struct Outage {
+    since: std::time::Instant,
+    batches: u64,
+    events: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -343,6 +363,7 @@ fn run(
     group_commit: bool,
     mut after_commit: Option<AfterCommit>,
     checkpointer: &Checkpointer,
+    file: &str,
 ) {
     let limit = if group_commit { MAX_BATCH } else { 1 };
     let mut batch: Vec<Job> = Vec::with_capacity(limit);
@@ -350,6 +371,7 @@ fn run(
     // Whether the last batch failed: a probe then tries an append too, so
     // that readiness tells whether appends work, not only commits.
     let mut failing = false;
+    let mut outage: Option<Outage> = None;
     while !stopping {
         let Some(first) = rx.blocking_recv() else { break };
         batch.push(first);
@@ -366,6 +388,7 @@ fn run(
             match job {
                 Job::Append(events, expected, reply) => appends.push((events, expected, reply)),
                 Job::Probe(reply) => probes.push(reply),
+                Job::Hook(hook) => after_commit = Some(hook),
                 Job::Stop => stopping = true,
             }
         }
@@ -374,6 +397,14 @@ fn run(
             match write_batch(&mut conn, &calls) {
                 Ok((answers, last)) => {
                     failing = false;
+                    if let Some(o) = outage.take() {
+                        tracing::warn!(
+                            refused_batches = o.batches,
+                            refused_events = o.events,
+                            seconds = o.since.elapsed().as_secs(),
+                            "the ledger can be written again"
+                        );
+                    }
                     let stored = answers.iter().flatten().flatten();
                     metrics.commit_batch_size.observe(stored.clone().count() as f64);
                     metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -399,7 +430,18 @@ fn run(
                 }
                 Err(e) => {
                     failing = true;
-                    tracing::error!(error = %e, events = calls.len(), "ledger batch failed; nothing of it was stored");
+                    let e = e.on_file(file);
+                    let events = calls.iter().map(|(e, _)| e.len() as u64).sum::<u64>();
+                    match outage.as_mut() {
+                        Some(o) => {
+                            o.batches += 1;
+                            o.events += events;
+                        }
+                        None => {
+                            tracing::error!(error = %e, "the ledger cannot be written; nothing of the refused batches is stored, and webhooks are answered 503 until it can");
+                            outage = Some(Outage { since: std::time::Instant::now(), batches: 1, events });
+                        }
+                    }
                     for (_, _, reply) in appends {
                         let _ = reply.send(Err(e.clone()));
                     }
@@ -553,6 +595,16 @@ fn write_batch(
             });
         }
     }
-    tx.commit()?;
-    Ok((answers, seq))
+    let first = seq - answers.iter().flatten().flatten().filter(|a| !a.duplicate).count() as u64;
+    match tx.commit() {
+        Ok(()) => Ok((answers, seq)),
+        // The answer follows the ledger: a commit that reports a failure
+        // after its frames reached the log holds every event of the batch,
+        // and answering 503 for them would send a stored event again.
+        Err(e) if seq > first && super::head(conn).is_ok_and(|head| head == (seq, prev)) => {
+            tracing::warn!(error = %e, seq, "a commit reported a failure, but the ledger holds the batch: answered as stored");
+            Ok((answers, seq))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::ledger::{EventView, NewEvent};
 use crate::money::Money;
 use crate::source::{Report, Source};
-pub use crate::vocab::{EventKind, IdempotencyKey, ObligationKind};
 use crate::vocab::{EventKey, StreamId};
+pub use crate::vocab::{EventKind, IdempotencyKey, ObligationKind};
 
 /// `invitation.fetched`: what the invitation's source answered when asked
 /// for it (the Lightspark GraphQL `entity`, or Grid's `UmaInvitation`),
@@ -400,7 +400,8 @@ pub fn summary(event: EventView<'_>) -> String {
             "an operator recorded {} for {}{}",
             r.decision.as_str(),
             r.obligation.as_str(),
-            r.by.map(|c| format!(" (from the {})", if c == Channel::Page { "page" } else { "CLI" })).unwrap_or_default()
+            r.by.map(|c| format!(" (from the {})", if c == Channel::Page { "page" } else { "CLI" }))
+                .unwrap_or_default()
         ),
     }
 }

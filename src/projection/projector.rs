@@ -7,6 +7,7 @@
 //! next group commit, and folds can take many commits at once.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -33,52 +34,101 @@ const CACHE_KIB: i64 = -65_536;
 /// request path on two cores.
 const GAP: Duration = Duration::from_millis(1);
 
+/// How long the projector waits before folding again after a failure (a
+/// full disk, a locked file), when no commit wakes it sooner: derived
+/// state catches up by itself once the cause is gone, not only after the
+/// next webhook.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// How long the projector sleeps without a commit before it looks at the
+/// ledger anyway: a safety net (another process's appends, a missed wake).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// How the projections are doing, for readiness and for reads: while they
+/// fail or have not caught up since start, what they say may be behind
+/// what the ledger acknowledged.
+#[derive(Debug, Default)]
+pub struct ProjectionHealth {
+    failing: AtomicBool,
+    caught_up: AtomicBool,
+}
+
+impl ProjectionHealth {
+    /// The last fold failed (and is retried).
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Every event committed before the start has been folded.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// Why reads may not be trusted now, in a sentence; `None` when they can.
+    pub fn lagging(&self) -> Option<&'static str> {
+        if !self.caught_up() {
+            Some("the projections are being folded from the ledger since the start; ask again shortly")
+        } else if self.failing() {
+            Some("the projections cannot be written right now (see the log); what they say may be behind the ledger")
+        } else {
+            None
+        }
+    }
+}
+
 /// The projector thread. It folds every commit the ledger writer reports
-/// through the hook [`Projector::start`] hands out, and ends once that hook
-/// is dropped (the writer has stopped), after folding the last commits.
+/// through the hook [`Projector::start`] hands out, retries on its own
+/// after a failure, and ends once that hook is dropped (the writer has
+/// stopped), after folding the last commits.
 pub struct Projector {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// What [`Projector::start`] gives: the thread, the hook for the ledger
+/// writer, how far the projections have got (updated after every fold),
+/// and how they are doing.
+pub struct Started {
+    pub projector: Projector,
+    pub hook: AfterCommit,
+    pub projected: watch::Receiver<u64>,
+    pub health: Arc<ProjectionHealth>,
+}
+
 impl Projector {
-    /// Catches the projections up with the ledger, then starts the thread.
-    /// Returns it, the after-commit hook to give the ledger writer, and how
-    /// far the projections have got (updated after every fold).
+    /// Starts the thread, which opens the projections (creating or emptying
+    /// them as needed) and catches them up with the ledger, retrying until
+    /// it can: nothing here waits for the disk.
     ///
     /// # Errors
-    /// When a database cannot be opened or the first catch-up fails.
-    pub fn start(db: &Path) -> Result<(Self, AfterCommit, watch::Receiver<u64>), ProjectionError> {
-        let mut conn = store::open(db)?;
-        conn.pragma_update(None, "cache_size", CACHE_KIB)?;
-        let first = store::catch_up(&mut conn, BATCH)?;
-        let (projected_tx, projected) = watch::channel(first);
+    /// When the thread cannot be started.
+    pub fn start(db: &Path) -> Result<Started, ProjectionError> {
+        let (projected_tx, projected) = watch::channel(0);
+        let health = Arc::new(ProjectionHealth::default());
         let wake = Arc::new(Wake::default());
         let hook = wake.hook();
+        let db = db.to_owned();
+        let shared = health.clone();
         let thread = std::thread::Builder::new()
             .name("projector".into())
             .spawn(move || {
                 lower_priority();
-                let mut fold = || match store::catch_up(&mut conn, BATCH) {
-                    Ok(seq) => {
-                        projected_tx.send_replace(seq);
-                        Some(seq)
+                let mut folder =
+                    Folder { db, conn: None, failing_since: None, health: shared, projected: projected_tx };
+                let mut seen = 0;
+                loop {
+                    let ok = folder.fold();
+                    match wake.wait_past(seen, if ok { IDLE } else { RETRY }) {
+                        Woken::Head(head) => seen = head,
+                        Woken::Timeout => {}
+                        Woken::Gone => break,
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "projection catch-up failed; retried after the next commit, or at the next start");
-                        None
-                    }
-                };
-                let mut seen = first;
-                while let Some(head) = wake.wait_past(seen) {
-                    // After a failure, wait for the next commit rather than spin.
-                    seen = fold().map_or(head, |seq| seq.max(head));
                     std::thread::sleep(GAP);
                 }
-                // The writer's last commits, and anything a failure left behind.
-                fold();
+                // The writer's last commits.
+                folder.fold();
             })
             .map_err(ProjectionError::Thread)?;
-        Ok((Self { thread }, hook, projected))
+        Ok(Started { projector: Self { thread }, hook, projected, health })
     }
 
     /// Waits for the thread to end (the writer must be stopping).
@@ -88,6 +138,79 @@ impl Projector {
     pub fn join(self) -> Result<(), ProjectionError> {
         self.thread.join().map_err(|_| ProjectionError::Panicked("projector"))
     }
+}
+
+/// The projector's side of the folding: its connection (opened when it
+/// can be) and what it reports.
+struct Folder {
+    db: std::path::PathBuf,
+    conn: Option<rusqlite::Connection>,
+    /// When folds started failing, and how many have failed since: logged
+    /// once when it starts and once when it ends.
+    failing_since: Option<(std::time::Instant, u64)>,
+    health: Arc<ProjectionHealth>,
+    projected: watch::Sender<u64>,
+}
+
+impl Folder {
+    /// Folds what is new; whether it succeeded.
+    fn fold(&mut self) -> bool {
+        match self.try_fold() {
+            Ok(seq) => {
+                // The health first: whoever the new seq wakes reads it.
+                self.health.caught_up.store(true, Ordering::Relaxed);
+                self.health.failing.store(false, Ordering::Relaxed);
+                self.projected.send_replace(seq);
+                if let Some((since, failures)) = self.failing_since.take() {
+                    tracing::warn!(
+                        failures,
+                        seconds = since.elapsed().as_secs(),
+                        folded = seq,
+                        "the projections are written again and caught up"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                self.health.failing.store(true, Ordering::Relaxed);
+                // Wakes whoever waits for a fold to end, failed or not.
+                self.projected.send_modify(|_| {});
+                match self.failing_since.as_mut() {
+                    Some((_, failures)) => *failures += 1,
+                    None => {
+                        let file = store::path(&self.db).display().to_string();
+                        tracing::error!(error = %e.on_file(&file), "the projections cannot be written; retrying every {} ms until they can", RETRY.as_millis());
+                        self.failing_since = Some((std::time::Instant::now(), 1));
+                    }
+                }
+                // A connection that failed may hold a broken state (a
+                // failed open of the file): open it afresh next time.
+                if self.conn.as_ref().is_some_and(|c| !c.is_autocommit()) {
+                    self.conn = None;
+                }
+                false
+            }
+        }
+    }
+
+    fn try_fold(&mut self) -> Result<u64, ProjectionError> {
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => {
+                let c = store::open(&self.db)?;
+                c.pragma_update(None, "cache_size", CACHE_KIB)?;
+                self.conn.insert(c)
+            }
+        };
+        store::catch_up(conn, BATCH)
+    }
+}
+
+/// Why [`Wake::wait_past`] returned.
+enum Woken {
+    Head(u64),
+    Timeout,
+    Gone,
 }
 
 /// The ledger head as the writer last reported it, and whether the writer
@@ -116,15 +239,15 @@ impl Wake {
         })
     }
 
-    /// Waits for a head beyond `seen`; `None` once the writer is gone.
-    fn wait_past(&self, seen: u64) -> Option<u64> {
+    /// Waits for a head beyond `seen`, at most `timeout`.
+    fn wait_past(&self, seen: u64, timeout: Duration) -> Woken {
         let guard = self.state.lock().expect("wake lock");
-        let guard = self.changed.wait_while(guard, |(head, gone)| *head <= seen && !*gone).expect("wake lock");
-        let (head, gone) = *guard;
-        if gone {
-            None
-        } else {
-            Some(head)
+        let waiting = |s: &mut (u64, bool)| s.0 <= seen && !s.1;
+        let guard = self.changed.wait_timeout_while(guard, timeout, waiting).expect("wake lock").0;
+        match *guard {
+            (_, true) => Woken::Gone,
+            (head, false) if head > seen => Woken::Head(head),
+            _ => Woken::Timeout,
         }
     }
 }

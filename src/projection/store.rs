@@ -33,6 +33,27 @@ pub enum ProjectionError {
     Thread(std::io::Error),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    #[error("the disk holding {file} is full: nothing more can be written there until space is freed")]
+    DiskFull { file: String },
+}
+
+impl ProjectionError {
+    /// This error, said of `file` when it is a full disk (a full disk
+    /// under the ledger keeps the ledger's own file name).
+    pub fn on_file(self, file: &str) -> Self {
+        match self {
+            ProjectionError::Sqlite(e) if ledger::is_disk_full(&e) => {
+                ProjectionError::DiskFull { file: file.to_owned() }
+            }
+            ProjectionError::Ledger(LedgerError::Sqlite(e)) if ledger::is_disk_full(&e) => {
+                ProjectionError::DiskFull { file: file.to_owned() }
+            }
+            ProjectionError::Swap { source, .. } if source.raw_os_error() == Some(28) => {
+                ProjectionError::DiskFull { file: file.to_owned() }
+            }
+            other => other,
+        }
+    }
 }
 
 /// The projection file's tables; see `schema/projections.sql`.

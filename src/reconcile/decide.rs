@@ -51,8 +51,9 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
     // window still bounds it.)
     let window_expired = || match record.window_started_at.as_deref() {
         None => false,
-        Some(text) => parse_time(text)
-            .is_none_or(|start| now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window)),
+        Some(text) => parse_time(text).is_none_or(|start| {
+            now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window)
+        }),
     };
     let in_flight = matches!(view.state, ObligationState::Requested | ObligationState::RetryScheduled);
     if in_flight && !still_owed(state, kind) {

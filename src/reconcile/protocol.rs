@@ -19,12 +19,12 @@ use super::clock::{backoff, Clock, Jitter};
 use super::endpoint::{judge, Endpoint, OutgoingRequest, Verdict};
 use super::request::request_for;
 use super::worker::{Outcome, ReconcileError, Reconciler};
+use crate::ledger::{Expected, LedgerError};
 use crate::lightspark::signature::sign;
 use crate::projection::events::{
     IdempotencyKey, InDoubtReason, InternalEvent, ObligationFailed, ObligationInDoubt, ObligationKind,
     ObligationRequested, ObligationSucceeded,
 };
-use crate::ledger::{Expected, LedgerError};
 use crate::projection::state::{InvitationState, ObligationPhase};
 use crate::time::rfc3339;
 
@@ -90,7 +90,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 request: request.body,
             };
             let expected = Expected::new(id.as_str(), state.last_seq);
-            let recorded = match self.inner.writer.append_if(expected, InternalEvent::Requested(requested).to_new_event()).await {
+            let recorded = match self
+                .inner
+                .writer
+                .append_if(expected, InternalEvent::Requested(requested).to_new_event())
+                .await
+            {
                 Ok(recorded) => recorded,
                 Err(LedgerError::Conflict(c)) => {
                     // Nothing is sent on facts that changed: the next pass

@@ -87,6 +87,10 @@ pub(super) struct Inner<E, C, J> {
     pub(super) projected: Option<watch::Receiver<u64>>,
     /// Set at shutdown: start nothing new.
     stopping: std::sync::atomic::AtomicBool,
+    /// Steps have been failing since the last pass that had none: logged
+    /// when that starts and when it ends, not once per step and pass (a
+    /// full disk would otherwise log every due payment every pass).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// The reconciler, cheap to clone. Generic over its seams: the endpoint,
@@ -137,6 +141,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 metrics,
                 projected: None,
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                failing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -205,7 +210,10 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         tokio::task::spawn_blocking(move || -> Result<Vec<InvitationState>, ReconcileError> {
             let mut guard = inner.conn.lock().expect("reconciler connection lock");
             if guard.is_none() {
-                *guard = Some(store::open(&inner.db)?);
+                // Only a reconciler that folds for itself writes the
+                // projections; one following a projector reads them, and
+                // must not race it for the file's first write.
+                *guard = Some(if catch_up { store::open(&inner.db)? } else { store::open_read_only(&inner.db)? });
             }
             let conn = guard.as_mut().expect("opened above");
             if catch_up {
@@ -275,17 +283,30 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             });
         }
         let mut first_error = None;
+        let mut failed_steps = 0u32;
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(o)) => outcome.absorb(o),
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "reconciler step failed; it will be retried");
+                    failed_steps += 1;
+                    tracing::debug!(error = %e, "reconciler step failed; it will be retried");
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
+                    failed_steps += 1;
                     first_error.get_or_insert(ReconcileError::Task(e.to_string()));
                 }
             }
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        match &first_error {
+            Some(e) if !self.inner.failing.swap(true, SeqCst) => {
+                tracing::error!(error = %e, steps = failed_steps, "reconciler steps fail; they are retried every pass, and this is logged again when they succeed");
+            }
+            None if self.inner.failing.swap(false, SeqCst) => {
+                tracing::warn!("reconciler steps succeed again");
+            }
+            _ => {}
         }
         self.inner
             .metrics

@@ -35,7 +35,6 @@ impl std::fmt::Display for IdempotencyKey {
     }
 }
 
-
 /// The ledger's idempotency key of an event: appending a key the ledger
 /// holds stores nothing and answers the `seq` that holds it. Each family
 /// of events has one constructor, and every key format is written here
@@ -228,7 +227,11 @@ mod tests {
                 Some(Source::Lightspark),
             ),
             (EventKey::grid_webhook("Webhook:1", body), "grid:Webhook:1:44136fa355b3678a", Some(Source::Grid)),
-            (EventKey::fetched(Source::Grid, "GridInvitation:C", "ab"), "grid-fetch:GridInvitation:C:ab", Some(Source::Grid)),
+            (
+                EventKey::fetched(Source::Grid, "GridInvitation:C", "ab"),
+                "grid-fetch:GridInvitation:C:ab",
+                Some(Source::Grid),
+            ),
             (
                 EventKey::fetch_failed(Source::Lightspark, "Inv:1", "identity_mismatch", Some("cd")),
                 "lightspark-fetch:Inv:1:identity_mismatch:cd",

@@ -101,7 +101,6 @@ impl EventKind {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,65 +13,17 @@
 //!   shell in a transaction) for longer than the writer's busy timeout.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::disk::{fill, Tmpfs};
 use crate::support::{assert_verifies, eventually, json, ledger_rows, serve_args, InvitationFixture, TestApp};
 
 /// The event key Lightspark's webhook `body` with `event_id` is stored under.
 fn event_key(event_id: &str, body: &[u8]) -> String {
     invitation_ledger::vocab::EventKey::lightspark_webhook(event_id, body).to_string()
-}
-
-/// A tmpfs of `size` mounted on a folder, unmounted on drop (lazily, so a
-/// panic with files still open cannot leave it behind).
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Result<Self, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(Tmpfs { path: path.to_owned() })
-        } else {
-            Err(format!("mount failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-/// Writes `path` until the file system refuses another byte; returns how
-/// many bytes it took.
-fn fill(path: &Path) -> u64 {
-    let mut f = std::fs::File::create(path).expect("create the filler");
-    let block = vec![0xA5u8; 64 * 1024];
-    let mut written = 0u64;
-    for size in [block.len(), 4096, 512, 1] {
-        loop {
-            match f.write(&block[..size]) {
-                Ok(0) => break,
-                Ok(n) => written += n as u64,
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-    }
-    let _ = f.sync_all();
-    written
 }
 
 /// Claims `id` with an event id derived from it; answers status, JSON and
@@ -159,7 +111,8 @@ async fn unready_while_broken_and_recovered_without_restart(app: TestApp, mut fa
     let (status, _, key) = post(&app, "Inv:before").await;
     assert_eq!(status, 200);
     acknowledged.insert(key);
-    assert_eq!(readyz(&app).await.0, 200);
+    let ready = readyz(&app).await;
+    assert_eq!(ready.0, 200, "{}", ready.1);
 
     fault.inject();
 
@@ -252,12 +205,7 @@ async fn unready_while_broken_and_recovered_without_restart(app: TestApp, mut fa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_makes_the_service_unready_and_answer_503_until_space_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let mount = Tmpfs::mount(dir.path(), "4m").unwrap_or_else(|why| {
-        panic!(
-            "this test fills a 4 MiB tmpfs mounted on the ledger's folder and needs root with CAP_SYS_ADMIN \
-             and `mount` (util-linux), as on the project's machines and in CI; mounting it failed: {why}"
-        )
-    });
+    let mount = Tmpfs::mount(dir.path(), "4m");
     let db = dir.path().join("ledger.db");
     let filler = dir.path().join("filler");
     let app = TestApp::spawn_with(dir, serve_args(&db)).await;

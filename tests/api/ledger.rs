@@ -470,8 +470,9 @@ fn planted_index(db: &std::path::Path, keys: &[(String, u64)]) -> std::path::Pat
     let file = std::path::PathBuf::from(name);
     let _ = std::fs::remove_file(&file);
     let ledger = rusqlite::Connection::open(db).unwrap();
-    let (seq, hash): (i64, Vec<u8>) =
-        ledger.query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (seq, hash): (i64, Vec<u8>) = ledger
+        .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
     let conn = rusqlite::Connection::open(&file).unwrap();
     conn.execute_batch(
         "CREATE TABLE index_meta (id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL, last_hash BLOB, boot_id TEXT);

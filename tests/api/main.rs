@@ -9,11 +9,12 @@
 mod support;
 
 mod audit;
-mod demo;
 mod decisions;
+mod demo;
 mod deploy;
 mod faults;
 mod fetch;
+mod full_disk;
 mod grid;
 mod hostile;
 mod ingest;

@@ -412,7 +412,13 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                 if let Some(v) = view.filter(|_| !confirmed) {
                     return Ok(confirm_page(&v, &decided, &ui.csrf.token(&credential)));
                 }
-                match operator::record(&ui.state.writer, decided).await {
+                let live = match ui.state.live() {
+                    Ok(live) => live,
+                    Err(e) => {
+                        return Ok(message_page(StatusCode::SERVICE_UNAVAILABLE, "Not recorded", &e.to_string(), &back))
+                    }
+                };
+                match operator::record(&live.writer, decided).await {
                     Ok(recorded) => {
                         tracing::info!(what = %recorded, "resolved from the status page");
                         projected(&ui, recorded.seq).await;
@@ -437,7 +443,7 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                     Ok(admitted) => admitted,
                     Err(refusal) => return Ok::<_, Rejection>(refusal),
                 };
-                let Some(fetcher) = ui.state.refetch.clone() else {
+                let Some(fetcher) = ui.state.live.get().and_then(|l| l.refetch.clone()) else {
                     return Ok(message_page(
                         StatusCode::NOT_IMPLEMENTED,
                         "Refetch is unavailable here",

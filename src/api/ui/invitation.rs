@@ -13,7 +13,9 @@ use warp::http::{header, HeaderMap, StatusCode};
 use warp::{Filter, Rejection};
 
 use super::actions::{self, Actions};
-use super::render::{badge, detail, escape, invitation_href, ledger_facts, message_page, money, opt, page};
+use super::render::{
+    badge, catching_up_page, detail, escape, invitation_href, ledger_facts, message_page, money, opt, page,
+};
 use super::verdict::{self, Verdict};
 use super::{html, Admit, Ui};
 use crate::api::error::reject;
@@ -36,6 +38,9 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                     Admit::Open => None,
                     Admit::Session(c) => Some(c),
                 };
+                if let Err(e) = ui.state.fresh() {
+                    return Ok(catching_up_page(&e.to_string()));
+                }
                 let lookup = id.clone();
                 let found = ui.state.reads.run(move |c| Ok(trail::trail(c, &lookup)?)).await.map_err(reject)?;
                 let Some(t) = found else {
@@ -61,7 +66,7 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                 let acts = Actions {
                     csrf: credential.map(|c| ui.csrf.token(&c)),
                     token_configured: !ui.gate.is_open(),
-                    refetch: ui.state.refetch.is_some(),
+                    refetch: ui.state.live.get().is_some_and(|l| l.refetch.is_some()),
                 };
                 Ok(html(StatusCode::OK, render(&t, &verdicts, &acts)))
             }

@@ -43,7 +43,7 @@ use crate::ledger::verify::WebhookKeys;
 use crate::projection::query::{self, StatusPageLimits};
 use crate::projection::trail;
 pub use render::escape;
-use render::{login_page, percent_encode};
+use render::{catching_up_page, login_page, percent_encode};
 
 /// The cookie `POST /login` sets.
 pub const COOKIE: &str = "il_token";
@@ -261,6 +261,9 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             async move {
                 if let Admit::Login(page) = ui.admit(&headers, None)? {
                     return Ok::<_, Rejection>(page);
+                }
+                if let Err(e) = ui.state.fresh() {
+                    return Ok(catching_up_page(&e.to_string()));
                 }
                 let q = query.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
                 let horizon = ui.state.config.reconcile.idempotency_window;

@@ -81,6 +81,13 @@ pub(super) fn message_page(status: StatusCode, title: &str, message: &str, back:
     html(status, page(&format!("{title} — invitation-ledger"), "", &body))
 }
 
+/// The page a read gets while the projections may be behind the ledger:
+/// 503 with `Retry-After`, saying why.
+pub(super) fn catching_up_page(why: &str) -> warp::reply::Response {
+    let page = message_page(StatusCode::SERVICE_UNAVAILABLE, "Catching up", why, "/");
+    warp::Reply::into_response(warp::reply::with_header(page, "retry-after", "1"))
+}
+
 /// The header's facts about the ledger and the projections.
 pub(super) fn ledger_facts(head: u64, checkpoint: u64, extra: &str) -> String {
     format!(

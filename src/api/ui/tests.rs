@@ -12,7 +12,6 @@ use hyper::service::Service as _;
 
 use super::render::{badge, percent_encode};
 use super::*;
-use crate::api::read::ReadPool;
 use crate::api::Refetch;
 use crate::config::{DbArgs, KeyArgs, ReconcileArgs, ServeArgs};
 use crate::ledger::NewEvent;
@@ -152,14 +151,13 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
         .unwrap();
     ledger.projected.clone().wait_for(|s| *s >= appended.seq).await.unwrap();
     let fetcher = Arc::new(RecordingRefetch::default());
-    let state = Arc::new(AppState {
-        config: args.validate().unwrap(),
+    let state = Arc::new(AppState::new(args.validate().unwrap(), Default::default()));
+    let live = crate::api::Live {
         writer: ledger.writer.clone(),
-        metrics: Default::default(),
-        reads: Arc::new(ReadPool::new(&db)),
+        projection: ledger.health.clone(),
         refetch: Some(fetcher.clone()),
-        unfetchable: Default::default(),
-    });
+    };
+    assert!(state.live.set(live).is_ok());
     let service = hyper_util::service::TowerToHyperService::new(warp::service(crate::api::routes(state)));
     let call = |method: &str, path: &str, headers: &[(&str, &str)], body: String| {
         let mut req = warp::http::Request::builder().method(method).uri(path).header("host", "127.0.0.1:3000");

@@ -13,8 +13,8 @@
 
 use invitation_ledger::ledger::NewEvent;
 use invitation_ledger::lightspark::signature::sign;
-use invitation_ledger::vocab::{EventKey, EventKind, StreamId};
 use invitation_ledger::rng::SplitMix;
+use invitation_ledger::vocab::{EventKey, EventKind, StreamId};
 
 /// The webhook signing secret the bench's service runs with.
 pub const SECRET: &str = "bench-signing-secret";
