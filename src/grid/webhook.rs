@@ -30,7 +30,7 @@ pub const INVITATION_CLAIMED: &str = "INVITATION.CLAIMED";
 pub const LEGACY_INVITATION_CLAIMED: &str = "INVITATION_CLAIMED";
 
 /// The prefix of every Grid invitation stream.
-const STREAM_PREFIX: &str = "GridInvitation:";
+pub(crate) const STREAM_PREFIX: &str = "GridInvitation:";
 
 /// How many characters of an offending value a reason repeats: enough to
 /// recognise it, short enough for a log line and an operator view.
@@ -350,7 +350,7 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
             if snapshot.status.is_none() && claim {
                 snapshot.status = Some(InvitationStatus::Claimed);
             }
-            Report { dated: invitation.claimed_at.or(webhook.timestamp), snapshot, data_missing: false }
+            Report { dated: invitation.claimed_at.or(webhook.timestamp), snapshot, ..Report::default() }
         }
         None => Report { dated: webhook.timestamp, ..Report::default() },
     })
@@ -361,7 +361,7 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
 pub fn fetched(entity: &Value) -> Report {
     match GridInvitation::from_json(entity) {
         Some(invitation) => {
-            Report { snapshot: invitation.snapshot(), dated: invitation.claimed_at, data_missing: false }
+            Report { snapshot: invitation.snapshot(), dated: invitation.claimed_at, ..Report::default() }
         }
         None => Report::default(),
     }

@@ -107,12 +107,19 @@ impl InvitationFetched {
     }
 }
 
-/// Why a fetch failed for good.
+/// Why a fetch failed for good: the id names another entity type.
 pub const NOT_AN_INVITATION: &str = "not_an_invitation";
 
-/// `invitation.fetch_failed`: a fetch that failed for good (the id names
-/// another entity type), recorded once. Transient failures are retried by
-/// the reconciler's schedule and not recorded (ledgers written before kept
+/// Why a fetch's answer was refused: it is an invitation, but not the one
+/// asked (another id or code, or none). Asked again on the schedule.
+pub const IDENTITY_MISMATCH: &str = "identity_mismatch";
+
+/// `invitation.fetch_failed`: a fetch whose answer is recorded but not
+/// used. Either it failed for good (the id names another entity type,
+/// [`NOT_AN_INVITATION`]), recorded once; or the source answered about
+/// another invitation ([`IDENTITY_MISMATCH`]), recorded once per distinct
+/// answer and asked again. Transient failures are retried by the
+/// reconciler's schedule and not recorded (ledgers written before kept
 /// them, with an `attempt`: they still read).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvitationFetchFailed {
@@ -125,6 +132,19 @@ pub struct InvitationFetchFailed {
     pub failed_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The refused answer, for an [`IDENTITY_MISMATCH`]: the evidence of
+    /// what the source said, never merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<serde_json::Value>,
+}
+
+impl InvitationFetchFailed {
+    /// A short digest of the refused answer (of `null` when there is
+    /// none): each distinct wrong answer is one event.
+    pub fn answer_digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.answer).expect("a JSON value serialises");
+        hex::encode(&Sha256::digest(bytes)[..8])
+    }
 }
 
 /// `<prefix>.requested`: written before each HTTP call, so a crash between
@@ -389,6 +409,10 @@ impl InternalEvent {
                 }
             },
             InternalEvent::FetchFailed(e) => match e.attempt {
+                // Each distinct wrong answer once, however often it comes.
+                None if e.reason == IDENTITY_MISMATCH => {
+                    format!("{}-fetch:{}:{}:{}", e.source.as_str(), e.invitation_id, e.reason, e.answer_digest())
+                }
                 None => format!("{}-fetch:{}:{}", e.source.as_str(), e.invitation_id, e.reason),
                 Some(attempt) => format!("{}-fetch:{}:failed:{attempt}", e.source.as_str(), e.invitation_id),
             },
@@ -568,6 +592,16 @@ mod tests {
                 error: "e".into(),
                 failed_at: "t".into(),
                 attempt: None,
+                answer: None,
+            }),
+            InternalEvent::FetchFailed(InvitationFetchFailed {
+                invitation_id: "Inv:1".into(),
+                source: Source::Grid,
+                reason: IDENTITY_MISMATCH.into(),
+                error: "the answer is about \"other\", not \"Inv:1\"".into(),
+                failed_at: "t".into(),
+                attempt: None,
+                answer: Some(serde_json::json!({"code": "other"})),
             }),
             InternalEvent::Requested(requested),
             InternalEvent::Succeeded(ObligationSucceeded {
@@ -621,6 +655,10 @@ mod tests {
             vec![
                 format!("lightspark-fetch:Inv:1:{}", hex::encode(&Sha256::digest(b"null")[..8])),
                 "lightspark-fetch:Inv:1:not_an_invitation".to_owned(),
+                format!(
+                    "grid-fetch:Inv:1:identity_mismatch:{}",
+                    hex::encode(&Sha256::digest(br#"{"code":"other"}"#)[..8])
+                ),
                 format!("{k}:requested:2"),
                 format!("{k}:succeeded"),
                 format!("{k}:failed:2"),
@@ -664,7 +702,7 @@ mod tests {
 
     #[test]
     fn bodies_that_break_their_kinds_promise_are_undecodable_with_the_seq() {
-        let row = examples()[2].to_new_event();
+        let row = examples()[3].to_new_event();
         let view = |kind: &'static str, stream: &'static str, body: &'static [u8]| EventView {
             seq: 7,
             event_key: "lightspark:e:0",

@@ -648,3 +648,121 @@ fn a_null_request_body_folds_the_same_whether_or_not_the_state_was_stored_betwee
     // then both record the same first request
     assert_eq!(resumed, in_memory);
 }
+
+// ---- answers about the invitation asked ----
+
+fn fetched(seq: u64, source: &str, stream: &str, entity: Value) -> LedgerEvent {
+    event(
+        seq,
+        "invitation.fetched",
+        stream,
+        json!({"invitation_id": stream, "source": source, "fetched_at": "2026-11-01T12:00:05Z", "entity": entity}),
+    )
+}
+
+fn kinds(s: &InvitationState) -> Vec<&'static str> {
+    view::anomalies(s).iter().map(|a| a.kind).collect()
+}
+
+#[test]
+fn a_fetched_answer_about_another_invitation_or_none_is_not_merged_and_is_an_anomaly() {
+    // given a claim without data, and answers recorded for it that name
+    // another invitation, or none (ledgers written before answers were
+    // checked hold them)
+    let mallory = json!({"uma_invitation_invitee_uma": "$mallory@evil.example", "uma_invitation_status": "CLAIMED",
+        "uma_invitation_payment_amount": {"uma_currency_amount_value": 99999,
+            "uma_currency_amount_currency": {"uma_currency_code": "USD"}}});
+    let mut other = mallory.clone();
+    other["uma_invitation_id"] = json!("UmaInvitation:mallory");
+    for entity in [other, mallory] {
+        // when they are folded
+        let s = fold(&[webhook(1, "2026-11-01T12:00:01+00:00", None), fetched(2, "lightspark", INV, entity.clone())]);
+        // then nothing of them is merged, the data is still awaited, and
+        // the projection says why
+        let v = view::view(&s);
+        assert_eq!((v.invitee_uma.as_deref(), v.payment_amount.as_ref()), (None, None), "{entity}");
+        assert_eq!(v.payout.state, ObligationState::NotDue);
+        assert_eq!(s.fetch.phase, FetchPhase::Pending);
+        assert!(view::awaiting_data(&s) && view::fetch_wanted(&s));
+        assert_eq!(kinds(&s), vec!["identity_mismatch"], "{entity}");
+        assert!(v.anomalies[0].detail.contains("seq 2"), "{:?}", v.anomalies);
+    }
+}
+
+#[test]
+fn a_fetched_grid_answer_with_another_code_or_none_is_not_merged() {
+    // given a Grid invitation's stream, and answers with another code or none
+    let stream = "GridInvitation:CODE1";
+    for entity in [
+        json!({"code": "OTHER", "status": "CLAIMED", "inviteeUma": "$mallory@evil.example"}),
+        json!({"status": "CLAIMED", "inviteeUma": "$mallory@evil.example"}),
+    ] {
+        // when one is folded
+        let s = [fetched(1, "grid", stream, entity.clone())].iter().fold(InvitationState::new(stream), apply);
+        // then it is an anomaly, not a fact
+        assert_eq!(s.invitee_uma, None, "{entity}");
+        assert_eq!(s.status, None, "{entity}");
+        assert_eq!(kinds(&s), vec!["identity_mismatch"], "{entity}");
+    }
+    // and its own code is merged
+    let own = [fetched(1, "grid", stream, json!({"code": "CODE1", "status": "CLAIMED"}))]
+        .iter()
+        .fold(InvitationState::new(stream), apply);
+    assert!(own.is_claimed() && kinds(&own).is_empty());
+}
+
+#[test]
+fn an_answer_refused_for_its_identity_is_an_anomaly_and_fetching_goes_on() {
+    // given a claim without data, and a fetch whose answer the reconciler
+    // refused for naming another invitation
+    let refused = event(
+        2,
+        "invitation.fetch_failed",
+        INV,
+        json!({"invitation_id": INV, "reason": "identity_mismatch",
+               "error": "the answer is about \"UmaInvitation:mallory\", not \"UmaInvitation:1\"",
+               "failed_at": "2026-11-01T12:00:02Z", "answer": {"uma_invitation_id": "UmaInvitation:mallory"}}),
+    );
+    // when it is folded
+    let s = fold(&[webhook(1, "2026-11-01T12:00:01+00:00", None), refused]);
+    // then the fetch is not failed for good: it is still wanted
+    assert_eq!(s.fetch.phase, FetchPhase::Pending);
+    assert!(view::fetch_wanted(&s));
+    let v = view::view(&s);
+    assert!(v.fetch.last_error.as_deref().is_some_and(|e| e.contains("mallory")));
+    // and the projection shows the refusal
+    assert_eq!(kinds(&s), vec!["identity_mismatch"]);
+    assert!(v.anomalies[0].detail.contains("refused"), "{:?}", v.anomalies);
+}
+
+#[test]
+fn a_webhook_whose_envelope_and_invitation_name_two_invitations_is_not_merged() {
+    // given a claim whose envelope names this invitation and whose data
+    // names another, filed under either (ledgers and routing differ)
+    let data = json!({"id": "UmaInvitation:2", "invitee_uma": "$mallory@evil.example", "status": "CLAIMED",
+        "payment_amount": {"value": 99999, "currency": "USD"}});
+    for stream in [INV, "UmaInvitation:2"] {
+        let body = json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": "e1",
+            "timestamp": "2026-11-01T12:00:01+00:00", "entity_id": INV, "data": data});
+        let mut e = event(1, "webhook.received", stream, body);
+        e.event_key = crate::lightspark::webhook::event_key("e1", &e.body);
+        // when it is folded into that stream
+        let s = [e].iter().fold(InvitationState::new(stream), apply);
+        // then nothing of it is merged, the invitation is to be fetched,
+        // and the projection says why
+        assert_eq!((s.invitee_uma.as_ref(), s.payment_amount.as_ref(), s.status.as_ref()), (None, None, None));
+        assert_eq!(s.fetch.phase, FetchPhase::Pending, "{stream}");
+        assert_eq!(kinds(&s), vec!["identity_mismatch"], "{stream}");
+    }
+    // and a blank id inside `data` (routed by the envelope) is no match either
+    let blank =
+        webhook(1, "2026-11-01T12:00:01+00:00", Some(json!({"id": " ", "invitee_uma": "$mallory@evil.example"})));
+    let routed = crate::lightspark::webhook::recognise(&blank.body).unwrap().stream;
+    assert_eq!(routed.as_deref(), Some(INV));
+    let s = fold(&[blank]);
+    assert_eq!((s.invitee_uma.as_ref(), kinds(&s)), (None, vec!["identity_mismatch"]));
+    // but data without an id of its own is the envelope's invitation
+    let s = fold(&[webhook(1, "2026-11-01T12:00:01+00:00", Some(json!({"invitee_uma": "$b@y"})))]);
+    assert_eq!(s.invitee_uma.as_ref().map(|v| v.value.as_str()), Some("$b@y"));
+    assert!(kinds(&s).is_empty());
+}

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::events::{IdempotencyKey, ObligationKind};
+use super::events::{IdempotencyKey, ObligationKind, IDENTITY_MISMATCH};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
 use crate::invitation::{IncentivesStatus, InvitationStatus};
 use crate::money::{Money, PaymentAmount};
@@ -91,8 +91,8 @@ pub struct Requested {
 /// Something about an invitation that a healthy ledger never shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Anomaly {
-    /// `status_conflict`, `incentives_conflict`, `changed_after_request`
-    /// or `undecodable_event`.
+    /// `status_conflict`, `incentives_conflict`, `changed_after_request`,
+    /// `undecodable_event` or `identity_mismatch`.
     pub kind: &'static str,
     pub detail: String,
 }
@@ -376,7 +376,8 @@ pub fn view(state: &InvitationState) -> InvitationView {
 
 /// The invitation's anomalies: conflicting final statuses or incentive
 /// decisions, an obligation whose receiver or amount changed after it was
-/// requested, events the fold could not read.
+/// requested, events the fold could not read, snapshots and fetched
+/// answers about another invitation.
 pub fn anomalies(state: &InvitationState) -> Vec<Anomaly> {
     let mut out = Vec::new();
     let names = |values: Vec<&str>| values.join(" and ");
@@ -407,6 +408,9 @@ pub fn anomalies(state: &InvitationState) -> Vec<Anomaly> {
     }
     for u in &state.undecodable {
         out.push(Anomaly { kind: "undecodable_event", detail: u.reason.clone() });
+    }
+    for m in &state.identity_mismatches {
+        out.push(Anomaly { kind: IDENTITY_MISMATCH, detail: m.detail.clone() });
     }
     out
 }

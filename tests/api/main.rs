@@ -15,6 +15,7 @@ mod faults;
 mod fetch;
 mod grid;
 mod hostile;
+mod identity;
 mod ingest;
 mod invitation_page;
 mod ledger;

@@ -33,7 +33,9 @@ const REASON_SHAPE: &str = "unknown amount shape";
 // GraphQL-aliased, camelCase. The order only matters when one object carries
 // several spellings of a field with different values, which no producer is
 // known to do; it is fixed so that the result is still deterministic.
-const ID: &[&str] = &["id", "uma_invitation_id"];
+/// The spellings of the invitation's id, which the GraphQL client checks
+/// an answer against before anything of it is kept.
+pub(crate) const ID: &[&str] = &["id", "uma_invitation_id"];
 const CODE: &[&str] = &["code", "uma_invitation_code"];
 const URL: &[&str] = &["url", "uma_invitation_url"];
 const INVITER_UMA: &[&str] = &["inviter_uma", "uma_invitation_inviter_uma", "inviterUma"];
@@ -86,7 +88,7 @@ pub fn parse(v: &Value) -> InvitationSnapshot {
 /// `updated_at` (none: the fold dates it by when it was fetched).
 pub fn fetched(entity: &Value) -> crate::source::Report {
     let snapshot = parse(entity);
-    crate::source::Report { dated: snapshot.updated_at.clone(), snapshot, data_missing: false }
+    crate::source::Report { dated: snapshot.updated_at.clone(), snapshot, data_missing: false, envelope_id: None }
 }
 
 /// The first spelling holding a non-empty string. A spelling that is present
