@@ -140,19 +140,23 @@ fn money_from(value: Option<&Value>, currency: impl FnOnce() -> Option<(String, 
     }
 }
 
-/// The currency's decimals from the first non-null spelling, when that is
-/// an integer from 0 to 18 (the platform is told them as given, and none
-/// is guessed: anything else is treated as not given).
+/// The currency's decimals from the first non-null spelling, by the rule
+/// both sources share ([`crate::money::decimals_of`]): the platform is
+/// told them as given, and none is guessed.
 fn decimals_of(v: Option<&Value>) -> Option<u32> {
-    v?.as_u64().filter(|d| *d <= 18).map(|d| d as u32)
+    crate::money::decimals_of(v?)
 }
 
 /// Only an exact integer is accepted. Anything that went through a float
 /// (`1.5`, `1e30`, even `500.0`) is refused: the float may already have
-/// rounded away digits, and a payment must be exactly what was meant.
+/// rounded away digits, and a payment must be exactly what was meant. The
+/// one exception is `-0`, which serde_json can only read as a float: zero,
+/// which owes nothing.
 fn amount_value(v: Option<&Value>) -> Result<i64, &'static str> {
     match v {
         None => Err(REASON_NO_VALUE),
+        // `-0` is zero, though serde_json reads it as a float.
+        Some(Value::Number(n)) if crate::money::is_minus_zero(n) => Ok(0),
         Some(Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
                 if i < 0 {
