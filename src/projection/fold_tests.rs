@@ -766,3 +766,109 @@ fn a_webhook_whose_envelope_and_invitation_name_two_invitations_is_not_merged() 
     assert_eq!(s.invitee_uma.as_ref().map(|v| v.value.as_str()), Some("$b@y"));
     assert!(kinds(&s).is_empty());
 }
+
+// ---- receivers and amounts that can be paid ----
+
+/// A Lightspark claim of [`INV`] whose body is `text`, exactly.
+fn webhook_text(seq: u64, text: &str) -> LedgerEvent {
+    let mut e = event(seq, "webhook.received", INV, json!(null));
+    e.body = text.as_bytes().to_vec();
+    e.event_key = crate::lightspark::webhook::event_key(&format!("e{seq}"), &e.body);
+    e
+}
+
+/// A Grid claim of invitation `CODE1` whose body is `text`, exactly.
+fn grid_webhook_text(seq: u64, text: &str) -> (InvitationState, LedgerEvent) {
+    let stream = "GridInvitation:CODE1";
+    let mut e = event(seq, "webhook.received", stream, json!(null));
+    e.body = text.as_bytes().to_vec();
+    e.event_key = crate::grid::webhook::event_key(&format!("Webhook:{seq}"), &e.body);
+    (InvitationState::new(stream), e)
+}
+
+#[test]
+fn minus_zero_is_a_zero_amount_from_either_source_as_number_or_string() {
+    for zero in ["-0", r#""-0""#] {
+        // Given a Lightspark claim and a Grid claim of an amount of -0
+        let lightspark = webhook_text(
+            1,
+            &format!(
+                r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"e1","timestamp":"2026-11-01T12:00:01+00:00","entity_id":"{INV}","data":{{"id":"{INV}","status":"CLAIMED","invitee_uma":"$b@y","payment_amount":{{"value":{zero},"currency":{{"code":"USD","decimals":2}}}}}}}}"#
+            ),
+        );
+        let (grid_state, grid) = grid_webhook_text(
+            1,
+            &format!(
+                r#"{{"id":"Webhook:1","type":"INVITATION.CLAIMED","timestamp":"2026-11-01T12:00:01Z","data":{{"code":"CODE1","status":"CLAIMED","inviteeUma":"$b@y","amountToSend":{{"amount":{zero},"currency":{{"code":"USD","decimals":2}}}}}}}}"#
+            ),
+        );
+        // When each is folded
+        for s in [fold(&[lightspark]), apply(grid_state, &grid)] {
+            // Then the payment is not due, for a zero amount
+            let payout = view::obligation(&s, ObligationKind::InviteePayment);
+            assert_eq!(payout.state, ObligationState::NotDue, "{zero} {}", s.invitation_id);
+            assert_eq!(payout.reason.as_deref(), Some("zero_amount"), "{zero} {}", s.invitation_id);
+        }
+    }
+}
+
+#[test]
+fn a_malformed_receiver_makes_its_obligation_invalid_and_never_pending() {
+    let claimed = |inviter: &str, invitee: &str| {
+        fold(&[claimed_snapshot(
+            1,
+            "2026-11-01T12:00:00+00:00",
+            json!({"status": "CLAIMED", "incentives_status": "VALIDATED", "inviter_uma": inviter,
+                   "invitee_uma": invitee, "payment_amount": {"value": 500, "currency": "USD"}}),
+        )])
+    };
+    let long = format!("${}@b.example", "a".repeat(250));
+    for malformed in [
+        "$bob\u{202E}elpmaxe@b.example",
+        "$bob@b\u{202A}.example",
+        "$bob\u{2066}@b.example",
+        "$bob\u{2069}@b.example",
+        "$bob\u{200E}@b.example",
+        "$bob\u{200F}@b.example",
+        "$bob\u{061C}@b.example",
+        "$bob\n@b.example",
+        "$bob\u{7F}@b.example",
+        "$bob\u{85}@b.example",
+        "$bob @b.example",
+        "bob@b.example",
+        "$bob",
+        "$@b.example",
+        "$bob@",
+        "$bob@b@c.example",
+        long.as_str(),
+    ] {
+        // Given a claim whose invitee UMA is not a well-formed address
+        let s = claimed("$alice@a.example", malformed);
+        // When its obligations are derived
+        // Then the payment is invalid, for that reason, and never sent
+        let payout = view::obligation(&s, ObligationKind::InviteePayment);
+        assert_eq!(payout.state, ObligationState::Invalid, "{malformed:?}");
+        assert_eq!(payout.reason.as_deref(), Some("malformed_receiver"), "{malformed:?}");
+        assert_eq!(view::work(&s) & view::work_bits::INVITEE_PAYMENT, 0, "{malformed:?}");
+        // while the inviter's obligations, to a well-formed UMA, are owed
+        assert_eq!(view::obligation(&s, ObligationKind::InviterIncentive).state, ObligationState::Pending);
+        assert_eq!(view::obligation(&s, ObligationKind::InviterNotification).state, ObligationState::Pending);
+
+        // Given the same address as the inviter's
+        let s = claimed(malformed, "$bob@b.example");
+        // Then the incentive and the notification are invalid, the payment owed
+        for kind in [ObligationKind::InviterIncentive, ObligationKind::InviterNotification] {
+            let o = view::obligation(&s, kind);
+            assert_eq!((o.state, o.reason.as_deref()), (ObligationState::Invalid, Some("malformed_receiver")));
+        }
+        assert_eq!(view::obligation(&s, ObligationKind::InviteePayment).state, ObligationState::Pending);
+    }
+    // And well-formed addresses, up to 256 bytes, are owed
+    let longest = format!("${}@b.example", "a".repeat(256 - "$@b.example".len()));
+    for fine in ["$bob@b.example", "$ä@x", "$Bob.Smith-1+x_y@sub.b.example:8080", longest.as_str()] {
+        let s = claimed(fine, fine);
+        for kind in ObligationKind::ALL {
+            assert_eq!(view::obligation(&s, kind).state, ObligationState::Pending, "{fine:?} {kind:?}");
+        }
+    }
+}

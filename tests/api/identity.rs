@@ -1,6 +1,7 @@
-//! Answers about the invitation asked, through the real listener: a
-//! fetched answer about another invitation (or about none) is refused,
-//! recorded and asked again, never merged or paid.
+//! Answers about the invitation asked, and receivers that can be paid,
+//! through the real listener: a fetched answer about another invitation
+//! (or about none) is refused, recorded and asked again, never merged or
+//! paid; an invitee UMA that is not a well-formed address is never sent.
 
 use std::time::Duration;
 
@@ -138,4 +139,35 @@ async fn after_a_wrong_answer_the_right_one_is_merged_and_paid_to_its_own_invite
     // and the refused answer stays in the ledger as what it was
     assert_eq!(fetch_failures(&app, id).len(), 1);
     assert!(payments.requests().iter().all(|r| !r.body.to_string().contains("mallory")));
+}
+
+#[tokio::test]
+async fn an_invitee_uma_with_a_bidi_override_is_never_sent_and_shows_invalid() {
+    // given a service that pays, and a claim whose invitee UMA carries a
+    // right-to-left override (it would display as another address)
+    let (api, payments) = (FakeLightspark::start(CLIENT_ID, CLIENT_SECRET).await, FakePlatform::start().await);
+    let app = app(&api, &payments).await;
+    let id = "UmaInvitation:bidi";
+    let data = json!({"id": id, "code": "BIDI1", "status": "CLAIMED", "incentives_status": "INELIGIBLE",
+        "inviter_uma": "$alice@a.example", "invitee_uma": "$bob\u{202E}elpmaxe.live@b.example",
+        "payment_amount": {"value": 500, "currency": {"code": "USD", "decimals": 2}},
+        "updated_at": "2026-11-01T12:00:00+00:00"});
+    let body = json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": "ev-bidi",
+        "timestamp": "2026-11-01T12:00:01+00:00", "entity_id": id, "data": data})
+    .to_string();
+    // when it arrives
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+    // then the payment is invalid, for that reason
+    let v = app.invitation_when(id, SETTLE, |v| v["last_seq"] == 1).await;
+    assert_eq!(v["payout"]["state"], "invalid", "{v:#}");
+    assert_eq!(v["payout"]["reason"], "malformed_receiver", "{v:#}");
+    assert_eq!(v["payout"]["idempotency_key"], Value::Null, "{v:#}");
+    // and after several reconciler passes nothing was sent
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(payments.requests().is_empty(), "{:?}", payments.requests());
+    // and the invitation's page shows the address escaped and marked
+    let page = app.client.get(app.url("/invitations/BIDI1")).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains('\u{202E}'), "the override reached the page");
+    assert!(page.contains("U+202E"), "the override is not shown");
+    assert!(page.contains("malformed"), "no mark on the malformed address");
 }
