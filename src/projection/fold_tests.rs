@@ -724,7 +724,8 @@ fn an_answer_refused_for_its_identity_is_an_anomaly_and_fetching_goes_on() {
                "failed_at": "2026-11-01T12:00:02Z", "answer": {"uma_invitation_id": "UmaInvitation:mallory"}}),
     );
     // when it is folded
-    let s = fold(&[webhook(1, "2026-11-01T12:00:01+00:00", None), refused]);
+    let claim = webhook(1, "2026-11-01T12:00:01+00:00", None);
+    let s = fold(&[claim.clone(), refused.clone()]);
     // then the fetch is not failed for good: it is still wanted
     assert_eq!(s.fetch.phase, FetchPhase::Pending);
     assert!(view::fetch_wanted(&s));
@@ -733,6 +734,13 @@ fn an_answer_refused_for_its_identity_is_an_anomaly_and_fetching_goes_on() {
     // and the projection shows the refusal
     assert_eq!(kinds(&s), vec!["identity_mismatch"]);
     assert!(v.anomalies[0].detail.contains("refused"), "{:?}", v.anomalies);
+    // and once the invitation's own answer comes, it is used, the refusal
+    // is no longer the last error, and stays an anomaly
+    let own = fetched(3, "lightspark", INV, json!({"uma_invitation_id": INV, "uma_invitation_invitee_uma": "$b@y"}));
+    let s = fold(&[claim, refused, own]);
+    assert_eq!((s.fetch.phase, s.fetch.last_error.as_deref()), (FetchPhase::Fetched, None));
+    assert_eq!(view::view(&s).invitee_uma.as_deref(), Some("$b@y"));
+    assert_eq!(kinds(&s), vec!["identity_mismatch"]);
 }
 
 #[test]

@@ -428,6 +428,8 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 let dated = report.dated.unwrap_or(f.fetched_at);
                 state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
                 state.fetch.phase = FetchPhase::Fetched;
+                // A refusal before it is no longer the news.
+                state.fetch.last_error = None;
             }
             None => {
                 if matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::NotNeeded) {

@@ -131,6 +131,7 @@ async fn after_a_wrong_answer_the_right_one_is_merged_and_paid_to_its_own_invite
     // then X is paid, once, to its own invitee and amount
     let v = app.invitation_when(id, SETTLE, |v| v["payout"]["state"] == "succeeded").await;
     assert_eq!(v["invitee_uma"], "$bob@b.example");
+    assert_eq!((v["fetch"]["state"].as_str(), &v["fetch"]["last_error"]), (Some("fetched"), &Value::Null), "{v:#}");
     let paid: Vec<Value> =
         payments.requests().into_iter().filter(|r| r.body["kind"] == "invitee_payment").map(|r| r.body).collect();
     assert_eq!(paid.len(), 1, "{paid:?}");
