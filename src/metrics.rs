@@ -180,8 +180,8 @@ impl Default for Metrics {
 pub const WEBHOOK_RESULTS: [&str; 7] =
     ["accepted", "duplicate", "bad_signature", "malformed", "too_large", "body_timeout", "unavailable"];
 pub const CALL_OUTCOMES: [&str; 3] = ["succeeded", "failed", "transient"];
-pub const FETCH_OUTCOMES: [&str; 6] =
-    ["changed", "unchanged", "not_found", "not_found_again", "not_an_invitation", "error"];
+pub const FETCH_OUTCOMES: [&str; 7] =
+    ["changed", "unchanged", "not_found", "not_found_again", "not_an_invitation", "identity_mismatch", "error"];
 
 impl Metrics {
     fn zero_every_series(&self) {

@@ -62,9 +62,10 @@ impl Money {
     }
 
     /// The same amount, with the currency's decimals as the source gave
-    /// them (`None`: not given).
+    /// them (`None`: not given). More than [`MAX_DECIMALS`] count as not
+    /// given, however they got here (a stored event included).
     pub fn with_decimals(mut self, decimals: Option<u32>) -> Money {
-        self.decimals = decimals;
+        self.decimals = decimals.filter(|d| *d <= MAX_DECIMALS);
         self
     }
 
@@ -84,7 +85,7 @@ impl Money {
     /// with its code when the decimals are unknown.
     pub fn display(&self) -> String {
         match self.decimals {
-            Some(d) if d > 0 && d <= 18 => {
+            Some(d) if d > 0 && d <= MAX_DECIMALS => {
                 let unit = 10u64.pow(d);
                 let v = self.value.unsigned_abs();
                 format!("{}.{:0width$} {}", v / unit, v % unit, self.currency, width = d as usize)
@@ -92,6 +93,35 @@ impl Money {
             _ => format!("{} {}", self.value, self.currency),
         }
     }
+}
+
+/// The most decimals a currency is taken to have. No currency has more
+/// (ISO 4217 stops at 4, bitcoin's millisatoshis need 11, many tokens 18),
+/// and 10^18 is the largest power of ten an `i64` holds, so an amount can
+/// always be shown in whole units. A source stating more has said
+/// something wrong, and the platform is better told nothing than that.
+pub const MAX_DECIMALS: u32 = 18;
+
+/// A currency's `decimals` as a source states them, Lightspark or Grid
+/// alike: an integer from 0 to [`MAX_DECIMALS`]. Anything else (negative,
+/// fractional, text, larger) is treated as not given rather than refusing
+/// the amount: the amount itself is already in the smallest unit, and the
+/// decimals are only passed on and shown.
+pub(crate) fn decimals_of(v: &serde_json::Value) -> Option<u32> {
+    v.as_u64().filter(|d| *d <= u64::from(MAX_DECIMALS)).map(|d| d as u32)
+}
+
+/// Whether a JSON number is `-0`: serde_json reads that literal as the
+/// float -0.0 (JSON has no negative integer zero), so a source writing
+/// `-0` for zero would otherwise send a "float". `-0.0` reads the same and
+/// is the same amount.
+pub(crate) fn is_minus_zero(n: &serde_json::Number) -> bool {
+    n.is_f64() && n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative())
+}
+
+/// Whether a string amount is `-0` (or `-00`…): zero, written with a sign.
+pub(crate) fn is_minus_zero_text(s: &str) -> bool {
+    s.strip_prefix('-').is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b == b'0'))
 }
 
 pub(crate) fn is_currency_code(s: &str) -> bool {
@@ -120,6 +150,20 @@ mod tests {
         assert_eq!(m(1500, "JPY", Some(0)).display(), "1500 JPY");
         assert_eq!(m(123_456_789, "BTC", Some(8)).display(), "1.23456789 BTC");
         assert_eq!(m(500, "XYZ", None).display(), "500 XYZ");
+    }
+
+    #[test]
+    fn decimals_beyond_18_count_as_not_given() {
+        // Given money told 19 decimals, directly or as stored
+        let told = Money::new(500, "USD").unwrap().with_decimals(Some(19));
+        let stored: Money =
+            serde_json::from_value(serde_json::json!({"value": 500, "currency": "USD", "decimals": 19})).unwrap();
+        // Then neither states any, and neither is shown or sent with them
+        assert_eq!((told.decimals(), stored.decimals()), (None, None));
+        assert_eq!(told.display(), "500 USD");
+        assert_eq!(serde_json::to_value(&told).unwrap(), serde_json::json!({"value": 500, "currency": "USD"}));
+        // And 18 is still given
+        assert_eq!(Money::new(5, "USD").unwrap().with_decimals(Some(18)).decimals(), Some(18));
     }
 
     #[test]

@@ -67,6 +67,11 @@ pub struct Report {
     pub dated: Option<String>,
     /// A claim that carried no invitation: it must be fetched.
     pub data_missing: bool,
+    /// The invitation the envelope itself names, apart from the
+    /// invitation it carries (Lightspark's `entity_id`): the fold checks
+    /// both against the stream, since a body naming two invitations says
+    /// nothing reliable about either.
+    pub envelope_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -303,9 +303,14 @@ fn redact_userinfo(raw: &str) -> String {
 
 /// At most [`EXCERPT_CHARS`] characters, cut on a character boundary.
 pub fn excerpt(text: &str) -> String {
-    let text = text.trim();
+    cut(text.trim())
+}
+
+/// The first [`EXCERPT_CHARS`] characters of `text`, nothing trimmed: for
+/// an id, where a space is a difference.
+pub fn cut(text: &str) -> String {
     match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
+        Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),
     }
 }

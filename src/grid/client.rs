@@ -72,10 +72,18 @@ pub enum GridFetchError {
     /// included).
     #[error("Grid API answered HTTP {status}: {body_excerpt}")]
     Status { status: u16, body_excerpt: String },
-    /// A 2xx answer that is not the asked invitation: not JSON, larger than
-    /// 64 KiB, not an object, or an object with another or no `code`.
+    /// A 2xx answer that is not an invitation: not JSON, larger than
+    /// 64 KiB, or not an object.
     #[error("Grid API answer is unusable: {0}")]
     Malformed(String),
+    /// An invitation object came back, but not the one asked: its `code` is
+    /// another (`answered`), or it has none (`None`). Refused like the
+    /// Lightspark client's [`FetchError::IdentityMismatch`], and transient
+    /// for the same reason; `answer` is the refused object (scrubbed).
+    ///
+    /// [`FetchError::IdentityMismatch`]: crate::lightspark::client::FetchError::IdentityMismatch
+    #[error("the answer is about {}, not {asked:?}", answered.as_ref().map_or_else(|| "no invitation code".to_owned(), |a| format!("{a:?}")))]
+    IdentityMismatch { asked: String, answered: Option<String>, answer: Value },
     /// The code cannot be put in a URL path as one segment (empty, `.` or
     /// `..`), so no request was sent.
     #[error("the invitation code {0:?} cannot name an invitation in a URL path")]
@@ -109,13 +117,17 @@ impl GridFetchError {
     /// - `Malformed`: transient as well. A 2xx answer that is not JSON is
     ///   typically a proxy or load balancer hiccup, and we cannot tell it from
     ///   a lasting problem by looking at it; retrying loses nothing.
+    /// - `IdentityMismatch`: transient for the same reason; the caller
+    ///   records it, since unlike a hiccup it is evidence of something wrong.
     /// - Other 4xx (400, 405, 413, 422, …) and 3xx (redirects are not
     ///   followed): not transient. The same request to the same URL will be
     ///   answered the same way until the code or `GRID_API_URL` changes.
     /// - `InvalidCode` and `Config`: not transient; no request can be made.
     pub fn is_transient(&self) -> bool {
         match self {
-            GridFetchError::Transport(_) | GridFetchError::Malformed(_) => true,
+            GridFetchError::Transport(_) | GridFetchError::Malformed(_) | GridFetchError::IdentityMismatch { .. } => {
+                true
+            }
             GridFetchError::Status { status, .. } => upstream::is_transient_status(*status),
             GridFetchError::InvalidCode(_) | GridFetchError::Config(_) => false,
         }
@@ -159,7 +171,8 @@ impl GridClient {
     ///
     /// # Errors
     /// Every answer other than 404 or a 2xx JSON object whose `code` is the
-    /// asked one; a `code` that cannot be one path segment.
+    /// asked one ([`GridFetchError::IdentityMismatch`] when it is another's,
+    /// or has none); a `code` that cannot be one path segment.
     pub async fn fetch_invitation(&self, code: &str) -> Result<Option<Value>, GridFetchError> {
         let url = self.invitation_url(code)?;
         let response = self.upstream.send(Method::GET, &url, None).await?;
@@ -208,15 +221,25 @@ impl GridClient {
             ))));
         };
         // An answer about another invitation (a caching proxy, a list
-        // endpoint) must not be stored as this one.
-        match fields.get("code") {
-            Some(Value::String(answered)) if answered == code => Ok(Some(answer)),
-            Some(other) => Err(GridFetchError::Malformed(scrub(&format!(
-                "the answer is invitation {}, not {code:?}",
-                excerpt(&other.to_string())
-            )))),
-            None => Err(GridFetchError::Malformed("the answer has no code: it is not an UmaInvitation".into())),
-        }
+        // endpoint), or about none, must not be stored as this one: the
+        // fold would merge its invitee and amount into it.
+        let answered = match fields.get("code") {
+            Some(Value::String(answered)) if answered == code => return Ok(Some(answer)),
+            // Absent to the invitation reader as well.
+            None | Some(Value::Null) => None,
+            Some(Value::String(other)) if other.is_empty() => None,
+            Some(Value::String(other)) => Some(other.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        let text = answer.to_string();
+        let scrubbed = scrub(&text);
+        let kept =
+            if scrubbed == text { answer } else { serde_json::from_str(&scrubbed).unwrap_or(Value::String(scrubbed)) };
+        Err(GridFetchError::IdentityMismatch {
+            asked: scrub(code),
+            answered: answered.map(|a| upstream::cut(&scrub(&a))),
+            answer: kept,
+        })
     }
 }
 
@@ -245,15 +268,27 @@ mod tests {
         // When Grid answers the asked invitation
         // Then it is returned exactly as received
         assert_eq!(answer(&c, 200, "019542f5", invitation.clone()).unwrap(), Some(invitation));
-        // And every other 2xx answer is malformed
-        for (status, body) in [
-            (200, json!({"code": "other"})),
-            (200, json!({"code": 19542})),
-            (200, json!({"status": "CLAIMED"})),
-            (200, json!([{"code": "019542f5"}])),
-            (200, json!(null)),
-            (200, json!("019542f5")),
+        // And an invitation with another code, or none, is refused as a
+        // mismatch that is asked again later
+        for (body, answered) in [
+            (json!({"code": "other", "inviteeUma": "$mallory@evil.example"}), Some("other")),
+            (json!({"code": "019542f5 "}), Some("019542f5 ")),
+            (json!({"code": 19542}), Some("19542")),
+            (json!({"status": "CLAIMED"}), None),
+            (json!({"code": null, "status": "CLAIMED"}), None),
+            (json!({"code": ""}), None),
         ] {
+            match answer(&c, 200, "019542f5", body.clone()).unwrap_err() {
+                e @ GridFetchError::IdentityMismatch { .. } => {
+                    assert!(e.is_transient());
+                    let GridFetchError::IdentityMismatch { asked, answered: got, answer } = &e else { unreachable!() };
+                    assert_eq!((asked.as_str(), got.as_deref(), answer), ("019542f5", answered, &body));
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // And every other 2xx answer is malformed
+        for (status, body) in [(200, json!([{"code": "019542f5"}])), (200, json!(null)), (200, json!("019542f5"))] {
             assert!(
                 matches!(answer(&c, status, "019542f5", body.clone()), Err(GridFetchError::Malformed(_))),
                 "{body}"
@@ -301,6 +336,7 @@ mod tests {
         for transient in [
             GridFetchError::Transport("refused".into()),
             GridFetchError::Malformed("html".into()),
+            GridFetchError::IdentityMismatch { asked: "a".into(), answered: None, answer: json!({}) },
             status(500),
             status(503),
             status(401),

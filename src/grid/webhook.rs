@@ -185,8 +185,8 @@ pub enum GridAmount {
         value: i64,
         /// The currency's `code` as sent: 1–16 ASCII letters or digits.
         currency: String,
-        /// The currency's `decimals` when sent; display data, since `value`
-        /// is already in the smallest unit.
+        /// The currency's `decimals` when sent as an integer from 0 to 18;
+        /// display data, since `value` is already in the smallest unit.
         decimals: Option<u32>,
     },
     /// An amount was sent but cannot be paid exactly; the reason names what
@@ -201,8 +201,9 @@ impl GridAmount {
     /// integer, or a string of ASCII digits (as some SDKs send 64-bit values
     /// so JavaScript does not round them). A fraction, an exponent, even
     /// `1500.0`, went through a float that may have rounded digits away, so it
-    /// is invalid, not rounded. `decimals`, when present, must be a
-    /// non-negative integer that fits `u32`.
+    /// is invalid, not rounded; `-0` (as a number or a string) is zero.
+    /// `decimals` outside 0 to 18, or not an integer, are not given
+    /// ([`crate::money::decimals_of`]).
     pub fn from_json(value: &Value) -> Self {
         match Self::read(value) {
             Ok(amount) => amount,
@@ -223,14 +224,8 @@ impl GridAmount {
             Some(Value::String(code)) if is_currency_code(code) => code.clone(),
             Some(other) => return Err(format!("currency code {} is not 1–16 ASCII letters or digits", shown(other))),
         };
-        let decimals = match currency.get("decimals").filter(|v| !v.is_null()) {
-            None => None,
-            Some(d) => Some(
-                d.as_u64()
-                    .and_then(|d| u32::try_from(d).ok())
-                    .ok_or_else(|| format!("currency decimals {} is not a non-negative integer", shown(d)))?,
-            ),
-        };
+        // Display data, by the rule Lightspark's amounts follow too.
+        let decimals = currency.get("decimals").and_then(crate::money::decimals_of);
         Ok(GridAmount::Valid { value, currency: code, decimals })
     }
 }
@@ -240,6 +235,8 @@ fn amount_value(v: Option<&Value>) -> Result<i64, String> {
     let too_big = |v: &Value| format!("amount {} does not fit a signed 64-bit integer", shown(v));
     match v {
         None => Err("amount is missing".into()),
+        // `-0` is zero, though serde_json reads it as a float.
+        Some(Value::Number(number)) if crate::money::is_minus_zero(number) => Ok(0),
         Some(n @ Value::Number(number)) => {
             if let Some(i) = number.as_i64() {
                 if i < 0 {
@@ -261,6 +258,7 @@ fn amount_value(v: Option<&Value>) -> Result<i64, String> {
                 }
             }
         }
+        Some(Value::String(digits)) if crate::money::is_minus_zero_text(digits) => Ok(0),
         Some(s @ Value::String(digits)) => {
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 Err(format!("amount {} is a string that is not all digits", shown(s)))
@@ -338,7 +336,7 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
             if snapshot.status.is_none() && claim {
                 snapshot.status = Some(InvitationStatus::Claimed);
             }
-            Report { dated: invitation.claimed_at.or(webhook.timestamp), snapshot, data_missing: false }
+            Report { dated: invitation.claimed_at.or(webhook.timestamp), snapshot, ..Report::default() }
         }
         None => Report { dated: webhook.timestamp, ..Report::default() },
     })
@@ -349,7 +347,7 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
 pub fn fetched(entity: &Value) -> Report {
     match GridInvitation::from_json(entity) {
         Some(invitation) => {
-            Report { snapshot: invitation.snapshot(), dated: invitation.claimed_at, data_missing: false }
+            Report { snapshot: invitation.snapshot(), dated: invitation.claimed_at, ..Report::default() }
         }
         None => Report::default(),
     }
@@ -580,10 +578,6 @@ mod tests {
             (json!({"amount": 5, "currency": {"code": "ÜSD"}}), "is not 1–16"),
             (json!({"amount": 5, "currency": {"code": "ABCDEFGHIJKLMNOPQ"}}), "is not 1–16"),
             (json!({"amount": 5, "currency": {"code": 840}}), "currency code 840 is not"),
-            (json!({"amount": 5, "currency": {"code": "USD", "decimals": -2}}), "decimals -2 is not"),
-            (json!({"amount": 5, "currency": {"code": "USD", "decimals": 2.5}}), "decimals 2.5 is not"),
-            (json!({"amount": 5, "currency": {"code": "USD", "decimals": "2"}}), "decimals \"2\" is not"),
-            (json!({"amount": 5, "currency": {"code": "USD", "decimals": 4_294_967_296_u64}}), "is not"),
             (json!("1500 JPY"), "amountToSend is JSON a string, not an object"),
             (json!([]), "not an object"),
         ] {
@@ -594,6 +588,37 @@ mod tests {
             amount(json!({"amount": 1, "currency": {"code": "ABCDEFGHIJKLMNOP"}})),
             valid(1, "ABCDEFGHIJKLMNOP", None)
         );
+    }
+
+    #[test]
+    fn decimals_outside_0_to_18_are_not_given_as_for_lightspark() {
+        // Given amounts whose currency states decimals out of range, or not
+        // as an integer
+        for decimals in [json!(19), json!(255), json!(4_294_967_296_u64), json!(-2), json!(2.5), json!("2")] {
+            let raw = json!({"amount": 5, "currency": {"code": "USD", "decimals": decimals}});
+            // When read / Then the amount stands and its decimals are not given
+            assert_eq!(amount(raw), valid(5, "USD", None), "{decimals}");
+        }
+        // And 0 to 18 are given
+        for d in [0, 2, 8, 18] {
+            assert_eq!(
+                amount(json!({"amount": 5, "currency": {"code": "USD", "decimals": d}})),
+                valid(5, "USD", Some(d))
+            );
+        }
+    }
+
+    #[test]
+    fn minus_zero_is_zero_as_a_number_or_a_string() {
+        // Given an amount of -0, as a JSON number and as strings
+        for text in [r#"-0"#, r#""-0""#, r#""-000""#] {
+            let raw: Value =
+                serde_json::from_str(&format!(r#"{{"amount": {text}, "currency": {{"code": "JPY"}}}}"#)).unwrap();
+            // When read / Then it is zero
+            assert_eq!(amount(raw), valid(0, "JPY", None), "{text}");
+        }
+        // But a negative amount written as a string is still not an amount
+        assert!(reason(amount(json!({"amount": "-5", "currency": {"code": "JPY"}}))).contains("not all digits"));
     }
 
     #[test]
@@ -716,7 +741,12 @@ mod tests {
         fn a_float_amount_is_never_rounded_into_a_valid_one(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
             let text = format!(r#"{{"amount": {f:?}, "currency": {{"code": "JPY"}}}}"#);
             let parsed: Value = serde_json::from_str(&text).unwrap();
-            prop_assert!(matches!(amount(parsed), GridAmount::Invalid { .. }), "{}", text);
+            if f == 0.0 && f.is_sign_negative() {
+                // `-0.0` reads as `-0` does: zero, nothing rounded.
+                prop_assert_eq!(amount(parsed), valid(0, "JPY", None));
+            } else {
+                prop_assert!(matches!(amount(parsed), GridAmount::Invalid { .. }), "{}", text);
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::Value;
 
+use crate::lightspark::invitation::ID;
 use crate::secret::Secret;
 use crate::upstream::{self, excerpt, Api, Upstream, UpstreamError};
 
@@ -111,6 +112,14 @@ pub enum FetchError {
     /// it an invitation.
     #[error("not an invitation: {0}")]
     NotAnInvitation(String),
+    /// An invitation came back, but not the one asked: its id is another
+    /// (`answered`), or it has none (`None`). Stored under the asked id it
+    /// would pay another invitation's invitee and amount, so it is refused;
+    /// the next fetch may answer right (a caching proxy, a bug upstream),
+    /// so it is transient. `answer` is the refused entity (scrubbed), kept
+    /// as evidence.
+    #[error("the answer is about {}, not {asked:?}", answered.as_ref().map_or_else(|| "no invitation id".to_owned(), |a| format!("{a:?}")))]
+    IdentityMismatch { asked: String, answered: Option<String>, answer: Value },
 }
 
 impl From<UpstreamError> for FetchError {
@@ -140,13 +149,18 @@ impl FetchError {
     /// - `Malformed`: transient as well. A 2xx answer that is not JSON is
     ///   typically a proxy or load balancer hiccup, and we cannot tell it from
     ///   a lasting problem by looking at it; retrying loses nothing.
+    /// - `IdentityMismatch`: transient for the same reason; the caller
+    ///   records it, since unlike a hiccup it is evidence of something wrong.
     /// - Other 4xx (400, 404, 405, 413, 422, …): not transient. The same
     ///   request to the same URL will be refused the same way until the code
     ///   or `LIGHTSPARK_API_URL` changes.
     /// - `Config`: not transient; the client does not exist.
     pub fn is_transient(&self) -> bool {
         match self {
-            FetchError::Transport(_) | FetchError::GraphQl(_) | FetchError::Malformed(_) => true,
+            FetchError::Transport(_)
+            | FetchError::GraphQl(_)
+            | FetchError::Malformed(_)
+            | FetchError::IdentityMismatch { .. } => true,
             FetchError::Status { status, .. } => upstream::is_transient_status(*status),
             FetchError::Config(_) | FetchError::NotAnInvitation(_) => false,
         }
@@ -180,18 +194,21 @@ impl LightsparkClient {
     /// Asks for invitation `id` with the [`GET_UMA_INVITATION`] query.
     ///
     /// `Ok(Some(entity))` is `data.entity` exactly as received (aliased
-    /// spelling), ready to be stored as an `invitation.fetched` snapshot.
-    /// `Ok(None)` means Lightspark knows no entity with that id. Errors never
-    /// mean "no invitation": see [`FetchError::is_transient`].
+    /// spelling), the invitation `id` itself, ready to be stored as an
+    /// `invitation.fetched` snapshot. `Ok(None)` means Lightspark knows no
+    /// entity with that id. Errors never mean "no invitation": see
+    /// [`FetchError::is_transient`].
     ///
     /// # Errors
-    /// Every answer other than `data.entity` being an object or null.
+    /// Every answer other than `data.entity` being null or an invitation
+    /// whose id is `id` ([`FetchError::IdentityMismatch`] when it is
+    /// another's, or has none).
     pub async fn fetch_invitation(&self, id: &str) -> Result<Option<Value>, FetchError> {
         let body = serde_json::json!({ "query": GET_UMA_INVITATION, "variables": { "id": id } });
         let response = self.upstream.send(Method::POST, &self.url, Some(&body)).await?;
         let status = response.status().as_u16();
         let bytes = self.upstream.read_capped(&self.url, response).await?;
-        let result = self.interpret(status, &bytes);
+        let result = self.interpret(status, id, &bytes);
         match &result {
             Ok(found) => tracing::debug!(invitation = id, status, found = found.is_some(), "fetched invitation"),
             Err(e) => tracing::debug!(invitation = id, status, error = %e, "invitation fetch failed"),
@@ -199,9 +216,10 @@ impl LightsparkClient {
         result
     }
 
-    /// Classifies an answer. Separate from the request so that every shape of
-    /// answer can be tested without a server.
-    fn interpret(&self, status: u16, body: &[u8]) -> Result<Option<Value>, FetchError> {
+    /// Classifies the answer to a request for invitation `asked`. Separate
+    /// from the request so that every shape of answer can be tested without
+    /// a server.
+    fn interpret(&self, status: u16, asked: &str, body: &[u8]) -> Result<Option<Value>, FetchError> {
         let scrub = |text: &str| self.upstream.scrub(text);
         let answer = self.upstream.json_answer(status, body)?;
         // Errors win over data: a GraphQL answer may carry both, and a
@@ -227,12 +245,56 @@ impl LightsparkClient {
                 Some(t) if t != "UmaInvitation" => {
                     Err(FetchError::NotAnInvitation(scrub(&format!("data.entity is a {t}, not an UmaInvitation"))))
                 }
-                _ => Ok(Some(entity.clone())),
+                _ => self.same_invitation(asked, entity).map(Some),
             },
             other => Err(FetchError::Malformed(scrub(&format!(
                 "data.entity is neither an object nor null: {}",
                 excerpt(&other.to_string())
             )))),
+        }
+    }
+}
+
+impl LightsparkClient {
+    /// `entity` when it is invitation `asked`: every spelling of the id the
+    /// invitation parser reads that is present names `asked`, and one is.
+    /// Any other answer is [`FetchError::IdentityMismatch`], whatever else
+    /// it holds: the fold would merge its invitee and amount into `asked`.
+    fn same_invitation(&self, asked: &str, entity: &Value) -> Result<Value, FetchError> {
+        let mut agrees = false;
+        for v in ID.iter().filter_map(|k| entity.get(*k)) {
+            match v {
+                // Absent to the parser as well.
+                Value::Null => {}
+                Value::String(s) if s.is_empty() => {}
+                Value::String(s) if s == asked => agrees = true,
+                Value::String(s) => return Err(self.mismatch(asked, Some(s.clone()), entity)),
+                other => return Err(self.mismatch(asked, Some(other.to_string()), entity)),
+            }
+        }
+        if agrees {
+            Ok(entity.clone())
+        } else {
+            Err(self.mismatch(asked, None, entity))
+        }
+    }
+
+    /// The refusal of `entity`, asked as `asked`: every text scrubbed, and
+    /// the refused answer kept as evidence without what an echoing server
+    /// may have put in it of our credentials.
+    fn mismatch(&self, asked: &str, answered: Option<String>, entity: &Value) -> FetchError {
+        let scrub = |text: &str| self.upstream.scrub(text);
+        let text = entity.to_string();
+        let scrubbed = scrub(&text);
+        let answer = if scrubbed == text {
+            entity.clone()
+        } else {
+            serde_json::from_str(&scrubbed).unwrap_or(Value::String(scrubbed))
+        };
+        FetchError::IdentityMismatch {
+            asked: scrub(asked),
+            answered: answered.map(|a| upstream::cut(&scrub(&a))),
+            answer,
         }
     }
 }
@@ -262,6 +324,8 @@ mod tests {
     use serde_json::json;
 
     const SECRET: &str = "s3cr3t-client-secret-value";
+    /// The invitation every test asks for.
+    const ASKED: &str = "UmaInvitation:1";
 
     fn client() -> LightsparkClient {
         LightsparkClient::new(
@@ -274,7 +338,7 @@ mod tests {
     }
 
     fn answer(c: &LightsparkClient, status: u16, body: Value) -> Result<Option<Value>, FetchError> {
-        c.interpret(status, body.to_string().as_bytes())
+        c.interpret(status, ASKED, body.to_string().as_bytes())
     }
 
     #[test]
@@ -309,7 +373,7 @@ mod tests {
     #[test]
     fn client_reads_an_entity_a_null_and_rejects_the_rest() {
         let c = client();
-        let entity = json!({"__typename": "UmaInvitation", "uma_invitation_id": "UmaInvitation:1"});
+        let entity = json!({"__typename": "UmaInvitation", "uma_invitation_id": ASKED});
         assert_eq!(answer(&c, 200, json!({"data": {"entity": entity}})).unwrap(), Some(entity.clone()));
         assert_eq!(answer(&c, 200, json!({"data": {"entity": null}})).unwrap(), None);
         assert!(matches!(answer(&c, 200, json!({"data": {}})), Err(FetchError::Malformed(_))));
@@ -319,8 +383,74 @@ mod tests {
             Err(FetchError::NotAnInvitation(_))
         ));
         assert!(matches!(answer(&c, 200, json!({"data": {"entity": 7}})), Err(FetchError::Malformed(_))));
-        assert!(matches!(c.interpret(200, b"<html>bad gateway</html>"), Err(FetchError::Malformed(_))));
+        assert!(matches!(c.interpret(200, ASKED, b"<html>bad gateway</html>"), Err(FetchError::Malformed(_))));
         assert!(matches!(answer(&c, 204, json!(null)), Err(FetchError::Malformed(_))));
+    }
+
+    #[test]
+    fn client_refuses_an_invitation_that_is_not_the_one_asked() {
+        // Given a client asking for UmaInvitation:1
+        let c = client();
+        let mallory = json!({"__typename": "UmaInvitation", "uma_invitation_id": "UmaInvitation:2",
+            "uma_invitation_invitee_uma": "$mallory@evil.example",
+            "uma_invitation_payment_amount": {"uma_currency_amount_value": 99999}});
+        let mut no_id = mallory.clone();
+        no_id.as_object_mut().unwrap().remove("uma_invitation_id");
+        for (entity, answered) in [
+            // When the answer is another invitation
+            (mallory.clone(), Some("UmaInvitation:2")),
+            // or the same with no id at all, or an empty or null one
+            (no_id.clone(), None),
+            (json!({"__typename": "UmaInvitation", "uma_invitation_id": ""}), None),
+            (json!({"__typename": "UmaInvitation", "id": null}), None),
+            // or an id that differs by a space, or is not text
+            (json!({"__typename": "UmaInvitation", "uma_invitation_id": "UmaInvitation:1 "}), Some("UmaInvitation:1 ")),
+            (json!({"__typename": "UmaInvitation", "uma_invitation_id": 1}), Some("1")),
+            // or two spellings naming two invitations, whichever comes first
+            (
+                json!({"__typename": "UmaInvitation", "id": ASKED, "uma_invitation_id": "UmaInvitation:2"}),
+                Some("UmaInvitation:2"),
+            ),
+            (
+                json!({"__typename": "UmaInvitation", "id": "UmaInvitation:2", "uma_invitation_id": ASKED}),
+                Some("UmaInvitation:2"),
+            ),
+        ] {
+            // Then it is refused as a mismatch, with what was asked and
+            // answered, the refused answer kept, and asked again later
+            match answer(&c, 200, json!({"data": {"entity": entity}})).unwrap_err() {
+                e @ FetchError::IdentityMismatch { .. } => {
+                    assert!(e.is_transient());
+                    let FetchError::IdentityMismatch { asked, answered: got, answer } = &e else { unreachable!() };
+                    assert_eq!((asked.as_str(), got.as_deref()), (ASKED, answered), "{entity}");
+                    assert_eq!(answer, &entity);
+                    assert!(e.to_string().contains("not \"UmaInvitation:1\""), "{e}");
+                }
+                other => panic!("{entity}: {other:?}"),
+            }
+        }
+        // And the asked invitation, under either spelling or both, is read
+        for entity in [
+            json!({"__typename": "UmaInvitation", "uma_invitation_id": ASKED}),
+            json!({"__typename": "UmaInvitation", "id": ASKED}),
+            json!({"__typename": "UmaInvitation", "id": ASKED, "uma_invitation_id": ASKED}),
+            json!({"__typename": "UmaInvitation", "id": "", "uma_invitation_id": ASKED}),
+        ] {
+            assert_eq!(answer(&c, 200, json!({"data": {"entity": entity}})).unwrap(), Some(entity.clone()));
+        }
+    }
+
+    #[test]
+    fn client_scrubs_a_refused_answer_that_echoes_the_secret() {
+        // Given an answer about another invitation that echoes the secret
+        let c = client();
+        let entity = json!({"__typename": "UmaInvitation", "uma_invitation_id": format!("UmaInvitation:{SECRET}"),
+            "uma_invitation_inviter_first_name": SECRET});
+        // When it is refused
+        let e = answer(&c, 200, json!({"data": {"entity": entity}})).unwrap_err();
+        // Then neither the error nor the answer kept holds the secret
+        assert!(matches!(e, FetchError::IdentityMismatch { .. }), "{e:?}");
+        assert!(!format!("{e} {e:?}").contains(SECRET), "{e:?}");
     }
 
     #[test]
@@ -340,7 +470,7 @@ mod tests {
     fn client_non_2xx_is_a_status_error_with_a_short_excerpt() {
         let c = client();
         let long = "x".repeat(10_000);
-        match c.interpret(502, long.as_bytes()).unwrap_err() {
+        match c.interpret(502, ASKED, long.as_bytes()).unwrap_err() {
             FetchError::Status { status: 502, body_excerpt } => {
                 assert!(body_excerpt.chars().count() <= EXCERPT_CHARS + 1)
             }
@@ -357,7 +487,7 @@ mod tests {
             (200, json!({"errors": [{"message": format!("bad {SECRET} / {header}")}]}).to_string()),
             (200, format!("oops {SECRET} {header}")),
         ] {
-            let e = c.interpret(status, body.as_bytes()).unwrap_err();
+            let e = c.interpret(status, ASKED, body.as_bytes()).unwrap_err();
             for text in [format!("{e}"), format!("{e:?}")] {
                 assert!(!text.contains(SECRET), "{text}");
                 assert!(!text.contains(&header[6..]), "{text}");
@@ -374,6 +504,7 @@ mod tests {
             FetchError::Transport("refused".into()),
             FetchError::GraphQl("boom".into()),
             FetchError::Malformed("html".into()),
+            FetchError::IdentityMismatch { asked: "a".into(), answered: None, answer: json!({}) },
             status(500),
             status(503),
             status(401),

@@ -91,7 +91,7 @@ pub struct WebhookFacts<'a> {
     #[serde(borrow)]
     pub timestamp: Cow<'a, str>,
     #[serde(borrow)]
-    entity_id: Cow<'a, str>,
+    pub entity_id: Cow<'a, str>,
     // Read (and type-checked) like the envelope's, never used.
     #[serde(default)]
     #[allow(dead_code)]
@@ -147,7 +147,7 @@ pub fn recognise(body: &[u8]) -> Result<Delivery, MalformedWebhook> {
         None => (body_key(body), None),
     };
     let stream = match &probe.event_type {
-        Some(event_type) if event_type.starts_with("UMA_INVITATION") => probe.data_id.or(probe.entity_id),
+        Some(event_type) if names_invitation(event_type) => probe.data_id.or(probe.entity_id),
         Some(_) => None,
         None => {
             let invitation =
@@ -298,7 +298,8 @@ const DATA_ID: [&str; 4] = ["id", "uma_invitation_id", "invitation_id", "invitat
 pub fn report(body: &[u8]) -> Result<Report, MalformedWebhook> {
     if let Ok(facts) = WebhookFacts::parse(body) {
         let claim = facts.event_type == UMA_INVITATION_CLAIMED;
-        return Ok(match facts.data {
+        let envelope_id = names_invitation(&facts.event_type).then(|| facts.entity_id.into_owned());
+        let report = match facts.data {
             Some(WireSnapshot(snap)) => claimed(snap, claim, Some(facts.timestamp.into_owned())),
             None => Report {
                 snapshot: crate::invitation::InvitationSnapshot {
@@ -307,8 +308,10 @@ pub fn report(body: &[u8]) -> Result<Report, MalformedWebhook> {
                 },
                 dated: Some(facts.timestamp.into_owned()),
                 data_missing: claim,
+                envelope_id: None,
             },
-        });
+        };
+        return Ok(Report { envelope_id: envelope_id.filter(|id| !id.trim().is_empty()), ..report });
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| MalformedWebhook(e.to_string()))?;
     let object = value.as_object().ok_or_else(|| MalformedWebhook("the body is not a JSON object".into()))?;
@@ -318,7 +321,13 @@ pub fn report(body: &[u8]) -> Result<Report, MalformedWebhook> {
         None => claimed(super::invitation::parse(&value), true, None),
         Some(event_type) => {
             let claim = event_type.as_str() == Some(UMA_INVITATION_CLAIMED);
-            match object.get("data").filter(|d| d.is_object()) {
+            let envelope_id = event_type
+                .as_str()
+                .is_some_and(names_invitation)
+                .then(|| text("entity_id"))
+                .flatten()
+                .filter(|id| !id.trim().is_empty());
+            let report = match object.get("data").filter(|d| d.is_object()) {
                 Some(data) => claimed(super::invitation::parse(data), claim, text("timestamp")),
                 None => Report {
                     snapshot: crate::invitation::InvitationSnapshot {
@@ -327,10 +336,19 @@ pub fn report(body: &[u8]) -> Result<Report, MalformedWebhook> {
                     },
                     dated: text("timestamp"),
                     data_missing: claim,
+                    envelope_id: None,
                 },
-            }
+            };
+            Report { envelope_id, ..report }
         }
     })
+}
+
+/// Whether an event of this type is about an invitation, whose id its
+/// `entity_id` then is ([`recognise`] routes it to that stream when it
+/// carries no invitation id of its own).
+fn names_invitation(event_type: &str) -> bool {
+    event_type.starts_with("UMA_INVITATION")
 }
 
 /// A snapshot a claim carried: `CLAIMED` when it says no status, dated by
@@ -340,7 +358,7 @@ fn claimed(mut snapshot: crate::invitation::InvitationSnapshot, claim: bool, fal
         snapshot.status = Some(InvitationStatus::Claimed);
     }
     let dated = snapshot.updated_at.clone().or(fallback);
-    Report { snapshot, dated, data_missing: false }
+    Report { snapshot, dated, data_missing: false, envelope_id: None }
 }
 
 /// The ledger key of a body without a usable `event_id`: its bytes, whole.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::events::{IdempotencyKey, ObligationKind};
+use super::events::{IdempotencyKey, ObligationKind, IDENTITY_MISMATCH};
 use super::state::{InvitationState, ObligationPhase};
 use super::view::{obligation, ObligationState};
 use crate::invitation::IncentivesStatus;
@@ -59,7 +59,8 @@ pub struct InviterAudit {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Anomaly {
     /// `forwarded_twice`, `forwarded_not_validated`, `validated_not_forwarded`,
-    /// `changed_after_request`, `status_conflict` or `incentives_conflict`.
+    /// `changed_after_request`, `status_conflict`, `incentives_conflict` or
+    /// `identity_mismatch`.
     pub kind: &'static str,
     pub invitation_id: String,
     pub detail: String,
@@ -112,13 +113,21 @@ pub fn audit(states: &[InvitationState], now: DateTime<Utc>, horizon: Duration) 
         let rec = s.obligation(ObligationKind::InviterIncentive);
         // Credited to whom the platform was actually asked to pay, not to
         // whoever a later snapshot names.
-        let Some(inviter) = audit_inviter(s) else { continue };
+        let inviter = audit_inviter(s);
         for a in super::view::anomalies(s) {
-            let about_incentive = a.kind != "changed_after_request" || a.detail.starts_with("inviter_incentive");
-            if a.kind != "undecodable_event" && about_incentive {
+            let reported = match a.kind {
+                "undecodable_event" => false,
+                // An answer refused for naming another invitation may be
+                // all there is of this one: reported whoever the inviter.
+                IDENTITY_MISMATCH => true,
+                "changed_after_request" => inviter.is_some() && a.detail.starts_with("inviter_incentive"),
+                _ => inviter.is_some(),
+            };
+            if reported {
                 anomalies.push(Anomaly { kind: a.kind, invitation_id: s.invitation_id.clone(), detail: a.detail });
             }
         }
+        let Some(inviter) = inviter else { continue };
         let view = obligation(s, ObligationKind::InviterIncentive);
         let validated = matches!(s.incentives_status(), Some(IncentivesStatus::Validated));
         let forwarded = rec.phase == ObligationPhase::Succeeded;

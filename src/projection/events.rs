@@ -43,12 +43,19 @@ impl InvitationFetched {
     }
 }
 
-/// Why a fetch failed for good.
+/// Why a fetch failed for good: the id names another entity type.
 pub const NOT_AN_INVITATION: &str = "not_an_invitation";
 
-/// `invitation.fetch_failed`: a fetch that failed for good (the id names
-/// another entity type), recorded once. Transient failures are retried by
-/// the reconciler's schedule and not recorded (ledgers written before kept
+/// Why a fetch's answer was refused: it is an invitation, but not the one
+/// asked (another id or code, or none). Asked again on the schedule.
+pub const IDENTITY_MISMATCH: &str = "identity_mismatch";
+
+/// `invitation.fetch_failed`: a fetch whose answer is recorded but not
+/// used. Either it failed for good (the id names another entity type,
+/// [`NOT_AN_INVITATION`]), recorded once; or the source answered about
+/// another invitation ([`IDENTITY_MISMATCH`]), recorded once per distinct
+/// answer and asked again. Transient failures are retried by the
+/// reconciler's schedule and not recorded (ledgers written before kept
 /// them, with an `attempt`: they still read).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvitationFetchFailed {
@@ -61,6 +68,19 @@ pub struct InvitationFetchFailed {
     pub failed_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The refused answer, for an [`IDENTITY_MISMATCH`]: the evidence of
+    /// what the source said, never merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<serde_json::Value>,
+}
+
+impl InvitationFetchFailed {
+    /// A short digest of the refused answer (of `null` when there is
+    /// none): each distinct wrong answer is one event.
+    pub fn answer_digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.answer).expect("a JSON value serialises");
+        hex::encode(&Sha256::digest(bytes)[..8])
+    }
 }
 
 /// `<prefix>.requested`: written before each HTTP call, so a crash between
@@ -262,7 +282,13 @@ impl InternalEvent {
                 Some(_) => EventKey::refetched(e.source, &e.invitation_id, &e.digest(), &e.fetched_at),
             },
             InternalEvent::FetchFailed(e) => match e.attempt {
-                None => EventKey::fetch_failed(e.source, &e.invitation_id, &e.reason, None),
+                None => EventKey::fetch_failed(
+                    e.source,
+                    &e.invitation_id,
+                    &e.reason,
+                    // Each distinct wrong answer once, however often it comes.
+                    (e.reason == IDENTITY_MISMATCH).then(|| e.answer_digest()).as_deref(),
+                ),
                 Some(attempt) => EventKey::fetch_failed_attempt(e.source, &e.invitation_id, attempt),
             },
             InternalEvent::Requested(e) => EventKey::requested(&e.idempotency_key, e.attempt),
@@ -440,6 +466,16 @@ mod tests {
                 error: "e".into(),
                 failed_at: "t".into(),
                 attempt: None,
+                answer: None,
+            }),
+            InternalEvent::FetchFailed(InvitationFetchFailed {
+                invitation_id: "Inv:1".into(),
+                source: Source::Grid,
+                reason: IDENTITY_MISMATCH.into(),
+                error: "the answer is about \"other\", not \"Inv:1\"".into(),
+                failed_at: "t".into(),
+                attempt: None,
+                answer: Some(serde_json::json!({"code": "other"})),
             }),
             InternalEvent::Requested(requested),
             InternalEvent::Succeeded(ObligationSucceeded {
@@ -493,6 +529,10 @@ mod tests {
             vec![
                 format!("lightspark-fetch:Inv:1:{}", hex::encode(&Sha256::digest(b"null")[..8])),
                 "lightspark-fetch:Inv:1:not_an_invitation".to_owned(),
+                format!(
+                    "grid-fetch:Inv:1:identity_mismatch:{}",
+                    hex::encode(&Sha256::digest(br#"{"code":"other"}"#)[..8])
+                ),
                 format!("{k}:requested:2"),
                 format!("{k}:succeeded"),
                 format!("{k}:failed:2"),
@@ -536,7 +576,7 @@ mod tests {
 
     #[test]
     fn bodies_that_break_their_kinds_promise_are_undecodable_with_the_seq() {
-        let row = examples()[2].to_new_event();
+        let row = examples()[3].to_new_event();
         let view = |kind: &'static str, stream: &'static str, body: &'static [u8]| EventView {
             seq: 7,
             event_key: "lightspark:e:0",

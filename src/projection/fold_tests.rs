@@ -648,3 +648,235 @@ fn a_null_request_body_folds_the_same_whether_or_not_the_state_was_stored_betwee
     // then both record the same first request
     assert_eq!(resumed, in_memory);
 }
+
+// ---- answers about the invitation asked ----
+
+fn fetched(seq: u64, source: &str, stream: &str, entity: Value) -> LedgerEvent {
+    event(
+        seq,
+        "invitation.fetched",
+        stream,
+        json!({"invitation_id": stream, "source": source, "fetched_at": "2026-11-01T12:00:05Z", "entity": entity}),
+    )
+}
+
+fn kinds(s: &InvitationState) -> Vec<&'static str> {
+    view::anomalies(s).iter().map(|a| a.kind).collect()
+}
+
+#[test]
+fn a_fetched_answer_about_another_invitation_or_none_is_not_merged_and_is_an_anomaly() {
+    // given a claim without data, and answers recorded for it that name
+    // another invitation, or none (ledgers written before answers were
+    // checked hold them)
+    let mallory = json!({"uma_invitation_invitee_uma": "$mallory@evil.example", "uma_invitation_status": "CLAIMED",
+        "uma_invitation_payment_amount": {"uma_currency_amount_value": 99999,
+            "uma_currency_amount_currency": {"uma_currency_code": "USD"}}});
+    let mut other = mallory.clone();
+    other["uma_invitation_id"] = json!("UmaInvitation:mallory");
+    for entity in [other, mallory] {
+        // when they are folded
+        let s = fold(&[webhook(1, "2026-11-01T12:00:01+00:00", None), fetched(2, "lightspark", INV, entity.clone())]);
+        // then nothing of them is merged, the data is still awaited, and
+        // the projection says why
+        let v = view::view(&s);
+        assert_eq!((v.invitee_uma.as_deref(), v.payment_amount.as_ref()), (None, None), "{entity}");
+        assert_eq!(v.payout.state, ObligationState::NotDue);
+        assert_eq!(s.fetch.phase, FetchPhase::Pending);
+        assert!(view::awaiting_data(&s) && view::fetch_wanted(&s));
+        assert_eq!(kinds(&s), vec!["identity_mismatch"], "{entity}");
+        assert!(v.anomalies[0].detail.contains("seq 2"), "{:?}", v.anomalies);
+    }
+}
+
+#[test]
+fn a_fetched_grid_answer_with_another_code_or_none_is_not_merged() {
+    // given a Grid invitation's stream, and answers with another code or none
+    let stream = "GridInvitation:CODE1";
+    for entity in [
+        json!({"code": "OTHER", "status": "CLAIMED", "inviteeUma": "$mallory@evil.example"}),
+        json!({"status": "CLAIMED", "inviteeUma": "$mallory@evil.example"}),
+    ] {
+        // when one is folded
+        let s = [fetched(1, "grid", stream, entity.clone())].iter().fold(InvitationState::new(stream), apply);
+        // then it is an anomaly, not a fact
+        assert_eq!(s.invitee_uma, None, "{entity}");
+        assert_eq!(s.status, None, "{entity}");
+        assert_eq!(kinds(&s), vec!["identity_mismatch"], "{entity}");
+    }
+    // and its own code is merged
+    let own = [fetched(1, "grid", stream, json!({"code": "CODE1", "status": "CLAIMED"}))]
+        .iter()
+        .fold(InvitationState::new(stream), apply);
+    assert!(own.is_claimed() && kinds(&own).is_empty());
+}
+
+#[test]
+fn an_answer_refused_for_its_identity_is_an_anomaly_and_fetching_goes_on() {
+    // given a claim without data, and a fetch whose answer the reconciler
+    // refused for naming another invitation
+    let refused = event(
+        2,
+        "invitation.fetch_failed",
+        INV,
+        json!({"invitation_id": INV, "reason": "identity_mismatch",
+               "error": "the answer is about \"UmaInvitation:mallory\", not \"UmaInvitation:1\"",
+               "failed_at": "2026-11-01T12:00:02Z", "answer": {"uma_invitation_id": "UmaInvitation:mallory"}}),
+    );
+    // when it is folded
+    let claim = webhook(1, "2026-11-01T12:00:01+00:00", None);
+    let s = fold(&[claim.clone(), refused.clone()]);
+    // then the fetch is not failed for good: it is still wanted
+    assert_eq!(s.fetch.phase, FetchPhase::Pending);
+    assert!(view::fetch_wanted(&s));
+    let v = view::view(&s);
+    assert!(v.fetch.last_error.as_deref().is_some_and(|e| e.contains("mallory")));
+    // and the projection shows the refusal
+    assert_eq!(kinds(&s), vec!["identity_mismatch"]);
+    assert!(v.anomalies[0].detail.contains("refused"), "{:?}", v.anomalies);
+    // and once the invitation's own answer comes, it is used, the refusal
+    // is no longer the last error, and stays an anomaly
+    let own = fetched(3, "lightspark", INV, json!({"uma_invitation_id": INV, "uma_invitation_invitee_uma": "$b@y"}));
+    let s = fold(&[claim, refused, own]);
+    assert_eq!((s.fetch.phase, s.fetch.last_error.as_deref()), (FetchPhase::Fetched, None));
+    assert_eq!(view::view(&s).invitee_uma.as_deref(), Some("$b@y"));
+    assert_eq!(kinds(&s), vec!["identity_mismatch"]);
+}
+
+#[test]
+fn a_webhook_whose_envelope_and_invitation_name_two_invitations_is_not_merged() {
+    // given a claim whose envelope names this invitation and whose data
+    // names another, filed under either (ledgers and routing differ)
+    let data = json!({"id": "UmaInvitation:2", "invitee_uma": "$mallory@evil.example", "status": "CLAIMED",
+        "payment_amount": {"value": 99999, "currency": "USD"}});
+    for stream in [INV, "UmaInvitation:2"] {
+        let body = json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": "e1",
+            "timestamp": "2026-11-01T12:00:01+00:00", "entity_id": INV, "data": data});
+        let mut e = event(1, "webhook.received", stream, body);
+        e.event_key = crate::vocab::EventKey::lightspark_webhook("e1", &e.body).to_string();
+        // when it is folded into that stream
+        let s = [e].iter().fold(InvitationState::new(stream), apply);
+        // then nothing of it is merged, the invitation is to be fetched,
+        // and the projection says why
+        assert_eq!((s.invitee_uma.as_ref(), s.payment_amount.as_ref(), s.status.as_ref()), (None, None, None));
+        assert_eq!(s.fetch.phase, FetchPhase::Pending, "{stream}");
+        assert_eq!(kinds(&s), vec!["identity_mismatch"], "{stream}");
+    }
+    // and a blank id inside `data` (routed by the envelope) is no match either
+    let blank =
+        webhook(1, "2026-11-01T12:00:01+00:00", Some(json!({"id": " ", "invitee_uma": "$mallory@evil.example"})));
+    let routed = crate::lightspark::webhook::recognise(&blank.body).unwrap().stream;
+    assert_eq!(routed.as_ref().map(crate::vocab::StreamId::as_str), Some(INV));
+    let s = fold(&[blank]);
+    assert_eq!((s.invitee_uma.as_ref(), kinds(&s)), (None, vec!["identity_mismatch"]));
+    // but data without an id of its own is the envelope's invitation
+    let s = fold(&[webhook(1, "2026-11-01T12:00:01+00:00", Some(json!({"invitee_uma": "$b@y"})))]);
+    assert_eq!(s.invitee_uma.as_ref().map(|v| v.value.as_str()), Some("$b@y"));
+    assert!(kinds(&s).is_empty());
+}
+
+// ---- receivers and amounts that can be paid ----
+
+/// A Lightspark claim of [`INV`] whose body is `text`, exactly.
+fn webhook_text(seq: u64, text: &str) -> LedgerEvent {
+    let mut e = event(seq, "webhook.received", INV, json!(null));
+    e.body = text.as_bytes().to_vec();
+    e.event_key = crate::vocab::EventKey::lightspark_webhook(&format!("e{seq}"), &e.body).to_string();
+    e
+}
+
+/// A Grid claim of invitation `CODE1` whose body is `text`, exactly.
+fn grid_webhook_text(seq: u64, text: &str) -> (InvitationState, LedgerEvent) {
+    let stream = "GridInvitation:CODE1";
+    let mut e = event(seq, "webhook.received", stream, json!(null));
+    e.body = text.as_bytes().to_vec();
+    e.event_key = crate::vocab::EventKey::grid_webhook(&format!("Webhook:{seq}"), &e.body).to_string();
+    (InvitationState::new(stream), e)
+}
+
+#[test]
+fn minus_zero_is_a_zero_amount_from_either_source_as_number_or_string() {
+    for zero in ["-0", r#""-0""#] {
+        // Given a Lightspark claim and a Grid claim of an amount of -0
+        let lightspark = webhook_text(
+            1,
+            &format!(
+                r#"{{"event_type":"UMA_INVITATION_CLAIMED","event_id":"e1","timestamp":"2026-11-01T12:00:01+00:00","entity_id":"{INV}","data":{{"id":"{INV}","status":"CLAIMED","invitee_uma":"$b@y","payment_amount":{{"value":{zero},"currency":{{"code":"USD","decimals":2}}}}}}}}"#
+            ),
+        );
+        let (grid_state, grid) = grid_webhook_text(
+            1,
+            &format!(
+                r#"{{"id":"Webhook:1","type":"INVITATION.CLAIMED","timestamp":"2026-11-01T12:00:01Z","data":{{"code":"CODE1","status":"CLAIMED","inviteeUma":"$b@y","amountToSend":{{"amount":{zero},"currency":{{"code":"USD","decimals":2}}}}}}}}"#
+            ),
+        );
+        // When each is folded
+        for s in [fold(&[lightspark]), apply(grid_state, &grid)] {
+            // Then the payment is not due, for a zero amount
+            let payout = view::obligation(&s, ObligationKind::InviteePayment);
+            assert_eq!(payout.state, ObligationState::NotDue, "{zero} {}", s.invitation_id);
+            assert_eq!(payout.reason.as_deref(), Some("zero_amount"), "{zero} {}", s.invitation_id);
+        }
+    }
+}
+
+#[test]
+fn a_malformed_receiver_makes_its_obligation_invalid_and_never_pending() {
+    let claimed = |inviter: &str, invitee: &str| {
+        fold(&[claimed_snapshot(
+            1,
+            "2026-11-01T12:00:00+00:00",
+            json!({"status": "CLAIMED", "incentives_status": "VALIDATED", "inviter_uma": inviter,
+                   "invitee_uma": invitee, "payment_amount": {"value": 500, "currency": "USD"}}),
+        )])
+    };
+    let long = format!("${}@b.example", "a".repeat(250));
+    for malformed in [
+        "$bob\u{202E}elpmaxe@b.example",
+        "$bob@b\u{202A}.example",
+        "$bob\u{2066}@b.example",
+        "$bob\u{2069}@b.example",
+        "$bob\u{200E}@b.example",
+        "$bob\u{200F}@b.example",
+        "$bob\u{061C}@b.example",
+        "$bob\n@b.example",
+        "$bob\u{7F}@b.example",
+        "$bob\u{85}@b.example",
+        "$bob @b.example",
+        "bob@b.example",
+        "$bob",
+        "$@b.example",
+        "$bob@",
+        "$bob@b@c.example",
+        long.as_str(),
+    ] {
+        // Given a claim whose invitee UMA is not a well-formed address
+        let s = claimed("$alice@a.example", malformed);
+        // When its obligations are derived
+        // Then the payment is invalid, for that reason, and never sent
+        let payout = view::obligation(&s, ObligationKind::InviteePayment);
+        assert_eq!(payout.state, ObligationState::Invalid, "{malformed:?}");
+        assert_eq!(payout.reason.as_deref(), Some("malformed_receiver"), "{malformed:?}");
+        assert_eq!(view::work(&s) & view::work_bits::INVITEE_PAYMENT, 0, "{malformed:?}");
+        // while the inviter's obligations, to a well-formed UMA, are owed
+        assert_eq!(view::obligation(&s, ObligationKind::InviterIncentive).state, ObligationState::Pending);
+        assert_eq!(view::obligation(&s, ObligationKind::InviterNotification).state, ObligationState::Pending);
+
+        // Given the same address as the inviter's
+        let s = claimed(malformed, "$bob@b.example");
+        // Then the incentive and the notification are invalid, the payment owed
+        for kind in [ObligationKind::InviterIncentive, ObligationKind::InviterNotification] {
+            let o = view::obligation(&s, kind);
+            assert_eq!((o.state, o.reason.as_deref()), (ObligationState::Invalid, Some("malformed_receiver")));
+        }
+        assert_eq!(view::obligation(&s, ObligationKind::InviteePayment).state, ObligationState::Pending);
+    }
+    // And well-formed addresses, up to 256 bytes, are owed
+    let longest = format!("${}@b.example", "a".repeat(256 - "$@b.example".len()));
+    for fine in ["$bob@b.example", "$ä@x", "$Bob.Smith-1+x_y@sub.b.example:8080", longest.as_str()] {
+        let s = claimed(fine, fine);
+        for kind in ObligationKind::ALL {
+            assert_eq!(view::obligation(&s, kind).state, ObligationState::Pending, "{fine:?} {kind:?}");
+        }
+    }
+}

@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::events::{decode, Decision, Fact, IdempotencyKey, InternalEvent, ObligationKind};
+use super::events::{
+    decode, Decision, Fact, IdempotencyKey, InternalEvent, ObligationKind, IDENTITY_MISMATCH, NOT_AN_INVITATION,
+};
 use crate::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus};
 use crate::ledger::{EventView, LedgerEvent};
 use crate::money::PaymentAmount;
@@ -271,6 +273,11 @@ pub struct InvitationState {
     /// skipped in silence, they are shown with the invitation and counted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undecodable: Vec<UndecodableEvent>,
+    /// Snapshots of this stream that name another invitation (or, fetched,
+    /// none), and answers the reconciler refused for that: never merged,
+    /// shown as the anomaly `identity_mismatch`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_mismatches: Vec<IdentityMismatch>,
     /// The seq of every event of its stream folded in, oldest first: the
     /// invitation page lists its stored events from here, since the row is
     /// written for each of them anyway (an index of streams kept beside the
@@ -284,6 +291,14 @@ pub struct InvitationState {
 pub struct UndecodableEvent {
     pub seq: u64,
     pub reason: String,
+}
+
+/// An event of the invitation's stream that spoke about another
+/// invitation: what it named, and that nothing of it was merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityMismatch {
+    pub seq: u64,
+    pub detail: String,
 }
 
 impl InvitationState {
@@ -412,11 +427,23 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                     Source::Lightspark => crate::lightspark::invitation::fetched(&entity),
                     Source::Grid => crate::grid::webhook::fetched(&entity),
                 };
+                // An answer is about the invitation asked only if it says
+                // so: one that names another, or none, was recorded before
+                // the reconciler checked (it now refuses them).
+                if let Some(named) = contradiction(&state.invitation_id, f.source, &report, true) {
+                    state.identity_mismatches.push(IdentityMismatch {
+                        seq: event.seq,
+                        detail: format!("the answer fetched at seq {} names {named}: not merged", event.seq),
+                    });
+                    return;
+                }
                 // An answer that dates itself no other way was true when
                 // it was fetched.
                 let dated = report.dated.unwrap_or(f.fetched_at);
                 state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
                 state.fetch.phase = FetchPhase::Fetched;
+                // A refusal before it is no longer the news.
+                state.fetch.last_error = None;
             }
             None => {
                 if matches!(state.fetch.phase, FetchPhase::Pending | FetchPhase::NotNeeded) {
@@ -425,8 +452,15 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
             }
         },
         Fact::Internal(InternalEvent::FetchFailed(f)) => {
+            if f.reason == IDENTITY_MISMATCH {
+                // Refused, and asked again: the phase stays what it was.
+                state.identity_mismatches.push(IdentityMismatch {
+                    seq: event.seq,
+                    detail: format!("the answer fetched at seq {} was refused: {}", event.seq, f.error),
+                });
+            }
             state.fetch.last_error = Some(f.error);
-            if f.reason == crate::projection::events::NOT_AN_INVITATION {
+            if f.reason == NOT_AN_INVITATION {
                 state.fetch.phase = FetchPhase::Failed;
             }
         }
@@ -524,10 +558,49 @@ fn receiver_in(request: &serde_json::Value) -> Option<String> {
 fn apply_webhook(state: &mut InvitationState, source: Source, report: Report, seq: u64) {
     state.source = source;
     state.last_webhook_seq = state.last_webhook_seq.max(seq);
+    if let Some(named) = contradiction(&state.invitation_id, source, &report, false) {
+        state
+            .identity_mismatches
+            .push(IdentityMismatch { seq, detail: format!("the webhook at seq {seq} names {named}: not merged") });
+        // What this invitation is, only its source can now say.
+        if state.fetch.phase == FetchPhase::NotNeeded {
+            state.fetch.phase = FetchPhase::Pending;
+        }
+        return;
+    }
     let dated = report.dated.unwrap_or_default();
     let at = instant(&dated).unwrap_or(i64::MIN);
     state.merge(report.snapshot, at, seq, &dated);
     if report.data_missing && state.fetch.phase == FetchPhase::NotNeeded {
         state.fetch.phase = FetchPhase::Pending;
+    }
+}
+
+/// Which other invitation a snapshot of stream `stream` names, if it names
+/// one: its own id (Lightspark) or code (Grid), and the envelope's
+/// `entity_id`, must each be the stream's. `strict` (a fetched answer):
+/// naming none is a contradiction too, since only its id says which
+/// invitation an answer is about. Texts are quoted and cut, so that an
+/// odd id reads as what it is.
+fn contradiction(stream: &str, source: Source, report: &Report, strict: bool) -> Option<String> {
+    let quoted = |s: &str| crate::upstream::cut(&format!("{s:?}"));
+    let (own, expected) = match source {
+        Source::Lightspark => (report.snapshot.id.as_deref(), stream),
+        Source::Grid => {
+            let code = stream.strip_prefix(crate::vocab::StreamId::GRID_PREFIX).unwrap_or(stream);
+            (report.snapshot.code.as_deref(), code)
+        }
+    };
+    let what = match source {
+        Source::Lightspark => "invitation",
+        Source::Grid => "invitation code",
+    };
+    if let Some(named) = report.envelope_id.as_deref().filter(|id| *id != stream) {
+        return Some(format!("invitation {} in its envelope", quoted(named)));
+    }
+    match own {
+        Some(named) if named != expected => Some(format!("{what} {}", quoted(named))),
+        None if strict => Some(format!("no {what}")),
+        _ => None,
     }
 }

@@ -62,7 +62,7 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Page size of a new projection file. A rebuild writes every row once, and
 /// with 16 KiB pages it spends about a quarter less time in SQLite's page

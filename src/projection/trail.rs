@@ -85,9 +85,10 @@ impl Decimals {
         match v {
             Value::Object(o) => {
                 let code = ["code", "uma_currency_code"].iter().find_map(|k| o.get(*k).and_then(Value::as_str));
-                let decimals =
-                    ["decimals", "uma_currency_decimals"].iter().find_map(|k| o.get(*k).and_then(Value::as_u64));
-                if let (Some(c), Some(d)) = (code, decimals.and_then(|d| u32::try_from(d).ok())) {
+                let decimals = ["decimals", "uma_currency_decimals"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(crate::money::decimals_of));
+                if let (Some(c), Some(d)) = (code, decimals) {
                     self.0.insert(c.to_owned(), d);
                 }
                 o.values().for_each(|x| self.walk(x));

@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 
-use super::events::{IdempotencyKey, ObligationKind};
+use super::events::{IdempotencyKey, ObligationKind, IDENTITY_MISMATCH};
 use super::state::{FetchPhase, FetchRecord, InvitationState, ObligationPhase, ObligationRecord};
-use crate::invitation::{IncentivesStatus, InvitationStatus};
+use crate::invitation::{is_uma_address, IncentivesStatus, InvitationStatus};
 use crate::money::{Money, PaymentAmount};
 use crate::source::Source;
 
@@ -63,8 +63,9 @@ impl ObligationState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ObligationView {
     pub state: ObligationState,
-    /// Why it is `not_due` (`zero_amount`), `ineligible`, `invalid` or
-    /// `in_doubt` (`window_expired`, `no_longer_due`).
+    /// Why it is `not_due` (`zero_amount`), `ineligible`, `invalid` (the
+    /// amount's reason, or `malformed_receiver`) or `in_doubt`
+    /// (`window_expired`, `no_longer_due`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub attempts: u32,
@@ -91,16 +92,27 @@ pub struct Requested {
 /// Something about an invitation that a healthy ledger never shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Anomaly {
-    /// `status_conflict`, `incentives_conflict`, `changed_after_request`
-    /// or `undecodable_event`.
+    /// `status_conflict`, `incentives_conflict`, `changed_after_request`,
+    /// `undecodable_event` or `identity_mismatch`.
     pub kind: &'static str,
     pub detail: String,
 }
 
+/// Why an obligation is `invalid` when its receiver (the invitee for the
+/// payment, the inviter for the incentive and the notification) is not a
+/// well-formed UMA address ([`is_uma_address`]).
+pub const MALFORMED_RECEIVER: &str = "malformed_receiver";
+
 /// Whether an obligation is owed at all, from the invitation's facts alone.
-/// Cancelled, expired and pending invitations owe nothing.
+/// Cancelled, expired and pending invitations owe nothing. One owed to a
+/// receiver that is not a well-formed UMA address is `invalid`: nothing is
+/// sent to an address that may not be what it shows.
 pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (ObligationState, Option<String>)> {
     let not_due = Err((ObligationState::NotDue, None));
+    let to = |receiver: &Option<super::state::Versioned<String>>| match receiver {
+        Some(r) if !is_uma_address(&r.value) => Err((ObligationState::Invalid, Some(MALFORMED_RECEIVER.to_owned()))),
+        _ => Ok(()),
+    };
     match kind {
         ObligationKind::InviteePayment => {
             let Some(amount) = state.payment_amount.as_ref().map(|v| &v.value) else { return not_due };
@@ -117,7 +129,7 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
             if state.invitee_uma.is_none() {
                 return not_due;
             }
-            Ok(())
+            to(&state.invitee_uma)
         }
         ObligationKind::InviterIncentive if state.source == Source::Grid => {
             Err((ObligationState::NotDue, Some("source_has_no_incentives".to_owned())))
@@ -132,12 +144,14 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
                         .map_or_else(|| "INELIGIBLE".to_owned(), |r| r.value.clone()),
                 ),
             )),
-            Some(IncentivesStatus::Validated) if state.is_claimed() && state.inviter_uma.is_some() => Ok(()),
+            Some(IncentivesStatus::Validated) if state.is_claimed() && state.inviter_uma.is_some() => {
+                to(&state.inviter_uma)
+            }
             _ => not_due,
         },
         ObligationKind::InviterNotification => {
             if state.is_claimed() && state.invitee_uma.is_some() && state.inviter_uma.is_some() {
-                Ok(())
+                to(&state.inviter_uma)
             } else {
                 not_due
             }
@@ -146,8 +160,9 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
 }
 
 /// Whether an obligation already requested is still owed by the
-/// invitation's newest facts. A newer unusable amount does not make it
-/// unowed: the first request's amount stands, and retries repeat it. A
+/// invitation's newest facts. A newer unusable amount or malformed
+/// receiver does not make it unowed: the first request's stands, and
+/// retries repeat it. A
 /// cancelled or expired invitation, an ineligible incentive or a zero
 /// amount does.
 pub fn still_owed(state: &InvitationState, kind: ObligationKind) -> bool {
@@ -376,7 +391,8 @@ pub fn view(state: &InvitationState) -> InvitationView {
 
 /// The invitation's anomalies: conflicting final statuses or incentive
 /// decisions, an obligation whose receiver or amount changed after it was
-/// requested, events the fold could not read.
+/// requested, events the fold could not read, snapshots and fetched
+/// answers about another invitation.
 pub fn anomalies(state: &InvitationState) -> Vec<Anomaly> {
     let mut out = Vec::new();
     let names = |values: Vec<&str>| values.join(" and ");
@@ -407,6 +423,9 @@ pub fn anomalies(state: &InvitationState) -> Vec<Anomaly> {
     }
     for u in &state.undecodable {
         out.push(Anomaly { kind: "undecodable_event", detail: u.reason.clone() });
+    }
+    for m in &state.identity_mismatches {
+        out.push(Anomaly { kind: IDENTITY_MISMATCH, detail: m.detail.clone() });
     }
     out
 }

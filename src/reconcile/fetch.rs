@@ -10,8 +10,10 @@
 //! next fetch forward. The ledger keeps only what the fetches found: an
 //! answer is appended when it differs from every answer recorded before
 //! (its key carries a digest of it), an id of another entity type is
-//! recorded once and never fetched again, and transient failures are
-//! counted and logged, not recorded.
+//! recorded once and never fetched again, an answer about another
+//! invitation (or none) is recorded once per distinct answer and asked
+//! again on the schedule, and transient failures are counted and logged,
+//! not recorded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,10 +25,12 @@ use tracing::Instrument;
 use super::clock::{backoff, Clock, Jitter};
 use super::endpoint::Endpoint;
 use super::worker::{Outcome, ReconcileError, Reconciler};
-use crate::grid::client::GridClient;
+use crate::grid::client::{GridClient, GridFetchError};
 use crate::ledger::NewEvent;
 use crate::lightspark::client::{FetchError, LightsparkClient};
-use crate::projection::events::{InternalEvent, InvitationFetchFailed, InvitationFetched, NOT_AN_INVITATION};
+use crate::projection::events::{
+    InternalEvent, InvitationFetchFailed, InvitationFetched, IDENTITY_MISMATCH, NOT_AN_INVITATION,
+};
 use crate::projection::state::InvitationState;
 use crate::source::Source;
 use crate::time::{parse_time, rfc3339};
@@ -63,6 +67,9 @@ enum Answer {
     Found(Option<serde_json::Value>),
     /// The id names something that is not an invitation.
     NotAnInvitation(String),
+    /// An invitation that is not the one asked (another id or code, or
+    /// none): `error` says which, `answer` is what came back.
+    IdentityMismatch { error: String, answer: serde_json::Value },
     /// Anything else: retried on the schedule.
     Failed(String),
 }
@@ -212,6 +219,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 Some(client) => match client.fetch_invitation(id).instrument(span).await {
                     Ok(found) => Answer::Found(found),
                     Err(FetchError::NotAnInvitation(why)) => Answer::NotAnInvitation(why),
+                    Err(e @ FetchError::IdentityMismatch { .. }) => {
+                        let error = e.to_string();
+                        let FetchError::IdentityMismatch { answer, .. } = e else { unreachable!() };
+                        Answer::IdentityMismatch { error, answer }
+                    }
                     Err(e) => Answer::Failed(e.to_string()),
                 },
                 None => return Ok(Outcome { not_configured: 1, ..Outcome::default() }),
@@ -226,6 +238,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                         .unwrap_or_default();
                     match client.fetch_invitation(&code).instrument(span).await {
                         Ok(found) => Answer::Found(found),
+                        Err(e @ GridFetchError::IdentityMismatch { .. }) => {
+                            let error = e.to_string();
+                            let GridFetchError::IdentityMismatch { answer, .. } = e else { unreachable!() };
+                            Answer::IdentityMismatch { error, answer }
+                        }
                         Err(e) => Answer::Failed(e.to_string()),
                     }
                 }
@@ -281,11 +298,31 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                     error: why,
                     failed_at: rfc3339(now),
                     attempt: None,
+                    answer: None,
                 };
                 record(InternalEvent::FetchFailed(body).to_new_event()).await?;
                 Ok(Outcome {
                     fetch_failed: 1,
                     lines: vec![format!("{id} invitation: not an invitation")],
+                    ..Outcome::default()
+                })
+            }
+            Answer::IdentityMismatch { error, answer } => {
+                count(IDENTITY_MISMATCH);
+                tracing::warn!(invitation_id = %id, %error, "the source answered about another invitation; the answer is recorded, not used, and the invitation is asked again later");
+                let body = InvitationFetchFailed {
+                    invitation_id: id.clone(),
+                    source,
+                    reason: IDENTITY_MISMATCH.into(),
+                    error: error.clone(),
+                    failed_at: rfc3339(now),
+                    attempt: None,
+                    answer: Some(answer),
+                };
+                record(InternalEvent::FetchFailed(body).to_new_event()).await?;
+                Ok(Outcome {
+                    fetch_failed: 1,
+                    lines: vec![format!("{id} invitation: answer refused ({error})")],
                     ..Outcome::default()
                 })
             }

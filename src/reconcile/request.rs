@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 
 use crate::config::ReconcileConfig;
+use crate::invitation::is_uma_address;
 use crate::money::{Money, PaymentAmount};
 use crate::projection::events::{IdempotencyKey, ObligationKind};
 use crate::projection::state::{InvitationState, Versioned};
@@ -35,7 +36,8 @@ impl Request {
 /// The request for `kind` of `state`: the first one sent under its key,
 /// repeated, if there was one; else built from the invitation's facts.
 /// `None` when the endpoint (or the incentive) is not configured, or a
-/// first request cannot be built (no usable amount).
+/// first request cannot be built (no usable amount, or a receiver that is
+/// not a well-formed UMA address).
 pub fn request_for(
     state: &InvitationState,
     kind: ObligationKind,
@@ -64,6 +66,11 @@ pub fn request_for(
         ObligationKind::InviterIncentive => (text(&state.inviter_uma), Some(config.inviter_incentive.clone()?)),
         ObligationKind::InviterNotification => (text(&state.inviter_uma), None),
     };
+    // `projection::view::due` already calls such an obligation invalid;
+    // this is the last check before anything is sent.
+    if !receiver_uma.as_deref().is_some_and(is_uma_address) {
+        return None;
+    }
     let body = match &amount {
         None => json!({
             "idempotency_key": key,
@@ -131,6 +138,22 @@ mod tests {
                    "amount": {"value": 1500, "currency": "JPY", "decimals": 0}})
         );
         assert_eq!(r.receiver_uma.as_deref(), Some("$bob@b"));
+    }
+
+    #[test]
+    fn no_first_request_is_built_for_a_malformed_receiver() {
+        // given claims whose receivers are not well-formed UMA addresses
+        let key = |kind| IdempotencyKey::of("Inv:1", kind);
+        let mut bad_invitee = claimed();
+        bad_invitee.invitee_uma = v("$bob\u{202E}@b".into(), 1);
+        let mut bad_inviter = claimed();
+        bad_inviter.inviter_uma = v("alice@a".into(), 1);
+        // when requests are built, then none is
+        let kind = ObligationKind::InviteePayment;
+        assert_eq!(request_for(&bad_invitee, kind, &key(kind), &config()), None);
+        for kind in [ObligationKind::InviterIncentive, ObligationKind::InviterNotification] {
+            assert_eq!(request_for(&bad_inviter, kind, &key(kind), &config()), None, "{kind:?}");
+        }
     }
 
     #[test]

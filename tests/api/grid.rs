@@ -190,6 +190,16 @@ async fn the_committed_grid_fixtures_verify_with_the_committed_public_key() {
 /// Basic, answering the invitations it holds (the last answer of a list
 /// stays), 404 for other codes.
 async fn fake_grid_api(token: &str, secret: &str, answers: Vec<Value>) -> (String, Arc<Mutex<usize>>) {
+    grid_api(token, secret, answers, false).await
+}
+
+/// [`fake_grid_api`], but answering its next answer whatever code is
+/// asked, as a caching proxy in front of Grid could.
+async fn careless_grid_api(token: &str, secret: &str, answers: Vec<Value>) -> (String, Arc<Mutex<usize>>) {
+    grid_api(token, secret, answers, true).await
+}
+
+async fn grid_api(token: &str, secret: &str, answers: Vec<Value>, any_code: bool) -> (String, Arc<Mutex<usize>>) {
     let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{token}:{secret}")));
     let calls = Arc::new(Mutex::new(0usize));
     let answers = Arc::new(Mutex::new(answers));
@@ -207,7 +217,7 @@ async fn fake_grid_api(token: &str, secret: &str, answers: Vec<Value>) -> (Strin
             }
             let mut a = answers.lock().unwrap();
             let answer = if a.len() > 1 { a.remove(0) } else { a[0].clone() };
-            if answer["code"] == code.as_str() {
+            if any_code || answer["code"] == code.as_str() {
                 warp::reply::with_status(warp::reply::json(&answer), warp::http::StatusCode::OK)
             } else {
                 warp::reply::with_status(
@@ -256,4 +266,66 @@ async fn a_pending_grid_invitation_is_fetched_by_code_until_claimed_then_paid() 
     let fetched: Vec<String> =
         ledger_rows(&app.db).into_iter().filter(|r| r.2 == "invitation.fetched").map(|r| r.1).collect();
     assert!(fetched.iter().all(|k| k.starts_with("grid-fetch:GridInvitation:FETCHME:")), "{fetched:?}");
+}
+
+#[tokio::test]
+async fn a_grid_answer_with_another_code_or_none_is_refused_recorded_and_never_paid() {
+    // given a Grid API that answers, for any code, Mallory's claimed
+    // invitation once, then the same without a code, from then on
+    let (key, pem) = key_pair(6);
+    let mallory = json!({"code": "MALLORY", "status": "CLAIMED", "inviterUma": "$alice@vasp-a.example",
+        "inviteeUma": "$mallory@evil.example", "claimedAt": "2026-11-01T13:00:00Z",
+        "amountToSend": {"amount": 99999, "currency": {"code": "JPY", "decimals": 0}}});
+    let mut no_code = mallory.clone();
+    no_code.as_object_mut().unwrap().remove("code");
+    let (api, calls) = careless_grid_api("grid-token", "grid-secret-long", vec![mallory, no_code]).await;
+    let payments = FakePlatform::start().await;
+    let url = payments.url.clone();
+    let app = TestApp::spawn_configured(|a| {
+        a.key.grid_webhook_public_key = Some(pem);
+        a.reconcile.payout_url = Some(url);
+        a.reconcile.grid_api_url = api;
+        a.reconcile.grid_api_token_id = Some("grid-token".into());
+        a.reconcile.grid_api_client_secret = Some("grid-secret-long".into());
+    })
+    .await;
+    // when a delivery shows invitation ASKED still PENDING, so it is fetched
+    let body = claim("Webhook:0200", "ASKED", false, "PENDING");
+    let (status, _) = post(&app, &body, Some(("X-Grid-Signature", &sign(&key, &body)))).await;
+    assert_eq!(status, 200);
+    // then each distinct wrong answer is recorded once, and ASKED is asked again
+    let stream = "GridInvitation:ASKED";
+    let refused = crate::support::eventually("two refused Grid answers", SETTLE, || async {
+        let keys: Vec<String> =
+            ledger_rows(&app.db).into_iter().filter(|r| r.2 == "invitation.fetch_failed").map(|r| r.1).collect();
+        let asked = *calls.lock().unwrap();
+        if keys.len() == 2 && asked >= 4 {
+            Ok(keys)
+        } else {
+            Err(format!("{keys:?} after {asked} fetches"))
+        }
+    })
+    .await;
+    for key in &refused {
+        assert!(key.starts_with(&format!("grid-fetch:{stream}:identity_mismatch:")), "{key}");
+    }
+    // and counted as such, and nothing of them merged or paid
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("invitation_ledger_fetches_total{outcome=\"identity_mismatch\",source=\"grid\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(counted >= 3, "{metrics}");
+    let v = app.invitation("ASKED").await;
+    assert_eq!(
+        (v["status"].as_str(), v["invitee_uma"].as_str()),
+        (Some("PENDING"), Some("$bob@vasp-b.example")),
+        "{v:#}"
+    );
+    assert_eq!(v["payout"]["state"], "not_due", "{v:#}");
+    assert_eq!(v["fetch"]["wanted"], true, "{v:#}");
+    assert!(v["anomalies"].as_array().unwrap().iter().any(|a| a["kind"] == "identity_mismatch"), "{v:#}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(payments.requests().is_empty(), "{:?}", payments.requests());
 }

@@ -17,6 +17,7 @@ mod fetch;
 mod full_disk;
 mod grid;
 mod hostile;
+mod identity;
 mod ingest;
 mod invitation_page;
 mod ledger;

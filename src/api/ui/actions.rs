@@ -26,7 +26,7 @@ use std::time::Duration;
 use warp::http::{header, HeaderMap, StatusCode};
 use warp::{Filter, Rejection};
 
-use super::render::{badge, escape, invitation_href, login_page, message_page, opt, page};
+use super::render::{badge, escape, invitation_href, login_page, message_page, opt, page, uma};
 use super::{form_field, html, read_form, see_other, Ui};
 use crate::api::error::reject;
 use crate::api::read::percent_decode;
@@ -93,8 +93,9 @@ pub(super) fn forms(v: &InvitationView, a: &Actions) -> String {
         any = true;
         let (amount, receiver) = what_is_owed(v, kind);
         let asked = match (&amount, &receiver) {
-            (Some(m), r) => format!(" · {} to {}", escape(&m.display()), opt(r.as_deref())),
-            (None, Some(r)) => format!(" · to {}", escape(r)),
+            (Some(m), Some(r)) => format!(" · {} to {}", escape(&m.display()), uma(r)),
+            (Some(m), None) => format!(" · {} to {}", escape(&m.display()), opt(None)),
+            (None, Some(r)) => format!(" · to {}", uma(r)),
             (None, None) => String::new(),
         };
         let key = o.idempotency_key.as_ref().map(|k| k.as_str()).unwrap_or("-");
@@ -306,7 +307,7 @@ fn confirm_page(v: &InvitationView, decided: &operator::Decided, csrf: &str) -> 
     let (amount, receiver) = what_is_owed(v, d.obligation);
     let back = invitation_href(&v.invitation_id);
     let of = amount.map(|m| format!(" of <b>{}</b>", escape(&m.display()))).unwrap_or_default();
-    let to = receiver.map(|r| format!(" to <b>{}</b>", escape(&r))).unwrap_or_default();
+    let to = receiver.map(|r| format!(" to <b>{}</b>", uma(&r))).unwrap_or_default();
     let payment_id = d.payment_id.as_deref().unwrap_or_default();
     let mut b = format!(
         "<section id=\"confirm\"><h2>Confirm: record as paid</h2>\

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::charts;
 use super::render::{
-    badge, detail, escape, invitation_href, invitation_link, ledger_facts, money, obligation_cell, opt, page,
-    search_link,
+    badge, detail, escape, invitation_href, invitation_link, ledger_facts, money, obligation_cell, opt, page, uma_link,
+    visible,
 };
 use super::{AUDIT_INVITERS_CAP, SEARCH_CAP};
 use crate::projection::audit::IncentiveAudit;
@@ -28,8 +28,8 @@ fn invitation_table(items: &[InvitationView]) -> String {
             invitation_link(&v.invitation_id),
             opt(v.code.as_deref()),
             v.status.as_deref().map_or_else(|| opt(None), badge),
-            v.inviter_uma.as_deref().map_or_else(|| opt(None), |u| search_link(u, u)),
-            v.invitee_uma.as_deref().map_or_else(|| opt(None), |u| search_link(u, u)),
+            v.inviter_uma.as_deref().map_or_else(|| opt(None), uma_link),
+            v.invitee_uma.as_deref().map_or_else(|| opt(None), uma_link),
             money(v.payment_amount.as_ref()),
             obligation_cell(&v.payout),
             obligation_cell(&v.incentive),
@@ -104,7 +104,7 @@ fn audit_section(a: &IncentiveAudit) -> String {
                 "<tr><td class=\"anomaly\">{}</td><td class=\"id\">{}</td><td>{}</td></tr>",
                 escape(an.kind),
                 invitation_link(&an.invitation_id),
-                escape(&an.detail)
+                escape(&visible(&an.detail))
             );
         }
         s.push_str("</tbody></table>");
@@ -121,7 +121,7 @@ fn audit_section(a: &IncentiveAudit) -> String {
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                search_link(&inv.inviter_uma, &inv.inviter_uma),
+                uma_link(&inv.inviter_uma),
                 inv.invitations.len(),
                 inv.totals.validated,
                 inv.totals.ineligible,

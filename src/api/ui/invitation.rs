@@ -14,12 +14,14 @@ use warp::{Filter, Rejection};
 
 use super::actions::{self, Actions};
 use super::render::{
-    badge, catching_up_page, detail, escape, invitation_href, ledger_facts, message_page, money, opt, page,
+    badge, catching_up_page, detail, escape, invitation_href, ledger_facts, message_page, money, opt, page, uma,
+    visible,
 };
 use super::verdict::{self, Verdict};
 use super::{html, Admit, Ui};
 use crate::api::error::reject;
 use crate::api::read::percent_decode;
+use crate::invitation::hides_text;
 use crate::ledger::Hash;
 use crate::money::PaymentAmount;
 use crate::projection::events::InternalEvent;
@@ -129,7 +131,10 @@ fn hex(h: &Hash) -> String {
 
 /// Valid JSON text re-indented, two spaces a level, keys in the order
 /// sent and every value's characters as they are (re-serialising would
-/// sort keys and could respell numbers).
+/// sort keys and could respell numbers), except that a character inside a
+/// string that hides or reorders text ([`hides_text`]: a bidi override
+/// in an address, say) is written as its `\uXXXX` escape: the same JSON
+/// value, shown as what it is.
 fn pretty_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
@@ -140,7 +145,14 @@ fn pretty_json(text: &str) -> String {
     };
     while let Some(c) = chars.next() {
         if in_string {
-            out.push(c);
+            match c {
+                // The same string, every character of it visible.
+                c if !escaped && hides_text(c) => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                    continue;
+                }
+                c => out.push(c),
+            }
             match (escaped, c) {
                 (true, _) => escaped = false,
                 (false, '\\') => escaped = true,
@@ -187,7 +199,7 @@ fn pretty_json(text: &str) -> String {
 fn body_text(body: &[u8]) -> (String, bool) {
     match std::str::from_utf8(body) {
         Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => (pretty_json(text), true),
-        _ => (String::from_utf8_lossy(body).into_owned(), false),
+        _ => (visible(&String::from_utf8_lossy(body)), false),
     }
 }
 
@@ -220,7 +232,7 @@ fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> (String, Vec
                 f.push(("Invitation", "<span class=\"hint\">not in the body: fetched from the source</span>".into()));
             } else {
                 f.push(("Status", s.status.as_ref().map_or_else(|| opt(None), |st| badge(st.as_str()))));
-                f.push(("Invitee", opt(s.invitee_uma.as_deref())));
+                f.push(("Invitee", s.invitee_uma.as_deref().map_or_else(|| opt(None), uma)));
                 let amount = match &s.payment_amount {
                     Some(PaymentAmount::Valid(m)) => escape(&d.apply(m).display()),
                     Some(PaymentAmount::Invalid { reason }) => {
@@ -238,7 +250,7 @@ fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> (String, Vec
             )
         }
         Said::Internal(InternalEvent::Requested(r)) => {
-            f.push(("Receiver", opt(r.receiver_uma.as_deref())));
+            f.push(("Receiver", r.receiver_uma.as_deref().map_or_else(|| opt(None), uma)));
             let asked = r.amount.as_ref().map(|m| d.apply(m));
             f.push(("Amount", money(asked.as_ref())));
             f.push(("Idempotency key", format!("<span class=\"mono\">{}</span>", escape(r.idempotency_key.as_str()))));
@@ -248,7 +260,7 @@ fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> (String, Vec
             escape(&format!(
                 "asked the platform for {} {amount}to {} (attempt {})",
                 r.obligation.as_str(),
-                r.receiver_uma.as_deref().unwrap_or("-"),
+                r.receiver_uma.as_deref().map_or_else(|| "-".to_owned(), visible),
                 r.attempt
             ))
         }
@@ -444,7 +456,8 @@ pub(super) fn render(t: &Trail, verdicts: &[Option<Verdict>], acts: &Actions) ->
     if !v.anomalies.is_empty() {
         b.push_str("<h3>Anomalies</h3><ul>");
         for a in &v.anomalies {
-            let _ = write!(b, "<li><span class=\"anomaly\">{}</span> {}</li>", escape(a.kind), escape(&a.detail));
+            let detail = escape(&visible(&a.detail));
+            let _ = write!(b, "<li><span class=\"anomaly\">{}</span> {detail}</li>", escape(a.kind));
         }
         b.push_str("</ul>");
     }
@@ -479,5 +492,23 @@ mod tests {
         let b: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(a, b);
         assert!(!body_text(b"\xff{").1);
+    }
+
+    #[test]
+    fn characters_that_hide_text_are_shown_escaped_in_a_body_and_the_json_is_the_same() {
+        // given a body whose strings carry a bidi override and a zero-width
+        // space, and a plain space
+        let text = "{\"invitee_uma\":\"$bob\u{202E}elpmaxe@b\u{200B}.example\",\"name\":\"a b\"}";
+        // when it is pretty-printed
+        let out = pretty_json(text);
+        // then they are written as escapes, the space as it is, and the value is the same
+        assert!(!out.contains('\u{202E}') && !out.contains('\u{200B}'), "{out}");
+        assert!(out.contains(r#""$bob\u202eelpmaxe@b\u200b.example""#) && out.contains("\"a b\""), "{out}");
+        let a: serde_json::Value = serde_json::from_str(text).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(a, b);
+        // and a body that is not JSON shows them by their code points
+        let (shown, json) = body_text("not json \u{202E}x".as_bytes());
+        assert_eq!((shown.as_str(), json), ("not json [U+202E]x", false));
     }
 }

@@ -1,12 +1,14 @@
 //! What every page of the status page shares: the frame (header, inline
 //! style sheet), escaping, links, badges and the invitation's facts. No
-//! scripts anywhere; every dynamic string goes through [`escape`].
+//! scripts anywhere; every dynamic string goes through [`escape`], and UMA
+//! addresses through [`uma`], which marks the malformed ones.
 
 use std::fmt::Write as _;
 
 use warp::http::StatusCode;
 
 use super::html;
+use crate::invitation::{hides_text, is_uma_address};
 use crate::money::Money;
 use crate::projection::events::IdempotencyKey;
 use crate::projection::view::{InvitationView, ObligationView};
@@ -28,6 +30,43 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// `s` with every character that hides or reorders text
+/// ([`hides_text`]) written as its code point, `[U+202E]`: for values
+/// that may carry them (an address refused for them), so that the page
+/// shows what the value is rather than what it pretends to be. The result
+/// still needs [`escape`].
+pub fn visible(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if hides_text(c) {
+            let _ = write!(out, "[U+{:04X}]", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A UMA address for people. A well-formed one is shown escaped; one that
+/// is not ([`is_uma_address`]: nothing is sent to it) is shown with its
+/// hiding characters made [`visible`] and a `malformed` badge.
+pub(super) fn uma(u: &str) -> String {
+    if is_uma_address(u) {
+        escape(u)
+    } else {
+        format!("<span class=\"malformed\">{}</span> {}", escape(&visible(u)), badge("malformed"))
+    }
+}
+
+/// [`uma`], linked to a search of the status page for it.
+pub(super) fn uma_link(u: &str) -> String {
+    if is_uma_address(u) {
+        search_link(u, u)
+    } else {
+        format!("{} {}", search_link(u, &visible(u)), badge("malformed"))
+    }
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters: for path
@@ -142,7 +181,7 @@ fn asked(o: &ObligationView) -> String {
         None => opt(None),
         Some(r) => {
             let amount = r.amount.as_ref().map(|m| format!("{} to ", escape(&m.display()))).unwrap_or_default();
-            format!("{amount}{}", opt(r.receiver_uma.as_deref()))
+            format!("{amount}{}", r.receiver_uma.as_deref().map_or_else(|| opt(None), uma))
         }
     }
 }
@@ -159,8 +198,8 @@ pub(super) fn detail(v: &InvitationView) -> String {
     row("URL", opt(v.url.as_deref()));
     row("Status", v.status.as_deref().map_or_else(|| opt(None), badge));
     row("Claimed at", opt(v.claimed_at.as_deref()));
-    row("Inviter", v.inviter_uma.as_deref().map_or_else(|| opt(None), |u| search_link(u, u)));
-    row("Invitee", v.invitee_uma.as_deref().map_or_else(|| opt(None), |u| search_link(u, u)));
+    row("Inviter", v.inviter_uma.as_deref().map_or_else(|| opt(None), uma_link));
+    row("Invitee", v.invitee_uma.as_deref().map_or_else(|| opt(None), uma_link));
     row("Amount", money(v.payment_amount.as_ref()));
     row(
         "Incentives",

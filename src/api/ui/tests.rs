@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::Service as _;
 
-use super::render::{badge, percent_encode};
+use super::render::{badge, percent_encode, uma, uma_link, visible};
 use super::*;
 use crate::api::Refetch;
 use crate::config::{DbArgs, KeyArgs, ReconcileArgs, ServeArgs};
@@ -29,6 +29,26 @@ fn escape_neutralises_markup_quotes_and_ampersands() {
     let hostile = r#"$<script>alert(1)</script>@x" onmouseover="x"#;
     let out = escape(hostile);
     assert!(!out.contains('<') && !out.contains('>') && !out.contains('"') && !out.contains('\''), "{out}");
+}
+
+#[test]
+fn a_malformed_uma_is_shown_escaped_with_its_hidden_characters_visible_and_marked() {
+    // given a well-formed address, and malformed ones hiding characters or markup
+    // when they are shown
+    // then the well-formed one is only escaped
+    assert_eq!(uma("$bob@b.example"), "$bob@b.example");
+    assert_eq!(uma_link("$bob@b.example"), "<a href=\"/?q=%24bob%40b.example\">$bob@b.example</a>");
+    // and a malformed one shows its hiding characters by code point, escaped, with a badge
+    let shown = uma("$bob\u{202E}<b>@b.example");
+    assert_eq!(
+        shown,
+        "<span class=\"malformed\">$bob[U+202E]&lt;b&gt;@b.example</span> <span class=\"st st-malformed\">malformed</span>"
+    );
+    let linked = uma_link("$bob\u{2066}\n@b");
+    assert!(!linked.contains('\u{2066}') && !linked.contains('\n'), "{linked}");
+    assert!(linked.contains("$bob[U+2066][U+000A]@b</a>") && linked.contains("st-malformed"), "{linked}");
+    // and text without such characters is left as it is
+    assert_eq!(visible("a b ä ✓"), "a b ä ✓");
 }
 
 #[test]

@@ -33,7 +33,9 @@ const REASON_SHAPE: &str = "unknown amount shape";
 // GraphQL-aliased, camelCase. The order only matters when one object carries
 // several spellings of a field with different values, which no producer is
 // known to do; it is fixed so that the result is still deterministic.
-const ID: &[&str] = &["id", "uma_invitation_id"];
+/// The spellings of the invitation's id, which the GraphQL client checks
+/// an answer against before anything of it is kept.
+pub(crate) const ID: &[&str] = &["id", "uma_invitation_id"];
 const CODE: &[&str] = &["code", "uma_invitation_code"];
 const URL: &[&str] = &["url", "uma_invitation_url"];
 const INVITER_UMA: &[&str] = &["inviter_uma", "uma_invitation_inviter_uma", "inviterUma"];
@@ -86,7 +88,7 @@ pub fn parse(v: &Value) -> InvitationSnapshot {
 /// `updated_at` (none: the fold dates it by when it was fetched).
 pub fn fetched(entity: &Value) -> crate::source::Report {
     let snapshot = parse(entity);
-    crate::source::Report { dated: snapshot.updated_at.clone(), snapshot, data_missing: false }
+    crate::source::Report { dated: snapshot.updated_at.clone(), snapshot, data_missing: false, envelope_id: None }
 }
 
 /// The first spelling holding a non-empty string. A spelling that is present
@@ -138,19 +140,23 @@ fn money_from(value: Option<&Value>, currency: impl FnOnce() -> Option<(String, 
     }
 }
 
-/// The currency's decimals from the first non-null spelling, when that is
-/// an integer from 0 to 18 (the platform is told them as given, and none
-/// is guessed: anything else is treated as not given).
+/// The currency's decimals from the first non-null spelling, by the rule
+/// both sources share ([`crate::money::decimals_of`]): the platform is
+/// told them as given, and none is guessed.
 fn decimals_of(v: Option<&Value>) -> Option<u32> {
-    v?.as_u64().filter(|d| *d <= 18).map(|d| d as u32)
+    crate::money::decimals_of(v?)
 }
 
 /// Only an exact integer is accepted. Anything that went through a float
 /// (`1.5`, `1e30`, even `500.0`) is refused: the float may already have
-/// rounded away digits, and a payment must be exactly what was meant.
+/// rounded away digits, and a payment must be exactly what was meant. The
+/// one exception is `-0`, which serde_json can only read as a float: zero,
+/// which owes nothing.
 fn amount_value(v: Option<&Value>) -> Result<i64, &'static str> {
     match v {
         None => Err(REASON_NO_VALUE),
+        // `-0` is zero, though serde_json reads it as a float.
+        Some(Value::Number(n)) if crate::money::is_minus_zero(n) => Ok(0),
         Some(Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
                 if i < 0 {

@@ -165,6 +165,9 @@ fn currency_object_and_currency_code_give_the_same_money_with_decimals_when_give
         (json!({"value": 7, "currency": {"code": "JPY", "decimals": 2.5}}), jpy(None)),
         (json!({"value": 7, "currency": {"code": "JPY", "decimals": "2"}}), jpy(None)),
         (json!({"value": 7, "currency": {"code": "JPY", "decimals": 99}}), jpy(None)),
+        // the last decimals that are given, and the first that are not
+        (json!({"value": 7, "currency": {"code": "JPY", "decimals": 18}}), jpy(Some(18))),
+        (json!({"value": 7, "currency": {"code": "JPY", "decimals": 19}}), jpy(None)),
     ];
     for (amount, expected) in forms {
         // When parsed / Then each is 7 JPY, with the decimals it gave
@@ -181,6 +184,23 @@ fn amount_given_as_a_digit_string_is_read_exactly() {
         Some(money(9_007_199_254_740_993, "SAT"))
     );
     assert_eq!(amount_of(json!({"payment_amount": {"value": "-0", "currency": "SAT"}})), Some(money(0, "SAT")));
+}
+
+#[test]
+fn minus_zero_is_zero_as_a_number_or_a_string() {
+    // Given an amount of -0, written as a JSON number and as a string
+    for text in [
+        r#"{"payment_amount": {"value": -0, "currency": "SAT"}}"#,
+        r#"{"payment_amount": {"value": "-0", "currency": "SAT"}}"#,
+        r#"{"uma_invitation_payment_amount": {"uma_currency_amount_value": -0, "uma_currency_amount_currency": {"uma_currency_code": "SAT"}}}"#,
+    ] {
+        // When parsed, from a `Value` and straight from the text
+        let value: Value = serde_json::from_str(text).unwrap();
+        let wire: WireSnapshot = serde_json::from_str(text).unwrap();
+        // Then it is zero, which owes nothing, not an unusable amount
+        assert_eq!(amount_of(value), Some(money(0, "SAT")), "{text}");
+        assert_eq!(wire.0.payment_amount, Some(money(0, "SAT")), "{text}");
+    }
 }
 
 #[test]
