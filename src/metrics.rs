@@ -34,7 +34,8 @@ pub struct Metrics {
     /// obligation kind and outcome (succeeded, failed, transient).
     pub obligation_calls: IntCounterVec,
     /// Invitation fetches by source and outcome (changed, unchanged,
-    /// not_found, not_found_again, not_an_invitation, error).
+    /// not_found, not_found_again, not_an_invitation, identity_mismatch, superseded: the
+    /// invitation changed meanwhile and no longer wanted the answer, error).
     pub fetches: IntCounterVec,
     /// Obligations by kind and state, refreshed at each scrape.
     pub obligations: IntGaugeVec,
@@ -180,8 +181,16 @@ impl Default for Metrics {
 pub const WEBHOOK_RESULTS: [&str; 7] =
     ["accepted", "duplicate", "bad_signature", "malformed", "too_large", "body_timeout", "unavailable"];
 pub const CALL_OUTCOMES: [&str; 3] = ["succeeded", "failed", "transient"];
-pub const FETCH_OUTCOMES: [&str; 7] =
-    ["changed", "unchanged", "not_found", "not_found_again", "not_an_invitation", "identity_mismatch", "error"];
+pub const FETCH_OUTCOMES: [&str; 8] = [
+    "changed",
+    "unchanged",
+    "not_found",
+    "not_found_again",
+    "not_an_invitation",
+    "identity_mismatch",
+    "superseded",
+    "error",
+];
 
 impl Metrics {
     fn zero_every_series(&self) {

@@ -18,7 +18,7 @@ use crate::ledger::LedgerWriter;
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
 use crate::reconcile::fetch::Fetchers;
-use crate::reconcile::{self, clock, endpoint::HttpEndpoint, worker::Seams, Reconciler};
+use crate::reconcile::{self, clock, endpoint::HttpEndpoint, Reconciler, Seams};
 
 /// The reconciler as the service and `reconcile --once` run it: real HTTP,
 /// the wall clock, jitter seeded from entropy.
@@ -245,7 +245,7 @@ fn open_once(
     let writer = ledger.writer.clone();
     let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), state.metrics.clone())?
         .following(ledger.projected.clone());
-    let reconcile_task = tokio::spawn(reconcile::worker::run(reconciler.clone(), writer.committed(), stop.clone()));
+    let reconcile_task = tokio::spawn(reconcile::run(reconciler.clone(), writer.committed(), stop.clone()));
     let anchors = tokio::spawn(log_anchors(writer.clone(), config.anchor_interval));
     let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler));
     let live = api::Live { writer, projection: ledger.health.clone(), refetch: Some(refetch) };

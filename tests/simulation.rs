@@ -41,7 +41,7 @@ use invitation_ledger::projection::{query, rebuild, store, view};
 use invitation_ledger::reconcile::clock::Clock;
 use invitation_ledger::reconcile::endpoint::{CallOutcome, Endpoint, OutgoingRequest};
 use invitation_ledger::reconcile::fetch::Fetchers;
-use invitation_ledger::reconcile::worker::Seams;
+use invitation_ledger::reconcile::Seams;
 use invitation_ledger::reconcile::{Outcome, Reconciler};
 use invitation_ledger::rng::SplitMix;
 use invitation_ledger::secret::Secret;

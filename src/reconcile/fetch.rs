@@ -22,11 +22,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use super::clock::{backoff, Clock, Jitter};
-use super::endpoint::Endpoint;
-use super::worker::{Outcome, ReconcileError, Reconciler};
+use super::clock::{backoff, Jitter};
+use super::outcome::Outcome;
 use crate::grid::client::{GridClient, GridFetchError};
-use crate::ledger::NewEvent;
 use crate::lightspark::client::{FetchError, LightsparkClient};
 use crate::projection::events::{
     InternalEvent, InvitationFetchFailed, InvitationFetched, IDENTITY_MISMATCH, NOT_AN_INVITATION,
@@ -62,16 +60,197 @@ impl Fetchers {
 }
 
 /// What a fetch got, whatever the source.
-enum Answer {
-    /// The invitation (`Some`), or `None` when the source does not know it.
-    Found(Option<serde_json::Value>),
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// The invitation (`true`), or word that the source does not know it.
+    Found(bool),
     /// The id names something that is not an invitation.
-    NotAnInvitation(String),
-    /// An invitation that is not the one asked (another id or code, or
-    /// none): `error` says which, `answer` is what came back.
-    IdentityMismatch { error: String, answer: serde_json::Value },
-    /// Anything else: retried on the schedule.
+    NotAnInvitation,
+    /// An invitation that is not the one asked (another id or code, or none).
+    IdentityMismatch(String),
+    /// Anything else: retried on the schedule, not recorded.
     Failed(String),
+}
+
+/// One fetch: what it found, and the event that records it (none for a
+/// transient failure).
+pub(super) struct Fetched {
+    pub(super) answer: Answer,
+    pub(super) event: Option<InternalEvent>,
+}
+
+/// The reconciler's collaborator for fetching: the clients and the
+/// schedule. It asks and says what to record; the reconciler records.
+pub(super) struct Fetcher {
+    clients: Fetchers,
+    schedule: FetchSchedule,
+    interval: Duration,
+    horizon: Duration,
+    retry_base: Duration,
+}
+
+impl Fetcher {
+    /// A fetcher started at `started`, when the ledger's head was
+    /// `started_head`: invitations from before are fetched spread over the
+    /// first `interval`.
+    pub(super) fn new(
+        clients: Fetchers,
+        started: DateTime<Utc>,
+        started_head: u64,
+        interval: Duration,
+        horizon: Duration,
+        retry_base: Duration,
+    ) -> Self {
+        Self { clients, schedule: FetchSchedule::new(started, started_head), interval, horizon, retry_base }
+    }
+
+    pub(super) fn configured(&self, source: Source) -> bool {
+        self.clients.configured(source)
+    }
+
+    pub(super) fn any(&self) -> bool {
+        self.clients.any()
+    }
+
+    /// When `state` is to be fetched: `Ok` now, `Err(at)` later, `None` not
+    /// at all (not wanted, no client for its source, or past the horizon).
+    pub(super) fn decision(&self, state: &InvitationState, now: DateTime<Utc>) -> Option<Result<(), DateTime<Utc>>> {
+        if !crate::projection::view::fetch_wanted(state) || !self.clients.configured(state.source) {
+            return None;
+        }
+        let at = self.schedule.next(state, now, self.interval, self.horizon)?;
+        Some(if at <= now { Ok(()) } else { Err(at) })
+    }
+
+    /// Forgets the schedule of invitations no longer wanted.
+    pub(super) fn keep_only(&self, wanted: &[&str]) {
+        self.schedule.keep_only(wanted);
+    }
+
+    /// Asks the invitation's source for it now (`None`: no client for its
+    /// source); `operator_note` marks an operator's `refetch`, recorded
+    /// whatever it found. The next scheduled fetch moves back.
+    pub(super) async fn ask(
+        &self,
+        state: &InvitationState,
+        now: DateTime<Utc>,
+        operator_note: Option<String>,
+        jitter: &dyn Jitter,
+    ) -> Option<Fetched> {
+        let id = &state.invitation_id;
+        let source = state.source;
+        let span = tracing::info_span!("fetch", invitation_id = %id, source = source.as_str());
+        // Err: (reason recorded, why, the answer refused) for a failure recorded for good or once.
+        let found: Result<Option<serde_json::Value>, Refused> = match source {
+            Source::Lightspark => {
+                let client = self.clients.lightspark.as_ref()?;
+                match client.fetch_invitation(id).instrument(span).await {
+                    Ok(found) => Ok(found),
+                    Err(FetchError::NotAnInvitation(why)) => Err(Refused::NotAnInvitation(why)),
+                    Err(e @ FetchError::IdentityMismatch { .. }) => {
+                        let error = e.to_string();
+                        let FetchError::IdentityMismatch { answer, .. } = e else { unreachable!() };
+                        Err(Refused::Identity(error, answer))
+                    }
+                    Err(e) => Err(Refused::Transient(e.to_string())),
+                }
+            }
+            Source::Grid => {
+                let client = self.clients.grid.as_ref()?;
+                let code = state
+                    .code
+                    .as_ref()
+                    .map(|c| c.value.clone())
+                    .or_else(|| id.strip_prefix(crate::vocab::StreamId::GRID_PREFIX).map(str::to_owned))
+                    .unwrap_or_default();
+                match client.fetch_invitation(&code).instrument(span).await {
+                    Ok(found) => Ok(found),
+                    Err(e @ GridFetchError::IdentityMismatch { .. }) => {
+                        let error = e.to_string();
+                        let GridFetchError::IdentityMismatch { answer, .. } = e else { unreachable!() };
+                        Err(Refused::Identity(error, answer))
+                    }
+                    Err(e) => Err(Refused::Transient(e.to_string())),
+                }
+            }
+        };
+        self.schedule.fetched(state, now, self.retry_base, jitter);
+        let failed = |reason: &str, error: String, answer| {
+            InternalEvent::FetchFailed(InvitationFetchFailed {
+                invitation_id: id.clone(),
+                source,
+                reason: reason.into(),
+                error,
+                failed_at: rfc3339(now),
+                attempt: None,
+                answer,
+            })
+        };
+        Some(match found {
+            Ok(entity) => Fetched {
+                answer: Answer::Found(entity.is_some()),
+                event: Some(InternalEvent::Fetched(InvitationFetched {
+                    invitation_id: id.clone(),
+                    source,
+                    fetched_at: rfc3339(now),
+                    entity,
+                    operator_note,
+                })),
+            },
+            Err(Refused::NotAnInvitation(why)) => {
+                tracing::warn!(invitation_id = %id, %why, "the id names something that is not an invitation; it is not fetched again");
+                Fetched { answer: Answer::NotAnInvitation, event: Some(failed(NOT_AN_INVITATION, why, None)) }
+            }
+            Err(Refused::Identity(error, answer)) => {
+                tracing::warn!(invitation_id = %id, %error, "the source answered about another invitation; the answer is recorded, not used, and the invitation is asked again later");
+                let event = failed(IDENTITY_MISMATCH, error.clone(), Some(answer));
+                Fetched { answer: Answer::IdentityMismatch(error), event: Some(event) }
+            }
+            Err(Refused::Transient(error)) => {
+                tracing::warn!(invitation_id = %id, %error, "fetching the invitation failed; it is asked again later");
+                Fetched { answer: Answer::Failed(error), event: None }
+            }
+        })
+    }
+}
+
+/// A fetch that did not give the invitation asked.
+enum Refused {
+    NotAnInvitation(String),
+    Identity(String, serde_json::Value),
+    Transient(String),
+}
+
+/// The metric label and the pass's outcome of a fetch of `id` that found
+/// `answer`, its record new (`Some(false)`), already in the ledger
+/// (`Some(true)`) or left out because newer facts no longer wanted it
+/// (`None`).
+pub(super) fn report(id: &str, answer: &Answer, duplicate: Option<bool>) -> (&'static str, Outcome) {
+    match answer {
+        Answer::Found(found) => {
+            let what = match (found, duplicate) {
+                (_, None) => "superseded",
+                (false, Some(false)) => "not_found",
+                (false, Some(true)) => "not_found_again",
+                (true, Some(false)) => "changed",
+                (true, Some(true)) => "unchanged",
+            };
+            (what, Outcome { fetched: 1, ..Outcome::default() }.line(format!("{id} invitation: fetched ({what})")))
+        }
+        Answer::NotAnInvitation => (
+            "not_an_invitation",
+            Outcome { fetch_failed: 1, ..Outcome::default() }.line(format!("{id} invitation: not an invitation")),
+        ),
+        Answer::IdentityMismatch(error) => (
+            IDENTITY_MISMATCH,
+            Outcome { fetch_failed: 1, ..Outcome::default() }
+                .line(format!("{id} invitation: answer refused ({error})")),
+        ),
+        Answer::Failed(error) => (
+            "error",
+            Outcome { fetch_failed: 1, ..Outcome::default() }.line(format!("{id} invitation: fetch failed ({error})")),
+        ),
+    }
 }
 
 /// One invitation's place in the schedule.
@@ -87,7 +266,7 @@ struct Due {
 /// When each wanted invitation is fetched next. In memory only: after a
 /// restart every invitation still wanted is fetched once, spread over the
 /// first interval so that a restart does not fetch them all at once.
-pub(super) struct FetchSchedule {
+struct FetchSchedule {
     due: Mutex<HashMap<String, Due>>,
     /// When this process started, and the ledger head then: an invitation
     /// first seen since is new (fetched at once), one from before is spread.
@@ -96,7 +275,7 @@ pub(super) struct FetchSchedule {
 }
 
 impl FetchSchedule {
-    pub(super) fn new(started: DateTime<Utc>, started_head: u64) -> Self {
+    fn new(started: DateTime<Utc>, started_head: u64) -> Self {
         Self { due: Mutex::default(), started, started_head }
     }
 
@@ -155,186 +334,4 @@ fn spread(id: &str, interval: Duration) -> chrono::Duration {
     let n = u64::from_be_bytes(d[..8].try_into().expect("eight bytes"));
     let ms = interval.as_millis().max(1) as u64;
     chrono::Duration::milliseconds((n % ms) as i64)
-}
-
-impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
-    /// When `state` is to be fetched: `Ok` now, `Err(at)` later, `None` not
-    /// at all (not wanted, no client for its source, or past the horizon).
-    pub(super) fn fetch_decision(
-        &self,
-        state: &InvitationState,
-        now: DateTime<Utc>,
-    ) -> Option<Result<(), DateTime<Utc>>> {
-        if !crate::projection::view::fetch_wanted(state) || !self.inner.fetchers.configured(state.source) {
-            return None;
-        }
-        let c = &self.inner.config;
-        let at = self.inner.fetch_schedule.next(state, now, c.interval, c.fetch_horizon)?;
-        Some(if at <= now { Ok(()) } else { Err(at) })
-    }
-
-    /// Forgets the schedule of invitations no longer wanted.
-    pub(super) fn prune_fetch_schedule(&self, wanted: &[&str]) {
-        self.inner.fetch_schedule.keep_only(wanted);
-    }
-
-    /// An operator's refetch: asks the source of `invitation_id` (an id the
-    /// projection knows) for it now, whatever its schedule, and records the
-    /// answer with `note`. What `refetch` and the status page's form do.
-    ///
-    /// # Errors
-    /// A sentence: the invitation is unknown, its source cannot be fetched
-    /// from, or the ledger cannot record the answer.
-    pub async fn refetch(&self, invitation_id: &str, note: String) -> Result<String, String> {
-        let state = self
-            .reload(invitation_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no invitation {invitation_id:?} in the projections"))?;
-        if !self.inner.fetchers.configured(state.source) {
-            return Err(format!(
-                "{} comes from {}, which cannot be fetched from: set {}",
-                state.invitation_id,
-                state.source.as_str(),
-                crate::config::ReconcileConfig::fetch_settings(state.source)
-            ));
-        }
-        let outcome = self.fetch(&state, Some(note)).await.map_err(|e| e.to_string())?;
-        Ok(outcome.lines.join("; "))
-    }
-
-    /// Asks the invitation's source for it now and records what it found;
-    /// `operator_note` marks an operator's `refetch` (recorded whatever it
-    /// found).
-    pub async fn fetch(
-        &self,
-        state: &InvitationState,
-        operator_note: Option<String>,
-    ) -> Result<Outcome, ReconcileError> {
-        let id = &state.invitation_id;
-        let source = state.source;
-        let span = tracing::info_span!("fetch", invitation_id = %id, source = source.as_str());
-        let answer = match source {
-            Source::Lightspark => match &self.inner.fetchers.lightspark {
-                Some(client) => match client.fetch_invitation(id).instrument(span).await {
-                    Ok(found) => Answer::Found(found),
-                    Err(FetchError::NotAnInvitation(why)) => Answer::NotAnInvitation(why),
-                    Err(e @ FetchError::IdentityMismatch { .. }) => {
-                        let error = e.to_string();
-                        let FetchError::IdentityMismatch { answer, .. } = e else { unreachable!() };
-                        Answer::IdentityMismatch { error, answer }
-                    }
-                    Err(e) => Answer::Failed(e.to_string()),
-                },
-                None => return Ok(Outcome { not_configured: 1, ..Outcome::default() }),
-            },
-            Source::Grid => match &self.inner.fetchers.grid {
-                Some(client) => {
-                    let code = state
-                        .code
-                        .as_ref()
-                        .map(|c| c.value.clone())
-                        .or_else(|| id.strip_prefix("GridInvitation:").map(str::to_owned))
-                        .unwrap_or_default();
-                    match client.fetch_invitation(&code).instrument(span).await {
-                        Ok(found) => Answer::Found(found),
-                        Err(e @ GridFetchError::IdentityMismatch { .. }) => {
-                            let error = e.to_string();
-                            let GridFetchError::IdentityMismatch { answer, .. } = e else { unreachable!() };
-                            Answer::IdentityMismatch { error, answer }
-                        }
-                        Err(e) => Answer::Failed(e.to_string()),
-                    }
-                }
-                None => return Ok(Outcome { not_configured: 1, ..Outcome::default() }),
-            },
-        };
-        let now = self.inner.clock.now();
-        self.inner.fetch_schedule.fetched(state, now, self.inner.config.retry_base, &self.inner.jitter);
-        let count = |outcome: &str| self.inner.metrics.fetched(source, outcome);
-        // Recorded on the condition that the invitation is as it was when
-        // the fetch was decided; when it changed meanwhile, the answer is
-        // still recorded if the newest facts still want it (an operator's
-        // refetch always does).
-        let operator = operator_note.is_some();
-        let record = |event: NewEvent| {
-            let again = event.clone();
-            self.append_decided(state, event, move |fresh| {
-                (operator || crate::projection::view::fetch_wanted(fresh)).then(|| again.clone())
-            })
-        };
-        match answer {
-            Answer::Found(entity) => {
-                let found = entity.is_some();
-                let body = InvitationFetched {
-                    invitation_id: id.clone(),
-                    source,
-                    fetched_at: rfc3339(now),
-                    entity,
-                    operator_note,
-                };
-                let appended = record(InternalEvent::Fetched(body).to_new_event()).await?;
-                let what = match (found, appended.map(|a| a.duplicate)) {
-                    (_, None) => "superseded",
-                    (false, Some(false)) => "not_found",
-                    (false, Some(true)) => "not_found_again",
-                    (true, Some(false)) => "changed",
-                    (true, Some(true)) => "unchanged",
-                };
-                count(what);
-                Ok(Outcome {
-                    fetched: 1,
-                    lines: vec![format!("{id} invitation: fetched ({what})")],
-                    ..Outcome::default()
-                })
-            }
-            Answer::NotAnInvitation(why) => {
-                count("not_an_invitation");
-                tracing::warn!(invitation_id = %id, %why, "the id names something that is not an invitation; it is not fetched again");
-                let body = InvitationFetchFailed {
-                    invitation_id: id.clone(),
-                    source,
-                    reason: NOT_AN_INVITATION.into(),
-                    error: why,
-                    failed_at: rfc3339(now),
-                    attempt: None,
-                    answer: None,
-                };
-                record(InternalEvent::FetchFailed(body).to_new_event()).await?;
-                Ok(Outcome {
-                    fetch_failed: 1,
-                    lines: vec![format!("{id} invitation: not an invitation")],
-                    ..Outcome::default()
-                })
-            }
-            Answer::IdentityMismatch { error, answer } => {
-                count(IDENTITY_MISMATCH);
-                tracing::warn!(invitation_id = %id, %error, "the source answered about another invitation; the answer is recorded, not used, and the invitation is asked again later");
-                let body = InvitationFetchFailed {
-                    invitation_id: id.clone(),
-                    source,
-                    reason: IDENTITY_MISMATCH.into(),
-                    error: error.clone(),
-                    failed_at: rfc3339(now),
-                    attempt: None,
-                    answer: Some(answer),
-                };
-                record(InternalEvent::FetchFailed(body).to_new_event()).await?;
-                Ok(Outcome {
-                    fetch_failed: 1,
-                    lines: vec![format!("{id} invitation: answer refused ({error})")],
-                    ..Outcome::default()
-                })
-            }
-            Answer::Failed(error) => {
-                count("error");
-                tracing::warn!(invitation_id = %id, %error, "fetching the invitation failed; it is asked again later");
-                Ok(Outcome {
-                    fetch_failed: 1,
-                    lines: vec![format!("{id} invitation: fetch failed ({error})")],
-                    ..Outcome::default()
-                })
-            }
-        }
-    }
 }

@@ -6,18 +6,23 @@
 //!   given/when/then.
 //! - [`request`]: what is sent for an obligation — pure; a retry repeats
 //!   the first request byte for byte.
+//! - `protocol`: the events of requested → call → outcome, and of the
+//!   in-doubt record — pure.
 //! - [`endpoint`]: the HTTP calls behind a trait, and the outcome rules.
-//! - `protocol`: requested → call → outcome, and the in-doubt record.
-//! - `fetch`: fetching an invitation a webhook named without data.
+//! - `fetch`: the fetching collaborator — clients and schedule for
+//!   invitations a webhook named without data.
 //! - [`clock`]: time and jitter behind traits; backoff.
-//! - [`worker`]: one pass (`try_execute_once`) and the trivial loop.
+//! - [`reconciler`]: the one type owning a pass (`try_execute_once`), and
+//!   the trivial loop around it.
 
 pub mod clock;
 pub mod decide;
 pub mod endpoint;
 pub mod fetch;
+mod outcome;
 mod protocol;
+pub mod reconciler;
 pub mod request;
-pub mod worker;
 
-pub use worker::{Outcome, Reconciler};
+pub use outcome::{Outcome, ReconcileError};
+pub use reconciler::{run, Reconciler, Seams};
