@@ -216,3 +216,14 @@ async fn sqlite() -> (invitation_ledger::ledger::LedgerWriter, tempfile::TempDir
 }
 
 contract_suite!(sqlite_store, sqlite());
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+/// An empty PostgreSQL ledger in a database of its own.
+async fn postgres() -> (invitation_ledger::ledger::postgres::PgLedger, ()) {
+    let url = postgres_support::fresh_database().await;
+    (invitation_ledger::ledger::postgres::PgLedger::connect(&url).await.expect("connect to the test database"), ())
+}
+
+contract_suite!(postgres_store, postgres());

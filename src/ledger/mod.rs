@@ -12,6 +12,7 @@
 pub mod contract;
 pub mod hash;
 pub mod lock;
+pub mod postgres;
 pub mod verify;
 pub mod writer;
 
@@ -61,6 +62,12 @@ pub enum LedgerError {
     Conflict(#[from] Conflict),
     #[error("the disk holding {file} is full: nothing more can be written there until space is freed")]
     DiskFull { file: String },
+    /// The PostgreSQL ledger failed; the sentence never holds a password.
+    #[error("{0}")]
+    Postgres(String),
+    /// A reconciler append under an epoch another leader has succeeded.
+    #[error("refused: this reconciler led under epoch {held}, and another leads under epoch {current} now")]
+    Fenced { held: u64, current: u64 },
     #[error("the ledger holds the event key {key:?} more than once (seq {seqs}): it was written by a version that trusted a damaged dedupe index; keys are unique in the ledger from schema 5 on, so this ledger cannot be migrated: keep it as evidence and start a new one with `copy` of a verified backup")]
     RepeatedKey { key: String, seqs: String },
 }
@@ -82,7 +89,11 @@ impl LedgerError {
     /// not a database.
     pub fn is_transient(&self) -> bool {
         match self {
-            LedgerError::DiskFull { .. } | LedgerError::WriterStopped | LedgerError::LowSpace { .. } => true,
+            LedgerError::DiskFull { .. }
+            | LedgerError::WriterStopped
+            | LedgerError::LowSpace { .. }
+            | LedgerError::Postgres(_)
+            | LedgerError::NotOpen(_) => true,
             LedgerError::Sqlite(e) => is_transient_sqlite(e),
             LedgerError::Folder { source, .. } => source.raw_os_error() == Some(28),
             _ => false,

@@ -1,0 +1,574 @@
+//! The ledger in PostgreSQL: the same contract ([`super::contract`]), for
+//! operators who run several instances against one database.
+//!
+//! Appends go through one writer task per instance that takes every
+//! waiting append and sends them as one call of `ledger_append`
+//! (`schema/postgres/`): one round trip and one durable commit per batch
+//! (`synchronous_commit` on), under an advisory lock that keeps two
+//! instances' batches from interleaving. Keys are unique in the database;
+//! the stream version and the fencing epoch of each conditional call are
+//! checked in that same transaction. Reads take a pooled connection.
+//!
+//! The URL's password never leaves this module: [`redacted`] is what logs,
+//! pages and errors show.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::NoTls;
+
+use super::contract::{Conflict, Expected, LedgerStore};
+use super::hash::Hash;
+use super::writer::Appended;
+use super::{LedgerError, LedgerEvent, NewEvent};
+use crate::vocab::StreamId;
+
+/// Numbered migrations of the PostgreSQL ledger, applied in order.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../schema/postgres/0001_ledger.sql"))];
+
+/// The advisory lock migrations and appends take (`ledger_append` takes
+/// the same number).
+const WRITE_LOCK: i64 = 7_321_001;
+
+/// Most events one call of `ledger_append` takes.
+const MAX_BATCH: usize = 1024;
+
+/// How long a batch whose commit was interrupted (the connection lost)
+/// waits for the database to say whether its events are in the ledger.
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// Whether `text` names a PostgreSQL database rather than a file.
+pub fn is_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// `url` without its password, for logs, pages and errors.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    // A password may also come as a query parameter.
+    let tail = tail
+        .split('&')
+        .map(|p| if p.starts_with("password=") || p.contains("?password=") { redact_param(p) } else { p.to_owned() })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{scheme}://{authority}{tail}")
+}
+
+fn redact_param(p: &str) -> String {
+    match p.split_once("password=") {
+        Some((before, _)) => format!("{before}password=***"),
+        None => p.to_owned(),
+    }
+}
+
+/// The connection settings of `url`, with keepalives that let a vanished
+/// peer be noticed within seconds.
+///
+/// # Errors
+/// [`LedgerError::Postgres`] when the URL cannot be read (the message
+/// shows it without its password).
+pub fn config(url: &str) -> Result<tokio_postgres::Config, LedgerError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        LedgerError::Postgres(format!("LEDGER_DB {} is not a PostgreSQL URL that can be used: {e}", redacted(url)))
+    })?;
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .application_name("invitation-ledger");
+    Ok(config)
+}
+
+/// A PostgreSQL error as a sentence that never holds the password (the
+/// driver's messages hold none; the URL is always shown redacted).
+fn pg_error(context: &str, e: &tokio_postgres::Error) -> LedgerError {
+    let detail = match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => e.to_string(),
+    };
+    LedgerError::Postgres(format!("{context}: {detail}"))
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> LedgerError {
+    LedgerError::Postgres(format!("no connection to the ledger database: {e}"))
+}
+
+/// One caller's events, the version and epoch they were decided under, and
+/// where its answer goes.
+struct Call {
+    events: Vec<NewEvent>,
+    expected: Option<Expected>,
+    epoch: Option<u64>,
+    reply: oneshot::Sender<Result<Vec<Appended>, LedgerError>>,
+}
+
+/// The ledger in PostgreSQL, cheap to clone.
+#[derive(Clone)]
+pub struct PgLedger {
+    pool: Pool,
+    calls: mpsc::Sender<Call>,
+    committed: Arc<watch::Sender<u64>>,
+    /// The URL without its password.
+    shown: Arc<String>,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgLedger({})", self.shown)
+    }
+}
+
+impl PgLedger {
+    /// Connects to the database at `url`, brings its schema up to date and
+    /// starts this instance's writer task (on the current tokio runtime).
+    ///
+    /// # Errors
+    /// When the URL cannot be used, the database cannot be reached, or its
+    /// schema cannot be brought up to date.
+    pub async fn connect(url: &str) -> Result<Self, LedgerError> {
+        let config = config(url)?;
+        let shown = Arc::new(redacted(url));
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| LedgerError::Postgres(format!("cannot build a pool for {shown}: {e}")))?;
+        migrate(&pool, &shown).await?;
+        let head = head_of(&pool).await?.0;
+        let committed = Arc::new(watch::Sender::new(head));
+        let (calls, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(write_loop(pool.clone(), rx, committed.clone()));
+        Ok(Self { pool, calls, committed, shown })
+    }
+
+    /// The URL this ledger was opened with, without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The highest `seq` this instance knows is committed: its own appends,
+    /// and others' once [`refresh`](Self::refresh) saw them.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    async fn submit(
+        &self,
+        events: Vec<NewEvent>,
+        expected: Option<Expected>,
+        epoch: Option<u64>,
+    ) -> Result<Vec<Appended>, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        self.calls.send(Call { events, expected, epoch, reply }).await.map_err(|_| LedgerError::WriterStopped)?;
+        rx.await.map_err(|_| LedgerError::WriterStopped)?
+    }
+
+    /// Appends `events` decided under leadership `epoch` (and, when given,
+    /// on the stream version `expected`): refused once another leader holds
+    /// a later epoch.
+    ///
+    /// # Errors
+    /// [`LedgerError::Fenced`], [`LedgerError::Conflict`], or as
+    /// [`LedgerStore::append_all`].
+    pub async fn append_fenced(
+        &self,
+        epoch: u64,
+        expected: Option<Expected>,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Appended>, LedgerError> {
+        self.submit(events, expected, Some(epoch)).await
+    }
+
+    /// Commits a tiny write, to prove the database accepts a commit now.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn probe(&self, instance: &str) -> Result<(), LedgerError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .execute(
+                "INSERT INTO health_probe (instance, probed_at) VALUES ($1, now())
+                 ON CONFLICT (instance) DO UPDATE SET probed_at = excluded.probed_at",
+                &[&instance],
+            )
+            .await
+            .map_err(|e| pg_error("the ledger database refused a commit", &e))?;
+        Ok(())
+    }
+
+    /// Learns the head from the database (others' appends included) and
+    /// announces it to whoever follows [`committed`](Self::committed).
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub async fn refresh(&self) -> Result<u64, LedgerError> {
+        let (seq, _) = head_of(&self.pool).await?;
+        advance(&self.committed, seq);
+        Ok(seq)
+    }
+
+    /// Appends events verbatim (their seqs, times and hashes), each
+    /// chained to the one before and the first to the ledger's head: what
+    /// `copy` writes.
+    ///
+    /// # Errors
+    /// When the events do not follow the head, or the database fails.
+    pub async fn import(&self, events: &[LedgerEvent]) -> Result<(), LedgerError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(|e| pg_error("cannot import", &e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await
+            .map_err(|e| pg_error("cannot import", &e))?;
+        let row = tx
+            .query_opt("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", &[])
+            .await
+            .map_err(|e| pg_error("cannot import", &e))?;
+        let (mut seq, mut prev) = match row {
+            Some(r) => (r.get::<_, i64>(0) as u64, Hash::from_stored(Some(r.get::<_, &[u8]>(1)))),
+            None => (0, super::hash::GENESIS),
+        };
+        let insert = tx
+            .prepare(
+                "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .await
+            .map_err(|e| pg_error("cannot import", &e))?;
+        for e in events {
+            if e.seq != seq + 1 || e.prev_hash != prev || e.chain_hash(&prev) != e.hash {
+                return Err(LedgerError::Postgres(format!(
+                    "seq {} does not follow the target's head (seq {seq}): not imported",
+                    e.seq
+                )));
+            }
+            tx.execute(
+                &insert,
+                &[
+                    &(e.seq as i64),
+                    &e.event_key,
+                    &e.kind,
+                    &e.stream,
+                    &e.recorded_at,
+                    &e.body,
+                    &e.signature,
+                    &&e.prev_hash.0[..],
+                    &&e.hash.0[..],
+                ],
+            )
+            .await
+            .map_err(|e| pg_error("cannot import", &e))?;
+            seq = e.seq;
+            prev = e.hash;
+        }
+        tx.commit().await.map_err(|e| pg_error("cannot import", &e))?;
+        Ok(())
+    }
+}
+
+impl LedgerStore for PgLedger {
+    async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, LedgerError> {
+        self.submit(events, None, None).await
+    }
+
+    async fn append_if(&self, expected: Expected, events: Vec<NewEvent>) -> Result<Vec<Appended>, LedgerError> {
+        self.submit(events, Some(expected), None).await
+    }
+
+    async fn head(&self) -> Result<(u64, Hash), LedgerError> {
+        head_of(&self.pool).await
+    }
+
+    async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                &format!("SELECT {} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", LedgerEvent::COLUMNS),
+                &[&(after as i64), &(limit as i64)],
+            )
+            .await
+            .map_err(|e| pg_error("cannot read the ledger", &e))?;
+        Ok(rows.iter().map(event_of).collect())
+    }
+
+    async fn read_stream(&self, stream: &StreamId, after: u64) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                &format!("SELECT {} FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq", LedgerEvent::COLUMNS),
+                &[&stream.as_str(), &(after as i64)],
+            )
+            .await
+            .map_err(|e| pg_error("cannot read the ledger", &e))?;
+        Ok(rows.iter().map(event_of).collect())
+    }
+}
+
+fn event_of(r: &tokio_postgres::Row) -> LedgerEvent {
+    LedgerEvent {
+        seq: r.get::<_, i64>(0) as u64,
+        event_key: r.get(1),
+        kind: r.get(2),
+        stream: r.get(3),
+        recorded_at: r.get(4),
+        body: r.get(5),
+        signature: r.get(6),
+        prev_hash: Hash::from_stored(Some(r.get::<_, &[u8]>(7))),
+        hash: Hash::from_stored(Some(r.get::<_, &[u8]>(8))),
+    }
+}
+
+async fn head_of(pool: &Pool) -> Result<(u64, Hash), LedgerError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", &[])
+        .await
+        .map_err(|e| pg_error("cannot read the ledger head", &e))?;
+    Ok(match row {
+        Some(r) => (r.get::<_, i64>(0) as u64, Hash::from_stored(Some(r.get::<_, &[u8]>(1)))),
+        None => (0, super::hash::GENESIS),
+    })
+}
+
+/// Brings the schema up to date, one instance at a time.
+async fn migrate(pool: &Pool, shown: &str) -> Result<(), LedgerError> {
+    let context = |what: &str| format!("cannot {what} the ledger database {shown}");
+    let mut client = pool.get().await.map_err(|e| LedgerError::Postgres(format!("{}: {e}", context("reach"))))?;
+    let tx = client.transaction().await.map_err(|e| pg_error(&context("migrate"), &e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .await
+        .map_err(|e| pg_error(&context("migrate"), &e))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        .await
+        .map_err(|e| pg_error(&context("migrate"), &e))?;
+    let found: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM ledger_schema", &[])
+        .await
+        .map_err(|e| pg_error(&context("migrate"), &e))?
+        .get(0);
+    let supported = MIGRATIONS[MIGRATIONS.len() - 1].0;
+    if found > supported {
+        return Err(LedgerError::SchemaTooNew { found: found as u32, supported: supported as u32 });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        tx.batch_execute(sql).await.map_err(|e| pg_error(&context("migrate"), &e))?;
+        tx.execute("INSERT INTO ledger_schema (version) VALUES ($1)", &[version])
+            .await
+            .map_err(|e| pg_error(&context("migrate"), &e))?;
+        tracing::info!(version, "applied PostgreSQL ledger schema migration");
+    }
+    tx.commit().await.map_err(|e| pg_error(&context("migrate"), &e))?;
+    Ok(())
+}
+
+/// Moves the announced head forward (never back) to `seq`.
+fn advance(committed: &watch::Sender<u64>, seq: u64) {
+    committed.send_if_modified(|v| {
+        let newer = seq > *v;
+        *v = (*v).max(seq);
+        newer
+    });
+}
+
+/// The writer task: group commits until every handle is gone.
+async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Call>, committed: Arc<watch::Sender<u64>>) {
+    let mut failing_since: Option<(std::time::Instant, u64)> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut events = batch[0].events.len();
+        while events < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(call) => {
+                    events += call.events.len();
+                    batch.push(call);
+                }
+                Err(_) => break,
+            }
+        }
+        match append_batch(&pool, &batch).await {
+            Ok(answers) => {
+                if let Some((since, refused)) = failing_since.take() {
+                    tracing::warn!(
+                        refused_batches = refused,
+                        seconds = since.elapsed().as_secs(),
+                        "the PostgreSQL ledger can be written again"
+                    );
+                }
+                let last = answers.iter().flatten().flatten().map(|a| a.seq).max().unwrap_or(0);
+                advance(&committed, last);
+                for (call, answer) in batch.into_iter().zip(answers) {
+                    let _ = call.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                match failing_since.as_mut() {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        tracing::error!(error = %e, "the PostgreSQL ledger cannot be written; webhooks are answered 503 until it can");
+                        failing_since = Some((std::time::Instant::now(), 1));
+                    }
+                }
+                for call in batch {
+                    let _ = call.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One call of `ledger_append` for the whole batch; each call's answers,
+/// or why it was refused. When the connection fails while the batch may
+/// have committed, the answer follows the ledger: the batch's keys are
+/// looked up once the database answers again (for up to [`RECHECK`]).
+#[allow(clippy::type_complexity)]
+async fn append_batch(pool: &Pool, batch: &[Call]) -> Result<Vec<Result<Vec<Appended>, LedgerError>>, LedgerError> {
+    let mut keys = Vec::new();
+    let mut kinds = Vec::new();
+    let mut streams: Vec<Option<String>> = Vec::new();
+    let mut bodies: Vec<&[u8]> = Vec::new();
+    let mut signatures: Vec<Option<String>> = Vec::new();
+    let mut prefixes: Vec<Option<String>> = Vec::new();
+    let mut call_of = Vec::new();
+    let mut call_streams: Vec<Option<String>> = Vec::new();
+    let mut call_versions: Vec<Option<i64>> = Vec::new();
+    let mut call_epochs: Vec<Option<i64>> = Vec::new();
+    for (c, call) in batch.iter().enumerate() {
+        for e in &call.events {
+            keys.push(e.event_key.as_str().to_owned());
+            kinds.push(e.kind.as_str().to_owned());
+            streams.push(e.stream.as_ref().map(|s| s.as_str().to_owned()));
+            bodies.push(&e.body);
+            signatures.push(e.signature.clone());
+            prefixes.push(e.sibling_prefix.clone());
+            call_of.push(c as i32 + 1);
+        }
+        call_streams.push(call.expected.as_ref().map(|x| x.stream.as_str().to_owned()));
+        call_versions.push(call.expected.as_ref().map(|x| x.last_seq as i64));
+        call_epochs.push(call.epoch.map(|e| e as i64));
+    }
+    let at = crate::time::now_rfc3339();
+    let sent = async {
+        // No connection: nothing was sent, so nothing can have committed.
+        let client = pool.get().await.map_err(|e| (false, pool_error(e)))?;
+        client
+            .query(
+                "SELECT ix, seq, duplicate, sibling, refused, actual FROM ledger_append(
+                    $1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+                    $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text)",
+                &[
+                    &keys,
+                    &kinds,
+                    &streams,
+                    &bodies,
+                    &signatures,
+                    &prefixes,
+                    &call_of,
+                    &call_streams,
+                    &call_versions,
+                    &call_epochs,
+                    &at,
+                ],
+            )
+            .await
+            .map_err(|e| (e.as_db_error().is_none(), pg_error("the ledger database refused the batch", &e)))
+    };
+    let rows = match sent.await {
+        Ok(rows) => rows,
+        Err((maybe_committed, e)) if maybe_committed => return recheck(pool, batch, &keys, e).await,
+        Err((_, e)) => return Err(e),
+    };
+    let mut answers: Vec<Result<Vec<Appended>, LedgerError>> =
+        batch.iter().map(|c| Ok(Vec::with_capacity(c.events.len()))).collect();
+    for row in rows {
+        let ix: i32 = row.get(0);
+        let c = call_of[ix as usize - 1] as usize - 1;
+        let refused: Option<String> = row.get(4);
+        let answer = &mut answers[c];
+        match (refused.as_deref(), answer.as_mut()) {
+            (Some(why), Ok(_)) => {
+                let actual: Option<i64> = row.get(5);
+                let actual = actual.unwrap_or(0) as u64;
+                *answer = Err(match why {
+                    "fenced" => LedgerError::Fenced { held: batch[c].epoch.unwrap_or(0), current: actual },
+                    _ => {
+                        let x = batch[c].expected.as_ref().expect("a conflict has an expectation");
+                        LedgerError::Conflict(Conflict { stream: x.stream.clone(), expected: x.last_seq, actual })
+                    }
+                });
+            }
+            (Some(_), Err(_)) | (None, Err(_)) => {}
+            (None, Ok(list)) => list.push(Appended {
+                seq: row.get::<_, i64>(1) as u64,
+                duplicate: row.get(2),
+                sibling_exists: row.get(3),
+            }),
+        }
+    }
+    Ok(answers)
+}
+
+/// After a batch whose outcome is unknown (the connection failed during
+/// it): the ledger says which of its calls are in. A call is answered with
+/// the seqs holding its keys when all of them are there, else with `e`.
+async fn recheck(
+    pool: &Pool,
+    batch: &[Call],
+    keys: &[String],
+    e: LedgerError,
+) -> Result<Vec<Result<Vec<Appended>, LedgerError>>, LedgerError> {
+    let deadline = tokio::time::Instant::now() + RECHECK;
+    let found = loop {
+        let looked = async {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .query("SELECT event_key, seq FROM events WHERE event_key = ANY($1)", &[&keys])
+                .await
+                .map_err(|e| pg_error("cannot read the ledger", &e))
+        };
+        match looked.await {
+            Ok(rows) => {
+                break rows
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                    .collect::<std::collections::HashMap<String, u64>>()
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => return Err(e),
+        }
+    };
+    Ok(batch
+        .iter()
+        .map(|call| {
+            call.events
+                .iter()
+                .map(|ev| {
+                    found.get(ev.event_key.as_str()).map(|seq| Appended {
+                        seq: *seq,
+                        duplicate: false,
+                        sibling_exists: false,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| e.clone())
+        })
+        .collect())
+}
