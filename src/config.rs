@@ -103,7 +103,7 @@ pub struct ReconcileArgs {
     /// Inviter notification endpoint (POST); unset: notifications stay pending.
     #[arg(long = "notify-url", env = "NOTIFY_URL")]
     pub notify_url: Option<String>,
-    /// Incentive forwarded to the inviter, as AMOUNT:CURRENCY in the smallest unit (e.g. 500:USD); unset: audited, not forwarded.
+    /// Incentive forwarded to the inviter: AMOUNT:CURRENCY in the currency's smallest unit (100:USD is 1.00 USD), its decimals from ISO 4217, or AMOUNT:CURRENCY:DECIMALS for another code (100:XYZ:2); unset: audited, not forwarded.
     #[arg(long = "inviter-incentive", env = "INVITER_INCENTIVE")]
     pub inviter_incentive: Option<String>,
     /// Lightspark GraphQL endpoint used to fetch invitations a webhook named without data.
@@ -239,16 +239,7 @@ impl ReconcileArgs {
     pub fn validate(&self) -> Result<ReconcileConfig, ConfigError> {
         let inviter_incentive = match self.inviter_incentive.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
-            Some(raw) => {
-                let bad = || {
-                    ConfigError(format!(
-                    "INVITER_INCENTIVE {raw:?} is not AMOUNT:CURRENCY: give a non-negative integer in the currency's smallest unit and a code, such as 500:USD."
-                ))
-                };
-                let (amount, currency) = raw.split_once(':').ok_or_else(bad)?;
-                let amount: i64 = amount.trim().parse().map_err(|_| bad())?;
-                Some(Money::new(amount, currency.trim()).map_err(|_| bad())?)
-            }
+            Some(raw) => Some(parse_incentive(raw)?),
         };
         let lightspark_credentials = match (&self.lightspark_api_client_id, &self.lightspark_api_client_secret) {
             (Some(id), Some(secret)) if !id.trim().is_empty() && !secret.is_empty() => {
@@ -426,6 +417,54 @@ impl ServeArgs {
     }
 }
 
+/// `INVITER_INCENTIVE`: `AMOUNT:CURRENCY` or `AMOUNT:CURRENCY:DECIMALS`,
+/// the amount in the currency's smallest unit. The decimals travel with
+/// the amount to the platform (`amount.decimals`) and to every page, so
+/// they must be known: from ISO 4217 (or bitcoin's BTC and SAT), else
+/// stated. Stated decimals that contradict the standard are refused rather
+/// than chosen between: 100:USD:3 is either a typo or an amount a
+/// thousand-fold off what the platform will read.
+///
+/// # Errors
+/// One sentence naming `INVITER_INCENTIVE` and what to write instead.
+pub fn parse_incentive(raw: &str) -> Result<Money, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "INVITER_INCENTIVE {raw:?} is not AMOUNT:CURRENCY[:DECIMALS]: give a non-negative integer in the currency's smallest unit and its code, such as 100:USD for 1.00 USD, or 100:XYZ:2 with the decimals of a code outside ISO 4217."
+        ))
+    };
+    let mut parts = raw.split(':').map(str::trim);
+    let (Some(amount), Some(currency)) = (parts.next(), parts.next()) else { return Err(bad()) };
+    let stated = parts.next();
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let amount: i64 = amount.parse().map_err(|_| bad())?;
+    let money = Money::new(amount, currency).map_err(|_| bad())?;
+    let standard = crate::money::iso4217::minor_units(currency);
+    let decimals = match stated {
+        None => standard.ok_or_else(|| {
+            ConfigError(format!(
+                "INVITER_INCENTIVE {raw:?} names {currency}, whose decimals ISO 4217 does not give: state them, such as {amount}:{currency}:2, or use its ISO code."
+            ))
+        })?,
+        Some(d) => {
+            let d: u32 = d.parse().ok().filter(|d| *d <= crate::money::MAX_DECIMALS).ok_or_else(|| {
+                ConfigError(format!(
+                    "INVITER_INCENTIVE {raw:?} states decimals {d:?}: give a whole number from 0 to 18, such as {amount}:{currency}:2."
+                ))
+            })?;
+            if let Some(iso) = standard.filter(|iso| *iso != d) {
+                return Err(ConfigError(format!(
+                    "INVITER_INCENTIVE {raw:?} states {d} decimals for {currency}, which has {iso}: write {amount}:{currency} (or {amount}:{currency}:{iso})."
+                )));
+            }
+            d
+        }
+    };
+    Ok(money.with_decimals(Some(decimals)))
+}
+
 /// Parses durations such as `24h`, `90m`, `30s`, `1500ms` or a bare number of
 /// seconds.
 ///
@@ -477,6 +516,46 @@ mod tests {
         }
         let fine = ReconcileArgs { idempotency_window: "2h".into(), ..ReconcileArgs::for_tests() };
         assert!(fine.validate().is_ok());
+    }
+
+    #[test]
+    fn the_incentive_takes_its_decimals_from_iso_4217_or_as_stated() {
+        // given incentives in ISO currencies, bitcoin's units and a code stated with its decimals
+        let shown = |raw: &str| parse_incentive(raw).map(|m| (m.decimals(), m.to_string())).unwrap();
+        // then each knows its decimals, which it will send and show
+        assert_eq!(shown("100:USD"), (Some(2), "1.00 USD".into()));
+        assert_eq!(shown(" 500 : JPY "), (Some(0), "500 JPY".into()));
+        assert_eq!(shown("1500:KWD"), (Some(3), "1.500 KWD".into()));
+        assert_eq!(shown("2100:SAT"), (Some(0), "2100 SAT".into()));
+        assert_eq!(shown("100:USD:2"), (Some(2), "1.00 USD".into()));
+        assert_eq!(shown("1234:XYZ:3"), (Some(3), "1.234 XYZ".into()));
+        assert_eq!(shown("7:XYZ:0"), (Some(0), "7 XYZ".into()));
+    }
+
+    #[test]
+    fn an_incentive_whose_decimals_are_unknown_or_wrong_stops_start_up_with_one_sentence() {
+        // given an unknown code without decimals, impossible or contradicting
+        // decimals, and malformed values
+        for (raw, says) in [
+            ("100:XYZ", "whose decimals ISO 4217 does not give: state them, such as 100:XYZ:2"),
+            ("100:usd", "whose decimals ISO 4217 does not give"),
+            ("100:USD:3", "states 3 decimals for USD, which has 2"),
+            ("100:JPY:2", "states 2 decimals for JPY, which has 0"),
+            ("100:XYZ:19", "give a whole number from 0 to 18"),
+            ("100:XYZ:two", "give a whole number from 0 to 18"),
+            ("100", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+            ("1.00:USD", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+            ("-5:USD", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+            ("100:USD:2:x", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+        ] {
+            let args = ReconcileArgs { inviter_incentive: Some(raw.into()), ..ReconcileArgs::for_tests() };
+            // when the settings are validated
+            let e = args.validate().unwrap_err().0;
+            // then start-up stops with one sentence naming the setting
+            assert!(e.starts_with("INVITER_INCENTIVE ") && e.contains(says), "{raw}: {e}");
+            assert_eq!(e.matches(". ").count(), 0, "one sentence: {e}");
+            assert!(e.ends_with('.'), "{e}");
+        }
     }
 
     #[test]

@@ -284,6 +284,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     };
     let config = args.validate()?;
     let db = config.db.clone();
+    let incentive = config.reconcile.inviter_incentive.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -368,10 +369,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         t["validated"],
         t["ineligible"],
         t["pending"],
-        t["forwarded"]
-            .as_object()
-            .map(|m| m.iter().map(|(c, v)| format!("{v} {c}")).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
+        forwarded(&t["forwarded"], incentive.as_ref()),
         audit["anomalies"].as_array().map_or(0, Vec::len)
     ));
     report.push_str(&format!(
@@ -408,6 +406,20 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         hex::encode(v.head)
     ));
     Ok(report)
+}
+
+/// The audit's forwarded totals (integers in the smallest unit, by
+/// currency) in each currency's decimals: the configured incentive's for
+/// its currency, else the standard ones.
+fn forwarded(totals: &Value, incentive: Option<&crate::money::Money>) -> String {
+    let shown = totals.as_object().into_iter().flatten().map(|(code, v)| {
+        let stated = incentive.filter(|i| i.currency() == code).and_then(crate::money::Money::decimals);
+        match crate::money::Money::new(v.as_i64().unwrap_or_default(), code.as_str()) {
+            Ok(m) => m.with_decimals(stated).to_string(),
+            Err(_) => format!("{v} {code} (minor units)"),
+        }
+    });
+    shown.collect::<Vec<_>>().join(", ")
 }
 
 async fn post(

@@ -38,7 +38,9 @@
 //! - [`invitation`]: an invitation's facts and statuses, whichever source
 //!   stated them.
 //! - [`source`]: the sources (Lightspark, Grid) and what a delivery carries.
-//! - [`money`]: amounts as integers in the currency's smallest unit.
+//! - [`money`]: amounts as integers in the currency's smallest unit, the
+//!   one way they are shown (in their currency's decimals), and ISO 4217's
+//!   minor units.
 //! - [`upstream`]: calls to a source's API — credentials, client, bounded
 //!   answers — shared by the Lightspark and Grid clients.
 //! - [`secret`], [`time`], [`rng`]: secrets that never print, timestamps,

@@ -43,7 +43,7 @@ fn the_demo_runs_the_whole_flow_and_prints_the_settled_states() {
     assert!(!stdout.contains("demo-forged"), "the forged invitation must not appear");
     // the cancellation after the claim is the one anomaly
     assert!(stdout.contains("anomalies=1"), "{stdout}");
-    assert!(stdout.contains("forwarded=400 USD"), "{stdout}");
+    assert!(stdout.contains("forwarded=4.00 USD"), "{stdout}");
     // the invitations came by fetch: one call each, two for the lagging
     // and the late-validated ones
     assert!(stdout.contains("GraphQL stand-in: 7 calls"), "{stdout}");

@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amounts;
 mod audit;
 mod demo;
 mod deploy;
