@@ -46,6 +46,8 @@
 //! - [`secret`], [`time`], [`rng`]: secrets that never print, timestamps,
 //!   the one seeded PRNG (jitter, spread).
 //! - [`config`]: settings from flags and environment, validated once.
+//! - [`logging`]: the log's filter and format (`LOG`, `LOG_FORMAT`),
+//!   validated like the settings, coloured only on a terminal.
 //! - [`metrics`]: the Prometheus metrics each stage records into.
 //!
 //! Wiring:
@@ -68,6 +70,7 @@ pub mod grid;
 pub mod invitation;
 pub mod ledger;
 pub mod lightspark;
+pub mod logging;
 pub mod metrics;
 pub mod money;
 pub mod operator;

@@ -11,18 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::support::binary::{run, ServeProcess};
 use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::log::sigterm;
 use crate::support::{
     assert_verifies, claimed_body, eventually, ledger_rows, post_signed_to, raw_json, raw_status, signature_of,
     try_post_signed_to, InvitationFixture, SECRET,
 };
 use invitation_ledger::lightspark::webhook::event_key;
-
-/// Sends SIGTERM to the child (no libc here: the `kill` command).
-fn sigterm(server: &ServeProcess) {
-    let status =
-        std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
-}
 
 /// Waits up to `within` for the child to exit; returns its status and how
 /// long it took.

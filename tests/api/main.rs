@@ -21,6 +21,7 @@ mod invitation_page;
 mod ledger;
 mod lifecycle;
 mod lightspark_client;
+mod logs;
 mod openapi;
 mod page_actions;
 mod projection;
