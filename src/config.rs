@@ -21,7 +21,7 @@ pub struct ConfigError(pub String);
 #[derive(clap::Args, Debug, Clone)]
 pub struct DbArgs {
     /// SQLite ledger file; created with its folder when missing.
-    #[arg(long = "db", env = "LEDGER_DB", default_value = "./data/ledger.db")]
+    #[arg(long = "db", env = "LEDGER_DB", default_value = "./data/ledger.db", help_heading = "Ledger")]
     pub db: PathBuf,
 }
 
@@ -30,10 +30,15 @@ pub struct DbArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct KeyArgs {
     /// Lightspark webhook signing secret; several comma-separated during key rotation.
-    #[arg(long = "signing-key", env = "LIGHTSPARK_WEBHOOK_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        long = "signing-key",
+        env = "LIGHTSPARK_WEBHOOK_SIGNING_KEY",
+        hide_env_values = true,
+        help_heading = "Webhooks"
+    )]
     pub signing_key: Option<String>,
     /// Lightspark Grid's webhook public key(s), P-256 SPKI PEM (several PEM blocks during rotation); enables POST /webhooks/grid.
-    #[arg(long = "grid-webhook-public-key", env = "GRID_WEBHOOK_PUBLIC_KEY")]
+    #[arg(long = "grid-webhook-public-key", env = "GRID_WEBHOOK_PUBLIC_KEY", help_heading = "Webhooks")]
     pub grid_webhook_public_key: Option<String>,
 }
 
@@ -95,60 +100,96 @@ impl FetchPresenceArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReconcileArgs {
     /// Payment platform endpoint (POST); unset: payments and incentives stay pending.
-    #[arg(long = "payout-url", env = "PAYOUT_URL")]
+    #[arg(long = "payout-url", env = "PAYOUT_URL", help_heading = "Payment platform")]
     pub payout_url: Option<String>,
     /// Key for the ledger-signature header (hex HMAC-SHA256 of each request body).
-    #[arg(long = "payout-signing-key", env = "PAYOUT_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        long = "payout-signing-key",
+        env = "PAYOUT_SIGNING_KEY",
+        hide_env_values = true,
+        help_heading = "Payment platform"
+    )]
     pub payout_signing_key: Option<String>,
     /// Inviter notification endpoint (POST); unset: notifications stay pending.
-    #[arg(long = "notify-url", env = "NOTIFY_URL")]
+    #[arg(long = "notify-url", env = "NOTIFY_URL", help_heading = "Payment platform")]
     pub notify_url: Option<String>,
     /// Incentive forwarded to the inviter: AMOUNT:CURRENCY in the currency's smallest unit (100:USD is 1.00 USD), its decimals from ISO 4217, or AMOUNT:CURRENCY:DECIMALS for another code (100:XYZ:2); unset: audited, not forwarded.
-    #[arg(long = "inviter-incentive", env = "INVITER_INCENTIVE")]
+    #[arg(long = "inviter-incentive", env = "INVITER_INCENTIVE", help_heading = "Payment platform")]
     pub inviter_incentive: Option<String>,
     /// Lightspark GraphQL endpoint used to fetch invitations a webhook named without data.
     #[arg(
         long = "lightspark-api-url",
         env = "LIGHTSPARK_API_URL",
-        default_value = "https://api.lightspark.com/graphql/server/2023-09-13"
+        default_value = "https://api.lightspark.com/graphql/server/2023-09-13",
+        help_heading = "Lightspark API"
     )]
     pub lightspark_api_url: String,
     /// Lightspark API client id.
-    #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID")]
+    #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID", help_heading = "Lightspark API")]
     pub lightspark_api_client_id: Option<String>,
     /// Lightspark API client secret.
-    #[arg(long = "lightspark-api-client-secret", env = "LIGHTSPARK_API_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "lightspark-api-client-secret",
+        env = "LIGHTSPARK_API_CLIENT_SECRET",
+        hide_env_values = true,
+        help_heading = "Lightspark API"
+    )]
     pub lightspark_api_client_secret: Option<String>,
     /// How long after its first event an invitation is still fetched again
     /// while it can change what is owed (e.g. 7d).
-    #[arg(long = "fetch-horizon", env = "FETCH_HORIZON", default_value = "7d")]
+    #[arg(long = "fetch-horizon", env = "FETCH_HORIZON", default_value = "7d", help_heading = "Lightspark API")]
     pub fetch_horizon: String,
     /// Lightspark Grid API, used to fetch Grid invitations by code.
-    #[arg(long = "grid-api-url", env = "GRID_API_URL", default_value = crate::grid::client::DEFAULT_GRID_API_URL)]
+    #[arg(
+        long = "grid-api-url",
+        env = "GRID_API_URL",
+        default_value = crate::grid::client::DEFAULT_GRID_API_URL,
+        help_heading = "Grid API"
+    )]
     pub grid_api_url: String,
     /// Grid API token id (HTTP Basic user).
-    #[arg(long = "grid-api-token-id", env = "GRID_API_TOKEN_ID")]
+    #[arg(long = "grid-api-token-id", env = "GRID_API_TOKEN_ID", help_heading = "Grid API")]
     pub grid_api_token_id: Option<String>,
     /// Grid API client secret (HTTP Basic password).
-    #[arg(long = "grid-api-client-secret", env = "GRID_API_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "grid-api-client-secret",
+        env = "GRID_API_CLIENT_SECRET",
+        hide_env_values = true,
+        help_heading = "Grid API"
+    )]
     pub grid_api_client_secret: Option<String>,
     /// Pause between reconciler passes when nothing wakes it, in milliseconds.
-    #[arg(long = "reconcile-interval-ms", env = "RECONCILE_INTERVAL_MS", default_value_t = 2000)]
+    #[arg(
+        long = "reconcile-interval-ms",
+        env = "RECONCILE_INTERVAL_MS",
+        default_value_t = 2000,
+        help_heading = "Reconciler"
+    )]
     pub reconcile_interval_ms: u64,
     /// First retry delay after a transient failure, in milliseconds.
-    #[arg(long = "retry-base-ms", env = "RETRY_BASE_MS", default_value_t = 1000)]
+    #[arg(long = "retry-base-ms", env = "RETRY_BASE_MS", default_value_t = 1000, help_heading = "Reconciler")]
     pub retry_base_ms: u64,
     /// Longest retry delay, in milliseconds.
-    #[arg(long = "retry-max-ms", env = "RETRY_MAX_MS", default_value_t = 3_600_000)]
+    #[arg(long = "retry-max-ms", env = "RETRY_MAX_MS", default_value_t = 3_600_000, help_heading = "Reconciler")]
     pub retry_max_ms: u64,
     /// How long the payment platform remembers an idempotency key (e.g. 24h); older requests become in_doubt.
-    #[arg(long = "idempotency-window", env = "IDEMPOTENCY_WINDOW", default_value = "24h")]
+    #[arg(long = "idempotency-window", env = "IDEMPOTENCY_WINDOW", default_value = "24h", help_heading = "Reconciler")]
     pub idempotency_window: String,
     /// Bound on each outgoing HTTP request, in milliseconds.
-    #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "request-timeout-ms",
+        env = "REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000,
+        help_heading = "Reconciler"
+    )]
     pub request_timeout_ms: u64,
     /// Most obligations the reconciler works on at once.
-    #[arg(long = "reconcile-concurrency", env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
+    #[arg(
+        long = "reconcile-concurrency",
+        env = "RECONCILE_CONCURRENCY",
+        default_value_t = 8,
+        help_heading = "Reconciler"
+    )]
     pub reconcile_concurrency: usize,
 }
 
@@ -331,17 +372,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
     /// Address the HTTP listener binds.
-    #[arg(long = "listen-addr", env = "LISTEN_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long = "listen-addr", env = "LISTEN_ADDR", default_value = "127.0.0.1:3000", help_heading = "HTTP")]
     pub listen_addr: String,
     /// Bearer token for the read API under /v1; required when LISTEN_ADDR is not loopback.
-    #[arg(long = "read-api-token", env = "READ_API_TOKEN", hide_env_values = true)]
+    #[arg(long = "read-api-token", env = "READ_API_TOKEN", hide_env_values = true, help_heading = "HTTP")]
     pub read_api_token: Option<String>,
     /// Largest webhook body accepted, in bytes.
-    #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 256 * 1024, help_heading = "Webhooks")]
     pub max_body_bytes: usize,
     /// How often the ledger head is logged (`ledger head seq=… hash=…`), for
     /// log shipping to keep anchors elsewhere; also logged at start and stop.
-    #[arg(long = "anchor-interval", env = "ANCHOR_INTERVAL", default_value = "1h")]
+    #[arg(long = "anchor-interval", env = "ANCHOR_INTERVAL", default_value = "1h", help_heading = "Ledger")]
     pub anchor_interval: String,
     /// Commit each append alone. Only for measuring what group commit buys.
     #[arg(long = "unbatched-commits", hide = true)]

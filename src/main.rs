@@ -90,7 +90,7 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
-    /// Audits.
+    /// Check the incentives forwarded to inviters against those owed (`audit incentives`).
     Audit {
         #[command(subcommand)]
         what: AuditCommand,

@@ -15,6 +15,7 @@ mod deploy;
 mod faults;
 mod fetch;
 mod grid;
+mod help;
 mod hostile;
 mod ingest;
 mod invitation_page;
