@@ -133,7 +133,7 @@ async fn log_anchors(reads: Arc<ReadPool>, interval: Duration) {
     loop {
         tick.tick().await;
         match reads.lookup(|c| Ok(crate::ledger::head(c)?)).await {
-            Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
+            Ok((seq, hash)) => tracing::info!(seq, hash = %hex::encode(hash), "ledger head"),
             Err(e) => tracing::warn!(error = %e, "could not read the ledger head for the anchor log line"),
         }
     }
@@ -241,7 +241,7 @@ pub async fn serve(
     ledger.close().await?;
     // The last head, once everything is committed: the anchor of this run.
     match crate::ledger::open_read_only(&state.config.db).and_then(|c| crate::ledger::head(&c)) {
-        Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
+        Ok((seq, hash)) => tracing::info!(seq, hash = %hex::encode(hash), "ledger head"),
         Err(e) => tracing::warn!(error = %e, "could not read the ledger head at shutdown"),
     }
     drop(lock);

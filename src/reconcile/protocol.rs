@@ -61,7 +61,9 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let Some(request) = request_for(state, kind, &key, &self.inner.config) else {
             return Ok(Outcome { not_configured: 1, ..Outcome::default() });
         };
-        let span = tracing::info_span!("obligation", invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key, attempt);
+        let amount = request.amount.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string);
+        let receiver_uma = request.receiver_uma.as_deref().unwrap_or("-");
+        let span = tracing::info_span!("obligation", invitation_id = %state.invitation_id, kind = kind.as_str(), idempotency_key = %key, attempt, receiver_uma, amount = amount.as_str());
         async move {
             let id = &state.invitation_id;
             let bytes = request.bytes();
@@ -157,7 +159,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 let config = &self.inner.config;
                 let delay = backoff(attempt, config.retry_base, config.retry_max, &self.inner.jitter);
                 let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                tracing::info!(?status, %error, retry_in_ms = delay.as_millis() as u64, "transient failure; retry scheduled");
+                let retry_in_ms = delay.as_millis() as u64;
+                match status {
+                    Some(status) => tracing::warn!(status, %error, retry_in_ms, "transient failure; retry scheduled"),
+                    None => tracing::warn!(status = "none", %error, retry_in_ms, "transient failure; retry scheduled"),
+                }
                 let line = format!("{id} {}: retry scheduled ({error}, attempt {attempt})", kind.as_str());
                 let outcome = Outcome {
                     sent: 1,

@@ -86,9 +86,11 @@ fn a_wrong_log_or_log_format_stops_start_up_with_one_sentence_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_lines_carry_each_span_once() {
+async fn json_lines_carry_each_span_once_and_anchors_and_payments_as_fields() {
     // Given the real binary logging JSON to a pipe, paying through a platform
+    // that answers the first call 503
     let payments = FakePlatform::start().await;
+    payments.fail_next(1, crate::support::fake_platform::Fault::Status(503));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let env = [("LOG", "info"), ("LOG_FORMAT", "json"), ("PAYOUT_URL", payments.url.as_str())];
@@ -102,7 +104,7 @@ async fn json_lines_carry_each_span_once() {
         .unwrap()
     };
 
-    // When an invitation is claimed and paid, and the service stops
+    // When an invitation is claimed and paid (on the second call), and the service stops
     let mut inv = InvitationFixture::claimed("UmaInvitation:json-log");
     inv.incentives_status = "PENDING".into();
     let client = reqwest::Client::new();
@@ -130,4 +132,36 @@ async fn json_lines_carry_each_span_once() {
     let spans = paid["spans"].as_array().expect("the spans list");
     assert_eq!(spans.iter().filter(|s| s["name"] == "obligation").count(), 1, "{paid}");
     assert_eq!(spans[0]["invitation_id"], inv.id, "{paid}");
+    // And a payment's lines name its receiver and its amount in its decimals
+    assert_eq!(spans[0]["receiver_uma"], inv.invitee_uma.as_deref().unwrap(), "{paid}");
+    assert_eq!(spans[0]["amount"], "10.00 USD", "{paid}");
+    // And the transient failure is a warning with the status as a number, not Debug text
+    let retried = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "transient failure; retry scheduled")
+        .unwrap_or_else(|| panic!("no retry line:\n{text}"));
+    assert_eq!(
+        (&retried["level"], &retried["fields"]["status"]),
+        (&Value::from("WARN"), &Value::from(503)),
+        "{retried}"
+    );
+    assert!(!text.contains("Some("), "Debug text in the log:\n{text}");
+    // And the anchor's seq and hash are fields, the message still readable
+    let anchors: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "ledger head").collect();
+    assert_eq!(anchors.len(), 2, "one at start, one at shutdown:\n{text}");
+    let last = &anchors[1]["fields"];
+    assert!(last["seq"].as_u64().is_some_and(|s| s >= 4), "{last}");
+    assert!(last["hash"].as_str().is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())), "{last}");
+}
+
+#[test]
+fn the_human_anchor_line_reads_as_before() {
+    // Given the real binary writing human lines to a pipe
+    let dir = tempfile::tempdir().unwrap();
+    let (server, log) = serve_piped(&dir.path().join("ledger.db"), &[("LOG", "info")]);
+    // When it stops
+    let text = stop(server, log);
+    // Then the anchor reads `ledger head seq=… hash=…`, now from fields
+    let zero = "0".repeat(64);
+    assert_eq!(text.matches(&format!("ledger head seq=0 hash={zero}")).count(), 2, "{text}");
 }
