@@ -144,7 +144,10 @@ pub fn status(
     if json {
         return Ok(serde_json::to_string_pretty(&v)?);
     }
-    Ok(status_text(&v))
+    // As the invitation's page shows it: amounts kept without decimals get
+    // those the invitation's own bodies state.
+    let decimals = crate::projection::trail::decimals(&conn, &v.invitation_id)?;
+    Ok(status_text(&decimals.view(&v)))
 }
 
 /// The short table `status` prints: one invitation's facts, then one line
@@ -160,13 +163,19 @@ fn status_text(v: &crate::projection::view::InvitationView) -> String {
         s(v.invitee_uma.as_deref()),
         s(v.incentives_status.as_deref()),
         v.incentives_ineligibility_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
-        v.payment_amount.as_ref().map_or("-".into(), |m| format!("{} {}", m.value(), m.currency())),
+        v.payment_amount.as_ref().map_or("-".into(), ToString::to_string),
         s(v.claimed_at.as_deref()),
         v.last_seq,
     );
     for (label, o) in [("payout", &v.payout), ("incentive", &v.incentive), ("notification", &v.notification)] {
+        // What the platform was asked: an operator checks it against the
+        // platform's record before resolving.
+        let asked = o.requested.as_ref().map_or(String::new(), |r| {
+            let amount = r.amount.as_ref().map(|m| format!("{m} ")).unwrap_or_default();
+            format!("  asked {amount}to {}", s(r.receiver_uma.as_deref()))
+        });
         out.push_str(&format!(
-            "{label:<13} {:<16} attempts {}  key {}  payment {}{}\n",
+            "{label:<13} {:<16} attempts {}  key {}  payment {}{}{asked}\n",
             o.state.as_str(),
             o.attempts,
             o.idempotency_key.as_ref().map_or("-", |k| k.as_str()),
@@ -221,7 +230,7 @@ pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dr
     // projections, so `status` and `audit` see this pass's outcome.
     let ledger = crate::service::LiveLedger::open_caught_up(&db.db)?;
     let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
-        .following(ledger.projected.clone());
+        .following(ledger.projected.clone(), ledger.health.clone());
     let outcome = reconciler.try_execute_once(dry_run).await;
     ledger.close().await?;
     let o = outcome?;
@@ -308,7 +317,7 @@ pub async fn refetch(
         let state = crate::projection::query::find(&conn, invitation)?
             .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
         let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
-            .following(ledger.projected.clone());
+            .following(ledger.projected.clone(), ledger.health.clone());
         reconciler.refetch(&state.invitation_id, note).await.map_err(anyhow::Error::msg)
     }
     .await;

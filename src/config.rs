@@ -21,7 +21,7 @@ pub struct ConfigError(pub String);
 #[derive(clap::Args, Debug, Clone)]
 pub struct DbArgs {
     /// SQLite ledger file; created with its folder when missing.
-    #[arg(long = "db", env = "LEDGER_DB", default_value = "./data/ledger.db")]
+    #[arg(long = "db", env = "LEDGER_DB", default_value = "./data/ledger.db", help_heading = "Ledger")]
     pub db: PathBuf,
 }
 
@@ -30,10 +30,15 @@ pub struct DbArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct KeyArgs {
     /// Lightspark webhook signing secret; several comma-separated during key rotation.
-    #[arg(long = "signing-key", env = "LIGHTSPARK_WEBHOOK_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        long = "signing-key",
+        env = "LIGHTSPARK_WEBHOOK_SIGNING_KEY",
+        hide_env_values = true,
+        help_heading = "Webhooks"
+    )]
     pub signing_key: Option<String>,
     /// Lightspark Grid's webhook public key(s), P-256 SPKI PEM (several PEM blocks during rotation); enables POST /webhooks/grid.
-    #[arg(long = "grid-webhook-public-key", env = "GRID_WEBHOOK_PUBLIC_KEY")]
+    #[arg(long = "grid-webhook-public-key", env = "GRID_WEBHOOK_PUBLIC_KEY", help_heading = "Webhooks")]
     pub grid_webhook_public_key: Option<String>,
 }
 
@@ -95,60 +100,96 @@ impl FetchPresenceArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReconcileArgs {
     /// Payment platform endpoint (POST); unset: payments and incentives stay pending.
-    #[arg(long = "payout-url", env = "PAYOUT_URL")]
+    #[arg(long = "payout-url", env = "PAYOUT_URL", help_heading = "Payment platform")]
     pub payout_url: Option<String>,
     /// Key for the ledger-signature header (hex HMAC-SHA256 of each request body).
-    #[arg(long = "payout-signing-key", env = "PAYOUT_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        long = "payout-signing-key",
+        env = "PAYOUT_SIGNING_KEY",
+        hide_env_values = true,
+        help_heading = "Payment platform"
+    )]
     pub payout_signing_key: Option<String>,
     /// Inviter notification endpoint (POST); unset: notifications stay pending.
-    #[arg(long = "notify-url", env = "NOTIFY_URL")]
+    #[arg(long = "notify-url", env = "NOTIFY_URL", help_heading = "Payment platform")]
     pub notify_url: Option<String>,
-    /// Incentive forwarded to the inviter, as AMOUNT:CURRENCY in the smallest unit (e.g. 500:USD); unset: audited, not forwarded.
-    #[arg(long = "inviter-incentive", env = "INVITER_INCENTIVE")]
+    /// Incentive forwarded to the inviter: AMOUNT:CURRENCY in the currency's smallest unit (100:USD is 1.00 USD), its decimals from ISO 4217, or AMOUNT:CURRENCY:DECIMALS for another code (100:XYZ:2); unset: audited, not forwarded.
+    #[arg(long = "inviter-incentive", env = "INVITER_INCENTIVE", help_heading = "Payment platform")]
     pub inviter_incentive: Option<String>,
     /// Lightspark GraphQL endpoint used to fetch invitations a webhook named without data.
     #[arg(
         long = "lightspark-api-url",
         env = "LIGHTSPARK_API_URL",
-        default_value = "https://api.lightspark.com/graphql/server/2023-09-13"
+        default_value = "https://api.lightspark.com/graphql/server/2023-09-13",
+        help_heading = "Lightspark API"
     )]
     pub lightspark_api_url: String,
     /// Lightspark API client id.
-    #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID")]
+    #[arg(long = "lightspark-api-client-id", env = "LIGHTSPARK_API_CLIENT_ID", help_heading = "Lightspark API")]
     pub lightspark_api_client_id: Option<String>,
     /// Lightspark API client secret.
-    #[arg(long = "lightspark-api-client-secret", env = "LIGHTSPARK_API_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "lightspark-api-client-secret",
+        env = "LIGHTSPARK_API_CLIENT_SECRET",
+        hide_env_values = true,
+        help_heading = "Lightspark API"
+    )]
     pub lightspark_api_client_secret: Option<String>,
     /// How long after its first event an invitation is still fetched again
     /// while it can change what is owed (e.g. 7d).
-    #[arg(long = "fetch-horizon", env = "FETCH_HORIZON", default_value = "7d")]
+    #[arg(long = "fetch-horizon", env = "FETCH_HORIZON", default_value = "7d", help_heading = "Lightspark API")]
     pub fetch_horizon: String,
     /// Lightspark Grid API, used to fetch Grid invitations by code.
-    #[arg(long = "grid-api-url", env = "GRID_API_URL", default_value = crate::grid::client::DEFAULT_GRID_API_URL)]
+    #[arg(
+        long = "grid-api-url",
+        env = "GRID_API_URL",
+        default_value = crate::grid::client::DEFAULT_GRID_API_URL,
+        help_heading = "Grid API"
+    )]
     pub grid_api_url: String,
     /// Grid API token id (HTTP Basic user).
-    #[arg(long = "grid-api-token-id", env = "GRID_API_TOKEN_ID")]
+    #[arg(long = "grid-api-token-id", env = "GRID_API_TOKEN_ID", help_heading = "Grid API")]
     pub grid_api_token_id: Option<String>,
     /// Grid API client secret (HTTP Basic password).
-    #[arg(long = "grid-api-client-secret", env = "GRID_API_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "grid-api-client-secret",
+        env = "GRID_API_CLIENT_SECRET",
+        hide_env_values = true,
+        help_heading = "Grid API"
+    )]
     pub grid_api_client_secret: Option<String>,
     /// Pause between reconciler passes when nothing wakes it, in milliseconds.
-    #[arg(long = "reconcile-interval-ms", env = "RECONCILE_INTERVAL_MS", default_value_t = 2000)]
+    #[arg(
+        long = "reconcile-interval-ms",
+        env = "RECONCILE_INTERVAL_MS",
+        default_value_t = 2000,
+        help_heading = "Reconciler"
+    )]
     pub reconcile_interval_ms: u64,
     /// First retry delay after a transient failure, in milliseconds.
-    #[arg(long = "retry-base-ms", env = "RETRY_BASE_MS", default_value_t = 1000)]
+    #[arg(long = "retry-base-ms", env = "RETRY_BASE_MS", default_value_t = 1000, help_heading = "Reconciler")]
     pub retry_base_ms: u64,
     /// Longest retry delay, in milliseconds.
-    #[arg(long = "retry-max-ms", env = "RETRY_MAX_MS", default_value_t = 3_600_000)]
+    #[arg(long = "retry-max-ms", env = "RETRY_MAX_MS", default_value_t = 3_600_000, help_heading = "Reconciler")]
     pub retry_max_ms: u64,
     /// How long the payment platform remembers an idempotency key (e.g. 24h); older requests become in_doubt.
-    #[arg(long = "idempotency-window", env = "IDEMPOTENCY_WINDOW", default_value = "24h")]
+    #[arg(long = "idempotency-window", env = "IDEMPOTENCY_WINDOW", default_value = "24h", help_heading = "Reconciler")]
     pub idempotency_window: String,
     /// Bound on each outgoing HTTP request, in milliseconds.
-    #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "request-timeout-ms",
+        env = "REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000,
+        help_heading = "Reconciler"
+    )]
     pub request_timeout_ms: u64,
     /// Most obligations the reconciler works on at once.
-    #[arg(long = "reconcile-concurrency", env = "RECONCILE_CONCURRENCY", default_value_t = 8)]
+    #[arg(
+        long = "reconcile-concurrency",
+        env = "RECONCILE_CONCURRENCY",
+        default_value_t = 8,
+        help_heading = "Reconciler"
+    )]
     pub reconcile_concurrency: usize,
 }
 
@@ -239,16 +280,7 @@ impl ReconcileArgs {
     pub fn validate(&self) -> Result<ReconcileConfig, ConfigError> {
         let inviter_incentive = match self.inviter_incentive.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
-            Some(raw) => {
-                let bad = || {
-                    ConfigError(format!(
-                    "INVITER_INCENTIVE {raw:?} is not AMOUNT:CURRENCY: give a non-negative integer in the currency's smallest unit and a code, such as 500:USD."
-                ))
-                };
-                let (amount, currency) = raw.split_once(':').ok_or_else(bad)?;
-                let amount: i64 = amount.trim().parse().map_err(|_| bad())?;
-                Some(Money::new(amount, currency.trim()).map_err(|_| bad())?)
-            }
+            Some(raw) => Some(parse_incentive(raw)?),
         };
         let lightspark_credentials = match (&self.lightspark_api_client_id, &self.lightspark_api_client_secret) {
             (Some(id), Some(secret)) if !id.trim().is_empty() && !secret.is_empty() => {
@@ -340,17 +372,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
     /// Address the HTTP listener binds.
-    #[arg(long = "listen-addr", env = "LISTEN_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long = "listen-addr", env = "LISTEN_ADDR", default_value = "127.0.0.1:3000", help_heading = "HTTP")]
     pub listen_addr: String,
     /// Bearer token for the read API under /v1; required when LISTEN_ADDR is not loopback.
-    #[arg(long = "read-api-token", env = "READ_API_TOKEN", hide_env_values = true)]
+    #[arg(long = "read-api-token", env = "READ_API_TOKEN", hide_env_values = true, help_heading = "HTTP")]
     pub read_api_token: Option<String>,
     /// Largest webhook body accepted, in bytes.
-    #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 256 * 1024, help_heading = "Webhooks")]
     pub max_body_bytes: usize,
     /// How often the ledger head is logged (`ledger head seq=… hash=…`), for
     /// log shipping to keep anchors elsewhere; also logged at start and stop.
-    #[arg(long = "anchor-interval", env = "ANCHOR_INTERVAL", default_value = "1h")]
+    #[arg(long = "anchor-interval", env = "ANCHOR_INTERVAL", default_value = "1h", help_heading = "Ledger")]
     pub anchor_interval: String,
     /// Commit each append alone. Only for measuring what group commit buys.
     #[arg(long = "unbatched-commits", hide = true)]
@@ -426,6 +458,54 @@ impl ServeArgs {
     }
 }
 
+/// `INVITER_INCENTIVE`: `AMOUNT:CURRENCY` or `AMOUNT:CURRENCY:DECIMALS`,
+/// the amount in the currency's smallest unit. The decimals travel with
+/// the amount to the platform (`amount.decimals`) and to every page, so
+/// they must be known: from ISO 4217 (or bitcoin's BTC and SAT), else
+/// stated. Stated decimals that contradict the standard are refused rather
+/// than chosen between: 100:USD:3 is either a typo or an amount a
+/// thousand-fold off what the platform will read.
+///
+/// # Errors
+/// One sentence naming `INVITER_INCENTIVE` and what to write instead.
+pub fn parse_incentive(raw: &str) -> Result<Money, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "INVITER_INCENTIVE {raw:?} is not AMOUNT:CURRENCY[:DECIMALS]: give a non-negative integer in the currency's smallest unit and its code, such as 100:USD for 1.00 USD, or 100:XYZ:2 with the decimals of a code outside ISO 4217."
+        ))
+    };
+    let mut parts = raw.split(':').map(str::trim);
+    let (Some(amount), Some(currency)) = (parts.next(), parts.next()) else { return Err(bad()) };
+    let stated = parts.next();
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let amount: i64 = amount.parse().map_err(|_| bad())?;
+    let money = Money::new(amount, currency).map_err(|_| bad())?;
+    let standard = crate::money::iso4217::minor_units(currency);
+    let decimals = match stated {
+        None => standard.ok_or_else(|| {
+            ConfigError(format!(
+                "INVITER_INCENTIVE {raw:?} names {currency}, whose decimals ISO 4217 does not give: state them, such as {amount}:{currency}:2, or use its ISO code."
+            ))
+        })?,
+        Some(d) => {
+            let d: u32 = d.parse().ok().filter(|d| *d <= crate::money::MAX_DECIMALS).ok_or_else(|| {
+                ConfigError(format!(
+                    "INVITER_INCENTIVE {raw:?} states decimals {d:?}: give a whole number from 0 to 18, such as {amount}:{currency}:2."
+                ))
+            })?;
+            if let Some(iso) = standard.filter(|iso| *iso != d) {
+                return Err(ConfigError(format!(
+                    "INVITER_INCENTIVE {raw:?} states {d} decimals for {currency}, which has {iso}: write {amount}:{currency} (or {amount}:{currency}:{iso})."
+                )));
+            }
+            d
+        }
+    };
+    Ok(money.with_decimals(Some(decimals)))
+}
+
 /// Parses durations such as `24h`, `90m`, `30s`, `1500ms` or a bare number of
 /// seconds.
 ///
@@ -477,6 +557,46 @@ mod tests {
         }
         let fine = ReconcileArgs { idempotency_window: "2h".into(), ..ReconcileArgs::for_tests() };
         assert!(fine.validate().is_ok());
+    }
+
+    #[test]
+    fn the_incentive_takes_its_decimals_from_iso_4217_or_as_stated() {
+        // given incentives in ISO currencies, bitcoin's units and a code stated with its decimals
+        let shown = |raw: &str| parse_incentive(raw).map(|m| (m.decimals(), m.to_string())).unwrap();
+        // then each knows its decimals, which it will send and show
+        assert_eq!(shown("100:USD"), (Some(2), "1.00 USD".into()));
+        assert_eq!(shown(" 500 : JPY "), (Some(0), "500 JPY".into()));
+        assert_eq!(shown("1500:KWD"), (Some(3), "1.500 KWD".into()));
+        assert_eq!(shown("2100:SAT"), (Some(0), "2100 SAT".into()));
+        assert_eq!(shown("100:USD:2"), (Some(2), "1.00 USD".into()));
+        assert_eq!(shown("1234:XYZ:3"), (Some(3), "1.234 XYZ".into()));
+        assert_eq!(shown("7:XYZ:0"), (Some(0), "7 XYZ".into()));
+    }
+
+    #[test]
+    fn an_incentive_whose_decimals_are_unknown_or_wrong_stops_start_up_with_one_sentence() {
+        // given an unknown code without decimals, impossible or contradicting
+        // decimals, and malformed values
+        for (raw, says) in [
+            ("100:XYZ", "whose decimals ISO 4217 does not give: state them, such as 100:XYZ:2"),
+            ("100:usd", "whose decimals ISO 4217 does not give"),
+            ("100:USD:3", "states 3 decimals for USD, which has 2"),
+            ("100:JPY:2", "states 2 decimals for JPY, which has 0"),
+            ("100:XYZ:19", "give a whole number from 0 to 18"),
+            ("100:XYZ:two", "give a whole number from 0 to 18"),
+            ("100", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+            ("1.00:USD", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+            ("-5:USD", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+            ("100:USD:2:x", "is not AMOUNT:CURRENCY[:DECIMALS]"),
+        ] {
+            let args = ReconcileArgs { inviter_incentive: Some(raw.into()), ..ReconcileArgs::for_tests() };
+            // when the settings are validated
+            let e = args.validate().unwrap_err().0;
+            // then start-up stops with one sentence naming the setting
+            assert!(e.starts_with("INVITER_INCENTIVE ") && e.contains(says), "{raw}: {e}");
+            assert_eq!(e.matches(". ").count(), 0, "one sentence: {e}");
+            assert!(e.ends_with('.'), "{e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,14 @@
 //! (the official SDKs parse nothing else), so the service fetches each
 //! invitation from the API, again while it can still change (the stand-in
 //! lags one webhook and validates one incentive late). One claim comes from
-//! Lightspark Grid, signed with a throw-away P-256 key.
+//! Lightspark Grid, signed with a throw-away P-256 key. The payment sink
+//! fails one payment once (retried), refuses one for good (failed) and
+//! never gives the outcome of one (it answers "still processing" until the
+//! demo's short idempotency window has passed, and the payment is in
+//! doubt), so the report shows what an operator would have to act on.
+//!
+//! It is quiet until its report: `main` logs only errors for it unless
+//! `LOG` asks for more.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,12 +34,29 @@ const FIXTURE_SECRET: &str = "fixture-signing-secret";
 /// The invitation whose first payment the sink fails, to show a retry.
 const FLAKY: &str = "UmaInvitation:demo-retry";
 
+/// The invitation whose payment the sink refuses for good (400), to show a
+/// failed payment.
+const REFUSED: &str = "UmaInvitation:demo-refused";
+
+/// The invitation whose payment's outcome the sink never gives, to show a
+/// payment in doubt: it answers 409 (the key is still being processed) to
+/// every call, and once the first is older than the demo's idempotency
+/// window the reconciler stops and asks an operator.
+const UNANSWERED: &str = "UmaInvitation:demo-unanswered";
+
+/// The demo's idempotency window: short, so that [`UNANSWERED`] is in doubt
+/// within seconds (above the request timeout and the retry cap, as start-up
+/// requires).
+const DEMO_WINDOW: &str = "4s";
+
 /// The demo's GraphQL stand-in credentials.
 const API_CLIENT_ID: &str = "demo-client";
 const API_CLIENT_SECRET: &str = "demo-client-secret";
 
 /// A local payment platform and notification sink: idempotent by key, like
-/// a real platform, and failing the first payment of [`FLAKY`] with a 503.
+/// a real platform, failing the first payment of [`FLAKY`] with a 503,
+/// every payment of [`REFUSED`] with a 400, and those of [`UNANSWERED`]
+/// with a 409 (still processing).
 /// Beside it, at `/graphql`, a stand-in of the Lightspark GraphQL API that
 /// answers `GetUmaInvitation` from its list of answers per id (each call
 /// takes the next; the last stays).
@@ -45,7 +69,11 @@ struct Sink {
     api_calls: Mutex<u32>,
 }
 
-async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+/// Starts the sink; it serves until the handle is aborted. Not stopped
+/// gracefully: a graceful stop cancels the service's pooled connections
+/// still open, which warp logs as errors, and a successful demo must not
+/// end with one.
+async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     let api_sink = sink.clone();
     let expected = format!(
         "Basic {}",
@@ -82,41 +110,41 @@ async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::sync::one
         .and(warp::path::param::<String>())
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::body::json::<Value>())
-        .map(move |_endpoint: String, key: Option<String>, body: Value| {
-            *sink.requests.lock().unwrap() += 1;
-            let Some(key) = key else {
-                return warp::reply::with_status(
-                    warp::reply::json(&json!({"error": "missing key"})),
-                    warp::http::StatusCode::BAD_REQUEST,
-                );
-            };
-            if body["invitation_id"] == FLAKY && body["kind"] == "invitee_payment" {
-                let mut failed = sink.failed_once.lock().unwrap();
-                if !*failed {
-                    *failed = true;
-                    return warp::reply::with_status(
-                        warp::reply::json(&json!({"error": "temporarily unavailable"})),
-                        warp::http::StatusCode::SERVICE_UNAVAILABLE,
-                    );
+        .then(move |_endpoint: String, key: Option<String>, body: Value| {
+            let sink = sink.clone();
+            async move {
+                *sink.requests.lock().unwrap() += 1;
+                let answer = |body: Value, status| warp::reply::with_status(warp::reply::json(&body), status);
+                let Some(key) = key else {
+                    return answer(json!({"error": "missing key"}), warp::http::StatusCode::BAD_REQUEST);
+                };
+                let payment_of = |id: &str| body["invitation_id"] == id && body["kind"] == "invitee_payment";
+                if payment_of(FLAKY) {
+                    let mut failed = sink.failed_once.lock().unwrap();
+                    if !*failed {
+                        *failed = true;
+                        let unavailable = warp::http::StatusCode::SERVICE_UNAVAILABLE;
+                        return answer(json!({"error": "temporarily unavailable"}), unavailable);
+                    }
                 }
+                if payment_of(REFUSED) {
+                    let refused = json!({"error": "receiver_account_closed"});
+                    return answer(refused, warp::http::StatusCode::BAD_REQUEST);
+                }
+                if payment_of(UNANSWERED) {
+                    let processing = json!({"error": "a request with this key is still being processed"});
+                    return answer(processing, warp::http::StatusCode::CONFLICT);
+                }
+                let mut executed = sink.executed.lock().unwrap();
+                let n = executed.len() + 1;
+                let id = executed.entry(key).or_insert_with(|| format!("pay_demo_{n:03}")).clone();
+                answer(json!({"payment_id": id}), warp::http::StatusCode::OK)
             }
-            let mut executed = sink.executed.lock().unwrap();
-            let n = executed.len() + 1;
-            let id = executed.entry(key).or_insert_with(|| format!("pay_demo_{n:03}")).clone();
-            warp::reply::with_status(warp::reply::json(&json!({"payment_id": id})), warp::http::StatusCode::OK)
         }));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding the payment sink")?;
     let addr = listener.local_addr()?;
-    tokio::spawn(
-        warp::serve(route)
-            .incoming(listener)
-            .graceful(async {
-                let _ = rx.await;
-            })
-            .run(),
-    );
-    Ok((format!("http://{addr}"), tx))
+    let served = tokio::spawn(warp::serve(route).incoming(listener).run());
+    Ok((format!("http://{addr}"), served))
 }
 
 /// An invitation as the GraphQL API answers it (every field aliased).
@@ -194,6 +222,21 @@ fn scenario() -> (Webhooks, Answers) {
             }],
         ),
         (FLAKY, vec![entity(FLAKY, "DEMORETRY", "CLAIMED", "VALIDATED", None, Some((1200, "EUR")))]),
+        (
+            REFUSED,
+            vec![entity(REFUSED, "DEMOREFUSED", "CLAIMED", "INELIGIBLE", Some("NOT_CROSS_BORDER"), Some((750, "USD")))],
+        ),
+        (
+            UNANSWERED,
+            vec![entity(
+                UNANSWERED,
+                "DEMODOUBT",
+                "CLAIMED",
+                "INELIGIBLE",
+                Some("NOT_CROSS_BORDER"),
+                Some((2000, "EUR")),
+            )],
+        ),
     ];
     let webhooks = vec![
         ("claimed, envelope only: 5.00 USD, incentive validated", envelope("demo-1", pay)),
@@ -201,6 +244,8 @@ fn scenario() -> (Webhooks, Answers) {
         ("claimed, envelope only: incentive validated later", envelope("demo-3", late)),
         ("claimed, envelope only: the API says cancelled since", envelope("demo-4", cancelled)),
         ("claimed, envelope only: first payment fails (503)", envelope("demo-5", FLAKY)),
+        ("claimed, envelope only: payment refused for good (400)", envelope("demo-6", REFUSED)),
+        ("claimed, envelope only: payment's outcome never known", envelope("demo-7", UNANSWERED)),
         (
             "a delivery carrying its invitation (fixture)",
             include_str!("../fixtures/webhooks/claimed_graphql_aliased.json").to_owned(),
@@ -248,7 +293,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     let sink = Arc::new(Sink::default());
     let (webhooks, answers) = scenario();
     sink.api_answers.lock().unwrap().extend(answers.into_iter().map(|(id, a)| (id.to_owned(), a)));
-    let (sink_url, stop_sink) = start_sink(sink.clone()).await?;
+    let (sink_url, sink_task) = start_sink(sink.clone()).await?;
     let args = ServeArgs {
         db: DbArgs { db: dir.path().join("ledger.db") },
         // The fixtures are signed with their own published secret; accepting
@@ -272,8 +317,8 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
             reconcile_interval_ms: 500,
             retry_base_ms: 200,
             retry_max_ms: 1000,
-            idempotency_window: "24h".into(),
-            request_timeout_ms: 5000,
+            idempotency_window: DEMO_WINDOW.into(),
+            request_timeout_ms: 1000,
             reconcile_concurrency: 8,
         },
         listen_addr: "127.0.0.1:0".into(),
@@ -284,6 +329,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     };
     let config = args.validate()?;
     let db = config.db.clone();
+    let incentive = config.reconcile.inviter_incentive.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -325,7 +371,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
             Err(_) => return false,
         };
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        items.len() >= 7
+        items.len() >= 9
             && items.iter().all(|i| {
                 i["fetch"]["wanted"] == false
                     && ["payout", "incentive", "notification"]
@@ -336,28 +382,50 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     .await;
     let page: Value = client.get(format!("{base}/v1/invitations?limit=500")).send().await?.json().await?;
     report.push_str(&format!(
-        "\n{:<38} {:<11} {:<10} {:<22} {:<22} {}\n",
-        "invitation", "code", "status", "payout", "incentive", "notification"
+        "\n{:<38} {:<12} {:<10} {:<24} {:<28} {:<15} {}\n",
+        "invitation", "code", "status", "payout", "incentive", "notification", "amount"
     ));
+    let mut to_resolve = Vec::new();
     for i in page["items"].as_array().into_iter().flatten() {
         let ob = |k: &str| {
             let o = &i[k];
             let st = o["state"].as_str().unwrap_or("?");
             let extra = match st {
-                "succeeded" => format!(" ({}x)", o["attempts"]),
-                "ineligible" | "invalid" => format!(" {}", o["reason"].as_str().unwrap_or("")),
+                "succeeded" | "failed" => format!(" ({}x)", o["attempts"]),
+                "ineligible" | "invalid" | "in_doubt" => format!(" {}", o["reason"].as_str().unwrap_or("")),
                 _ => String::new(),
             };
             format!("{st}{extra}")
         };
+        let amount = serde_json::from_value::<crate::money::Money>(i["payment_amount"].clone())
+            .map_or_else(|_| "-".to_owned(), |m| m.to_string());
+        let code = i["code"].as_str().unwrap_or("-");
         report.push_str(&format!(
-            "{:<38} {:<11} {:<10} {:<22} {:<22} {}\n",
+            "{:<38} {:<12} {:<10} {:<24} {:<28} {:<15} {amount}\n",
             i["invitation_id"].as_str().unwrap_or("?"),
-            i["code"].as_str().unwrap_or("-"),
+            code,
             i["status"].as_str().unwrap_or("-"),
             ob("payout"),
             ob("incentive"),
-            ob("notification")
+            ob("notification"),
+        ));
+        for (field, kind) in [("payout", "invitee_payment"), ("incentive", "inviter_incentive")] {
+            let o = &i[field];
+            if matches!(o["state"].as_str(), Some("failed" | "in_doubt")) {
+                let why = [o["reason"].as_str(), o["last_error"].as_str()].into_iter().flatten();
+                to_resolve.push(format!(
+                    "  {code:<12} {kind:<16} {:<9} key {}  {}",
+                    o["state"].as_str().unwrap_or("?"),
+                    o["idempotency_key"].as_str().unwrap_or("-"),
+                    why.collect::<Vec<_>>().join(": ")
+                ));
+            }
+        }
+    }
+    if !to_resolve.is_empty() {
+        report.push_str(&format!(
+            "\nneeds an operator (ask the platform about the key, then record what it says on the invitation's page or with `resolve`):\n{}\n",
+            to_resolve.join("\n")
         ));
     }
     let audit: Value = client.get(format!("{base}/v1/audit/incentives")).send().await?.json().await?;
@@ -368,10 +436,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         t["validated"],
         t["ineligible"],
         t["pending"],
-        t["forwarded"]
-            .as_object()
-            .map(|m| m.iter().map(|(c, v)| format!("{v} {c}")).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
+        forwarded(&t["forwarded"], incentive.as_ref()),
         audit["anomalies"].as_array().map_or(0, Vec::len)
     ));
     report.push_str(&format!(
@@ -383,7 +448,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     if settled.is_err() {
         let _ = stop_tx.send(());
         let _ = service.await;
-        let _ = stop_sink.send(());
+        sink_task.abort();
         anyhow::bail!("the reconciler did not settle within a minute; states so far:\n{report}");
     }
 
@@ -394,7 +459,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     }
     let _ = stop_tx.send(());
     service.await??;
-    let _ = stop_sink.send(());
+    sink_task.abort();
     let conn = crate::ledger::open_read_only(&db)?;
     let keys = crate::ledger::verify::WebhookKeys {
         lightspark: crate::lightspark::signature::SigningKeys::parse(&format!("{key},{FIXTURE_SECRET}")),
@@ -408,6 +473,20 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         hex::encode(v.head)
     ));
     Ok(report)
+}
+
+/// The audit's forwarded totals (integers in the smallest unit, by
+/// currency) in each currency's decimals: the configured incentive's for
+/// its currency, else the standard ones.
+fn forwarded(totals: &Value, incentive: Option<&crate::money::Money>) -> String {
+    let shown = totals.as_object().into_iter().flatten().map(|(code, v)| {
+        let stated = incentive.filter(|i| i.currency() == code).and_then(crate::money::Money::decimals);
+        match crate::money::Money::new(v.as_i64().unwrap_or_default(), code.as_str()) {
+            Ok(m) => m.with_decimals(stated).to_string(),
+            Err(_) => format!("{v} {code} (minor units)"),
+        }
+    });
+    shown.collect::<Vec<_>>().join(", ")
 }
 
 async fn post(

@@ -38,12 +38,16 @@
 //! - [`invitation`]: an invitation's facts and statuses, whichever source
 //!   stated them.
 //! - [`source`]: the sources (Lightspark, Grid) and what a delivery carries.
-//! - [`money`]: amounts as integers in the currency's smallest unit.
+//! - [`money`]: amounts as integers in the currency's smallest unit, the
+//!   one way they are shown (in their currency's decimals), and ISO 4217's
+//!   minor units.
 //! - [`upstream`]: calls to a source's API — credentials, client, bounded
 //!   answers — shared by the Lightspark and Grid clients.
 //! - [`secret`], [`time`], [`rng`]: secrets that never print, timestamps,
 //!   the one seeded PRNG (jitter, spread).
 //! - [`config`]: settings from flags and environment, validated once.
+//! - [`logging`]: the log's filter and format (`LOG`, `LOG_FORMAT`),
+//!   validated like the settings, coloured only on a terminal.
 //! - [`metrics`]: the Prometheus metrics each stage records into.
 //!
 //! Wiring:
@@ -66,6 +70,7 @@ pub mod grid;
 pub mod invitation;
 pub mod ledger;
 pub mod lightspark;
+pub mod logging;
 pub mod metrics;
 pub mod money;
 pub mod operator;

@@ -3,13 +3,15 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use invitation_ledger::{cli, config};
+use invitation_ledger::{cli, config, logging};
 
 #[derive(Parser)]
 #[command(name = "invitation-ledger", version, about = "Event-sourced ledger for Lightspark UMA invitation webhooks")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -88,7 +90,7 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
-    /// Audits.
+    /// Check the incentives forwarded to inviters against those owed (`audit incentives`).
     Audit {
         #[command(subcommand)]
         what: AuditCommand,
@@ -126,8 +128,14 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // The demo prints a report: its service's lines would bury it, so only
+    // errors unless LOG asks for more.
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    if let Err(e) = logging::init(&cli.log, default_filter) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Verify { db, key, expect } => cli::verify(&db, &key, &expect).map(|s| println!("{s}")),
@@ -177,16 +185,6 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<String>>) -> any
     let s = tokio::runtime::Runtime::new()?.block_on(f)?;
     println!("{s}");
     Ok(())
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match std::env::var("LOG_FORMAT").as_deref() {
-        Ok("json") => builder.json().init(),
-        _ => builder.init(),
-    }
 }
 
 fn serve(args: config::ServeArgs) -> anyhow::Result<()> {

@@ -50,6 +50,13 @@ pub struct Metrics {
     /// Seconds since the reconciler last finished a pass.
     pub reconciler_last_pass_age_seconds: IntGauge,
     pub reconciler_passes: IntCounter,
+    /// Seconds since the oldest obligation still being retried was first
+    /// requested (0: none is): how long the platform has been failing it,
+    /// refreshed at each scrape.
+    pub oldest_retrying_age_seconds: IntGauge,
+    /// 1, labelled with the version this binary was built as: which build
+    /// runs where, and when it changed.
+    pub build_info: IntGaugeVec,
     /// Unix seconds of the last finished reconciler pass (0: none yet).
     pub last_pass_unix: std::sync::atomic::AtomicI64,
 }
@@ -167,10 +174,24 @@ impl Default for Metrics {
                 IntGauge::new("reconciler_last_pass_age_seconds", "Seconds since the last reconciler pass").unwrap(),
             ),
             reconciler_passes: register(&r, IntCounter::new("reconciler_passes_total", "Reconciler passes").unwrap()),
+            oldest_retrying_age_seconds: register(
+                &r,
+                IntGauge::new(
+                    "oldest_retrying_obligation_age_seconds",
+                    "Seconds since the oldest obligation still being retried was first requested (0: none)",
+                )
+                .unwrap(),
+            ),
+            build_info: register(
+                &r,
+                IntGaugeVec::new(Opts::new("build_info", "Always 1; the version of the running binary"), &["version"])
+                    .unwrap(),
+            ),
             last_pass_unix: std::sync::atomic::AtomicI64::new(0),
             registry: r,
         };
         m.zero_every_series();
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
     }
 }

@@ -2,6 +2,14 @@
 //! its code, never a float. A leaf module: the sources (Lightspark, Grid)
 //! read amounts, the reconciler asks for them, the configuration holds the
 //! incentive, and none of them should have to import another for it.
+//!
+//! Every amount a person reads (pages, the audit, the CLI, the demo, log
+//! lines) is formatted by one function, [`Money`]'s `Display`: in its
+//! currency's decimals, so 100 cents read 1.00 USD wherever they appear.
+
+pub mod iso4217;
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,20 +85,40 @@ impl Money {
         &self.currency
     }
 
+    /// The decimals as stated with the amount (by its source, or in
+    /// `INVITER_INCENTIVE`): what is sent to the platform, never a guess.
     pub fn decimals(&self) -> Option<u32> {
         self.decimals
     }
 
-    /// For people: `5.00 USD`, `1500 JPY`; the raw count of smallest units
-    /// with its code when the decimals are unknown.
+    /// The decimals the amount is shown with: the stated ones, else the
+    /// standard ones of its currency ([`iso4217::minor_units`]), since a
+    /// count of cents shown as dollars is a hundred times wrong. `None`
+    /// for a code no standard knows, stated without decimals.
+    pub fn shown_decimals(&self) -> Option<u32> {
+        self.decimals.filter(|d| *d <= MAX_DECIMALS).or_else(|| iso4217::minor_units(&self.currency))
+    }
+
+    /// For people: `5.00 USD`, `1500 JPY`. The same as `to_string()`; kept
+    /// as a method because every page calls it by this name.
     pub fn display(&self) -> String {
-        match self.decimals {
-            Some(d) if d > 0 && d <= MAX_DECIMALS => {
+        self.to_string()
+    }
+}
+
+/// `5.00 USD`, `0.05 USD`, `1500 JPY`, `1.23456789 BTC`; a code whose
+/// decimals nobody stated and no standard gives shows its count of
+/// smallest units, marked so: `500 XYZ (minor units)`.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.value.unsigned_abs();
+        match self.shown_decimals() {
+            Some(0) => write!(f, "{v} {}", self.currency),
+            Some(d) => {
                 let unit = 10u64.pow(d);
-                let v = self.value.unsigned_abs();
-                format!("{}.{:0width$} {}", v / unit, v % unit, self.currency, width = d as usize)
+                write!(f, "{}.{:0width$} {}", v / unit, v % unit, self.currency, width = d as usize)
             }
-            _ => format!("{} {}", self.value, self.currency),
+            None => write!(f, "{v} {} (minor units)", self.currency),
         }
     }
 }
@@ -144,12 +172,30 @@ mod tests {
 
     #[test]
     fn amounts_show_with_their_currencys_decimals() {
+        // given amounts with their decimals stated
         let m = |v, c: &str, d| Money::new(v, c).unwrap().with_decimals(d);
+        // then each shows in them
         assert_eq!(m(500, "USD", Some(2)).display(), "5.00 USD");
         assert_eq!(m(5, "USD", Some(2)).display(), "0.05 USD");
         assert_eq!(m(1500, "JPY", Some(0)).display(), "1500 JPY");
         assert_eq!(m(123_456_789, "BTC", Some(8)).display(), "1.23456789 BTC");
-        assert_eq!(m(500, "XYZ", None).display(), "500 XYZ");
+        assert_eq!(m(5, "XYZ", Some(3)).to_string(), "0.005 XYZ");
+        assert_eq!(m(i64::MAX, "XYZ", Some(18)).to_string(), "9.223372036854775807 XYZ");
+    }
+
+    #[test]
+    fn an_amount_without_stated_decimals_shows_in_its_currencys_standard_ones_or_says_it_is_in_minor_units() {
+        // given amounts whose source stated no decimals (or impossible ones)
+        let m = |v, c: &str| Money::new(v, c).unwrap();
+        // then a standard currency shows in its ISO 4217 decimals
+        assert_eq!(m(100, "USD").to_string(), "1.00 USD");
+        assert_eq!(m(1500, "JPY").to_string(), "1500 JPY");
+        assert_eq!(m(1234, "KWD").to_string(), "1.234 KWD");
+        assert_eq!(m(21, "SAT").to_string(), "21 SAT");
+        assert_eq!(m(100, "USD").with_decimals(Some(19)).to_string(), "1.00 USD");
+        assert_eq!(m(100, "USD").decimals(), None, "what is sent stays as stated");
+        // and any other code says that the number counts its smallest unit
+        assert_eq!(m(500, "XYZ").to_string(), "500 XYZ (minor units)");
     }
 
     #[test]
@@ -158,9 +204,10 @@ mod tests {
         let told = Money::new(500, "USD").unwrap().with_decimals(Some(19));
         let stored: Money =
             serde_json::from_value(serde_json::json!({"value": 500, "currency": "USD", "decimals": 19})).unwrap();
-        // Then neither states any, and neither is shown or sent with them
+        // Then neither states any: it is sent without them, and shown with
+        // the currency's standard ones
         assert_eq!((told.decimals(), stored.decimals()), (None, None));
-        assert_eq!(told.display(), "500 USD");
+        assert_eq!(told.display(), "5.00 USD");
         assert_eq!(serde_json::to_value(&told).unwrap(), serde_json::json!({"value": 500, "currency": "USD"}));
         // And 18 is still given
         assert_eq!(Money::new(5, "USD").unwrap().with_decimals(Some(18)).decimals(), Some(18));

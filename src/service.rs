@@ -166,7 +166,7 @@ async fn log_anchors(ledger: LedgerWriter, interval: Duration) {
     loop {
         tick.tick().await;
         match ledger.head().await {
-            Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
+            Ok((seq, hash)) => tracing::info!(seq, hash = %hex::encode(hash), "ledger head"),
             Err(e) => tracing::warn!(error = %e, "could not read the ledger head for the anchor log line"),
         }
     }
@@ -244,7 +244,7 @@ fn open_once(
     };
     let writer = ledger.writer.clone();
     let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), state.metrics.clone())?
-        .following(ledger.projected.clone());
+        .following(ledger.projected.clone(), ledger.health.clone());
     let reconcile_task = tokio::spawn(reconcile::run(reconciler.clone(), writer.committed(), stop.clone()));
     let anchors = tokio::spawn(log_anchors(writer.clone(), config.anchor_interval));
     let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler));
@@ -417,7 +417,7 @@ pub async fn serve(
         ledger.close().await?;
         // The last head, once everything is committed: the anchor of this run.
         match crate::ledger::open_read_only(&state.config.db).and_then(|c| crate::ledger::head(&c)) {
-            Ok((seq, hash)) => tracing::info!("ledger head seq={seq} hash={}", hex::encode(hash)),
+            Ok((seq, hash)) => tracing::info!(seq, hash = %hex::encode(hash), "ledger head"),
             Err(e) => tracing::warn!(error = %e, "could not read the ledger head at shutdown"),
         }
         drop(lock);

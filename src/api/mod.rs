@@ -125,11 +125,14 @@ async fn refresh_gauges(state: &Arc<AppState>) -> Result<(), error::ApiError> {
                 checkpoint,
                 crate::projection::query::obligation_counts(c)?,
                 crate::projection::query::awaiting_data(c)?,
+                crate::projection::query::oldest_retrying(c)?,
             ))
         })
         .await?;
     let m = &state.metrics;
-    let (head, checkpoint, obligations, awaiting) = counts;
+    let (head, checkpoint, obligations, awaiting, oldest_retrying) = counts;
+    let now_us = chrono::Utc::now().timestamp_micros();
+    m.oldest_retrying_age_seconds.set(oldest_retrying.map_or(0, |since| (now_us - since).max(0) / 1_000_000));
     m.ledger_head_seq.set(head as i64);
     m.projection_seq.set(checkpoint as i64);
     m.projection_lag_events.set(head.saturating_sub(checkpoint) as i64);

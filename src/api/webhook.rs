@@ -29,6 +29,17 @@ fn count(state: &AppState, source: Source, result: &str) {
     state.metrics.webhook(source, result);
 }
 
+/// One WARN line per refused webhook: a forged or garbled delivery, or a
+/// signing key that no longer matches, must be visible in the log and not
+/// only in a counter. It names the source, the answer and why, and the
+/// body's size, never the body (which may be anyone's bytes) nor the
+/// signature or keys.
+fn refused(state: &AppState, source: Source, result: &'static str, status: u16, bytes: Option<u64>, why: &str) {
+    count(state, source, result);
+    let bytes = bytes.map_or_else(|| "unknown".to_owned(), |b| b.to_string());
+    tracing::warn!(source = source.as_str(), status, result, bytes = %bytes, why, "webhook refused");
+}
+
 #[derive(Serialize)]
 struct Accepted {
     status: &'static str,
@@ -95,14 +106,18 @@ where
     let limit = state.config.max_body_bytes;
     body::read(declared, stream, limit).await.map_err(|e| match e {
         BodyError::TooLarge => {
-            count(&state, source, "too_large");
+            refused(&state, source, "too_large", 413, declared, &format!("the body is over MAX_BODY_BYTES ({limit})"));
             reject(ApiError::TooLarge { limit })
         }
         BodyError::Timeout => {
-            count(&state, source, "body_timeout");
+            let why = format!("the body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs());
+            refused(&state, source, "body_timeout", 408, declared, &why);
             reject(ApiError::BodyTimeout { secs: BODY_READ_TIMEOUT.as_secs() })
         }
-        BodyError::Read(e) => reject(ApiError::BadRequest(format!("could not read the body: {e}"))),
+        BodyError::Read(e) => {
+            tracing::warn!(source = source.as_str(), status = 400, error = %e, "webhook refused: its body could not be read");
+            reject(ApiError::BadRequest(format!("could not read the body: {e}")))
+        }
     })
 }
 
@@ -134,7 +149,13 @@ async fn receive(
     state: Arc<AppState>,
 ) -> Result<warp::reply::Response, Rejection> {
     let delivery = verify_and_recognise(&state, source, signature.as_deref(), &body).map_err(|(result, e)| {
-        count(&state, source, result);
+        let bytes = Some(body.len() as u64);
+        match result {
+            // The signature errors are this program's own sentences.
+            "bad_signature" => refused(&state, source, result, 401, bytes, &e.to_string()),
+            // The parser's message may quote the body: say only what failed.
+            _ => refused(&state, source, result, 400, bytes, "correctly signed, but not a JSON object"),
+        }
         reject(e)
     })?;
     let event_type = delivery.event_type.unwrap_or_default();

@@ -42,6 +42,11 @@ pub struct AuditedInvitation {
 pub struct Totals {
     /// Sum of forwarded incentives per currency, in the smallest unit.
     pub forwarded: BTreeMap<String, i64>,
+    /// Each forwarded currency's decimals, as its requests stated them: to
+    /// show the sums ([`Totals::forwarded_shown`]); the JSON keeps the
+    /// integers alone, as it always did.
+    #[serde(skip)]
+    pub forwarded_decimals: BTreeMap<String, u32>,
     pub validated: u64,
     pub ineligible: u64,
     pub pending: u64,
@@ -74,6 +79,19 @@ pub struct IncentiveAudit {
 }
 
 impl Totals {
+    /// The forwarded sums for people, one per currency in code order, each
+    /// in its currency's decimals: `4.00 USD`.
+    pub fn forwarded_shown(&self) -> Vec<String> {
+        self.forwarded
+            .iter()
+            .map(|(c, v)| match Money::new(*v, c.as_str()) {
+                Ok(m) => m.with_decimals(self.forwarded_decimals.get(c).copied()).to_string(),
+                // A sum past i64 wrapped negative: say so rather than hide it.
+                Err(_) => format!("{v} {c} (minor units)"),
+            })
+            .collect()
+    }
+
     fn count(&mut self, inv: &AuditedInvitation) {
         match inv.incentives_status.as_deref() {
             Some("VALIDATED") => self.validated += 1,
@@ -83,6 +101,9 @@ impl Totals {
         if inv.incentive.state == ObligationState::Succeeded {
             if let Some(m) = &inv.incentive.amount {
                 *self.forwarded.entry(m.currency().to_owned()).or_default() += m.value();
+                if let Some(d) = m.decimals() {
+                    self.forwarded_decimals.entry(m.currency().to_owned()).or_insert(d);
+                }
             }
         }
     }
@@ -90,6 +111,9 @@ impl Totals {
     fn add(&mut self, other: &Totals) {
         for (c, v) in &other.forwarded {
             *self.forwarded.entry(c.clone()).or_default() += v;
+        }
+        for (c, d) in &other.forwarded_decimals {
+            self.forwarded_decimals.entry(c.clone()).or_insert(*d);
         }
         self.validated += other.validated;
         self.ineligible += other.ineligible;
@@ -211,12 +235,12 @@ pub fn render(a: &IncentiveAudit) -> String {
                 i.invitation_id,
                 i.incentives_status.as_deref().unwrap_or("-"),
                 i.incentive.state.as_str(),
-                i.incentive.amount.as_ref().map_or("-".into(), |m| format!("{} {}", m.value(), m.currency())),
+                i.incentive.amount.as_ref().map_or("-".into(), ToString::to_string),
                 i.incentive.payment_id.as_deref().or(i.incentives_ineligibility_reason.as_deref()).unwrap_or("-"),
             ));
         }
     }
-    let fwd: Vec<String> = a.totals.forwarded.iter().map(|(c, v)| format!("{v} {c}")).collect();
+    let fwd = a.totals.forwarded_shown();
     out.push_str(&format!(
         "totals: inviters={} validated={} ineligible={} pending={} forwarded={}\n",
         a.totals.inviters.unwrap_or(0),

@@ -595,7 +595,7 @@ fn a_receiver_or_amount_changed_after_the_request_is_shown_beside_what_was_reque
     assert_eq!(v.invitee_uma.as_deref(), Some("$eve@e"));
     let a: Vec<_> = v.anomalies.iter().filter(|a| a.kind == "changed_after_request").collect();
     assert_eq!(a.len(), 1, "{:?}", v.anomalies);
-    assert!(a[0].detail.contains("$b@y") && a[0].detail.contains("$eve@e") && a[0].detail.contains("900 USD"));
+    assert!(a[0].detail.contains("$b@y") && a[0].detail.contains("$eve@e") && a[0].detail.contains("9.00 USD"));
 }
 
 #[test]

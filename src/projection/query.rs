@@ -175,6 +175,38 @@ pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String,
     Ok(out)
 }
 
+/// [`oldest_retrying`]'s statement: the rows with an obligation waiting for
+/// its next attempt. Such a row has work (a retry is open work), so the
+/// partial index of rows with work is searched instead of every row.
+const RETRYING: &str = "SELECT invitation_id, state FROM invitations WHERE work <> 0
+     AND (payout_state = 'retry_scheduled' OR incentive_state = 'retry_scheduled'
+          OR notification_state = 'retry_scheduled')";
+
+/// When the oldest obligation still being retried was first requested
+/// (its idempotency window's start, in Unix microseconds): how long the
+/// platform has been failing it, which `/metrics` shows so that an
+/// outage pages long before the window runs out. `None` when nothing is
+/// being retried.
+///
+/// Reads the rows with work only (see [`RETRYING`]), which are few unless
+/// the platform is failing, and then they are what this measures.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn oldest_retrying(conn: &Connection) -> Result<Option<i64>, ProjectionError> {
+    let mut stmt = conn.prepare_cached(RETRYING)?;
+    let states = decode_rows(&mut stmt, [])?;
+    let started = states.iter().flat_map(|s| {
+        crate::projection::events::ObligationKind::ALL.into_iter().filter_map(move |kind| {
+            let rec = s.obligation(kind);
+            (view::obligation_state(s, kind).0 == view::ObligationState::RetryScheduled)
+                .then(|| rec.window_started_at.as_deref().and_then(crate::time::instant))
+                .flatten()
+        })
+    });
+    Ok(started.min())
+}
+
 /// One page of a list, and the cursor of the next page (`None`: the last).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Page<T, C> {
@@ -483,6 +515,52 @@ mod tests {
             // acted on twice in one pass
             assert_eq!(ids(&read), ["a", "b"], "the projector folded at step {n} of the read");
         }
+    }
+
+    #[test]
+    fn the_oldest_retrying_obligation_is_found_through_the_index_of_rows_with_work() {
+        // Given a payment retried since 10:00, an incentive since 09:00 on
+        // another invitation, a notification requested (not retrying) since
+        // 08:00, and the schema's plan for the query
+        use crate::projection::events::ObligationKind;
+        use crate::projection::state::ObligationPhase;
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(&dir.path().join("ledger.db")).unwrap();
+        let (_empty_dir, empty) = projections_with(&[("idle", 0)]);
+        let retrying = |id: &str, kind: ObligationKind, phase, since: &str| {
+            let mut s = InvitationState::new(id);
+            let rec = match kind {
+                ObligationKind::InviteePayment => &mut s.payout,
+                ObligationKind::InviterIncentive => &mut s.incentive,
+                ObligationKind::InviterNotification => &mut s.notification,
+            };
+            rec.phase = phase;
+            rec.window_started_at = Some(since.to_owned());
+            s
+        };
+        let mut insert = conn.prepare(SAVE).unwrap();
+        for s in [
+            retrying("a", ObligationKind::InviteePayment, ObligationPhase::RetryScheduled, "2026-11-01T10:00:00Z"),
+            retrying("b", ObligationKind::InviterIncentive, ObligationPhase::RetryScheduled, "2026-11-01T09:00:00Z"),
+            retrying("c", ObligationKind::InviterNotification, ObligationPhase::Requested, "2026-11-01T08:00:00Z"),
+        ] {
+            save_with(&mut insert, &Row::of(&s)).unwrap();
+        }
+        drop(insert);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {RETRYING}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // When the oldest retrying obligation is asked for
+        let oldest = oldest_retrying(&conn).unwrap();
+        // Then it is the incentive's 09:00, read through the partial index
+        assert_eq!(oldest, crate::time::instant("2026-11-01T09:00:00Z"));
+        assert!(plan.iter().any(|step| step.contains("USING INDEX invitations_with_work")), "plan: {plan:?}");
+        // And with nothing retrying there is none
+        assert_eq!(oldest_retrying(&empty).unwrap(), None);
     }
 
     #[test]

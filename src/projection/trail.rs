@@ -46,18 +46,19 @@ pub struct Trail {
 /// said, never a guess.
 ///
 /// [`Money`] carries its own decimals now (both invitation parsers read
-/// them and the projection keeps them), and those always win here; but
-/// some amounts the page shows still come without them, so this is not
-/// redundant:
-/// - the inviter incentive is configured as `value:currency`
-///   (`INVITER_INCENTIVE`) and never states decimals, so its request and
-///   the view's `incentive.requested` take them from the invitation's own
-///   bodies;
-/// - requests recorded before the parsers kept decimals stay in the
-///   ledger without them (a refold gives the snapshot its decimals, not an
-///   old `*.requested` body);
+/// them, the projection keeps them, and the configured incentive states
+/// them), and those always win here; an amount that has none is shown
+/// with its currency's ISO 4217 decimals ([`Money::shown_decimals`]). But
+/// some amounts the page shows come without them and in a currency no
+/// standard knows, so this is not redundant:
+/// - requests recorded before the parsers (or the incentive) kept
+///   decimals stay in the ledger without them (a refold gives the
+///   snapshot its decimals, not an old `*.requested` body);
 /// - a snapshot that names its currency by bare code (`"currency": "USD"`)
 ///   can win the fold over one that stated the decimals.
+///
+/// Only an amount in the same currency takes decimals from here: an
+/// incentive in USD on an invitation in EUR keeps USD's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decimals(BTreeMap<String, u32>);
 
@@ -419,11 +420,19 @@ mod tests {
         d.learn(br#"{"data":{"payment_amount":{"value":500,"currency":{"code":"USD","decimals":2}}}}"#);
         d.learn(br#"{"entity":{"x":{"uma_currency_amount_currency":{"uma_currency_code":"JPY","uma_currency_decimals":0}}}}"#);
         d.learn(br#"{"amount":{"currency":"EUR"}}"#);
-        // then amounts in those currencies show with them, and others as they were
+        d.learn(br#"{"amount":{"currency":{"code":"ABC","decimals":3}}}"#);
+        // then amounts in those currencies show with them, others in their
+        // standard decimals, and a code nobody gave decimals for as it was
         let show = |v, c: &str| d.apply(&Money::new(v, c).unwrap()).display();
         assert_eq!(
-            (show(500, "USD"), show(1500, "JPY"), show(700, "EUR")),
-            ("5.00 USD".into(), "1500 JPY".into(), "700 EUR".into())
+            (show(500, "USD"), show(1500, "JPY"), show(1500, "ABC"), show(700, "EUR"), show(700, "XYZ")),
+            (
+                "5.00 USD".into(),
+                "1500 JPY".into(),
+                "1.500 ABC".into(),
+                "7.00 EUR".into(),
+                "700 XYZ (minor units)".into()
+            )
         );
         let own = Money::new(5, "USD").unwrap().with_decimals(Some(3));
         assert_eq!(d.apply(&own).display(), "0.005 USD", "an amount's own decimals win");

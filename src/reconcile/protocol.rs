@@ -94,7 +94,11 @@ pub(super) fn outcome(
         Verdict::Transient { status, error } => {
             let delay = backoff(attempt, config.retry_base, config.retry_max, jitter);
             let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            tracing::info!(?status, %error, retry_in_ms = delay.as_millis() as u64, "transient failure; retry scheduled");
+            let retry_in_ms = delay.as_millis() as u64;
+            match status {
+                Some(status) => tracing::warn!(status, %error, retry_in_ms, "transient failure; retry scheduled"),
+                None => tracing::warn!(status = "none", %error, retry_in_ms, "transient failure; retry scheduled"),
+            }
             let line = format!("{id} {}: retry scheduled ({error}, attempt {attempt})", kind.as_str());
             let outcome =
                 Outcome { sent: 1, retry_scheduled: 1, next_due: Some(next), ..Outcome::default() }.line(line);

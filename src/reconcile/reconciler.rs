@@ -25,6 +25,7 @@ use crate::ledger::{Appended, Expected, LedgerError, LedgerStore, LedgerWriter, 
 use crate::lightspark::signature::sign;
 use crate::metrics::Metrics;
 use crate::projection::events::{IdempotencyKey, InDoubtReason, InternalEvent, ObligationKind, ObligationRequested};
+use crate::projection::projector::ProjectionHealth;
 use crate::projection::state::{fold_stream, InvitationState, ObligationPhase};
 use crate::projection::store;
 use crate::time::rfc3339;
@@ -54,8 +55,9 @@ struct Inner<E, C, J> {
     jitter: J,
     metrics: Arc<Metrics>,
     /// When the service keeps the projections current (its projector
-    /// thread), how far they got; `None`: each pass catches up itself.
-    projected: Option<watch::Receiver<u64>>,
+    /// thread), how far they got and how they are doing; `None`: each pass
+    /// catches up itself.
+    projected: Option<(watch::Receiver<u64>, Arc<ProjectionHealth>)>,
     /// Set at shutdown: start nothing new.
     stopping: AtomicBool,
     /// Steps have been failing since the last pass that had none: logged
@@ -74,6 +76,15 @@ impl<E, C, J> Clone for Reconciler<E, C, J> {
     fn clone(&self) -> Self {
         Self { inner: self.inner.clone() }
     }
+}
+
+/// What one try of the protocol came to.
+enum Sent {
+    /// Sent (or found to need nothing sent), with what the pass reports.
+    Done(Outcome),
+    /// The invitation changed before the request was recorded: nothing was
+    /// sent, and the decision is to be taken again.
+    Changed,
 }
 
 /// One step of a pass.
@@ -132,17 +143,17 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
 
     /// Follows projections kept current by someone else instead of catching
     /// up on every pass (which would compete with the ledger writer).
-    pub fn following(self, projected: watch::Receiver<u64>) -> Self {
+    pub fn following(self, projected: watch::Receiver<u64>, health: Arc<ProjectionHealth>) -> Self {
         let mut inner = Arc::try_unwrap(self.inner)
             .unwrap_or_else(|_| panic!("following() is called before the reconciler is shared"));
-        inner.projected = Some(projected);
+        inner.projected = Some((projected, health));
         Self { inner: Arc::new(inner) }
     }
 
     /// Waits (briefly) until the projections cover every committed event,
     /// so a pass never acts on a stale view of its own earlier appends.
     async fn wait_projected(&self) {
-        let Some(projected) = &self.inner.projected else { return };
+        let Some((projected, _)) = &self.inner.projected else { return };
         let head = *self.inner.writer.committed().borrow();
         let mut projected = projected.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), projected.wait_for(|p| *p >= head)).await;
@@ -188,6 +199,13 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// that may need work.
     async fn load_work(&self) -> Result<Vec<InvitationState>, ReconcileError> {
         self.wait_projected().await;
+        if let Some((_, health)) = &self.inner.projected {
+            if !health.caught_up() {
+                // Nothing is decided on projections still being folded since
+                // the start: the next pass reads them once they are current.
+                return Ok(Vec::new());
+            }
+        }
         let inner = self.inner.clone();
         let mask = self.work_mask();
         let catch_up = inner.projected.is_none();
@@ -390,27 +408,62 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         Ok(outcome)
     }
 
-    /// One call of the protocol, as the `attempt`-th for `kind` of `state`:
-    /// the request recorded on the version decided on, the call, the
-    /// outcome recorded while this request is still the one awaiting it.
+    /// One call of the protocol for `kind` of `state`, decided again as
+    /// often as the invitation changes before its request is recorded (a
+    /// webhook, or the request of its other obligation in the same pass):
+    /// nothing is sent on facts that changed, and nothing waits a pass for
+    /// it either.
     async fn send(
         &self,
         state: &InvitationState,
         kind: ObligationKind,
         attempt: u32,
     ) -> Result<Outcome, ReconcileError> {
+        let mut decided = (state.clone(), attempt);
+        for _ in 0..RE_DECISIONS {
+            let (state, attempt) = &decided;
+            match self.send_once(state, kind, *attempt).await? {
+                Sent::Done(outcome) => return Ok(outcome),
+                Sent::Changed => {
+                    let Some(fresh) = self.reload(&state.invitation_id).await? else { return Ok(Outcome::default()) };
+                    if self.is_stopping() {
+                        return Ok(Outcome::default());
+                    }
+                    match next_action(&fresh, kind, self.inner.clock.now(), &self.caps()) {
+                        Action::Send { attempt } => decided = (fresh, attempt),
+                        Action::MarkInDoubt(reason) => return self.mark_in_doubt(&fresh, kind, reason).await,
+                        _ => return Ok(Outcome::default()),
+                    }
+                }
+            }
+        }
+        tracing::warn!(invitation_id = %state.invitation_id, "the invitation kept changing before a request was recorded; left for the next pass");
+        Ok(Outcome::default())
+    }
+
+    /// One call of the protocol, as the `attempt`-th for `kind` of `state`:
+    /// the request recorded on the version decided on, the call, the
+    /// outcome recorded while this request is still the one awaiting it.
+    async fn send_once(
+        &self,
+        state: &InvitationState,
+        kind: ObligationKind,
+        attempt: u32,
+    ) -> Result<Sent, ReconcileError> {
         let key = IdempotencyKey::of(&state.invitation_id, kind);
         let Some(request) = request_for(state, kind, &key, &self.inner.config) else {
-            return Ok(Outcome { not_configured: 1, ..Outcome::default() });
+            return Ok(Sent::Done(Outcome { not_configured: 1, ..Outcome::default() }));
         };
+        let amount = request.amount.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string);
+        let receiver_uma = request.receiver_uma.as_deref().unwrap_or("-");
         let span = tracing::info_span!(
             "obligation",
             invitation_id = %state.invitation_id,
             kind = kind.as_str(),
             idempotency_key = %key,
             attempt,
-            receiver = request.receiver_uma.as_deref().unwrap_or("-"),
-            amount = %request.amount.as_ref().map_or_else(|| "-".to_owned(), |m| m.display()),
+            receiver_uma,
+            amount = amount.as_str(),
         );
         async move {
             let id = &state.invitation_id;
@@ -427,27 +480,22 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 request: request.body,
             };
             let expected = Expected::new(id.as_str(), state.last_seq);
-            let recorded = match self
-                .inner
-                .writer
-                .append_if(expected, InternalEvent::Requested(requested).to_new_event())
-                .await
-            {
-                Ok(recorded) => recorded,
-                Err(LedgerError::Conflict(c)) => {
-                    // Nothing is sent on facts that changed: the next pass
-                    // decides again on the new ones.
-                    tracing::info!(conflict = %c, "the invitation changed before the request was recorded; not sent");
-                    return Ok(Outcome::default());
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let recorded =
+                match self.inner.writer.append_if(expected, InternalEvent::Requested(requested).to_new_event()).await {
+                    Ok(recorded) => recorded,
+                    Err(LedgerError::Conflict(c)) => {
+                        // Nothing is sent on facts that changed: decided again.
+                        tracing::debug!(conflict = %c, "the invitation changed before the request was recorded");
+                        return Ok(Sent::Changed);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             if recorded.duplicate {
                 // This attempt was recorded before: whoever recorded it makes
                 // the call. A second one would be a call without its own
                 // recorded attempt (a retry after a crash is the next attempt).
                 tracing::warn!("this attempt was recorded already; not sent again");
-                return Ok(Outcome::default());
+                return Ok(Sent::Done(Outcome::default()));
             }
             // 2. The call, with the same key (and body) on every attempt.
             let signature = match kind {
@@ -476,7 +524,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             if self.append_decided(&version, event.clone(), awaiting).await?.is_none() {
                 tracing::warn!("the outcome was not recorded: another record settled this obligation meanwhile");
             }
-            Ok(result)
+            Ok(Sent::Done(result))
         }
         .instrument(span)
         .await

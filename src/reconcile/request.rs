@@ -157,6 +157,18 @@ mod tests {
     }
 
     #[test]
+    fn an_incentive_request_names_the_configured_currency_and_its_decimals_whatever_the_invitations() {
+        // given an invitation in JPY and an incentive configured as 100:USD
+        let key = IdempotencyKey::of("Inv:1", ObligationKind::InviterIncentive);
+        // when its incentive request is built
+        let r = request_for(&claimed(), ObligationKind::InviterIncentive, &key, &config()).unwrap();
+        // then it asks for 1.00 USD, saying so with the decimals of USD
+        assert_eq!(r.body["amount"], json!({"value": 100, "currency": "USD", "decimals": 2}));
+        assert_eq!(r.body["receiver_uma"], "$alice@a");
+        assert_eq!(r.amount.map(|m| m.to_string()).as_deref(), Some("1.00 USD"));
+    }
+
+    #[test]
     fn a_retry_repeats_the_first_body_whatever_the_invitation_says_now() {
         // given a payment requested once, then a newer snapshot naming
         // another receiver and an unusable amount

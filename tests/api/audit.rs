@@ -112,7 +112,7 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
         assert_eq!(inc["state"], "succeeded", "{r}");
         assert_eq!(inc["attempts"], 1);
         assert_eq!(inc["idempotency_key"], key(&f.id).as_str());
-        assert_eq!(inc["amount"], json!({"value": 500, "currency": "USD"}));
+        assert_eq!(inc["amount"], json!({"value": 500, "currency": "USD", "decimals": 2}));
         let n = executed.iter().position(|(k, _)| *k == key(&f.id)).expect("executed by the platform") + 1;
         assert_eq!(inc["payment_id"], format!("pay_{n}"));
         let (claim, requested, succeeded) =
@@ -141,7 +141,7 @@ async fn a_healthy_ledger_has_no_anomalies_and_correct_totals() {
     );
     let text = run_binary(&["audit", "incentives"], &[("LEDGER_DB", db.as_str())]).await;
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("anomalies: none") && text.contains("forwarded=1500 USD"), "{text}");
+    assert!(text.contains("anomalies: none") && text.contains("forwarded=15.00 USD"), "{text}");
 }
 
 /// `incentive.requested` for `id`, as the reconciler would have written it.

@@ -50,6 +50,8 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     // labels: source (lightspark, grid), result (accepted, duplicate,
     // bad_signature, malformed, too_large, body_timeout, unavailable)
     ("invitation_ledger_webhooks_total", Kind::Counter),
+    // the same event id stored before with another body (a tampering signal)
+    ("invitation_ledger_webhooks_same_id_other_body_total", Kind::Counter),
     // labels: kind (invitee_payment, inviter_incentive, inviter_notification),
     // state (not_due, pending, requested, retry_scheduled, succeeded, failed,
     // in_doubt, ineligible, invalid)
@@ -62,6 +64,9 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     ("invitation_ledger_ledger_head_seq", Kind::Gauge),
     ("invitation_ledger_projection_lag_events", Kind::Gauge),
     ("invitation_ledger_reconciler_last_pass_age_seconds", Kind::Gauge),
+    ("invitation_ledger_oldest_retrying_obligation_age_seconds", Kind::Gauge),
+    // labels: version; always 1
+    ("invitation_ledger_build_info", Kind::Gauge),
     ("invitation_ledger_ledger_commit_batch_size", Kind::Histogram),
     ("invitation_ledger_ledger_commit_seconds", Kind::Histogram),
 ];
@@ -74,6 +79,8 @@ const SCRAPE_METRICS: &[&str] = &["up", "probe_success"];
 const EXPECTED_ALERTS: &[(&str, &str)] = &[
     ("InvitationLedgerObligationsInDoubt", "critical"),
     ("InvitationLedgerObligationsFailed", "warning"),
+    ("InvitationLedgerPaymentPlatformFailing", "critical"),
+    ("InvitationLedgerObligationRetryingLong", "warning"),
     ("InvitationLedgerInvitationsAwaitingData", "warning"),
     ("InvitationLedgerProjectionLag", "warning"),
     ("InvitationLedgerReconcilerStalled", "warning"),
@@ -81,6 +88,7 @@ const EXPECTED_ALERTS: &[(&str, &str)] = &[
     ("InvitationLedgerNotReady", "critical"),
     ("InvitationLedgerDown", "critical"),
     ("InvitationLedgerWebhookSignaturesRejected", "warning"),
+    ("InvitationLedgerWebhookSameIdOtherBody", "warning"),
 ];
 
 // ---------------------------------------------------------------------------
@@ -478,6 +486,9 @@ fn the_alert_rules_read_only_the_services_metrics() {
         "invitation_ledger_projection_lag_events",
         "invitation_ledger_reconciler_last_pass_age_seconds",
         "invitation_ledger_webhooks_total",
+        "invitation_ledger_obligation_calls_total",
+        "invitation_ledger_oldest_retrying_obligation_age_seconds",
+        "invitation_ledger_webhooks_same_id_other_body_total",
         "up",
         "probe_success",
     ] {

@@ -170,7 +170,7 @@ async fn at_every_level_of_free_space_a_200_is_stored_a_503_is_not_and_all_is_pa
         let took = all_readable_and_paid(&service, &new, Duration::from_secs(30)).await;
         eprintln!("{leave} bytes left: the {} acknowledged readable and paid {took:?} after space returned", new.len());
         let paid = payments_by_invitation(&payments);
-        for id in &acknowledged {
+        for id in &new {
             assert_eq!(paid.get(id), Some(&1), "{id} paid {:?} times", paid.get(id));
         }
         for id in &refused {

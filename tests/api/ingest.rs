@@ -251,3 +251,37 @@ async fn webhook_counters_move_as_webhooks_arrive() {
     // and they wait for their data, which nothing fetches here
     assert_eq!(value(&text, "invitation_ledger_invitations_awaiting_data"), 3.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_platform_outage_shows_as_the_age_of_the_oldest_retrying_obligation() {
+    // Given a service whose payment platform answers every call with 503
+    let payments = crate::support::fake_platform::FakePlatform::start().await;
+    payments.fail_next(100_000, crate::support::fake_platform::Fault::Status(503));
+    let app = TestApp::spawn_configured(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    let idle = scrape(&app).await;
+    let mut inv = crate::support::InvitationFixture::claimed("Inv:outage");
+    inv.incentives_status = "PENDING".into();
+
+    // When an invitation is claimed and its payment fails for over two seconds
+    let started = std::time::Instant::now();
+    app.claim(&inv, "ev-outage").await;
+    app.invitation_when(&inv.id, Duration::from_secs(20), |v| v["payout"]["state"] == "retry_scheduled").await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let text = scrape(&app).await;
+
+    // Then the oldest retrying obligation's age says so (0 while nothing retried)
+    assert_eq!(value(&idle, "invitation_ledger_oldest_retrying_obligation_age_seconds"), 0.0);
+    let age = value(&text, "invitation_ledger_oldest_retrying_obligation_age_seconds");
+    assert!(age >= 2.0 && age <= started.elapsed().as_secs_f64(), "age {age} after {:?}", started.elapsed());
+    // And the calls are counted as transient, none as succeeded
+    assert!(
+        value(&text, "invitation_ledger_obligation_calls_total{kind=\"invitee_payment\",outcome=\"transient\"}") >= 1.0
+    );
+    assert_eq!(
+        value(&text, "invitation_ledger_obligation_calls_total{kind=\"invitee_payment\",outcome=\"succeeded\"}"),
+        0.0
+    );
+    // And the build is named
+    let build = format!("invitation_ledger_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(value(&text, &build), 1.0);
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::binary::{run, ServeProcess};
 use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::log::sigterm;
 use crate::support::{
     assert_verifies, claimed_body, eventually, ledger_rows, post_signed_to, raw_json, raw_status, signature_of,
     try_post_signed_to, InvitationFixture, SECRET,
@@ -19,13 +20,6 @@ use crate::support::{
 /// The event key Lightspark's webhook `body` with `event_id` is stored under.
 fn event_key(event_id: &str, body: &[u8]) -> String {
     invitation_ledger::vocab::EventKey::lightspark_webhook(event_id, body).to_string()
-}
-
-/// Sends SIGTERM to the child (no libc here: the `kill` command).
-fn sigterm(server: &ServeProcess) {
-    let status =
-        std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
 }
 
 /// Waits up to `within` for the child to exit; returns its status and how

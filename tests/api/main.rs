@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod amounts;
 mod audit;
 mod decisions;
 mod demo;
@@ -16,6 +17,7 @@ mod faults;
 mod fetch;
 mod full_disk;
 mod grid;
+mod help;
 mod hostile;
 mod identity;
 mod ingest;
@@ -23,6 +25,7 @@ mod invitation_page;
 mod ledger;
 mod lifecycle;
 mod lightspark_client;
+mod logs;
 mod openapi;
 mod page_actions;
 mod projection;

@@ -107,7 +107,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
                     "amount": {"value": f.payment_amount, "currency": "USD", "decimals": 2}}),
                 ObligationKind::InviterIncentive => json!({
                     "idempotency_key": k, "kind": "inviter_incentive", "invitation_id": f.id, "invitation_code": f.code,
-                    "receiver_uma": f.inviter_uma, "amount": {"value": 500, "currency": "USD"}}),
+                    "receiver_uma": f.inviter_uma, "amount": {"value": 500, "currency": "USD", "decimals": 2}}),
                 ObligationKind::InviterNotification => json!({
                     "idempotency_key": k, "kind": "invitee_joined", "invitation_id": f.id,
                     "inviter_uma": f.inviter_uma, "invitee_uma": f.invitee_uma}),
@@ -288,7 +288,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
             &incentive_key,
             json!({"idempotency_key": incentive_key, "kind": "inviter_incentive", "invitation_id": inv.id,
                    "invitation_code": "SIGNED42", "receiver_uma": "$alice@sending.example",
-                   "amount": {"value": 500, "currency": "USD"}}),
+                   "amount": {"value": 500, "currency": "USD", "decimals": 2}}),
         ),
     ];
     for (r, (k, body)) in requests.iter().zip(expected) {
@@ -305,7 +305,7 @@ async fn payment_requests_carry_the_documented_body_and_a_valid_ledger_signature
     assert_eq!(v["incentive"]["payment_id"], payment_id_of(&incentive_key));
     assert_eq!(
         v["incentive"]["requested"],
-        json!({"receiver_uma": inv.inviter_uma, "amount": {"value": 500, "currency": "USD"}})
+        json!({"receiver_uma": inv.inviter_uma, "amount": {"value": 500, "currency": "USD", "decimals": 2}})
     );
 }
 

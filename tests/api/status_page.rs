@@ -214,9 +214,14 @@ async fn with_a_token_the_page_wants_the_bearer_or_the_login_cookie() {
     let cookie = right.headers()["set-cookie"].to_str().unwrap().to_owned();
     let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
     assert!(attrs[0].starts_with("il_token="), "{cookie}");
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(attrs.contains(&attr), "{cookie} lacks {attr}");
     }
+    // The cookie holds a session derived from the token, never the token;
+    // over plain HTTP it is not marked Secure (it would never be sent back).
+    assert!(!cookie.contains(TOKEN) && !cookie.contains(&encode(TOKEN)), "the raw token in {cookie}");
+    assert!(!attrs.contains(&"Secure"), "{cookie}");
+    assert_eq!(get(&app, "/", &[("cookie", &format!("il_token={TOKEN}"))]).await.status, 401);
     let with_cookie = get(&app, "/", &[("cookie", &format!("theme=dark; {}", attrs[0]))]).await;
     assert_eq!(with_cookie.status, 200);
     assert!(with_cookie.body.contains("Recent invitations"));
@@ -225,7 +230,37 @@ async fn with_a_token_the_page_wants_the_bearer_or_the_login_cookie() {
     let api = client().get(app.url("/v1/invitations")).header("cookie", attrs[0]).send().await.unwrap();
     assert_eq!(api.status(), 401);
 
+    // Behind a TLS-terminating proxy, the cookie is Secure.
+    let proxied = client()
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-proto", "https")
+        .body(format!("token={}", encode(TOKEN)))
+        .send()
+        .await
+        .unwrap();
+    let secure = proxied.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(secure.split(';').map(str::trim).any(|a| a == "Secure"), "{secure}");
+
     // An oversized login form is refused before it is read.
     let huge = client().post(app.url("/login")).body(vec![b'a'; 10_000]).send().await.unwrap();
     assert_eq!(huge.status(), 413);
+}
+
+#[tokio::test]
+async fn head_of_the_status_page_answers_as_get_does_without_a_body() {
+    // Given the service open to loopback, and one that wants a token
+    let open = TestApp::spawn().await;
+    let guarded = TestApp::spawn_configured(|a| a.read_api_token = Some(TOKEN.into())).await;
+
+    // When an uptime check sends HEAD /
+    let head = |app: &TestApp| client().head(app.url("/")).send();
+    let (open_head, guarded_head) = (head(&open).await.unwrap(), head(&guarded).await.unwrap());
+
+    // Then it gets GET's status and headers, and no body
+    assert_eq!(open_head.status(), 200, "not 405");
+    assert!(open_head.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(open_head.bytes().await.unwrap().is_empty());
+    assert_eq!(guarded_head.status(), 401, "HEAD is guarded as GET is");
+    assert!(guarded_head.bytes().await.unwrap().is_empty());
 }

@@ -24,6 +24,15 @@ impl ServeProcess {
 
     /// [`start`](Self::start), its log (stderr) written to `log` when given.
     pub fn start_logging(db: &Path, extra_env: &[(&str, &str)], log: Option<&Path>) -> Self {
+        Self::start_with_stderr(db, extra_env, &|| match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        })
+    }
+
+    /// [`start`](Self::start), its log (stderr) sent where `stderr` says
+    /// (made anew for each try on another port).
+    pub fn start_with_stderr(db: &Path, extra_env: &[(&str, &str)], stderr: &dyn Fn() -> Stdio) -> Self {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -35,10 +44,7 @@ impl ServeProcess {
                 .env("LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(match log {
-                    Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
-                    None => Stdio::inherit(),
-                });
+                .stderr(stderr());
             for (k, v) in extra_env {
                 cmd.env(k, v);
             }

@@ -16,13 +16,15 @@ pub struct InvitationFixture {
     /// `VALIDATED`, `INELIGIBLE`, `PENDING`.
     pub incentives_status: String,
     pub incentives_ineligibility_reason: Option<String>,
-    /// Smallest unit of USD.
+    /// In the smallest unit of [`currency`](Self::currency).
     pub payment_amount: Option<i64>,
+    /// The amount's currency code and the decimals Lightspark states for it.
+    pub currency: (&'static str, u32),
     pub updated_at: String,
 }
 
 impl InvitationFixture {
-    /// Claimed, incentives validated, 1000 USD for the invitee.
+    /// Claimed, incentives validated, 10.00 USD (1000 cents) for the invitee.
     pub fn claimed(id: &str) -> Self {
         Self {
             id: id.to_owned(),
@@ -33,6 +35,7 @@ impl InvitationFixture {
             incentives_status: "VALIDATED".into(),
             incentives_ineligibility_reason: None,
             payment_amount: Some(1000),
+            currency: ("USD", 2),
             updated_at: "2026-11-01T12:00:00.000000+00:00".into(),
         }
     }
@@ -55,7 +58,11 @@ impl InvitationFixture {
             d["incentives_ineligibility_reason"] = r.clone().into();
         }
         if let Some(v) = self.payment_amount {
-            d["payment_amount"] = serde_json::json!({"value": v, "currency": {"code": "USD", "symbol": "$", "decimals": 2, "name": "US Dollar"}});
+            let currency = match self.currency {
+                ("USD", 2) => serde_json::json!({"code": "USD", "symbol": "$", "decimals": 2, "name": "US Dollar"}),
+                (code, decimals) => serde_json::json!({"code": code, "decimals": decimals}),
+            };
+            d["payment_amount"] = serde_json::json!({"value": v, "currency": currency});
         }
         d
     }

@@ -1,5 +1,6 @@
 //! The one helpers module of the tests: the service in-process
-//! ([`TestApp`]) and as the real binary ([`binary`]), the fake payment
+//! ([`TestApp`]) and as the real binary ([`binary`], its log through a
+//! pipe in [`log`]), the fake payment
 //! platform and the fake Lightspark GraphQL API, signing through the
 //! library's own `sign`, direct reads of the ledger, raw HTTP, and the one
 //! poller ([`eventually`]).
@@ -14,6 +15,7 @@ pub mod disk;
 pub mod fake_lightspark;
 pub mod fake_platform;
 pub mod invitation;
+pub mod log;
 pub mod page;
 pub mod poll;
 pub mod secret;

@@ -9,7 +9,7 @@ use super::render::{
     visible,
 };
 use super::{AUDIT_INVITERS_CAP, SEARCH_CAP};
-use crate::projection::audit::IncentiveAudit;
+use crate::projection::audit::{IncentiveAudit, Totals};
 use crate::projection::events::{IdempotencyKey, ObligationKind};
 use crate::projection::query::{Search, StatusPage};
 use crate::projection::trail::Hour;
@@ -75,11 +75,12 @@ fn attention_table(items: &[InvitationView], wanted: view::ObligationState) -> S
     )
 }
 
-fn forwarded(m: &std::collections::BTreeMap<String, i64>) -> String {
-    if m.is_empty() {
+/// What was forwarded, per currency, in each currency's decimals.
+fn forwarded(t: &Totals) -> String {
+    if t.forwarded.is_empty() {
         return opt(None);
     }
-    escape(&m.iter().map(|(c, v)| format!("{v} {c}")).collect::<Vec<_>>().join(", "))
+    escape(&t.forwarded_shown().join(", "))
 }
 
 fn audit_section(a: &IncentiveAudit) -> String {
@@ -90,7 +91,7 @@ fn audit_section(a: &IncentiveAudit) -> String {
         a.totals.validated,
         a.totals.ineligible,
         a.totals.pending,
-        forwarded(&a.totals.forwarded),
+        forwarded(&a.totals),
         a.anomalies.len(),
     );
     s.push_str("<h3>Anomalies</h3>");
@@ -126,7 +127,7 @@ fn audit_section(a: &IncentiveAudit) -> String {
                 inv.totals.validated,
                 inv.totals.ineligible,
                 inv.totals.pending,
-                forwarded(&inv.totals.forwarded),
+                forwarded(&inv.totals),
             );
         }
         s.push_str("</tbody></table>");

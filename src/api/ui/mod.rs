@@ -9,7 +9,8 @@
 //!
 //! Reading is protected as the read API is: when `READ_API_TOKEN` is set
 //! the pages want `Authorization: Bearer <token>` or the `il_token` cookie
-//! that `POST /login` sets, compared in constant time; otherwise they
+//! that `POST /login` sets, a session derived from the token that expires
+//! (see [`Access::session`]), checked in constant time; otherwise they
 //! answer 401 with a login form. Without a token only loopback `Host`
 //! names are served. Acting (the forms) needs a token: see `actions`.
 
@@ -43,7 +44,7 @@ use crate::ledger::verify::WebhookKeys;
 use crate::projection::query::{self, StatusPageLimits};
 use crate::projection::trail;
 pub use render::escape;
-use render::{catching_up_page, login_page, percent_encode};
+use render::{catching_up_page, login_page};
 
 /// The cookie `POST /login` sets.
 pub const COOKIE: &str = "il_token";
@@ -80,10 +81,11 @@ enum Admit {
 }
 
 impl Ui {
-    /// The token as this request presented it, when it is the token: the
-    /// cookie's value, else the bearer header's.
+    /// What this request signed in with, when it is valid: the cookie's
+    /// session, else the bearer header's token.
     fn credential(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
-        let cookie = session_token(headers).filter(|c| self.gate.matches(c));
+        let now = chrono::Utc::now().timestamp();
+        let cookie = session_token(headers).filter(|c| self.gate.is_session(c, now));
         cookie.or_else(|| {
             let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())?;
             let bearer = given.strip_prefix(b"Bearer ")?.trim_ascii();
@@ -109,7 +111,7 @@ impl Ui {
 
 /// The per-session CSRF token of the action forms: HMAC-SHA256, keyed
 /// with a secret drawn at start-up, of the session's credential (the
-/// `il_token` cookie's value, or the bearer token). A page from another
+/// `il_token` cookie's session, or the bearer token). A page from another
 /// site can neither read it (same-origin policy) nor compute it (the key
 /// never leaves the process); a restart makes old forms stale.
 struct Csrf {
@@ -145,7 +147,7 @@ impl Csrf {
     }
 }
 
-/// The token in the `il_token` cookie, if the request carries one.
+/// The session in the `il_token` cookie, if the request carries one.
 fn session_token(headers: &HeaderMap) -> Option<Vec<u8>> {
     let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
     cookie_value(cookie, COOKIE).map(|v| percent_decode(v, false).into_bytes())
@@ -204,6 +206,19 @@ fn safe_next(next: Option<&str>) -> &str {
     }
 }
 
+/// Whether the browser reached this service over HTTPS. The service itself
+/// speaks plain HTTP; a TLS-terminating proxy in front says so with
+/// `X-Forwarded-Proto: https`, and then the session cookie is `Secure`
+/// (never sent over plain HTTP). Set by a client that is not behind such a
+/// proxy, the header only keeps that client's own cookie off plain HTTP.
+fn behind_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"))
+}
+
 /// Gives the amounts the home page lists the decimals their invitations'
 /// own bodies state (the projection may keep an amount without them), so
 /// they read 5.00 USD rather than 500 USD.
@@ -252,8 +267,10 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
     let ui = Arc::new(Ui { state, gate, csrf, keys });
 
     let home_ui = ui.clone();
+    // HEAD answers as GET does, without the body (hyper leaves it out), so
+    // an uptime check or `curl -I` sees 200, not 405.
     let status = warp::path::end()
-        .and(warp::get())
+        .and(warp::get().or(warp::head()).unify())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
         .and_then(move |headers: HeaderMap, query: HashMap<String, String>| {
@@ -288,9 +305,10 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
     let login_ui = ui.clone();
     let login = warp::path!("login")
         .and(warp::post())
+        .and(warp::header::headers_cloned())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .and_then(move |declared: Option<u64>, body| {
+        .and_then(move |headers: HeaderMap, declared: Option<u64>, body| {
             let ui = login_ui.clone();
             async move {
                 let form = read_form(declared, body).await?;
@@ -307,7 +325,12 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
                         next.as_deref(),
                     ));
                 }
-                let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", percent_encode(&token));
+                let Some(session) = ui.gate.session(chrono::Utc::now().timestamp()) else { return Ok(r) };
+                let secure = if behind_https(&headers) { "; Secure" } else { "" };
+                let cookie = format!(
+                    "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+                    crate::api::access::SESSION_SECONDS
+                );
                 if let Ok(c) = header::HeaderValue::from_str(&cookie) {
                     r.headers_mut().insert(header::SET_COOKIE, c);
                 }

@@ -73,9 +73,11 @@ fn percent_encoding_round_trips_and_forms_decode_plus_as_space() {
 }
 
 #[test]
-fn the_page_takes_the_bearer_header_or_the_cookie_and_nothing_else() {
+fn the_page_takes_the_bearer_header_or_a_session_cookie_and_nothing_else() {
+    // given a token and a session made from it now
     let secret = Secret::new(TOKEN.into());
     let gate = Access::new(Some(&secret));
+    let session = gate.session(chrono::Utc::now().timestamp()).unwrap();
     let check = |authorization: Option<&str>, cookie: Option<&str>| {
         let mut headers = HeaderMap::new();
         if let Some(a) = authorization {
@@ -86,11 +88,15 @@ fn the_page_takes_the_bearer_header_or_the_cookie_and_nothing_else() {
         }
         gate.check_with(&headers, session_token(&headers).as_deref()).is_ok()
     };
+    // then the bearer token or the session cookie opens the page
+    assert!(check(Some("Bearer a-long-read-api-token-0123456789"), None));
+    assert!(check(None, Some(&format!("x=1; il_token={session}; y=2"))));
+    // and nothing else does: no credential, a wrong one, the session under
+    // another name, or the raw token in the cookie
     assert!(!check(None, None));
     assert!(!check(Some("Bearer "), Some("il_token=")));
-    assert!(!check(Some("Bearer wrong"), Some("other=a-long-read-api-token-0123456789")));
-    assert!(check(Some("Bearer a-long-read-api-token-0123456789"), None));
-    assert!(check(None, Some("x=1; il_token=a-long-read-api-token-0123456789; y=2")));
+    assert!(!check(Some("Bearer wrong"), Some(&format!("other={session}"))));
+    assert!(!check(None, Some("il_token=a-long-read-api-token-0123456789")));
     assert!(!check(Some("a-long-read-api-token-0123456789"), None));
 }
 
@@ -192,7 +198,8 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
             Answer { status: parts.status.as_u16(), headers: parts.headers, body }
         }
     };
-    let cookie = format!("{COOKIE}={TOKEN}");
+    let session = Access::new(Some(&Secret::new(TOKEN.into()))).session(chrono::Utc::now().timestamp()).unwrap();
+    let cookie = format!("{COOKIE}={session}");
     let page = call("GET", "/invitations/Inv%3A1", &[("cookie", &cookie)], String::new()).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let refetch_form = &page.body[page.body.find("class=\"act refetch\"").expect("a refetch form")..];
