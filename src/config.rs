@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::api::ApiConfig;
 use crate::lightspark::signature::SigningKeys;
 use crate::money::Money;
+pub use crate::reconcile::ReconcileConfig;
 use crate::secret::Secret;
 
 /// A configuration value that cannot be used; the message names the setting.
@@ -193,29 +195,6 @@ pub struct ReconcileArgs {
     pub reconcile_concurrency: usize,
 }
 
-/// Validated reconciler settings.
-#[derive(Debug, Clone)]
-pub struct ReconcileConfig {
-    pub payout_url: Option<String>,
-    pub payout_signing_key: Option<Secret>,
-    pub notify_url: Option<String>,
-    pub inviter_incentive: Option<Money>,
-    pub lightspark_api_url: String,
-    /// Both set, or neither (then invitations without data stay unfetched).
-    pub lightspark_credentials: Option<(String, Secret)>,
-    /// How long after its first event an invitation is still fetched.
-    pub fetch_horizon: Duration,
-    pub grid_api_url: String,
-    /// Both set, or neither (then Grid invitations are not fetched).
-    pub grid_credentials: Option<(String, Secret)>,
-    pub interval: Duration,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub idempotency_window: Duration,
-    pub request_timeout: Duration,
-    pub concurrency: usize,
-}
-
 fn http_url(setting: &str, raw: &Option<String>) -> Result<Option<String>, ConfigError> {
     let Some(raw) = raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
     let ok = raw.parse::<reqwest::Url>().is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
@@ -225,26 +204,6 @@ fn http_url(setting: &str, raw: &Option<String>) -> Result<Option<String>, Confi
         )));
     }
     Ok(Some(raw.to_owned()))
-}
-
-impl ReconcileConfig {
-    /// Whether invitations of `source` can be fetched (its API credentials
-    /// are set): an invitation whose data is missing shows `not_configured`
-    /// otherwise.
-    pub fn fetch_configured(&self, source: crate::source::Source) -> bool {
-        match source {
-            crate::source::Source::Lightspark => self.lightspark_credentials.is_some(),
-            crate::source::Source::Grid => self.grid_credentials.is_some(),
-        }
-    }
-
-    /// The settings that would let `source` be fetched from, for messages.
-    pub fn fetch_settings(source: crate::source::Source) -> &'static str {
-        match source {
-            crate::source::Source::Lightspark => "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET",
-            crate::source::Source::Grid => "GRID_API_TOKEN_ID and GRID_API_CLIENT_SECRET",
-        }
-    }
 }
 
 impl ReconcileArgs {
@@ -389,23 +348,24 @@ pub struct ServeArgs {
     pub unbatched_commits: bool,
 }
 
-/// Validated settings of the HTTP service.
+/// Validated settings of `serve`: the HTTP API's own, and the service's
+/// wiring around it.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    pub db: PathBuf,
+    /// What the HTTP surface needs (and the reconciler's settings in it).
+    pub api: ApiConfig,
     pub listen_addr: SocketAddr,
-    pub signing_keys: SigningKeys,
-    /// Grid's webhook keys; `None`: `POST /webhooks/grid` answers 404.
-    pub grid_keys: Option<crate::grid::signature::GridKeys>,
-    /// `None` only when the listener is on loopback: then `/v1` is open to
-    /// local callers, which is what a developer on a laptop expects.
-    pub read_api_token: Option<Secret>,
-    pub max_body_bytes: usize,
     /// See [`ServeArgs::anchor_interval`].
     pub anchor_interval: Duration,
     /// See [`ServeArgs::unbatched_commits`].
     pub group_commit: bool,
-    pub reconcile: ReconcileConfig,
+}
+
+impl std::ops::Deref for ServiceConfig {
+    type Target = ApiConfig;
+    fn deref(&self) -> &ApiConfig {
+        &self.api
+    }
 }
 
 impl ServeArgs {
@@ -445,15 +405,17 @@ impl ServeArgs {
             return Err(ConfigError("ANCHOR_INTERVAL must be longer than zero, such as 1h.".into()));
         }
         Ok(ServiceConfig {
+            api: ApiConfig {
+                db: self.db.db.clone(),
+                signing_keys: self.key.keys()?,
+                grid_keys: self.key.grid_keys()?,
+                read_api_token,
+                max_body_bytes: self.max_body_bytes,
+                reconcile: self.reconcile.validate()?,
+            },
             anchor_interval,
-            db: self.db.db.clone(),
             listen_addr,
-            signing_keys: self.key.keys()?,
-            grid_keys: self.key.grid_keys()?,
-            read_api_token,
-            max_body_bytes: self.max_body_bytes,
             group_commit: !self.unbatched_commits,
-            reconcile: self.reconcile.validate()?,
         })
     }
 }

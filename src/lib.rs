@@ -7,6 +7,19 @@
 //! exactly once; a read API and CLI answer questions about all of it.
 //! `docs/design.md` explains the design; `openapi.json` is the HTTP interface.
 //!
+//! # Layers
+//!
+//! Bottom up; a module may use its own layer and those below it, never one
+//! above (`tests/layers.rs` reads this list and checks every file):
+//!
+//! 1. vocabulary: vocab, invitation, source, money, secret, time, rng
+//! 2. sources: upstream, lightspark, grid
+//! 3. ledger: ledger
+//! 4. projection: projection
+//! 5. reconcile: reconcile, operator
+//! 6. api: api
+//! 7. wiring: config, metrics, logging, service, cli, demo
+//!
 //! # Layout
 //!
 //! Stages, in the order data flows through them:

@@ -14,10 +14,12 @@ use hyper_util::service::TowerToHyperService;
 use crate::api::{self, AppState};
 use crate::config::ReconcileConfig;
 use crate::grid::client::GridClient;
+use crate::ledger::LedgerMetrics;
 use crate::ledger::LedgerWriter;
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
 use crate::reconcile::fetch::Fetchers;
+use crate::reconcile::metrics::ReconcileMetrics;
 use crate::reconcile::{self, clock, endpoint::HttpEndpoint, Reconciler, Seams};
 
 /// The reconciler as the service and `reconcile --once` run it: real HTTP,
@@ -52,7 +54,7 @@ pub fn build_reconciler(
     db: &std::path::Path,
     writer: LedgerWriter,
     config: ReconcileConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ReconcileMetrics>,
 ) -> anyhow::Result<LiveReconciler> {
     let endpoint = HttpEndpoint::new(config.request_timeout).context("building the HTTP client")?;
     let fetchers = build_fetchers(&config)?;
@@ -95,7 +97,7 @@ impl LiveLedger {
     ///
     /// # Errors
     /// When the ledger cannot be opened or a thread started.
-    pub fn open(db: &std::path::Path, group_commit: bool, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn open(db: &std::path::Path, group_commit: bool, metrics: Arc<LedgerMetrics>) -> anyhow::Result<Self> {
         // The writer first: it creates and migrates the ledger the
         // projector reads. Its hook, how the projector learns of commits,
         // is handed over once the projector runs.
@@ -204,6 +206,13 @@ struct Running {
     lock: InstanceLock,
 }
 
+/// The service's settings and every layer's metrics: what opening the
+/// ledger hands to the parts it starts.
+struct Wiring {
+    config: ServiceConfig,
+    metrics: Metrics,
+}
+
 /// How long a start waits for the projections' first fold to end before
 /// it answers: long enough for what a crash leaves to fold, not for a
 /// whole ledger (reads answer 503 until that ends).
@@ -227,15 +236,16 @@ fn is_transient(e: &anyhow::Error) -> bool {
 /// `Err` when it never will (the service stops).
 fn open_once(
     state: &Arc<AppState>,
+    wiring: &Wiring,
     lock: &mut Option<InstanceLock>,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Running> {
-    let config = &state.config;
+    let config = &wiring.config;
     let held = match lock.take() {
         Some(l) => l,
         None => InstanceLock::acquire(&config.db)?,
     };
-    let ledger = match LiveLedger::open(&config.db, config.group_commit, state.metrics.clone()) {
+    let ledger = match LiveLedger::open(&config.db, config.group_commit, wiring.metrics.ledger.clone()) {
         Ok(l) => l,
         Err(e) => {
             *lock = Some(held);
@@ -243,8 +253,9 @@ fn open_once(
         }
     };
     let writer = ledger.writer.clone();
-    let reconciler = build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), state.metrics.clone())?
-        .following(ledger.projected.clone(), ledger.health.clone());
+    let reconciler =
+        build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), wiring.metrics.reconcile.clone())?
+            .following(ledger.projected.clone(), ledger.health.clone());
     let reconcile_task = tokio::spawn(reconcile::run(reconciler.clone(), writer.committed(), stop.clone()));
     let anchors = tokio::spawn(log_anchors(writer.clone(), config.anchor_interval));
     let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler));
@@ -260,6 +271,7 @@ fn open_once(
 /// try. `Ok(None)`: stopped before it could.
 async fn bring_up(
     state: Arc<AppState>,
+    wiring: Arc<Wiring>,
     mut lock: Option<InstanceLock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Running>> {
@@ -268,10 +280,10 @@ async fn bring_up(
         if *stop.borrow() {
             return Ok(None);
         }
-        let (st, sp) = (state.clone(), stop.clone());
+        let (st, sp, w) = (state.clone(), stop.clone(), wiring.clone());
         let (opened, back) = tokio::task::spawn_blocking(move || {
             let mut lock = lock;
-            (open_once(&st, &mut lock, &sp), lock)
+            (open_once(&st, &w, &mut lock, &sp), lock)
         })
         .await
         .context("opening the ledger")?;
@@ -324,15 +336,17 @@ pub async fn serve(
         Err(e) if e.is_transient() => None,
         Err(e) => return Err(e.into()),
     };
-    let metrics = Arc::new(Metrics::default());
-    let state = Arc::new(AppState::new(config, metrics));
+    let metrics = Metrics::default();
+    let state = Arc::new(AppState::new(config.api.clone(), metrics.api.clone()));
+    let wiring = Arc::new(Wiring { config, metrics });
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // Opened at once when it can be, as a service normally starts: ready
     // when it first answers. Only a cause that waiting mends (a full disk)
     // leaves it to a task that keeps trying while the service answers 503.
     let mut lock = lock;
     let (st, sp) = (state.clone(), stop.clone());
-    let (first, lock) = tokio::task::spawn_blocking(move || (open_once(&st, &mut lock, &sp), lock))
+    let w = wiring.clone();
+    let (first, lock) = tokio::task::spawn_blocking(move || (open_once(&st, &w, &mut lock, &sp), lock))
         .await
         .context("opening the ledger")?;
     let mut running: Option<Running> = None;
@@ -341,7 +355,7 @@ pub async fn serve(
             running = Some(r);
             None
         }
-        Err(e) if is_transient(&e) => Some(tokio::spawn(bring_up(state.clone(), lock, stop.clone()))),
+        Err(e) if is_transient(&e) => Some(tokio::spawn(bring_up(state.clone(), wiring.clone(), lock, stop.clone()))),
         Err(e) => return Err(e),
     };
     if let Some(r) = &running {

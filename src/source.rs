@@ -30,6 +30,15 @@ impl Source {
         }
     }
 
+    /// The settings that would let invitations of this source be fetched
+    /// from it, for messages that say what to set.
+    pub fn fetch_settings(self) -> &'static str {
+        match self {
+            Source::Lightspark => "LIGHTSPARK_API_CLIENT_ID and LIGHTSPARK_API_CLIENT_SECRET",
+            Source::Grid => "GRID_API_TOKEN_ID and GRID_API_CLIENT_SECRET",
+        }
+    }
+
     /// The source of a stored event, by the prefix of its event key (every
     /// key a source writes starts with its name).
     pub fn of_event_key(key: &str) -> Option<Source> {

@@ -30,7 +30,6 @@ use invitation_ledger::ledger::verify::verify;
 use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
 use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::WebhookEnvelope;
-use invitation_ledger::metrics::Metrics;
 use invitation_ledger::money::Money;
 use invitation_ledger::projection::events::{
     Decision, EventKind, IdempotencyKey, InternalEvent, ObligationInDoubt, ObligationKind, ObligationRequested,
@@ -1165,7 +1164,7 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
                 jitter: SplitMix::seeded(hash_of(p.seed, &format!("jitter/{incarnation}"))),
             },
             Fetchers::default(),
-            Arc::new(Metrics::default()),
+            Arc::default(),
         );
         loop {
             if report.passes >= MAX_PASSES {

@@ -2,7 +2,9 @@
 
 pub mod access;
 pub mod body;
+pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod read;
 pub mod ui;
@@ -15,16 +17,16 @@ use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::config::ServiceConfig;
 use crate::ledger::{LedgerError, LedgerWriter};
 use crate::projection::projector::ProjectionHealth;
+pub use config::ApiConfig;
 
 /// What every handler may need. Built once by [`crate::serve`], before the
 /// ledger is open: the service answers (healthz, 503s) while it waits for
 /// it, e.g. on a full disk.
 pub struct AppState {
-    pub config: ServiceConfig,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub config: ApiConfig,
+    pub metrics: Arc<metrics::ApiMetrics>,
     pub reads: Arc<read::ReadPool>,
     /// Claims that arrived without their invitation while fetching is not
     /// configured, warned about at most once a minute.
@@ -48,7 +50,7 @@ pub struct Live {
 
 impl AppState {
     /// A state whose ledger is not open yet.
-    pub fn new(config: ServiceConfig, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub fn new(config: ApiConfig, metrics: Arc<metrics::ApiMetrics>) -> Self {
         let reads = Arc::new(read::ReadPool::new(&config.db));
         Self {
             config,
@@ -151,7 +153,7 @@ async fn refresh_gauges(state: &Arc<AppState>) -> Result<(), error::ApiError> {
     }
     m.in_doubt.set(in_doubt);
     m.awaiting_data.set(awaiting.iter().map(|(_, n)| *n as i64).sum());
-    let last = m.last_pass_unix.load(std::sync::atomic::Ordering::Relaxed);
+    let last = m.reconcile.last_pass_unix.load(std::sync::atomic::Ordering::Relaxed);
     if last > 0 {
         m.reconciler_last_pass_age_seconds.set(chrono::Utc::now().timestamp() - last);
     }

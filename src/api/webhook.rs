@@ -216,7 +216,7 @@ impl UnfetchableClaims {
                 source = source.as_str(),
                 claims = n,
                 "claims arrive without their invitation and fetching is not configured: set {}; until then nothing is paid for them",
-                crate::config::ReconcileConfig::fetch_settings(source)
+                source.fetch_settings()
             );
         }
     }

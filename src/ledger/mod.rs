@@ -12,6 +12,7 @@
 pub mod contract;
 pub mod hash;
 pub mod lock;
+pub mod metrics;
 pub mod postgres;
 pub mod verify;
 pub mod writer;
@@ -23,9 +24,20 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub use contract::{Conflict, Expected, LedgerStore};
 pub use hash::Hash;
+pub use metrics::LedgerMetrics;
 pub use writer::{Appended, LedgerWriter};
 
 use crate::vocab::{EventKey, EventKind, StreamId};
+
+/// Registers `c` in `r`: every layer registers its own metrics this way.
+///
+/// # Panics
+/// When a metric of that name is registered already: names are fixed in
+/// code, so that is a bug.
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(r: &prometheus::Registry, c: C) -> C {
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
 
 /// Numbered migrations, applied in order and recorded in `user_version`.
 const MIGRATIONS: &[(u32, &str)] = &[

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::contract::{Conflict, Expected, LedgerStore};
 use super::hash::{self, Chained, Hash};
+use super::metrics::LedgerMetrics;
 use super::{LedgerError, LedgerEvent, NewEvent};
-use crate::metrics::Metrics;
 use crate::vocab::StreamId;
 
 /// Most appends one transaction takes; bounds a commit's latency.
@@ -85,7 +85,7 @@ impl LedgerWriter {
     pub fn start_with(
         path: &Path,
         group_commit: bool,
-        metrics: Arc<Metrics>,
+        metrics: Arc<LedgerMetrics>,
         after_commit: Option<AfterCommit>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), LedgerError> {
         let conn = super::open(path)?;
@@ -359,7 +359,7 @@ fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
-    metrics: &Metrics,
+    metrics: &LedgerMetrics,
     group_commit: bool,
     mut after_commit: Option<AfterCommit>,
     checkpointer: &Checkpointer,
@@ -409,7 +409,7 @@ fn run(
                     metrics.commit_batch_size.observe(stored.clone().count() as f64);
                     metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                     for a in stored.filter(|a| !a.duplicate) {
-                        metrics.ledger_appends.inc();
+                        metrics.appends.inc();
                         if a.sibling_exists {
                             metrics.same_id_other_body.inc();
                         }

@@ -12,17 +12,21 @@
 //! - `fetch`: the fetching collaborator — clients and schedule for
 //!   invitations a webhook named without data.
 //! - [`clock`]: time and jitter behind traits; backoff.
+//! - [`config`]: its settings, as the command line validated them.
 //! - [`reconciler`]: the one type owning a pass (`try_execute_once`), and
 //!   the trivial loop around it.
 
 pub mod clock;
+pub mod config;
 pub mod decide;
 pub mod endpoint;
 pub mod fetch;
+pub mod metrics;
 mod outcome;
 mod protocol;
 pub mod reconciler;
 pub mod request;
 
+pub use config::ReconcileConfig;
 pub use outcome::{Outcome, ReconcileError};
 pub use reconciler::{run, Reconciler, Seams};

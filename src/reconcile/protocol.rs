@@ -12,9 +12,9 @@
 use chrono::{DateTime, Utc};
 
 use super::clock::{backoff, Jitter};
+use super::config::ReconcileConfig;
 use super::endpoint::Verdict;
 use super::outcome::Outcome;
-use crate::config::ReconcileConfig;
 use crate::projection::events::{
     IdempotencyKey, InDoubtReason, InternalEvent, ObligationFailed, ObligationInDoubt, ObligationKind,
     ObligationSucceeded,

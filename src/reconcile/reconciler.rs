@@ -14,16 +14,16 @@ use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 use super::clock::{Clock, Jitter};
+use super::config::ReconcileConfig;
 use super::decide::{next_action, Action, Capabilities};
 use super::endpoint::{judge, Endpoint, OutgoingRequest};
 use super::fetch::{report, Fetcher, Fetchers};
+use super::metrics::ReconcileMetrics;
 use super::outcome::{Outcome, ReconcileError};
 use super::protocol;
 use super::request::request_for;
-use crate::config::ReconcileConfig;
 use crate::ledger::{Appended, Expected, LedgerError, LedgerStore, LedgerWriter, NewEvent};
 use crate::lightspark::signature::sign;
-use crate::metrics::Metrics;
 use crate::projection::events::{IdempotencyKey, InDoubtReason, InternalEvent, ObligationKind, ObligationRequested};
 use crate::projection::projector::ProjectionHealth;
 use crate::projection::state::{fold_stream, InvitationState, ObligationPhase};
@@ -53,7 +53,7 @@ struct Inner<E, C, J> {
     fetcher: Fetcher,
     clock: C,
     jitter: J,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ReconcileMetrics>,
     /// When the service keeps the projections current (its projector
     /// thread), how far they got and how they are doing; `None`: each pass
     /// catches up itself.
@@ -115,7 +115,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         config: ReconcileConfig,
         seams: Seams<E, C, J>,
         fetchers: Fetchers,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ReconcileMetrics>,
     ) -> Self {
         let Seams { endpoint, clock, jitter } = seams;
         // Whatever is in the ledger now is from before this process: what
@@ -235,7 +235,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// what was recorded before stays, and the next pass continues from it.
     #[tracing::instrument(skip_all, fields(dry_run))]
     pub async fn try_execute_once(&self, dry_run: bool) -> Result<Outcome, ReconcileError> {
-        self.inner.metrics.reconciler_passes.inc();
+        self.inner.metrics.passes.inc();
         let states = self.load_work().await?;
         let now = self.inner.clock.now();
         let caps = self.caps();
@@ -670,14 +670,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::ReconcileConfig;
     use crate::invitation::InvitationStatus;
     use crate::ledger::writer::LedgerWriter;
-    use crate::metrics::Metrics;
     use crate::money::{Money, PaymentAmount};
     use crate::projection::state::Versioned;
     use crate::reconcile::clock::SystemClock;
     use crate::reconcile::endpoint::CallOutcome;
+    use crate::reconcile::ReconcileConfig;
     use crate::rng::SplitMix;
 
     /// A platform that counts the calls it receives and accepts each one.
@@ -726,7 +725,7 @@ mod tests {
             config(),
             Seams { endpoint: platform.clone(), clock: SystemClock, jitter: SplitMix::seeded(1) },
             Fetchers::default(),
-            Arc::new(Metrics::default()),
+            Arc::default(),
         );
         let mut state = InvitationState::new("Inv:1");
         state.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0, seq: 1 });

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::ReconcileConfig;
+use super::config::ReconcileConfig;
 use crate::invitation::is_uma_address;
 use crate::money::{Money, PaymentAmount};
 use crate::projection::events::{IdempotencyKey, ObligationKind};

@@ -222,7 +222,7 @@ fn unfetchable_banner(d: &StatusPage) -> String {
                 waiting,
                 if *waiting == 1 { "" } else { "s" },
                 if *waiting == 1 { "its" } else { "their" },
-                escape(crate::config::ReconcileConfig::fetch_settings(*source)),
+                escape(source.fetch_settings()),
             );
         }
     }

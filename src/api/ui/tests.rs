@@ -177,7 +177,7 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
         .unwrap();
     ledger.projected.clone().wait_for(|s| *s >= appended.seq).await.unwrap();
     let fetcher = Arc::new(RecordingRefetch::default());
-    let state = Arc::new(AppState::new(args.validate().unwrap(), Default::default()));
+    let state = Arc::new(AppState::new(args.validate().unwrap().api, Default::default()));
     let live = crate::api::Live {
         writer: ledger.writer.clone(),
         projection: ledger.health.clone(),
