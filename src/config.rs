@@ -22,9 +22,70 @@ pub struct ConfigError(pub String);
 /// Where the ledger lives. Shared by every command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DbArgs {
-    /// SQLite ledger file; created with its folder when missing.
-    #[arg(long = "db", env = "LEDGER_DB", default_value = "./data/ledger.db", help_heading = "Ledger")]
-    pub db: PathBuf,
+    /// The ledger: a SQLite file (created with its folder when missing), or a postgres:// or postgresql:// URL.
+    #[arg(
+        long = "db",
+        env = "LEDGER_DB",
+        default_value = "./data/ledger.db",
+        hide_env_values = true,
+        help_heading = "Ledger"
+    )]
+    pub db: String,
+    /// With a PostgreSQL ledger: the folder where this instance keeps its projections and its replica of the ledger.
+    #[arg(long = "projections-dir", env = "PROJECTIONS_DIR", default_value = "./data", help_heading = "Ledger")]
+    pub projections_dir: PathBuf,
+}
+
+/// Where the ledger lives, read from `LEDGER_DB`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (the URL; never shown with its password).
+    Postgres(String),
+}
+
+impl DbArgs {
+    /// A ledger in the SQLite file `path`.
+    pub fn file(path: &std::path::Path) -> Self {
+        Self { db: path.display().to_string(), projections_dir: PathBuf::from("./data") }
+    }
+
+    /// Where the ledger lives.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `LEDGER_DB` when it is a URL of another kind:
+    /// a URL is never taken for a file name.
+    pub fn location(&self) -> Result<LedgerLocation, ConfigError> {
+        let raw = self.db.trim();
+        if crate::ledger::postgres::is_url(raw) {
+            return Ok(LedgerLocation::Postgres(raw.to_owned()));
+        }
+        if let Some((scheme, _)) = raw.split_once("://") {
+            return Err(ConfigError(format!(
+                "LEDGER_DB names a {scheme}:// URL: give a SQLite file path, or a postgres:// or postgresql:// URL."
+            )));
+        }
+        if raw.is_empty() {
+            return Err(ConfigError("LEDGER_DB is empty: give a SQLite file path or a postgres:// URL.".into()));
+        }
+        Ok(LedgerLocation::Sqlite(PathBuf::from(raw)))
+    }
+
+    /// The SQLite file beside which this process keeps its projections:
+    /// the ledger itself, or the replica of a PostgreSQL ledger in
+    /// `PROJECTIONS_DIR`.
+    pub fn local(&self) -> PathBuf {
+        match self.location() {
+            Ok(LedgerLocation::Postgres(_)) => self.projections_dir.join("ledger-replica.db"),
+            _ => PathBuf::from(self.db.trim()),
+        }
+    }
+
+    /// `LEDGER_DB` as messages show it: a URL without its password.
+    pub fn shown(&self) -> String {
+        crate::ledger::postgres::redacted(self.db.trim())
+    }
 }
 
 /// The webhook signing secret(s) and Grid's public key(s), needed by
@@ -354,6 +415,11 @@ pub struct ServeArgs {
 pub struct ServiceConfig {
     /// What the HTTP surface needs (and the reconciler's settings in it).
     pub api: ApiConfig,
+    /// Where the ledger lives (`api.db` is the SQLite file beside which
+    /// this process keeps its projections).
+    pub ledger: LedgerLocation,
+    /// `LEDGER_DB` as messages show it: a URL without its password.
+    pub ledger_shown: String,
     pub listen_addr: SocketAddr,
     /// See [`ServeArgs::anchor_interval`].
     pub anchor_interval: Duration,
@@ -406,13 +472,15 @@ impl ServeArgs {
         }
         Ok(ServiceConfig {
             api: ApiConfig {
-                db: self.db.db.clone(),
+                db: self.db.local(),
                 signing_keys: self.key.keys()?,
                 grid_keys: self.key.grid_keys()?,
                 read_api_token,
                 max_body_bytes: self.max_body_bytes,
                 reconcile: self.reconcile.validate()?,
             },
+            ledger: self.db.location()?,
+            ledger_shown: self.db.shown(),
             anchor_interval,
             listen_addr,
             group_commit: !self.unbatched_commits,

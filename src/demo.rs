@@ -295,7 +295,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
     sink.api_answers.lock().unwrap().extend(answers.into_iter().map(|(id, a)| (id.to_owned(), a)));
     let (sink_url, sink_task) = start_sink(sink.clone()).await?;
     let args = ServeArgs {
-        db: DbArgs { db: dir.path().join("ledger.db") },
+        db: DbArgs::file(&dir.path().join("ledger.db")),
         // The fixtures are signed with their own published secret; accepting
         // both shows key rotation at work.
         key: KeyArgs {

@@ -12,7 +12,7 @@
 //! page says so): of two operators deciding at once, one is recorded and
 //! the other told what happened meanwhile.
 
-use crate::ledger::{Expected, LedgerError, LedgerStore, LedgerWriter};
+use crate::ledger::{Expected, Ledger, LedgerError, LedgerStore};
 use crate::projection::events::{
     summary, Channel, Decision, IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved,
 };
@@ -187,12 +187,12 @@ fn resolution(
 /// [`OperatorError::Changed`] saying what happened meanwhile when the
 /// invitation moved on; [`OperatorError::Ledger`] when the ledger cannot
 /// be written.
-pub async fn record(writer: &LedgerWriter, decided: Decided) -> Result<Recorded, OperatorError> {
+pub async fn record(writer: &Ledger, decided: Decided) -> Result<Recorded, OperatorError> {
     let Decided { resolved, seen } = decided;
     let (invitation_id, kind, decision) = (resolved.invitation_id.clone(), resolved.obligation, resolved.decision);
     let stream = StreamId::new(invitation_id.as_str());
     let event = InternalEvent::Resolved(resolved).to_new_event();
-    match writer.append_if(Expected::new(stream.clone(), seen), event).await {
+    match writer.append_as(None, Expected::new(stream.clone(), seen), event).await {
         Ok(appended) => {
             Ok(Recorded { invitation_id, kind, decision, seq: appended.seq, duplicate: appended.duplicate })
         }
@@ -215,7 +215,7 @@ pub async fn record(writer: &LedgerWriter, decided: Decided) -> Result<Recorded,
 /// # Errors
 /// As [`decide`] and [`record`].
 pub async fn resolve(
-    writer: &LedgerWriter,
+    writer: &Ledger,
     conn: &rusqlite::Connection,
     invitation: &str,
     r: Resolution,

@@ -12,10 +12,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
 use crate::api::{self, AppState};
+use crate::config::LedgerLocation;
 use crate::config::ReconcileConfig;
 use crate::grid::client::GridClient;
-use crate::ledger::LedgerMetrics;
+use crate::ledger::postgres::PgLedger;
+use crate::ledger::replica::Replica;
 use crate::ledger::LedgerWriter;
+use crate::ledger::{Ledger, LedgerMetrics, LedgerStore};
 use crate::lightspark::client::LightsparkClient;
 use crate::metrics::Metrics;
 use crate::reconcile::fetch::Fetchers;
@@ -52,7 +55,7 @@ pub fn build_fetchers(config: &ReconcileConfig) -> anyhow::Result<Fetchers> {
 /// When the HTTP clients cannot be built (bad Lightspark or Grid settings).
 pub fn build_reconciler(
     db: &std::path::Path,
-    writer: LedgerWriter,
+    ledger: Ledger,
     config: ReconcileConfig,
     metrics: Arc<ReconcileMetrics>,
 ) -> anyhow::Result<LiveReconciler> {
@@ -65,7 +68,7 @@ pub fn build_reconciler(
     }
     Ok(Reconciler::new(
         db.to_owned(),
-        writer,
+        ledger,
         config,
         Seams { endpoint, clock: clock::SystemClock, jitter: crate::rng::SplitMix::from_entropy() },
         fetchers,
@@ -82,39 +85,91 @@ use crate::projection::projector::{ProjectionHealth, Projector};
 /// that append (`resolve`, `reconcile --once`) use, so what they append is
 /// folded at once and `status` shows it.
 pub struct LiveLedger {
-    pub writer: LedgerWriter,
+    pub ledger: Ledger,
     /// How far the projections have got.
     pub projected: tokio::sync::watch::Receiver<u64>,
     /// Whether they are caught up, or failing.
     pub health: Arc<ProjectionHealth>,
-    writer_thread: std::thread::JoinHandle<()>,
+    /// The SQLite writer's thread; with a PostgreSQL ledger, the task that
+    /// wakes the projector on commits (this instance's, and others' it
+    /// polls for).
+    driver: Driver,
     projector: Projector,
 }
 
+enum Driver {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// How often an instance looks for what other instances appended to a
+/// shared PostgreSQL ledger (its own appends wake it at once).
+const POLL: Duration = Duration::from_millis(200);
+
 impl LiveLedger {
-    /// Opens (creating and migrating) the ledger and starts both threads;
-    /// the projector catches up on its own (see [`ProjectionHealth`]).
+    /// Opens (creating and migrating) the ledger at `location`, and starts
+    /// its writer and the projector of this process's projections, beside
+    /// `local` (the SQLite ledger, or the PostgreSQL ledger's replica); the
+    /// projector catches up on its own (see [`ProjectionHealth`]).
     ///
     /// # Errors
     /// When the ledger cannot be opened or a thread started.
-    pub fn open(db: &std::path::Path, group_commit: bool, metrics: Arc<LedgerMetrics>) -> anyhow::Result<Self> {
-        // The writer first: it creates and migrates the ledger the
-        // projector reads. Its hook, how the projector learns of commits,
-        // is handed over once the projector runs.
-        let (writer, writer_thread) = LedgerWriter::start_with(db, group_commit, metrics, None)
-            .map_err(|e| e.on_file(&db.display().to_string()))
-            .with_context(|| format!("opening the ledger {}", db.display()))?;
-        let started = Projector::start(db)?;
-        let hook = started.hook;
-        futures_util::FutureExt::now_or_never(writer.after_commit(hook))
-            .expect("the writer's queue has room for its first job");
-        Ok(Self {
-            writer,
-            projected: started.projected,
-            health: started.health,
-            writer_thread,
-            projector: started.projector,
-        })
+    pub async fn open(
+        location: &LedgerLocation,
+        local: &std::path::Path,
+        group_commit: bool,
+        metrics: Arc<LedgerMetrics>,
+    ) -> anyhow::Result<Self> {
+        match location {
+            LedgerLocation::Sqlite(db) => {
+                // The writer first: it creates and migrates the ledger the
+                // projector reads. Its hook, how the projector learns of
+                // commits, is handed over once the projector runs.
+                let path = db.clone();
+                let (writer, writer_thread) =
+                    tokio::task::spawn_blocking(move || LedgerWriter::start_with(&path, group_commit, metrics, None))
+                        .await?
+                        .map_err(|e| e.on_file(&db.display().to_string()))
+                        .with_context(|| format!("opening the ledger {}", db.display()))?;
+                let started = Projector::start(db, None)?;
+                writer.after_commit(started.hook).await;
+                Ok(Self {
+                    ledger: Ledger::Sqlite(writer),
+                    projected: started.projected,
+                    health: started.health,
+                    driver: Driver::Thread(writer_thread),
+                    projector: started.projector,
+                })
+            }
+            LedgerLocation::Postgres(url) => {
+                let pg = PgLedger::connect(url).await?;
+                let replica = Replica::new(pg.clone(), local, tokio::runtime::Handle::current());
+                let started = Projector::start(local, Some(replica))?;
+                let mut hook = started.hook;
+                let watched = pg.clone();
+                let wake = tokio::spawn(async move {
+                    let mut committed = watched.committed();
+                    loop {
+                        tokio::select! {
+                            changed = committed.changed() => if changed.is_err() { return },
+                            () = tokio::time::sleep(POLL) => {
+                                let _ = watched.refresh().await;
+                                continue;
+                            }
+                        }
+                        let head = *committed.borrow_and_update();
+                        hook(head);
+                    }
+                });
+                Ok(Self {
+                    ledger: Ledger::Postgres(pg),
+                    projected: started.projected,
+                    health: started.health,
+                    driver: Driver::Task(wake),
+                    projector: started.projector,
+                })
+            }
+        }
     }
 
     /// [`open`](Self::open) for a command: the projections are caught up
@@ -122,11 +177,37 @@ impl LiveLedger {
     ///
     /// # Errors
     /// As [`open`](Self::open), and when the projections cannot be folded.
-    pub fn open_caught_up(db: &std::path::Path) -> anyhow::Result<Self> {
-        let file = crate::projection::store::path(db).display().to_string();
-        let mut conn = crate::projection::store::open(db).map_err(|e| e.on_file(&file))?;
-        crate::projection::store::catch_up(&mut conn, 5_000).map_err(|e| e.on_file(&file))?;
-        Self::open(db, true, Default::default())
+    pub async fn open_caught_up(db: &crate::config::DbArgs) -> anyhow::Result<Self> {
+        let location = db.location()?;
+        let local = db.local();
+        let live = Self::open(&location, &local, true, Default::default()).await?;
+        let mut projected = live.projected.clone();
+        let head = live.ledger.head().await?.0;
+        let caught_up = async {
+            loop {
+                if live.health.caught_up() && *projected.borrow_and_update() >= head {
+                    return Ok(());
+                }
+                if live.health.failing() {
+                    let file = crate::projection::store::path(&local).display().to_string();
+                    return Err(anyhow::anyhow!("the projections at {file} cannot be written (see the log)"));
+                }
+                if projected.changed().await.is_err() {
+                    return Err(anyhow::anyhow!("the projector stopped"));
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(600), caught_up).await {
+            Ok(Ok(())) => Ok(live),
+            Ok(Err(e)) => {
+                live.close().await?;
+                Err(e)
+            }
+            Err(_) => {
+                live.close().await?;
+                Err(anyhow::anyhow!("the projections did not catch up with the ledger within ten minutes"))
+            }
+        }
     }
 
     /// Waits, at most `within`, until the projector's first fold has ended
@@ -138,18 +219,23 @@ impl LiveLedger {
 
     /// Commits what is queued, refuses later appends (even from clones of
     /// the writer still alive elsewhere), folds the last commits and waits
-    /// for both threads.
+    /// for the writer and the projector.
     ///
     /// # Errors
     /// When a thread panicked.
     pub async fn close(self) -> anyhow::Result<()> {
-        let Self { writer, writer_thread, projector, .. } = self;
-        writer.stop().await;
-        drop(writer);
+        let Self { ledger, driver, projector, .. } = self;
+        if let Ledger::Sqlite(writer) = &ledger {
+            writer.stop().await;
+        }
+        drop(ledger);
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            writer_thread.join().map_err(|_| anyhow::anyhow!("the ledger writer thread panicked"))?;
-            // The writer's hook is gone with its thread: the projector folds
-            // the last commits and ends.
+            match driver {
+                Driver::Thread(t) => t.join().map_err(|_| anyhow::anyhow!("the ledger writer thread panicked"))?,
+                // The task holds the projector's hook: gone with it.
+                Driver::Task(t) => t.abort(),
+            }
+            // The hook is gone: the projector folds the last commits and ends.
             projector.join()?;
             Ok(())
         })
@@ -161,8 +247,7 @@ impl LiveLedger {
 /// keeps these lines outside the machine, where `verify --expect SEQ:HASH`
 /// can later prove the ledger still holds them (not truncated, not
 /// re-chained).
-async fn log_anchors(ledger: LedgerWriter, interval: Duration) {
-    use crate::ledger::LedgerStore;
+async fn log_anchors(ledger: Ledger, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -204,6 +289,8 @@ struct Running {
     reconcile_task: tokio::task::JoinHandle<()>,
     anchors: tokio::task::JoinHandle<()>,
     lock: InstanceLock,
+    /// With a shared ledger: this instance's bid to lead the reconciler.
+    leadership: Option<crate::ledger::postgres::Leadership>,
 }
 
 /// The service's settings and every layer's metrics: what opening the
@@ -231,10 +318,16 @@ fn is_transient(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Opens the ledger and starts what needs it, once; `Ok(None)` when it
-/// cannot yet for a reason that waiting mends (the service keeps trying),
-/// `Err` when it never will (the service stops).
-fn open_once(
+/// This process, as a shared database names it (its readiness probes, the
+/// leader's row): the host and the process id.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{host}:{}", std::process::id())
+}
+
+/// Opens the ledger and starts what needs it, once; `Err` when it cannot,
+/// for a reason waiting mends or one it never will ([`is_transient`]).
+async fn open_once(
     state: &Arc<AppState>,
     wiring: &Wiring,
     lock: &mut Option<InstanceLock>,
@@ -243,32 +336,68 @@ fn open_once(
     let config = &wiring.config;
     let held = match lock.take() {
         Some(l) => l,
-        None => InstanceLock::acquire(&config.db)?,
-    };
-    let ledger = match LiveLedger::open(&config.db, config.group_commit, wiring.metrics.ledger.clone()) {
-        Ok(l) => l,
-        Err(e) => {
-            *lock = Some(held);
-            return Err(e);
+        None => {
+            let local = config.db.clone();
+            tokio::task::spawn_blocking(move || InstanceLock::acquire(&local)).await??
         }
     };
-    let writer = ledger.writer.clone();
-    let reconciler =
-        build_reconciler(&config.db, writer.clone(), config.reconcile.clone(), wiring.metrics.reconcile.clone())?
-            .following(ledger.projected.clone(), ledger.health.clone());
-    let reconcile_task = tokio::spawn(reconcile::run(reconciler.clone(), writer.committed(), stop.clone()));
-    let anchors = tokio::spawn(log_anchors(writer.clone(), config.anchor_interval));
+    let ledger =
+        match LiveLedger::open(&config.ledger, &config.db, config.group_commit, wiring.metrics.ledger.clone()).await {
+            Ok(l) => l,
+            Err(e) => {
+                *lock = Some(held);
+                return Err(e);
+            }
+        };
+    let shared = ledger.ledger.clone();
+    let metrics = wiring.metrics.reconcile.clone();
+    let reconciler = build_reconciler(&config.db, shared.clone(), config.reconcile.clone(), metrics.clone())?
+        .following(ledger.projected.clone(), ledger.health.clone());
+    // With a shared ledger, one instance reconciles at a time.
+    let leadership = shared.postgres().map(|pg| pg.leadership(instance_name()));
+    let reconciler = match &leadership {
+        Some(l) => reconciler.led_by(l.epoch.clone()),
+        None => {
+            metrics.leader.set(1);
+            reconciler
+        }
+    };
+    if let Some(l) = &leadership {
+        tokio::spawn(show_leadership(l.epoch.clone(), metrics));
+    }
+    let reconcile_task = tokio::spawn(reconcile::run(reconciler.clone(), shared.committed(), stop.clone()));
+    let anchors = tokio::spawn(log_anchors(shared.clone(), config.anchor_interval));
     let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler));
-    let live = api::Live { writer, projection: ledger.health.clone(), refetch: Some(refetch) };
+    let live = api::Live {
+        ledger: shared,
+        projection: ledger.health.clone(),
+        refetch: Some(refetch),
+        instance: instance_name(),
+    };
     if state.live.set(live).is_err() {
         unreachable!("the ledger is opened once");
     }
-    Ok(Running { ledger, reconcile_task, anchors, lock: held })
+    Ok(Running { ledger, reconcile_task, anchors, lock: held, leadership })
+}
+
+/// Keeps the leader and epoch gauges in step with the leadership.
+async fn show_leadership(mut epoch: tokio::sync::watch::Receiver<Option<u64>>, metrics: Arc<ReconcileMetrics>) {
+    loop {
+        let now = *epoch.borrow_and_update();
+        metrics.leader.set(i64::from(now.is_some()));
+        if let Some(e) = now {
+            metrics.epoch.set(e as i64);
+        }
+        if epoch.changed().await.is_err() {
+            metrics.leader.set(0);
+            return;
+        }
+    }
 }
 
 /// Opens the ledger, trying again every second while what stops it is
-/// transient (a full disk at start); says so once per cause, not once per
-/// try. `Ok(None)`: stopped before it could.
+/// transient (a full disk at start, a database not reachable yet); says so
+/// once per cause, not once per try. `Ok(None)`: stopped before it could.
 async fn bring_up(
     state: Arc<AppState>,
     wiring: Arc<Wiring>,
@@ -280,15 +409,7 @@ async fn bring_up(
         if *stop.borrow() {
             return Ok(None);
         }
-        let (st, sp, w) = (state.clone(), stop.clone(), wiring.clone());
-        let (opened, back) = tokio::task::spawn_blocking(move || {
-            let mut lock = lock;
-            (open_once(&st, &w, &mut lock, &sp), lock)
-        })
-        .await
-        .context("opening the ledger")?;
-        lock = back;
-        match opened {
+        match open_once(&state, &wiring, &mut lock, &stop).await {
             Ok(running) => {
                 if !said.is_empty() {
                     tracing::warn!("the ledger is open; the service is back to work");
@@ -344,11 +465,7 @@ pub async fn serve(
     // when it first answers. Only a cause that waiting mends (a full disk)
     // leaves it to a task that keeps trying while the service answers 503.
     let mut lock = lock;
-    let (st, sp) = (state.clone(), stop.clone());
-    let w = wiring.clone();
-    let (first, lock) = tokio::task::spawn_blocking(move || (open_once(&st, &w, &mut lock, &sp), lock))
-        .await
-        .context("opening the ledger")?;
+    let first = open_once(&state, &wiring, &mut lock, &stop).await;
     let mut running: Option<Running> = None;
     let mut opening = match first {
         Ok(r) => {
@@ -424,13 +541,15 @@ pub async fn serve(
         // Stopped while still waiting to open the ledger: it gives up.
         running = opening.await.context("the task opening the ledger")??;
     }
-    if let Some(Running { ledger, reconcile_task, anchors, lock }) = running {
+    if let Some(Running { ledger, reconcile_task, anchors, lock, leadership }) = running {
         // In-flight obligation steps finish and record their outcomes.
         reconcile_task.await?;
         anchors.abort();
-        ledger.close().await?;
+        drop(leadership);
         // The last head, once everything is committed: the anchor of this run.
-        match crate::ledger::open_read_only(&state.config.db).and_then(|c| crate::ledger::head(&c)) {
+        let head = ledger.ledger.clone();
+        ledger.close().await?;
+        match head.head().await {
             Ok((seq, hash)) => tracing::info!(seq, hash = %hex::encode(hash), "ledger head"),
             Err(e) => tracing::warn!(error = %e, "could not read the ledger head at shutdown"),
         }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use invitation_ledger::config::ReconcileConfig;
 use invitation_ledger::ledger::verify::verify;
-use invitation_ledger::ledger::{self, LedgerWriter, NewEvent};
+use invitation_ledger::ledger::{self, Ledger, LedgerWriter, NewEvent};
 use invitation_ledger::lightspark::signature::sign;
 use invitation_ledger::lightspark::webhook::WebhookEnvelope;
 use invitation_ledger::money::Money;
@@ -1156,7 +1156,7 @@ fn simulate(p: &Params, clock: &SimClock, trace: &Arc<Trace>) -> Result<Report, 
         rt.block_on(writer.probe()).map_err(|e| format!("writer probe: {e}"))?;
         let reconciler = Reconciler::new(
             db.clone(),
-            writer.clone(),
+            Ledger::Sqlite(writer.clone()),
             p.config(),
             Seams {
                 endpoint: platform.clone(),

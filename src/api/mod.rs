@@ -17,7 +17,7 @@ use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::ledger::{LedgerError, LedgerWriter};
+use crate::ledger::{Ledger, LedgerError};
 use crate::projection::projector::ProjectionHealth;
 pub use config::ApiConfig;
 
@@ -39,7 +39,9 @@ pub struct AppState {
 
 /// The service's parts that need the ledger open.
 pub struct Live {
-    pub writer: LedgerWriter,
+    pub ledger: Ledger,
+    /// This process, as a shared database names it (its readiness probe).
+    pub instance: String,
     /// Whether the projections are caught up, for readiness and reads.
     pub projection: Arc<ProjectionHealth>,
     /// Fetches one invitation now, for the status page's refetch form.
@@ -174,7 +176,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
                 Ok(live) => live,
                 Err(e) => return not_ready(e.to_string()),
             };
-            if let Err(e) = live.writer.probe().await {
+            if let Err(e) = live.ledger.probe(&live.instance).await {
                 tracing::debug!(error = %e, "not ready: the ledger cannot be written");
                 return not_ready(format!("the ledger database cannot be written: {e}"));
             }

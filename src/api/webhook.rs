@@ -176,7 +176,7 @@ async fn receive(
         invitation_id = event.stream.as_ref().map_or("-", StreamId::as_str),
     );
     let live = state.live().inspect_err(|_| count(&state, source, "unavailable")).map_err(reject)?;
-    let appended = live.writer.append(event).instrument(span).await.map_err(|e| {
+    let appended = live.ledger.append(event).instrument(span).await.map_err(|e| {
         count(&state, source, "unavailable");
         reject(ApiError::LedgerUnavailable(e))
     })?;

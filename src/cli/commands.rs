@@ -3,11 +3,13 @@
 
 use anyhow::Context;
 
-use crate::config::{DbArgs, KeyArgs};
+use crate::config::{DbArgs, KeyArgs, LedgerLocation};
+use crate::ledger::postgres::PgLedger;
 use crate::ledger::{self, verify};
 
 /// `verify`: the hash chain and, when a key is configured, every stored
-/// webhook signature.
+/// webhook signature, in a SQLite file or a PostgreSQL database alike;
+/// with `--expect`, the anchors too.
 ///
 /// # Errors
 /// Naming the first bad `seq` and why, or why the ledger could not be read.
@@ -17,8 +19,24 @@ pub fn verify(db: &DbArgs, key: &KeyArgs, expect: &[String]) -> anyhow::Result<S
         lightspark: key.signing_key.as_ref().map(|_| key.keys()).transpose()?,
         grid: key.grid_keys()?,
     };
-    let conn = open_existing(db)?;
-    let summary = verify::verify(&conn, &keys)?;
+    let summary = match db.location()? {
+        LedgerLocation::Sqlite(path) => {
+            let conn = open_existing(&path)?;
+            let summary = verify::verify(&conn, &keys)?;
+            for (seq, hash) in &anchors {
+                verify::expect(&conn, *seq, hash)?;
+            }
+            summary
+        }
+        LedgerLocation::Postgres(url) => tokio::runtime::Runtime::new()?.block_on(async {
+            let pg = PgLedger::open_existing(&url).await?;
+            let summary = pg.verify(&keys).await?;
+            for (seq, hash) in &anchors {
+                pg.expect(*seq, hash).await?;
+            }
+            anyhow::Ok(summary)
+        })?,
+    };
     let signatures: Vec<String> = summary
         .by_source
         .iter()
@@ -36,7 +54,6 @@ pub fn verify(db: &DbArgs, key: &KeyArgs, expect: &[String]) -> anyhow::Result<S
         if signatures.is_empty() { "no webhooks".to_owned() } else { signatures.join("; ") }
     );
     for (seq, hash) in anchors {
-        verify::expect(&conn, seq, &hash)?;
         out.push_str(&format!("\nanchor seq {seq} matches hash {}", hex::encode(hash)));
     }
     Ok(out)
@@ -51,45 +68,79 @@ fn parse_anchor(text: &str) -> anyhow::Result<(u64, ledger::Hash)> {
     Ok((seq, ledger::Hash::from_hex(hash).map_err(|_| bad())?))
 }
 
-/// Opens the ledger read-only, refusing a path that does not exist rather
-/// than creating an empty ledger there.
+/// Opens a SQLite ledger read-only, refusing a path that does not exist
+/// rather than creating an empty ledger there.
 ///
 /// # Errors
 /// When the file is missing or cannot be opened.
-pub fn open_existing(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
-    ensure_ledger(db)?;
-    ledger::open_read_only(&db.db).with_context(|| format!("opening {}", db.db.display()))
+pub fn open_existing(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
+    anyhow::ensure!(path.exists(), "no ledger at {} (LEDGER_DB): nothing to read", path.display());
+    ledger::open_read_only(path).with_context(|| format!("opening {}", path.display()))
 }
 
-/// Refuses a ledger path that does not exist: a read must not create one.
+/// Refuses a ledger that is not there: a read must not create one. With a
+/// PostgreSQL ledger, it is this instance's replica that must be.
 fn ensure_ledger(db: &DbArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to read", db.db.display());
+    let local = db.local();
+    match db.location()? {
+        LedgerLocation::Sqlite(_) => {
+            anyhow::ensure!(local.exists(), "no ledger at {} (LEDGER_DB): nothing to read", local.display())
+        }
+        LedgerLocation::Postgres(_) => anyhow::ensure!(
+            local.exists(),
+            "no projections of {} in {} (PROJECTIONS_DIR): start the service with these settings (or run `rebuild`) to fold them",
+            db.shown(),
+            db.projections_dir.display()
+        ),
+    }
     Ok(())
 }
 
-/// Opens the projections of an existing ledger read-only, the ledger
-/// attached.
+/// Opens the projections of an existing ledger read-only, the ledger (or
+/// its replica) attached.
 ///
 /// # Errors
 /// When the ledger is missing, or its projections are missing or of
 /// another version.
 pub fn open_projections(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
     ensure_ledger(db)?;
-    Ok(crate::projection::store::open_read_only(&db.db)?)
+    Ok(crate::projection::store::open_read_only(&db.local())?)
 }
 
-/// `rebuild`: drop the projections and replay the whole ledger. Refuses
-/// while a service holds the database, since it would rewrite the tables
-/// under the running projector.
+/// With a PostgreSQL ledger, brings this instance's replica up to the
+/// database; nothing with a SQLite one.
+///
+/// # Errors
+/// When the database or the replica cannot be read or written.
+fn mirror(db: &DbArgs) -> anyhow::Result<()> {
+    if let LedgerLocation::Postgres(url) = db.location()? {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let pg = runtime.block_on(PgLedger::open_existing(&url))?;
+        let replica = ledger::replica::Replica::new(pg, &db.local(), runtime.handle().clone());
+        std::fs::create_dir_all(&db.projections_dir)
+            .with_context(|| format!("creating PROJECTIONS_DIR {}", db.projections_dir.display()))?;
+        replica.mirror(&mut None)?;
+    }
+    Ok(())
+}
+
+/// `rebuild`: drop the projections and replay the whole ledger (with a
+/// PostgreSQL ledger: this instance's, from its replica brought up to the
+/// database first). Refuses while a service holds them, since it would
+/// rewrite the tables under the running projector.
 ///
 /// # Errors
 /// When a service runs, or SQLite fails (then nothing changed).
 pub fn rebuild(db: &DbArgs) -> anyhow::Result<String> {
-    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", db.db.display());
-    let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
+    let local = db.local();
+    if let LedgerLocation::Sqlite(path) = db.location()? {
+        anyhow::ensure!(path.exists(), "no ledger at {} (LEDGER_DB): nothing to rebuild", path.display());
+    }
+    let _lock = ledger::lock::InstanceLock::acquire(&local)?;
+    mirror(db)?;
     let mut progress = Progress::new("rebuilding");
-    let file = crate::projection::store::path(&db.db).display().to_string();
-    let summary = crate::projection::rebuild::rebuild(&db.db, |done, total| progress.show(done, total))
+    let file = crate::projection::store::path(&local).display().to_string();
+    let summary = crate::projection::rebuild::rebuild(&local, |done, total| progress.show(done, total))
         .map_err(|e| e.on_file(&file))?;
     progress.finish();
     Ok(summary.to_string())
@@ -114,7 +165,7 @@ pub fn rebuild_check(db: &DbArgs) -> anyhow::Result<String> {
     let scratch_dir = tempfile::tempdir()?;
     let mut progress = Progress::new("checking");
     let scratch = scratch_dir.path().join("scratch.db");
-    let summary = rebuild::rebuild_scratch(&db.db, &scratch, upto, |done, total| progress.show(done, total))
+    let summary = rebuild::rebuild_scratch(&db.local(), &scratch, upto, |done, total| progress.show(done, total))
         .map_err(|e| e.on_file(&scratch.display().to_string()))?;
     progress.finish();
     anyhow::ensure!(
@@ -223,15 +274,28 @@ impl Progress {
 /// # Errors
 /// When a service runs, the settings are invalid, or the pass fails.
 pub async fn reconcile_once(db: &DbArgs, args: &crate::config::ReconcileArgs, dry_run: bool) -> anyhow::Result<String> {
-    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB): nothing to reconcile", db.db.display());
+    ensure_ledger(db)?;
     let config = args.validate()?;
-    let _lock = ledger::lock::InstanceLock::acquire(&db.db)?;
+    let _lock = ledger::lock::InstanceLock::acquire(&db.local())?;
     // As in the service, the writer folds what it appends into the
     // projections, so `status` and `audit` see this pass's outcome.
-    let ledger = crate::service::LiveLedger::open_caught_up(&db.db)?;
-    let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
-        .following(ledger.projected.clone(), ledger.health.clone());
-    let outcome = reconciler.try_execute_once(dry_run).await;
+    let ledger = crate::service::LiveLedger::open_caught_up(db).await?;
+    let outcome = async {
+        // With a shared ledger, only the instance that leads reconciles:
+        // this pass leads for its length, or is refused.
+        let lead = match ledger.ledger.postgres() {
+            Some(pg) => Some(pg.lead_once(&crate::service::instance_name()).await?),
+            None => None,
+        };
+        let reconciler =
+            crate::service::build_reconciler(&db.local(), ledger.ledger.clone(), config, Default::default())?
+                .following(ledger.projected.clone(), ledger.health.clone())
+                .leading(lead.as_ref().map(|l| l.epoch()));
+        let outcome = reconciler.try_execute_once(dry_run).await;
+        drop(lead);
+        anyhow::Ok(outcome?)
+    }
+    .await;
     ledger.close().await?;
     let o = outcome?;
     let mut out = o.lines.join("\n");
@@ -262,7 +326,7 @@ pub async fn resolve(
     note: Option<String>,
 ) -> anyhow::Result<String> {
     use crate::projection::events::{Channel, ObligationKind};
-    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
+    ensure_ledger(db)?;
     let kind = ObligationKind::parse(kind).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive or inviter_notification"
@@ -270,10 +334,10 @@ pub async fn resolve(
     })?;
     // The writer catches the projections up first and folds the decision in
     // after its commit, so `status` shows it at once.
-    let ledger = crate::service::LiveLedger::open_caught_up(&db.db)?;
+    let ledger = crate::service::LiveLedger::open_caught_up(db).await?;
     let resolution = crate::operator::Resolution { kind, decision, payment_id, note, by: Channel::Cli, seen: None };
-    let recorded = match crate::projection::store::open_read_only(&db.db) {
-        Ok(conn) => crate::operator::resolve(&ledger.writer, &conn, invitation, resolution).await.map_err(Into::into),
+    let recorded = match crate::projection::store::open_read_only(&db.local()) {
+        Ok(conn) => crate::operator::resolve(&ledger.ledger, &conn, invitation, resolution).await.map_err(Into::into),
         Err(e) => Err(anyhow::Error::from(e)),
     };
     ledger.close().await?;
@@ -309,15 +373,16 @@ pub async fn refetch(
     invitation: &str,
     note: String,
 ) -> anyhow::Result<String> {
-    anyhow::ensure!(db.db.exists(), "no ledger at {} (LEDGER_DB)", db.db.display());
+    ensure_ledger(db)?;
     let config = args.validate()?;
-    let ledger = crate::service::LiveLedger::open_caught_up(&db.db)?;
+    let ledger = crate::service::LiveLedger::open_caught_up(db).await?;
     let fetched = async {
-        let conn = crate::projection::store::open_read_only(&db.db)?;
+        let conn = crate::projection::store::open_read_only(&db.local())?;
         let state = crate::projection::query::find(&conn, invitation)?
             .ok_or_else(|| anyhow::anyhow!("no invitation with id or code {invitation:?}"))?;
-        let reconciler = crate::service::build_reconciler(&db.db, ledger.writer.clone(), config, Default::default())?
-            .following(ledger.projected.clone(), ledger.health.clone());
+        let reconciler =
+            crate::service::build_reconciler(&db.local(), ledger.ledger.clone(), config, Default::default())?
+                .following(ledger.projected.clone(), ledger.health.clone());
         reconciler.refetch(&state.invitation_id, note).await.map_err(anyhow::Error::msg)
     }
     .await;

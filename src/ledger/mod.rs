@@ -14,6 +14,8 @@ pub mod hash;
 pub mod lock;
 pub mod metrics;
 pub mod postgres;
+pub mod replica;
+pub mod store;
 pub mod verify;
 pub mod writer;
 
@@ -25,6 +27,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub use contract::{Conflict, Expected, LedgerStore};
 pub use hash::Hash;
 pub use metrics::LedgerMetrics;
+pub use store::Ledger;
 pub use writer::{Appended, LedgerWriter};
 
 use crate::vocab::{EventKey, EventKind, StreamId};
@@ -77,6 +80,11 @@ pub enum LedgerError {
     /// The PostgreSQL ledger failed; the sentence never holds a password.
     #[error("{0}")]
     Postgres(String),
+    /// Events to copy verbatim that do not continue the target's chain.
+    #[error(
+        "seq {seq} does not follow the target ledger's head (seq {head}) with its hashes: nothing of it was copied"
+    )]
+    NotFollowing { seq: u64, head: u64 },
     /// A reconciler append under an epoch another leader has succeeded.
     #[error("refused: this reconciler led under epoch {held}, and another leads under epoch {current} now")]
     Fenced { held: u64, current: u64 },
@@ -545,6 +553,44 @@ pub(crate) fn boot_id() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
+}
+
+/// Appends events verbatim (their seqs, times and hashes) to a SQLite
+/// ledger, in one transaction: each must follow the one before and the
+/// first the ledger's head, chained. What a replica and `copy` write.
+///
+/// # Errors
+/// When an event does not follow (nothing of the call is kept), or SQLite
+/// fails.
+pub fn import(conn: &mut Connection, events: &[LedgerEvent]) -> Result<(), LedgerError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (mut seq, mut prev) = head(&tx)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for e in events {
+            if e.seq != seq + 1 || e.prev_hash != prev || e.chain_hash(&prev) != e.hash {
+                return Err(LedgerError::NotFollowing { seq: e.seq, head: seq });
+            }
+            insert.execute(params![
+                e.seq as i64,
+                e.event_key,
+                e.kind,
+                e.stream,
+                e.recorded_at,
+                e.body,
+                e.signature,
+                &e.prev_hash.0[..],
+                &e.hash.0[..]
+            ])?;
+            seq = e.seq;
+            prev = e.hash;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// How many events the ledger holds.

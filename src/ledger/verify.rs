@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::hash;
-use super::LedgerError;
+use super::{LedgerError, LedgerEvent};
 use crate::grid::signature::GridKeys;
 use crate::lightspark::signature::SigningKeys;
 use crate::source::Source;
@@ -85,16 +85,125 @@ pub enum VerifyError {
     Ledger(#[from] LedgerError),
 }
 
-/// Walks the ledger in order, and re-verifies each stored webhook with its
-/// source's keys (those of a source without keys are counted only).
+/// How many events are checked at a time: the memory `verify` holds,
+/// whatever the ledger's size.
+pub const BATCH: usize = 4_096;
+
+/// The chain and signature check of a ledger read in order, a batch at a
+/// time: the same for every store. Within a batch, the hashes and the
+/// signatures are recomputed on every core (each event's hash depends only
+/// on its own contents and its stored `prev_hash`, which is compared with
+/// the event before).
+pub struct Verifier<'k> {
+    keys: &'k WebhookKeys,
+    expected_seq: u64,
+    prev: hash::Hash,
+    webhooks: u64,
+    by_source: Vec<(Source, u64, u64)>,
+}
+
+impl<'k> Verifier<'k> {
+    pub fn new(keys: &'k WebhookKeys) -> Self {
+        Self {
+            keys,
+            expected_seq: 1,
+            prev: hash::GENESIS,
+            webhooks: 0,
+            by_source: Source::ALL.iter().map(|s| (*s, 0, 0)).collect(),
+        }
+    }
+
+    /// Checks the next events, in order.
+    ///
+    /// # Errors
+    /// [`VerifyError::Broken`] naming the first bad `seq` and why.
+    pub fn feed(&mut self, batch: &[LedgerEvent]) -> Result<(), VerifyError> {
+        // In order: gapless, each chained to the one before.
+        for e in batch {
+            if e.seq != self.expected_seq {
+                return Err(VerifyError::Broken {
+                    seq: self.expected_seq,
+                    reason: format!("missing; the next stored seq is {}", e.seq),
+                });
+            }
+            if e.prev_hash != self.prev {
+                return Err(broken(e, "prev_hash does not match the hash of the event before it".into()));
+            }
+            self.prev = e.hash;
+            self.expected_seq += 1;
+        }
+        // On every core: each hash, and each webhook's signature.
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let chunk = batch.len().div_ceil(threads).max(1);
+        let keys = self.keys;
+        let checked: Vec<Result<Vec<(Source, bool)>, VerifyError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch.chunks(chunk).map(|part| scope.spawn(move || check_each(part, keys))).collect();
+            handles.into_iter().map(|h| h.join().expect("a verify thread panicked")).collect()
+        });
+        for part in checked {
+            for (source, verified) in part? {
+                self.webhooks += 1;
+                let counts = self.by_source.iter_mut().find(|(s, _, _)| *s == source).expect("every source is counted");
+                counts.1 += 1;
+                counts.2 += u64::from(verified);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the events fed so far add up to.
+    pub fn finish(self) -> VerifySummary {
+        VerifySummary {
+            events: self.expected_seq - 1,
+            webhooks: self.webhooks,
+            by_source: self.by_source,
+            head: self.prev,
+        }
+    }
+}
+
+fn broken(e: &LedgerEvent, reason: String) -> VerifyError {
+    VerifyError::Broken { seq: e.seq, reason }
+}
+
+/// Each event's hash against its contents, and each webhook's signature:
+/// the source and whether a key verified it, per webhook, in order.
+fn check_each(events: &[LedgerEvent], keys: &WebhookKeys) -> Result<Vec<(Source, bool)>, VerifyError> {
+    let mut out = Vec::new();
+    for e in events {
+        if e.chain_hash(&e.prev_hash) != e.hash {
+            return Err(broken(e, "stored hash does not match its contents (altered after it was written)".into()));
+        }
+        if e.kind() == Some(EventKind::WebhookReceived) {
+            let source = Source::of_event_key(&e.event_key)
+                .ok_or_else(|| broken(e, format!("a webhook whose key {:?} names no known source", e.event_key)))?;
+            let verified = keys
+                .verify(source, &e.body, e.signature.as_deref())
+                .map_err(|why| broken(e, format!("{} webhook signature no longer verifies: {why}", source.as_str())))?;
+            out.push((source, verified.is_some()));
+        }
+    }
+    Ok(out)
+}
+
+/// The first key stored twice, as (key, first seq, the seq repeating it):
+/// the store refuses a repeat, so only a hand-made row (with the unique
+/// index dropped) can be one.
+pub const REPEATED_KEY: &str = "SELECT event_key, min(seq), max(seq) FROM events GROUP BY event_key \
+     HAVING count(*) > 1 ORDER BY min(seq) LIMIT 1";
+
+/// A key stored twice, as found by [`REPEATED_KEY`].
+pub fn repeated(key: String, first: u64, again: u64) -> VerifyError {
+    VerifyError::Broken { seq: again, reason: format!("its key {key:?} is already the key of seq {first}") }
+}
+
+/// Walks a SQLite ledger in order, a batch at a time, and re-verifies each
+/// stored webhook with its source's keys (those of a source without keys
+/// are counted only); then checks that no key is stored twice.
 ///
 /// # Errors
 /// [`VerifyError::Broken`] naming the first bad `seq` and why.
 pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, VerifyError> {
-    let mut expected_seq = 1u64;
-    let mut prev = hash::GENESIS;
-    let mut webhooks = 0u64;
-    let mut by_source: Vec<(Source, u64, u64)> = Source::ALL.iter().map(|s| (*s, 0, 0)).collect();
     // The writer stores every body as a BLOB: a body of another type was
     // rewritten by hand, even where its bytes still hash right.
     let retyped: Option<(i64, String)> = conn
@@ -103,71 +212,31 @@ pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, Ve
         })
         .optional()
         .map_err(LedgerError::from)?;
-    let mut keys_seen = KeysSeen::default();
-    super::for_each_after(conn, 0, |e| {
-        let broken = |reason: String| VerifyError::Broken { seq: e.seq, reason };
-        if let Some((seq, sql_type)) = &retyped {
-            if *seq as u64 == e.seq {
-                return Err(broken(format!(
-                    "the body is stored as {} where the ledger writes a BLOB (rewritten after it was written)",
-                    sql_type.to_uppercase()
-                )));
-            }
-        }
-        if e.seq != expected_seq {
-            return Err(VerifyError::Broken {
-                seq: expected_seq,
-                reason: format!("missing; the next stored seq is {}", e.seq),
-            });
-        }
-        if e.prev_hash != prev {
-            return Err(broken("prev_hash does not match the hash of the event before it".into()));
-        }
-        if e.chain_hash(&prev) != e.hash {
-            return Err(broken("stored hash does not match its contents (altered after it was written)".into()));
-        }
-        if let Some(first) = keys_seen.first_with(conn, &e.event_key, e.seq)? {
-            return Err(broken(format!("its key {:?} is already the key of seq {first}", e.event_key)));
-        }
-        if e.kind() == Some(EventKind::WebhookReceived) {
-            webhooks += 1;
-            let source = Source::of_event_key(&e.event_key)
-                .ok_or_else(|| broken(format!("a webhook whose key {:?} names no known source", e.event_key)))?;
-            let verified = keys
-                .verify(source, &e.body, e.signature.as_deref())
-                .map_err(|why| broken(format!("{} webhook signature no longer verifies: {why}", source.as_str())))?;
-            let counts = by_source.iter_mut().find(|(s, _, _)| *s == source).expect("every source is counted");
-            counts.1 += 1;
-            counts.2 += u64::from(verified.is_some());
-        }
-        prev = e.hash;
-        expected_seq += 1;
-        Ok(())
-    })?;
-    Ok(VerifySummary { events: expected_seq - 1, webhooks, by_source, head: prev })
-}
-
-/// The keys met so far, to find one stored twice: the writer looks each
-/// key up before appending, but the ledger itself no longer refuses a
-/// repeated key (its index moved to the index file), so a row added by
-/// hand could repeat one. Kept as 16 bytes of each key's SHA-256 with its
-/// `seq`, about 40 bytes per event; a match is confirmed on the keys.
-#[derive(Default)]
-struct KeysSeen(std::collections::HashMap<[u8; 16], u64>);
-
-impl KeysSeen {
-    /// The `seq` that already holds `key`, if one does; else remembers it.
-    fn first_with(&mut self, conn: &Connection, key: &str, seq: u64) -> Result<Option<u64>, LedgerError> {
-        use sha2::{Digest, Sha256};
-        let digest: [u8; 16] = Sha256::digest(key.as_bytes())[..16].try_into().expect("16 of 32 bytes");
-        let Some(&earlier) = self.0.get(&digest) else {
-            self.0.insert(digest, seq);
-            return Ok(None);
-        };
-        let earlier_key: String =
-            conn.query_row("SELECT event_key FROM events WHERE seq = ?1", [earlier as i64], |r| r.get(0))?;
-        Ok((earlier_key == key).then_some(earlier))
+    if let Some((seq, sql_type)) = retyped {
+        return Err(VerifyError::Broken {
+            seq: seq as u64,
+            reason: format!(
+                "the body is stored as {} where the ledger writes a BLOB (rewritten after it was written)",
+                sql_type.to_uppercase()
+            ),
+        });
     }
+    let mut verifier = Verifier::new(keys);
+    let mut after = 0;
+    loop {
+        let batch = super::read_after(conn, after, BATCH)?;
+        let Some(last) = batch.last().map(|e| e.seq) else { break };
+        verifier.feed(&batch)?;
+        after = last;
+    }
+    let repeat: Option<(String, i64, i64)> = conn
+        .query_row(REPEATED_KEY, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(LedgerError::from)?;
+    if let Some((key, first, again)) = repeat {
+        return Err(repeated(key, first as u64, again as u64));
+    }
+    Ok(verifier.finish())
 }
 
 /// Checks an anchor kept elsewhere: the ledger must hold exactly `hash` at

@@ -128,6 +128,15 @@ impl LedgerWriter {
         self.submit(events, None).await
     }
 
+    /// Appends events decided from `expected`, atomically, and waits for
+    /// the commit.
+    ///
+    /// # Errors
+    /// As [`append_if`](Self::append_if).
+    pub async fn append_if_all(&self, expected: Expected, events: Vec<NewEvent>) -> Result<Vec<Appended>, LedgerError> {
+        self.submit(events, Some(expected)).await
+    }
+
     /// Appends one event decided from `expected`, and waits for the commit.
     ///
     /// # Errors
@@ -200,7 +209,7 @@ impl LedgerStore for LedgerWriter {
     }
 
     async fn append_if(&self, expected: Expected, events: Vec<NewEvent>) -> Result<Vec<Appended>, LedgerError> {
-        self.submit(events, Some(expected)).await
+        self.append_if_all(expected, events).await
     }
 
     async fn head(&self) -> Result<(u64, Hash), LedgerError> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::store::{self, ProjectionError};
+use crate::ledger::replica::Replica;
 use crate::ledger::writer::AfterCommit;
 
 /// How many events one projection transaction takes.
@@ -101,7 +102,7 @@ impl Projector {
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub fn start(db: &Path) -> Result<Started, ProjectionError> {
+    pub fn start(db: &Path, replica: Option<Replica>) -> Result<Started, ProjectionError> {
         let (projected_tx, projected) = watch::channel(0);
         let health = Arc::new(ProjectionHealth::default());
         let wake = Arc::new(Wake::default());
@@ -112,8 +113,14 @@ impl Projector {
             .name("projector".into())
             .spawn(move || {
                 lower_priority();
-                let mut folder =
-                    Folder { db, conn: None, failing_since: None, health: shared, projected: projected_tx };
+                let mut folder = Folder {
+                    db,
+                    conn: None,
+                    replica: replica.map(|r| (r, None)),
+                    failing_since: None,
+                    health: shared,
+                    projected: projected_tx,
+                };
                 let mut seen = 0;
                 loop {
                     let ok = folder.fold();
@@ -145,6 +152,9 @@ impl Projector {
 struct Folder {
     db: std::path::PathBuf,
     conn: Option<rusqlite::Connection>,
+    /// With a PostgreSQL ledger: the replica `db` is, copied from the
+    /// database before each fold, and its writing connection.
+    replica: Option<(Replica, Option<rusqlite::Connection>)>,
     /// When folds started failing, and how many have failed since: logged
     /// once when it starts and once when it ends.
     failing_since: Option<(std::time::Instant, u64)>,
@@ -194,6 +204,9 @@ impl Folder {
     }
 
     fn try_fold(&mut self) -> Result<u64, ProjectionError> {
+        if let Some((replica, open)) = &mut self.replica {
+            replica.mirror(open)?;
+        }
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {

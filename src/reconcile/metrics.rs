@@ -1,7 +1,7 @@
 //! What the reconciler records: its calls by outcome, its fetches, its
 //! passes.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::ledger::register;
 use crate::source::Source;
@@ -34,6 +34,12 @@ pub struct ReconcileMetrics {
     /// the answer, error).
     pub fetches: IntCounterVec,
     pub passes: IntCounter,
+    /// 1 while this instance leads the reconciler (always, with a SQLite
+    /// ledger), 0 while another does or the database cannot be reached.
+    pub leader: IntGauge,
+    /// The epoch this instance last led under (fencing: each new leader's
+    /// is greater).
+    pub epoch: IntGauge,
     /// Unix seconds of the last finished reconciler pass (0: none yet).
     pub last_pass_unix: std::sync::atomic::AtomicI64,
 }
@@ -59,6 +65,14 @@ impl ReconcileMetrics {
                 .unwrap(),
             ),
             passes: register(r, IntCounter::new("reconciler_passes_total", "Reconciler passes").unwrap()),
+            leader: register(
+                r,
+                IntGauge::new("reconciler_leader", "1 while this instance leads the reconciler, else 0").unwrap(),
+            ),
+            epoch: register(
+                r,
+                IntGauge::new("reconciler_epoch", "The leadership epoch this instance last led under").unwrap(),
+            ),
             last_pass_unix: std::sync::atomic::AtomicI64::new(0),
         };
         for source in Source::ALL {

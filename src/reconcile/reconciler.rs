@@ -22,7 +22,7 @@ use super::metrics::ReconcileMetrics;
 use super::outcome::{Outcome, ReconcileError};
 use super::protocol;
 use super::request::request_for;
-use crate::ledger::{Appended, Expected, LedgerError, LedgerStore, LedgerWriter, NewEvent};
+use crate::ledger::{Appended, Expected, Ledger, LedgerError, LedgerStore, NewEvent};
 use crate::lightspark::signature::sign;
 use crate::projection::events::{IdempotencyKey, InDoubtReason, InternalEvent, ObligationKind, ObligationRequested};
 use crate::projection::projector::ProjectionHealth;
@@ -47,7 +47,9 @@ struct Inner<E, C, J> {
     db: PathBuf,
     /// The projections connection the pass reads its work from.
     conn: Mutex<Option<rusqlite::Connection>>,
-    writer: LedgerWriter,
+    ledger: Ledger,
+    /// Under which leadership this reconciler appends.
+    lead: Lead,
     config: ReconcileConfig,
     endpoint: E,
     fetcher: Fetcher,
@@ -76,6 +78,17 @@ impl<E, C, J> Clone for Reconciler<E, C, J> {
     fn clone(&self) -> Self {
         Self { inner: self.inner.clone() }
     }
+}
+
+/// Under which leadership a reconciler acts.
+enum Lead {
+    /// It is the only one that can (a SQLite ledger: one writing process).
+    Alone,
+    /// It leads under this epoch for its whole life (`reconcile --once`).
+    Fixed(u64),
+    /// It leads while the service's leadership says so, under the epoch it
+    /// names (a shared PostgreSQL ledger).
+    Watching(watch::Receiver<Option<u64>>),
 }
 
 /// What one try of the protocol came to.
@@ -111,7 +124,7 @@ impl Work {
 impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     pub fn new(
         db: PathBuf,
-        writer: LedgerWriter,
+        ledger: Ledger,
         config: ReconcileConfig,
         seams: Seams<E, C, J>,
         fetchers: Fetchers,
@@ -120,14 +133,15 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let Seams { endpoint, clock, jitter } = seams;
         // Whatever is in the ledger now is from before this process: what
         // is still wanted of it is fetched spread over the first interval.
-        let head = *writer.committed().borrow();
+        let head = *ledger.committed().borrow();
         let fetcher =
             Fetcher::new(fetchers, clock.now(), head, config.interval, config.fetch_horizon, config.retry_base);
         Self {
             inner: Arc::new(Inner {
                 db,
                 conn: Mutex::new(None),
-                writer,
+                ledger,
+                lead: Lead::Alone,
                 config,
                 endpoint,
                 fetcher,
@@ -139,6 +153,39 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 failing: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Acts under leadership `epoch` (with a shared ledger: its appends
+    /// are refused once another leads under a later one); `None`: alone.
+    pub fn leading(self, epoch: Option<u64>) -> Self {
+        self.with_lead(epoch.map_or(Lead::Alone, Lead::Fixed))
+    }
+
+    /// Acts only while `epoch` names the epoch this instance leads under.
+    pub fn led_by(self, epoch: watch::Receiver<Option<u64>>) -> Self {
+        self.with_lead(Lead::Watching(epoch))
+    }
+
+    fn with_lead(self, lead: Lead) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("leading() is called before the reconciler is shared"));
+        inner.lead = lead;
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Whether this reconciler may act now, and under which epoch
+    /// (`Some(None)`: alone, no epoch).
+    fn epoch_now(&self) -> Option<Option<u64>> {
+        match &self.inner.lead {
+            Lead::Alone => Some(None),
+            Lead::Fixed(e) => Some(Some(*e)),
+            Lead::Watching(rx) => rx.borrow().map(Some),
+        }
+    }
+
+    /// The epoch this reconciler's appends carry.
+    fn epoch(&self) -> Option<u64> {
+        self.epoch_now().flatten()
     }
 
     /// Follows projections kept current by someone else instead of catching
@@ -154,7 +201,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// so a pass never acts on a stale view of its own earlier appends.
     async fn wait_projected(&self) {
         let Some((projected, _)) = &self.inner.projected else { return };
-        let head = *self.inner.writer.committed().borrow();
+        let head = *self.inner.ledger.committed().borrow();
         let mut projected = projected.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), projected.wait_for(|p| *p >= head)).await;
     }
@@ -235,6 +282,10 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// what was recorded before stays, and the next pass continues from it.
     #[tracing::instrument(skip_all, fields(dry_run))]
     pub async fn try_execute_once(&self, dry_run: bool) -> Result<Outcome, ReconcileError> {
+        if self.epoch_now().is_none() {
+            // Another instance leads: it reconciles.
+            return Ok(Outcome::default());
+        }
         self.inner.metrics.passes.inc();
         let states = self.load_work().await?;
         let now = self.inner.clock.now();
@@ -348,7 +399,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// them now: what every decision is taken again on before it is acted
     /// on, and its `last_seq` the version its append is conditional on.
     async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
-        let events = self.inner.writer.read_stream(&StreamId::new(invitation_id), 0).await?;
+        let events = self.inner.ledger.read_stream(&StreamId::new(invitation_id), 0).await?;
         Ok(fold_stream(invitation_id, &events))
     }
 
@@ -366,7 +417,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let id = StreamId::new(state.invitation_id.as_str());
         let mut attempt = (state.last_seq, event);
         for _ in 0..RE_DECISIONS {
-            match self.inner.writer.append_if(Expected::new(id.clone(), attempt.0), attempt.1).await {
+            match self.inner.ledger.append_as(self.epoch(), Expected::new(id.clone(), attempt.0), attempt.1).await {
                 Ok(appended) => return Ok(Some(appended)),
                 Err(LedgerError::Conflict(c)) => {
                     tracing::debug!(conflict = %c, "the invitation changed meanwhile; deciding again");
@@ -393,7 +444,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     ) -> Result<Outcome, ReconcileError> {
         let (event, outcome) = protocol::in_doubt(state, kind, reason, self.inner.clock.now());
         let expected = Expected::new(state.invitation_id.as_str(), state.last_seq);
-        match self.inner.writer.append_if(expected, event.to_new_event()).await {
+        match self.inner.ledger.append_as(self.epoch(), expected, event.to_new_event()).await {
             Ok(_) => {}
             // Decided on facts that changed meanwhile: the next pass decides again.
             Err(LedgerError::Conflict(_)) => return Ok(Outcome::default()),
@@ -480,16 +531,20 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 request: request.body,
             };
             let expected = Expected::new(id.as_str(), state.last_seq);
-            let recorded =
-                match self.inner.writer.append_if(expected, InternalEvent::Requested(requested).to_new_event()).await {
-                    Ok(recorded) => recorded,
-                    Err(LedgerError::Conflict(c)) => {
-                        // Nothing is sent on facts that changed: decided again.
-                        tracing::debug!(conflict = %c, "the invitation changed before the request was recorded");
-                        return Ok(Sent::Changed);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+            let recorded = match self
+                .inner
+                .ledger
+                .append_as(self.epoch(), expected, InternalEvent::Requested(requested).to_new_event())
+                .await
+            {
+                Ok(recorded) => recorded,
+                Err(LedgerError::Conflict(c)) => {
+                    // Nothing is sent on facts that changed: decided again.
+                    tracing::debug!(conflict = %c, "the invitation changed before the request was recorded");
+                    return Ok(Sent::Changed);
+                }
+                Err(e) => return Err(e.into()),
+            };
             if recorded.duplicate {
                 // This attempt was recorded before: whoever recorded it makes
                 // the call. A second one would be a call without its own
@@ -721,7 +776,7 @@ mod tests {
         let platform = Counting::default();
         let reconciler = Reconciler::new(
             db,
-            writer,
+            Ledger::Sqlite(writer),
             config(),
             Seams { endpoint: platform.clone(), clock: SystemClock, jitter: SplitMix::seeded(1) },
             Fetchers::default(),

@@ -25,7 +25,7 @@ pub fn reconcile_args() -> ReconcileArgs {
 /// [`SECRET`], loopback on a free port.
 pub fn serve_args(db: &Path) -> ServeArgs {
     ServeArgs {
-        db: DbArgs { db: db.to_owned() },
+        db: DbArgs::file(db),
         key: KeyArgs { signing_key: Some(SECRET.to_owned()), grid_webhook_public_key: None },
         reconcile: reconcile_args(),
         listen_addr: "127.0.0.1:0".into(),

@@ -419,7 +419,7 @@ pub(super) fn routes(ui: Arc<Ui>) -> impl Filter<Extract = (warp::reply::Respons
                         return Ok(message_page(StatusCode::SERVICE_UNAVAILABLE, "Not recorded", &e.to_string(), &back))
                     }
                 };
-                match operator::record(&live.writer, decided).await {
+                match operator::record(&live.ledger, decided).await {
                     Ok(recorded) => {
                         tracing::info!(what = %recorded, "resolved from the status page");
                         projected(&ui, recorded.seq).await;

@@ -152,7 +152,7 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let args = ServeArgs {
-        db: DbArgs { db: db.clone() },
+        db: DbArgs::file(&db),
         key: KeyArgs { signing_key: Some("k".into()), grid_webhook_public_key: None },
         reconcile: ReconcileArgs::for_tests(),
         listen_addr: "127.0.0.1:0".into(),
@@ -161,10 +161,11 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
         anchor_interval: "1h".into(),
         unbatched_commits: false,
     };
-    let ledger = crate::service::LiveLedger::open(&db, true, Default::default()).unwrap();
+    let location = crate::config::LedgerLocation::Sqlite(db.clone());
+    let ledger = crate::service::LiveLedger::open(&location, &db, true, Default::default()).await.unwrap();
     let claim = br#"{"event_type":"UMA_INVITATION_CLAIMED","event_id":"e1","timestamp":"2026-11-01T12:00:00+00:00","entity_id":"Inv:1"}"#;
     let appended = ledger
-        .writer
+        .ledger
         .append(NewEvent {
             event_key: crate::vocab::EventKey::stored("lightspark:e1:00"),
             kind: crate::vocab::EventKind::WebhookReceived,
@@ -179,7 +180,8 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
     let fetcher = Arc::new(RecordingRefetch::default());
     let state = Arc::new(AppState::new(args.validate().unwrap().api, Default::default()));
     let live = crate::api::Live {
-        writer: ledger.writer.clone(),
+        ledger: ledger.ledger.clone(),
+        instance: "test".into(),
         projection: ledger.health.clone(),
         refetch: Some(fetcher.clone()),
     };

@@ -19,6 +19,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
+mod leader;
+
+pub use leader::{Lead, Leadership};
+
 use super::contract::{Conflict, Expected, LedgerStore};
 use super::hash::Hash;
 use super::writer::Appended;
@@ -26,7 +30,7 @@ use super::{LedgerError, LedgerEvent, NewEvent};
 use crate::vocab::StreamId;
 
 /// Numbered migrations of the PostgreSQL ledger, applied in order.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../schema/postgres/0001_ledger.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../schema/postgres/0001_ledger.sql"))];
 
 /// The advisory lock migrations and appends take (`ledger_append` takes
 /// the same number).
@@ -126,6 +130,8 @@ pub struct PgLedger {
     committed: Arc<watch::Sender<u64>>,
     /// The URL without its password.
     shown: Arc<String>,
+    /// How to connect: the leader's session is a connection of its own.
+    config: Arc<tokio_postgres::Config>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -142,7 +148,22 @@ impl PgLedger {
     /// When the URL cannot be used, the database cannot be reached, or its
     /// schema cannot be brought up to date.
     pub async fn connect(url: &str) -> Result<Self, LedgerError> {
+        Self::start(url, true).await
+    }
+
+    /// Connects to a ledger that must exist already, without changing its
+    /// schema: what the commands that only read (`verify`, `copy --from`)
+    /// open.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or holds no ledger.
+    pub async fn open_existing(url: &str) -> Result<Self, LedgerError> {
+        Self::start(url, false).await
+    }
+
+    async fn start(url: &str, migrating: bool) -> Result<Self, LedgerError> {
         let config = config(url)?;
+        let config_for_lead = config.clone();
         let shown = Arc::new(redacted(url));
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -153,12 +174,40 @@ impl PgLedger {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| LedgerError::Postgres(format!("cannot build a pool for {shown}: {e}")))?;
-        migrate(&pool, &shown).await?;
+        if migrating {
+            migrate(&pool, &shown).await?;
+        } else {
+            let client = pool.get().await.map_err(pool_error)?;
+            let found = client
+                .query_opt("SELECT 1 FROM pg_tables WHERE tablename = 'events' AND schemaname = current_schema()", &[])
+                .await
+                .map_err(|e| pg_error(&format!("cannot read {shown}"), &e))?;
+            if found.is_none() {
+                return Err(LedgerError::Postgres(format!("no ledger in {shown}: nothing to read")));
+            }
+        }
         let head = head_of(&pool).await?.0;
         let committed = Arc::new(watch::Sender::new(head));
         let (calls, rx) = mpsc::channel(16 * 1024);
         tokio::spawn(write_loop(pool.clone(), rx, committed.clone()));
-        Ok(Self { pool, calls, committed, shown })
+        Ok(Self { pool, calls, committed, shown, config: Arc::new(config_for_lead) })
+    }
+
+    /// Leads the reconciler for as long as the answer lives, when no other
+    /// instance does: what `reconcile --once` holds for its pass.
+    ///
+    /// # Errors
+    /// When another instance leads, or the database cannot be reached.
+    pub async fn lead_once(&self, instance: &str) -> Result<Lead, LedgerError> {
+        leader::try_lead(&self.config, instance).await?.ok_or_else(|| {
+            LedgerError::Postgres("another instance leads the reconciler: stop it first, or let it reconcile".into())
+        })
+    }
+
+    /// Starts trying to lead the reconciler, as `instance`: what `serve`
+    /// runs with a shared ledger.
+    pub fn leadership(&self, instance: String) -> Leadership {
+        Leadership::start((*self.config).clone(), instance)
     }
 
     /// The URL this ledger was opened with, without its password.
@@ -256,10 +305,7 @@ impl PgLedger {
             .map_err(|e| pg_error("cannot import", &e))?;
         for e in events {
             if e.seq != seq + 1 || e.prev_hash != prev || e.chain_hash(&prev) != e.hash {
-                return Err(LedgerError::Postgres(format!(
-                    "seq {} does not follow the target's head (seq {seq}): not imported",
-                    e.seq
-                )));
+                return Err(LedgerError::NotFollowing { seq: e.seq, head: seq });
             }
             tx.execute(
                 &insert,
@@ -282,6 +328,67 @@ impl PgLedger {
         }
         tx.commit().await.map_err(|e| pg_error("cannot import", &e))?;
         Ok(())
+    }
+}
+
+impl PgLedger {
+    /// `verify` of a PostgreSQL ledger: the chain and signatures a batch
+    /// at a time (memory independent of the ledger's size), then that no
+    /// key is stored twice.
+    ///
+    /// # Errors
+    /// [`super::verify::VerifyError::Broken`] naming the first bad `seq`.
+    pub async fn verify(
+        &self,
+        keys: &super::verify::WebhookKeys,
+    ) -> Result<super::verify::VerifySummary, super::verify::VerifyError> {
+        let mut verifier = super::verify::Verifier::new(keys);
+        let mut after = 0;
+        loop {
+            let batch = self.read_range(after, super::verify::BATCH).await?;
+            let Some(last) = batch.last().map(|e| e.seq) else { break };
+            // Hashing and signatures take the cores: off the async workers.
+            verifier.feed(&batch)?;
+            after = last;
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let repeat = client
+            .query_opt(super::verify::REPEATED_KEY, &[])
+            .await
+            .map_err(|e| pg_error("cannot read the ledger", &e))?;
+        if let Some(r) = repeat {
+            return Err(super::verify::repeated(r.get(0), r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64));
+        }
+        Ok(verifier.finish())
+    }
+
+    /// Checks an anchor kept elsewhere, as [`super::verify::expect`] does
+    /// for a SQLite ledger.
+    ///
+    /// # Errors
+    /// [`super::verify::VerifyError::Broken`] at `seq`, saying why.
+    pub async fn expect(&self, seq: u64, hash: &Hash) -> Result<(), super::verify::VerifyError> {
+        use super::verify::VerifyError;
+        let at = self.read_range(seq.saturating_sub(1), 1).await?;
+        match at.first().filter(|e| e.seq == seq) {
+            Some(e) if e.hash == *hash => Ok(()),
+            Some(e) => Err(VerifyError::Broken {
+                seq,
+                reason: format!(
+                    "the anchor says hash {hash} but the ledger holds {} (re-chained, replaced or restored from another copy)",
+                    e.hash
+                ),
+            }),
+            None => {
+                let (head, _) = self.head().await?;
+                Err(VerifyError::Broken {
+                    seq,
+                    reason: format!(
+                        "the anchor names hash {hash} but the ledger ends at seq {head} (truncated, or restored from an older copy)"
+                    ),
+                })
+            }
+        }
     }
 }
 
