@@ -23,16 +23,16 @@ use model::steps::{Protocol, Step};
 use model::world::{Snap, END};
 use stateright::{Checker, HasDiscoveries, Model, Path};
 
-/// The bound `cargo test` checks: one claim delivered twice and a newer
-/// cancellation, in any order and at any tick up to the horizon; two
-/// faults of any kind, restores included.
+/// The bound `cargo test` checks: a claim and a newer cancellation, in
+/// any order and at any tick up to the horizon, and one fault of any kind
+/// (a crash, a pause, a restore, a platform failure).
 fn ci_bounds() -> Bounds {
     Bounds {
         horizon: 3,
         window: 3,
         platform_memory: 3,
-        deliveries: vec![Snap::Claimed, Snap::Claimed, Snap::Cancelled],
-        faults: 2,
+        deliveries: vec![Snap::Claimed, Snap::Cancelled],
+        faults: 1,
         restores: true,
         restore_restarts: true,
         pages_survive_restore: false,
@@ -41,19 +41,20 @@ fn ci_bounds() -> Bounds {
     }
 }
 
-/// The deeper bound: a newer amount and a late older snapshot besides, a
-/// tick more, three faults. `MODEL_HORIZON`, `MODEL_FAULTS` and
-/// `MODEL_DELIVERIES` (how many of the five snapshots) change it.
+/// The deeper bound: the claim delivered twice besides, and two faults.
+/// `MODEL_HORIZON`, `MODEL_WINDOW`, `MODEL_FAULTS`, `MODEL_DELIVERIES` (the
+/// first n of claim, cancel, claim again, a newer amount, an older
+/// pending) and `MODEL_RESTORES` (0 or 1) change it.
 fn deep_bounds() -> Bounds {
     let env = |name: &str, default: u8| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let mut deliveries = vec![Snap::Claimed, Snap::Cancelled, Snap::Claimed, Snap::AmountChanged, Snap::OlderPending];
-    deliveries.truncate(usize::from(env("MODEL_DELIVERIES", 5)));
+    deliveries.truncate(usize::from(env("MODEL_DELIVERIES", 3)));
     let window = env("MODEL_WINDOW", 3);
     Bounds {
-        horizon: env("MODEL_HORIZON", 4),
+        horizon: env("MODEL_HORIZON", 3),
         window,
         platform_memory: window,
-        faults: env("MODEL_FAULTS", 3),
+        faults: env("MODEL_FAULTS", 2),
         deliveries,
         restores: env("MODEL_RESTORES", 1) == 1,
         ..ci_bounds()
@@ -155,15 +156,18 @@ fn the_protocol_keeps_every_property_over_every_interleaving_within_the_deeper_b
     assert_holds(&checker);
 }
 
-/// Checks the CI bound with `guards`, and asserts the checker finds a
-/// counterexample to `property`, printing it.
-fn finds_counterexample(label: &str, guards: Guards, property: &'static str) {
-    let checker = check(label, Protocol::new(ci_bounds(), guards), Some(property));
+/// Checks `bounds` with `guards`, and asserts the checker finds a
+/// counterexample to `property`, printing it and its length.
+fn finds_counterexample(label: &str, bounds: Bounds, guards: Guards, property: &'static str) {
+    let checker = check(label, Protocol::new(bounds, guards), Some(property));
     let path = checker
         .discovery(property)
         .unwrap_or_else(|| panic!("without {label} the checker should find a counterexample to {property:?}"));
     let steps = path.clone().into_actions().len();
-    println!("model without {label}: counterexample to {property:?} in {steps} steps:\n{}", trace(checker.model(), &path));
+    println!(
+        "model without {label}: counterexample to {property:?} in {steps} steps:\n{}",
+        trace(checker.model(), &path)
+    );
 }
 
 #[test]
@@ -173,7 +177,9 @@ fn without_the_decision_taken_again_before_the_effect_a_payment_is_executed_twic
     let guards = Guards { redecide: false, ..Guards::ALL_ON };
     // then the checker finds a resend after the window, when the platform
     // has forgotten the key it executed
-    finds_counterexample("the re-decision before the effect", guards, AT_MOST_ONCE);
+    // (without restores, whose counterexamples are longer ones of the same)
+    let bounds = Bounds { restores: false, ..ci_bounds() };
+    finds_counterexample("the re-decision before the effect", bounds, guards, AT_MOST_ONCE);
 }
 
 #[test]
@@ -182,7 +188,7 @@ fn without_the_version_check_a_cancelled_invitation_is_paid() {
     let guards = Guards { version_check: false, ..Guards::ALL_ON };
     // then the checker finds a request recorded after the cancellation,
     // and paid
-    finds_counterexample("the version check", guards, NOT_CANCELLED);
+    finds_counterexample("the version check", ci_bounds(), guards, NOT_CANCELLED);
 }
 
 #[test]
@@ -191,7 +197,7 @@ fn without_the_version_check_two_contradictory_resolutions_pay_twice() {
     // the same version
     let guards = Guards { version_check: false, ..Guards::ALL_ON };
     // then the checker finds one paid by hand and the other retried
-    finds_counterexample("the version check (operators)", guards, AT_MOST_ONCE);
+    finds_counterexample("the version check (operators)", ci_bounds(), guards, AT_MOST_ONCE);
 }
 
 #[test]
@@ -200,7 +206,7 @@ fn without_the_fencing_check_a_deposed_leader_records_under_its_old_epoch() {
     let guards = Guards { fencing: false, ..Guards::ALL_ON };
     // then the checker finds a leader paused past its lease recording
     // after another instance took over
-    finds_counterexample("the fencing check", guards, NOT_DEPOSED);
+    finds_counterexample("the fencing check", ci_bounds(), guards, NOT_DEPOSED);
 }
 
 #[test]
@@ -209,7 +215,7 @@ fn without_the_version_check_an_in_doubt_record_lands_on_facts_that_do_not_call_
     let guards = Guards { version_check: false, ..Guards::ALL_ON };
     // then the checker finds an in-doubt record stored after the
     // obligation settled or became owed again
-    finds_counterexample("the version check (in doubt)", guards, IN_DOUBT_ONLY_WHEN);
+    finds_counterexample("the version check (in doubt)", ci_bounds(), guards, IN_DOUBT_ONLY_WHEN);
 }
 
 #[test]
@@ -228,16 +234,69 @@ fn without_the_version_check_a_payment_can_ask_for_an_amount_no_longer_stated() 
     println!("{}", trace(checker.model(), &path));
 }
 
-#[test]
-#[ignore = "finding for the lead: a pause longer than the margin between a decision and its call pays twice (docs/model.md, \"Findings\")"]
-fn a_leader_paused_between_its_recorded_request_and_its_call_past_the_window_pays_twice() {
-    // given every guard on, and a leader that may stay paused while time
-    // passes beyond its request timeout
-    let bounds = Bounds { long_pauses: true, ..ci_bounds() };
-    // when every interleaving is explored, then no payment is made twice
-    let checker = check("long pauses", Protocol::new(bounds, Guards::ALL_ON), Some(AT_MOST_ONCE));
-    if let Some(path) = checker.discovery(AT_MOST_ONCE) {
-        panic!("counterexample:\n{}", trace(checker.model(), &path));
+/// Findings for the lead: each lifts one assumption of the CI bound and
+/// expects every property to hold; each fails today with the
+/// counterexample docs/model.md ("Findings") explains. Run them with
+/// `cargo test --release --test model -- --ignored findings::`.
+mod findings {
+    use super::*;
+
+    /// Checks `bounds` with every guard on and fails with the first
+    /// counterexample to any property.
+    fn holds(label: &str, bounds: Bounds) {
+        let mut model = Protocol::new(bounds, Guards::ALL_ON);
+        model.only = Some(SAFETY.to_vec());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let started = Instant::now();
+        let checker = model.checker().threads(threads).finish_when(HasDiscoveries::AnyFailures).spawn_bfs().join();
+        println!("model {label}: {} states explored in {:.1?}", checker.state_count(), started.elapsed());
+        for name in SAFETY {
+            if let Some(path) = checker.discovery(name) {
+                let steps = path.clone().into_actions().len();
+                panic!("{label}: counterexample to {name:?} in {steps} steps:\n{}", trace(checker.model(), &path));
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "finding: a pause longer than the request timeout between a decision and its call pays twice"]
+    fn a_leader_paused_between_its_decision_and_its_call_beyond_the_request_timeout_pays_twice() {
+        // given a leader that may stay paused, with its request decided or
+        // recorded, while time passes beyond the request timeout
+        let bounds = Bounds { long_pauses: true, ..ci_bounds() };
+        // then no payment should be made twice
+        holds("long pauses", bounds);
+    }
+
+    #[test]
+    #[ignore = "finding: in doubt is marked up to one request timeout before the last request can arrive"]
+    fn an_operator_deciding_while_a_request_is_still_on_its_way_pays_twice() {
+        // given operators who may look at the platform while a request
+        // decided inside the window is still on its way (its sender paused
+        // past its lease, another instance marking it in doubt)
+        let bounds = Bounds { operators_wait_for_calls: false, faults: 2, ..ci_bounds() };
+        // then no payment should be made twice
+        holds("operators not waiting for calls in flight", bounds);
+    }
+
+    #[test]
+    #[ignore = "finding: a version seen before a restore matches a regrown stream (ABA)"]
+    fn an_operator_decision_taken_before_a_restore_lands_on_the_regrown_stream() {
+        // given an operator's form opened before a restore and sent after
+        // the stream grew back to the version it carries
+        let bounds = Bounds { pages_survive_restore: true, faults: 2, ..ci_bounds() };
+        // then the decision should be refused, and nothing sent without end
+        holds("pages surviving a restore", bounds);
+    }
+
+    #[test]
+    #[ignore = "finding: a reconciler running across a restore appends on a regrown stream (ABA)"]
+    fn a_reconciler_running_across_a_restore_records_a_request_after_the_cancellation() {
+        // given instances that keep running while the database is restored
+        // under them (PostgreSQL), holding a decision on the older stream
+        let bounds = Bounds { restore_restarts: false, faults: 2, ..ci_bounds() };
+        // then nothing should be paid for an invitation cancelled before the request
+        holds("restores under running instances", bounds);
     }
 }
 

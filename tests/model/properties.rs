@@ -83,9 +83,7 @@ impl Model for Protocol {
             Property::sometimes(REACHED[4], |_, s: &State| s.ghost & ghost::OPERATOR_REFUSED != 0),
             Property::sometimes(REACHED[5], |_, s: &State| s.ghost & ghost::FENCED != 0),
             Property::sometimes(REACHED[6], |_, s: &State| ledger_has(s, tag::ANSWERED_409)),
-            Property::sometimes(REACHED[7], |_, s: &State| {
-                s.executions > 0 && s.key == super::state::Key::Unknown
-            }),
+            Property::sometimes(REACHED[7], |_, s: &State| s.executions > 0 && s.key == super::state::Key::Unknown),
             Property::always(BOUNDED, |_, s: &State| s.ledger.len() < MAX_LEDGER),
         ];
         match &self.only {

@@ -87,13 +87,26 @@ pub enum Pc {
     /// on stream version `version`; `deadline`: the last tick its call may
     /// reach the platform, when the decision read the clock right before
     /// the effect.
-    Decided { payload: u16, version: u8, deadline: Option<u8> },
+    Decided {
+        payload: u16,
+        version: u8,
+        deadline: Option<u8>,
+    },
     /// Its request (`payload`, at `seq`) is recorded; the call is next and
     /// reaches the platform by `deadline`.
-    Calling { payload: u16, seq: u8, deadline: u8, flags: u8 },
+    Calling {
+        payload: u16,
+        seq: u8,
+        deadline: u8,
+        flags: u8,
+    },
     /// The answer came back as outcome event `payload` for the request at
     /// `requested_seq`; it is recorded on `version`.
-    Answered { payload: u16, requested_seq: u8, version: u8 },
+    Answered {
+        payload: u16,
+        requested_seq: u8,
+        version: u8,
+    },
 }
 
 /// Flags a request carries from its append to its execution (ghosts).
@@ -111,7 +124,11 @@ pub enum Op {
     Idle,
     /// Decided `payload` (an `obligation.resolved`) on version `seen`;
     /// `by_hand`: a "paid" for money the operator sends outside the platform.
-    Decided { payload: u16, seen: u8, by_hand: bool },
+    Decided {
+        payload: u16,
+        seen: u8,
+        by_hand: bool,
+    },
     Done,
 }
 
@@ -121,9 +138,15 @@ pub enum Key {
     Unknown,
     /// A request with the key is being processed (later ones answer 409);
     /// it executes when it finishes.
-    Processing { request: u16, flags: u8 },
+    Processing {
+        request: u16,
+        flags: u8,
+    },
     /// Executed `request` at tick `at`; remembered for `platform_memory`.
-    Done { request: u16, at: u8 },
+    Done {
+        request: u16,
+        at: u8,
+    },
 }
 
 /// What the properties read: facts no actor can see.

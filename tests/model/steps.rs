@@ -245,7 +245,8 @@ impl Protocol {
                 self.append(&mut s, payload, None, 0);
             }
             Step::Tick => {
-                if s.clock >= self.bounds.horizon || s.recs.iter().any(|r| self.deadline(r).is_some_and(|d| d <= s.clock))
+                if s.clock >= self.bounds.horizon
+                    || s.recs.iter().any(|r| self.deadline(r).is_some_and(|d| d <= s.clock))
                 {
                     return None;
                 }
@@ -465,7 +466,8 @@ impl Protocol {
                     return None;
                 }
                 let lost = s.ledger[usize::from(n)..].iter().any(|e| e.tag & (tag::REQUESTED | tag::RESOLVED) != 0);
-                if lost && s.executions + s.by_hand > 0 {
+                let received = s.executions + s.by_hand > 0 || matches!(s.key, Key::Processing { .. });
+                if lost && received {
                     s.ghost |= ghost::RESTORE_LOST_PAYMENT;
                 }
                 s.faults += 1;

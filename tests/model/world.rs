@@ -124,13 +124,30 @@ impl Snap {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum What {
     Webhook(Snap),
-    Requested { attempt: u32, at: u8, receiver: Option<String>, amount: Option<i64>, request: String },
-    Succeeded { attempt: u32 },
-    Failed { attempt: u32, status: Option<u16>, permanent: bool },
+    Requested {
+        attempt: u32,
+        at: u8,
+        receiver: Option<String>,
+        amount: Option<i64>,
+        request: String,
+    },
+    Succeeded {
+        attempt: u32,
+    },
+    Failed {
+        attempt: u32,
+        status: Option<u16>,
+        permanent: bool,
+    },
     /// Why (`InDoubtReason::as_str`), decided at tick `at`.
-    InDoubt { reason: &'static str, at: u8 },
+    InDoubt {
+        reason: &'static str,
+        at: u8,
+    },
     /// What (`Decision::as_str`).
-    Resolved { decision: &'static str },
+    Resolved {
+        decision: &'static str,
+    },
 }
 
 /// One event as appended: its key, kind and bytes, exactly as the real
