@@ -145,7 +145,7 @@ fn the_protocol_keeps_every_property_over_every_interleaving_within_the_ci_bound
 }
 
 #[test]
-#[ignore = "the deeper bound: minutes in release (docs/model.md); run with --release -- --ignored"]
+#[ignore = "the deeper bound: minutes in release (docs/model.md); run with --release -- --ignored deeper"]
 fn the_protocol_keeps_every_property_over_every_interleaving_within_the_deeper_bound() {
     // given more snapshots (a newer amount, a late older one), one more
     // tick and one more fault (MODEL_FAULTS sets how many)

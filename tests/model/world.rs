@@ -207,12 +207,15 @@ struct Interner {
     key_numbers: HashMap<String, u16>,
 }
 
+/// A fold, shared by every state whose ledger holds the same events.
+type Folded = Arc<InvitationState>;
+
 /// The real code's settings and the memo tables, shared by every state.
 pub struct World {
     pub config: ReconcileConfig,
     pub caps: Capabilities,
     interned: RwLock<Interner>,
-    folds: Mutex<HashMap<Vec<(u16, u8)>, Arc<InvitationState>>>,
+    folds: Mutex<HashMap<Vec<(u16, u8)>, Folded>>,
 }
 
 impl World {
