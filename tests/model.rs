@@ -1,0 +1,310 @@
+//! The payment protocol model-checked over every interleaving, with the
+//! real decision code (issue 30; docs/model.md explains the model, maps
+//! each step to the code it stands for, and gives the bounds and figures).
+//!
+//! `cargo test --test model` checks the CI bound and prints the states
+//! explored; `cargo test --release --test model -- --ignored` checks the
+//! deeper bound and the known limits.
+
+mod model {
+    pub mod properties;
+    pub mod state;
+    pub mod steps;
+    pub mod world;
+}
+
+use std::time::{Duration, Instant};
+
+use model::properties::{
+    AT_MOST_ONCE, IN_DOUBT_ONLY_WHEN, NOT_CANCELLED, NOT_DEPOSED, REACHED, RIGHT_BODY, SAFETY, SETTLES,
+};
+use model::state::{Bounds, Guards, State};
+use model::steps::{Protocol, Step};
+use model::world::{Snap, END};
+use stateright::{Checker, HasDiscoveries, Model, Path};
+
+/// The bound `cargo test` checks: a claim and a newer cancellation, in
+/// any order and at any tick up to the horizon, and one fault of any kind
+/// (a crash, a pause, a restore, a platform failure).
+fn ci_bounds() -> Bounds {
+    Bounds {
+        horizon: 3,
+        window: 3,
+        platform_memory: 3,
+        deliveries: vec![Snap::Claimed, Snap::Cancelled],
+        faults: 1,
+        restores: true,
+        restore_restarts: true,
+        pages_survive_restore: false,
+        operators_wait_for_calls: true,
+        long_pauses: false,
+    }
+}
+
+/// The deeper bound: the claim delivered twice besides, and two faults.
+/// `MODEL_HORIZON`, `MODEL_WINDOW`, `MODEL_FAULTS`, `MODEL_DELIVERIES` (the
+/// first n of claim, cancel, claim again, a newer amount, an older
+/// pending) and `MODEL_RESTORES` (0 or 1) change it.
+fn deep_bounds() -> Bounds {
+    let env = |name: &str, default: u8| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let mut deliveries = vec![Snap::Claimed, Snap::Cancelled, Snap::Claimed, Snap::AmountChanged, Snap::OlderPending];
+    deliveries.truncate(usize::from(env("MODEL_DELIVERIES", 3)));
+    let window = env("MODEL_WINDOW", 3);
+    Bounds {
+        horizon: env("MODEL_HORIZON", 3),
+        window,
+        platform_memory: window,
+        faults: env("MODEL_FAULTS", 2),
+        deliveries,
+        restores: env("MODEL_RESTORES", 1) == 1,
+        ..ci_bounds()
+    }
+}
+
+/// Runs a breadth-first check to its end (or to its first counterexample
+/// of `stop_at`), printing what it explored and how long it took.
+fn check(label: &str, mut model: Protocol, stop_at: Option<&'static str>) -> impl Checker<Protocol> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    model.only = stop_at.map(|p| vec![p]);
+    let started = Instant::now();
+    let mut builder = model.checker().threads(threads);
+    if let Some(p) = stop_at {
+        builder = builder.finish_when(HasDiscoveries::AnyOf([p].into_iter().collect()));
+    }
+    let checker = builder.spawn_bfs().join();
+    println!(
+        "model {label}: {} states explored ({} unique), max depth {}, {:.1?} on {threads} threads",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        started.elapsed(),
+    );
+    checker
+}
+
+/// A counterexample, step by step, with what each step appended.
+fn trace(model: &Protocol, path: &Path<State, Step>) -> String {
+    let mut out = String::new();
+    let states = path.clone().into_states();
+    for (n, (step, pair)) in path.clone().into_actions().iter().zip(states.windows(2)).enumerate() {
+        let (before, after) = (&pair[0], &pair[1]);
+        let appended: Vec<String> = after
+            .ledger
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| before.ledger.get(*i) != Some(e))
+            .map(|(i, e)| {
+                let what = format!("{:?}", model.world.payload(e.payload).what);
+                let what = what.split(", request:").next().unwrap_or_default().to_owned();
+                format!("seq {} {what} (epoch {})", i + 1, e.epoch)
+            })
+            .collect();
+        let clock = if after.clock == END { "END".to_owned() } else { after.clock.to_string() };
+        let lost = if after.ledger.len() < before.ledger.len() {
+            format!(" ledger cut to {} events", after.ledger.len())
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  {:>2}. t={clock} {step:?}{lost}{}{} (executions {}, by hand {})\n",
+            n + 1,
+            if appended.is_empty() { "" } else { " appends " },
+            appended.join(", "),
+            after.executions,
+            after.by_hand,
+        ));
+    }
+    out
+}
+
+/// Asserts that no property fails and that every situation of
+/// [`REACHED`] was reached.
+fn assert_holds(checker: &impl Checker<Protocol>) {
+    let model = checker.model();
+    for name in SAFETY.into_iter().chain([SETTLES]) {
+        if let Some(path) = checker.discovery(name) {
+            let steps = path.clone().into_actions().len();
+            panic!("counterexample to {name:?}, {steps} steps:\n{}", trace(model, &path));
+        }
+    }
+    for name in REACHED {
+        assert!(checker.discovery(name).is_some(), "the check never reached: {name}");
+    }
+    assert!(checker.is_done());
+}
+
+#[test]
+fn the_protocol_keeps_every_property_over_every_interleaving_within_the_ci_bound() {
+    // given the real decision code, two reconcilers, two operators, a
+    // platform that forgets keys after the window, and up to two faults
+    let model = Protocol::new(ci_bounds(), Guards::ALL_ON);
+    // when every interleaving is explored
+    let checker = check("ci bound", model, None);
+    // then no property fails, and every situation of interest was reached
+    assert_holds(&checker);
+}
+
+#[test]
+#[ignore = "the deeper bound: minutes in release (docs/model.md); run with --release -- --ignored deeper"]
+fn the_protocol_keeps_every_property_over_every_interleaving_within_the_deeper_bound() {
+    // given more snapshots (a newer amount, a late older one), one more
+    // tick and one more fault (MODEL_FAULTS sets how many)
+    let model = Protocol::new(deep_bounds(), Guards::ALL_ON);
+    // when every interleaving is explored
+    let checker = check("deeper bound", model, None);
+    // then no property fails
+    assert_holds(&checker);
+}
+
+/// Checks `bounds` with `guards`, and asserts the checker finds a
+/// counterexample to `property`, printing it and its length.
+fn finds_counterexample(label: &str, bounds: Bounds, guards: Guards, property: &'static str) {
+    let checker = check(label, Protocol::new(bounds, guards), Some(property));
+    let path = checker
+        .discovery(property)
+        .unwrap_or_else(|| panic!("without {label} the checker should find a counterexample to {property:?}"));
+    let steps = path.clone().into_actions().len();
+    println!(
+        "model without {label}: counterexample to {property:?} in {steps} steps:\n{}",
+        trace(checker.model(), &path)
+    );
+}
+
+#[test]
+fn without_the_decision_taken_again_before_the_effect_a_payment_is_executed_twice() {
+    // given reconcilers that act on the decision their pass took, however
+    // long ago, instead of deciding again right before the effect
+    let guards = Guards { redecide: false, ..Guards::ALL_ON };
+    // then the checker finds a resend after the window, when the platform
+    // has forgotten the key it executed
+    // (without restores, whose counterexamples are longer ones of the same)
+    let bounds = Bounds { restores: false, ..ci_bounds() };
+    finds_counterexample("the re-decision before the effect", bounds, guards, AT_MOST_ONCE);
+}
+
+#[test]
+fn without_the_version_check_a_cancelled_invitation_is_paid() {
+    // given a ledger that stores decided appends whatever happened since
+    let guards = Guards { version_check: false, ..Guards::ALL_ON };
+    // then the checker finds a request recorded after the cancellation,
+    // and paid
+    finds_counterexample("the version check", ci_bounds(), guards, NOT_CANCELLED);
+}
+
+#[test]
+fn without_the_version_check_two_contradictory_resolutions_pay_twice() {
+    // given a ledger that stores both of two operators' decisions taken on
+    // the same version
+    let guards = Guards { version_check: false, ..Guards::ALL_ON };
+    // then the checker finds one paid by hand and the other retried
+    finds_counterexample("the version check (operators)", ci_bounds(), guards, AT_MOST_ONCE);
+}
+
+#[test]
+fn without_the_fencing_check_a_deposed_leader_records_under_its_old_epoch() {
+    // given a ledger that accepts any epoch
+    let guards = Guards { fencing: false, ..Guards::ALL_ON };
+    // then the checker finds a leader paused past its lease recording
+    // after another instance took over
+    finds_counterexample("the fencing check", ci_bounds(), guards, NOT_DEPOSED);
+}
+
+#[test]
+fn without_the_version_check_an_in_doubt_record_lands_on_facts_that_do_not_call_for_it() {
+    // given a ledger that stores decided appends whatever happened since
+    let guards = Guards { version_check: false, ..Guards::ALL_ON };
+    // then the checker finds an in-doubt record stored after the
+    // obligation settled or became owed again
+    finds_counterexample("the version check (in doubt)", ci_bounds(), guards, IN_DOUBT_ONLY_WHEN);
+}
+
+#[test]
+fn without_the_version_check_a_payment_can_ask_for_an_amount_no_longer_stated() {
+    // given a newer snapshot changing the amount, and a ledger that stores
+    // decided appends whatever happened since
+    let guards = Guards { version_check: false, ..Guards::ALL_ON };
+    let bounds = Bounds { deliveries: vec![Snap::Claimed, Snap::AmountChanged], ..ci_bounds() };
+    let mut model = Protocol::new(bounds, guards);
+    model.only = Some(vec![RIGHT_BODY]);
+    // when every interleaving is explored
+    let checker = model.checker().finish_when(HasDiscoveries::AnyOf([RIGHT_BODY].into())).spawn_bfs().join();
+    // then a request built on the older amount is paid after the newer
+    // one was recorded
+    let path = checker.discovery(RIGHT_BODY).expect("a counterexample to the right body");
+    println!("{}", trace(checker.model(), &path));
+}
+
+/// Findings for the lead: each lifts one assumption of the CI bound and
+/// expects every property to hold; each fails today with the
+/// counterexample docs/model.md ("Findings") explains. Run them with
+/// `cargo test --release --test model -- --ignored findings::`.
+mod findings {
+    use super::*;
+
+    /// Checks `bounds` with every guard on and fails with the first
+    /// counterexample to any property.
+    fn holds(label: &str, bounds: Bounds) {
+        let mut model = Protocol::new(bounds, Guards::ALL_ON);
+        model.only = Some(SAFETY.to_vec());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let started = Instant::now();
+        let checker = model.checker().threads(threads).finish_when(HasDiscoveries::AnyFailures).spawn_bfs().join();
+        println!("model {label}: {} states explored in {:.1?}", checker.state_count(), started.elapsed());
+        for name in SAFETY {
+            if let Some(path) = checker.discovery(name) {
+                let steps = path.clone().into_actions().len();
+                panic!("{label}: counterexample to {name:?} in {steps} steps:\n{}", trace(checker.model(), &path));
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "finding: a pause longer than the request timeout between a decision and its call pays twice"]
+    fn a_leader_paused_between_its_decision_and_its_call_beyond_the_request_timeout_pays_twice() {
+        // given a leader that may stay paused, with its request decided or
+        // recorded, while time passes beyond the request timeout
+        let bounds = Bounds { long_pauses: true, ..ci_bounds() };
+        // then no payment should be made twice
+        holds("long pauses", bounds);
+    }
+
+    #[test]
+    #[ignore = "finding: in doubt is marked up to one request timeout before the last request can arrive"]
+    fn an_operator_deciding_while_a_request_is_still_on_its_way_pays_twice() {
+        // given operators who may look at the platform while a request
+        // decided inside the window is still on its way (its sender paused
+        // past its lease, another instance marking it in doubt)
+        let bounds = Bounds { operators_wait_for_calls: false, faults: 2, ..ci_bounds() };
+        // then no payment should be made twice
+        holds("operators not waiting for calls in flight", bounds);
+    }
+
+    #[test]
+    #[ignore = "finding: a version seen before a restore matches a regrown stream (ABA)"]
+    fn an_operator_decision_taken_before_a_restore_lands_on_the_regrown_stream() {
+        // given an operator's form opened before a restore and sent after
+        // the stream grew back to the version it carries
+        let bounds = Bounds { pages_survive_restore: true, faults: 2, ..ci_bounds() };
+        // then the decision should be refused, and nothing sent without end
+        holds("pages surviving a restore", bounds);
+    }
+
+    #[test]
+    #[ignore = "finding: a reconciler running across a restore appends on a regrown stream (ABA)"]
+    fn a_reconciler_running_across_a_restore_records_a_request_after_the_cancellation() {
+        // given instances that keep running while the database is restored
+        // under them (PostgreSQL), holding a decision on the older stream
+        let bounds = Bounds { restore_restarts: false, faults: 2, ..ci_bounds() };
+        // then nothing should be paid for an invitation cancelled before the request
+        holds("restores under running instances", bounds);
+    }
+}
+
+#[test]
+fn model_time_maps_to_instants_the_real_code_reads() {
+    // given the model's ticks, then they read back as the instants they are
+    let t = model::world::instant(3);
+    assert_eq!(model::world::tick_of(&invitation_ledger::time::rfc3339(t)), Some(3));
+    assert_eq!((t - model::world::instant(0)).to_std().unwrap(), Duration::from_secs(30));
+    let _ = RIGHT_BODY;
+}
