@@ -484,7 +484,7 @@ pub async fn serve(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener).context("registering the listener")?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, db = %state.config.db.display(), "serving");
+    tracing::info!(%addr, ledger = %wiring.config.ledger_shown, projections = %state.config.db.display(), "serving");
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();

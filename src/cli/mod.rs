@@ -3,6 +3,7 @@
 //! ([`commands`]).
 
 pub mod commands;
+pub mod copy;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,15 @@ pub enum Command {
         /// exactly this hash at this seq. Repeatable.
         #[arg(long = "expect", value_name = "SEQ:HASH")]
         expect: Vec<String>,
+    },
+    /// Copy a ledger between stores (a SQLite file, a PostgreSQL URL), verifying it; refuses a target holding another ledger, continues an interrupted copy.
+    Copy {
+        /// The ledger to copy: a SQLite file or a postgres:// URL.
+        #[arg(long = "from", value_name = "PATH|URL")]
+        from: String,
+        /// Where to copy it: a SQLite file (created) or a postgres:// URL.
+        #[arg(long = "to", value_name = "PATH|URL")]
+        to: String,
     },
     /// Drop the projections and replay the whole ledger (refused while a service runs).
     Rebuild {
@@ -145,6 +155,10 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Verify { db, key, expect } => commands::verify(&db, &key, &expect).map(|s| println!("{s}")),
+        Command::Copy { from, to } => {
+            let side = |raw: String| config::DbArgs { db: raw, projections_dir: "./data".into() };
+            block_on(copy::copy(&side(from), &side(to)))
+        }
         Command::Rebuild { db, check: false } => commands::rebuild(&db).map(|s| println!("{s}")),
         Command::Rebuild { db, check: true } => commands::rebuild_check(&db).map(|s| println!("{s}")),
         Command::Demo { keep_running } => block_on(crate::demo::run(keep_running)),

@@ -28,6 +28,7 @@ mod lightspark_client;
 mod logs;
 mod openapi;
 mod page_actions;
+mod postgres;
 mod projection;
 mod reconcile;
 mod status_page;

@@ -18,6 +18,7 @@ pub mod invitation;
 pub mod log;
 pub mod page;
 pub mod poll;
+pub mod postgres;
 pub mod secret;
 pub mod signing;
 
