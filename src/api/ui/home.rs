@@ -1,29 +1,34 @@
 //! The home page (`GET /`): search, what needs an operator, recent
 //! invitations, activity charts, obligations by state, the incentive audit.
 
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 
 use super::charts;
+use super::forms::{obligation_of, what_is_owed};
 use super::render::{
-    badge, detail, invitation_href, invitation_link, ledger_facts, money, obligation_cell, opt, page, uma_link, visible,
+    badge, detail, id_link, invitation_href, key, ledger_facts, money, obligation_cell, opt, page, uma_cell, visible,
 };
+use super::show::{since, when, with_times};
 use super::{AUDIT_INVITERS_CAP, SEARCH_CAP};
 use crate::projection::audit::{IncentiveAudit, Totals};
-use crate::projection::events::{IdempotencyKey, ObligationKind};
+use crate::projection::events::ObligationKind;
 use crate::projection::query::{Search, StatusPage};
 use crate::projection::trail::Hour;
-use crate::projection::view::{self, InvitationView, ObligationView};
+use crate::projection::view::{self, InvitationView};
 
-/// The home page's data: the status page's, and the ledger's last hours.
+/// The home page's data: the status page's, and the ledger's last hours,
+/// as of `now`.
 pub(super) struct Home<'a> {
     pub data: &'a StatusPage,
     pub hours: &'a [Hour],
     pub q: Option<&'a str>,
+    pub now: DateTime<Utc>,
 }
 
 fn invitation_table(items: &[InvitationView]) -> Markup {
     html! {
-        table {
+        div.scroll { table {
             thead { tr {
                 th { "Invitation" } th { "Code" } th { "Status" } th { "Inviter" } th { "Invitee" }
                 th { "Amount" } th { "Payout" } th { "Incentive" } th { "Notification" } th { "Last seq" }
@@ -31,29 +36,34 @@ fn invitation_table(items: &[InvitationView]) -> Markup {
             tbody {
                 @for v in items {
                     tr {
-                        td.id { (invitation_link(&v.invitation_id)) }
-                        td.mono { (opt(v.code.as_deref())) }
-                        td { (v.status.as_deref().map_or_else(|| opt(None), badge)) }
-                        td { (v.inviter_uma.as_deref().map_or_else(|| opt(None), uma_link)) }
-                        td { (v.invitee_uma.as_deref().map_or_else(|| opt(None), uma_link)) }
-                        td { (money(v.payment_amount.as_ref())) }
-                        td { (obligation_cell(&v.payout)) }
-                        td { (obligation_cell(&v.incentive)) }
-                        td { (obligation_cell(&v.notification)) }
+                        td.id { (id_link(&v.invitation_id)) }
+                        td.mono { (v.code.as_deref().map_or_else(|| opt(None), short_text)) }
+                        td.nowrap { (v.status.as_deref().map_or_else(|| opt(None), badge)) }
+                        td.uma { (v.inviter_uma.as_deref().map_or_else(|| opt(None), uma_cell)) }
+                        td.uma { (v.invitee_uma.as_deref().map_or_else(|| opt(None), uma_cell)) }
+                        td.amount { (money(v.payment_amount.as_ref())) }
+                        td.nowrap { (obligation_cell(&v.payout)) }
+                        td.nowrap { (obligation_cell(&v.incentive)) }
+                        td.nowrap { (obligation_cell(&v.notification)) }
                         td.num { (v.last_seq) }
                     }
                 }
             }
-        }
+        } }
     }
+}
+
+/// A code or id cut short, whole on hover and when copied.
+fn short_text(s: &str) -> Markup {
+    super::show::short(s, html! { (s) })
 }
 
 /// The obligations of `items` in state `wanted`, with their invitation.
 fn in_state(items: &[InvitationView], wanted: view::ObligationState) -> Vec<(&InvitationView, ObligationKind)> {
     let mut rows = Vec::new();
     for v in items {
-        for (kind, o) in kinds(v) {
-            if o.state == wanted {
+        for kind in ObligationKind::ALL {
+            if obligation_of(v, kind).state == wanted {
                 rows.push((v, kind));
             }
         }
@@ -61,39 +71,36 @@ fn in_state(items: &[InvitationView], wanted: view::ObligationState) -> Vec<(&In
     rows
 }
 
-fn kinds(v: &InvitationView) -> [(ObligationKind, &ObligationView); 3] {
-    [
-        (ObligationKind::InviteePayment, &v.payout),
-        (ObligationKind::InviterIncentive, &v.incentive),
-        (ObligationKind::InviterNotification, &v.notification),
-    ]
-}
-
-fn attention_table(rows: &[(&InvitationView, ObligationKind)]) -> Markup {
+/// One row per obligation an operator must decide on: what it is for
+/// (amount and receiver, as asked of the platform, else as the invitation
+/// says) and how long it has been stuck, so that triage needs no click.
+fn attention_table(rows: &[(&InvitationView, ObligationKind)], now: DateTime<Utc>) -> Markup {
     html! {
         @if rows.is_empty() {
             p.empty { "None." }
         } @else {
-            table {
+            div.scroll { table {
                 thead { tr {
-                    th { "Invitation" } th { "Code" } th { "Obligation" } th { "Attempts" } th { "Idempotency key" }
-                    th { "Last error" } th { "Updated" }
+                    th { "Invitation" } th { "Obligation" } th { "Amount" } th { "Receiver" } th { "Since" }
+                    th { "Attempts" } th { "Idempotency key" } th { "Last error" }
                 } }
                 tbody {
                     @for (v, kind) in rows {
-                        @let o = kinds(v).into_iter().find(|(k, _)| k == kind).map(|(_, o)| o).expect("one of three");
+                        @let o = obligation_of(v, *kind);
+                        @let (amount, receiver) = what_is_owed(v, *kind);
                         tr {
-                            td.id { (invitation_link(&v.invitation_id)) }
-                            td.mono { (opt(v.code.as_deref())) }
-                            td { (kind.as_str()) }
+                            td.id { (id_link(&v.invitation_id)) }
+                            td.nowrap { (kind.as_str()) }
+                            td.amount { (money(amount.as_ref())) }
+                            td.uma { (receiver.as_deref().map_or_else(|| opt(None), uma_cell)) }
+                            td.since { (since(o.updated_at.as_deref(), now)) }
                             td.num { (o.attempts) }
-                            td.mono { (opt(o.idempotency_key.as_ref().map(IdempotencyKey::as_str))) }
-                            td { (opt(o.last_error.as_deref())) }
-                            td { (opt(o.updated_at.as_deref())) }
+                            td.mono { (key(o.idempotency_key.as_ref())) }
+                            td { (o.last_error.as_deref().map_or_else(|| opt(None), with_times)) }
                         }
                     }
                 }
-            }
+            } }
         }
     }
 }
@@ -122,24 +129,24 @@ fn audit_section(a: &IncentiveAudit) -> Markup {
             @if a.anomalies.is_empty() {
                 p.empty { "None." }
             } @else {
-                table {
+                div.scroll { table {
                     thead { tr { th { "Kind" } th { "Invitation" } th { "Detail" } } }
                     tbody {
                         @for an in &a.anomalies {
                             tr {
-                                td.anomaly { (an.kind) }
-                                td.id { (invitation_link(&an.invitation_id)) }
-                                td { (visible(&an.detail)) }
+                                td.anomaly.nowrap { (an.kind) }
+                                td.id { (id_link(&an.invitation_id)) }
+                                td { (with_times(&visible(&an.detail))) }
                             }
                         }
                     }
-                }
+                } }
             }
             h3 { "Per inviter" }
             @if a.inviters.is_empty() {
                 p.empty { "No inviter yet." }
             } @else {
-                table {
+                div.scroll { table {
                     thead { tr {
                         th { "Inviter" } th { "Invitations" } th { "Validated" } th { "Ineligible" } th { "Pending" }
                         th { "Forwarded" }
@@ -147,16 +154,16 @@ fn audit_section(a: &IncentiveAudit) -> Markup {
                     tbody {
                         @for inv in a.inviters.iter().take(AUDIT_INVITERS_CAP) {
                             tr {
-                                td { (uma_link(&inv.inviter_uma)) }
+                                td.uma { (uma_cell(&inv.inviter_uma)) }
                                 td.num { (inv.invitations.len()) }
                                 td.num { (inv.totals.validated) }
                                 td.num { (inv.totals.ineligible) }
                                 td.num { (inv.totals.pending) }
-                                td { (forwarded(&inv.totals)) }
+                                td.amount { (forwarded(&inv.totals)) }
                             }
                         }
                     }
-                }
+                } }
                 @if a.inviters.len() > AUDIT_INVITERS_CAP {
                     p.hint {
                         (a.inviters.len() - AUDIT_INVITERS_CAP) " more inviters: see "
@@ -215,7 +222,7 @@ fn obligations_section(counts: &[(&'static str, String, i64)]) -> Markup {
         section #obligations {
             h2 { "Obligations by state" }
             (charts::obligations(counts))
-            table { tbody {
+            div.scroll { table { tbody {
                 @for kind in ObligationKind::ALL.map(ObligationKind::as_str) {
                     @let items: Vec<_> = counts.iter().filter(|c| c.0 == kind).collect();
                     tr {
@@ -226,7 +233,7 @@ fn obligations_section(counts: &[(&'static str, String, i64)]) -> Markup {
                         } }
                     }
                 }
-            } }
+            } } }
         }
     }
 }
@@ -274,14 +281,14 @@ fn search_section(q: &str, found: &Search) -> Markup {
     }
 }
 
-fn attention_section(d: &StatusPage) -> Markup {
+fn attention_section(d: &StatusPage, now: DateTime<Utc>) -> Markup {
     let in_doubt = in_state(&d.attention, view::ObligationState::InDoubt);
     let failed = in_state(&d.attention, view::ObligationState::Failed);
     html! {
         section #attention {
             h2 { "Needs an operator" }
             h3 { "In doubt" }
-            (attention_table(&in_doubt))
+            (attention_table(&in_doubt, now))
             @if !in_doubt.is_empty() {
                 p.hint {
                     "Check the payment platform for the idempotency key, then resolve it on the invitation's page or with "
@@ -289,7 +296,7 @@ fn attention_section(d: &StatusPage) -> Markup {
                 }
             }
             h3 { "Failed" }
-            (attention_table(&failed))
+            (attention_table(&failed, now))
         }
     }
 }
@@ -300,7 +307,7 @@ pub(super) fn render(home: &Home<'_>) -> String {
     let failed: i64 = d.counts.iter().filter(|c| c.1 == "failed").map(|c| c.2).sum();
     let facts =
         ledger_facts(d.head, d.checkpoint, html! { " · in doubt " b { (in_doubt) } " · failed " b { (failed) } });
-    let rendered = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let rendered = home.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let body = html! {
         (unfetchable_banner(d))
         section {
@@ -311,7 +318,7 @@ pub(super) fn render(home: &Home<'_>) -> String {
             }
         }
         @if let (Some(q), Some(found)) = (q, &d.search) { (search_section(q, found)) }
-        (attention_section(d))
+        (attention_section(d, home.now))
         (activity_section(home.hours))
         section #recent {
             h2 { "Recent invitations" }
@@ -320,7 +327,7 @@ pub(super) fn render(home: &Home<'_>) -> String {
         (obligations_section(&d.counts))
         (audit_section(&d.audit))
         footer {
-            "Rendered " (rendered) " · each invitation's page has its money trail and actions · JSON: "
+            "Rendered " (when(&rendered)) " · each invitation's page has its money trail and actions · JSON: "
             a href="/v1/invitations" { "/v1/invitations" } ", "
             a href="/v1/audit/incentives" { "/v1/audit/incentives" } ", "
             a href="/v1/openapi.json" { "/v1/openapi.json" }

@@ -11,6 +11,7 @@ use warp::{Filter, Rejection};
 
 use super::forms::{self, Actions};
 use super::render::{catching_up_page, detail, invitation_href, ledger_facts, message_page, page, visible};
+use super::show::with_times;
 use super::verdict::{self, Verdict};
 use super::{html, trail, with_ui, Admit, Ui};
 use crate::api::error::reject;
@@ -105,7 +106,7 @@ fn render(t: &Trail, verdicts: &[Option<Verdict>], acts: &Actions) -> String {
             (detail(v))
             @if !v.anomalies.is_empty() {
                 h3 { "Anomalies" }
-                ul { @for a in &v.anomalies { li { span.anomaly { (a.kind) } " " (visible(&a.detail)) } } }
+                ul { @for a in &v.anomalies { li { span.anomaly { (a.kind) } " " (with_times(&visible(&a.detail))) } } }
             }
         }
         (forms::actions(v, acts))

@@ -22,6 +22,7 @@ mod guard;
 mod home;
 mod invitation;
 mod render;
+mod show;
 mod trail;
 mod verdict;
 
@@ -226,17 +227,19 @@ fn behind_https(headers: &HeaderMap) -> bool {
         .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"))
 }
 
-/// Gives the amounts the home page lists the decimals their invitations'
-/// own bodies state (the projection may keep an amount without them), so
-/// they read 5.00 USD rather than 500 USD.
+/// Gives the amounts the home page lists (the invitations' and what their
+/// obligations asked) the decimals their invitations' own bodies state
+/// (the projection may keep an amount without them), so they read 5.00 USD
+/// rather than 500 USD.
 fn with_stated_decimals(c: &rusqlite::Connection, data: &mut query::StatusPage) -> anyhow::Result<()> {
     let found: Vec<&mut crate::projection::view::InvitationView> = match &mut data.search {
         Some(query::Search::Exact(v)) => vec![v.as_mut()],
         Some(query::Search::Matches { items, .. }) => items.iter_mut().collect(),
         None => Vec::new(),
     };
-    for v in found.into_iter().chain(data.recent.iter_mut()) {
-        if v.payment_amount.as_ref().is_some_and(|m| m.decimals().is_none()) {
+    for v in found.into_iter().chain(data.recent.iter_mut()).chain(data.attention.iter_mut()) {
+        let asked = [&v.payout, &v.incentive].map(|o| o.requested.as_ref().and_then(|r| r.amount.as_ref()));
+        if v.payment_amount.iter().chain(asked.into_iter().flatten()).any(|m| m.decimals().is_none()) {
             *v = read_trail::decimals(c, &v.invitation_id)?.view(v);
         }
     }
@@ -288,18 +291,18 @@ async fn home_page(
     let fetching = ui.fetching;
     let lookup = q.clone();
     let limits = StatusPageLimits { search: SEARCH_CAP, recent: RECENT, attention: ATTENTION_CAP };
+    let now = chrono::Utc::now();
     let (data, hours) = ui
         .state
         .reads
         .run(move |c| {
-            let now = chrono::Utc::now();
             let mut data = query::status_page(c, lookup.as_deref(), limits, now, horizon, fetching)?;
             with_stated_decimals(c, &mut data)?;
             Ok((data, read_trail::activity(c, now, read_trail::ACTIVITY_HOURS)?))
         })
         .await
         .map_err(reject)?;
-    let page = home::render(&home::Home { data: &data, hours: &hours, q: q.as_deref() });
+    let page = home::render(&home::Home { data: &data, hours: &hours, q: q.as_deref(), now });
     Ok(html(StatusCode::OK, page))
 }
 

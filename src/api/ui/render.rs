@@ -14,6 +14,7 @@ use maud::{html, Markup, PreEscaped};
 use warp::http::StatusCode;
 
 use super::html;
+use super::show::{opt_when, short, when, with_times};
 use crate::invitation::{hides_text, is_uma_address};
 use crate::money::Money;
 use crate::projection::events::IdempotencyKey;
@@ -186,6 +187,28 @@ pub(super) fn invitation_link(id: &str) -> Markup {
     html! { a href=(invitation_href(id)) { (id) } }
 }
 
+/// An invitation's id linked to its page, as tables show it: cut short,
+/// whole on hover and when copied.
+pub(super) fn id_link(id: &str) -> Markup {
+    html! { a.short href=(invitation_href(id)) title=(id) { (id) } }
+}
+
+/// A UMA address as tables show it: [`uma_link`], cut short, whole on
+/// hover. A malformed one is shown whole, with its badge.
+pub(super) fn uma_cell(u: &str) -> Markup {
+    if is_uma_address(u) {
+        short(u, uma_link(u))
+    } else {
+        uma_link(u)
+    }
+}
+
+/// An idempotency key (or a dash), cut short, whole on hover and when
+/// copied: what an operator looks up on the payment platform.
+pub(super) fn key(k: Option<&IdempotencyKey>) -> Markup {
+    k.map_or_else(|| opt(None), |k| short(k.as_str(), html! { (k.as_str()) }))
+}
+
 /// A search of the status page for `q`.
 pub(super) fn search_link(q: &str, text: &str) -> Markup {
     html! { a href={ "/?q=" (percent_encode(q)) } { (text) } }
@@ -206,15 +229,20 @@ pub(super) fn opt_uma(u: Option<&str>) -> Markup {
     u.map_or_else(|| opt(None), uma)
 }
 
-/// What an obligation asked of the platform: receiver and amount.
+/// What an obligation asked of the platform, amount and receiver, cut
+/// short on one line (whole on hover).
 fn asked(o: &ObligationView) -> Markup {
+    let Some(r) = &o.requested else { return opt(None) };
+    let amount = r.amount.as_ref().map(Money::display);
+    let whole = match (&amount, &r.receiver_uma) {
+        (Some(a), Some(u)) => format!("{a} to {}", visible(u)),
+        (Some(a), None) => format!("{a} to -"),
+        (None, u) => u.as_deref().map_or_else(|| "-".to_owned(), visible),
+    };
     html! {
-        @match &o.requested {
-            None => (opt(None)),
-            Some(r) => {
-                @if let Some(m) = &r.amount { (m.display()) " to " }
-                (opt_uma(r.receiver_uma.as_deref()))
-            }
+        span.short.wide title=(whole) {
+            @if let Some(a) = &amount { (a) " to " }
+            (opt_uma(r.receiver_uma.as_deref()))
         }
     }
 }
@@ -231,7 +259,7 @@ pub(super) fn detail(v: &InvitationView) -> Markup {
             dt { "Source" } dd { (v.source.as_str()) }
             dt { "URL" } dd { (opt(v.url.as_deref())) }
             dt { "Status" } dd { (v.status.as_deref().map_or_else(|| opt(None), badge)) }
-            dt { "Claimed at" } dd { (opt(v.claimed_at.as_deref())) }
+            dt { "Claimed at" } dd { (opt_when(v.claimed_at.as_deref())) }
             dt { "Inviter" } dd { (v.inviter_uma.as_deref().map_or_else(|| opt(None), uma_link)) }
             dt { "Invitee" } dd { (v.invitee_uma.as_deref().map_or_else(|| opt(None), uma_link)) }
             dt { "Amount" } dd { (money(v.payment_amount.as_ref())) }
@@ -245,26 +273,28 @@ pub(super) fn detail(v: &InvitationView) -> Markup {
             }
             dt { "Last seq" } dd { (v.last_seq) }
         }
-        table.obligations {
+        div.scroll { table.obligations {
             thead { tr {
                 th { "Obligation" } th { "State" } th { "Attempts" } th { "Asked for" } th { "Idempotency key" }
-                th { "Payment id" } th { "Last error" } th { "Next attempt" } th { "Updated" }
+                th { "Payment id" } th { "Last error" } th { "Updated" }
             } }
             tbody {
                 @for (name, o) in obligations {
                     tr {
                         td { (name) }
-                        td { (obligation_cell(o)) }
+                        td.nowrap { (obligation_cell(o)) }
                         td.num { (o.attempts) }
-                        td { (asked(o)) }
-                        td.mono { (opt(o.idempotency_key.as_ref().map(IdempotencyKey::as_str))) }
-                        td.mono { (opt(o.payment_id.as_deref())) }
-                        td { (opt(o.last_error.as_deref())) }
-                        td { (opt(o.next_attempt_at.as_deref())) }
-                        td { (opt(o.updated_at.as_deref())) }
+                        td.asked { (asked(o)) }
+                        td.mono { (key(o.idempotency_key.as_ref())) }
+                        td.mono { (o.payment_id.as_deref().map_or_else(|| opt(None), |p| short(p, html! { (p) }))) }
+                        td { (o.last_error.as_deref().map_or_else(|| opt(None), with_times)) }
+                        td.when {
+                            (opt_when(o.updated_at.as_deref()))
+                            @if let Some(next) = &o.next_attempt_at { br; "next " (when(next)) }
+                        }
                     }
                 }
             }
-        }
+        } }
     }
 }
