@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use maud::{html, Markup};
 
 use super::render::{badge, invitation_href, money, opt, opt_uma, visible};
+use super::show::{opt_when, when, with_times};
 use super::verdict::Verdict;
 use crate::invitation::hides_text;
 use crate::ledger::Hash;
@@ -115,16 +116,29 @@ fn mono(s: Option<&str>) -> Markup {
     html! { span.mono { (opt(s)) } }
 }
 
-/// A one-line summary of what an event says, and its facts as rows.
-fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> (String, Vec<(&'static str, Markup)>) {
+/// What an event says, as its row shows it.
+struct Shown {
+    /// A one-line summary.
+    what: Markup,
+    /// For the platform's answers: its HTTP status (or that none came),
+    /// and its tone: `ok` (done), `bad` (failed for good) or none (to
+    /// be retried).
+    status: Option<(String, &'static str)>,
+    /// Its facts, one row each.
+    facts: Vec<(&'static str, Markup)>,
+}
+
+/// What an event says: a summary, and its facts as rows.
+fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> Shown {
     let mut f: Vec<(&'static str, Markup)> = Vec::new();
+    let mut status = None;
     let text = |s: &str| html! { (s) };
-    let summary = match &e.said {
+    let what = match &e.said {
         Said::Webhook { source, envelope, report } => {
             f.push(("Source", text(source.as_str())));
             f.push(("Event type", opt(envelope.event_type.as_deref())));
             f.push(("Delivery id", mono(envelope.delivery_id.as_deref())));
-            f.push(("Sent at", opt(envelope.timestamp.as_deref())));
+            f.push(("Sent at", opt_when(envelope.timestamp.as_deref())));
             f.push(("Signature", verdict.map_or_else(|| html! {}, verdict_html)));
             let s = &report.snapshot;
             if report.data_missing {
@@ -138,9 +152,9 @@ fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> (String, Vec
                     None => opt(None),
                 };
                 f.push(("Amount", amount));
-                f.push(("Dated", opt(report.dated.as_deref())));
+                f.push(("Dated", opt_when(report.dated.as_deref())));
             }
-            format!("{} webhook {}", source.as_str(), envelope.event_type.as_deref().unwrap_or_default())
+            html! { (source.as_str()) " webhook " (envelope.event_type.as_deref().unwrap_or_default()) }
         }
         Said::Internal(InternalEvent::Requested(r)) => {
             f.push(("Receiver", opt_uma(r.receiver_uma.as_deref())));
@@ -148,94 +162,90 @@ fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> (String, Vec
             f.push(("Amount", money(asked.as_ref())));
             f.push(("Idempotency key", mono(Some(r.idempotency_key.as_str()))));
             f.push(("Attempt", text(&r.attempt.to_string())));
-            f.push(("Requested at", text(&r.requested_at)));
-            let amount = asked.map(|m| format!("{} ", m.display())).unwrap_or_default();
-            format!(
-                "asked the platform for {} {amount}to {} (attempt {})",
-                r.obligation.as_str(),
-                r.receiver_uma.as_deref().map_or_else(|| "-".to_owned(), visible),
-                r.attempt
-            )
+            f.push(("Requested at", when(&r.requested_at)));
+            html! {
+                "attempt " (r.attempt) ": "
+                @if let Some(m) = &asked { (m.display()) " " }
+                "to " (r.receiver_uma.as_deref().map_or_else(|| "-".to_owned(), visible))
+            }
         }
         Said::Internal(InternalEvent::Succeeded(s)) => {
             f.push(("HTTP status", text(&s.http_status.to_string())));
             f.push(("Payment id", mono(s.payment_id.as_deref())));
             f.push(("Attempt", text(&s.attempt.to_string())));
-            f.push(("At", text(&s.at)));
-            format!(
-                "the platform answered {}: {} done{}",
-                s.http_status,
-                s.obligation.as_str(),
-                s.payment_id.as_deref().map(|p| format!(", payment {p}")).unwrap_or_default()
-            )
+            f.push(("At", when(&s.at)));
+            status = Some((format!("HTTP {}", s.http_status), "ok"));
+            html! {
+                (s.obligation.as_str()) " done"
+                @if let Some(p) = &s.payment_id { ", payment " (p) }
+            }
         }
         Said::Internal(InternalEvent::Failed(x)) => {
             f.push(("HTTP status", text(&x.http_status.map_or_else(|| "no answer".to_owned(), |s| s.to_string()))));
-            f.push(("Error", text(&x.error)));
+            f.push(("Error", with_times(&x.error)));
             f.push((
                 "Next attempt",
-                if x.permanent { text("none: failed for good") } else { opt(x.next_attempt_at.as_deref()) },
+                if x.permanent { text("none: failed for good") } else { opt_when(x.next_attempt_at.as_deref()) },
             ));
             f.push(("Attempt", text(&x.attempt.to_string())));
-            f.push(("At", text(&x.at)));
-            let status = x.http_status.map_or_else(|| "nothing".to_owned(), |s| s.to_string());
-            let then = if x.permanent {
-                "failed for good".to_owned()
-            } else {
-                format!("retry at {}", x.next_attempt_at.as_deref().unwrap_or("-"))
-            };
-            format!("the platform answered {status}: {then}")
+            f.push(("At", when(&x.at)));
+            status = Some((answered(x.http_status), if x.permanent { "bad" } else { "" }));
+            html! {
+                @if x.permanent {
+                    (x.obligation.as_str()) " failed for good"
+                } @else {
+                    "retry at " (opt_when(x.next_attempt_at.as_deref()))
+                }
+            }
         }
         Said::Internal(InternalEvent::InDoubt(d)) => {
             f.push(("Reason", text(d.reason.as_str())));
-            f.push(("First requested at", text(&d.first_requested_at)));
+            f.push(("First requested at", when(&d.first_requested_at)));
             f.push(("Idempotency key", mono(Some(d.idempotency_key.as_str()))));
-            format!("{} in doubt ({}): an operator decides", d.obligation.as_str(), d.reason.as_str())
+            html! { (d.obligation.as_str()) " in doubt (" (d.reason.as_str()) "): an operator decides" }
         }
         Said::Internal(InternalEvent::Resolved(r)) => {
             f.push(("Decision", badge(r.decision.as_str())));
             f.push(("Payment id", mono(r.payment_id.as_deref())));
             f.push(("Note", r.note.as_deref().map_or_else(|| opt(None), |n| html! { span.note { (n) } })));
             f.push(("By", r.by.map_or_else(|| opt(None), |b| text(b.as_str()))));
-            f.push(("Occurrence", html! { (r.occurrence) " " span.hint { "(attempts:last change when decided)" } }));
-            format!(
-                "operator decided {} on {}{}",
-                r.decision.as_str(),
-                r.obligation.as_str(),
-                r.by.map(|b| format!(" (from the {})", b.as_str())).unwrap_or_default()
-            )
+            f.push((
+                "Occurrence",
+                html! { (with_times(&r.occurrence)) " " span.hint { "(attempts:last change when decided)" } },
+            ));
+            html! {
+                "operator decided " (r.decision.as_str()) " on " (r.obligation.as_str())
+                @if let Some(b) = r.by { " (from the " (b.as_str()) ")" }
+            }
         }
         Said::Internal(InternalEvent::Fetched(x)) => {
-            f.push(("Fetched at", text(&x.fetched_at)));
+            f.push(("Fetched at", when(&x.fetched_at)));
             f.push(("From", text(x.source.as_str())));
             if let Some(note) = &x.operator_note {
                 f.push(("Operator's refetch", text(note)));
             }
             let known = x.entity.is_some();
             f.push(("Answer", text(if known { "the invitation" } else { "unknown to the source (entity null)" })));
-            if known {
-                "fetched the invitation from its source".into()
-            } else {
-                "fetched: the source does not know it".into()
-            }
+            text(if known { "fetched the invitation from its source" } else { "fetched: the source does not know it" })
         }
         Said::Internal(InternalEvent::FetchFailed(x)) => {
-            f.push(("Error", text(&x.error)));
+            f.push(("Error", with_times(&x.error)));
             if let Some(attempt) = x.attempt {
                 f.push(("Attempt", text(&attempt.to_string())));
             }
-            if x.reason.is_empty() {
-                "fetch failed".into()
-            } else {
-                format!("fetch failed for good: {}", x.reason)
-            }
+            html! { @if x.reason.is_empty() { "fetch failed" } @else { "fetch failed for good: " (x.reason) } }
         }
         Said::Undecodable(why) => {
             f.push(("Cannot be read", html! { span.bad { (why) } }));
-            "an event this build cannot read".into()
+            text("an event this build cannot read")
         }
     };
-    (summary, f)
+    Shown { what, status, facts: f }
+}
+
+/// The HTTP status an answer came with, or that none came.
+fn answered(status: Option<u16>) -> String {
+    status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"))
 }
 
 /// The chain at an event: its hash, its predecessor's (linked when it is
@@ -293,22 +303,126 @@ fn body(t: &Trail, e: &TrailEvent) -> Markup {
     }
 }
 
-fn event_card(t: &Trail, e: &TrailEvent, verdict: Option<&Verdict>) -> Markup {
+/// What a row shows of an event on one line: its seq (a link to itself),
+/// kind, time, the platform's status for an answer, and the summary.
+fn headline(e: &TrailEvent, shown: &Shown) -> Markup {
     let ev = &e.event;
-    let (summary, facts) = said(e, verdict, &t.decimals);
     html! {
-        article.ev id={ "seq-" (ev.seq) } {
-            header {
-                a.seq href={ "#seq-" (ev.seq) } { "#" (ev.seq) }
-                span.kind { (ev.kind) }
-                span.what { (summary) }
-                time { (ev.recorded_at) }
-            }
-            dl.facts { @for (k, v) in facts { dt { (k) } dd { (v) } } }
+        a.seq href={ "#seq-" (ev.seq) } { "#" (ev.seq) }
+        span.kind { (ev.kind) }
+        (when(&ev.recorded_at))
+        @if let Some((status, tone)) = &shown.status {
+            span.status.ok[*tone == "ok"].bad[*tone == "bad"] { (status) }
+        }
+        span.what { (shown.what) }
+    }
+}
+
+fn facts(shown: &Shown) -> Markup {
+    html! { dl.facts { @for (k, v) in &shown.facts { dt { (k) } dd { (v) } } } }
+}
+
+/// A whole card: a webhook, a fetch, a doubt, a decision.
+fn event_card(t: &Trail, e: &TrailEvent, verdict: Option<&Verdict>) -> Markup {
+    let shown = said(e, verdict, &t.decimals);
+    html! {
+        article.ev id={ "seq-" (e.event.seq) } {
+            header { (headline(e, &shown)) }
+            (facts(&shown))
             (chain(e))
             (body(t, e))
         }
     }
+}
+
+/// A call to the platform (a request, or its answer) as one line, its
+/// facts, hashes and body unfolded on demand: an outage's many retries
+/// keep the page short.
+fn call_row(t: &Trail, e: &TrailEvent) -> Markup {
+    let shown = said(e, None, &t.decimals);
+    html! {
+        article.ev.attempt id={ "seq-" (e.event.seq) } {
+            details {
+                summary { (headline(e, &shown)) }
+                (facts(&shown))
+                (chain(e))
+                (body(t, e))
+            }
+        }
+    }
+}
+
+/// A request, or the platform's answer to one.
+fn is_call(e: &TrailEvent) -> bool {
+    matches!(
+        e.said,
+        Said::Internal(InternalEvent::Requested(_) | InternalEvent::Succeeded(_) | InternalEvent::Failed(_))
+    )
+}
+
+/// A call of an outage: a request, or an answer to be retried.
+fn is_retry(e: &TrailEvent) -> bool {
+    match &e.said {
+        Said::Internal(InternalEvent::Requested(_)) => true,
+        Said::Internal(InternalEvent::Failed(x)) => !x.permanent,
+        _ => false,
+    }
+}
+
+/// A run of retries longer than this is folded into one line, all but its
+/// last [`KEPT`] calls.
+const FOLD_OVER: usize = 6;
+const KEPT: usize = 2;
+
+/// Folded calls of an outage in one line: how many, from when to when,
+/// and what the platform answered, each row on demand.
+fn folded_run(t: &Trail, run: &[TrailEvent]) -> Markup {
+    let requests = run.iter().filter(|e| matches!(e.said, Said::Internal(InternalEvent::Requested(_)))).count();
+    let mut answers: Vec<(String, usize)> = Vec::new();
+    for e in run {
+        if let Said::Internal(InternalEvent::Failed(x)) = &e.said {
+            let a = answered(x.http_status);
+            match answers.iter_mut().find(|(s, _)| *s == a) {
+                Some((_, n)) => *n += 1,
+                None => answers.push((a, 1)),
+            }
+        }
+    }
+    let (first, last) = (&run[0].event, &run[run.len() - 1].event);
+    html! {
+        details.run {
+            summary {
+                (requests) " earlier requests, " (when(&first.recorded_at)) " to " (when(&last.recorded_at))
+                @if !answers.is_empty() {
+                    ": "
+                    @for (i, (status, n)) in answers.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        span.status { (status) " ×" (n) }
+                    }
+                }
+            }
+            @for e in run { (call_row(t, e)) }
+        }
+    }
+}
+
+/// The trail's events in order: cards, call rows, and long runs of
+/// retries folded.
+fn rows(t: &Trail, verdicts: &[Option<Verdict>]) -> Markup {
+    let events = &t.events;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let end = i + events[i..].iter().take_while(|e| is_retry(e)).count();
+        if end - i > FOLD_OVER {
+            out.push(folded_run(t, &events[i..end - KEPT]));
+            i = end - KEPT;
+        }
+        let e = &events[i];
+        out.push(if is_call(e) { call_row(t, e) } else { event_card(t, e, verdicts[i].as_ref()) });
+        i += 1;
+    }
+    html! { @for row in out { (row) } }
 }
 
 pub(super) fn section(t: &Trail, verdicts: &[Option<Verdict>]) -> Markup {
@@ -329,9 +443,7 @@ pub(super) fn section(t: &Trail, verdicts: &[Option<Verdict>]) -> Markup {
             @if t.events.is_empty() {
                 p.empty { "The ledger has no event of this invitation." }
             }
-            @for (e, v) in t.events.iter().zip(verdicts) {
-                (event_card(t, e, v.as_ref()))
-            }
+            (rows(t, verdicts))
             @if t.more > 0 {
                 p.hint {
                     "Only the first " (TRAIL_CAP) " events are shown; " (t.more) " more are in the ledger ("
