@@ -80,20 +80,45 @@ fn resolution_of(form: &str) -> Result<(Resolution, bool), &'static str> {
     Ok((resolution, confirmed))
 }
 
+/// A POST to an invitation's action that passed the guard.
+struct Posted {
+    /// The invitation's id or code, as the path names it.
+    id: String,
+    /// Its page, where the browser goes back to.
+    back: String,
+    /// The signed-in credential, and the form.
+    credential: Vec<u8>,
+    form: String,
+}
+
+/// An invitation's action, `POST /invitations/{id}/{action}`, guarded:
+/// the handler gets the form, or the page refusing it.
+fn guarded(
+    ui: &Arc<Ui>,
+    action: &'static str,
+) -> impl Filter<Extract = (Arc<Ui>, Result<Posted, Response>), Error = Rejection> + Clone {
+    with_ui(ui)
+        .and(warp::path("invitations"))
+        .and(warp::path::param::<String>())
+        .and(warp::path(action))
+        .and(warp::path::end())
+        .and(posted())
+        .and_then(|ui: Arc<Ui>, raw: String, headers: HeaderMap, declared: Option<u64>, body| async move {
+            let id = percent_decode(&raw, false);
+            let back = invitation_href(&id);
+            let admitted = admitted_form(&ui, &headers, declared, body, &back).await?;
+            let posted = admitted.map(|(credential, form)| Posted { id, back, credential, form });
+            Ok::<_, Rejection>((ui, posted))
+        })
+        .untuple_one()
+}
+
 /// `POST /invitations/{id}/resolve`: checks the decision against the
 /// invitation now, asks to confirm "paid", then appends it and sends the
 /// browser to the new event.
-async fn resolve(
-    ui: Arc<Ui>,
-    raw: String,
-    headers: HeaderMap,
-    declared: Option<u64>,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
-) -> Result<Response, Rejection> {
-    let id = percent_decode(&raw, false);
-    let back = invitation_href(&id);
-    let (credential, form) = match admitted_form(&ui, &headers, declared, body, &back).await? {
-        Ok(admitted) => admitted,
+async fn resolve(ui: Arc<Ui>, posted: Result<Posted, Response>) -> Result<Response, Rejection> {
+    let Posted { id, back, credential, form } = match posted {
+        Ok(p) => p,
         Err(refusal) => return Ok(refusal),
     };
     let (resolution, confirmed) = match resolution_of(&form) {
@@ -138,17 +163,9 @@ async fn resolve(
 
 /// `POST /invitations/{id}/refetch`: fetches the invitation now through
 /// the wired fetcher, then sends the browser back to the trail.
-async fn refetch(
-    ui: Arc<Ui>,
-    raw: String,
-    headers: HeaderMap,
-    declared: Option<u64>,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
-) -> Result<Response, Rejection> {
-    let id = percent_decode(&raw, false);
-    let back = invitation_href(&id);
-    let (_, form) = match admitted_form(&ui, &headers, declared, body, &back).await? {
-        Ok(admitted) => admitted,
+async fn refetch(ui: Arc<Ui>, posted: Result<Posted, Response>) -> Result<Response, Rejection> {
+    let Posted { id, back, form, .. } = match posted {
+        Ok(p) => p,
         Err(refusal) => return Ok(refusal),
     };
     let Some(fetcher) = ui.state.live.get().and_then(|l| l.refetch.clone()) else {
@@ -218,8 +235,8 @@ fn posted() -> impl Filter<
 }
 
 pub(super) fn routes(ui: &Arc<Ui>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let resolve = with_ui(ui).and(warp::path!("invitations" / String / "resolve")).and(posted()).and_then(resolve);
-    let refetch = with_ui(ui).and(warp::path!("invitations" / String / "refetch")).and(posted()).and_then(refetch);
+    let resolve = guarded(ui, "resolve").and_then(resolve);
+    let refetch = guarded(ui, "refetch").and_then(refetch);
     let login = with_ui(ui).and(warp::path!("login")).and(posted()).and_then(login);
     resolve.or(refetch).unify().or(login).unify()
 }
