@@ -2,9 +2,13 @@
 //! chromedriver's W3C WebDriver HTTP API ([`driver`]): searching for an
 //! invitation, the money trail of a paid one with its verified signature,
 //! an in-doubt payment resolved from the page, a cross-site POST refused,
-//! and the charts drawn. Leaves screenshots for people to look at:
-//! `target/status-page.png`, `target/trail.png`, `target/resolve-form.png`,
-//! `target/confirm.png`, `target/resolved.png`, `target/charts.png`.
+//! the charts drawn, and both pages at desktop width and at 400 px (nothing
+//! spilling sideways, ids whole, amounts in their decimals, times in UTC).
+//! Leaves screenshots for people to look at: `target/status-page.png`,
+//! `target/trail.png`, `target/resolve-form.png`, `target/confirm.png`,
+//! `target/resolved.png`, `target/charts.png`, `target/status-wide.png`,
+//! `target/status-narrow.png`, `target/invitation-wide.png`,
+//! `target/invitation-narrow.png`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
 //! `chromium` and `chromium-driver`; `scripts/test` installs them). Without
@@ -379,6 +383,153 @@ async fn the_home_pages_charts_are_drawn_with_a_size_in_a_real_browser() {
     }
     driver.execute("document.getElementById('activity').scrollIntoView(); return null;").await;
     driver.screenshot("charts.png").await;
+
+    driver.quit().await;
+    drop(driver);
+    app.stop_promptly().await;
+}
+
+/// Signs and posts a claim of `id` for 12,345.67 EUR, dated `updated_at`,
+/// its incentive validated; without `invitee`, only the incentive is owed.
+async fn claim_in_euros(app: &TestApp, id: &str, event: &str, invitee: Option<&str>, updated_at: &str) {
+    let mut data = json!({
+        "id": id, "code": "CODE-EUR", "url": "https://uma.me/i/eur", "inviter_uma": "$alice@sending.example",
+        "status": "CLAIMED", "incentives_status": "VALIDATED", "updated_at": updated_at,
+        "payment_amount": {"value": 1_234_567, "currency": {"code": "EUR", "decimals": 2}}
+    });
+    if let Some(invitee) = invitee {
+        data["invitee_uma"] = invitee.into();
+    }
+    let body = json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": event, "timestamp": updated_at,
+                      "entity_id": id, "data": data})
+    .to_string();
+    let signature = invitation_ledger::lightspark::signature::sign(secret::SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(app.post_raw("/webhooks/lightspark", body.into_bytes(), Some(&signature)).await.status(), 200);
+}
+
+/// Waits until the read API shows `id`'s `obligation` (`payout`,
+/// `incentive`) in `state`.
+async fn obligation_state(app: &TestApp, id: &str, obligation: &str, state: &str) {
+    let url = app.url(&format!("/v1/invitations/{}", id.replace(':', "%3A")));
+    eventually(&format!("{id}'s {obligation} to be {state}"), Duration::from_secs(30), || async {
+        let v = json_of(app.client.get(&url)).await?;
+        if v[obligation]["state"] == state {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+}
+
+/// What the page in the browser shows of its layout: `[document width,
+/// window width, ids broken over two lines or more, visible text in raw
+/// RFC 3339, <time> elements without their exact value]`.
+async fn layout(driver: &Driver) -> serde_json::Value {
+    driver
+        .execute(
+            "const lines = e => { const w = document.createTreeWalker(e, NodeFilter.SHOW_TEXT); const tops = []; \
+               for (let t = w.nextNode(); t; t = w.nextNode()) { const r = document.createRange(); r.selectNodeContents(t); \
+                 for (const c of r.getClientRects()) if (c.width > 0) tops.push(c.top); } \
+               tops.sort((a, b) => a - b); return tops.filter((t, i) => i === 0 || t - tops[i - 1] > 6).length; }; \
+             const broken = [...document.querySelectorAll('td a, td code, td .short, td.mono, td.id')] \
+               .filter(e => lines(e) > 1).map(e => e.textContent); \
+             const raw = document.body.innerText.match(/\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d[^\\s]*/g) || []; \
+             const bare = [...document.querySelectorAll('time')].filter(t => !t.dateTime || !t.title).map(t => t.outerHTML); \
+             return [document.documentElement.scrollWidth, window.innerWidth, broken, raw, bare];",
+        )
+        .await
+}
+
+/// Checks `layout` at the width set: nothing wider than the window, no id
+/// broken, every time readable with its exact value on hover.
+fn assert_fits(layout: &serde_json::Value, width: u64, page: &str) {
+    assert_eq!(layout[1], width, "{page}: the window is {width} px wide: {layout}");
+    assert!(layout[0].as_u64().unwrap() <= width, "{page}: nothing spills sideways at {width} px: {layout}");
+    assert_eq!(layout[2], json!([]), "{page}: no id is broken over two lines at {width} px");
+    assert_eq!(layout[3], json!([]), "{page}: no time is shown as raw RFC 3339");
+    assert_eq!(layout[4], json!([]), "{page}: every time has its exact value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_fit_400_px_and_show_each_amount_in_its_currencys_decimals() {
+    // Given an incentive of 1.00 USD (`100:USD`) and an invitation of
+    // 12,345.67 EUR: the platform refused its incentive for good, then paid
+    // its invitee after an outage of twelve 503s
+    let payments = FakePlatform::start().await;
+    let app = spawn(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.reconcile.inviter_incentive = Some("100:USD".into());
+    })
+    .await;
+    let id = "UmaInvitation:browser-eur";
+    payments.fail_next(1, Fault::Status(400));
+    claim_in_euros(&app, id, "ev-eur-1", None, "2026-11-01T12:00:00.000000+00:00").await;
+    obligation_state(&app, id, "incentive", "failed").await;
+    payments.fail_next(12, Fault::Status(503));
+    let invitee = "$bob-with-a-rather-long-name@receiving-vasp.example";
+    claim_in_euros(&app, id, "ev-eur-2", Some(invitee), "2026-11-01T14:05:00.000000+01:00").await;
+    obligation_state(&app, id, "payout", "succeeded").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut driver = Driver::launch(scratch.path()).await;
+
+    // When an operator opens the status page on a desktop
+    driver.go(&app.url("/")).await;
+    let attention = text_when(&driver, "/", "#attention").await;
+
+    // Then the refused incentive's row says how much, to whom and since when
+    let row = attention.lines().find(|l| l.contains("inviter_incentive")).unwrap_or_default();
+    assert!(row.contains("1.00 USD") && row.contains("$alice@sending.example") && row.contains("since"), "{attention}");
+    let recent = driver.text(&driver.element("#recent").await).await;
+    assert!(recent.contains("12345.67 EUR"), "{recent}");
+    assert_fits(&layout(&driver).await, 1280, "the status page");
+    driver.screenshot("status-wide.png").await;
+
+    // And on a screen 400 px wide it still fits
+    driver.set_viewport(400, 1400).await;
+    driver.go(&app.url("/")).await;
+    text_when(&driver, "/", "#attention").await;
+    assert_fits(&layout(&driver).await, 400, "the status page");
+    driver.screenshot("status-narrow.png").await;
+
+    // When the invitation's page is opened on a desktop
+    driver.set_viewport(1280, 2000).await;
+    driver.go(&app.url("/invitations/UmaInvitation%3Abrowser-eur")).await;
+    let facts = text_when(&driver, "/invitations/", "#invitation").await;
+
+    // Then its amount is in euros and its incentive in dollars, each in its decimals
+    assert!(facts.contains("12345.67 EUR"), "{facts}");
+    assert!(facts.contains("1.00 USD to $alice@sending.example"), "{facts}");
+    let actions = driver.text(&driver.element("#actions").await).await;
+    assert!(actions.contains("1.00 USD to $alice@sending.example"), "{actions}");
+    let all = driver.execute("return document.body.innerText;").await;
+    assert!(!all.as_str().unwrap().contains("100 USD"), "never the incentive in cents as dollars");
+    driver.execute("document.getElementById('trail').scrollIntoView(); return null;").await;
+    driver.screenshot("invitation-wide.png").await;
+    // And the outage is a few short rows, not a card per call
+    let rows = driver
+        .execute(
+            "return [...document.querySelectorAll('article.attempt')].filter(a => a.checkVisibility()) \
+             .map(a => a.getBoundingClientRect().height);",
+        )
+        .await;
+    let rows: Vec<f64> = rows.as_array().unwrap().iter().map(|h| h.as_f64().unwrap()).collect();
+    assert!(!rows.is_empty() && rows.len() < 10, "the earlier calls are folded: {rows:?}");
+    assert!(rows.iter().all(|h| *h < 40.0), "one line each: {rows:?}");
+    let trail = driver.execute("return document.getElementById('trail').getBoundingClientRect().height;").await;
+    // (two webhook cards and five rows; a card for each of the 28 calls
+    // took over 6,000 px)
+    assert!(trail.as_f64().unwrap() < 1500.0, "the trail stays short: {trail}");
+    assert_fits(&layout(&driver).await, 1280, "the invitation page");
+
+    // And on a screen 400 px wide it still fits, with a row's details unfolded
+    driver.set_viewport(400, 1400).await;
+    driver.go(&app.url("/invitations/UmaInvitation%3Abrowser-eur")).await;
+    text_when(&driver, "/invitations/", "#trail").await;
+    driver.click(&driver.element("#trail > article.attempt:last-of-type > details > summary").await).await;
+    assert_fits(&layout(&driver).await, 400, "the invitation page");
+    driver.execute("document.getElementById('trail').scrollIntoView(); return null;").await;
+    driver.screenshot("invitation-narrow.png").await;
 
     driver.quit().await;
     drop(driver);

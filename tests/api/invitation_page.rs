@@ -187,3 +187,77 @@ pub fn event_body(app_db: &std::path::Path, seq: i64) -> Value {
     let body: Vec<u8> = conn.query_row("SELECT body FROM events WHERE seq = ?1", [seq], |r| r.get(0)).unwrap();
     serde_json::from_slice(&body).unwrap()
 }
+
+/// The first RFC 3339 time (`2026-12-07T19:22:05…`) in the text a person
+/// reads of `html`: outside tags, and outside `<pre>` (a body, shown as it
+/// was received) and `<style>`.
+fn raw_time_in_text(html: &str) -> Option<String> {
+    let mut text = String::new();
+    let mut rest = html;
+    while let Some(lt) = rest.find('<') {
+        text.push_str(&rest[..lt]);
+        rest = &rest[lt..];
+        let skip_to = ["<pre", "<style"].iter().find(|t| rest.starts_with(**t)).map(|t| format!("</{}>", &t[1..]));
+        let end = match skip_to {
+            Some(close) => rest.find(&close).map_or(rest.len(), |i| i + close.len()),
+            None => rest.find('>').map_or(rest.len(), |i| i + 1),
+        };
+        text.push(' ');
+        rest = &rest[end..];
+    }
+    text.push_str(rest);
+    let b = text.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    (0..b.len()).find_map(|i| {
+        let shape = (0..4).all(|k| digit(i + k))
+            && b.get(i + 4) == Some(&b'-')
+            && digit(i + 5)
+            && digit(i + 6)
+            && b.get(i + 7) == Some(&b'-')
+            && digit(i + 8)
+            && digit(i + 9)
+            && b.get(i + 10) == Some(&b'T');
+        shape.then(|| text[i..(i + 26).min(text.len())].to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_leaves_one_compact_row_per_attempt_with_its_hashes_on_demand() {
+    // Given a platform that answers 503 eight times before it pays
+    let payments = FakePlatform::start().await;
+    let app = TestApp::spawn_configured(|a| a.reconcile.payout_url = Some(payments.url.clone())).await;
+    payments.fail_next(8, Fault::Status(503));
+    let inv = paid_invitation(&app, "UmaInvitation:outage").await;
+
+    // When its page is opened
+    let page = get(&app, &page_path(&inv.id), &[]).await;
+    assert_eq!(page.status, 200);
+
+    // Then each request and answer is one row — kind, time, outcome, HTTP
+    // status — with its hashes and body folded inside it
+    let conn = rusqlite::Connection::open(&app.db).unwrap();
+    let mut stmt = conn.prepare("SELECT seq, kind FROM events WHERE kind LIKE 'payout.%' ORDER BY seq").unwrap();
+    let calls: Vec<(i64, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(calls.len(), 18, "nine requests, eight 503s and the payment: {calls:?}");
+    for (seq, kind) in &calls {
+        let row = page.part("article", &format!("seq-{seq}"));
+        assert!(row.starts_with("<article class=\"ev attempt\""), "a compact row: {row}");
+        let (shown, on_demand) = row.split_once("<dl").unwrap_or_else(|| panic!("details on demand: {row}"));
+        assert!(shown.contains("<details") && !shown.contains("</details>"), "the details fold: {row}");
+        assert!(shown.contains(&format!("<span class=\"kind\">{kind}</span>")), "{shown}");
+        assert!(shown.contains("<time datetime=\"") && shown.contains(" UTC</time>"), "{shown}");
+        if kind == "payout.failed" {
+            assert!(shown.contains("HTTP 503"), "the outcome and its status: {shown}");
+        }
+        let (hash, _) = stored(&app, *seq);
+        assert!(!shown.contains(&hash) && on_demand.contains(&hash), "the hash on demand only: {row}");
+    }
+    // And the earlier calls of the run are folded into one line that counts them
+    let trail = page.part("section", "trail");
+    let fold = &trail[trail.find("<details class=\"run\"").unwrap_or_else(|| panic!("a folded run:\n{trail}"))..];
+    let summary = &fold[..fold.find("</summary>").unwrap()];
+    assert!(summary.contains("HTTP 503 ×"), "{summary}");
+    // And no time on the page is raw RFC 3339 text
+    assert_eq!(raw_time_in_text(&page.body), None, "{}", page.body);
+}

@@ -257,7 +257,7 @@ async fn recording_a_payment_as_paid_takes_a_confirmation_then_is_in_the_ledger_
     let card = page.part("article", &format!("seq-{seq}"));
     assert!(card.contains("operator decided paid on invitee_payment (from the page)"), "{card}");
     assert!(
-        card.contains("found on the platform&#x27;s dashboard, ticket OPS-12") && card.contains("pay_manual_7"),
+        card.contains("found on the platform's dashboard, ticket OPS-12") && card.contains("pay_manual_7"),
         "{card}"
     );
     let payout = app.client.get(app.url(&format!("/v1/invitations/{}", inv.id.replace(':', "%3A")))).bearer_auth(TOKEN);

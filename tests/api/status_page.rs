@@ -264,3 +264,42 @@ async fn head_of_the_status_page_answers_as_get_does_without_a_body() {
     assert_eq!(guarded_head.status(), 401, "HEAD is guarded as GET is");
     assert!(guarded_head.bytes().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_row_needing_an_operator_shows_the_amount_the_receiver_and_since_when() {
+    // Given an invitation of 12,345.67 EUR whose payment and 1.00 USD
+    // incentive (`100:USD`) the platform both refused for good
+    let payments = FakePlatform::start().await;
+    let app = TestApp::spawn_configured(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.reconcile.inviter_incentive = Some("100:USD".into());
+    })
+    .await;
+    payments.fail_next(2, Fault::Status(400));
+    let mut inv = InvitationFixture::claimed("UmaInvitation:triage");
+    inv.payment_amount = Some(1_234_567);
+    inv.currency = ("EUR", 2);
+    app.claim(&inv, "ev-triage").await;
+    projected(&app, &inv.id, |v| v["payout"]["state"] == "failed" && v["incentive"]["state"] == "failed").await;
+
+    // When an operator opens the status page
+    let page = get(&app, "/", &[]).await;
+
+    // Then each failed row says how much, to whom, and since when, without a click
+    let attention = page.section("attention");
+    let (_, failed) = attention.split_once("<h3>Failed</h3>").expect("two lists");
+    for heading in ["Amount", "Receiver", "Since"] {
+        assert!(failed.contains(&format!("<th>{heading}</th>")), "a {heading} column:\n{failed}");
+    }
+    let row = |kind: &str| {
+        failed.split("<tr>").find(|r| r.contains(kind)).unwrap_or_else(|| panic!("a {kind} row:\n{failed}")).to_owned()
+    };
+    let payout = row("invitee_payment");
+    assert!(payout.contains("12345.67 EUR") && payout.contains(inv.invitee_uma.as_deref().unwrap()), "{payout}");
+    let incentive = row("inviter_incentive");
+    assert!(incentive.contains("1.00 USD") && incentive.contains(&inv.inviter_uma), "{incentive}");
+    for r in [&payout, &incentive] {
+        assert!(r.contains("since <time datetime=\"") && r.contains(" UTC</time>"), "since when, in UTC: {r}");
+    }
+    assert!(!failed.contains("100 USD") && !failed.contains("1234567"), "never in minor units:\n{failed}");
+}

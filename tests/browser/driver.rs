@@ -226,3 +226,18 @@ impl Driver {
         path
     }
 }
+
+impl Driver {
+    /// Lays the page out for a screen `width` × `height` CSS pixels wide
+    /// (a desktop's layout, not a phone's: no zooming out to fit), as
+    /// Chromium's DevTools do; `window.innerWidth` is then `width`.
+    pub async fn set_viewport(&self, width: u32, height: u32) {
+        let params = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
+        self.call(
+            reqwest::Method::POST,
+            &self.session_path("/goog/cdp/execute"),
+            Some(json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params})),
+        )
+        .await;
+    }
+}

@@ -3,13 +3,11 @@
 //! part of the HTML, styled by the page's own style sheet). Each chart has
 //! a title and a description for screen readers, visible axis labels, a
 //! tooltip (`<title>`) on every bar, and a note instead of bars when there
-//! is nothing to draw.
-
-use std::fmt::Write as _;
+//! is nothing to draw. Written as `maud` templates like the pages, so every
+//! label is escaped and nothing is spliced in unescaped.
 
 use chrono::{DateTime, Timelike, Utc};
-
-use super::render::escape;
+use maud::{html, Markup};
 
 /// One stacked series of an hourly chart.
 pub(super) struct Series<'a> {
@@ -53,19 +51,27 @@ fn nice_top(max: u64) -> u64 {
     step * TICKS
 }
 
-fn open_svg(id: &str, title: &str, desc: &str, height: f64) -> String {
-    format!(
-        "<svg class=\"chart-svg\" viewBox=\"0 0 {W} {height}\" width=\"{W}\" height=\"{height}\" role=\"img\" \
-         aria-labelledby=\"{id}-title {id}-desc\" xmlns=\"http://www.w3.org/2000/svg\">\
-         <title id=\"{id}-title\">{}</title><desc id=\"{id}-desc\">{}</desc>",
-        escape(title),
-        escape(desc)
-    )
+/// A coordinate as SVG takes it, to a tenth.
+fn at(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+/// The `<svg>` element of a chart, with its title and description for
+/// screen readers, around `content`.
+fn svg(id: &str, title: &str, desc: &str, height: f64, content: Markup) -> Markup {
+    html! {
+        svg.chart-svg viewBox={ "0 0 " (W) " " (height) } width=(W) height=(height) role="img"
+            aria-labelledby={ (id) "-title " (id) "-desc" } xmlns="http://www.w3.org/2000/svg" {
+            title id={ (id) "-title" } { (title) }
+            desc id={ (id) "-desc" } { (desc) }
+            (content)
+        }
+    }
 }
 
 /// An hourly bar chart, the series stacked; `empty_note` is shown when
 /// every value is zero.
-pub(super) fn hourly(c: &Hourly<'_>, empty_note: &str) -> String {
+pub(super) fn hourly(c: &Hourly<'_>, empty_note: &str) -> Markup {
     let n = c.hours.len().max(1);
     let totals: Vec<u64> = (0..c.hours.len()).map(|i| c.series.iter().map(|s| s.values[i]).sum()).collect();
     let grand: u64 = totals.iter().sum();
@@ -80,108 +86,89 @@ pub(super) fn hourly(c: &Hourly<'_>, empty_note: &str) -> String {
         ),
         None => empty_note.to_owned(),
     };
-    let mut s = format!("<figure class=\"chart\" id=\"{}\">", escape(c.id));
-    s.push_str(&open_svg(c.id, c.title, &desc, H));
     let (plot_w, plot_h) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let base = TOP + plot_h;
-    // Y axis: grid lines and their values, and what is counted.
-    for t in 0..=TICKS {
-        let y = base - plot_h * t as f64 / TICKS as f64;
-        let _ = write!(
-            s,
-            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-             <text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
-            top * t / TICKS
-        );
-    }
-    let _ = write!(s, "<text class=\"axis-title\" x=\"{LEFT}\" y=\"14\">{} per hour</text>", escape(c.unit));
-    // Bars, stacked in series order, only for hours with something.
     let slot = plot_w / n as f64;
     let bar_w = (slot * 0.72).max(1.0);
-    for (i, hour) in c.hours.iter().enumerate() {
-        if totals[i] == 0 {
-            continue;
+    let content = html! {
+        // Y axis: grid lines and their values, and what is counted.
+        @for t in 0..=TICKS {
+            @let y = base - plot_h * t as f64 / TICKS as f64;
+            line.grid x1=(LEFT) x2=(W - RIGHT) y1=(at(y)) y2=(at(y)) {}
+            text.tick x=(LEFT - 6.0) y=(at(y + 4.0)) text-anchor="end" { (top * t / TICKS) }
         }
-        let x = LEFT + slot * i as f64 + (slot - bar_w) / 2.0;
-        let mut y = base;
-        let label = hour.format("%Y-%m-%d %H:00 UTC");
-        let _ =
-            write!(s, "<g class=\"bar\" data-hour=\"{}\" data-count=\"{}\">", hour.format("%Y-%m-%dT%H"), totals[i]);
-        for series in c.series {
-            let v = series.values[i];
-            if v == 0 {
-                continue;
+        text.axis-title x=(LEFT) y="14" { (c.unit) " per hour" }
+        // Bars, stacked in series order, only for hours with something.
+        @for (i, hour) in c.hours.iter().enumerate().filter(|(i, _)| totals[*i] > 0) {
+            @let x = LEFT + slot * i as f64 + (slot - bar_w) / 2.0;
+            @let label = hour.format("%Y-%m-%d %H:00 UTC").to_string();
+            g.bar data-hour=(hour.format("%Y-%m-%dT%H")) data-count=(totals[i]) {
+                @for (series, y, h) in stacked(c.series, i, base, plot_h, top) {
+                    rect class=(series.class) x=(at(x)) y=(at(y)) width=(at(bar_w)) height=(at(h)) {
+                        title { (label) ": " (series.values[i]) " " (series.name) }
+                    }
+                }
             }
-            let h = plot_h * v as f64 / top as f64;
-            y -= h;
-            let _ = write!(
-                s,
-                "<rect class=\"{}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bar_w:.1}\" height=\"{h:.1}\"><title>{label}: {v} {}</title></rect>",
-                escape(series.class),
-                escape(series.name)
-            );
         }
-        s.push_str("</g>");
-    }
-    // X axis: the baseline, a tick every six hours labelled with the hour,
-    // and the date under midnight.
-    let _ = write!(s, "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{base}\" y2=\"{base}\"/>", W - RIGHT);
-    for (i, hour) in c.hours.iter().enumerate() {
-        if hour.hour() % 6 != 0 {
-            continue;
+        // X axis: the baseline, a tick every six hours labelled with the
+        // hour, and the date under midnight.
+        line.axis x1=(LEFT) x2=(W - RIGHT) y1=(base) y2=(base) {}
+        @for (i, hour) in c.hours.iter().enumerate().filter(|(_, h)| h.hour() % 6 == 0) {
+            @let x = at(LEFT + slot * i as f64 + slot / 2.0);
+            line.axis x1=(x) x2=(x) y1=(base) y2=(base + 4.0) {}
+            text.tick x=(x) y=(base + 16.0) text-anchor="middle" { (hour.format("%H:00")) }
+            @if hour.hour() == 0 {
+                text.tick.date x=(x) y=(base + 28.0) text-anchor="middle" { (hour.format("%b %-d")) }
+            }
         }
-        let x = LEFT + slot * i as f64 + slot / 2.0;
-        let _ = write!(
-            s,
-            "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{base}\" y2=\"{}\"/>\
-             <text class=\"tick\" x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            base + 4.0,
-            base + 16.0,
-            hour.format("%H:00")
-        );
-        if hour.hour() == 0 {
-            let _ = write!(
-                s,
-                "<text class=\"tick date\" x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-                base + 28.0,
-                hour.format("%b %-d")
-            );
+        text.axis-title x=(W - RIGHT) y=(H - 4.0) text-anchor="end" { "hour (UTC)" }
+        @if c.series.len() > 1 { (legend(c.series)) }
+        @if grand == 0 {
+            text.empty-note x=(at(LEFT + plot_w / 2.0)) y=(at(TOP + plot_h / 2.0)) text-anchor="middle" { (empty_note) }
+        }
+    };
+    html! {
+        figure.chart id=(c.id) {
+            (svg(c.id, c.title, &desc, H, content))
+            figcaption { (c.title) }
         }
     }
-    let _ = write!(
-        s,
-        "<text class=\"axis-title\" x=\"{}\" y=\"{}\" text-anchor=\"end\">hour (UTC)</text>",
-        W - RIGHT,
-        H - 4.0
-    );
-    if c.series.len() > 1 {
-        let mut x = W - RIGHT;
-        for series in c.series.iter().rev() {
-            x -= 12.0 + 6.5 * series.name.chars().count() as f64;
-            let _ = write!(
-                s,
-                "<rect class=\"{}\" x=\"{x:.1}\" y=\"6\" width=\"9\" height=\"9\"/><text class=\"tick\" x=\"{:.1}\" y=\"14\">{}</text>",
-                escape(series.class),
-                x + 13.0,
-                escape(series.name)
-            );
-            x -= 10.0;
+}
+
+/// The non-zero values of hour `i`, stacked up from `base`: each series
+/// with its segment's top and height.
+fn stacked<'a>(
+    series: &'a [Series<'a>],
+    i: usize,
+    base: f64,
+    plot_h: f64,
+    top: u64,
+) -> Vec<(&'a Series<'a>, f64, f64)> {
+    let mut y = base;
+    let mut out = Vec::new();
+    for s in series.iter().filter(|s| s.values[i] > 0) {
+        let h = plot_h * s.values[i] as f64 / top as f64;
+        y -= h;
+        out.push((s, y, h));
+    }
+    out
+}
+
+/// The series' names and colours, right-aligned above the plot.
+fn legend(series: &[Series<'_>]) -> Markup {
+    let mut x = W - RIGHT;
+    let mut placed = Vec::new();
+    for s in series.iter().rev() {
+        x -= 12.0 + 6.5 * s.name.chars().count() as f64;
+        placed.push((s, x));
+        x -= 10.0;
+    }
+    html! {
+        @for (s, x) in placed {
+            rect class=(s.class) x=(at(x)) y="6" width="9" height="9" {}
+            text.tick x=(at(x + 13.0)) y="14" { (s.name) }
         }
     }
-    if grand == 0 {
-        let _ = write!(
-            s,
-            "<text class=\"empty-note\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            LEFT + plot_w / 2.0,
-            TOP + plot_h / 2.0,
-            escape(empty_note)
-        );
-    }
-    let _ = write!(s, "</svg><figcaption>{}</figcaption></figure>", escape(c.title));
-    s
 }
 
 /// The order obligation states are stacked in: done, under way, waiting,
@@ -192,10 +179,16 @@ const STATES: [&str; 9] =
 /// States drawn in light colours (`style.css`), which need dark figures.
 const LIGHT: [&str; 4] = ["retry_scheduled", "pending", "ineligible", "not_due"];
 
+const KINDS: [&str; 3] = ["invitee_payment", "inviter_incentive", "inviter_notification"];
+
+/// A state as a class name: its letters, digits and `_` only.
+fn class_of(state: &str) -> String {
+    state.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+}
+
 /// Obligations by state, one horizontal stacked bar per kind, scaled to
 /// the largest kind's total; `counts` as `(kind, state, n)`.
-pub(super) fn obligations(counts: &[(&'static str, String, i64)]) -> String {
-    const KINDS: [&str; 3] = ["invitee_payment", "inviter_incentive", "inviter_notification"];
+pub(super) fn obligations(counts: &[(&'static str, String, i64)]) -> Markup {
     const LABEL: f64 = 150.0;
     const ROW: f64 = 34.0;
     const BAR: f64 = 22.0;
@@ -229,90 +222,69 @@ pub(super) fn obligations(counts: &[(&'static str, String, i64)]) -> String {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let mut s = format!("<figure class=\"chart wide\" id=\"{id}\">");
-    s.push_str(&open_svg(id, "Obligations by kind and state", &desc, height));
     let x0 = LABEL + 10.0;
     let axis_y = 12.0 + ROW * KINDS.len() as f64;
-    for t in 0..=TICKS {
-        let x = x0 + plot_w * t as f64 / TICKS as f64;
-        let _ = write!(
-            s,
-            "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"6\" y2=\"{axis_y}\"/>\
-             <text class=\"tick\" x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            axis_y + 14.0,
-            top * t / TICKS
-        );
-    }
-    let _ = write!(
-        s,
-        "<text class=\"axis-title\" x=\"{:.1}\" y=\"{}\" text-anchor=\"end\">obligations</text>",
-        x0 + plot_w,
-        axis_y + 30.0
-    );
-    for (row, kind) in KINDS.iter().enumerate() {
-        let y = 12.0 + ROW * row as f64;
-        let _ = write!(
-            s,
-            "<text class=\"label\" x=\"{LABEL}\" y=\"{:.1}\" text-anchor=\"end\">{kind}</text>",
-            y + BAR / 2.0 + 4.0
-        );
-        let mut x = x0;
-        for state in &states {
-            let v = count(kind, state);
-            if v == 0 {
-                continue;
+    // Each kind's segments: state, value, left edge and width.
+    let rows: Vec<Vec<(&str, u64, f64, f64)>> = KINDS
+        .iter()
+        .map(|kind| {
+            let mut x = x0;
+            let mut segments = Vec::new();
+            for state in states.iter().filter(|s| count(kind, s) > 0) {
+                let v = count(kind, state);
+                let w = plot_w * v as f64 / top as f64;
+                segments.push((*state, v, x, w));
+                x += w;
             }
-            let w = plot_w * v as f64 / top as f64;
-            let cls: String = state.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            let _ = write!(
-                s,
-                "<rect class=\"seg c-{cls}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{BAR}\"><title>{kind}: {v} {}</title></rect>",
-                escape(state)
-            );
-            if w >= 22.0 {
-                // Dark figures on the light colours, white on the others.
-                let shade = if LIGHT.contains(state) { " dark" } else { "" };
-                let _ = write!(
-                    s,
-                    "<text class=\"in-bar{shade}\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{v}</text>",
-                    x + w / 2.0,
-                    y + BAR / 2.0 + 4.0
-                );
-            }
-            x += w;
-        }
-        let _ = write!(
-            s,
-            "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            x + 6.0,
-            y + BAR / 2.0 + 4.0,
-            totals[row]
-        );
-    }
+            segments
+        })
+        .collect();
     // The legend: the states present, in stacking order.
+    let mut legend = Vec::new();
     let mut x = x0;
     for state in states.iter().filter(|s| KINDS.iter().any(|k| count(k, s) > 0)) {
-        let cls: String = state.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        let _ = write!(
-            s,
-            "<rect class=\"c-{cls}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"9\" height=\"9\"/><text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            axis_y + 40.0,
-            x + 13.0,
-            axis_y + 48.0,
-            escape(state)
-        );
+        legend.push((*state, x));
         x += 22.0 + 6.5 * state.chars().count() as f64;
     }
-    if max == 0 {
-        let _ = write!(
-            s,
-            "<text class=\"empty-note\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">No invitation yet: no obligation to show.</text>",
-            x0 + plot_w / 2.0,
-            12.0 + ROW * 1.5
-        );
+    let content = html! {
+        @for t in 0..=TICKS {
+            @let x = at(x0 + plot_w * t as f64 / TICKS as f64);
+            line.grid x1=(x) x2=(x) y1="6" y2=(axis_y) {}
+            text.tick x=(x) y=(axis_y + 14.0) text-anchor="middle" { (top * t / TICKS) }
+        }
+        text.axis-title x=(at(x0 + plot_w)) y=(axis_y + 30.0) text-anchor="end" { "obligations" }
+        @for (row, kind) in KINDS.iter().enumerate() {
+            @let y = 12.0 + ROW * row as f64;
+            @let mid = at(y + BAR / 2.0 + 4.0);
+            text.label x=(LABEL) y=(mid) text-anchor="end" { (kind) }
+            @for (state, v, x, w) in &rows[row] {
+                rect class={ "seg c-" (class_of(state)) } x=(at(*x)) y=(at(y)) width=(at(*w)) height=(BAR) {
+                    title { (kind) ": " (v) " " (state) }
+                }
+                @if *w >= 22.0 {
+                    // Dark figures on the light colours, white on the others.
+                    text.in-bar.dark[LIGHT.contains(state)] x=(at(x + w / 2.0)) y=(mid) text-anchor="middle" { (v) }
+                }
+            }
+            @let end = rows[row].last().map_or(x0, |(_, _, x, w)| x + w);
+            text.tick x=(at(end + 6.0)) y=(mid) { (totals[row]) }
+        }
+        @for (state, x) in legend {
+            rect class={ "c-" (class_of(state)) } x=(at(x)) y=(at(axis_y + 40.0)) width="9" height="9" {}
+            text.tick x=(at(x + 13.0)) y=(at(axis_y + 48.0)) { (state) }
+        }
+        @if max == 0 {
+            text.empty-note x=(at(x0 + plot_w / 2.0)) y=(at(12.0 + ROW * 1.5)) text-anchor="middle" {
+                "No invitation yet: no obligation to show."
+            }
+        }
+    };
+    html! {
+        figure.chart.wide id=(id) {
+            (svg(id, "Obligations by kind and state", &desc, height, content))
+            figcaption { "Obligations by kind and state" }
+        }
     }
-    s.push_str("</svg><figcaption>Obligations by kind and state</figcaption></figure>");
-    s
 }
 
 #[cfg(test)]
@@ -343,6 +315,7 @@ mod tests {
                 },
                 "nothing",
             )
+            .into_string()
         };
         // when it is drawn, then there is one bar, at that hour, titled and labelled
         let busy = chart(vec![0, 2, 0]);
@@ -364,10 +337,10 @@ mod tests {
             ("invitee_payment", "something_new".to_owned(), 1),
         ];
         // then each state is a segment, and the description says it in words
-        let svg = obligations(&counts);
+        let svg = obligations(&counts).into_string();
         assert_eq!(svg.matches("class=\"seg ").count(), 3, "{svg}");
         assert!(svg.contains("c-in_doubt") && svg.contains("c-something_new"), "{svg}");
         assert!(svg.contains("invitee_payment: 5 (3 succeeded, 1 in_doubt, 1 something_new)"), "{svg}");
-        assert!(obligations(&[]).contains("No invitation yet"));
+        assert!(obligations(&[]).into_string().contains("No invitation yet"));
     }
 }

@@ -4,8 +4,9 @@
 //! re-verified signatures, and forms to act on it), and `POST /login`.
 //!
 //! Server-rendered HTML with inline CSS and inline SVG: no scripts, no
-//! external assets, no build step. Every dynamic string goes through
-//! [`escape`]; the Content-Security-Policy forbids scripts anyway.
+//! external assets, no build step. Every page is a [`maud`] template, which
+//! escapes every value spliced into it (see `render`); the
+//! Content-Security-Policy forbids scripts anyway.
 //!
 //! Reading is protected as the read API is: when `READ_API_TOKEN` is set
 //! the pages want `Authorization: Bearer <token>` or the `il_token` cookie
@@ -16,15 +17,20 @@
 
 mod actions;
 mod charts;
+mod forms;
+mod guard;
 mod home;
 mod invitation;
 mod render;
+mod show;
+mod trail;
 mod verdict;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::io::Read as _;
 use std::sync::Arc;
 
@@ -42,9 +48,9 @@ use super::read::percent_decode;
 use super::AppState;
 use crate::ledger::verify::WebhookKeys;
 use crate::projection::query::{self, StatusPageLimits};
-use crate::projection::trail;
-pub use render::escape;
-use render::{catching_up_page, login_page};
+use crate::projection::trail as read_trail;
+use render::catching_up_page;
+use render::login_page;
 
 /// The cookie `POST /login` sets.
 pub const COOKIE: &str = "il_token";
@@ -67,6 +73,8 @@ struct Ui {
     /// The configured webhook keys, which the invitation page re-verifies
     /// stored signatures with.
     keys: WebhookKeys,
+    /// Which sources invitations can be fetched from.
+    fetching: crate::projection::view::Fetching,
 }
 
 /// Whether a page may be shown, and to whom.
@@ -219,18 +227,20 @@ fn behind_https(headers: &HeaderMap) -> bool {
         .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"))
 }
 
-/// Gives the amounts the home page lists the decimals their invitations'
-/// own bodies state (the projection may keep an amount without them), so
-/// they read 5.00 USD rather than 500 USD.
+/// Gives the amounts the home page lists (the invitations' and what their
+/// obligations asked) the decimals their invitations' own bodies state
+/// (the projection may keep an amount without them), so they read 5.00 USD
+/// rather than 500 USD.
 fn with_stated_decimals(c: &rusqlite::Connection, data: &mut query::StatusPage) -> anyhow::Result<()> {
     let found: Vec<&mut crate::projection::view::InvitationView> = match &mut data.search {
         Some(query::Search::Exact(v)) => vec![v.as_mut()],
         Some(query::Search::Matches { items, .. }) => items.iter_mut().collect(),
         None => Vec::new(),
     };
-    for v in found.into_iter().chain(data.recent.iter_mut()) {
-        if v.payment_amount.as_ref().is_some_and(|m| m.decimals().is_none()) {
-            *v = trail::decimals(c, &v.invitation_id)?.view(v);
+    for v in found.into_iter().chain(data.recent.iter_mut()).chain(data.attention.iter_mut()) {
+        let asked = [&v.payout, &v.incentive].map(|o| o.requested.as_ref().and_then(|r| r.amount.as_ref()));
+        if v.payment_amount.iter().chain(asked.into_iter().flatten()).any(|m| m.decimals().is_none()) {
+            *v = read_trail::decimals(c, &v.invitation_id)?.view(v);
         }
     }
     Ok(())
@@ -258,85 +268,58 @@ fn form_field(body: &str, name: &str) -> Option<String> {
     })
 }
 
+/// The [`Ui`], for every handler.
+fn with_ui(ui: &Arc<Ui>) -> impl Filter<Extract = (Arc<Ui>,), Error = Infallible> + Clone {
+    let ui = ui.clone();
+    warp::any().map(move || ui.clone())
+}
+
+/// `GET /` (and `HEAD /`): the status page, searching for `q`.
+async fn home_page(
+    ui: Arc<Ui>,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+) -> Result<warp::reply::Response, Rejection> {
+    if let Admit::Login(page) = ui.admit(&headers, None)? {
+        return Ok(page);
+    }
+    if let Err(e) = ui.state.fresh() {
+        return Ok(catching_up_page(&e.to_string()));
+    }
+    let q = query.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let horizon = ui.state.config.reconcile.idempotency_window;
+    let fetching = ui.fetching;
+    let lookup = q.clone();
+    let limits = StatusPageLimits { search: SEARCH_CAP, recent: RECENT, attention: ATTENTION_CAP };
+    let now = chrono::Utc::now();
+    let (data, hours) = ui
+        .state
+        .reads
+        .run(move |c| {
+            let mut data = query::status_page(c, lookup.as_deref(), limits, now, horizon, fetching)?;
+            with_stated_decimals(c, &mut data)?;
+            Ok((data, read_trail::activity(c, now, read_trail::ACTIVITY_HOURS)?))
+        })
+        .await
+        .map_err(reject)?;
+    let page = home::render(&home::Home { data: &data, hours: &hours, q: q.as_deref(), now });
+    Ok(html(StatusCode::OK, page))
+}
+
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let gate = Access::new(state.config.read_api_token.as_ref());
     let fetching = crate::projection::view::Fetching::new(|s| state.config.reconcile.fetch_configured(s));
     let csrf = Csrf::new(state.config.read_api_token.as_ref());
     let keys =
         WebhookKeys { lightspark: Some(state.config.signing_keys.clone()), grid: state.config.grid_keys.clone() };
-    let ui = Arc::new(Ui { state, gate, csrf, keys });
-
-    let home_ui = ui.clone();
+    let ui = Arc::new(Ui { state, gate, csrf, keys, fetching });
     // HEAD answers as GET does, without the body (hyper leaves it out), so
     // an uptime check or `curl -I` sees 200, not 405.
-    let status = warp::path::end()
+    let home = with_ui(&ui)
+        .and(warp::path::end())
         .and(warp::get().or(warp::head()).unify())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
-        .and_then(move |headers: HeaderMap, query: HashMap<String, String>| {
-            let ui = home_ui.clone();
-            async move {
-                if let Admit::Login(page) = ui.admit(&headers, None)? {
-                    return Ok::<_, Rejection>(page);
-                }
-                if let Err(e) = ui.state.fresh() {
-                    return Ok(catching_up_page(&e.to_string()));
-                }
-                let q = query.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-                let horizon = ui.state.config.reconcile.idempotency_window;
-                let lookup = q.clone();
-                let limits = StatusPageLimits { search: SEARCH_CAP, recent: RECENT, attention: ATTENTION_CAP };
-                let (data, hours) = ui
-                    .state
-                    .reads
-                    .run(move |c| {
-                        let now = chrono::Utc::now();
-                        let mut data = query::status_page(c, lookup.as_deref(), limits, now, horizon, fetching)?;
-                        with_stated_decimals(c, &mut data)?;
-                        Ok((data, trail::activity(c, now, trail::ACTIVITY_HOURS)?))
-                    })
-                    .await
-                    .map_err(reject)?;
-                let page = home::render(&home::Home { data: &data, hours: &hours, q: q.as_deref() });
-                Ok(html(StatusCode::OK, page))
-            }
-        });
-
-    let login_ui = ui.clone();
-    let login = warp::path!("login")
-        .and(warp::post())
-        .and(warp::header::headers_cloned())
-        .and(warp::header::optional::<u64>("content-length"))
-        .and(warp::body::stream())
-        .and_then(move |headers: HeaderMap, declared: Option<u64>, body| {
-            let ui = login_ui.clone();
-            async move {
-                let form = read_form(declared, body).await?;
-                let token = form_field(&form, "token").map(|t| t.trim().to_owned()).unwrap_or_default();
-                let next = form_field(&form, "next");
-                let mut r = see_other(safe_next(next.as_deref()));
-                if ui.gate.is_open() {
-                    return Ok::<_, Rejection>(r);
-                }
-                if !ui.gate.matches(token.as_bytes()) {
-                    return Ok(login_page(
-                        StatusCode::UNAUTHORIZED,
-                        "That token is not right. Try again.",
-                        next.as_deref(),
-                    ));
-                }
-                let Some(session) = ui.gate.session(chrono::Utc::now().timestamp()) else { return Ok(r) };
-                let secure = if behind_https(&headers) { "; Secure" } else { "" };
-                let cookie = format!(
-                    "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
-                    crate::api::access::SESSION_SECONDS
-                );
-                if let Ok(c) = header::HeaderValue::from_str(&cookie) {
-                    r.headers_mut().insert(header::SET_COOKIE, c);
-                }
-                Ok(r)
-            }
-        });
-
-    status.or(login).unify().or(invitation::routes(ui.clone())).unify().or(actions::routes(ui)).unify()
+        .and_then(home_page);
+    home.or(invitation::routes(&ui)).unify().or(actions::routes(&ui)).unify()
 }
