@@ -12,7 +12,7 @@
 //! page says so): of two operators deciding at once, one is recorded and
 //! the other told what happened meanwhile.
 
-use crate::ledger::{Expected, Ledger, LedgerError, LedgerStore};
+use crate::ledger::{Expected, Hash, Ledger, LedgerError, LedgerStore};
 use crate::projection::events::{
     summary, Channel, Decision, IdempotencyKey, InternalEvent, ObligationKind, ObligationResolved,
 };
@@ -56,10 +56,40 @@ pub struct Resolution {
     pub payment_id: Option<String>,
     pub note: Option<String>,
     pub by: Channel,
-    /// The invitation's version (its last `seq`) the operator saw when
-    /// deciding, when the decision says so (the page's forms carry it);
-    /// `None`: the version found when the decision is checked.
-    pub seen: Option<u64>,
+    /// The invitation's version the operator saw when deciding, when the
+    /// decision says so (the page's forms carry it); `None`: the version
+    /// found when the decision is checked.
+    pub seen: Option<Seen>,
+}
+
+/// A version of an invitation as someone saw it: its last event's `seq`,
+/// and that event's hash when known. The `seq` alone could name another
+/// event in a ledger restored from a backup and grown again since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub seq: u64,
+    pub hash: Option<Hash>,
+}
+
+impl Seen {
+    /// `SEQ` or `SEQ:HASH`, as [`Seen`]'s `Display` writes it (a form's
+    /// hidden field); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        match text.split_once(':') {
+            None => Some(Seen { seq: text.parse().ok()?, hash: None }),
+            Some((seq, hash)) => Some(Seen { seq: seq.parse().ok()?, hash: Some(Hash::from_hex(hash).ok()?) }),
+        }
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.hash {
+            Some(hash) => write!(f, "{}:{hash}", self.seq),
+            None => write!(f, "{}", self.seq),
+        }
+    }
 }
 
 /// A decision checked against the invitation, ready to record, with the
@@ -67,7 +97,7 @@ pub struct Resolution {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decided {
     pub resolved: ObligationResolved,
-    pub seen: u64,
+    pub seen: Seen,
 }
 
 /// What was appended.
@@ -140,8 +170,11 @@ pub fn decide(
     }
     let state =
         query::find(conn, invitation)?.ok_or_else(|| OperatorError::UnknownInvitation(invitation.to_owned()))?;
-    let seen = r.seen.unwrap_or(state.last_seq);
-    if seen < state.last_seq {
+    let seen = match r.seen {
+        Some(seen) => seen,
+        None => Seen { seq: state.last_seq, hash: query::event_hash(conn, state.last_seq)? },
+    };
+    if seen.seq < state.last_seq {
         // What changed is told when recording, from the ledger; recording
         // on a version already past is refused there.
         return Ok(Decided { resolved: resolution(&state, &r, payment_id, note, now), seen });
@@ -192,12 +225,12 @@ pub async fn record(writer: &Ledger, decided: Decided) -> Result<Recorded, Opera
     let (invitation_id, kind, decision) = (resolved.invitation_id.clone(), resolved.obligation, resolved.decision);
     let stream = StreamId::new(invitation_id.as_str());
     let event = InternalEvent::Resolved(resolved).to_new_event();
-    match writer.append_as(None, Expected::new(stream.clone(), seen), event).await {
+    match writer.append_as(None, Expected::new(stream.clone(), seen.seq).with_hash(seen.hash), event).await {
         Ok(appended) => {
             Ok(Recorded { invitation_id, kind, decision, seq: appended.seq, duplicate: appended.duplicate })
         }
         Err(LedgerError::Conflict(_)) => {
-            let since = writer.read_stream(&stream, seen).await?;
+            let since = writer.read_stream(&stream, seen.seq).await?;
             let what = match since.as_slice() {
                 [] => "its events changed".to_owned(),
                 events => {

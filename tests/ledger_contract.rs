@@ -50,7 +50,13 @@ mod checks {
         // then it is a duplicate of its seq, and only the new one is stored
         assert_eq!(seqs(&again), vec![(2, true), (3, false)]);
         assert_eq!(store.head().await.unwrap().0, 3);
-        assert_eq!(store.read_range(0, 10).await.unwrap().len(), 3);
+        let stored = store.read_range(0, 10).await.unwrap();
+        assert_eq!(stored.len(), 3);
+        // and each answer names the hash of the event at its seq: the
+        // version an append conditional on it names
+        for a in first.iter().chain(&again) {
+            assert_eq!(a.hash, stored[a.seq as usize - 1].hash, "seq {}", a.seq);
+        }
     }
 
     pub async fn an_append_on_the_version_the_stream_is_at_is_stored(store: &impl LedgerStore) {
@@ -77,6 +83,21 @@ mod checks {
         // and a version from the future is refused too
         let ahead = store.append_if(Expected::new("Inv:a", 9), vec![event(5, "Inv:a")]).await;
         assert_eq!(conflict_of(ahead), (9, 2));
+    }
+
+    pub async fn an_append_on_the_right_seq_but_another_event_there_is_refused(store: &impl LedgerStore) {
+        // given a stream at seq 2, whose last event has a hash the decision knows
+        store.append_all(vec![event(1, "Inv:a"), event(2, "Inv:a")]).await.unwrap();
+        let held = store.read_stream(&StreamId::new("Inv:a"), 0).await.unwrap().last().unwrap().hash;
+        // when a decision names seq 2 with another event's hash (what a
+        // ledger restored to an older copy and grown again would hold)
+        let other = invitation_ledger::ledger::Hash([7; 32]);
+        let refused = store.append_if(Expected::new("Inv:a", 2).with_hash(Some(other)), vec![event(3, "Inv:a")]).await;
+        // then it is refused, and one naming the event held is stored
+        assert_eq!(conflict_of(refused), (2, 2));
+        let stored =
+            store.append_if(Expected::new("Inv:a", 2).with_hash(Some(held)), vec![event(3, "Inv:a")]).await.unwrap();
+        assert_eq!(seqs(&stored), vec![(3, false)]);
     }
 
     pub async fn a_decision_appended_again_is_a_duplicate_whatever_the_version(store: &impl LedgerStore) {
@@ -179,6 +200,12 @@ macro_rules! contract_suite {
             async fn an_append_on_a_version_the_stream_moved_past_is_refused_whole() {
                 let (store, _guard) = $open.await;
                 checks::an_append_on_a_version_the_stream_moved_past_is_refused_whole(&store).await;
+            }
+
+            #[tokio::test]
+            async fn an_append_on_the_right_seq_but_another_event_there_is_refused() {
+                let (store, _guard) = $open.await;
+                checks::an_append_on_the_right_seq_but_another_event_there_is_refused(&store).await;
             }
 
             #[tokio::test]

@@ -1854,7 +1854,7 @@ fn requested_of(events: &[ledger::LedgerEvent]) -> Result<RequestedEvents, Strin
 ///   owe; a later one only while they still owe it. An
 ///   `obligation.in_doubt` with reason `no_longer_due` only when they no
 ///   longer do; one with reason `window_expired` not before
-///   `IDEMPOTENCY_WINDOW − REQUEST_TIMEOUT` after the window started.
+///   `IDEMPOTENCY_WINDOW` after the window started.
 /// - Invariant 6: a `*.succeeded` (or a `resolve --paid`) only with a
 ///   payment id the platform issued for that obligation: nothing recorded
 ///   as paid that the platform did not pay.
@@ -1917,12 +1917,12 @@ fn check_history(
                             (Some(f), Some(a)) => (a - f).to_std().unwrap_or_default(),
                             _ => return Err(format!("seq {}: in_doubt event with unreadable times {d:?}", e.seq)),
                         };
-                        // The reconciler keeps a margin of one request timeout.
-                        let earliest = p.window.saturating_sub(p.request_timeout);
-                        if age < earliest {
+                        // Not before the whole window: a request sent just
+                        // before the re-sends stopped may still be on its way.
+                        if age < p.window {
                             return Err(format!(
-                                "{what}: marked in_doubt {age:?} after its first request, before IDEMPOTENCY_WINDOW {:?} - REQUEST_TIMEOUT {:?}",
-                                p.window, p.request_timeout
+                                "{what}: marked in_doubt {age:?} after its first request, before IDEMPOTENCY_WINDOW {:?}",
+                                p.window
                             ));
                         }
                     }
@@ -2105,7 +2105,10 @@ fn a_seed_replays_exactly() {
 
 /// Seeds that found real bugs, kept as regressions. Each named obligation
 /// used to be executed twice by a platform that forgets keys exactly at
-/// IDEMPOTENCY_WINDOW; it must now be put in doubt instead. (If the generator
+/// IDEMPOTENCY_WINDOW; it must now be executed at most once (the run
+/// fails otherwise), and be put in doubt or end paid. (Since re-sends stop
+/// at `W − 2T` and doubt waits for `W`, seeds 437 and 520 end paid: the
+/// outcome of their last request is recorded while they wait.) (If the generator
 /// of scenarios changes, these seeds mean other runs: find new ones with
 /// `SIM_KEEP_GOING=1` against the unfixed code; see docs/simulation.md.)
 #[test]
@@ -2125,13 +2128,14 @@ fn regressions() {
         (520, "UmaInvitation:sim-15 inviter_incentive", "re-sent within one request timeout of the window"),
         (1417, "UmaInvitation:sim-01 invitee_payment", "re-sent within one request timeout of the window"),
     ];
+    let mut misses = Vec::new();
     for (seed, obligation, why) in CASES {
         // The runs they were found in: without the fault kinds added since.
         let report = run_params(Params::classic(*seed)).0.unwrap_or_else(|f| panic!("regression ({why}): {f}"));
-        assert!(
-            report.ever_in_doubt.contains(*obligation),
-            "seed {seed}: {obligation} ({why}) is no longer put in doubt; the scenario generator changed? {:?}",
-            report.ever_in_doubt
-        );
+        let paid = report.states.get(*obligation).is_some_and(|s| s == "succeeded");
+        if !report.ever_in_doubt.contains(*obligation) && !paid {
+            misses.push(format!("seed {seed}: {obligation} ({why}) ended {:?}", report.states.get(*obligation)));
+        }
     }
+    assert!(misses.is_empty(), "neither in doubt nor paid; the scenario generator changed?\n{}", misses.join("\n"));
 }

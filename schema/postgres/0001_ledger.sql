@@ -64,15 +64,18 @@ $$;
 -- One group commit: every event of every call of a batch, in order, in
 -- the caller's transaction. An event is numbered from 1 and belongs to a
 -- call (calls[i]); a call may carry the stream version its decision saw
--- (call_versions, with call_streams) and the epoch it leads under
--- (call_epochs). Each event gets one row: its seq, or the seq holding its
--- key (duplicate), or why its call was refused ('conflict' with the
+-- (call_versions, with call_streams, and call_hashes: the hash of the
+-- stream's last event it saw, when known) and the epoch it leads under
+-- (call_epochs). Each event gets one row: its seq and hash, or the seq and
+-- hash holding its key (duplicate), or why its call was refused ('conflict' with the
 -- stream's version, 'fenced' with the epoch now). A call is checked before
 -- its first new event, so a refused one stored nothing.
 CREATE FUNCTION ledger_append(
     keys TEXT[], kinds TEXT[], streams TEXT[], bodies BYTEA[], signatures TEXT[], sibling_prefixes TEXT[],
-    calls INTEGER[], call_streams TEXT[], call_versions BIGINT[], call_epochs BIGINT[], at TEXT)
-RETURNS TABLE (ix INTEGER, seq BIGINT, duplicate BOOLEAN, sibling BOOLEAN, refused TEXT, actual BIGINT)
+    calls INTEGER[], call_streams TEXT[], call_versions BIGINT[], call_hashes BYTEA[], call_epochs BIGINT[],
+    at TEXT)
+RETURNS TABLE (ix INTEGER, seq BIGINT, duplicate BOOLEAN, sibling BOOLEAN, refused TEXT, actual BIGINT,
+    event_hash BYTEA)
 LANGUAGE plpgsql AS $$
 DECLARE
     n_calls INTEGER := coalesce(array_length(call_streams, 1), 0);
@@ -83,8 +86,10 @@ DECLARE
     head_hash BYTEA;
     epoch_now BIGINT;
     existing BIGINT;
+    existing_hash BYTEA;
     has_sibling BOOLEAN;
     version BIGINT;
+    version_hash BYTEA;
     h BYTEA;
     c INTEGER;
 BEGIN
@@ -101,16 +106,19 @@ BEGIN
         ix := i;
         IF refusal[c] IS NOT NULL THEN
             seq := NULL; duplicate := false; sibling := false; refused := refusal[c]; actual := refused_actual[c];
+            event_hash := NULL;
             RETURN NEXT;
             CONTINUE;
         END IF;
-        SELECT e.seq INTO existing FROM events e WHERE e.event_key = keys[i];
+        existing := NULL;
+        SELECT e.seq, e.hash INTO existing, existing_hash FROM events e WHERE e.event_key = keys[i];
         has_sibling := sibling_prefixes[i] IS NOT NULL AND EXISTS (
             SELECT 1 FROM events e
             WHERE e.event_key >= sibling_prefixes[i] AND e.event_key < sibling_prefixes[i] || chr(1114111)
               AND e.event_key <> keys[i]);
         IF existing IS NOT NULL THEN
             seq := existing; duplicate := true; sibling := has_sibling; refused := NULL; actual := NULL;
+            event_hash := existing_hash;
             RETURN NEXT;
             CONTINUE;
         END IF;
@@ -119,15 +127,22 @@ BEGIN
                 refusal[c] := 'fenced';
                 refused_actual[c] := epoch_now;
             ELSIF call_versions[c] IS NOT NULL THEN
-                SELECT e.seq INTO version FROM events e WHERE e.stream = call_streams[c] ORDER BY e.seq DESC LIMIT 1;
+                version := NULL;
+                version_hash := NULL;
+                SELECT e.seq, e.hash INTO version, version_hash
+                    FROM events e WHERE e.stream = call_streams[c] ORDER BY e.seq DESC LIMIT 1;
                 version := coalesce(version, 0);
-                IF version <> call_versions[c] THEN
+                -- The same seq with another event there (a restored ledger
+                -- grown again) is another version.
+                IF version <> call_versions[c]
+                    OR (call_hashes[c] IS NOT NULL AND version_hash IS DISTINCT FROM call_hashes[c]) THEN
                     refusal[c] := 'conflict';
                     refused_actual[c] := version;
                 END IF;
             END IF;
             IF refusal[c] IS NOT NULL THEN
                 seq := NULL; duplicate := false; sibling := false; refused := refusal[c]; actual := refused_actual[c];
+                event_hash := NULL;
                 RETURN NEXT;
                 CONTINUE;
             END IF;
@@ -142,6 +157,7 @@ BEGIN
             VALUES (head_seq, keys[i], kinds[i], streams[i], at, bodies[i], signatures[i], head_hash, h);
         head_hash := h;
         seq := head_seq; duplicate := false; sibling := has_sibling; refused := NULL; actual := NULL;
+        event_hash := h;
         RETURN NEXT;
     END LOOP;
 END $$;

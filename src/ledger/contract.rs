@@ -32,11 +32,22 @@ pub struct Expected {
     /// The stream's last `seq` as the decision saw it; 0 for a stream with
     /// no event yet.
     pub last_seq: u64,
+    /// The hash of that last event, when the decision knows it: a ledger
+    /// restored to an older copy and grown again can hold another event
+    /// at the same `seq`, and a decision taken on the first must not pass
+    /// on the second.
+    pub last_hash: Option<Hash>,
 }
 
 impl Expected {
     pub fn new(stream: impl Into<StreamId>, last_seq: u64) -> Self {
-        Self { stream: stream.into(), last_seq }
+        Self { stream: stream.into(), last_seq, last_hash: None }
+    }
+
+    /// The same version, naming the hash of the stream's last event too.
+    pub fn with_hash(mut self, hash: Option<Hash>) -> Self {
+        self.last_hash = hash;
+        self
     }
 }
 

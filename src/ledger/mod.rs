@@ -435,11 +435,18 @@ pub fn read_stream(conn: &Connection, stream: &str, after: u64) -> Result<Vec<Le
 /// # Errors
 /// When SQLite fails.
 pub fn stream_version(conn: &Connection, stream: &str) -> Result<u64, LedgerError> {
-    let seq = conn
-        .prepare_cached("SELECT seq FROM events WHERE stream = ?1 ORDER BY seq DESC LIMIT 1")?
-        .query_row([stream], |r| r.get::<_, i64>(0))
-        .optional()?;
-    Ok(seq.map_or(0, |s| s as u64))
+    Ok(stream_head(conn, stream)?.map_or(0, |(seq, _)| seq))
+}
+
+/// The last event of `stream`: its `seq` and hash.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn stream_head(conn: &Connection, stream: &str) -> Result<Option<(u64, Hash)>, LedgerError> {
+    Ok(conn
+        .prepare_cached("SELECT seq, hash FROM events WHERE stream = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([stream], |r| Ok((r.get::<_, i64>(0)? as u64, blob32(r.get_ref(1)?))))
+        .optional()?)
 }
 
 /// Calls `each` for every event with `seq > after`, in order, without holding

@@ -33,6 +33,9 @@ pub type AfterCommit = Box<dyn FnMut(u64) + Send>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub seq: u64,
+    /// The event's hash: with `seq`, the version of its stream it made
+    /// (what an append conditional on it names).
+    pub hash: Hash,
     /// The key was already in the ledger; `seq` is the original event's.
     pub duplicate: bool,
     /// Another event shares this one's `sibling_prefix` (same Lightspark
@@ -495,8 +498,8 @@ type Call<'a> = (&'a [NewEvent], Option<&'a Expected>);
 /// What the ledger holds of a key about to be appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Known {
-    /// The `seq` already holding this very key.
-    seq: Option<u64>,
+    /// The `seq` already holding this very key, and that event's hash.
+    seq: Option<(u64, Hash)>,
     /// Another key starts with the event's `sibling_prefix`.
     sibling: bool,
 }
@@ -507,18 +510,19 @@ struct Known {
 fn known(conn: &Connection, event_key: &str, sibling_prefix: Option<&str>) -> Result<Known, LedgerError> {
     let Some(prefix) = sibling_prefix.filter(|p| event_key.starts_with(p)) else {
         let seq = conn
-            .prepare_cached("SELECT seq FROM events WHERE event_key = ?1")?
-            .query_row([event_key], |r| r.get::<_, i64>(0))
+            .prepare_cached("SELECT seq, hash FROM events WHERE event_key = ?1")?
+            .query_row([event_key], |r| Ok((r.get::<_, i64>(0)? as u64, super::blob32(r.get_ref(1)?))))
             .optional()?;
-        return Ok(Known { seq: seq.map(|s| s as u64), sibling: false });
+        return Ok(Known { seq, sibling: false });
     };
     let upper = format!("{prefix}\u{10FFFF}");
-    let mut stmt = conn.prepare_cached("SELECT event_key, seq FROM events WHERE event_key >= ?1 AND event_key < ?2")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT event_key, seq, hash FROM events WHERE event_key >= ?1 AND event_key < ?2")?;
     let mut rows = stmt.query(params![prefix, upper])?;
     let mut known = Known { seq: None, sibling: false };
     while let Some(row) = rows.next()? {
         if row.get_ref(0)?.as_bytes().map_err(rusqlite::Error::from)? == event_key.as_bytes() {
-            known.seq = Some(row.get::<_, i64>(1)? as u64);
+            known.seq = Some((row.get::<_, i64>(1)? as u64, super::blob32(row.get_ref(2)?)));
         } else {
             known.sibling = true;
         }
@@ -554,14 +558,19 @@ fn write_batch(
             for e in events.iter() {
                 let known = known(&tx, e.event_key.as_str(), e.sibling_prefix.as_deref())?;
                 let sibling_exists = known.sibling;
-                if let Some(existing) = known.seq {
-                    out.push(Appended { seq: existing, duplicate: true, sibling_exists });
+                if let Some((existing, hash)) = known.seq {
+                    out.push(Appended { seq: existing, hash, duplicate: true, sibling_exists });
                     continue;
                 }
                 if !checked {
                     let x = expected.expect("unchecked only with an expectation");
-                    let actual = super::stream_version(&tx, x.stream.as_str())?;
-                    if actual != x.last_seq {
+                    let head = super::stream_head(&tx, x.stream.as_str())?;
+                    let actual = head.map_or(0, |(seq, _)| seq);
+                    let same_event = match (x.last_hash, head) {
+                        (Some(h), Some((_, held))) => h == held,
+                        _ => true,
+                    };
+                    if actual != x.last_seq || !same_event {
                         refused = Some(Conflict { stream: x.stream.clone(), expected: x.last_seq, actual });
                         break;
                     }
@@ -596,7 +605,7 @@ fn write_batch(
                     tracing::warn!(event_key = %e.event_key, seq, "same Lightspark event id arrived with a different body; kept both");
                 }
                 prev = h;
-                out.push(Appended { seq, duplicate: false, sibling_exists });
+                out.push(Appended { seq, hash: h, duplicate: false, sibling_exists });
             }
             answers.push(match refused {
                 Some(conflict) => Err(conflict),

@@ -26,6 +26,19 @@ pub fn find(conn: &Connection, id_or_code: &str) -> Result<Option<InvitationStat
     row.map(|(id, j)| decode(&id, &j)).transpose()
 }
 
+/// The hash of the ledger event at `seq`, read from the attached ledger:
+/// with the `seq`, the version of an invitation a decision is taken on.
+///
+/// # Errors
+/// When SQLite fails.
+pub fn event_hash(conn: &Connection, seq: u64) -> Result<Option<ledger::Hash>, ProjectionError> {
+    let hash: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT hash FROM ledger.events WHERE seq = ?1")?
+        .query_row([seq as i64], |r| r.get(0))
+        .optional()?;
+    Ok(hash.map(|h| ledger::Hash::from_stored(Some(&h))))
+}
+
 /// Filters of `GET /v1/invitations`; every one is bound as a parameter.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {

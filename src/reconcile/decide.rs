@@ -16,7 +16,44 @@ pub struct Capabilities {
     pub payout_configured: bool,
     pub notify_configured: bool,
     pub incentive_configured: bool,
+    /// How long the platform remembers a key, from the first request that
+    /// carried it: `IDEMPOTENCY_WINDOW`.
     pub idempotency_window: Duration,
+    /// How long a call may take (`REQUEST_TIMEOUT_MS`): a request decided
+    /// now may start up to one timeout later (the pre-call check) and
+    /// reach the platform up to one timeout after that.
+    pub request_timeout: Duration,
+}
+
+impl Capabilities {
+    /// The age of a window after which no re-send is decided: a request
+    /// decided before it starts before `window − timeout` (see
+    /// [`may_call`]) and so arrives inside the window.
+    fn resend_until(&self) -> Duration {
+        self.idempotency_window.saturating_sub(self.request_timeout.saturating_mul(2))
+    }
+}
+
+/// Whether a recorded request may still be sent now: it must start at
+/// least one request timeout before its window ends, so that it reaches
+/// the platform while the platform still remembers its key. A process
+/// paused between its decision and its call (SIGSTOP, a suspended VM)
+/// must not send a request decided long ago. `window_started_at` is the
+/// obligation's window as the request was decided on (`None` for a first
+/// request, whose window starts at its own `requested_at`).
+pub fn may_call(
+    window_started_at: Option<&str>,
+    requested_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    caps: &Capabilities,
+) -> bool {
+    let start = match window_started_at {
+        None => Some(requested_at),
+        Some(text) => parse_time(text),
+    };
+    let Some(start) = start else { return false };
+    let last_start = caps.idempotency_window.saturating_sub(caps.request_timeout);
+    now.signed_duration_since(start).to_std().map_or(true, |age| age < last_start)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +73,19 @@ pub enum Action {
     MarkInDoubt(InDoubtReason),
 }
 
+/// Where an obligation's idempotency window stands now.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// No request yet, or one recent enough to be sent again.
+    Open,
+    /// Too old to send again, not old enough to be in doubt: a request
+    /// sent a moment ago may still be on its way until the window ends.
+    Closing(DateTime<Utc>),
+    /// Every request sent has arrived or never will, and the platform may
+    /// have forgotten the key.
+    Expired,
+}
+
 /// Decides for one obligation of one invitation.
 pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<Utc>, caps: &Capabilities) -> Action {
     let view = obligation(state, kind);
@@ -45,15 +95,27 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
         ObligationKind::InviterNotification => caps.notify_configured,
     };
     let record = state.obligation(kind);
-    // A window start that cannot be read counts as expired: re-sending
-    // could pay twice if the platform forgot the key, so an operator
-    // decides. (A retry time that cannot be read counts as due now: the
-    // window still bounds it.)
-    let window_expired = || match record.window_started_at.as_deref() {
-        None => false,
-        Some(text) => parse_time(text).is_none_or(|start| {
-            now.signed_duration_since(start).to_std().is_ok_and(|age| age >= caps.idempotency_window)
-        }),
+    // Where the window stands: a re-send is decided only while it is sure
+    // to reach the platform inside the window; in doubt only once every
+    // request sent could have arrived and the platform may have forgotten
+    // the key. A window start that cannot be read counts as expired:
+    // re-sending could pay twice, so an operator decides. (A retry time
+    // that cannot be read counts as due now: the window still bounds it.)
+    let window = match record.window_started_at.as_deref() {
+        None => Window::Open,
+        Some(text) => match parse_time(text) {
+            None => Window::Expired,
+            Some(start) => {
+                let age = now.signed_duration_since(start).to_std().unwrap_or_default();
+                if age >= caps.idempotency_window {
+                    Window::Expired
+                } else if age >= caps.resend_until() {
+                    Window::Closing(start + caps.idempotency_window)
+                } else {
+                    Window::Open
+                }
+            }
+        },
     };
     let in_flight = matches!(view.state, ObligationState::Requested | ObligationState::RetryScheduled);
     if in_flight && !still_owed(state, kind) {
@@ -67,18 +129,16 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
         // Requested with no outcome: the process died mid-call, or the
         // outcome could not be recorded. The same key is safe to re-send
         // while the platform still remembers it.
-        ObligationState::Requested if window_expired() => Action::MarkInDoubt(InDoubtReason::WindowExpired),
-        ObligationState::Requested if configured => Action::Send { attempt: record.attempts + 1 },
-        ObligationState::RetryScheduled => {
+        ObligationState::Requested | ObligationState::RetryScheduled => {
             let due = view.next_attempt_at.as_deref().and_then(parse_time);
-            match due {
-                Some(t) if t > now => Action::WaitUntil(t),
-                _ if window_expired() => Action::MarkInDoubt(InDoubtReason::WindowExpired),
-                _ if configured => Action::Send { attempt: record.attempts + 1 },
-                _ => Action::NotConfigured,
+            match (window, due) {
+                (Window::Expired, _) => Action::MarkInDoubt(InDoubtReason::WindowExpired),
+                (_, Some(t)) if view.state == ObligationState::RetryScheduled && t > now => Action::WaitUntil(t),
+                (Window::Closing(end), _) => Action::WaitUntil(end),
+                (Window::Open, _) if configured => Action::Send { attempt: record.attempts + 1 },
+                (Window::Open, _) => Action::NotConfigured,
             }
         }
-        ObligationState::Requested => Action::NotConfigured,
         _ => Action::Nothing,
     }
 }
@@ -98,6 +158,7 @@ mod tests {
             notify_configured: true,
             incentive_configured: true,
             idempotency_window: 24 * HOUR,
+            request_timeout: HOUR,
         }
     }
 
@@ -160,13 +221,51 @@ mod tests {
         s.payout.attempts = 1;
         s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
         assert_eq!(
-            next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T23:00:00Z"), &caps()),
+            next_action(&s, ObligationKind::InviteePayment, at("2026-11-01T21:00:00Z"), &caps()),
             Action::Send { attempt: 2 }
         );
         assert_eq!(
             next_action(&s, ObligationKind::InviteePayment, at("2026-11-02T00:00:00Z"), &caps()),
             Action::MarkInDoubt(InDoubtReason::WindowExpired)
         );
+    }
+
+    #[test]
+    fn a_request_is_resent_only_while_it_can_reach_the_platform_inside_the_window_then_waits_for_its_end() {
+        // given a request with no outcome, its window 24 h and the request
+        // timeout 1 h: a re-send decided now may be called up to one
+        // timeout later and arrive up to one timeout after that
+        for phase in [ObligationPhase::Requested, ObligationPhase::RetryScheduled] {
+            let mut s = claimed_with_amount();
+            s.payout.phase = phase;
+            s.payout.attempts = 1;
+            s.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
+            s.payout.next_attempt_at = Some("2026-11-01T00:00:01Z".into());
+            let decide = |now: &str| next_action(&s, ObligationKind::InviteePayment, at(now), &caps());
+            // when deciding two timeouts before the window ends, then it is sent
+            assert_eq!(decide("2026-11-01T21:59:59Z"), Action::Send { attempt: 2 }, "{phase:?}");
+            // when deciding later, then it is neither sent nor in doubt:
+            // a request sent a moment ago may still be on its way
+            assert_eq!(decide("2026-11-01T22:00:00Z"), Action::WaitUntil(at("2026-11-02T00:00:00Z")), "{phase:?}");
+            assert_eq!(decide("2026-11-01T23:59:59Z"), Action::WaitUntil(at("2026-11-02T00:00:00Z")), "{phase:?}");
+            // when the whole window has passed, then it is in doubt
+            assert_eq!(decide("2026-11-02T00:00:00Z"), Action::MarkInDoubt(InDoubtReason::WindowExpired), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_is_called_only_while_it_reaches_the_platform_inside_the_window() {
+        // given a window of 24 h opened by the first request, and a request
+        // timeout of 1 h
+        let start = at("2026-11-01T00:00:00Z");
+        // then a call may start up to one timeout before the window ends
+        assert!(may_call(Some("2026-11-01T00:00:00Z"), start, at("2026-11-01T22:59:59Z"), &caps()));
+        assert!(!may_call(Some("2026-11-01T00:00:00Z"), start, at("2026-11-01T23:00:00Z"), &caps()));
+        // and a first request opens its own window
+        assert!(may_call(None, at("2026-11-05T00:00:00Z"), at("2026-11-05T00:00:01Z"), &caps()));
+        assert!(!may_call(None, at("2026-11-05T00:00:00Z"), at("2026-11-05T23:00:00Z"), &caps()));
+        // and a window start that cannot be read allows no call
+        assert!(!may_call(Some("yesterday"), start, start, &caps()));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::clock::{Clock, Jitter};
 use super::config::ReconcileConfig;
-use super::decide::{next_action, Action, Capabilities};
+use super::decide::{may_call, next_action, Action, Capabilities};
 use super::endpoint::{judge, Endpoint, OutgoingRequest};
 use super::fetch::{report, Fetcher, Fetchers};
 use super::metrics::ReconcileMetrics;
@@ -77,6 +77,28 @@ pub struct Reconciler<E, C, J> {
 impl<E, C, J> Clone for Reconciler<E, C, J> {
     fn clone(&self) -> Self {
         Self { inner: self.inner.clone() }
+    }
+}
+
+/// An invitation's state as the ledger holds it now, and the hash of its
+/// last event: the version a decision on it is appended on (the `seq`
+/// alone could match another event in a ledger restored and grown again).
+struct Fresh {
+    state: InvitationState,
+    hash: Option<crate::ledger::Hash>,
+}
+
+impl Fresh {
+    /// The version appends decided on this state are conditional on.
+    fn expected(&self) -> Expected {
+        Expected::new(self.state.invitation_id.as_str(), self.state.last_seq).with_hash(self.hash)
+    }
+}
+
+impl std::ops::Deref for Fresh {
+    type Target = InvitationState;
+    fn deref(&self) -> &InvitationState {
+        &self.state
     }
 }
 
@@ -212,11 +234,8 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             payout_configured: c.payout_url.is_some(),
             notify_configured: c.notify_url.is_some(),
             incentive_configured: c.inviter_incentive.is_some(),
-            // A request sent now may reach the platform up to
-            // `request_timeout` later, and the platform's window runs from
-            // when the first one reached it: re-send only while this one is
-            // sure to arrive inside it.
-            idempotency_window: c.idempotency_window.saturating_sub(c.request_timeout),
+            idempotency_window: c.idempotency_window,
+            request_timeout: c.request_timeout,
         }
     }
 
@@ -398,9 +417,10 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// The invitation's state folded from its events as the ledger holds
     /// them now: what every decision is taken again on before it is acted
     /// on, and its `last_seq` the version its append is conditional on.
-    async fn reload(&self, invitation_id: &str) -> Result<Option<InvitationState>, ReconcileError> {
+    async fn reload(&self, invitation_id: &str) -> Result<Option<Fresh>, ReconcileError> {
         let events = self.inner.ledger.read_stream(&StreamId::new(invitation_id), 0).await?;
-        Ok(fold_stream(invitation_id, &events))
+        let hash = events.last().map(|e| e.hash);
+        Ok(fold_stream(invitation_id, &events).map(|state| Fresh { state, hash }))
     }
 
     /// Appends `event`, decided on `state`, on the condition that the
@@ -410,20 +430,20 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// times over. `Ok(None)`: nothing was appended.
     async fn append_decided(
         &self,
-        state: &InvitationState,
+        state: &Fresh,
         event: NewEvent,
         decide_again: impl Fn(&InvitationState) -> Option<NewEvent>,
     ) -> Result<Option<Appended>, ReconcileError> {
         let id = StreamId::new(state.invitation_id.as_str());
-        let mut attempt = (state.last_seq, event);
+        let mut attempt = (state.expected(), event);
         for _ in 0..RE_DECISIONS {
-            match self.inner.ledger.append_as(self.epoch(), Expected::new(id.clone(), attempt.0), attempt.1).await {
+            match self.inner.ledger.append_as(self.epoch(), attempt.0, attempt.1).await {
                 Ok(appended) => return Ok(Some(appended)),
                 Err(LedgerError::Conflict(c)) => {
                     tracing::debug!(conflict = %c, "the invitation changed meanwhile; deciding again");
                     let Some(fresh) = self.reload(id.as_str()).await? else { return Ok(None) };
                     match decide_again(&fresh) {
-                        Some(event) => attempt = (fresh.last_seq, event),
+                        Some(event) => attempt = (fresh.expected(), event),
                         None => return Ok(None),
                     }
                 }
@@ -438,13 +458,12 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// sent for it until an operator resolves it.
     async fn mark_in_doubt(
         &self,
-        state: &InvitationState,
+        state: &Fresh,
         kind: ObligationKind,
         reason: InDoubtReason,
     ) -> Result<Outcome, ReconcileError> {
         let (event, outcome) = protocol::in_doubt(state, kind, reason, self.inner.clock.now());
-        let expected = Expected::new(state.invitation_id.as_str(), state.last_seq);
-        match self.inner.ledger.append_as(self.epoch(), expected, event.to_new_event()).await {
+        match self.inner.ledger.append_as(self.epoch(), state.expected(), event.to_new_event()).await {
             Ok(_) => {}
             // Decided on facts that changed meanwhile: the next pass decides again.
             Err(LedgerError::Conflict(_)) => return Ok(Outcome::default()),
@@ -464,13 +483,8 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// webhook, or the request of its other obligation in the same pass):
     /// nothing is sent on facts that changed, and nothing waits a pass for
     /// it either.
-    async fn send(
-        &self,
-        state: &InvitationState,
-        kind: ObligationKind,
-        attempt: u32,
-    ) -> Result<Outcome, ReconcileError> {
-        let mut decided = (state.clone(), attempt);
+    async fn send(&self, state: &Fresh, kind: ObligationKind, attempt: u32) -> Result<Outcome, ReconcileError> {
+        let mut decided = (Fresh { state: state.state.clone(), hash: state.hash }, attempt);
         for _ in 0..RE_DECISIONS {
             let (state, attempt) = &decided;
             match self.send_once(state, kind, *attempt).await? {
@@ -495,12 +509,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// One call of the protocol, as the `attempt`-th for `kind` of `state`:
     /// the request recorded on the version decided on, the call, the
     /// outcome recorded while this request is still the one awaiting it.
-    async fn send_once(
-        &self,
-        state: &InvitationState,
-        kind: ObligationKind,
-        attempt: u32,
-    ) -> Result<Sent, ReconcileError> {
+    async fn send_once(&self, state: &Fresh, kind: ObligationKind, attempt: u32) -> Result<Sent, ReconcileError> {
         let key = IdempotencyKey::of(&state.invitation_id, kind);
         let Some(request) = request_for(state, kind, &key, &self.inner.config) else {
             return Ok(Sent::Done(Outcome { not_configured: 1, ..Outcome::default() }));
@@ -520,17 +529,18 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             let id = &state.invitation_id;
             let bytes = request.bytes();
             // 1. Durable intent before the call.
+            let requested_at = self.inner.clock.now();
             let requested = ObligationRequested {
                 invitation_id: id.clone(),
                 obligation: kind,
                 idempotency_key: key.clone(),
                 attempt,
-                requested_at: rfc3339(self.inner.clock.now()),
+                requested_at: rfc3339(requested_at),
                 receiver_uma: request.receiver_uma.clone(),
                 amount: request.amount.clone(),
                 request: request.body,
             };
-            let expected = Expected::new(id.as_str(), state.last_seq);
+            let expected = state.expected();
             let recorded = match self
                 .inner
                 .ledger
@@ -552,7 +562,18 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 tracing::warn!("this attempt was recorded already; not sent again");
                 return Ok(Sent::Done(Outcome::default()));
             }
-            // 2. The call, with the same key (and body) on every attempt.
+            // 2. The call, with the same key (and body) on every attempt;
+            // not when this process stood still since the decision long
+            // enough that the call could reach the platform after it forgot
+            // the key. The request stays recorded with no outcome: in
+            // doubt once its window ends, for an operator to check.
+            let window = state.obligation(kind).window_started_at.as_deref();
+            if !may_call(window, requested_at, self.inner.clock.now(), &self.caps()) {
+                tracing::warn!(
+                    "the request was recorded too long ago to be sent now (a pause since the decision); not sent"
+                );
+                return Ok(Sent::Done(Outcome::default()));
+            }
             let signature = match kind {
                 ObligationKind::InviterNotification => None,
                 _ => self.inner.config.payout_signing_key.as_ref().map(|k| sign(k.expose().as_bytes(), &bytes)),
@@ -569,8 +590,9 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 protocol::outcome(id, kind, &key, attempt, judge(&answer), now, &self.inner.config, &self.inner.jitter);
             self.inner.metrics.obligation_call(kind, label);
             let event = event.to_new_event();
-            let mut version = state.clone();
-            version.last_seq = recorded.seq;
+            // The request just recorded is the stream's last event.
+            let mut version = Fresh { state: state.state.clone(), hash: Some(recorded.hash) };
+            version.state.last_seq = recorded.seq;
             let awaiting = |fresh: &InvitationState| {
                 let ob = fresh.obligation(kind);
                 let open = !matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
@@ -614,7 +636,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// on the condition that the invitation is as it was when the fetch was
     /// decided; when it changed meanwhile, the answer is still recorded if
     /// the newest facts still want it (an operator's refetch always does).
-    async fn fetch(&self, state: &InvitationState, operator_note: Option<String>) -> Result<Outcome, ReconcileError> {
+    async fn fetch(&self, state: &Fresh, operator_note: Option<String>) -> Result<Outcome, ReconcileError> {
         let operator = operator_note.is_some();
         let now = self.inner.clock.now();
         let Some(fetched) = self.inner.fetcher.ask(state, now, operator_note, &self.inner.jitter).await else {
@@ -789,10 +811,75 @@ mod tests {
             Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0, seq: 1 });
         // When the same attempt of its payment is sent twice, as a pass that
         // read the invitation twice would
-        reconciler.send(&state, ObligationKind::InviteePayment, 1).await.unwrap();
-        reconciler.send(&state, ObligationKind::InviteePayment, 1).await.unwrap();
+        let fresh = Fresh { state, hash: None };
+        reconciler.send(&fresh, ObligationKind::InviteePayment, 1).await.unwrap();
+        reconciler.send(&fresh, ObligationKind::InviteePayment, 1).await.unwrap();
         // Then the platform is called once: every call has its own recorded attempt
         assert_eq!(platform.0.load(Ordering::SeqCst), 1);
+        drop(reconciler);
+        thread.join().unwrap();
+    }
+
+    /// A clock that reads each of its instants once, in turn, then the
+    /// last one forever: a process standing still between two readings.
+    struct Readings(Mutex<Vec<chrono::DateTime<chrono::Utc>>>);
+
+    impl Clock for Readings {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            let mut left = self.0.lock().unwrap();
+            if left.len() > 1 {
+                left.remove(0)
+            } else {
+                left[0]
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_recorded_before_a_pause_is_not_sent_after_it_past_the_window() {
+        // Given a payment requested once at 00:00 with no outcome (its
+        // window of 24 h opened then, the request timeout 10 s), and a
+        // reconciler that records the next attempt at 23:59:00 and then
+        // stands still (SIGSTOP, a suspended VM) until 23:59:55
+        let at = |t: &str| crate::time::parse_time(t).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let (writer, thread) = LedgerWriter::start(&db).unwrap();
+        let platform = Counting::default();
+        let clock = Readings(Mutex::new(vec![at("2026-11-01T23:59:00Z"), at("2026-11-01T23:59:55Z")]));
+        let config = ReconcileConfig { idempotency_window: Duration::from_secs(24 * 3600), ..config() };
+        let reconciler = Reconciler::new(
+            db.clone(),
+            Ledger::Sqlite(writer),
+            config,
+            Seams { endpoint: platform.clone(), clock, jitter: SplitMix::seeded(1) },
+            Fetchers::default(),
+            Arc::default(),
+        );
+        let mut state = InvitationState::new("Inv:1");
+        state.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0, seq: 1 });
+        state.invitee_uma = Some(Versioned { value: "$b@y.example".into(), at: 0, seq: 1 });
+        state.payment_amount =
+            Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0, seq: 1 });
+        state.payout.phase = ObligationPhase::Requested;
+        state.payout.attempts = 1;
+        state.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
+
+        // When it sends attempt 2
+        reconciler.send(&Fresh { state, hash: None }, ObligationKind::InviteePayment, 2).await.unwrap();
+
+        // Then the request is recorded but not called: reaching the
+        // platform after 23:59:50 it could arrive once the key is forgotten
+        assert_eq!(platform.0.load(Ordering::SeqCst), 0);
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let kinds: Vec<String> = conn
+            .prepare("SELECT kind FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(kinds, ["payout.requested"]);
         drop(reconciler);
         thread.join().unwrap();
     }

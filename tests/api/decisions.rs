@@ -182,3 +182,53 @@ async fn of_contradictory_resolves_run_at_once_from_the_cli_exactly_one_is_recor
     }
     assert!(outputs.iter().any(|o| o.status.success()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_taken_on_another_event_at_the_same_seq_is_refused() {
+    // Given an in-doubt payment and an operator signed in on its page,
+    // whose forms carry the version they saw: its last seq and that
+    // event's hash
+    let payments = FakePlatform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let service = ServeProcess::spawn(db.clone(), in_doubt_soon(&payments)).await;
+    let inv = InvitationFixture::claimed("UmaInvitation:aba");
+    in_doubt_payment(&service, &payments, &inv).await;
+    let page = format!("/invitations/{}", encode(&inv.id));
+    let (cookie, csrf, seen) = operator(&service, &page).await;
+    let (seq, hash) = seen.split_once(':').unwrap_or_else(|| panic!("no hash in the version {seen:?}"));
+    assert_eq!(hash.len(), 64, "{seen}");
+    let resolved_before = count_kind(&db, "obligation.resolved");
+    let submit = |seen: String| {
+        let body =
+            [("csrf", csrf.as_str()), ("seen", seen.as_str()), ("kind", "invitee_payment"), ("decision", "retry")]
+                .iter()
+                .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+        crate::support::page::client()
+            .post(service.url(&format!("{page}/resolve")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", service.url(""))
+            .header("cookie", cookie.clone())
+            .body(body)
+            .send()
+    };
+
+    // When the decision arrives naming the same seq but another event
+    // there, as after the ledger was restored from a backup and grew again
+    let other = format!("{seq}:{}", "ab".repeat(32));
+    let resp = submit(other).await.unwrap();
+
+    // Then it is refused as a change meanwhile and nothing is recorded
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("meanwhile"), "{body}");
+    assert_eq!(count_kind(&db, "obligation.resolved"), resolved_before);
+
+    // And the same decision on the version really shown is recorded
+    let resp = submit(seen.clone()).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 303, "{}", resp.text().await.unwrap());
+    assert_eq!(count_kind(&db, "obligation.resolved"), resolved_before + 1);
+}

@@ -486,6 +486,7 @@ async fn an_obligation_requested_longer_ago_than_the_window_is_in_doubt_until_an
 
     // Act 2: a pass whose window is shorter than the retry's age: the retry
     // is not re-sent blindly either.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let stdout = reconcile("400ms").await;
 
     // Assert 2
@@ -565,10 +566,12 @@ async fn an_operator_can_retry_again_after_the_obligation_falls_in_doubt_a_secon
         text(&out).0
     };
     assert!(reconcile("24h").await.contains("retry_scheduled=1"));
+    // In doubt once the whole window (400 ms) has passed since the request.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(reconcile("400ms").await.contains("in_doubt=1"));
     resolve_retry().await;
-    // No pass within the window (400 ms, less the 300 ms a request may take).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No pass within the window.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(reconcile("400ms").await.contains("in_doubt=1"));
     assert_eq!(status_json(db, &inv.id).await["payout"]["state"], "in_doubt");
 

@@ -20,10 +20,28 @@ pub struct Guards {
     /// The ledger refuses a reconciler's append once a higher epoch than
     /// the one it carries was granted. Off: every epoch is accepted.
     pub fencing: bool,
+    /// A version names the hash of the stream's last event besides its
+    /// seq (`Expected::with_hash`), so a stream restored and grown again
+    /// to the same seq is another version. Off: the seq alone.
+    pub version_hash: bool,
+    /// Right before its call the reconciler checks that the call can reach
+    /// the platform inside the window (`decide::may_call`). Off: it calls
+    /// however long it stood still since recording the request.
+    pub call_check: bool,
 }
 
 impl Guards {
-    pub const ALL_ON: Guards = Guards { redecide: true, version_check: true, fencing: true };
+    pub const ALL_ON: Guards =
+        Guards { redecide: true, version_check: true, fencing: true, version_hash: true, call_check: true };
+}
+
+/// A version of the stream, as an append conditional on it names it: its
+/// last seq and a digest of every event up to it (the real hash chain's
+/// stand-in: two histories have the same digest only if they are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version {
+    pub seq: u8,
+    pub digest: u32,
 }
 
 /// How far a check explores, and which faults and deliveries it allows.
@@ -89,23 +107,27 @@ pub enum Pc {
     /// the effect.
     Decided {
         payload: u16,
-        version: u8,
+        version: Version,
         deadline: Option<u8>,
+        /// The tick the obligation's window started at, as decided on
+        /// (`None`: this request opens it).
+        window: Option<u8>,
     },
-    /// Its request (`payload`, at `seq`) is recorded; the call is next and
-    /// reaches the platform by `deadline`.
+    /// Its request (`payload`) is recorded, making version `recorded`; the
+    /// call is next and reaches the platform by `deadline`.
     Calling {
         payload: u16,
-        seq: u8,
+        recorded: Version,
         deadline: u8,
         flags: u8,
+        window: Option<u8>,
     },
     /// The answer came back as outcome event `payload` for the request at
     /// `requested_seq`; it is recorded on `version`.
     Answered {
         payload: u16,
         requested_seq: u8,
-        version: u8,
+        version: Version,
     },
 }
 
@@ -116,6 +138,10 @@ pub mod request_flags {
     /// Its receiver or amount is not what the snapshot that made the
     /// obligation due said.
     pub const WRONG_BODY: u8 = 2;
+    /// A restore cut its record while it was on its way (an instance left
+    /// running across the restore): money it moves is money whose record
+    /// a restore lost.
+    pub const RECORD_LOST: u8 = 4;
 }
 
 /// One operator.
@@ -126,7 +152,7 @@ pub enum Op {
     /// `by_hand`: a "paid" for money the operator sends outside the platform.
     Decided {
         payload: u16,
-        seen: u8,
+        seen: Version,
         by_hand: bool,
     },
     Done,
@@ -216,8 +242,16 @@ impl State {
         }
     }
 
-    /// The stream's version: its last seq (one invitation, one stream).
-    pub fn version(&self) -> u8 {
-        u8::try_from(self.ledger.len()).expect("short ledgers")
+    /// The stream's version (one invitation, one stream): its last seq
+    /// and the digest of its events (FNV-1a over each event and its tick,
+    /// as the chain hashes each event's contents and `recorded_at`).
+    pub fn version(&self) -> Version {
+        let mut digest: u32 = 0x811c_9dc5;
+        for e in &self.ledger {
+            for byte in e.payload.to_le_bytes().into_iter().chain([e.at]) {
+                digest = (digest ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+            }
+        }
+        Version { seq: u8::try_from(self.ledger.len()).expect("short ledgers"), digest }
     }
 }

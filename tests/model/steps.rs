@@ -7,9 +7,10 @@ use invitation_ledger::invitation::InvitationStatus;
 use invitation_ledger::projection::events::{Decision, InDoubtReason};
 use invitation_ledger::projection::state::ObligationPhase;
 use invitation_ledger::projection::view::{due, obligation, still_owed, ObligationState};
-use invitation_ledger::reconcile::decide::{next_action, Action};
+use invitation_ledger::reconcile::decide::{may_call, next_action, Action};
+use invitation_ledger::time::rfc3339;
 
-use super::state::{ghost, request_flags, Bounds, Guards, Key, Op, Pc, Rec, State};
+use super::state::{ghost, request_flags, Bounds, Guards, Key, Op, Pc, Rec, State, Version};
 use super::world::{answered, facts, instant, tag, tick_of, timed_out, What, World, END, KIND};
 
 /// One step of one actor.
@@ -80,7 +81,7 @@ pub enum Choice {
 
 /// What the ledger answered an append.
 enum Appended {
-    New(u8),
+    New(Version),
     Duplicate,
     Conflict,
     Fenced,
@@ -121,8 +122,9 @@ impl Protocol {
     /// The ledger actor: one append as the store does it. A key the ledger
     /// holds is answered as a duplicate first; then a reconciler's append
     /// (`epoch` > 0) is refused when a higher epoch was granted; then a
-    /// conditional one (`expected`) when the stream moved on.
-    fn append(&self, s: &mut State, payload: u16, expected: Option<u8>, epoch: u8) -> Appended {
+    /// conditional one (`expected`) when the stream is at another version:
+    /// another seq, or (with the hash) other events up to the same seq.
+    fn append(&self, s: &mut State, payload: u16, expected: Option<Version>, epoch: u8) -> Appended {
         let entry = self.world.entry(payload, s.clock, epoch);
         if s.ledger.iter().any(|e| e.key == entry.key) {
             return Appended::Duplicate;
@@ -134,7 +136,9 @@ impl Protocol {
             }
             s.ghost |= ghost::DEPOSED_RECORD;
         }
-        if expected.is_some_and(|v| v != s.version()) && self.guards.version_check {
+        let now = s.version();
+        let moved = |v: Version| v.seq != now.seq || (self.guards.version_hash && v.digest != now.digest);
+        if expected.is_some_and(moved) && self.guards.version_check {
             return Appended::Conflict;
         }
         s.ledger.push(entry);
@@ -147,6 +151,9 @@ impl Protocol {
         s.key = Key::Done { request, at: s.clock };
         if flags & request_flags::CANCELLED_BEFORE != 0 {
             s.ghost |= ghost::PAID_AFTER_CANCEL;
+        }
+        if flags & request_flags::RECORD_LOST != 0 {
+            s.ghost |= ghost::RESTORE_LOST_PAYMENT;
         }
         if flags & request_flags::WRONG_BODY != 0 {
             s.ghost |= ghost::WRONG_BODY;
@@ -205,7 +212,7 @@ impl Protocol {
                     .window_started_at
                     .as_deref()
                     .and_then(tick_of)
-                    .is_some_and(|start| u16::from(at) + 1 >= u16::from(start) + u16::from(self.bounds.window)),
+                    .is_some_and(|start| u16::from(at) >= u16::from(start) + u16::from(self.bounds.window)),
             }
     }
 
@@ -283,12 +290,12 @@ impl Protocol {
                 // Deciding right before the effect binds it to the clock
                 // reading; a pass's decision taken long before does not.
                 let deadline = self.guards.redecide.then_some(s.clock + 1);
-                let version = u8::try_from(fresh.last_seq).expect("short ledgers");
-                s.recs[usize::from(i)].pc = Pc::Decided { payload, version, deadline };
+                let window = fresh.payout.window_started_at.as_deref().and_then(tick_of);
+                s.recs[usize::from(i)].pc = Pc::Decided { payload, version: s.version(), deadline, window };
             }
             Step::Append(i) => {
                 let r = s.recs[usize::from(i)];
-                let Pc::Decided { payload, version, deadline } = r.pc else { return None };
+                let Pc::Decided { payload, version, deadline, window } = r.pc else { return None };
                 if r.paused {
                     return None;
                 }
@@ -300,10 +307,10 @@ impl Protocol {
                 };
                 s.recs[usize::from(i)].pc = Pc::Idle;
                 match self.append(&mut s, payload, Some(version), r.epoch) {
-                    Appended::New(seq) => match what {
+                    Appended::New(recorded) => match what {
                         What::Requested { .. } => {
                             let deadline = deadline.unwrap_or(s.clock + 1);
-                            s.recs[usize::from(i)].pc = Pc::Calling { payload, seq, deadline, flags };
+                            s.recs[usize::from(i)].pc = Pc::Calling { payload, recorded, deadline, flags, window };
                         }
                         _ if !called_for => s.ghost |= ghost::BAD_IN_DOUBT,
                         _ => {}
@@ -315,11 +322,20 @@ impl Protocol {
             }
             Step::Call(i, answer) => {
                 let r = s.recs[usize::from(i)];
-                let Pc::Calling { payload, seq, flags, .. } = r.pc else { return None };
+                let Pc::Calling { payload, recorded, flags, window, .. } = r.pc else { return None };
                 if r.paused || (answer != Answer::Normal && !self.can_fault(&s)) {
                     return None;
                 }
-                let What::Requested { attempt, .. } = self.world.payload(payload).what else { unreachable!() };
+                let What::Requested { attempt, at, .. } = self.world.payload(payload).what else { unreachable!() };
+                // As `send_once` before its call: not when the call could
+                // reach the platform after the window (a long pause).
+                let window = window.map(|w| rfc3339(instant(w)));
+                if self.guards.call_check
+                    && !may_call(window.as_deref(), instant(at), instant(s.clock), &self.world.caps)
+                {
+                    s.recs[usize::from(i)].pc = Pc::Idle;
+                    return Some(s);
+                }
                 let outcome = match (s.key, answer) {
                     (Key::Unknown, Answer::Normal) => {
                         self.execute(&mut s, payload, flags);
@@ -344,7 +360,8 @@ impl Protocol {
                     s.faults += 1;
                 }
                 let event = self.world.outcome(attempt, &outcome, s.clock);
-                s.recs[usize::from(i)].pc = Pc::Answered { payload: event, requested_seq: seq, version: seq };
+                s.recs[usize::from(i)].pc =
+                    Pc::Answered { payload: event, requested_seq: recorded.seq, version: recorded };
             }
             Step::Record(i) => {
                 let r = s.recs[usize::from(i)];
@@ -364,8 +381,7 @@ impl Protocol {
                         let ob = &fresh.payout;
                         let open = !matches!(ob.phase, ObligationPhase::Succeeded | ObligationPhase::Failed);
                         if ob.requested_seq == Some(u64::from(requested_seq)) && open {
-                            let version = u8::try_from(fresh.last_seq).expect("short ledgers");
-                            s.recs[usize::from(i)].pc = Pc::Answered { payload, requested_seq, version };
+                            s.recs[usize::from(i)].pc = Pc::Answered { payload, requested_seq, version: s.version() };
                         }
                     }
                 }
@@ -442,8 +458,8 @@ impl Protocol {
                     Choice::Failed => Decision::Failed,
                 };
                 let payload = self.world.resolved(&fresh, decision, s.clock);
-                let seen = u8::try_from(fresh.last_seq).expect("short ledgers");
-                s.ops[usize::from(i)] = Op::Decided { payload, seen, by_hand: choice == Choice::PaidByHand };
+                s.ops[usize::from(i)] =
+                    Op::Decided { payload, seen: s.version(), by_hand: choice == Choice::PaidByHand };
             }
             Step::Resolve(i) => {
                 let Op::Decided { payload, seen, by_hand } = s.ops[usize::from(i)] else { return None };
@@ -472,6 +488,13 @@ impl Protocol {
                 }
                 s.faults += 1;
                 s.ledger.truncate(usize::from(n));
+                for r in &mut s.recs {
+                    if let Pc::Calling { recorded, ref mut flags, .. } = r.pc {
+                        if recorded.seq > n {
+                            *flags |= request_flags::RECORD_LOST;
+                        }
+                    }
+                }
                 if self.bounds.restore_restarts {
                     s.recs = [Rec { epoch: 0, paused: false, pc: Pc::Idle }; 2];
                     s.holder = None;

@@ -240,12 +240,13 @@ impl World {
             request_timeout: ticks(1),
             concurrency: 1,
         };
-        // As `Reconciler::caps` (src/reconcile/worker.rs) derives them.
+        // As `Reconciler::caps` (src/reconcile/reconciler.rs) derives them.
         let caps = Capabilities {
             payout_configured: config.payout_url.is_some(),
             notify_configured: config.notify_url.is_some(),
             incentive_configured: config.inviter_incentive.is_some(),
-            idempotency_window: config.idempotency_window.saturating_sub(config.request_timeout),
+            idempotency_window: config.idempotency_window,
+            request_timeout: config.request_timeout,
         };
         Self { config, caps, interned: RwLock::new(Interner::default()), folds: Mutex::new(HashMap::new()) }
     }

@@ -75,7 +75,7 @@ fn resolution_of(form: &str) -> Result<(Resolution, bool), &'static str> {
         payment_id: field("payment_id"),
         note: field("note"),
         by: Channel::Page,
-        seen: field("seen").and_then(|s| s.trim().parse().ok()),
+        seen: field("seen").as_deref().and_then(operator::Seen::parse),
     };
     Ok((resolution, confirmed))
 }

@@ -20,6 +20,8 @@ pub(super) struct Actions {
     pub token_configured: bool,
     /// A fetcher is wired to the page.
     pub refetch: bool,
+    /// The version of the invitation shown, which its forms decide on.
+    pub seen: operator::Seen,
 }
 
 fn hidden(name: &str, value: &str) -> Markup {
@@ -50,14 +52,20 @@ pub(super) fn what_is_owed(v: &InvitationView, kind: ObligationKind) -> (Option<
 const NOTE_PLACEHOLDER: &str = "what you checked, a ticket";
 
 /// The three decisions on one obligation in doubt or failed.
-fn resolve_forms(v: &InvitationView, kind: ObligationKind, csrf: &Markup, enabled: bool) -> Markup {
+fn resolve_forms(
+    v: &InvitationView,
+    kind: ObligationKind,
+    csrf: &Markup,
+    enabled: bool,
+    seen: operator::Seen,
+) -> Markup {
     let o = obligation_of(v, kind);
     let (amount, receiver) = what_is_owed(v, kind);
     let key = o.idempotency_key.as_ref().map(|k| k.as_str()).unwrap_or("-");
     let action = format!("{}/resolve", invitation_href(&v.invitation_id));
     // The version the operator decides on: a change meanwhile refuses the
     // decision instead of recording it on facts they did not see.
-    let fields = html! { (csrf) (hidden("kind", kind.as_str())) (hidden("seen", &v.last_seq.to_string())) };
+    let fields = html! { (csrf) (hidden("kind", kind.as_str())) (hidden("seen", &seen.to_string())) };
     let note = html! {
         label { "Note " textarea name="note" rows="2" maxlength="1000" placeholder=(NOTE_PLACEHOLDER) {} }
     };
@@ -111,7 +119,7 @@ pub(super) fn actions(v: &InvitationView, a: &Actions) -> Markup {
                 }
             }
             h3 { "Resolve" }
-            @for kind in &resolvable { (resolve_forms(v, *kind, &csrf, enabled)) }
+            @for kind in &resolvable { (resolve_forms(v, *kind, &csrf, enabled, a.seen)) }
             @if resolvable.is_empty() {
                 p.empty { "Nothing to resolve: only obligations in doubt or failed are resolved." }
             }

@@ -18,6 +18,13 @@ use crate::api::error::reject;
 use crate::api::read::percent_decode;
 use crate::projection::trail::{self as read_trail, Said, Trail};
 
+/// The version of the invitation the page shows: its last event, with
+/// that event's hash when the page read it.
+fn seen_on(t: &Trail) -> crate::operator::Seen {
+    let seq = t.invitation.last_seq;
+    crate::operator::Seen { seq, hash: t.events.iter().find(|e| e.event.seq == seq).map(|e| e.event.hash) }
+}
+
 /// `GET /invitations/{id or code}`: the page, or the login form, or 404.
 async fn invitation_page(ui: Arc<Ui>, raw: String, headers: HeaderMap) -> Result<warp::reply::Response, Rejection> {
     let id = percent_decode(&raw, false);
@@ -52,6 +59,7 @@ async fn invitation_page(ui: Arc<Ui>, raw: String, headers: HeaderMap) -> Result
         csrf: credential.map(|c| ui.csrf.token(&c)),
         token_configured: !ui.gate.is_open(),
         refetch: ui.state.live.get().is_some_and(|l| l.refetch.is_some()),
+        seen: seen_on(&t),
     };
     Ok(html(StatusCode::OK, render(&t, &verdicts, &acts)))
 }

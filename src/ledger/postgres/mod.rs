@@ -557,6 +557,7 @@ async fn append_batch(pool: &Pool, batch: &[Call]) -> Result<Vec<Result<Vec<Appe
     let mut call_of = Vec::new();
     let mut call_streams: Vec<Option<String>> = Vec::new();
     let mut call_versions: Vec<Option<i64>> = Vec::new();
+    let mut call_hashes: Vec<Option<Vec<u8>>> = Vec::new();
     let mut call_epochs: Vec<Option<i64>> = Vec::new();
     for (c, call) in batch.iter().enumerate() {
         for e in &call.events {
@@ -570,6 +571,7 @@ async fn append_batch(pool: &Pool, batch: &[Call]) -> Result<Vec<Result<Vec<Appe
         }
         call_streams.push(call.expected.as_ref().map(|x| x.stream.as_str().to_owned()));
         call_versions.push(call.expected.as_ref().map(|x| x.last_seq as i64));
+        call_hashes.push(call.expected.as_ref().and_then(|x| x.last_hash).map(|h| h.0.to_vec()));
         call_epochs.push(call.epoch.map(|e| e as i64));
     }
     let at = crate::time::now_rfc3339();
@@ -578,9 +580,9 @@ async fn append_batch(pool: &Pool, batch: &[Call]) -> Result<Vec<Result<Vec<Appe
         let client = pool.get().await.map_err(|e| (false, pool_error(e)))?;
         client
             .query(
-                "SELECT ix, seq, duplicate, sibling, refused, actual FROM ledger_append(
+                "SELECT ix, seq, duplicate, sibling, refused, actual, event_hash FROM ledger_append(
                     $1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
-                    $7::int[], $8::text[], $9::bigint[], $10::bigint[], $11::text)",
+                    $7::int[], $8::text[], $9::bigint[], $10::bytea[], $11::bigint[], $12::text)",
                 &[
                     &keys,
                     &kinds,
@@ -591,6 +593,7 @@ async fn append_batch(pool: &Pool, batch: &[Call]) -> Result<Vec<Result<Vec<Appe
                     &call_of,
                     &call_streams,
                     &call_versions,
+                    &call_hashes,
                     &call_epochs,
                     &at,
                 ],
@@ -625,6 +628,7 @@ async fn append_batch(pool: &Pool, batch: &[Call]) -> Result<Vec<Result<Vec<Appe
             (Some(_), Err(_)) | (None, Err(_)) => {}
             (None, Ok(list)) => list.push(Appended {
                 seq: row.get::<_, i64>(1) as u64,
+                hash: Hash::from_stored(row.get::<_, Option<&[u8]>>(6)),
                 duplicate: row.get(2),
                 sibling_exists: row.get(3),
             }),
@@ -647,7 +651,7 @@ async fn recheck(
         let looked = async {
             let client = pool.get().await.map_err(pool_error)?;
             client
-                .query("SELECT event_key, seq FROM events WHERE event_key = ANY($1)", &[&keys])
+                .query("SELECT event_key, seq, hash FROM events WHERE event_key = ANY($1)", &[&keys])
                 .await
                 .map_err(|e| pg_error("cannot read the ledger", &e))
         };
@@ -655,8 +659,8 @@ async fn recheck(
             Ok(rows) => {
                 break rows
                     .iter()
-                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
-                    .collect::<std::collections::HashMap<String, u64>>()
+                    .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1) as u64, Hash::from_stored(r.get(2)))))
+                    .collect::<std::collections::HashMap<String, (u64, Hash)>>()
             }
             Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
             Err(_) => return Err(e),
@@ -668,8 +672,9 @@ async fn recheck(
             call.events
                 .iter()
                 .map(|ev| {
-                    found.get(ev.event_key.as_str()).map(|seq| Appended {
-                        seq: *seq,
+                    found.get(ev.event_key.as_str()).map(|&(seq, hash)| Appended {
+                        seq,
+                        hash,
                         duplicate: false,
                         sibling_exists: false,
                     })
