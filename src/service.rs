@@ -373,6 +373,7 @@ async fn open_once(
         projection: ledger.health.clone(),
         refetch: Some(refetch),
         instance: instance_name(),
+        leader: leadership.as_ref().map(|l| l.epoch.clone()),
     };
     if state.live.set(live).is_err() {
         unreachable!("the ledger is opened once");

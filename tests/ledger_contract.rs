@@ -244,6 +244,8 @@ async fn sqlite() -> (invitation_ledger::ledger::LedgerWriter, tempfile::TempDir
 
 contract_suite!(sqlite_store, sqlite());
 
+// Only its fresh databases are used here; the server helpers serve tests/api.
+#[allow(dead_code)]
 #[path = "support/postgres.rs"]
 mod postgres_support;
 

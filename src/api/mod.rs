@@ -48,6 +48,30 @@ pub struct Live {
     /// `None`: no fetcher is wired to the page, which then shows the form
     /// disabled and says so.
     pub refetch: Option<Arc<dyn Refetch>>,
+    /// With a shared ledger, the epoch this instance leads the reconciler
+    /// under (`None` while another instance leads); `None` here: the only
+    /// instance (SQLite), which always reconciles.
+    pub leader: Option<tokio::sync::watch::Receiver<Option<u64>>>,
+}
+
+/// Who reconciles, as this instance sees it: what the status page says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciling {
+    /// The only instance on its ledger.
+    Alone,
+    /// It leads under this epoch.
+    Leading(u64),
+    /// Another instance leads (or none yet): this one stands by.
+    StandingBy,
+}
+
+impl Live {
+    pub fn reconciling(&self) -> Reconciling {
+        match &self.leader {
+            None => Reconciling::Alone,
+            Some(epoch) => epoch.borrow().map_or(Reconciling::StandingBy, Reconciling::Leading),
+        }
+    }
 }
 
 impl AppState {

@@ -326,7 +326,15 @@ pub async fn resolve(
     note: Option<String>,
 ) -> anyhow::Result<String> {
     use crate::projection::events::{Channel, ObligationKind};
-    ensure_ledger(db)?;
+    // A SQLite ledger must exist (a typo must not create one); with a
+    // PostgreSQL one, projections missing here (an operator's own machine)
+    // are folded from the database as the decision is caught up.
+    if let LedgerLocation::Sqlite(_) = db.location()? {
+        ensure_ledger(db)?;
+    } else {
+        std::fs::create_dir_all(&db.projections_dir)
+            .with_context(|| format!("creating PROJECTIONS_DIR {}", db.projections_dir.display()))?;
+    }
     let kind = ObligationKind::parse(kind).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive or inviter_notification"

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::binary::{run_binary, ServeProcess};
-use crate::support::fake_platform::FakePlatform;
-use crate::support::postgres::fresh_database;
+use crate::support::fake_platform::{FakePlatform, Fault};
+use crate::support::postgres::{fresh_database, OwnServer};
 use crate::support::{eventually, json_of, post_signed_to, try_post_signed_to, InvitationFixture, SECRET};
 
 /// Settings for an instance on the ledger at `url`, its projections in
@@ -116,6 +116,84 @@ async fn on_a_postgresql_ledger_claims_are_stored_once_projected_paid_and_verifi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_postgresql_ledger_an_operator_resolves_audits_rebuilds_and_checks_an_anchor_from_the_cli() {
+    // Given the service on a PostgreSQL ledger, and a payment the platform
+    // keeps refusing with 503 until it is in doubt
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let payments = FakePlatform::start().await;
+    payments.fail_next(10_000, Fault::Status(503));
+    let mut env = instance(dir.path(), &payments);
+    env.extend([
+        ("RETRY_BASE_MS", "50".to_owned()),
+        ("RETRY_MAX_MS", "100".to_owned()),
+        ("REQUEST_TIMEOUT_MS", "300".to_owned()),
+        ("IDEMPOTENCY_WINDOW", "1500ms".to_owned()),
+    ]);
+    let service = serve(&url, env).await;
+    let client = reqwest::Client::new();
+    let id = "UmaInvitation:pg-operator";
+    assert_eq!(post_signed_to(&client, &service.url("/webhooks/lightspark"), claim(id).1).await.status(), 200);
+    eventually("the payment to be in doubt", Duration::from_secs(30), || async {
+        let v = projection(&service, id).await?;
+        if v["payout"]["state"] == "in_doubt" {
+            Ok(())
+        } else {
+            Err(v["payout"].to_string())
+        }
+    })
+    .await;
+
+    // When an operator, on another machine (projections of its own),
+    // records it as paid by hand while the service runs
+    let cli_dir = tempfile::tempdir().unwrap();
+    let cli_projections = cli_dir.path().display().to_string();
+    let cli = |extra: &[(&'static str, String)]| {
+        let mut env = vec![("LEDGER_DB", url.clone()), ("PROJECTIONS_DIR", cli_projections.clone())];
+        env.extend_from_slice(extra);
+        env
+    };
+    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = run_binary(args, &env).await;
+        let text =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "{args:?}: {}{}", text.0, text.1);
+        text.0
+    };
+    let out =
+        run(&["resolve", "UmaInvitation:pg-operator", "invitee_payment", "--paid", "pay_by_hand"], cli(&[])).await;
+    assert!(out.starts_with("recorded paid"), "{out}");
+
+    // Then the service shows it, and pays nothing more
+    eventually("the decision to show on the service", Duration::from_secs(10), || async {
+        let v = projection(&service, id).await?;
+        if v["payout"]["state"] == "succeeded" && v["payout"]["payment_id"] == "pay_by_hand" {
+            Ok(())
+        } else {
+            Err(v["payout"].to_string())
+        }
+    })
+    .await;
+    assert!(payments.executed().is_empty());
+
+    // And the audit, a rebuild check and an anchor check read the same ledger
+    let audit = run(&["audit", "incentives", "--json"], cli(&[])).await;
+    assert!(serde_json::from_str::<Value>(&audit).is_ok(), "{audit}");
+    let rebuilt = run(&["rebuild", "--check"], cli(&[])).await;
+    assert!(!rebuilt.is_empty());
+    let head: Value = client.get(service.url("/v1/ledger/head")).send().await.unwrap().json().await.unwrap();
+    let anchor = format!("{}:{}", head["seq"], head["hash"].as_str().unwrap());
+    let env = cli(&[("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET.to_owned())]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let checked = run_binary(&["verify", "--expect", &anchor], &env).await;
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    let forged = format!("{}:{}", head["seq"], "00".repeat(32));
+    let refused = run_binary(&["verify", "--expect", &forged], &env).await;
+    assert!(!refused.status.success(), "an anchor the ledger does not hold must fail verify");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_copied_between_stores_keeps_its_head_hash_and_a_foreign_target_is_refused() {
     // Given a SQLite ledger of claims
     let dir = tempfile::tempdir().unwrap();
@@ -207,6 +285,21 @@ async fn two_instances_share_one_ledger_and_exactly_one_reconciles() {
     let leaders = metric(&a, "invitation_ledger_reconciler_leader").await.unwrap()
         + metric(&b, "invitation_ledger_reconciler_leader").await.unwrap();
     assert_eq!(leaders, 1);
+    // And each status page says which, with the epoch and its projection lag
+    let mut standings = Vec::new();
+    for service in [&a, &b] {
+        let page = client.get(service.url("/")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("lag <b>"), "{page}");
+        let leads = metric(service, "invitation_ledger_reconciler_leader").await.unwrap() == 1;
+        let epoch = metric(service, "invitation_ledger_reconciler_epoch").await.unwrap();
+        if leads {
+            assert!(page.contains(&format!("reconciler <b>leading</b> (epoch {epoch})")), "{page}");
+        } else {
+            assert!(page.contains("reconciler <b>standing by</b>"), "{page}");
+        }
+        standings.push(leads);
+    }
+    assert_eq!(standings.iter().filter(|l| **l).count(), 1);
 }
 
 /// Starts two instances on `url` and answers (leader, follower).
@@ -326,11 +419,8 @@ async fn a_stopped_leader_is_fenced_and_records_nothing_once_it_runs_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restarted_under_load_keeps_every_acknowledged_webhook_exactly_once() {
     // Given a PostgreSQL of this test's own, and the service on it
-    let out = Command::new("scripts/postgres").arg("start").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let server = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let pg_dir = server.split("host=").nth(1).unwrap().split('&').next().unwrap().to_owned();
-    let url = server;
+    let server = OwnServer::start();
+    let url = server.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let payments = FakePlatform::start().await;
     let service = serve(&url, instance(dir.path(), &payments)).await;
@@ -354,30 +444,7 @@ async fn a_database_restarted_under_load_keeps_every_acknowledged_webhook_exactl
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pg_ctl = std::fs::read_dir("/usr/lib/postgresql").unwrap().next().unwrap().unwrap().path().join("bin/pg_ctl");
-    // PostgreSQL runs as il_pg when the tests run as root (scripts/postgres).
-    let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    let mut restart = if as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "il_pg", "--"]).arg(&pg_ctl);
-        c
-    } else {
-        Command::new(&pg_ctl)
-    };
-    let restart = restart
-        .args([
-            "-D",
-            &format!("{pg_dir}/data"),
-            "-m",
-            "immediate",
-            "-w",
-            "-l",
-            &format!("{pg_dir}/server.log"),
-            "restart",
-        ])
-        .output()
-        .unwrap();
-    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    server.restart_immediate();
     let acknowledged = poster.await.unwrap();
 
     // Then every webhook answered 200 is in the ledger exactly once
@@ -396,5 +463,60 @@ async fn a_database_restarted_under_load_keeps_every_acknowledged_webhook_exactl
     let out = verify(&url).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(service);
-    let _ = Command::new("scripts/postgres").args(["stop", &pg_dir]).status();
+}
+
+/// `/readyz`'s status on `service`.
+async fn ready(service: &ServeProcess) -> u16 {
+    reqwest::get(service.url("/readyz")).await.map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_answers_503_fails_readiness_and_everything_resumes_by_itself() {
+    // Given the service on a PostgreSQL of this test's own, one claim paid
+    let server = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let payments = FakePlatform::start().await;
+    let service = serve(&server.url, instance(dir.path(), &payments)).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let webhooks = service.url("/webhooks/lightspark");
+    assert_eq!(post_signed_to(&client, &webhooks, claim("UmaInvitation:before").1).await.status(), 200);
+    paid(&service, "UmaInvitation:before", Duration::from_secs(20)).await;
+
+    // When the database goes away
+    server.stop();
+
+    // Then a webhook is answered 503, saying when to retry, and readiness fails
+    let resp = post_signed_to(&client, &webhooks, claim("UmaInvitation:during").1).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["error"], "ledger_unavailable", "{answer}");
+    eventually("/readyz to fail", Duration::from_secs(15), || async {
+        match ready(&service).await {
+            503 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+
+    // When it comes back, with nothing done to the service
+    server.start_again();
+
+    // Then readiness returns, Lightspark's retry of the refused webhook is
+    // stored (once: the 503 stored nothing) and paid, and nothing twice
+    eventually("/readyz to pass again", Duration::from_secs(30), || async {
+        match ready(&service).await {
+            200 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    let resp = post_signed_to(&client, &webhooks, claim("UmaInvitation:during").1).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "accepted");
+    paid(&service, "UmaInvitation:during", Duration::from_secs(20)).await;
+    let paid_once = executed(&payments);
+    assert_eq!(paid_once.get("UmaInvitation:before"), Some(&1));
+    assert_eq!(paid_once.get("UmaInvitation:during"), Some(&1));
+    assert_eq!(kinds(&server.url).await.iter().filter(|k| *k == "webhook.received").count(), 2);
 }

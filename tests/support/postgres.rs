@@ -47,3 +47,69 @@ fn rand_u64() -> u64 {
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     h.finish()
 }
+
+/// A PostgreSQL of one test's own (`scripts/postgres start`), for tests
+/// that stop, start or restart the server under the service; removed
+/// when dropped.
+pub struct OwnServer {
+    pub url: String,
+    dir: String,
+    port: String,
+}
+
+impl OwnServer {
+    /// # Panics
+    /// When the server cannot be started.
+    pub fn start() -> Self {
+        let out = std::process::Command::new("scripts/postgres").arg("start").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let dir = url.split("host=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+        let port = url.split("port=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+        Self { url, dir, port }
+    }
+
+    /// Runs `pg_ctl -D <data> <args>` as the server's owner (`il_pg` when
+    /// the tests run as root, as `scripts/postgres` does).
+    fn pg_ctl(&self, args: &[&str]) {
+        let bin = std::fs::read_dir("/usr/lib/postgresql").unwrap().next().unwrap().unwrap().path().join("bin/pg_ctl");
+        let as_root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let mut cmd = if as_root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "il_pg", "--"]).arg(&bin);
+            c
+        } else {
+            std::process::Command::new(&bin)
+        };
+        let log = format!("{}/server.log", self.dir);
+        let data = format!("{}/data", self.dir);
+        let out = cmd.args(["-D", &data, "-l", &log, "-w"]).args(args).output().unwrap();
+        assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server the way a crash of its machine would look to
+    /// clients (`-m immediate`: no goodbye to connections).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// Starts a stopped server again on the same socket and port.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-k {} -p {} -c listen_addresses='' -c fsync=on -c synchronous_commit=on -c max_connections=300",
+            self.dir, self.port
+        );
+        self.pg_ctl(&["-o", &options, "start"]);
+    }
+
+    /// Restarts the server at once, dropping every connection.
+    pub fn restart_immediate(&self) {
+        self.pg_ctl(&["-m", "immediate", "restart"]);
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("scripts/postgres").args(["stop", &self.dir]).status();
+    }
+}

@@ -24,6 +24,20 @@ pub(super) struct Home<'a> {
     pub hours: &'a [Hour],
     pub q: Option<&'a str>,
     pub now: DateTime<Utc>,
+    /// Who reconciles, as this instance sees it (`None`: not open yet).
+    pub reconciling: Option<crate::api::Reconciling>,
+}
+
+/// The reconciler's standing on this instance, for the facts line.
+fn reconciling(r: Option<crate::api::Reconciling>) -> Markup {
+    use crate::api::Reconciling;
+    html! {
+        @match r {
+            Some(Reconciling::Alone) | None => {},
+            Some(Reconciling::Leading(epoch)) => { " · reconciler " b { "leading" } " (epoch " (epoch) ")" },
+            Some(Reconciling::StandingBy) => { " · reconciler " b { "standing by" } " (another instance leads)" },
+        }
+    }
 }
 
 fn invitation_table(items: &[InvitationView]) -> Markup {
@@ -305,8 +319,11 @@ pub(super) fn render(home: &Home<'_>) -> String {
     let (d, q) = (home.data, home.q);
     let in_doubt: i64 = d.counts.iter().filter(|c| c.1 == "in_doubt").map(|c| c.2).sum();
     let failed: i64 = d.counts.iter().filter(|c| c.1 == "failed").map(|c| c.2).sum();
-    let facts =
-        ledger_facts(d.head, d.checkpoint, html! { " · in doubt " b { (in_doubt) } " · failed " b { (failed) } });
+    let facts = ledger_facts(
+        d.head,
+        d.checkpoint,
+        html! { " · in doubt " b { (in_doubt) } " · failed " b { (failed) } (reconciling(home.reconciling)) },
+    );
     let rendered = home.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let body = html! {
         (unfetchable_banner(d))

@@ -302,7 +302,8 @@ async fn home_page(
         })
         .await
         .map_err(reject)?;
-    let page = home::render(&home::Home { data: &data, hours: &hours, q: q.as_deref(), now });
+    let reconciling = ui.state.live.get().map(crate::api::Live::reconciling);
+    let page = home::render(&home::Home { data: &data, hours: &hours, q: q.as_deref(), now, reconciling });
     Ok(html(StatusCode::OK, page))
 }
 

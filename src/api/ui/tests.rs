@@ -191,6 +191,7 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
         instance: "test".into(),
         projection: ledger.health.clone(),
         refetch: Some(fetcher.clone()),
+        leader: None,
     };
     assert!(state.live.set(live).is_ok());
     let service = hyper_util::service::TowerToHyperService::new(warp::service(crate::api::routes(state)));
