@@ -69,6 +69,14 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     ("invitation_ledger_build_info", Kind::Gauge),
     ("invitation_ledger_ledger_commit_batch_size", Kind::Histogram),
     ("invitation_ledger_ledger_commit_seconds", Kind::Histogram),
+    ("invitation_ledger_ledger_appends_total", Kind::Counter),
+    ("invitation_ledger_obligations_in_doubt", Kind::Gauge),
+    ("invitation_ledger_projection_checkpoint_seq", Kind::Gauge),
+    // 1 while this instance leads the reconciler (a sole SQLite instance
+    // always does), and the fencing epoch it last led under
+    ("invitation_ledger_reconciler_leader", Kind::Gauge),
+    ("invitation_ledger_reconciler_epoch", Kind::Gauge),
+    ("invitation_ledger_reconciler_passes_total", Kind::Counter),
 ];
 
 /// Series that come from Prometheus itself (`up` of the scrape) and from the
@@ -84,6 +92,8 @@ const EXPECTED_ALERTS: &[(&str, &str)] = &[
     ("InvitationLedgerInvitationsAwaitingData", "warning"),
     ("InvitationLedgerProjectionLag", "warning"),
     ("InvitationLedgerReconcilerStalled", "warning"),
+    ("InvitationLedgerNoReconcilerLeader", "critical"),
+    ("InvitationLedgerSeveralReconcilerLeaders", "warning"),
     ("InvitationLedgerNotWritable", "critical"),
     ("InvitationLedgerNotReady", "critical"),
     ("InvitationLedgerDown", "critical"),
@@ -978,6 +988,11 @@ async fn the_live_metrics_pass_promtool_and_expose_every_family_the_rules_and_da
             "GET /metrics should expose {name} as a {want} (SERVICE_METRICS says so):\n{text}"
         );
     }
+    // And nothing more: a family the list does not know is one no rule or
+    // panel can be checked against
+    let listed: BTreeSet<&str> = SERVICE_METRICS.iter().map(|(n, _)| *n).collect();
+    let unlisted: Vec<&String> = families.keys().filter(|f| !listed.contains(f.as_str())).collect();
+    assert!(unlisted.is_empty(), "GET /metrics exposes families SERVICE_METRICS does not list: {unlisted:?}");
     // Durations are labelled by route pattern, so ids never become labels.
     let duration = "invitation_ledger_http_request_duration_seconds_count";
     for (route, class) in

@@ -13,6 +13,7 @@ mod audit;
 mod decisions;
 mod demo;
 mod deploy;
+mod deploy_shared;
 mod faults;
 mod fetch;
 mod full_disk;

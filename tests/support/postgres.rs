@@ -69,22 +69,53 @@ impl OwnServer {
         Self { url, dir, port }
     }
 
-    /// Runs `pg_ctl -D <data> <args>` as the server's owner (`il_pg` when
-    /// the tests run as root, as `scripts/postgres` does).
-    fn pg_ctl(&self, args: &[&str]) {
-        let bin = std::fs::read_dir("/usr/lib/postgresql").unwrap().next().unwrap().unwrap().path().join("bin/pg_ctl");
+    /// The server's folder: its data directory is `data` in it.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// `tool` of the installed PostgreSQL, run as the server's owner
+    /// (`il_pg` when the tests run as root, as `scripts/postgres` does).
+    pub fn as_owner(&self, tool: &str) -> std::process::Command {
+        let bin = std::fs::read_dir("/usr/lib/postgresql").unwrap().next().unwrap().unwrap().path().join("bin").join(tool);
         let as_root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let mut cmd = if as_root {
+        if as_root {
             let mut c = std::process::Command::new("runuser");
             c.args(["-u", "il_pg", "--"]).arg(&bin);
             c
         } else {
             std::process::Command::new(&bin)
-        };
+        }
+    }
+
+    /// Hands `path` (recursively) to the server's owner, as a restore of
+    /// its files must; nothing to do when the tests do not run as root.
+    pub fn give_to_owner(&self, path: &str) {
+        let as_root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        if as_root {
+            let out = std::process::Command::new("chown").args(["-R", "il_pg", path]).output().unwrap();
+            assert!(out.status.success(), "chown {path}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
+    /// Runs `pg_ctl -D <data> <args>` as the server's owner.
+    fn pg_ctl(&self, args: &[&str]) {
         let log = format!("{}/server.log", self.dir);
         let data = format!("{}/data", self.dir);
-        let out = cmd.args(["-D", &data, "-l", &log, "-w"]).args(args).output().unwrap();
+        let out = self.as_owner("pg_ctl").args(["-D", &data, "-l", &log, "-w"]).args(args).output().unwrap();
         assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Adds `settings` to the server's configuration (an included file)
+    /// and restarts it.
+    pub fn configure(&self, settings: &str) {
+        let file = format!("{}/extra.conf", self.dir);
+        std::fs::write(&file, settings).unwrap();
+        let conf = format!("{}/data/postgresql.conf", self.dir);
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!("\ninclude '{file}'\n"));
+        std::fs::write(&conf, text).unwrap();
+        self.pg_ctl(&["-m", "fast", "restart"]);
     }
 
     /// Stops the server the way a crash of its machine would look to
