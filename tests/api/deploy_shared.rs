@@ -109,7 +109,14 @@ async fn behind_the_shipped_haproxy_two_instances_take_every_webhook_while_one_i
     let config = dir_a.path().join("haproxy.cfg");
     std::fs::write(&config, haproxy_config(port, a.addr, b.addr)).unwrap();
     let _balancer = Balancer(
-        Command::new(haproxy()).arg("-db").arg("-f").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+        Command::new(haproxy())
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
     let front = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
@@ -126,7 +133,8 @@ async fn behind_the_shipped_haproxy_two_instances_take_every_webhook_while_one_i
         if n == 30 {
             a.take().unwrap().kill_async().await;
         }
-        let answer = deliver(&client, &format!("{front}/webhooks/lightspark"), claim(id), Duration::from_secs(30)).await;
+        let answer =
+            deliver(&client, &format!("{front}/webhooks/lightspark"), claim(id), Duration::from_secs(30)).await;
         answers.insert(id.clone(), answer);
     }
 
@@ -176,7 +184,12 @@ async fn verify_expect(url: &str, anchor: &str) -> std::process::Output {
 /// Runs `cmd` and fails the test with its output when it fails.
 fn must(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,7 +77,8 @@ impl OwnServer {
     /// `tool` of the installed PostgreSQL, run as the server's owner
     /// (`il_pg` when the tests run as root, as `scripts/postgres` does).
     pub fn as_owner(&self, tool: &str) -> std::process::Command {
-        let bin = std::fs::read_dir("/usr/lib/postgresql").unwrap().next().unwrap().unwrap().path().join("bin").join(tool);
+        let bin =
+            std::fs::read_dir("/usr/lib/postgresql").unwrap().next().unwrap().unwrap().path().join("bin").join(tool);
         let as_root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
         if as_root {
             let mut c = std::process::Command::new("runuser");
