@@ -10,6 +10,7 @@
 
 mod load;
 mod measure;
+mod postgres;
 mod procfs;
 mod scenarios;
 mod service;
@@ -141,6 +142,31 @@ enum Scenario {
         #[arg(long)]
         script: Option<PathBuf>,
     },
+    /// Webhooks from wrk into instances on one PostgreSQL ledger (one wrk per instance).
+    Postgres {
+        /// The server: a postgres:// URL whose user may create databases (a fresh one is made per run).
+        #[arg(long, env = "BENCH_DATABASE_URL")]
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        /// Connections in all, shared among the instances.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        #[command(flatten)]
+        bodies: BodyArgs,
+        /// Bodies generated per second of --duration, in all.
+        #[arg(long, default_value_t = 20_000)]
+        budget: usize,
+    },
+    /// Two instances on one PostgreSQL ledger: SIGKILL the reconciler's leader, time the successor.
+    Failover {
+        #[arg(long, env = "BENCH_DATABASE_URL")]
+        url: String,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Write pre-signed webhooks for wrk: one `SIGNATURE BODY` a line.
     WrkBodies {
         #[arg(long)]
@@ -233,6 +259,11 @@ fn main() -> anyhow::Result<()> {
                 script: script.unwrap_or_else(wrk::default_script),
             })
         }
+        Scenario::Postgres { url, instances, connections, duration, bodies, budget } => postgres::ingest(
+            &rt,
+            &postgres::Ingest { admin: &url, instances, connections, duration, mix: bodies.mix(), budget },
+        ),
+        Scenario::Failover { url, rounds } => postgres::failover(&rt, &url, rounds.max(1)),
         Scenario::WrkBodies { count, bodies, out } => {
             let mean = wrk::write_bodies(&out, &bodies.mix(), count)?;
             println!(

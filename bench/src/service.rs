@@ -16,9 +16,11 @@ pub fn service_binary() -> PathBuf {
     me.with_file_name("invitation-ledger")
 }
 
-/// The repository this bench was built from.
+/// The repository this bench was built from (the bench is its member
+/// crate `bench/`).
 pub fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench.parent().unwrap_or(bench).to_owned()
 }
 
 /// A new folder for one run's ledger: under `$BENCH_DIR` when set, else
