@@ -186,7 +186,10 @@ impl Folder {
                 // Wakes whoever waits for a fold to end, failed or not.
                 self.projected.send_modify(|_| {});
                 match self.failing_since.as_mut() {
-                    Some((_, failures)) => *failures += 1,
+                    Some((_, failures)) => {
+                        *failures += 1;
+                        tracing::debug!(error = %e, failures = *failures, "the projections still cannot be written");
+                    }
                     None => {
                         let file = store::path(&self.db).display().to_string();
                         tracing::error!(error = %e.on_file(&file), "the projections cannot be written; retrying every {} ms until they can", RETRY.as_millis());

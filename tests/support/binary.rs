@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use super::secret::SECRET;
 
+/// The served binary's log filter: warnings, and the projector's every
+/// failed retry (debug), so that a test failing because derived state
+/// never recovered shows why in its output.
+const LOG: &str = "warn,invitation_ledger::projection::projector=debug";
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_invitation-ledger");
 
 /// A spawned `serve`, killed on drop.
@@ -41,7 +46,7 @@ impl ServeProcess {
                 .env("LEDGER_DB", db)
                 .env("LISTEN_ADDR", addr.to_string())
                 .env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)
-                .env("LOG", "warn")
+                .env("LOG", LOG)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(stderr());
