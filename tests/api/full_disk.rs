@@ -77,7 +77,18 @@ async fn all_readable_and_paid(service: &ServeProcess, ids: &BTreeSet<String>, w
     let client = reqwest::Client::new();
     let mut waiting: BTreeSet<String> = ids.clone();
     while !waiting.is_empty() {
-        assert!(started.elapsed() < within, "still not readable and paid after {within:?}: {waiting:?}");
+        if started.elapsed() >= within {
+            // What the service says of the first one left, and of itself.
+            let first = waiting.iter().next().unwrap();
+            let url = service.url(&format!("/v1/invitations/{}", first.replace(':', "%3A")));
+            let resp = client.get(url).send().await.unwrap();
+            let (status, body) = (resp.status(), resp.text().await.unwrap_or_default());
+            let ready = client.get(service.url("/readyz")).send().await.unwrap();
+            let (ready_status, ready_body) = (ready.status(), ready.text().await.unwrap_or_default());
+            panic!(
+                "still not readable and paid after {within:?}: {waiting:?}\n{first}: {status} {body}\n/readyz: {ready_status} {ready_body}"
+            );
+        }
         for id in waiting.clone() {
             let url = service.url(&format!("/v1/invitations/{}", id.replace(':', "%3A")));
             let resp = client.get(url).send().await.unwrap();
