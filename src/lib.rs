@@ -2,7 +2,8 @@
 //! `UMA_INVITATION_CLAIMED` webhooks for a VASP.
 //!
 //! Every verified webhook becomes an immutable, hash-chained event in a
-//! SQLite ledger; projections fold the ledger into each invitation's state; a
+//! ledger (a SQLite file, or a PostgreSQL database several instances
+//! share); projections fold the ledger into each invitation's state; a
 //! reconciler makes the payments and incentive transfers that are owed,
 //! exactly once; a read API and CLI answer questions about all of it.
 //! `docs/design.md` explains the design; `openapi.json` is the HTTP interface.
@@ -30,11 +31,13 @@
 //!   for the fold), the GraphQL client.
 //! - [`grid`]: the same for Lightspark Grid — P-256 signature verification,
 //!   its webhook and invitation shapes, the REST client that fetches by code.
-//! - [`ledger`]: the append-only SQLite ledger — schema migrations, the group
-//!   commit writer and its checkpointer thread, the lookup index file the
-//!   writer dedupes with (derived, rebuilt when it cannot be trusted), the
-//!   hash chain, `verify` (chain, signatures, unique keys, anchors), the
-//!   one-writer-process lock.
+//! - [`ledger`]: the append-only ledger — the storage contract
+//!   (`LedgerStore`: unique keys, conditional appends) and its two stores:
+//!   SQLite (migrations, the group-commit writer and its checkpointer
+//!   thread, the one-writer-process lock) and PostgreSQL (the batch writer
+//!   task, reconciler leadership and fencing epochs, each instance's local
+//!   replica); the hash chain; `verify` (chain, signatures, unique keys,
+//!   anchors).
 //! - [`projection`]: the pure fold `apply(state, &event) -> state`, the typed
 //!   internal events, obligation views, the incentive audit, the SQL store (a
 //!   file of its own, bound to the ledger it was folded from), the projector
