@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::ledger::register;
 use crate::reconcile::metrics::ReconcileMetrics;
@@ -43,6 +45,41 @@ pub struct ApiMetrics {
     pub oldest_retrying_age_seconds: IntGauge,
     /// The reconciler's own, for the age of its last pass.
     pub reconcile: Arc<ReconcileMetrics>,
+    /// What the read side's queries cost SQLite.
+    pub reads: ReadMeter,
+}
+
+/// What the reads of requests (pages, lists, the audit, scrapes) cost
+/// SQLite, counted by the read pool after each one from SQLite's own
+/// statement counters. None of them should grow with the ledger: a full
+/// scan or a sort in `full_scan_steps` or `sorts` is a query that reads
+/// every row, and the tests hold each page to a fixed number of
+/// statements and steps whatever the ledger holds.
+#[derive(Debug, Clone)]
+pub struct ReadMeter {
+    /// Statements run.
+    pub statements: IntCounter,
+    /// Steps of SQLite's virtual machine: the work done, rows visited.
+    pub steps: IntCounter,
+    /// Steps forward in a full scan of a table (no index used).
+    pub full_scan_steps: IntCounter,
+    /// Sorts of a result (an ORDER BY no index answers).
+    pub sorts: IntCounter,
+}
+
+impl ReadMeter {
+    fn registered(r: &Registry) -> Self {
+        let counter = |name: &str, help: &str| register(r, IntCounter::new(name, help).unwrap());
+        Self {
+            statements: counter("read_statements_total", "SQL statements the read side ran"),
+            steps: counter("read_steps_total", "Virtual machine steps of the read side's statements"),
+            full_scan_steps: counter(
+                "read_full_scan_steps_total",
+                "Steps of the read side's statements through full table scans",
+            ),
+            sorts: counter("read_sorts_total", "Sorts the read side's statements did"),
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiMetrics {
@@ -113,6 +150,7 @@ impl ApiMetrics {
                 .unwrap(),
             ),
             reconcile,
+            reads: ReadMeter::registered(r),
         };
         for source in Source::ALL {
             for result in WEBHOOK_RESULTS {

@@ -77,7 +77,7 @@ impl Live {
 impl AppState {
     /// A state whose ledger is not open yet.
     pub fn new(config: ApiConfig, metrics: Arc<metrics::ApiMetrics>) -> Self {
-        let reads = Arc::new(read::ReadPool::new(&config.db));
+        let reads = Arc::new(read::ReadPool::new(&config.db, metrics.reads.clone()));
         Self {
             config,
             metrics,
