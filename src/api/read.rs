@@ -13,6 +13,7 @@ use super::access::{read_access, Access};
 use super::error::{reject, ApiError};
 use super::metrics::ReadMeter;
 use super::AppState;
+use crate::projection::audit_page::{self, AuditPageRequest};
 use crate::projection::query::{self, ListFilter};
 use crate::projection::store;
 use crate::projection::view::Fetching;
@@ -176,6 +177,8 @@ struct ListQuery {
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     inviter_uma: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,9 +277,13 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             let st = st.clone();
             async move {
                 st.fresh().map_err(reject)?;
-                let inviter = q.inviter_uma.filter(|s| !s.is_empty());
+                let req = AuditPageRequest {
+                    inviter_uma: q.inviter_uma.filter(|s| !s.is_empty()),
+                    after: q.after.filter(|s| !s.is_empty()),
+                    limit: page_size(q.limit)?,
+                };
                 let a = p
-                    .run(move |c| Ok(query::audit_incentives(c, inviter.as_deref(), chrono::Utc::now(), horizon)?))
+                    .run(move |c| Ok(audit_page::page(c, &req, chrono::Utc::now(), horizon)?))
                     .await
                     .map_err(reject)?;
                 Ok::<_, Rejection>(warp::reply::json(&a).into_response())

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::state::{apply, InvitationState};
+use super::tally::{Deltas, Tally};
 use super::view::{self, work};
 use crate::ledger::{self, LedgerError, LedgerEvent};
 
@@ -62,7 +63,7 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Page size of a new projection file. A rebuild writes every row once, and
 /// with 16 KiB pages it spends about a quarter less time in SQLite's page
@@ -281,12 +282,15 @@ pub struct Row {
     pub audit_inviter: Option<String>,
     pub source: &'static str,
     pub awaiting_data: i64,
+    /// When the oldest of its obligations being retried was first
+    /// requested (Unix microseconds), if one is.
+    pub retrying_since: Option<i64>,
     pub state: String,
 }
 
 /// The columns of [`Row`], in its order.
 pub(super) const ROW_COLUMNS: &str = "invitation_id, code, status, inviter_uma, invitee_uma, payout_state, \
-     incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, state";
+     incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, retrying_since, state";
 
 impl Row {
     /// The row `state` is stored as.
@@ -308,20 +312,22 @@ impl Row {
             audit_inviter: super::audit::audit_inviter(state),
             source: state.source.as_str(),
             awaiting_data: i64::from(view::awaiting_data(state)),
+            retrying_since: view::retrying_since(state),
             state: serde_json::to_string(state).expect("projection state serialises"),
         }
     }
 }
 
 pub(super) const SAVE: &str = "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma,
-             payout_state, incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             payout_state, incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data,
+             retrying_since, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
              payout_state = excluded.payout_state, incentive_state = excluded.incentive_state,
              notification_state = excluded.notification_state, work = excluded.work,
              last_seq = excluded.last_seq, audit_inviter = excluded.audit_inviter, source = excluded.source,
-             awaiting_data = excluded.awaiting_data, state = excluded.state";
+             awaiting_data = excluded.awaiting_data, retrying_since = excluded.retrying_since, state = excluded.state";
 
 /// Writes one state's row.
 fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionError> {
@@ -347,6 +353,7 @@ pub(super) fn save_with(insert: &mut rusqlite::Statement<'_>, row: &Row) -> Resu
         row.audit_inviter,
         row.source,
         row.awaiting_data,
+        row.retrying_since,
         row.state,
     ])?;
     Ok(())
@@ -354,23 +361,35 @@ pub(super) fn save_with(insert: &mut rusqlite::Statement<'_>, row: &Row) -> Resu
 
 /// Folds `events` (which must follow the checkpoint, in order) into the
 /// tables and moves the checkpoint, all inside the caller's transaction.
-fn fold_into(conn: &Connection, events: &[LedgerEvent]) -> Result<(), ProjectionError> {
-    let mut touched: HashMap<&str, InvitationState> = HashMap::new();
+/// Whether an invitation now has work it did not have before (a payment
+/// newly due, a fetch newly wanted): the reconciler is woken for it.
+fn fold_into(conn: &Connection, events: &[LedgerEvent]) -> Result<bool, ProjectionError> {
+    // Each touched invitation's state, and its tally and work before this batch.
+    let mut touched: HashMap<&str, (Option<Tally>, i64, InvitationState)> = HashMap::new();
+    let mut deltas = Deltas::default();
     for e in events {
         let Some(id) = e.stream.as_deref() else { continue };
-        let state = match touched.remove(id) {
+        deltas.event(&e.kind, &e.recorded_at);
+        let (before, work_before, state) = match touched.remove(id) {
             Some(s) => s,
-            None => load(conn, id)?.unwrap_or_else(|| InvitationState::new(id)),
+            None => match load(conn, id)? {
+                Some(s) => (Some(Tally::of(&s)), work(&s), s),
+                None => (None, 0, InvitationState::new(id)),
+            },
         };
-        touched.insert(id, apply(state, e));
+        touched.insert(id, (before, work_before, apply(state, e)));
     }
-    for state in touched.values() {
+    let mut newly_due = false;
+    for (before, work_before, state) in touched.values() {
         save(conn, state)?;
+        deltas.replace(before.as_ref(), &Tally::of(state));
+        newly_due |= work(state) & !work_before != 0;
     }
+    deltas.flush(conn)?;
     if let Some(last) = events.last() {
         set_checkpoint(conn, last.seq, &last.hash)?;
     }
-    Ok(())
+    Ok(newly_due)
 }
 
 /// Moves the checkpoint to `seq`, whose ledger hash is `hash`.
@@ -414,12 +433,32 @@ pub fn foreign_ledger(conn: &Connection) -> Result<Option<String>, ProjectionErr
 /// # Errors
 /// When SQLite fails; what was committed before stays.
 pub fn catch_up(conn: &mut Connection, batch: usize) -> Result<u64, ProjectionError> {
+    Ok(catch_up_noting_work(conn, batch)?.checkpoint)
+}
+
+/// What [`catch_up_noting_work`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// The new checkpoint.
+    pub checkpoint: u64,
+    /// Whether some invitation got work it did not have (see [`work`]).
+    pub newly_due: bool,
+}
+
+/// [`catch_up`], saying also whether what it folded made work due: the
+/// projector wakes the reconciler then, rather than leaving a claim for
+/// its next pass.
+///
+/// # Errors
+/// When SQLite fails; what was committed before stays.
+pub fn catch_up_noting_work(conn: &mut Connection, batch: usize) -> Result<CaughtUp, ProjectionError> {
     // Cheap check first: taking the write lock for nothing would only get
     // in the ledger writer's way.
     let current = checkpoint(conn)?;
     if ledger::head(conn)?.0 <= current {
-        return Ok(current);
+        return Ok(CaughtUp { checkpoint: current, newly_due: false });
     }
+    let mut newly_due = false;
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Read inside the write transaction: no other projector can have
@@ -427,9 +466,9 @@ pub fn catch_up(conn: &mut Connection, batch: usize) -> Result<u64, ProjectionEr
         let from = checkpoint(&tx)?;
         let events = ledger::read_after(&tx, from, batch)?;
         if events.is_empty() {
-            return Ok(from);
+            return Ok(CaughtUp { checkpoint: from, newly_due });
         }
-        fold_into(&tx, &events)?;
+        newly_due |= fold_into(&tx, &events)?;
         tx.commit()?;
     }
 }

@@ -295,3 +295,49 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
     let out = run_binary(&["verify"], &[("LEDGER_DB", db.as_str()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
     assert!(out.status.success(), "hand-made events keep the chain intact: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_pages_by_inviter_and_the_cli_exports_every_page_as_one_document() {
+    // Given three inviters' invitations
+    let app = TestApp::spawn().await;
+    let all = [
+        invitation("UmaInvitation:pg-a1", ALICE, "CLAIMED", "VALIDATED"),
+        invitation("UmaInvitation:pg-a2", ALICE, "CLAIMED", "INELIGIBLE"),
+        invitation("UmaInvitation:pg-b1", BOB, "CLAIMED", "VALIDATED"),
+        invitation("UmaInvitation:pg-c1", CAROL, "CLAIMED", "PENDING"),
+    ];
+    for (i, f) in all.iter().enumerate() {
+        app.claim(f, &format!("evt-page-{i}")).await;
+    }
+    for f in &all {
+        app.invitation_when(&f.id, SETTLE, |_| true).await;
+    }
+
+    // When the audit is read two inviters at a time
+    let (status, first) = app.get_json("/v1/audit/incentives?limit=2").await;
+    let next = first["next"].as_str().expect("a cursor to the second page").to_owned();
+    let (_, second) = app.get_json(&format!("/v1/audit/incentives?limit=2&after={}", next.replace('$', "%24"))).await;
+    let db = app.db.to_str().unwrap().to_owned();
+    let exported = audit_cli(&db, &[]).await;
+
+    // Then the first page has Alice and Bob, the second Carol and no cursor
+    assert_eq!(status, 200);
+    let names = |page: &Value| -> Vec<String> {
+        page["inviters"].as_array().unwrap().iter().map(|i| i["inviter_uma"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&first), [ALICE, BOB]);
+    assert_eq!(next, BOB);
+    assert_eq!(names(&second), [CAROL]);
+    assert!(second["next"].is_null(), "{second}");
+    // And every page carries the totals over all inviters
+    let totals = json!({"forwarded": {}, "validated": 2, "ineligible": 1, "pending": 1, "inviters": 3});
+    assert_eq!(first["totals"], totals);
+    assert_eq!(second["totals"], totals);
+    assert_eq!(first["inviters"][0]["totals"], json!({"forwarded": {}, "validated": 1, "ineligible": 1, "pending": 0}));
+    // And the CLI's export is every page's inviters in one document
+    assert_eq!(names(&exported), [ALICE, BOB, CAROL]);
+    assert_eq!(exported["totals"], totals);
+    assert!(exported["next"].is_null());
+    let (_, everything) = app.get_json("/v1/audit/incentives").await;
+    assert_eq!(exported, everything, "one page holds all three: the same document");
+}

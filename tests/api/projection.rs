@@ -331,6 +331,22 @@ async fn rebuild_reproduces_the_incremental_projection_and_check_catches_drift()
     // And a rebuild repairs it.
     assert!(run_env(&["rebuild"], &env).status.success());
     assert!(run_env(&["rebuild", "--check"], &env).status.success());
+
+    // Tamper with an aggregate the pages and /metrics read: --check
+    // notices that too, so the incremental aggregates are proved equal to
+    // a full recomputation whenever it passes.
+    for tamper in [
+        "UPDATE obligation_counts SET n = n + 1 WHERE kind = 'invitee_payment'",
+        "UPDATE audit_inviters SET validated = validated + 1",
+        "UPDATE activity_hours SET webhooks = webhooks + 1",
+    ] {
+        let conn = rusqlite::Connection::open(invitation_ledger::projection::store::path(&db)).unwrap();
+        assert!(conn.execute(tamper, []).unwrap() > 0, "{tamper} changed nothing");
+        drop(conn);
+        let drift = run_env(&["rebuild", "--check"], &env);
+        assert!(!drift.status.success(), "{tamper} went unnoticed");
+        assert!(run_env(&["rebuild"], &env).status.success());
+    }
 }
 
 #[tokio::test]
@@ -433,7 +449,9 @@ mod incremental_equals_rebuild {
             "timestamp": format!("2026-11-01T1{hour}:00:00+00:00"), "entity_id": id});
         if with_data {
             body["data"] = json!({"id": id, "status": status, "code": format!("C{inv}"), "invitee_uma": "$b@y",
-                "inviter_uma": "$a@x", "incentives_status": if hour.is_multiple_of(2) { "VALIDATED" } else { "PENDING" },
+                // The inviter changes between snapshots, so the audit's
+                // aggregates must move an invitation from one to another.
+                "inviter_uma": format!("$a{}@x", hour % 3), "incentives_status": if hour.is_multiple_of(2) { "VALIDATED" } else { "PENDING" },
                 "payment_amount": {"value": amount, "currency": "USD"},
                 "updated_at": format!("2026-11-01T1{hour}:00:00+00:00")});
         }
