@@ -116,8 +116,9 @@ CREATE TABLE projection_checkpoint (
 INSERT INTO projection_checkpoint (id, last_seq, ledger_hash) VALUES (1, 0, NULL);
 
 -- The boot of the machine under which this file was last opened for
--- writing. The file is written without syncs; only a crash of the machine
--- (a new boot) can tear it, and then it is emptied and folded again.
+-- writing, to log that the machine restarted since. The file is written
+-- so that a power cut leaves it consistent (possibly behind its ledger):
+-- a new boot folds the events after the checkpoint above, nothing more.
 CREATE TABLE projection_boot (
     id      INTEGER PRIMARY KEY CHECK (id = 1),
     boot_id TEXT NOT NULL

@@ -37,6 +37,9 @@ pub struct ApiMetrics {
     pub projection_seq: IntGauge,
     /// Ledger events not yet folded into the projections.
     pub projection_lag_events: IntGauge,
+    /// 1 while the projections catch up with the ledger since the start
+    /// (reads answer 503, the reconciler waits), or cannot be written.
+    pub projection_catching_up: IntGauge,
     /// Seconds since the reconciler last finished a pass.
     pub reconciler_last_pass_age_seconds: IntGauge,
     /// Seconds since the oldest obligation still being retried was first
@@ -136,6 +139,14 @@ impl ApiMetrics {
             projection_lag_events: register(
                 r,
                 IntGauge::new("projection_lag_events", "Ledger events not yet projected").unwrap(),
+            ),
+            projection_catching_up: register(
+                r,
+                IntGauge::new(
+                    "projection_catching_up",
+                    "1 while the projections catch up with the ledger (reads answer 503 until they are current)",
+                )
+                .unwrap(),
             ),
             reconciler_last_pass_age_seconds: register(
                 r,

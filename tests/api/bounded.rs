@@ -104,8 +104,9 @@ async fn work_per_path(n: usize) -> BTreeMap<&'static str, Work> {
             metric(&text, &name)
         };
         let lag = metric(&text, "invitation_ledger_projection_lag_events");
+        let catching_up = metric(&text, "invitation_ledger_projection_catching_up");
         let (payouts, incentives) = (paid("invitee_payment"), paid("inviter_incentive"));
-        if payouts == n as u64 && incentives == n as u64 && lag == 0 {
+        if payouts == n as u64 && incentives == n as u64 && lag == 0 && catching_up == 0 {
             Ok(())
         } else {
             Err(format!("{payouts} payouts, {incentives} incentives, lag {lag}"))
