@@ -366,24 +366,17 @@ pub fn audit_incentives(
     horizon: std::time::Duration,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    use crate::projection::audit::{render, render_end, render_inviter};
-    use crate::projection::audit_page::{self, AuditPageRequest};
-    /// Inviters read at a time.
+    use crate::projection::audit::{render_end, render_inviter};
+    use crate::projection::audit_page;
+    /// Invitations read at a time.
     const PAGE: usize = 500;
     let conn = open_projections(db)?;
     let now = chrono::Utc::now();
-    if let Some(inviter) = inviter {
-        let req = AuditPageRequest { inviter_uma: Some(inviter.to_owned()), ..AuditPageRequest::default() };
-        let page = audit_page::page(&conn, &req, now, horizon)?;
-        let text = if json { serde_json::to_string_pretty(&page)? } else { render(&page.audit) };
-        writeln!(out, "{text}")?;
-        return Ok(());
-    }
     if json {
         write!(out, "{{\"inviters\":[")?;
     }
     let mut first = true;
-    let (totals, anomalies) = audit_page::for_each_page(&conn, PAGE, now, horizon, |inv| {
+    let (totals, anomalies) = audit_page::for_each_page(&conn, inviter, PAGE, now, horizon, |inv| {
         if json {
             write!(out, "{}{}", if first { "" } else { "," }, serde_json::to_string(inv)?)?;
         } else {

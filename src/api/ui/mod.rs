@@ -60,7 +60,7 @@ const RECENT: usize = 50;
 const SEARCH_CAP: usize = 100;
 /// Most rows in the in-doubt / failed lists.
 const ATTENTION_CAP: usize = 200;
-/// Inviters shown in the audit table: the audit's first page.
+/// Invitations of the audit's first page, whose inviters the audit table shows.
 const AUDIT_INVITERS_CAP: usize = 50;
 /// Largest form accepted (login, actions): a note and a few fields.
 const FORM_BODY_LIMIT: usize = 8192;
