@@ -129,6 +129,33 @@ impl Deltas {
         self.hours.entry(hour.to_owned()).or_default()[column] += 1;
     }
 
+    /// Adds the changes of `other` to these.
+    pub fn merge(&mut self, other: Deltas) {
+        for (k, n) in other.obligations {
+            *self.obligations.entry(k).or_default() += n;
+        }
+        for (k, n) in other.totals {
+            *self.totals.entry(k).or_default() += n;
+        }
+        for (k, d) in other.inviters {
+            let e = self.inviters.entry(k).or_default();
+            for (a, b) in e.iter_mut().zip(d) {
+                *a += b;
+            }
+        }
+        for (k, (value, n)) in other.forwarded {
+            let e = self.forwarded.entry(k).or_default();
+            e.0 += value;
+            e.1 += n;
+        }
+        for (k, d) in other.hours {
+            let e = self.hours.entry(k).or_default();
+            for (a, b) in e.iter_mut().zip(d) {
+                *a += b;
+            }
+        }
+    }
+
     /// How many inviters' changes are waiting: a rebuild flushes before
     /// this grows large.
     pub fn len(&self) -> usize {
