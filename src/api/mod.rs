@@ -134,7 +134,7 @@ pub trait Refetch: Send + Sync {
 /// open, or its files cannot be read, the gauges read from them keep their
 /// last values and the rest is fresh.
 async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, error::ApiError> {
-    let lagging = state.live.get().map_or(true, |l| l.projection.lagging().is_some());
+    let lagging = state.live.get().is_none_or(|l| l.projection.lagging().is_some());
     state.metrics.projection_catching_up.set(i64::from(lagging));
     if state.live.get().is_some() {
         if let Err(e) = refresh_gauges(state).await {

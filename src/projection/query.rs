@@ -142,6 +142,35 @@ pub fn awaiting_data(conn: &Connection) -> Result<Vec<(crate::source::Source, u6
     Ok(out)
 }
 
+/// Every invitation in id order (with `inviter_uma`, those the audit
+/// credits to that inviter): the whole table, for checks that compare
+/// the projections with the ledger (the simulation's invariants), never
+/// behind a request or a command, which read pages.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn all(conn: &Connection, inviter_uma: Option<&str>) -> Result<Vec<InvitationState>, ProjectionError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT invitation_id, state FROM invitations WHERE (?1 IS NULL OR audit_inviter = ?1) ORDER BY invitation_id",
+    )?;
+    decode_rows(&mut stmt, params![inviter_uma])
+}
+
+/// The incentive audit of every invitation in one piece, as [`all`] reads
+/// them: for the same checks, never behind a request (see
+/// [`super::audit_page`]).
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn audit_incentives(
+    conn: &Connection,
+    inviter_uma: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    horizon: std::time::Duration,
+) -> Result<super::audit::IncentiveAudit, ProjectionError> {
+    Ok(super::audit::audit(&all(conn, inviter_uma)?, now, horizon))
+}
+
 /// The states selected by `sql`, which must select `invitation_id, state`
 /// from `invitations`; every value is bound through `params`.
 ///

@@ -43,9 +43,18 @@ pub enum Decision {
 pub struct Tally {
     /// Each obligation's state, in [`ObligationKind::ALL`] order.
     pub obligations: [ObligationState; 3],
-    /// Whom the audit credits, its decision, and what was forwarded to it
-    /// (currency, decimals or -1, minor units).
-    pub audit: Option<(String, Decision, Option<(String, i64, i64)>)>,
+    /// Whom the audit credits, its decision, and what was forwarded to it.
+    pub audit: Option<Audited>,
+}
+
+/// An invitation's part in the incentive audit's totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    /// The inviter the audit credits.
+    pub inviter: String,
+    pub decision: Decision,
+    /// What was forwarded: currency, decimals (-1: not stated), minor units.
+    pub forwarded: Option<(String, i64, i64)>,
 }
 
 impl Tally {
@@ -62,7 +71,7 @@ impl Tally {
                 .then(|| s.obligation(ObligationKind::InviterIncentive).amount.as_ref())
                 .flatten()
                 .map(|m| (m.currency().to_owned(), m.decimals().map_or(-1, i64::from), m.value()));
-            (inviter, decision, forwarded)
+            Audited { inviter, decision, forwarded }
         });
         Tally { obligations, audit }
     }
@@ -86,7 +95,7 @@ impl Deltas {
         for (kind, state) in ObligationKind::ALL.iter().zip(t.obligations) {
             *self.obligations.entry((kind.as_str(), state.as_str())).or_default() += sign;
         }
-        let Some((inviter, decision, forwarded)) = &t.audit else { return };
+        let Some(Audited { inviter, decision, forwarded }) = &t.audit else { return };
         let (column, total) = match decision {
             Decision::Validated => (1, "validated"),
             Decision::Ineligible => (2, "ineligible"),
