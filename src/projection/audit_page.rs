@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use super::audit::{self, audit_inviter, Anomaly, IncentiveAudit, InviterAudit, Totals};
-use super::query::query;
-use super::store::ProjectionError;
+use super::state::InvitationState;
+use super::store::{decode, ProjectionError};
 
 /// Which part of the audit to read.
 #[derive(Debug, Clone, Default)]
@@ -133,6 +133,18 @@ fn inviter_totals(conn: &Connection, first: &str, last: &str) -> Result<BTreeMap
         if let Ok(d) = u32::try_from(decimals) {
             t.forwarded_decimals.entry(currency).or_insert(d);
         }
+    }
+    Ok(out)
+}
+
+/// The states `sql` selects (`invitation_id, state` from `invitations`).
+fn query(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<InvitationState>, ProjectionError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, json) = row?;
+        out.push(decode(&id, &json)?);
     }
     Ok(out)
 }

@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::audit::audit_inviter;
 use super::events::ObligationKind;
 use super::state::InvitationState;
-use super::store::ProjectionError;
 use super::view::{obligation_state, ObligationState};
+use super::ProjectionError;
 
 /// The aggregates' tables, in the order the checksum covers them: each
 /// table's columns and its primary key.
