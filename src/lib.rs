@@ -37,7 +37,7 @@
 //!   one-writer-process lock.
 //! - [`projection`]: the pure fold `apply(state, &event) -> state`, the typed
 //!   internal events, obligation views, the incentive audit (read a page of
-//!   inviters at a time), the SQL store (a file of its own, bound to the
+//!   invitations at a time, by inviter), the SQL store (a file of its own, bound to the
 //!   ledger it was folded from) with the aggregates the fold keeps beside
 //!   the rows, the projector thread (which wakes the reconciler when work
 //!   falls due), rebuild and checksum, and every query the read side asks,

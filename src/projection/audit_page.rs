@@ -1,9 +1,10 @@
-//! The incentive audit read a page of inviters at a time: the inviters in
-//! UMA order from the aggregates the fold keeps ([`super::tally`]), their
-//! invitations through the index of the inviter the audit credits, and the
-//! overall totals from the aggregates. A page costs the same two or three
-//! statements whatever the ledger holds; [`for_each_page`] walks every page
-//! for an export in constant memory (but for the anomalies it collects).
+//! The incentive audit read a page at a time: up to `limit` invitations in
+//! (inviter, invitation id) order through the index of the inviter the
+//! audit credits, grouped by inviter, each inviter's totals and the overall
+//! totals from the aggregates the fold keeps ([`super::tally`]). A page
+//! costs the same five statements whatever the ledger holds;
+//! [`for_each_page`] walks every page for an export (holding one inviter's
+//! invitations and the anomalies it collects).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

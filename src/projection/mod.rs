@@ -6,8 +6,8 @@
 //! - [`events`]: the internal event bodies the fold reads (and the
 //!   reconciler writes), and the idempotency key.
 //! - [`audit`]: the incentive audit and its anomalies, a pure function of
-//!   the projected states; [`audit_page`] reads it a page of inviters at a
-//!   time.
+//!   the projected states; [`audit_page`] reads it a page of invitations
+//!   at a time, grouped by inviter.
 //! - [`store`]: the tables, checkpoint, rebuild, checksum and queries.
 //! - [`tally`]: the aggregates the fold keeps beside the rows (counts by
 //!   obligation state, the audit's totals, activity per hour).
