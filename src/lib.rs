@@ -39,9 +39,12 @@
 //!   replica); the hash chain; `verify` (chain, signatures, unique keys,
 //!   anchors).
 //! - [`projection`]: the pure fold `apply(state, &event) -> state`, the typed
-//!   internal events, obligation views, the incentive audit, the SQL store (a
-//!   file of its own, bound to the ledger it was folded from), the projector
-//!   thread, rebuild and checksum, and every query the read side asks.
+//!   internal events, obligation views, the incentive audit (read a page of
+//!   invitations at a time, by inviter), the SQL store (a file of its own, bound to the
+//!   ledger it was folded from) with the aggregates the fold keeps beside
+//!   the rows, the projector thread (which wakes the reconciler when work
+//!   falls due), rebuild and checksum, and every query the read side asks,
+//!   none of which reads more rows as the ledger grows.
 //! - [`reconcile`]: what is owed against what was done — pure decisions, the
 //!   exactly-once protocol over HTTP endpoints, the fetch schedule, clock and
 //!   jitter seams, the worker pass.

@@ -90,6 +90,8 @@ pub struct LiveLedger {
     pub projected: tokio::sync::watch::Receiver<u64>,
     /// Whether they are caught up, or failing.
     pub health: Arc<ProjectionHealth>,
+    /// Changes when a fold makes work due: wakes the reconciler.
+    pub due: tokio::sync::watch::Receiver<u64>,
     /// The SQLite writer's thread; with a PostgreSQL ledger, the task that
     /// wakes the projector on commits (this instance's, and others' it
     /// polls for).
@@ -137,6 +139,7 @@ impl LiveLedger {
                     ledger: Ledger::Sqlite(writer),
                     projected: started.projected,
                     health: started.health,
+                    due: started.due,
                     driver: Driver::Thread(writer_thread),
                     projector: started.projector,
                 })
@@ -165,6 +168,7 @@ impl LiveLedger {
                     ledger: Ledger::Postgres(pg),
                     projected: started.projected,
                     health: started.health,
+                    due: started.due,
                     driver: Driver::Task(wake),
                     projector: started.projector,
                 })
@@ -365,7 +369,8 @@ async fn open_once(
     if let Some(l) = &leadership {
         tokio::spawn(show_leadership(l.epoch.clone(), metrics));
     }
-    let reconcile_task = tokio::spawn(reconcile::run(reconciler.clone(), shared.committed(), stop.clone()));
+    let reconcile_task =
+        tokio::spawn(reconcile::run(reconciler.clone(), shared.committed(), ledger.due.clone(), stop.clone()));
     let anchors = tokio::spawn(log_anchors(shared.clone(), config.anchor_interval));
     let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler));
     let live = api::Live {

@@ -8,6 +8,7 @@
 //! written). `docs/benchmarks.md` says how each figure is measured. No
 //! figure here is asserted anywhere: this is measurement only.
 
+mod bounded;
 mod load;
 mod measure;
 mod postgres;
@@ -200,6 +201,20 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// On a generated ledger of N events: rebuild, verify, start-up (current and
+    /// after a simulated reboot), and what pages, the audit, a scrape and lists cost.
+    Bounded {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Keep the generated ledger here (and reuse it if it exists).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// Requests timed per page (point reads: ten times as many).
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Replay a generated ledger of N events (`rebuild` of the real binary).
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -280,6 +295,7 @@ fn main() -> anyhow::Result<()> {
             scenarios::reconcile(&rt, invitations, concurrency, shape, seed)
         }
         Scenario::Rebuild { events, ledger, shape, seed } => scenarios::rebuild(&rt, events, ledger, shape, seed),
+        Scenario::Bounded { events, ledger, samples, seed } => bounded::bounded(&rt, events, ledger, samples, seed),
     }
 }
 

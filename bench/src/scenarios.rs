@@ -126,7 +126,7 @@ pub fn wrk(a: &Wrk) -> anyhow::Result<()> {
 
 /// Appends the `events` of a generated ledger through the real ledger
 /// writer; returns every invitation's (id, code).
-fn generate_ledger(
+pub(crate) fn generate_ledger(
     rt: &Runtime,
     path: &Path,
     events: usize,
@@ -324,7 +324,7 @@ fn print_process(d: &procfs::ProcDelta, n: u64, unit: &str) {
 }
 
 /// The shape of an existing generated ledger, from its first event's key.
-fn shape_of(db: &Path) -> anyhow::Result<Option<Shape>> {
+pub(crate) fn shape_of(db: &Path) -> anyhow::Result<Option<Shape>> {
     let conn = invitation_ledger::ledger::open_read_only(db)?;
     let first = invitation_ledger::ledger::read_after(&conn, 0, 1)?;
     Ok(first.first().map(|e| if e.event_key.starts_with("lightspark:gen-") { Shape::Compact } else { Shape::Real }))

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::ledger::register;
 use crate::reconcile::metrics::ReconcileMetrics;
@@ -35,6 +37,9 @@ pub struct ApiMetrics {
     pub projection_seq: IntGauge,
     /// Ledger events not yet folded into the projections.
     pub projection_lag_events: IntGauge,
+    /// 1 while the projections catch up with the ledger since the start
+    /// (reads answer 503, the reconciler waits), or cannot be written.
+    pub projection_catching_up: IntGauge,
     /// Seconds since the reconciler last finished a pass.
     pub reconciler_last_pass_age_seconds: IntGauge,
     /// Seconds since the oldest obligation still being retried was first
@@ -43,6 +48,41 @@ pub struct ApiMetrics {
     pub oldest_retrying_age_seconds: IntGauge,
     /// The reconciler's own, for the age of its last pass.
     pub reconcile: Arc<ReconcileMetrics>,
+    /// What the read side's queries cost SQLite.
+    pub reads: ReadMeter,
+}
+
+/// What the reads of requests (pages, lists, the audit, scrapes) cost
+/// SQLite, counted by the read pool after each one from SQLite's own
+/// statement counters. None of them should grow with the ledger: a full
+/// scan or a sort in `full_scan_steps` or `sorts` is a query that reads
+/// every row, and the tests hold each page to a fixed number of
+/// statements and steps whatever the ledger holds.
+#[derive(Debug, Clone)]
+pub struct ReadMeter {
+    /// Statements run.
+    pub statements: IntCounter,
+    /// Steps of SQLite's virtual machine: the work done, rows visited.
+    pub steps: IntCounter,
+    /// Steps forward in a full scan of a table (no index used).
+    pub full_scan_steps: IntCounter,
+    /// Sorts of a result (an ORDER BY no index answers).
+    pub sorts: IntCounter,
+}
+
+impl ReadMeter {
+    fn registered(r: &Registry) -> Self {
+        let counter = |name: &str, help: &str| register(r, IntCounter::new(name, help).unwrap());
+        Self {
+            statements: counter("read_statements_total", "SQL statements the read side ran"),
+            steps: counter("read_steps_total", "Virtual machine steps of the read side's statements"),
+            full_scan_steps: counter(
+                "read_full_scan_steps_total",
+                "Steps of the read side's statements through full table scans",
+            ),
+            sorts: counter("read_sorts_total", "Sorts the read side's statements did"),
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiMetrics {
@@ -100,6 +140,14 @@ impl ApiMetrics {
                 r,
                 IntGauge::new("projection_lag_events", "Ledger events not yet projected").unwrap(),
             ),
+            projection_catching_up: register(
+                r,
+                IntGauge::new(
+                    "projection_catching_up",
+                    "1 while the projections catch up with the ledger (reads answer 503 until they are current)",
+                )
+                .unwrap(),
+            ),
             reconciler_last_pass_age_seconds: register(
                 r,
                 IntGauge::new("reconciler_last_pass_age_seconds", "Seconds since the last reconciler pass").unwrap(),
@@ -113,6 +161,7 @@ impl ApiMetrics {
                 .unwrap(),
             ),
             reconcile,
+            reads: ReadMeter::registered(r),
         };
         for source in Source::ALL {
             for result in WEBHOOK_RESULTS {

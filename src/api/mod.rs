@@ -77,7 +77,7 @@ impl Live {
 impl AppState {
     /// A state whose ledger is not open yet.
     pub fn new(config: ApiConfig, metrics: Arc<metrics::ApiMetrics>) -> Self {
-        let reads = Arc::new(read::ReadPool::new(&config.db));
+        let reads = Arc::new(read::ReadPool::new(&config.db, metrics.reads.clone()));
         Self {
             config,
             metrics,
@@ -134,6 +134,8 @@ pub trait Refetch: Send + Sync {
 /// open, or its files cannot be read, the gauges read from them keep their
 /// last values and the rest is fresh.
 async fn render_metrics(state: &Arc<AppState>) -> Result<warp::reply::Response, error::ApiError> {
+    let lagging = state.live.get().is_none_or(|l| l.projection.lagging().is_some());
+    state.metrics.projection_catching_up.set(i64::from(lagging));
     if state.live.get().is_some() {
         if let Err(e) = refresh_gauges(state).await {
             tracing::debug!(error = %e, "metrics: the gauges read from the database keep their last values");

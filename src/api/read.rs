@@ -11,7 +11,9 @@ use warp::{Filter, Rejection, Reply};
 
 use super::access::{read_access, Access};
 use super::error::{reject, ApiError};
+use super::metrics::ReadMeter;
 use super::AppState;
+use crate::projection::audit_page::{self, AuditPageRequest};
 use crate::projection::query::{self, ListFilter};
 use crate::projection::store;
 use crate::projection::view::Fetching;
@@ -30,11 +32,18 @@ pub struct ReadPool {
     path: std::path::PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: tokio::sync::Semaphore,
+    /// Where what each request's reads cost is counted.
+    meter: ReadMeter,
 }
 
 impl ReadPool {
-    pub fn new(path: &std::path::Path) -> Self {
-        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()), permits: tokio::sync::Semaphore::new(MAX_READERS) }
+    pub fn new(path: &std::path::Path, meter: ReadMeter) -> Self {
+        Self {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(MAX_READERS),
+            meter,
+        }
     }
 
     /// Runs `f`, a short indexed lookup (one invitation, one page of
@@ -75,12 +84,63 @@ impl ReadPool {
         let conn = self.idle.lock().expect("pool lock").pop();
         let conn = match conn {
             Some(c) => c,
-            None => store::open_read_only(&self.path)?,
+            None => {
+                let c = store::open_read_only(&self.path)?;
+                // Every statement stays prepared, so that its counters can
+                // be read after the request (see `work_done`).
+                c.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
+                c
+            }
         };
+        work_done(&conn);
         let out = f(&conn);
+        let work = work_done(&conn);
+        self.meter.statements.inc_by(work.statements);
+        self.meter.steps.inc_by(work.steps);
+        self.meter.full_scan_steps.inc_by(work.full_scan_steps);
+        self.meter.sorts.inc_by(work.sorts);
         self.idle.lock().expect("pool lock").push(conn);
         out
     }
+}
+
+/// Statements a read connection keeps prepared: more than the read side
+/// has, so none is finalised (and its counters lost) between requests.
+const STATEMENTS_KEPT: usize = 128;
+
+/// What SQLite did for the statements run on a connection since the last
+/// call, from its per-statement counters (reset as they are read).
+#[derive(Debug, Clone, Copy, Default)]
+struct ReadWork {
+    statements: u64,
+    steps: u64,
+    full_scan_steps: u64,
+    sorts: u64,
+}
+
+/// Sums, and resets, the counters of every statement prepared on `conn`.
+/// Statements the read side runs are cached (`prepare_cached`), so they are
+/// still prepared when the request is done.
+#[allow(unsafe_code)] // sqlite3_next_stmt, sqlite3_stmt_status: rusqlite does not expose the cached statements
+fn work_done(conn: &Connection) -> ReadWork {
+    use rusqlite::ffi;
+    let mut work = ReadWork::default();
+    // SAFETY: the connection is owned by this thread for the call, so no
+    // statement is prepared or finalised while the list is walked; the
+    // handles are only passed back to SQLite, never dereferenced.
+    unsafe {
+        let db = conn.handle();
+        let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+        while !stmt.is_null() {
+            let count = |op| ffi::sqlite3_stmt_status(stmt, op, 1).max(0) as u64;
+            work.statements += count(ffi::SQLITE_STMTSTATUS_RUN);
+            work.steps += count(ffi::SQLITE_STMTSTATUS_VM_STEP);
+            work.full_scan_steps += count(ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP);
+            work.sorts += count(ffi::SQLITE_STMTSTATUS_SORT);
+            stmt = ffi::sqlite3_next_stmt(db, stmt);
+        }
+    }
+    work
 }
 
 /// Decodes `%XX` escapes in a path segment or query value, and `+` as a
@@ -117,6 +177,8 @@ struct ListQuery {
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     inviter_uma: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,9 +277,13 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
             let st = st.clone();
             async move {
                 st.fresh().map_err(reject)?;
-                let inviter = q.inviter_uma.filter(|s| !s.is_empty());
+                let req = AuditPageRequest {
+                    inviter_uma: q.inviter_uma.filter(|s| !s.is_empty()),
+                    after: q.after.filter(|s| !s.is_empty()),
+                    limit: page_size(q.limit)?,
+                };
                 let a = p
-                    .run(move |c| Ok(query::audit_incentives(c, inviter.as_deref(), chrono::Utc::now(), horizon)?))
+                    .run(move |c| Ok(audit_page::page(c, &req, chrono::Utc::now(), horizon)?))
                     .await
                     .map_err(reject)?;
                 Ok::<_, Rejection>(warp::reply::json(&a).into_response())

@@ -352,19 +352,50 @@ pub async fn resolve(
     Ok(recorded?.to_string())
 }
 
-/// `audit incentives [--inviter UMA] [--json]`.
+/// `audit incentives [--inviter UMA] [--json]`, written to `out` as it is
+/// read: a page of inviters at a time, so the memory used does not grow
+/// with the ledger (only the anomalies are kept until the end). `--json`
+/// prints the document `GET /v1/audit/incentives` pages through, whole.
 ///
 /// # Errors
-/// When the ledger cannot be read.
+/// When the ledger cannot be read or `out` written.
 pub fn audit_incentives(
     db: &DbArgs,
     inviter: Option<&str>,
     json: bool,
     horizon: std::time::Duration,
-) -> anyhow::Result<String> {
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    use crate::projection::audit::{render_end, render_inviter};
+    use crate::projection::audit_page;
+    /// Invitations read at a time.
+    const PAGE: usize = 500;
     let conn = open_projections(db)?;
-    let a = crate::projection::query::audit_incentives(&conn, inviter, chrono::Utc::now(), horizon)?;
-    Ok(if json { serde_json::to_string_pretty(&a)? } else { crate::projection::audit::render(&a) })
+    let now = chrono::Utc::now();
+    if json {
+        write!(out, "{{\"inviters\":[")?;
+    }
+    let mut first = true;
+    let (totals, anomalies) = audit_page::for_each_page(&conn, inviter, PAGE, now, horizon, |inv| {
+        if json {
+            write!(out, "{}{}", if first { "" } else { "," }, serde_json::to_string(inv)?)?;
+        } else {
+            write!(out, "{}", render_inviter(inv))?;
+        }
+        first = false;
+        Ok(())
+    })?;
+    if json {
+        writeln!(
+            out,
+            "],\"totals\":{},\"anomalies\":{},\"next\":null}}",
+            serde_json::to_string(&totals)?,
+            serde_json::to_string(&anomalies)?
+        )?;
+    } else {
+        writeln!(out, "{}", render_end(&totals, &anomalies))?;
+    }
+    Ok(())
 }
 
 /// `refetch <invitation>`: asks the invitation's source for it now,

@@ -133,7 +133,7 @@ pub enum AuditCommand {
         /// Only this inviter.
         #[arg(long, value_name = "UMA")]
         inviter: Option<String>,
-        /// Print the same JSON as GET /v1/audit/incentives.
+        /// Print the JSON of GET /v1/audit/incentives, every page of it as one document.
         #[arg(long)]
         json: bool,
         /// How long a validated incentive may stay unforwarded before it is an anomaly.
@@ -186,10 +186,13 @@ pub fn main(cli: Cli) -> ExitCode {
             decision.and_then(|d| block_on(commands::resolve(&db, &invitation, &kind, d, paid, note)))
         }
         Command::Audit { what: AuditCommand::Incentives { db, inviter, json, horizon } } => {
-            config::parse_duration("IDEMPOTENCY_WINDOW", &horizon)
-                .map_err(anyhow::Error::from)
-                .and_then(|h| commands::audit_incentives(&db, inviter.as_deref(), json, h))
-                .map(|s| println!("{s}"))
+            config::parse_duration("IDEMPOTENCY_WINDOW", &horizon).map_err(anyhow::Error::from).and_then(|h| {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                commands::audit_incentives(&db, inviter.as_deref(), json, h, &mut out)?;
+                std::io::Write::flush(&mut out)?;
+                Ok(())
+            })
         }
     };
     match result {

@@ -226,33 +226,43 @@ fn c_text(s: &InvitationState) -> &str {
 
 /// A short human table of the audit, for the CLI.
 pub fn render(a: &IncentiveAudit) -> String {
-    let mut out = String::new();
-    for inv in &a.inviters {
-        out.push_str(&format!("{}\n", inv.inviter_uma));
-        for i in &inv.invitations {
-            out.push_str(&format!(
-                "  {:<40} {:<11} {:<16} {:<10} {}\n",
-                i.invitation_id,
-                i.incentives_status.as_deref().unwrap_or("-"),
-                i.incentive.state.as_str(),
-                i.incentive.amount.as_ref().map_or("-".into(), ToString::to_string),
-                i.incentive.payment_id.as_deref().or(i.incentives_ineligibility_reason.as_deref()).unwrap_or("-"),
-            ));
-        }
+    let mut out: String = a.inviters.iter().map(render_inviter).collect();
+    out.push_str(&render_end(&a.totals, &a.anomalies));
+    out
+}
+
+/// One inviter's lines of [`render`]: what the CLI prints as it reads.
+pub fn render_inviter(inv: &InviterAudit) -> String {
+    let mut out = format!("{}\n", inv.inviter_uma);
+    for i in &inv.invitations {
+        out.push_str(&format!(
+            "  {:<40} {:<11} {:<16} {:<10} {}\n",
+            i.invitation_id,
+            i.incentives_status.as_deref().unwrap_or("-"),
+            i.incentive.state.as_str(),
+            i.incentive.amount.as_ref().map_or("-".into(), ToString::to_string),
+            i.incentive.payment_id.as_deref().or(i.incentives_ineligibility_reason.as_deref()).unwrap_or("-"),
+        ));
     }
-    let fwd = a.totals.forwarded_shown();
+    out
+}
+
+/// The totals and anomalies that end [`render`].
+pub fn render_end(totals: &Totals, anomalies: &[Anomaly]) -> String {
+    let mut out = String::new();
+    let fwd = totals.forwarded_shown();
     out.push_str(&format!(
         "totals: inviters={} validated={} ineligible={} pending={} forwarded={}\n",
-        a.totals.inviters.unwrap_or(0),
-        a.totals.validated,
-        a.totals.ineligible,
-        a.totals.pending,
+        totals.inviters.unwrap_or(0),
+        totals.validated,
+        totals.ineligible,
+        totals.pending,
         if fwd.is_empty() { "none".into() } else { fwd.join(", ") }
     ));
-    if a.anomalies.is_empty() {
+    if anomalies.is_empty() {
         out.push_str("anomalies: none");
     } else {
-        for an in &a.anomalies {
+        for an in anomalies {
             out.push_str(&format!("ANOMALY {} {}: {}\n", an.kind, an.invitation_id, an.detail));
         }
     }

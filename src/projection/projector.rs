@@ -93,6 +93,9 @@ pub struct Started {
     pub hook: AfterCommit,
     pub projected: watch::Receiver<u64>,
     pub health: Arc<ProjectionHealth>,
+    /// Changes each time a fold makes work due (a claim to pay, an
+    /// invitation to fetch): what wakes the reconciler at once.
+    pub due: watch::Receiver<u64>,
 }
 
 impl Projector {
@@ -104,6 +107,7 @@ impl Projector {
     /// When the thread cannot be started.
     pub fn start(db: &Path, replica: Option<Replica>) -> Result<Started, ProjectionError> {
         let (projected_tx, projected) = watch::channel(0);
+        let (due_tx, due) = watch::channel(0);
         let health = Arc::new(ProjectionHealth::default());
         let wake = Arc::new(Wake::default());
         let hook = wake.hook();
@@ -120,6 +124,7 @@ impl Projector {
                     failing_since: None,
                     health: shared,
                     projected: projected_tx,
+                    due: due_tx,
                 };
                 let mut seen = 0;
                 loop {
@@ -135,7 +140,7 @@ impl Projector {
                 folder.fold();
             })
             .map_err(ProjectionError::Thread)?;
-        Ok(Started { projector: Self { thread }, hook, projected, health })
+        Ok(Started { projector: Self { thread }, hook, projected, health, due })
     }
 
     /// Waits for the thread to end (the writer must be stopping).
@@ -160,17 +165,22 @@ struct Folder {
     failing_since: Option<(std::time::Instant, u64)>,
     health: Arc<ProjectionHealth>,
     projected: watch::Sender<u64>,
+    /// Counts the folds that made work due.
+    due: watch::Sender<u64>,
 }
 
 impl Folder {
     /// Folds what is new; whether it succeeded.
     fn fold(&mut self) -> bool {
         match self.try_fold() {
-            Ok(seq) => {
+            Ok(store::CaughtUp { checkpoint: seq, newly_due }) => {
                 // The health first: whoever the new seq wakes reads it.
                 self.health.caught_up.store(true, Ordering::Relaxed);
                 self.health.failing.store(false, Ordering::Relaxed);
                 self.projected.send_replace(seq);
+                if newly_due {
+                    self.due.send_modify(|n| *n += 1);
+                }
                 if let Some((since, failures)) = self.failing_since.take() {
                     tracing::warn!(
                         failures,
@@ -206,7 +216,7 @@ impl Folder {
         }
     }
 
-    fn try_fold(&mut self) -> Result<u64, ProjectionError> {
+    fn try_fold(&mut self) -> Result<store::CaughtUp, ProjectionError> {
         if let Some((replica, open)) = &mut self.replica {
             replica.mirror(open)?;
         }
@@ -218,7 +228,7 @@ impl Folder {
                 self.conn.insert(c)
             }
         };
-        store::catch_up(conn, BATCH)
+        store::catch_up_noting_work(conn, BATCH)
     }
 }
 

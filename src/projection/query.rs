@@ -5,7 +5,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::audit::{self, IncentiveAudit};
+use super::audit_page::{self, AuditPage, AuditPageRequest};
 use super::state::InvitationState;
 use super::store::{decode, load, ProjectionError};
 use super::view::{self, Fetching, InvitationView};
@@ -52,15 +52,30 @@ pub struct ListFilter {
 
 /// One page of invitations in id order, and the cursor of the next page.
 ///
+/// Read through the index of the most selective filter given (inviter,
+/// else payout state, else status; none: the primary key), in id order,
+/// the other filters checked on the rows it yields: a page reads the rows
+/// it shows and those the other filters turn away, never the whole table.
+///
 /// # Errors
 /// When SQLite fails.
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<InvitationState>, Option<String>), ProjectionError> {
-    let mut stmt = conn.prepare_cached(
+    // Each driving filter's condition; the text is fixed, every value bound.
+    let driver = if f.inviter_uma.is_some() {
+        "inviter_uma = ?3"
+    } else if f.payout_state.is_some() {
+        "payout_state = ?2"
+    } else if f.status.is_some() {
+        "status = ?1"
+    } else {
+        "1"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT invitation_id, state FROM invitations
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR payout_state = ?2)
+         WHERE {driver} AND (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR payout_state = ?2)
            AND (?3 IS NULL OR inviter_uma = ?3) AND invitation_id > ?4
-         ORDER BY invitation_id LIMIT ?5",
-    )?;
+         ORDER BY invitation_id LIMIT ?5"
+    ))?;
     let mut out = decode_rows(
         &mut stmt,
         params![f.status, f.payout_state, f.inviter_uma, f.after.as_deref().unwrap_or(""), (f.limit + 1) as i64],
@@ -127,16 +142,33 @@ pub fn awaiting_data(conn: &Connection) -> Result<Vec<(crate::source::Source, u6
     Ok(out)
 }
 
-/// Every invitation, in id order, for the audit; with `inviter_uma`, those
-/// the audit credits to that inviter (see [`super::audit::audit_inviter`]).
+/// Every invitation in id order (with `inviter_uma`, those the audit
+/// credits to that inviter): the whole table, for checks that compare
+/// the projections with the ledger (the simulation's invariants), never
+/// behind a request or a command, which read pages.
 ///
 /// # Errors
-/// When SQLite fails.
+/// When SQLite fails or a stored row cannot be read.
 pub fn all(conn: &Connection, inviter_uma: Option<&str>) -> Result<Vec<InvitationState>, ProjectionError> {
     let mut stmt = conn.prepare_cached(
         "SELECT invitation_id, state FROM invitations WHERE (?1 IS NULL OR audit_inviter = ?1) ORDER BY invitation_id",
     )?;
     decode_rows(&mut stmt, params![inviter_uma])
+}
+
+/// The incentive audit of every invitation in one piece, as [`all`] reads
+/// them: for the same checks, never behind a request (see
+/// [`super::audit_page`]).
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn audit_incentives(
+    conn: &Connection,
+    inviter_uma: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    horizon: std::time::Duration,
+) -> Result<super::audit::IncentiveAudit, ProjectionError> {
+    Ok(super::audit::audit(&all(conn, inviter_uma)?, now, horizon))
 }
 
 /// The states selected by `sql`, which must select `invitation_id, state`
@@ -166,34 +198,18 @@ fn decode_rows(
     Ok(out)
 }
 
-/// How many obligations are in each state, per kind: `(kind, state, n)`.
+/// How many obligations are in each state, per kind: `(kind, state, n)`,
+/// from the aggregates the fold keeps.
 ///
 /// # Errors
 /// When SQLite fails.
 pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String, i64)>, ProjectionError> {
-    let mut out = Vec::new();
-    for (kind, column) in [
-        ("invitee_payment", "payout_state"),
-        ("inviter_incentive", "incentive_state"),
-        ("inviter_notification", "notification_state"),
-    ] {
-        // `column` comes from the fixed list above, never from input.
-        let mut stmt = conn.prepare_cached(&format!("SELECT {column}, COUNT(*) FROM invitations GROUP BY {column}"))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (state, n) = row?;
-            out.push((kind, state, n));
-        }
-    }
-    Ok(out)
+    super::tally::obligation_counts(conn)
 }
 
-/// [`oldest_retrying`]'s statement: the rows with an obligation waiting for
-/// its next attempt. Such a row has work (a retry is open work), so the
-/// partial index of rows with work is searched instead of every row.
-const RETRYING: &str = "SELECT invitation_id, state FROM invitations WHERE work <> 0
-     AND (payout_state = 'retry_scheduled' OR incentive_state = 'retry_scheduled'
-          OR notification_state = 'retry_scheduled')";
+/// [`oldest_retrying`]'s statement: the first entry of the index of rows
+/// being retried.
+const RETRYING: &str = "SELECT MIN(retrying_since) FROM invitations WHERE retrying_since IS NOT NULL";
 
 /// When the oldest obligation still being retried was first requested
 /// (its idempotency window's start, in Unix microseconds): how long the
@@ -201,23 +217,13 @@ const RETRYING: &str = "SELECT invitation_id, state FROM invitations WHERE work 
 /// outage pages long before the window runs out. `None` when nothing is
 /// being retried.
 ///
-/// Reads the rows with work only (see [`RETRYING`]), which are few unless
-/// the platform is failing, and then they are what this measures.
+/// One step into the index of rows being retried (see [`RETRYING`]),
+/// however many are.
 ///
 /// # Errors
-/// When SQLite fails or a stored row cannot be read.
+/// When SQLite fails.
 pub fn oldest_retrying(conn: &Connection) -> Result<Option<i64>, ProjectionError> {
-    let mut stmt = conn.prepare_cached(RETRYING)?;
-    let states = decode_rows(&mut stmt, [])?;
-    let started = states.iter().flat_map(|s| {
-        crate::projection::events::ObligationKind::ALL.into_iter().filter_map(move |kind| {
-            let rec = s.obligation(kind);
-            (view::obligation_state(s, kind).0 == view::ObligationState::RetryScheduled)
-                .then(|| rec.window_started_at.as_deref().and_then(crate::time::instant))
-                .flatten()
-        })
-    });
-    Ok(started.min())
+    Ok(conn.prepare_cached(RETRYING)?.query_row([], |r| r.get(0))?)
 }
 
 /// One page of a list, and the cursor of the next page (`None`: the last).
@@ -251,19 +257,6 @@ pub fn invitations(
 ) -> Result<Page<InvitationView, String>, ProjectionError> {
     let (states, next) = list(conn, filter)?;
     Ok(Page { items: states.iter().map(|s| view::shown(s, fetching)).collect(), next })
-}
-
-/// The incentive audit over every invitation (of one inviter).
-///
-/// # Errors
-/// When SQLite fails or a stored row cannot be read.
-pub fn audit_incentives(
-    conn: &Connection,
-    inviter_uma: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-    horizon: std::time::Duration,
-) -> Result<IncentiveAudit, ProjectionError> {
-    Ok(audit::audit(&all(conn, inviter_uma)?, now, horizon))
 }
 
 /// A ledger event as `GET /v1/ledger/events` lists it: what identifies and
@@ -407,7 +400,8 @@ pub struct StatusPage {
     pub recent: Vec<InvitationView>,
     /// Invitations with an obligation in doubt or failed.
     pub attention: Vec<InvitationView>,
-    pub audit: IncentiveAudit,
+    /// The audit's first page of inviters, and its totals over all.
+    pub audit: AuditPage,
     /// Per source: invitations waiting for their data, and whether that
     /// source can be fetched from.
     pub awaiting_data: Vec<(crate::source::Source, u64, bool)>,
@@ -419,6 +413,8 @@ pub struct StatusPageLimits {
     pub search: usize,
     pub recent: usize,
     pub attention: usize,
+    /// Inviters of the audit's first page.
+    pub inviters: usize,
 }
 
 /// The status page's data, with the search for `q` when there is one.
@@ -441,7 +437,12 @@ pub fn status_page(
         search: q.map(|q| search(conn, q, limits.search, fetching)).transpose()?,
         recent: shown(recent(conn, limits.recent)?),
         attention: shown(needing_an_operator(conn, limits.attention)?),
-        audit: audit_incentives(conn, None, now, horizon)?,
+        audit: audit_page::page(
+            conn,
+            &AuditPageRequest { limit: limits.inviters, ..Default::default() },
+            now,
+            horizon,
+        )?,
         awaiting_data: awaiting_data(conn)?.into_iter().map(|(s, n)| (s, n, fetching.can(s))).collect(),
     })
 }
@@ -531,7 +532,7 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_retrying_obligation_is_found_through_the_index_of_rows_with_work() {
+    fn the_oldest_retrying_obligation_is_found_through_the_index_of_rows_being_retried() {
         // Given a payment retried since 10:00, an incentive since 09:00 on
         // another invitation, a notification requested (not retrying) since
         // 08:00, and the schema's plan for the query
@@ -571,7 +572,7 @@ mod tests {
         let oldest = oldest_retrying(&conn).unwrap();
         // Then it is the incentive's 09:00, read through the partial index
         assert_eq!(oldest, crate::time::instant("2026-11-01T09:00:00Z"));
-        assert!(plan.iter().any(|step| step.contains("USING INDEX invitations_with_work")), "plan: {plan:?}");
+        assert!(plan.iter().any(|step| step.contains("invitations_retrying")), "plan: {plan:?}");
         // And with nothing retrying there is none
         assert_eq!(oldest_retrying(&empty).unwrap(), None);
     }

@@ -308,13 +308,13 @@ pub struct Hour {
     pub incentives: u64,
 }
 
-/// The ledger's events per hour over the last `hours` hours, oldest first;
-/// every hour is there, with zeros when nothing happened.
+/// The ledger's events about invitations per hour over the last `hours`
+/// hours, oldest first; every hour is there, with zeros when nothing
+/// happened.
 ///
-/// The first event of the window is found by bisecting `seq` on
-/// `recorded_at`, which the writer stamps as it appends, so only the
-/// window is read, not the whole ledger. Should the clock have been set
-/// back, an event stamped out of order may be left out of the chart.
+/// Read from the counts per hour the fold keeps ([`super::tally`]): at
+/// most `hours` rows, however many events the window holds. An event is
+/// counted in the hour its `recorded_at` names, as the writer stamped it.
 ///
 /// # Errors
 /// When SQLite fails.
@@ -324,45 +324,21 @@ pub fn activity(conn: &Connection, now: DateTime<Utc>, hours: usize) -> Result<V
     let mut out: Vec<Hour> = (0..hours as i64)
         .map(|i| Hour { start: first + Duration::hours(i), webhooks: 0, payouts: 0, incentives: 0 })
         .collect();
-    let since = crate::time::rfc3339(first);
-    let from_seq = first_seq_at_or_after(conn, &since)?;
+    let key = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H").to_string();
     let mut stmt = conn.prepare_cached(
-        "SELECT substr(recorded_at, 1, 13), kind, COUNT(*) FROM ledger.events
-         WHERE seq >= ?1 AND recorded_at >= ?2
-           AND kind IN ('webhook.received', 'payout.succeeded', 'incentive.succeeded')
-         GROUP BY 1, 2",
+        "SELECT hour, webhooks, payouts, incentives FROM activity_hours WHERE hour >= ?1 AND hour <= ?2 ORDER BY hour",
     )?;
-    let rows = stmt.query_map(params![from_seq as i64, since], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+    let rows = stmt.query_map(params![key(first), key(current)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
     })?;
     for row in rows {
-        let (hour, kind, n) = row?;
-        let Some(slot) = out.iter_mut().find(|h| h.start.format("%Y-%m-%dT%H").to_string() == hour) else { continue };
-        let n = n as u64;
-        match kind.as_str() {
-            "webhook.received" => slot.webhooks += n,
-            "payout.succeeded" => slot.payouts += n,
-            _ => slot.incentives += n,
-        }
+        let (hour, webhooks, payouts, incentives) = row?;
+        let Some(slot) = out.iter_mut().find(|h| key(h.start) == hour) else { continue };
+        slot.webhooks = webhooks.max(0) as u64;
+        slot.payouts = payouts.max(0) as u64;
+        slot.incentives = incentives.max(0) as u64;
     }
     Ok(out)
-}
-
-/// The smallest seq recorded at or after `since` (one past the head when
-/// none is), by bisection over the gapless seq.
-fn first_seq_at_or_after(conn: &Connection, since: &str) -> Result<u64, ProjectionError> {
-    let (head, _) = ledger::head(conn)?;
-    let mut at = conn.prepare_cached("SELECT recorded_at FROM ledger.events WHERE seq = ?1")?;
-    let (mut lo, mut hi) = (1u64, head + 1);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let recorded: Option<String> = at.query_row([mid as i64], |r| r.get(0)).optional()?;
-        match recorded {
-            Some(t) if t.as_str() < since => lo = mid + 1,
-            _ => hi = mid,
-        }
-    }
-    Ok(lo)
 }
 
 #[cfg(test)]
@@ -458,13 +434,14 @@ mod tests {
             written
                 .execute(
                     "INSERT INTO events (seq, event_key, kind, stream, recorded_at, body, signature, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, NULL, ?4, x'7b7d', NULL, zeroblob(32), zeroblob(32))",
+                     VALUES (?1, ?2, ?3, 'Inv:1', ?4, x'7b7d', NULL, zeroblob(32), zeroblob(32))",
                     params![i as i64 + 1, format!("k{i}"), kind, at],
                 )
                 .unwrap();
         }
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute("ATTACH DATABASE ?1 AS ledger", [path.to_str().unwrap()]).unwrap();
+        drop(written);
+        let mut conn = crate::projection::store::open(&path).unwrap();
+        crate::projection::store::catch_up(&mut conn, 3).unwrap();
         let now = crate::time::parse_time("2026-11-30T09:45:00Z").unwrap();
 
         // when the last 48 hours are counted
@@ -478,7 +455,5 @@ mod tests {
         assert_eq!((hours[29].payouts, hours[29].incentives), (1, 1));
         let all: u64 = hours.iter().map(|h| h.webhooks + h.payouts + h.incentives).sum();
         assert_eq!(all, 5, "the request and the event before the window are not counted");
-        assert_eq!(first_seq_at_or_after(&conn, "2026-11-28T10:00:00.000000Z").unwrap(), 2);
-        assert_eq!(first_seq_at_or_after(&conn, "2027").unwrap(), 8);
     }
 }

@@ -469,3 +469,13 @@ pub fn changed_after_request(state: &InvitationState, kind: ObligationKind) -> O
     }
     (!changes.is_empty()).then(|| format!("{}: {}", kind.as_str(), changes.join("; ")))
 }
+
+/// When the oldest of `s`'s obligations being retried was first requested
+/// (Unix microseconds), if one is being retried.
+pub fn retrying_since(s: &InvitationState) -> Option<i64> {
+    ObligationKind::ALL
+        .into_iter()
+        .filter(|&kind| obligation_state(s, kind).0 == ObligationState::RetryScheduled)
+        .filter_map(|kind| s.obligation(kind).window_started_at.as_deref().and_then(crate::time::instant))
+        .min()
+}

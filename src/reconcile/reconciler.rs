@@ -682,12 +682,15 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
 /// Shortest pause between passes, so a burst of commits shares one pass.
 const MIN_GAP: Duration = Duration::from_millis(50);
 
-/// Runs passes until `stop` turns true: after every ledger commit (a newly
-/// claimed invitation is acted on at once), when a scheduled retry falls
-/// due, and at least every `interval`.
+/// Runs passes until `stop` turns true: as soon as the projector folds
+/// work newly due (`due` changes: a claim is paid without waiting), after
+/// every ledger commit (this pass's own outcomes, others' appends), when a
+/// scheduled retry falls due, and at least every `interval`, the safety
+/// net.
 pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
     reconciler: Reconciler<E, C, J>,
     mut committed: watch::Receiver<u64>,
+    mut due: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = reconciler.interval();
@@ -702,6 +705,7 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
         // seen and left for the interval. The pass's own appends wake one
         // extra pass, which finds nothing due.
         committed.mark_unchanged();
+        due.mark_unchanged();
         let pass = reconciler.try_execute_once(false);
         tokio::pin!(pass);
         let result = tokio::select! {
@@ -725,12 +729,22 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // Work is due now: no gap, the pass reads what was just folded.
+            _ = changed_or_never(&mut due) => {}
             _ = committed.changed() => tokio::time::sleep(MIN_GAP).await,
             _ = stopped(&mut stop) => {
                 reconciler.stop();
                 return;
             }
         }
+    }
+}
+
+/// When `rx` changes; never once its sender has gone (a projector that
+/// stopped must not spin the loop).
+async fn changed_or_never(rx: &mut watch::Receiver<u64>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -295,3 +295,64 @@ async fn a_hand_crafted_bad_ledger_is_caught() {
     let out = run_binary(&["verify"], &[("LEDGER_DB", db.as_str()), ("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET)]).await;
     assert!(out.status.success(), "hand-made events keep the chain intact: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_pages_by_inviter_and_the_cli_exports_every_page_as_one_document() {
+    // Given three inviters' invitations, two of them Alice's
+    let app = TestApp::spawn().await;
+    let all = [
+        invitation("UmaInvitation:pg-a1", ALICE, "CLAIMED", "VALIDATED"),
+        invitation("UmaInvitation:pg-a2", ALICE, "CLAIMED", "INELIGIBLE"),
+        invitation("UmaInvitation:pg-b1", BOB, "CLAIMED", "VALIDATED"),
+        invitation("UmaInvitation:pg-c1", CAROL, "CLAIMED", "PENDING"),
+    ];
+    for (i, f) in all.iter().enumerate() {
+        app.claim(f, &format!("evt-page-{i}")).await;
+    }
+    for f in &all {
+        app.invitation_when(&f.id, SETTLE, |_| true).await;
+    }
+    let page = |query: String| {
+        let app = &app;
+        async move {
+            let (status, v) = app.get_json(&format!("/v1/audit/incentives?{query}")).await;
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+    };
+    let encode = |s: &str| s.replace('$', "%24").replace('@', "%40").replace('\n', "%0A").replace(':', "%3A");
+
+    // When the audit is read three invitations at a time
+    let first = page("limit=3".into()).await;
+    let next = first["next"].as_str().expect("a cursor to the second page").to_owned();
+    let second = page(format!("limit=3&after={}", encode(&next))).await;
+    // And one invitation at a time, which splits Alice between pages
+    let one = page("limit=1".into()).await;
+    let db = app.db.to_str().unwrap().to_owned();
+    let exported = audit_cli(&db, &[]).await;
+
+    // Then the first page has Alice and Bob, the second Carol and no cursor
+    let names = |page: &Value| -> Vec<String> {
+        page["inviters"].as_array().unwrap().iter().map(|i| i["inviter_uma"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&first), [ALICE, BOB]);
+    assert_eq!(names(&second), [CAROL]);
+    assert!(second["next"].is_null(), "{second}");
+    // And every page carries the totals over all inviters
+    let totals = json!({"forwarded": {}, "validated": 2, "ineligible": 1, "pending": 1, "inviters": 3});
+    assert_eq!(first["totals"], totals);
+    assert_eq!(second["totals"], totals);
+    // And an inviter's totals cover all its invitations, on a page that shows one of them
+    let alice_totals = json!({"forwarded": {}, "validated": 1, "ineligible": 1, "pending": 0});
+    assert_eq!(names(&one), [ALICE]);
+    assert_eq!(one["inviters"][0]["invitations"].as_array().unwrap().len(), 1);
+    assert_eq!(one["inviters"][0]["totals"], alice_totals);
+    assert_eq!(first["inviters"][0]["totals"], alice_totals);
+    // And the CLI's export is every page's inviters in one document
+    assert_eq!(names(&exported), [ALICE, BOB, CAROL]);
+    assert_eq!(exported["inviters"][0]["invitations"].as_array().unwrap().len(), 2);
+    assert_eq!(exported["totals"], totals);
+    assert!(exported["next"].is_null());
+    let everything = page(String::new()).await;
+    assert_eq!(exported, everything, "one page holds all four: the same document");
+}

@@ -920,3 +920,40 @@ async fn a_600_mib_answer_is_read_no_further_than_64_kib_so_payments_succeed_fet
     assert!(hwm_kib < 100 * 1024, "peak RSS {hwm_kib} KiB while 600 MiB answers were offered");
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_paid_as_soon_as_they_are_folded_not_at_the_next_interval() {
+    // Given a reconciler whose safety-net interval is a minute, and a burst
+    // of claims arriving while it works (its passes race the projector)
+    let payments = FakePlatform::start().await;
+    let app = TestApp::spawn_configured(|a| {
+        a.reconcile.payout_url = Some(payments.url.clone());
+        a.reconcile.reconcile_interval_ms = 60_000;
+    })
+    .await;
+    let claims: Vec<InvitationFixture> =
+        (0..200).map(|i| InvitationFixture::claimed(&format!("UmaInvitation:prompt-{i:03}"))).collect();
+    let app_ref = &app;
+    futures_util::future::join_all(claims.iter().map(|f| async move {
+        app_ref.claim(f, &format!("evt-prompt-{}", f.id)).await;
+    }))
+    .await;
+    // When a late claim comes after the burst
+    let late = InvitationFixture::claimed("UmaInvitation:prompt-late");
+    app.claim(&late, "evt-prompt-late").await;
+    // Then every invitee is paid long before the interval could have passed
+    let expected: BTreeSet<String> =
+        claims.iter().chain([&late]).map(|f| key(&f.id, ObligationKind::InviteePayment)).collect();
+    let payments_ref = &payments;
+    let expected_ref = &expected;
+    eventually("every claim paid without waiting for the interval", Duration::from_secs(10), || async move {
+        let paid: BTreeSet<String> = payments_ref.executed().into_iter().map(|(k, _)| k).collect();
+        let missing = expected_ref.difference(&paid).count();
+        if missing == 0 {
+            Ok(())
+        } else {
+            Err(format!("{missing} of {} not paid yet", expected_ref.len()))
+        }
+    })
+    .await;
+}

@@ -10,8 +10,9 @@ use super::render::{
     badge, detail, id_link, invitation_href, key, ledger_facts, money, obligation_cell, opt, page, uma_cell, visible,
 };
 use super::show::{since, when, with_times};
-use super::{AUDIT_INVITERS_CAP, SEARCH_CAP};
-use crate::projection::audit::{IncentiveAudit, Totals};
+use super::SEARCH_CAP;
+use crate::projection::audit::Totals;
+use crate::projection::audit_page::AuditPage;
 use crate::projection::events::ObligationKind;
 use crate::projection::query::{Search, StatusPage};
 use crate::projection::trail::Hour;
@@ -127,17 +128,19 @@ fn forwarded(t: &Totals) -> Markup {
     html! { (t.forwarded_shown().join(", ")) }
 }
 
-fn audit_section(a: &IncentiveAudit) -> Markup {
+fn audit_section(page: &AuditPage) -> Markup {
+    let a = &page.audit;
+    let inviters = a.totals.inviters.unwrap_or(a.inviters.len() as u64);
     html! {
         section #audit {
             h2 { "Incentive audit" }
             ul.counts {
-                li { "inviters " b { (a.totals.inviters.unwrap_or(a.inviters.len() as u64)) } }
+                li { "inviters " b { (inviters) } }
                 li { "validated " b { (a.totals.validated) } }
                 li { "ineligible " b { (a.totals.ineligible) } }
                 li { "pending " b { (a.totals.pending) } }
                 li { "forwarded " b { (forwarded(&a.totals)) } }
-                li { "anomalies " b { (a.anomalies.len()) } }
+                li { "anomalies " b { (a.anomalies.len()) } (if page.next.is_some() { " among these inviters" } else { "" }) }
             }
             h3 { "Anomalies" }
             @if a.anomalies.is_empty() {
@@ -166,7 +169,7 @@ fn audit_section(a: &IncentiveAudit) -> Markup {
                         th { "Forwarded" }
                     } }
                     tbody {
-                        @for inv in a.inviters.iter().take(AUDIT_INVITERS_CAP) {
+                        @for inv in &a.inviters {
                             tr {
                                 td.uma { (uma_cell(&inv.inviter_uma)) }
                                 td.num { (inv.invitations.len()) }
@@ -178,10 +181,10 @@ fn audit_section(a: &IncentiveAudit) -> Markup {
                         }
                     }
                 } }
-                @if a.inviters.len() > AUDIT_INVITERS_CAP {
+                @if page.next.is_some() {
                     p.hint {
-                        (a.inviters.len() - AUDIT_INVITERS_CAP) " more inviters: see "
-                        code { "GET /v1/audit/incentives" } " or " code { "audit incentives" } "."
+                        (inviters.saturating_sub(a.inviters.len() as u64)) " more inviters, and their anomalies: see "
+                        code { "GET /v1/audit/incentives?after=" } " or " code { "audit incentives" } "."
                     }
                 }
             }

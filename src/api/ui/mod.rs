@@ -60,8 +60,8 @@ const RECENT: usize = 50;
 const SEARCH_CAP: usize = 100;
 /// Most rows in the in-doubt / failed lists.
 const ATTENTION_CAP: usize = 200;
-/// Most inviters shown in the audit table.
-const AUDIT_INVITERS_CAP: usize = 200;
+/// Invitations of the audit's first page, whose inviters the audit table shows.
+const AUDIT_INVITERS_CAP: usize = 50;
 /// Largest form accepted (login, actions): a note and a few fields.
 const FORM_BODY_LIMIT: usize = 8192;
 
@@ -290,7 +290,8 @@ async fn home_page(
     let horizon = ui.state.config.reconcile.idempotency_window;
     let fetching = ui.fetching;
     let lookup = q.clone();
-    let limits = StatusPageLimits { search: SEARCH_CAP, recent: RECENT, attention: ATTENTION_CAP };
+    let limits =
+        StatusPageLimits { search: SEARCH_CAP, recent: RECENT, attention: ATTENTION_CAP, inviters: AUDIT_INVITERS_CAP };
     let now = chrono::Utc::now();
     let (data, hours) = ui
         .state
