@@ -14,8 +14,10 @@ CREATE TABLE invitations (
     payout_state       TEXT    NOT NULL,
     incentive_state    TEXT    NOT NULL,
     notification_state TEXT    NOT NULL,
+    failure_notice_state TEXT  NOT NULL,
     -- What the fetcher or the reconciler may have to do, as bits: 1 fetch,
-    -- 2 invitee payment, 4 inviter incentive, 8 inviter notification.
+    -- 2 invitee payment, 4 inviter incentive, 8 either notification of the
+    -- inviter (the invitee joined, or the invitee's payment failed).
     work          INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,
     -- Whom the incentive audit credits: the receiver its first request

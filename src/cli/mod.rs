@@ -72,7 +72,8 @@ pub enum Command {
         db: config::DbArgs,
         /// Invitation id or code.
         invitation: String,
-        /// invitee_payment, inviter_incentive or inviter_notification.
+        /// invitee_payment, inviter_incentive, inviter_notification or
+        /// inviter_failure_notice.
         kind: String,
         /// It was paid outside our knowledge: record the platform's payment id.
         #[arg(long, value_name = "PAYMENT_ID", conflicts_with_all = ["retry", "failed"])]

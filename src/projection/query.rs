@@ -176,6 +176,7 @@ pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String,
         ("invitee_payment", "payout_state"),
         ("inviter_incentive", "incentive_state"),
         ("inviter_notification", "notification_state"),
+        ("inviter_failure_notice", "failure_notice_state"),
     ] {
         // `column` comes from the fixed list above, never from input.
         let mut stmt = conn.prepare_cached(&format!("SELECT {column}, COUNT(*) FROM invitations GROUP BY {column}"))?;
@@ -193,7 +194,7 @@ pub fn obligation_counts(conn: &Connection) -> Result<Vec<(&'static str, String,
 /// partial index of rows with work is searched instead of every row.
 const RETRYING: &str = "SELECT invitation_id, state FROM invitations WHERE work <> 0
      AND (payout_state = 'retry_scheduled' OR incentive_state = 'retry_scheduled'
-          OR notification_state = 'retry_scheduled')";
+          OR notification_state = 'retry_scheduled' OR failure_notice_state = 'retry_scheduled')";
 
 /// When the oldest obligation still being retried was first requested
 /// (its idempotency window's start, in Unix microseconds): how long the
@@ -345,7 +346,7 @@ pub fn needing_an_operator(conn: &Connection, limit: usize) -> Result<Vec<Invita
         conn,
         "SELECT invitation_id, state FROM invitations
          WHERE payout_state IN ('in_doubt', 'failed') OR incentive_state IN ('in_doubt', 'failed')
-            OR notification_state IN ('in_doubt', 'failed')
+            OR notification_state IN ('in_doubt', 'failed') OR failure_notice_state IN ('in_doubt', 'failed')
          ORDER BY last_seq DESC LIMIT ?1",
         params![limit as i64],
     )
@@ -546,6 +547,7 @@ mod tests {
                 ObligationKind::InviteePayment => &mut s.payout,
                 ObligationKind::InviterIncentive => &mut s.incentive,
                 ObligationKind::InviterNotification => &mut s.notification,
+                ObligationKind::InviterFailureNotice => &mut s.failure_notice,
             };
             rec.phase = phase;
             rec.window_started_at = Some(since.to_owned());

@@ -296,6 +296,7 @@ impl Checksum {
             ValueRef::Text(row.payout_state.as_bytes()),
             ValueRef::Text(row.incentive_state.as_bytes()),
             ValueRef::Text(row.notification_state.as_bytes()),
+            ValueRef::Text(row.failure_notice_state.as_bytes()),
             ValueRef::Integer(row.work),
             ValueRef::Integer(row.last_seq),
             text(&row.audit_inviter),

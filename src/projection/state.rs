@@ -253,6 +253,9 @@ pub struct InvitationState {
     pub incentive: ObligationRecord,
     #[serde(default, skip_serializing_if = "is_default")]
     pub notification: ObligationRecord,
+    /// The inviter told that the invitee's payment failed for good.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub failure_notice: ObligationRecord,
     /// When the invitation's first event was appended (with its seq): how
     /// long it may still be fetched counts from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +326,7 @@ impl InvitationState {
             ObligationKind::InviteePayment => &self.payout,
             ObligationKind::InviterIncentive => &self.incentive,
             ObligationKind::InviterNotification => &self.notification,
+            ObligationKind::InviterFailureNotice => &self.failure_notice,
         }
     }
 
@@ -331,6 +335,7 @@ impl InvitationState {
             ObligationKind::InviteePayment => &mut self.payout,
             ObligationKind::InviterIncentive => &mut self.incentive,
             ObligationKind::InviterNotification => &mut self.notification,
+            ObligationKind::InviterFailureNotice => &mut self.failure_notice,
         }
     }
 

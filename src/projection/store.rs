@@ -62,7 +62,7 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Page size of a new projection file. A rebuild writes every row once, and
 /// with 16 KiB pages it spends about a quarter less time in SQLite's page
@@ -276,6 +276,7 @@ pub struct Row {
     pub payout_state: String,
     pub incentive_state: String,
     pub notification_state: String,
+    pub failure_notice_state: String,
     pub work: i64,
     pub last_seq: i64,
     pub audit_inviter: Option<String>,
@@ -286,7 +287,8 @@ pub struct Row {
 
 /// The columns of [`Row`], in its order.
 pub(super) const ROW_COLUMNS: &str = "invitation_id, code, status, inviter_uma, invitee_uma, payout_state, \
-     incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, state";
+     incentive_state, notification_state, failure_notice_state, work, last_seq, audit_inviter, source, \
+     awaiting_data, state";
 
 impl Row {
     /// The row `state` is stored as.
@@ -303,6 +305,7 @@ impl Row {
             payout_state: obligation(ObligationKind::InviteePayment),
             incentive_state: obligation(ObligationKind::InviterIncentive),
             notification_state: obligation(ObligationKind::InviterNotification),
+            failure_notice_state: obligation(ObligationKind::InviterFailureNotice),
             work: work(state),
             last_seq: state.last_seq as i64,
             audit_inviter: super::audit::audit_inviter(state),
@@ -314,12 +317,14 @@ impl Row {
 }
 
 pub(super) const SAVE: &str = "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma,
-             payout_state, incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             payout_state, incentive_state, notification_state, failure_notice_state, work, last_seq, audit_inviter,
+             source, awaiting_data, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
              payout_state = excluded.payout_state, incentive_state = excluded.incentive_state,
-             notification_state = excluded.notification_state, work = excluded.work,
+             notification_state = excluded.notification_state,
+             failure_notice_state = excluded.failure_notice_state, work = excluded.work,
              last_seq = excluded.last_seq, audit_inviter = excluded.audit_inviter, source = excluded.source,
              awaiting_data = excluded.awaiting_data, state = excluded.state";
 
@@ -342,6 +347,7 @@ pub(super) fn save_with(insert: &mut rusqlite::Statement<'_>, row: &Row) -> Resu
         row.payout_state,
         row.incentive_state,
         row.notification_state,
+        row.failure_notice_state,
         row.work,
         row.last_seq,
         row.audit_inviter,

@@ -156,6 +156,31 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
                 not_due
             }
         }
+        // Told once the payment failed for good: refused by the platform
+        // (its answer is the reason) or recorded failed by an operator.
+        ObligationKind::InviterFailureNotice => {
+            let failed = state.payout.phase == ObligationPhase::Failed;
+            if failed && state.invitee_uma.is_some() && state.inviter_uma.is_some() {
+                to(&state.inviter_uma)
+            } else {
+                not_due
+            }
+        }
+    }
+}
+
+/// Why the invitee's payment failed for good, in the words the inviter's
+/// failure notice carries: the platform's refusal as recorded, or that an
+/// operator recorded it failed.
+pub fn payment_failure_reason(state: &InvitationState) -> String {
+    let rec = &state.payout;
+    match (rec.decision, rec.last_error.as_deref()) {
+        (Some(super::events::Decision::Failed), Some(error)) => {
+            format!("an operator recorded the payment as failed (last error: {error})")
+        }
+        (Some(super::events::Decision::Failed), None) => "an operator recorded the payment as failed".to_owned(),
+        (_, Some(error)) => error.to_owned(),
+        (_, None) => "the payment failed".to_owned(),
     }
 }
 
@@ -216,6 +241,8 @@ pub mod work_bits {
     pub const FETCH: i64 = 1;
     pub const INVITEE_PAYMENT: i64 = 2;
     pub const INVITER_INCENTIVE: i64 = 4;
+    /// Either notification of the inviter (the invitee joined, or the
+    /// invitee's payment failed): both go to the notification endpoint.
     pub const INVITER_NOTIFICATION: i64 = 8;
     /// Every bit: the largest value the `work` column takes.
     pub const ALL: i64 = FETCH | INVITEE_PAYMENT | INVITER_INCENTIVE | INVITER_NOTIFICATION;
@@ -233,6 +260,7 @@ pub fn work(state: &InvitationState) -> i64 {
         (ObligationKind::InviteePayment, work_bits::INVITEE_PAYMENT),
         (ObligationKind::InviterIncentive, work_bits::INVITER_INCENTIVE),
         (ObligationKind::InviterNotification, work_bits::INVITER_NOTIFICATION),
+        (ObligationKind::InviterFailureNotice, work_bits::INVITER_NOTIFICATION),
     ] {
         if obligation_state(state, kind).0.is_open() {
             bits |= bit;
@@ -284,6 +312,8 @@ pub struct InvitationView {
     pub payout: ObligationView,
     pub incentive: ObligationView,
     pub notification: ObligationView,
+    /// The inviter told that the invitee's payment failed for good.
+    pub failure_notice: ObligationView,
     /// Fetching the invitation from its source when a webhook had no data,
     /// or while it can still change.
     pub fetch: FetchView,
@@ -385,6 +415,7 @@ pub fn view(state: &InvitationState) -> InvitationView {
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),
         notification: obligation(state, ObligationKind::InviterNotification),
+        failure_notice: obligation(state, ObligationKind::InviterFailureNotice),
         fetch: FetchView::of(state),
     }
 }
@@ -438,7 +469,9 @@ pub fn changed_after_request(state: &InvitationState, kind: ObligationKind) -> O
     let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
     let current_receiver = match kind {
         ObligationKind::InviteePayment => text(&state.invitee_uma),
-        ObligationKind::InviterIncentive | ObligationKind::InviterNotification => text(&state.inviter_uma),
+        ObligationKind::InviterIncentive
+        | ObligationKind::InviterNotification
+        | ObligationKind::InviterFailureNotice => text(&state.inviter_uma),
     };
     let mut changes = Vec::new();
     if rec.receiver_uma.is_some() && current_receiver != rec.receiver_uma {

@@ -575,7 +575,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 return Ok(Sent::Done(Outcome::default()));
             }
             let signature = match kind {
-                ObligationKind::InviterNotification => None,
+                ObligationKind::InviterNotification | ObligationKind::InviterFailureNotice => None,
                 _ => self.inner.config.payout_signing_key.as_ref().map(|k| sign(k.expose().as_bytes(), &bytes)),
             };
             let answer = self

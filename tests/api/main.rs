@@ -13,6 +13,7 @@ mod audit;
 mod decisions;
 mod demo;
 mod deploy;
+mod failure_notice;
 mod faults;
 mod fetch;
 mod full_disk;

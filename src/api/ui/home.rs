@@ -45,7 +45,8 @@ fn invitation_table(items: &[InvitationView]) -> Markup {
         div.scroll { table {
             thead { tr {
                 th { "Invitation" } th { "Code" } th { "Status" } th { "Inviter" } th { "Invitee" }
-                th { "Amount" } th { "Payout" } th { "Incentive" } th { "Notification" } th { "Last seq" }
+                th { "Amount" } th { "Payout" } th { "Incentive" } th { "Notification" }
+                th { "Failure notice" } th { "Last seq" }
             } }
             tbody {
                 @for v in items {
@@ -59,6 +60,7 @@ fn invitation_table(items: &[InvitationView]) -> Markup {
                         td.nowrap { (obligation_cell(&v.payout)) }
                         td.nowrap { (obligation_cell(&v.incentive)) }
                         td.nowrap { (obligation_cell(&v.notification)) }
+                        td.nowrap { (obligation_cell(&v.failure_notice)) }
                         td.num { (v.last_seq) }
                     }
                 }
