@@ -991,9 +991,9 @@ async fn the_live_metrics_pass_promtool_and_expose_every_family_the_rules_and_da
         );
     }
     assert!(!text.contains("inv-nobody"), "an id from a path became a label");
-    // Every kind × state is a series, zeros included, so alerts see 0, not nothing.
+    // Every kind (four) × state (nine) is a series, zeros included, so alerts see 0, not nothing.
     let obligations = samples(&text, "invitation_ledger_obligations", &[]);
-    assert_eq!(obligations.len(), 3 * 9, "{obligations:#?}");
+    assert_eq!(obligations.len(), 4 * 9, "{obligations:#?}");
     let in_doubt = samples(&text, "invitation_ledger_obligations", &["kind=\"invitee_payment\"", "state=\"in_doubt\""]);
     assert_eq!(in_doubt.len(), 1);
     assert!(in_doubt[0].ends_with(" 0"), "{}", in_doubt[0]);
