@@ -274,6 +274,35 @@ impl api::Refetch for PageRefetch {
     }
 }
 
+/// `POST /v1/invitations`, wired to the service's reconciler.
+struct Registrar(LiveReconciler);
+
+impl api::register::Register for Registrar {
+    fn create(
+        &self,
+        body: serde_json::Value,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<crate::projection::InvitationState, api::register::Refusal>> + Send>,
+    > {
+        use crate::reconcile::register::{parse_create, CreateError};
+        use warp::http::StatusCode;
+        let reconciler = self.0.clone();
+        Box::pin(async move {
+            let refuse = |status, code, message: String| api::register::Refusal { status, code, message };
+            let new = parse_create(&body, chrono::Utc::now())
+                .map_err(|m| refuse(StatusCode::BAD_REQUEST, "bad_request", m))?;
+            reconciler.create_invitation(new).await.map_err(|e| match &e {
+                CreateError::NotConfigured(_) => {
+                    refuse(StatusCode::SERVICE_UNAVAILABLE, "not_configured", e.to_string())
+                }
+                CreateError::Refused { .. } => refuse(StatusCode::BAD_GATEWAY, "source_refused", e.to_string()),
+                CreateError::Unknown { .. } => refuse(StatusCode::BAD_GATEWAY, "outcome_unknown", e.to_string()),
+                CreateError::Ledger(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", e.to_string()),
+            })
+        })
+    }
+}
+
 /// How long a client may take to send its request headers. Bounds slow
 /// clients that would otherwise hold a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -367,11 +396,13 @@ async fn open_once(
     }
     let reconcile_task = tokio::spawn(reconcile::run(reconciler.clone(), shared.committed(), stop.clone()));
     let anchors = tokio::spawn(log_anchors(shared.clone(), config.anchor_interval));
+    let register: Arc<dyn api::register::Register> = Arc::new(Registrar(reconciler.clone()));
     let refetch: Arc<dyn api::Refetch> = Arc::new(PageRefetch(reconciler));
     let live = api::Live {
         ledger: shared,
         projection: ledger.health.clone(),
         refetch: Some(refetch),
+        register: Some(register),
         instance: instance_name(),
         leader: leadership.as_ref().map(|l| l.epoch.clone()),
     };

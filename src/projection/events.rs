@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::registration::{CreateFailed, CreateRequested, Created};
 use crate::ledger::{EventView, NewEvent};
 use crate::money::Money;
 use crate::source::{Report, Source};
@@ -243,6 +244,9 @@ pub enum InternalEvent {
     Failed(ObligationFailed),
     InDoubt(ObligationInDoubt),
     Resolved(ObligationResolved),
+    CreateRequested(CreateRequested),
+    Created(Created),
+    CreateFailed(CreateFailed),
 }
 
 impl InternalEvent {
@@ -255,6 +259,9 @@ impl InternalEvent {
             InternalEvent::Failed(f) => EventKind::Failed(f.obligation),
             InternalEvent::InDoubt(_) => EventKind::InDoubt,
             InternalEvent::Resolved(_) => EventKind::Resolved,
+            InternalEvent::CreateRequested(_) => EventKind::CreateRequested,
+            InternalEvent::Created(_) => EventKind::Created,
+            InternalEvent::CreateFailed(_) => EventKind::CreateFailed,
         }
     }
 
@@ -268,6 +275,9 @@ impl InternalEvent {
             InternalEvent::Failed(e) => &e.invitation_id,
             InternalEvent::InDoubt(e) => &e.invitation_id,
             InternalEvent::Resolved(e) => &e.invitation_id,
+            InternalEvent::CreateRequested(e) => &e.invitation_id,
+            InternalEvent::Created(e) => &e.invitation_id,
+            InternalEvent::CreateFailed(e) => &e.invitation_id,
         }
     }
 
@@ -296,6 +306,9 @@ impl InternalEvent {
             InternalEvent::Failed(e) => EventKey::failed(&e.idempotency_key, e.attempt),
             InternalEvent::InDoubt(e) => EventKey::in_doubt(&e.idempotency_key, &e.first_requested_at),
             InternalEvent::Resolved(e) => EventKey::resolved(&e.idempotency_key, &e.occurrence, e.decision.as_str()),
+            InternalEvent::CreateRequested(e) => EventKey::creation(&e.request_id, "requested"),
+            InternalEvent::Created(e) => EventKey::creation(&e.request_id, &format!("created:{}", e.invitation_id)),
+            InternalEvent::CreateFailed(e) => EventKey::creation(&e.request_id, "failed"),
         }
     }
 
@@ -309,6 +322,9 @@ impl InternalEvent {
             InternalEvent::Failed(e) => serde_json::to_vec(e),
             InternalEvent::InDoubt(e) => serde_json::to_vec(e),
             InternalEvent::Resolved(e) => serde_json::to_vec(e),
+            InternalEvent::CreateRequested(e) => serde_json::to_vec(e),
+            InternalEvent::Created(e) => serde_json::to_vec(e),
+            InternalEvent::CreateFailed(e) => serde_json::to_vec(e),
         }
         .expect("internal events serialise");
         NewEvent {
@@ -395,6 +411,9 @@ pub fn decode(event: EventView<'_>) -> Result<Fact, Undecodable> {
         }
         EventKind::InDoubt => InternalEvent::InDoubt(body(b).map_err(fail)?),
         EventKind::Resolved => InternalEvent::Resolved(body(b).map_err(fail)?),
+        EventKind::CreateRequested => InternalEvent::CreateRequested(body(b).map_err(fail)?),
+        EventKind::Created => InternalEvent::Created(body(b).map_err(fail)?),
+        EventKind::CreateFailed => InternalEvent::CreateFailed(body(b).map_err(fail)?),
     };
     if internal.invitation_id() != event.stream.unwrap_or_default() {
         return Err(fail(format!("the body is about {} but the event's stream is another", internal.invitation_id())));
@@ -429,6 +448,14 @@ pub fn summary(event: EventView<'_>) -> String {
             r.by.map(|c| format!(" (from the {})", if c == Channel::Page { "page" } else { "CLI" }))
                 .unwrap_or_default()
         ),
+        InternalEvent::CreateRequested(c) => {
+            format!("the service asked {} to create the invitation", c.source.as_str())
+        }
+        InternalEvent::Created(c) => format!("{} created invitation {}", c.source.as_str(), c.created_id),
+        InternalEvent::CreateFailed(c) => match c.outcome {
+            super::registration::CreateOutcome::Refused => format!("{} refused the creation", c.source.as_str()),
+            super::registration::CreateOutcome::Unknown => "the creation's outcome is unknown".to_owned(),
+        },
     }
 }
 

@@ -18,6 +18,7 @@ pub mod events;
 pub mod projector;
 pub mod query;
 pub mod rebuild;
+pub mod registration;
 pub mod state;
 pub mod store;
 pub mod trail;

@@ -281,6 +281,13 @@ pub struct InvitationState {
     /// shown as the anomaly `identity_mismatch`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identity_mismatches: Vec<IdentityMismatch>,
+    /// Created through the service (`POST /v1/invitations`): the sweep
+    /// fetches it until it is claimed, cancelled or expired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub registered: bool,
+    /// The creation, on its request's stream and on the invitation it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<super::registration::Registration>,
     /// The seq of every event of its stream folded in, oldest first: the
     /// invitation page lists its stored events from here, since the row is
     /// written for each of them anyway (an index of streams kept beside the
@@ -476,6 +483,41 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 ob.next_attempt_at = None;
                 ob.updated_at = Some(d.at);
                 ob.reason = Some(d.reason.as_str().to_owned());
+            }
+        }
+        Fact::Internal(InternalEvent::CreateRequested(c)) => {
+            state.source = c.source;
+            state.registration = Some(super::registration::Registration::requested(&c));
+        }
+        Fact::Internal(InternalEvent::CreateFailed(c)) => {
+            if let Some(r) = state.registration.as_mut() {
+                r.failed(&c);
+            }
+        }
+        Fact::Internal(InternalEvent::Created(c)) => {
+            state.source = c.source;
+            let registration = state.registration.get_or_insert_with(|| super::registration::Registration {
+                request_id: c.request_id.clone(),
+                source: c.source,
+                ..Default::default()
+            });
+            registration.created(&c);
+            if c.created_id == state.invitation_id {
+                // The new invitation's own copy: its first snapshot.
+                let report = match c.source {
+                    Source::Lightspark => crate::lightspark::invitation::fetched(&c.entity),
+                    Source::Grid => crate::grid::webhook::fetched(&c.entity),
+                };
+                if let Some(named) = contradiction(&state.invitation_id, c.source, &report, true) {
+                    state.identity_mismatches.push(IdentityMismatch {
+                        seq: event.seq,
+                        detail: format!("the created invitation at seq {} names {named}: not merged", event.seq),
+                    });
+                    return;
+                }
+                state.registered = true;
+                let dated = report.dated.unwrap_or(c.created_at);
+                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
             }
         }
         Fact::Internal(InternalEvent::Resolved(r)) => {

@@ -307,6 +307,11 @@ pub struct InvitationView {
     pub last_seq: u64,
     /// Who told us about it: `lightspark` or `grid`.
     pub source: Source,
+    /// Created through the service (`POST /v1/invitations`).
+    pub registered: bool,
+    /// The creation, when the service asked for it: on the request's own
+    /// stream (`InvitationRequest:<id>`) and on the invitation it made.
+    pub registration: Option<super::registration::Registration>,
     /// What a healthy ledger never shows about this invitation.
     pub anomalies: Vec<Anomaly>,
     pub payout: ObligationView,
@@ -411,6 +416,8 @@ pub fn view(state: &InvitationState) -> InvitationView {
         claim_seq: state.claim_seq,
         last_seq: state.last_seq,
         source: state.source,
+        registered: state.registered,
+        registration: state.registration.clone(),
         anomalies: anomalies(state),
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),

@@ -112,6 +112,11 @@ impl Fetcher {
         self.clients.any()
     }
 
+    /// The sources' API clients.
+    pub(super) fn clients(&self) -> &Fetchers {
+        &self.clients
+    }
+
     /// When `state` is to be fetched: `Ok` now, `Err(at)` later, `None` not
     /// at all (not wanted, no client for its source, or past the horizon).
     pub(super) fn decision(&self, state: &InvitationState, now: DateTime<Utc>) -> Option<Result<(), DateTime<Utc>>> {

@@ -25,6 +25,7 @@ pub mod metrics;
 mod outcome;
 mod protocol;
 pub mod reconciler;
+pub mod register;
 pub mod request;
 
 pub use config::ReconcileConfig;

@@ -674,8 +674,18 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         self.inner.config.interval
     }
 
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+    pub(super) fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.inner.clock.now()
+    }
+
+    /// The ledger this reconciler appends to.
+    pub(super) fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    /// The sources' API clients.
+    pub(super) fn fetchers(&self) -> &Fetchers {
+        self.inner.fetcher.clients()
     }
 }
 

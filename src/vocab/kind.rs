@@ -56,6 +56,10 @@ pub enum EventKind {
     WebhookReceived,
     InvitationFetched,
     InvitationFetchFailed,
+    /// The service asked a source to create an invitation.
+    CreateRequested,
+    Created,
+    CreateFailed,
     Requested(ObligationKind),
     Succeeded(ObligationKind),
     Failed(ObligationKind),
@@ -65,10 +69,13 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the one test that checks names and parsing agree.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::WebhookReceived,
         EventKind::InvitationFetched,
         EventKind::InvitationFetchFailed,
+        EventKind::CreateRequested,
+        EventKind::Created,
+        EventKind::CreateFailed,
         EventKind::Requested(ObligationKind::InviteePayment),
         EventKind::Succeeded(ObligationKind::InviteePayment),
         EventKind::Failed(ObligationKind::InviteePayment),
@@ -92,6 +99,9 @@ impl EventKind {
             EventKind::WebhookReceived => "webhook.received",
             EventKind::InvitationFetched => "invitation.fetched",
             EventKind::InvitationFetchFailed => "invitation.fetch_failed",
+            EventKind::CreateRequested => "invitation.create_requested",
+            EventKind::Created => "invitation.created",
+            EventKind::CreateFailed => "invitation.create_failed",
             EventKind::Requested(InviteePayment) => "payout.requested",
             EventKind::Succeeded(InviteePayment) => "payout.succeeded",
             EventKind::Failed(InviteePayment) => "payout.failed",

@@ -32,4 +32,5 @@ mod page_actions;
 mod postgres;
 mod projection;
 mod reconcile;
+mod registered;
 mod status_page;
