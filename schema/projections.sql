@@ -27,6 +27,9 @@ CREATE TABLE invitations (
     -- without its data and no fetch has given it yet (1) or not (0).
     source        TEXT    NOT NULL,
     awaiting_data INTEGER NOT NULL,
+    -- 1 when its claim was first seen by the sweep (a webhook that did not
+    -- arrive), else 0.
+    found_by_sweep INTEGER NOT NULL,
     state         TEXT    NOT NULL
 );
 
@@ -43,6 +46,8 @@ CREATE INDEX invitations_with_work ON invitations (work) WHERE work <> 0;
 -- Only the few rows still waiting for their data: counted on every status
 -- page and metrics scrape.
 CREATE INDEX invitations_awaiting_data ON invitations (source) WHERE awaiting_data = 1;
+-- Only the claims the sweep found: listed on the status page.
+CREATE INDEX invitations_found_by_sweep ON invitations (last_seq) WHERE found_by_sweep = 1;
 
 -- The last ledger seq folded into the rows above, written in the same
 -- transaction as them, and the ledger's hash at that seq: the projections

@@ -34,7 +34,15 @@ pub struct InvitationFetched {
     /// operator's `refetch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_note: Option<String>,
+    /// `sweep`: the answer shows a claim of a registered invitation that no
+    /// webhook had announced, found by fetching it on the schedule: a
+    /// webhook that did not arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<String>,
 }
+
+/// The [`InvitationFetched::found_by`] of a claim the sweep found.
+pub const FOUND_BY_SWEEP: &str = "sweep";
 
 impl InvitationFetched {
     /// A short digest of the answer: the same answer twice is one event.
@@ -485,6 +493,7 @@ mod tests {
                 fetched_at: "t".into(),
                 entity: None,
                 operator_note: None,
+                found_by: None,
             }),
             InternalEvent::FetchFailed(InvitationFetchFailed {
                 invitation_id: "Inv:1".into(),

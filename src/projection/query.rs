@@ -352,6 +352,19 @@ pub fn needing_an_operator(conn: &Connection, limit: usize) -> Result<Vec<Invita
     )
 }
 
+/// Claims the sweep found before any webhook (each a webhook that did not
+/// arrive), most recent first.
+///
+/// # Errors
+/// When SQLite fails or a stored row cannot be read.
+pub fn found_by_sweep(conn: &Connection, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
+    query(
+        conn,
+        "SELECT invitation_id, state FROM invitations WHERE found_by_sweep = 1 ORDER BY last_seq DESC LIMIT ?1",
+        params![limit as i64],
+    )
+}
+
 /// Invitations whose invitee is `uma`, in id order.
 fn by_invitee(conn: &Connection, uma: &str, limit: usize) -> Result<Vec<InvitationState>, ProjectionError> {
     query(
@@ -408,6 +421,8 @@ pub struct StatusPage {
     pub recent: Vec<InvitationView>,
     /// Invitations with an obligation in doubt or failed.
     pub attention: Vec<InvitationView>,
+    /// Claims the sweep found before any webhook, most recent first.
+    pub found_by_sweep: Vec<InvitationView>,
     pub audit: IncentiveAudit,
     /// Per source: invitations waiting for their data, and whether that
     /// source can be fetched from.
@@ -442,6 +457,7 @@ pub fn status_page(
         search: q.map(|q| search(conn, q, limits.search, fetching)).transpose()?,
         recent: shown(recent(conn, limits.recent)?),
         attention: shown(needing_an_operator(conn, limits.attention)?),
+        found_by_sweep: shown(found_by_sweep(conn, limits.attention)?),
         audit: audit_incentives(conn, None, now, horizon)?,
         awaiting_data: awaiting_data(conn)?.into_iter().map(|(s, n)| (s, n, fetching.can(s))).collect(),
     })

@@ -302,6 +302,7 @@ impl Checksum {
             text(&row.audit_inviter),
             ValueRef::Text(row.source.as_bytes()),
             ValueRef::Integer(row.awaiting_data),
+            ValueRef::Integer(row.found_by_sweep),
             ValueRef::Text(row.state.as_bytes()),
         ] {
             self.value(v);

@@ -285,6 +285,10 @@ pub struct InvitationState {
     /// fetches it until it is claimed, cancelled or expired.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub registered: bool,
+    /// Its claim was first seen by the sweep, not by a webhook: a webhook
+    /// that did not arrive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub found_by_sweep: bool,
     /// The creation, on its request's stream and on the invitation it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<super::registration::Registration>,
@@ -454,6 +458,9 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 let dated = report.dated.unwrap_or(f.fetched_at);
                 state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
                 state.fetch.phase = FetchPhase::Fetched;
+                if f.found_by.as_deref() == Some(super::events::FOUND_BY_SWEEP) {
+                    state.found_by_sweep = true;
+                }
                 // A refusal before it is no longer the news.
                 state.fetch.last_error = None;
             }

@@ -312,6 +312,9 @@ pub struct InvitationView {
     /// The creation, when the service asked for it: on the request's own
     /// stream (`InvitationRequest:<id>`) and on the invitation it made.
     pub registration: Option<super::registration::Registration>,
+    /// `sweep` when its claim was first seen by fetching it on the
+    /// schedule, not by a webhook: a webhook that did not arrive.
+    pub found_by: Option<&'static str>,
     /// What a healthy ledger never shows about this invitation.
     pub anomalies: Vec<Anomaly>,
     pub payout: ObligationView,
@@ -418,6 +421,7 @@ pub fn view(state: &InvitationState) -> InvitationView {
         source: state.source,
         registered: state.registered,
         registration: state.registration.clone(),
+        found_by: state.found_by_sweep.then_some(super::events::FOUND_BY_SWEEP),
         anomalies: anomalies(state),
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),

@@ -642,6 +642,7 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let Some(fetched) = self.inner.fetcher.ask(state, now, operator_note, &self.inner.jitter).await else {
             return Ok(Outcome { not_configured: 1, ..Outcome::default() });
         };
+        let swept = matches!(&fetched.event, Some(InternalEvent::Fetched(f)) if f.found_by.is_some());
         let duplicate = match fetched.event {
             Some(event) => {
                 let event = event.to_new_event();
@@ -655,6 +656,11 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         };
         let (label, outcome) = report(&state.invitation_id, &fetched.answer, duplicate);
         self.inner.metrics.fetched(state.source, label);
+        if swept && duplicate == Some(false) {
+            self.inner.metrics.claims_found_by_sweep.with_label_values(&[state.source.as_str()]).inc();
+            tracing::warn!(invitation_id = %state.invitation_id, source = state.source.as_str(),
+                "the sweep found a claim no webhook announced: a webhook did not arrive");
+        }
         Ok(outcome)
     }
 

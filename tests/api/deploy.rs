@@ -52,7 +52,8 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     ("invitation_ledger_webhooks_total", Kind::Counter),
     // the same event id stored before with another body (a tampering signal)
     ("invitation_ledger_webhooks_same_id_other_body_total", Kind::Counter),
-    // labels: kind (invitee_payment, inviter_incentive, inviter_notification),
+    // labels: kind (invitee_payment, inviter_incentive, inviter_notification,
+    // inviter_failure_notice),
     // state (not_due, pending, requested, retry_scheduled, succeeded, failed,
     // in_doubt, ineligible, invalid)
     ("invitation_ledger_obligations", Kind::Gauge),
@@ -61,6 +62,8 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     // labels: source, outcome
     ("invitation_ledger_fetches_total", Kind::Counter),
     ("invitation_ledger_invitations_awaiting_data", Kind::Gauge),
+    // labels: source; claims of registered invitations no webhook announced
+    ("invitation_ledger_claims_found_by_sweep_total", Kind::Counter),
     ("invitation_ledger_ledger_head_seq", Kind::Gauge),
     ("invitation_ledger_projection_lag_events", Kind::Gauge),
     ("invitation_ledger_reconciler_last_pass_age_seconds", Kind::Gauge),
@@ -82,6 +85,7 @@ const EXPECTED_ALERTS: &[(&str, &str)] = &[
     ("InvitationLedgerPaymentPlatformFailing", "critical"),
     ("InvitationLedgerObligationRetryingLong", "warning"),
     ("InvitationLedgerInvitationsAwaitingData", "warning"),
+    ("InvitationLedgerClaimFoundBySweep", "warning"),
     ("InvitationLedgerProjectionLag", "warning"),
     ("InvitationLedgerReconcilerStalled", "warning"),
     ("InvitationLedgerNotWritable", "critical"),

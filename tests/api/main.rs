@@ -34,3 +34,4 @@ mod projection;
 mod reconcile;
 mod registered;
 mod status_page;
+mod sweep;

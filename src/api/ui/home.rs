@@ -297,6 +297,25 @@ fn search_section(q: &str, found: &Search) -> Markup {
     }
 }
 
+/// Claims of invitations created through the service that the sweep found
+/// before any webhook: each one a webhook that did not arrive.
+fn sweep_section(d: &StatusPage) -> Markup {
+    html! {
+        section #found-by-sweep {
+            h2 { "Found by the sweep" }
+            @if d.found_by_sweep.is_empty() {
+                p.empty { "None: every claim of a registered invitation came with its webhook." }
+            } @else {
+                p.hint {
+                    "These claims were found by fetching the invitations, not by a webhook: their webhooks did not "
+                    "arrive. They are paid as usual; check the webhook URL and signing key at the source."
+                }
+                (invitation_table(&d.found_by_sweep))
+            }
+        }
+    }
+}
+
 fn attention_section(d: &StatusPage, now: DateTime<Utc>) -> Markup {
     let in_doubt = in_state(&d.attention, view::ObligationState::InDoubt);
     let failed = in_state(&d.attention, view::ObligationState::Failed);
@@ -338,6 +357,7 @@ pub(super) fn render(home: &Home<'_>) -> String {
         }
         @if let (Some(q), Some(found)) = (q, &d.search) { (search_section(q, found)) }
         (attention_section(d, home.now))
+        (sweep_section(d))
         (activity_section(home.hours))
         section #recent {
             h2 { "Recent invitations" }
