@@ -301,6 +301,29 @@ impl api::register::Register for Registrar {
             })
         })
     }
+
+    fn cancel(
+        &self,
+        invitation_id: String,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<crate::projection::InvitationState, api::register::Refusal>> + Send>,
+    > {
+        use crate::reconcile::cancel::CancelError;
+        use warp::http::StatusCode;
+        let reconciler = self.0.clone();
+        Box::pin(async move {
+            let refuse = |status, code, message: String| api::register::Refusal { status, code, message };
+            reconciler.cancel_invitation(&invitation_id).await.map_err(|e| match &e {
+                CancelError::Unknown(_) => refuse(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+                CancelError::NotConfigured(_) => {
+                    refuse(StatusCode::SERVICE_UNAVAILABLE, "not_configured", e.to_string())
+                }
+                CancelError::Refused { .. } => refuse(StatusCode::CONFLICT, "source_refused", e.to_string()),
+                CancelError::OutcomeUnknown { .. } => refuse(StatusCode::BAD_GATEWAY, "outcome_unknown", e.to_string()),
+                CancelError::Ledger(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", e.to_string()),
+            })
+        })
+    }
 }
 
 /// How long a client may take to send its request headers. Bounds slow

@@ -259,6 +259,7 @@ fn route_pattern(path: &str) -> &'static str {
         ["webhooks", "grid"] => "/webhooks/grid",
         ["v1", "invitations"] => "/v1/invitations",
         ["v1", "invitations", _] => "/v1/invitations/{id}",
+        ["v1", "invitations", _, "cancel"] => "/v1/invitations/{id}/cancel",
         ["v1", "audit", "incentives"] => "/v1/audit/incentives",
         ["v1", "ledger", "events"] => "/v1/ledger/events",
         ["v1", "ledger", "head"] => "/v1/ledger/head",

@@ -1,4 +1,5 @@
-//! `POST /v1/invitations`: creating an invitation at its source through the
+//! `POST /v1/invitations` and `POST /v1/invitations/{id or code}/cancel`:
+//! creating and cancelling an invitation at its source through the
 //! service. The handler is thin: the checks, the call and the records are
 //! the reconciler's (`reconcile::register`), reached through [`Register`]
 //! as the page's refetch is; this maps their outcome to HTTP.
@@ -16,6 +17,11 @@ use super::error::{error_reply, reject, ApiError};
 use super::AppState;
 use crate::projection::state::InvitationState;
 use crate::projection::view::{shown, Fetching};
+
+/// How often, and how far apart, a cancellation looks its invitation up
+/// before answering 404: about a second in all.
+const LOOKUP_TRIES: usize = 20;
+const LOOKUP_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Largest creation request read: a few short fields.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -37,9 +43,58 @@ pub trait Register: Send + Sync {
     /// (a bad request is refused before anything is sent or stored).
     fn create(&self, body: serde_json::Value)
         -> Pin<Box<dyn Future<Output = Result<InvitationState, Refusal>> + Send>>;
+
+    /// Cancels `invitation_id` (an id the projection knows) at its source.
+    fn cancel(&self, invitation_id: String) -> Pin<Box<dyn Future<Output = Result<InvitationState, Refusal>> + Send>>;
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    create_route(state.clone()).or(cancel_route(state)).unify()
+}
+
+fn cancel_route(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let auth = read_access(Access::new(state.config.read_api_token.as_ref()));
+    let fetching = Fetching::new(|s| state.config.reconcile.fetch_configured(s));
+    warp::path!("v1" / "invitations" / String / "cancel").and(warp::post()).and(auth).and_then(move |raw: String| {
+        let state = state.clone();
+        async move {
+            let live = state.fresh().map_err(reject)?;
+            let Some(register) = live.register.clone() else {
+                return Ok::<_, Rejection>(error_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_configured",
+                    "this service cancels no invitations: it has no source to cancel them at",
+                ));
+            };
+            let wanted = super::read::percent_decode(&raw, false);
+            // An invitation created a moment ago may not be folded yet (the
+            // projector follows the ledger within milliseconds): asked
+            // again for a short while before it is called unknown.
+            let mut found = None;
+            for _ in 0..LOOKUP_TRIES {
+                let lookup = wanted.clone();
+                found = state
+                    .reads
+                    .lookup(move |c| Ok(crate::projection::query::invitation(c, &lookup, fetching)?))
+                    .await
+                    .map_err(reject)?;
+                if found.is_some() {
+                    break;
+                }
+                tokio::time::sleep(LOOKUP_PAUSE).await;
+            }
+            let Some(found) = found else {
+                return Err(reject(ApiError::NotFound(format!("no invitation with id or code {wanted:?}"))));
+            };
+            Ok(match register.cancel(found.invitation_id).await {
+                Ok(state) => warp::reply::json(&shown(&state, fetching)).into_response(),
+                Err(r) => error_reply(r.status, r.code, &r.message),
+            })
+        }
+    })
+}
+
+fn create_route(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let auth = read_access(Access::new(state.config.read_api_token.as_ref()));
     let fetching = Fetching::new(|s| state.config.reconcile.fetch_configured(s));
     warp::path!("v1" / "invitations")

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::registration::{CreateFailed, CreateRequested, Created};
+use super::registration::{CancelFailed, CancelRequested, Cancelled, CreateFailed, CreateRequested, Created};
 use crate::ledger::{EventView, NewEvent};
 use crate::money::Money;
 use crate::source::{Report, Source};
@@ -255,6 +255,9 @@ pub enum InternalEvent {
     CreateRequested(CreateRequested),
     Created(Created),
     CreateFailed(CreateFailed),
+    CancelRequested(CancelRequested),
+    Cancelled(Cancelled),
+    CancelFailed(CancelFailed),
 }
 
 impl InternalEvent {
@@ -270,6 +273,9 @@ impl InternalEvent {
             InternalEvent::CreateRequested(_) => EventKind::CreateRequested,
             InternalEvent::Created(_) => EventKind::Created,
             InternalEvent::CreateFailed(_) => EventKind::CreateFailed,
+            InternalEvent::CancelRequested(_) => EventKind::CancelRequested,
+            InternalEvent::Cancelled(_) => EventKind::Cancelled,
+            InternalEvent::CancelFailed(_) => EventKind::CancelFailed,
         }
     }
 
@@ -286,6 +292,9 @@ impl InternalEvent {
             InternalEvent::CreateRequested(e) => &e.invitation_id,
             InternalEvent::Created(e) => &e.invitation_id,
             InternalEvent::CreateFailed(e) => &e.invitation_id,
+            InternalEvent::CancelRequested(e) => &e.invitation_id,
+            InternalEvent::Cancelled(e) => &e.invitation_id,
+            InternalEvent::CancelFailed(e) => &e.invitation_id,
         }
     }
 
@@ -317,6 +326,9 @@ impl InternalEvent {
             InternalEvent::CreateRequested(e) => EventKey::creation(&e.request_id, "requested"),
             InternalEvent::Created(e) => EventKey::creation(&e.request_id, &format!("created:{}", e.invitation_id)),
             InternalEvent::CreateFailed(e) => EventKey::creation(&e.request_id, "failed"),
+            InternalEvent::CancelRequested(e) => EventKey::cancellation(&e.attempt_id, "requested"),
+            InternalEvent::Cancelled(e) => EventKey::cancellation(&e.attempt_id, "cancelled"),
+            InternalEvent::CancelFailed(e) => EventKey::cancellation(&e.attempt_id, "failed"),
         }
     }
 
@@ -333,6 +345,9 @@ impl InternalEvent {
             InternalEvent::CreateRequested(e) => serde_json::to_vec(e),
             InternalEvent::Created(e) => serde_json::to_vec(e),
             InternalEvent::CreateFailed(e) => serde_json::to_vec(e),
+            InternalEvent::CancelRequested(e) => serde_json::to_vec(e),
+            InternalEvent::Cancelled(e) => serde_json::to_vec(e),
+            InternalEvent::CancelFailed(e) => serde_json::to_vec(e),
         }
         .expect("internal events serialise");
         NewEvent {
@@ -422,6 +437,9 @@ pub fn decode(event: EventView<'_>) -> Result<Fact, Undecodable> {
         EventKind::CreateRequested => InternalEvent::CreateRequested(body(b).map_err(fail)?),
         EventKind::Created => InternalEvent::Created(body(b).map_err(fail)?),
         EventKind::CreateFailed => InternalEvent::CreateFailed(body(b).map_err(fail)?),
+        EventKind::CancelRequested => InternalEvent::CancelRequested(body(b).map_err(fail)?),
+        EventKind::Cancelled => InternalEvent::Cancelled(body(b).map_err(fail)?),
+        EventKind::CancelFailed => InternalEvent::CancelFailed(body(b).map_err(fail)?),
     };
     if internal.invitation_id() != event.stream.unwrap_or_default() {
         return Err(fail(format!("the body is about {} but the event's stream is another", internal.invitation_id())));
@@ -463,6 +481,14 @@ pub fn summary(event: EventView<'_>) -> String {
         InternalEvent::CreateFailed(c) => match c.outcome {
             super::registration::CreateOutcome::Refused => format!("{} refused the creation", c.source.as_str()),
             super::registration::CreateOutcome::Unknown => "the creation's outcome is unknown".to_owned(),
+        },
+        InternalEvent::CancelRequested(c) => {
+            format!("the service asked {} to cancel the invitation", c.source.as_str())
+        }
+        InternalEvent::Cancelled(c) => format!("{} cancelled the invitation", c.source.as_str()),
+        InternalEvent::CancelFailed(c) => match c.outcome {
+            super::registration::CreateOutcome::Refused => format!("{} refused to cancel it", c.source.as_str()),
+            super::registration::CreateOutcome::Unknown => "the cancellation's outcome is unknown".to_owned(),
         },
     }
 }

@@ -156,3 +156,61 @@ impl Registration {
         self.error = Some(e.error.clone());
     }
 }
+
+/// `invitation.cancel_requested`: the service asked the source to cancel
+/// the invitation (by its code), before the call. In the invitation's own
+/// stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequested {
+    pub invitation_id: String,
+    /// One cancellation attempt: its events' keys.
+    pub attempt_id: String,
+    pub source: Source,
+    pub code: String,
+    pub requested_at: String,
+}
+
+/// `invitation.cancelled`: the source cancelled it; `entity` is the
+/// invitation as it answered (a snapshot, `CANCELLED`). From then on
+/// nothing is owed for it, whatever arrives later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancelled {
+    pub invitation_id: String,
+    pub attempt_id: String,
+    pub source: Source,
+    pub cancelled_at: String,
+    pub entity: serde_json::Value,
+}
+
+/// `invitation.cancel_failed`: refused by the source, or no answer came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelFailed {
+    pub invitation_id: String,
+    pub attempt_id: String,
+    pub source: Source,
+    pub outcome: CreateOutcome,
+    pub error: String,
+    pub failed_at: String,
+}
+
+/// The last cancellation asked through the service, as the fold records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancellation {
+    /// `requested`, `cancelled`, `refused` or `unknown`.
+    pub state: CancellationPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a cancellation stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancellationPhase {
+    #[default]
+    Requested,
+    Cancelled,
+    Refused,
+    Unknown,
+}

@@ -285,6 +285,13 @@ pub struct InvitationState {
     /// fetches it until it is claimed, cancelled or expired.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub registered: bool,
+    /// The source confirmed a cancellation the service asked for: nothing
+    /// is owed for it any more, whatever arrives later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled_by_service: bool,
+    /// The last cancellation asked through the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation: Option<super::registration::Cancellation>,
     /// Its claim was first seen by the sweep, not by a webhook: a webhook
     /// that did not arrive.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -524,6 +531,40 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 }
                 state.registered = true;
                 let dated = report.dated.unwrap_or(c.created_at);
+                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
+            }
+        }
+        Fact::Internal(InternalEvent::CancelRequested(c)) => {
+            use super::registration::{Cancellation, CancellationPhase};
+            if !state.cancelled_by_service {
+                state.cancellation = Some(Cancellation {
+                    state: CancellationPhase::Requested,
+                    requested_at: Some(c.requested_at),
+                    error: None,
+                });
+            }
+        }
+        Fact::Internal(InternalEvent::CancelFailed(c)) => {
+            use super::registration::{CancellationPhase, CreateOutcome};
+            if let Some(k) = state.cancellation.as_mut().filter(|_| !state.cancelled_by_service) {
+                k.state = match c.outcome {
+                    CreateOutcome::Refused => CancellationPhase::Refused,
+                    CreateOutcome::Unknown => CancellationPhase::Unknown,
+                };
+                k.error = Some(c.error);
+            }
+        }
+        Fact::Internal(InternalEvent::Cancelled(c)) => {
+            let report = match c.source {
+                Source::Lightspark => crate::lightspark::invitation::fetched(&c.entity),
+                Source::Grid => crate::grid::webhook::fetched(&c.entity),
+            };
+            state.cancelled_by_service = true;
+            let k = state.cancellation.get_or_insert_with(Default::default);
+            k.state = super::registration::CancellationPhase::Cancelled;
+            k.error = None;
+            if contradiction(&state.invitation_id, c.source, &report, true).is_none() {
+                let dated = report.dated.unwrap_or(c.cancelled_at);
                 state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
             }
         }

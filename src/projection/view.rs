@@ -103,12 +103,21 @@ pub struct Anomaly {
 /// well-formed UMA address ([`is_uma_address`]).
 pub const MALFORMED_RECEIVER: &str = "malformed_receiver";
 
+/// Why nothing is owed for an invitation the service cancelled.
+pub const CANCELLED: &str = "cancelled";
+
 /// Whether an obligation is owed at all, from the invitation's facts alone.
 /// Cancelled, expired and pending invitations owe nothing. One owed to a
 /// receiver that is not a well-formed UMA address is `invalid`: nothing is
 /// sent to an address that may not be what it shows.
 pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (ObligationState, Option<String>)> {
     let not_due = Err((ObligationState::NotDue, None));
+    if state.cancelled_by_service {
+        // Its source confirmed the cancellation the service asked for: a
+        // claim arriving later (a race at the source, a replayed webhook)
+        // owes nothing.
+        return Err((ObligationState::NotDue, Some(CANCELLED.to_owned())));
+    }
     let to = |receiver: &Option<super::state::Versioned<String>>| match receiver {
         Some(r) if !is_uma_address(&r.value) => Err((ObligationState::Invalid, Some(MALFORMED_RECEIVER.to_owned()))),
         _ => Ok(()),
@@ -315,6 +324,9 @@ pub struct InvitationView {
     /// `sweep` when its claim was first seen by fetching it on the
     /// schedule, not by a webhook: a webhook that did not arrive.
     pub found_by: Option<&'static str>,
+    /// The last cancellation asked through the service
+    /// (`POST /v1/invitations/{id}/cancel`).
+    pub cancellation: Option<super::registration::Cancellation>,
     /// What a healthy ledger never shows about this invitation.
     pub anomalies: Vec<Anomaly>,
     pub payout: ObligationView,
@@ -422,6 +434,7 @@ pub fn view(state: &InvitationState) -> InvitationView {
         registered: state.registered,
         registration: state.registration.clone(),
         found_by: state.found_by_sweep.then_some(super::events::FOUND_BY_SWEEP),
+        cancellation: state.cancellation.clone(),
         anomalies: anomalies(state),
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),

@@ -16,6 +16,7 @@
 //! - [`reconciler`]: the one type owning a pass (`try_execute_once`), and
 //!   the trivial loop around it.
 
+pub mod cancel;
 pub mod clock;
 pub mod config;
 pub mod decide;

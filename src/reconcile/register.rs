@@ -147,7 +147,7 @@ pub enum CreateError {
 /// Whether a failed call may have created the invitation anyway: no
 /// whole answer came, or the server failed while answering. A refusal
 /// (GraphQL errors, another 4xx, a client that cannot be built) did not.
-fn outcome_of(e: &FetchError) -> CreateOutcome {
+pub(super) fn outcome_of(e: &FetchError) -> CreateOutcome {
     match e {
         FetchError::Transport(_) | FetchError::Malformed(_) => CreateOutcome::Unknown,
         FetchError::Status { status, .. } if *status >= 500 || matches!(status, 408 | 429) => CreateOutcome::Unknown,

@@ -109,6 +109,12 @@ impl EventKey {
         Self(format!("create:{request_id}:{step}"))
     }
 
+    /// A cancellation's step (`requested`, `cancelled`, `failed`): once per
+    /// attempt.
+    pub fn cancellation(attempt_id: &str, step: &str) -> Self {
+        Self(format!("cancel:{attempt_id}:{step}"))
+    }
+
     /// The `attempt`-th request of an obligation.
     pub fn requested(key: &IdempotencyKey, attempt: u32) -> Self {
         Self(format!("{key}:requested:{attempt}"))

@@ -60,6 +60,10 @@ pub enum EventKind {
     CreateRequested,
     Created,
     CreateFailed,
+    /// The service asked a source to cancel an invitation.
+    CancelRequested,
+    Cancelled,
+    CancelFailed,
     Requested(ObligationKind),
     Succeeded(ObligationKind),
     Failed(ObligationKind),
@@ -69,13 +73,16 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the one test that checks names and parsing agree.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::WebhookReceived,
         EventKind::InvitationFetched,
         EventKind::InvitationFetchFailed,
         EventKind::CreateRequested,
         EventKind::Created,
         EventKind::CreateFailed,
+        EventKind::CancelRequested,
+        EventKind::Cancelled,
+        EventKind::CancelFailed,
         EventKind::Requested(ObligationKind::InviteePayment),
         EventKind::Succeeded(ObligationKind::InviteePayment),
         EventKind::Failed(ObligationKind::InviteePayment),
@@ -102,6 +109,9 @@ impl EventKind {
             EventKind::CreateRequested => "invitation.create_requested",
             EventKind::Created => "invitation.created",
             EventKind::CreateFailed => "invitation.create_failed",
+            EventKind::CancelRequested => "invitation.cancel_requested",
+            EventKind::Cancelled => "invitation.cancelled",
+            EventKind::CancelFailed => "invitation.cancel_failed",
             EventKind::Requested(InviteePayment) => "payout.requested",
             EventKind::Succeeded(InviteePayment) => "payout.succeeded",
             EventKind::Failed(InviteePayment) => "payout.failed",

@@ -10,6 +10,7 @@ mod support;
 
 mod amounts;
 mod audit;
+mod cancel;
 mod decisions;
 mod demo;
 mod deploy;

@@ -42,6 +42,8 @@ struct State {
     created: Vec<Value>,
     /// The next creations are made, then answered only after this long.
     slow_creates: Vec<Duration>,
+    /// The next cancellations are refused with a GraphQL error.
+    refuse_cancels: usize,
 }
 
 /// A running fake. Dropping it stops the server.
@@ -152,6 +154,12 @@ impl FakeLightspark {
         self.state.lock().unwrap().slow_creates.push(delay);
     }
 
+    /// The next `cancel_uma_invitation` is refused, as Lightspark refuses
+    /// to cancel an invitation claimed meanwhile.
+    pub fn refuse_next_cancel(&self) {
+        self.state.lock().unwrap().refuse_cancels += 1;
+    }
+
     /// Requests refused with 401 (missing or wrong credentials).
     pub fn unauthorized_calls(&self) -> usize {
         self.state.lock().unwrap().unauthorized_calls
@@ -223,6 +231,9 @@ fn judge(
         return (StatusCode::BAD_REQUEST, errors("body is not JSON"));
     };
     let query = request.get("query").and_then(Value::as_str).unwrap_or_default();
+    if query.contains("cancel_uma_invitation(input:") {
+        return cancel(&mut s, &request);
+    }
     for mutation in ["create_uma_invitation_with_payment", "create_uma_invitation"] {
         if query.contains(&format!("{mutation}(input:")) {
             return create(&mut s, mutation, &request);
@@ -269,6 +280,27 @@ fn create(s: &mut State, mutation: &str, request: &Value) -> (StatusCode, Value)
     s.invitations.insert(id, vec![entity.clone()]);
     s.created.push(entity.clone());
     (StatusCode::OK, json!({ "data": { mutation: { "invitation": entity } } }))
+}
+
+/// A cancellation by code: a `PENDING` invitation becomes `CANCELLED`;
+/// any other, or a scheduled refusal, is a GraphQL error.
+fn cancel(s: &mut State, request: &Value) -> (StatusCode, Value) {
+    let code = request["variables"]["invite_code"].as_str().unwrap_or_default().to_owned();
+    if s.refuse_cancels > 0 {
+        s.refuse_cancels -= 1;
+        return (StatusCode::OK, errors(&format!("Invitation {code} cannot be cancelled")));
+    }
+    let found = s.invitations.values_mut().find(|answers| answers[0]["uma_invitation_code"] == code.as_str());
+    let Some(answers) = found else { return (StatusCode::OK, errors(&format!("Invitation {code} not found"))) };
+    let last = answers.last_mut().expect("answers are never empty");
+    if last["uma_invitation_status"] != "PENDING" {
+        return (StatusCode::OK, errors(&format!("Invitation {code} cannot be cancelled")));
+    }
+    last["uma_invitation_status"] = json!("CANCELLED");
+    last["uma_invitation_cancelled_at"] = json!("2026-12-02T00:00:00+00:00");
+    last["uma_invitation_updated_at"] = json!("2026-12-02T00:00:00+00:00");
+    let entity = last.clone();
+    (StatusCode::OK, json!({ "data": { "cancel_uma_invitation": { "invitation": entity } } }))
 }
 
 fn errors(message: &str) -> Value {

@@ -193,6 +193,24 @@ fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> Shown {
             status = Some((c.outcome.as_str().to_owned(), "bad"));
             html! { "creation " (c.outcome.as_str()) }
         }
+        Said::Internal(InternalEvent::CancelRequested(c)) => {
+            f.push(("Source", text(c.source.as_str())));
+            f.push(("Code", mono(Some(c.code.as_str()))));
+            f.push(("Requested at", when(&c.requested_at)));
+            html! { "cancel requested of " (c.source.as_str()) }
+        }
+        Said::Internal(InternalEvent::Cancelled(c)) => {
+            f.push(("At", when(&c.cancelled_at)));
+            status = Some(("cancelled".to_owned(), "ok"));
+            html! { "cancelled at " (c.source.as_str()) }
+        }
+        Said::Internal(InternalEvent::CancelFailed(c)) => {
+            f.push(("Outcome", text(c.outcome.as_str())));
+            f.push(("Error", with_times(&c.error)));
+            f.push(("At", when(&c.failed_at)));
+            status = Some((c.outcome.as_str().to_owned(), "bad"));
+            html! { "cancellation " (c.outcome.as_str()) }
+        }
         Said::Internal(InternalEvent::Succeeded(s)) => {
             f.push(("HTTP status", text(&s.http_status.to_string())));
             f.push(("Payment id", mono(s.payment_id.as_deref())));

@@ -37,6 +37,14 @@ pub fn create_with_payment_mutation() -> String {
     )
 }
 
+/// `cancel_uma_invitation`: by the invitation's code.
+pub fn cancel_mutation() -> String {
+    format!(
+        "mutation CancelUmaInvitation($invite_code: String!) {{\n  cancel_uma_invitation(input: {{ invite_code: $invite_code }}) {{\n    invitation {{\n      {}\n    }}\n  }}\n}}",
+        fields()
+    )
+}
+
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewInvitation {
@@ -73,6 +81,17 @@ impl NewInvitation {
 }
 
 impl LightsparkClient {
+    /// Asks Lightspark to cancel the invitation with `code`; answers the
+    /// invitation as it is now (`CANCELLED`).
+    ///
+    /// # Errors
+    /// As [`create_invitation`](Self::create_invitation): GraphQL errors
+    /// are a refusal (Lightspark cancels only what can still be cancelled).
+    pub async fn cancel_invitation(&self, code: &str) -> Result<Value, FetchError> {
+        let body = json!({"query": cancel_mutation(), "variables": {"invite_code": code}});
+        self.mutate(&body, "cancel_uma_invitation").await
+    }
+
     /// Asks Lightspark to create `new`; answers the invitation it created,
     /// in the aliased spelling of a fetched snapshot.
     ///
@@ -83,7 +102,15 @@ impl LightsparkClient {
     /// invitation id is [`FetchError::Malformed`].
     pub async fn create_invitation(&self, new: &NewInvitation) -> Result<Value, FetchError> {
         let (body, field) = new.request();
-        let response = self.upstream.send(Method::POST, &self.url, Some(&body)).await?;
+        let invitation = self.mutate(&body, field).await?;
+        tracing::info!(invitation = ?invitation.get("uma_invitation_id"), "Lightspark created an invitation");
+        Ok(invitation)
+    }
+
+    /// Posts a mutation and answers `data.<field>.invitation`, which must
+    /// carry an id.
+    async fn mutate(&self, body: &Value, field: &str) -> Result<Value, FetchError> {
+        let response = self.upstream.send(Method::POST, &self.url, Some(body)).await?;
         let status = response.status().as_u16();
         let bytes = self.upstream.read_capped(&self.url, response).await?;
         let answer = self.upstream.json_answer(status, &bytes)?;
@@ -99,7 +126,6 @@ impl LightsparkClient {
             .and_then(|f| f.get("invitation"))
             .filter(|i| i.get("uma_invitation_id").and_then(Value::as_str).is_some_and(|id| !id.is_empty()))
             .ok_or_else(|| FetchError::Malformed(format!("no data.{field}.invitation with an id in the answer")))?;
-        tracing::info!(invitation = ?invitation.get("uma_invitation_id"), "Lightspark created an invitation");
         Ok(invitation.clone())
     }
 }
