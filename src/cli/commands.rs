@@ -80,7 +80,7 @@ pub fn open_existing(path: &std::path::Path) -> anyhow::Result<rusqlite::Connect
 
 /// Refuses a ledger that is not there: a read must not create one. With a
 /// PostgreSQL ledger, it is this instance's replica that must be.
-fn ensure_ledger(db: &DbArgs) -> anyhow::Result<()> {
+pub(super) fn ensure_ledger(db: &DbArgs) -> anyhow::Result<()> {
     let local = db.local();
     match db.location()? {
         LedgerLocation::Sqlite(_) => {

@@ -209,3 +209,55 @@ async fn on_a_postgresql_ledger_an_invitation_created_through_the_service_is_reg
     .await;
     assert_eq!(api.created().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invite_and_cancel_commands_work_beside_a_running_service() {
+    // given a running service and the Lightspark API
+    let api = FakeLightspark::start(CLIENT_ID, CLIENT_SECRET).await;
+    let app = app(&api, 5_000).await;
+    let db = app.db.to_str().unwrap().to_owned();
+    let env = [
+        ("LEDGER_DB", db.as_str()),
+        ("LIGHTSPARK_API_URL", api.url.as_str()),
+        ("LIGHTSPARK_API_CLIENT_ID", CLIENT_ID),
+        ("LIGHTSPARK_API_CLIENT_SECRET", CLIENT_SECRET),
+    ];
+    let run = |args: Vec<&str>| {
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::binary::run_binary(&args, &env).await
+        }
+    };
+
+    // when a bad invitation is asked for, then it is refused with a sentence and nothing is sent
+    let out = run(vec!["invite", "--inviter", "$carol@vasp-a.example", "--amount", "7.5:EUR"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("integer"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(api.calls(), 0);
+
+    // when one is created from the command line
+    let out = run(vec![
+        "invite",
+        "--inviter",
+        "$carol@vasp-a.example",
+        "--amount",
+        "700:EUR",
+        "--expires-at",
+        "2099-06-01T00:00:00Z",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["registered"], true);
+    assert_eq!(v["payment_amount"]["value"], 700);
+    let code = v["code"].as_str().unwrap().to_owned();
+    app.invitation_when(&code, Duration::from_secs(5), |v| v["registered"] == true).await;
+
+    // then it can be cancelled by its code the same way
+    let out = run(vec!["cancel", &code]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "CANCELLED");
+    assert_eq!(v["cancellation"]["state"], "cancelled");
+}
