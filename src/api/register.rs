@@ -52,10 +52,25 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
     create_route(state.clone()).or(cancel_route(state)).unify()
 }
 
+/// Only POST; any other method is refused as an unknown route, not 405:
+/// `GET /v1/invitations` is the list, and a 405 from here would win over
+/// its own answers (a bad `limit` must stay a 400).
+fn post_only() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::method()
+        .and_then(|m: warp::http::Method| async move {
+            if m == warp::http::Method::POST {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+}
+
 fn cancel_route(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let auth = read_access(Access::new(state.config.read_api_token.as_ref()));
     let fetching = Fetching::new(|s| state.config.reconcile.fetch_configured(s));
-    warp::path!("v1" / "invitations" / String / "cancel").and(warp::post()).and(auth).and_then(move |raw: String| {
+    warp::path!("v1" / "invitations" / String / "cancel").and(post_only()).and(auth).and_then(move |raw: String| {
         let state = state.clone();
         async move {
             let live = state.fresh().map_err(reject)?;
@@ -98,7 +113,7 @@ fn create_route(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Res
     let auth = read_access(Access::new(state.config.read_api_token.as_ref()));
     let fetching = Fetching::new(|s| state.config.reconcile.fetch_configured(s));
     warp::path!("v1" / "invitations")
-        .and(warp::post())
+        .and(post_only())
         .and(auth)
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
