@@ -107,7 +107,7 @@ pub enum Command {
         db: config::DbArgs,
         #[command(flatten)]
         reconcile: config::ReconcileArgs,
-        /// Where to create it: lightspark (grid is not supported by this build).
+        /// Where to create it: lightspark or grid.
         #[arg(long, default_value = "lightspark")]
         source: String,
         /// The inviter's UMA address, e.g. $alice@vasp.example.

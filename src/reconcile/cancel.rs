@@ -7,7 +7,7 @@
 use super::clock::{Clock, Jitter};
 use super::endpoint::Endpoint;
 use super::reconciler::Reconciler;
-use super::register::outcome_of;
+use super::register::{grid_outcome_of, outcome_of, CallFailed};
 use crate::ledger::LedgerStore;
 use crate::projection::events::InternalEvent;
 use crate::projection::registration::{CancelFailed, CancelRequested, Cancelled, CreateOutcome};
@@ -46,16 +46,19 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
         let events = self.ledger().read_stream(&stream, 0).await.map_err(ledger_error)?;
         let state =
             fold_stream(invitation_id, &events).ok_or_else(|| CancelError::Unknown(invitation_id.to_owned()))?;
-        let client = match (state.source, self.fetchers().lightspark.clone()) {
-            (Source::Lightspark, Some(client)) => client,
-            (source, _) => {
-                return Err(CancelError::NotConfigured(format!(
-                    "invitations cannot be cancelled at {} by this service: set {}",
-                    source.as_str(),
-                    super::config::ReconcileConfig::fetch_settings(Source::Lightspark)
-                )))
-            }
+        let fetchers = self.fetchers();
+        let (lightspark, grid) = (fetchers.lightspark.clone(), fetchers.grid.clone());
+        let configured = match state.source {
+            Source::Lightspark => lightspark.is_some(),
+            Source::Grid => grid.is_some(),
         };
+        if !configured {
+            return Err(CancelError::NotConfigured(format!(
+                "invitations cannot be cancelled at {}: set {}",
+                state.source.as_str(),
+                super::config::ReconcileConfig::fetch_settings(state.source)
+            )));
+        }
         let Some(code) = state.code.as_ref().map(|c| c.value.clone()) else {
             return Err(CancelError::NotConfigured(format!(
                 "{invitation_id} has no code yet: Lightspark cancels by code; wait for its data to be fetched"
@@ -71,7 +74,17 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             requested_at: rfc3339(self.now()),
         };
         self.ledger().append(InternalEvent::CancelRequested(requested).to_new_event()).await.map_err(ledger_error)?;
-        let answer = client.cancel_invitation(&code).await;
+        let answer = match (state.source, lightspark, grid) {
+            (Source::Lightspark, Some(client), _) => client
+                .cancel_invitation(&code)
+                .await
+                .map_err(|e| CallFailed { outcome: outcome_of(&e), error: e.to_string() }),
+            (_, _, Some(client)) => client
+                .cancel_invitation(&code)
+                .await
+                .map_err(|e| CallFailed { outcome: grid_outcome_of(&e), error: e.to_string() }),
+            _ => unreachable!("checked configured above"),
+        };
         let now = rfc3339(self.now());
         let source_name = state.source.as_str();
         let event = match &answer {
@@ -86,16 +99,16 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 invitation_id: invitation_id.to_owned(),
                 attempt_id,
                 source: state.source,
-                outcome: outcome_of(e),
-                error: e.to_string(),
+                outcome: e.outcome,
+                error: e.error.clone(),
                 failed_at: now,
             }),
         };
         self.ledger().append(event.to_new_event()).await.map_err(ledger_error)?;
         if let Err(e) = answer {
             tracing::warn!(invitation_id, error = %e, "cancelling an invitation failed");
-            let (invitation, error) = (invitation_id.to_owned(), e.to_string());
-            return Err(match outcome_of(&e) {
+            let (invitation, error) = (invitation_id.to_owned(), e.error);
+            return Err(match e.outcome {
                 CreateOutcome::Refused => CancelError::Refused { source_name, invitation, code, error },
                 CreateOutcome::Unknown => CancelError::OutcomeUnknown { source_name, invitation, error },
             });

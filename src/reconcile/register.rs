@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::clock::{Clock, Jitter};
 use super::endpoint::Endpoint;
 use super::reconciler::Reconciler;
+use crate::grid::client::GridFetchError;
 use crate::invitation::is_uma_address;
 use crate::ledger::LedgerStore;
 use crate::lightspark::client::{FetchError, NewInvitation};
@@ -155,7 +156,65 @@ pub(super) fn outcome_of(e: &FetchError) -> CreateOutcome {
     }
 }
 
+/// A creation's call that gave no invitation: the text, and whether the
+/// source may have made it anyway.
+pub(super) struct CallFailed {
+    pub outcome: CreateOutcome,
+    pub error: String,
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+/// [`outcome_of`] for Grid's errors: the same table.
+pub(super) fn grid_outcome_of(e: &GridFetchError) -> CreateOutcome {
+    match e {
+        GridFetchError::Transport(_) | GridFetchError::Malformed(_) => CreateOutcome::Unknown,
+        GridFetchError::Status { status, .. } if *status >= 500 || matches!(status, 408 | 429) => {
+            CreateOutcome::Unknown
+        }
+        _ => CreateOutcome::Refused,
+    }
+}
+
 impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
+    /// Calls the source's creation: Lightspark's mutation, or Grid's
+    /// `POST /invitations` (`amountToSend` in the smallest unit of the
+    /// inviter's currency, which Grid knows: no currency is sent).
+    async fn ask_to_create(&self, new: CreateInvitation) -> Result<Value, CallFailed> {
+        match new.source {
+            Source::Lightspark => {
+                let client = self.fetchers().lightspark.clone().expect("checked configured");
+                let asked =
+                    NewInvitation { inviter_uma: new.inviter_uma, amount: new.amount, expires_at: new.expires_at };
+                client
+                    .create_invitation(&asked)
+                    .await
+                    .map_err(|e| CallFailed { outcome: outcome_of(&e), error: e.to_string() })
+            }
+            Source::Grid => {
+                let client = self.fetchers().grid.clone().expect("checked configured");
+                let mut body = serde_json::json!({ "inviterUma": new.inviter_uma });
+                if let Some(m) = &new.amount {
+                    body["amountToSend"] = m.value().into();
+                }
+                if let Some(t) = new.expires_at {
+                    body["expiresAt"] = t.into();
+                }
+                if let Some(n) = new.first_name {
+                    body["firstName"] = n.into();
+                }
+                client
+                    .create_invitation(&body)
+                    .await
+                    .map_err(|e| CallFailed { outcome: grid_outcome_of(&e), error: e.to_string() })
+            }
+        }
+    }
+
     /// Creates `new` at its source and records it: the request before the
     /// call, the answer (both streams, one append) or the failure after.
     /// Answers the new invitation's state.
@@ -163,13 +222,18 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
     /// # Errors
     /// [`CreateError`] saying what was recorded.
     pub async fn create_invitation(&self, new: CreateInvitation) -> Result<InvitationState, CreateError> {
-        let Some(client) = self.fetchers().lightspark.clone().filter(|_| new.source == Source::Lightspark) else {
+        let fetchers = self.fetchers();
+        let configured = match new.source {
+            Source::Lightspark => fetchers.lightspark.is_some(),
+            Source::Grid => fetchers.grid.is_some(),
+        };
+        if !configured {
             return Err(CreateError::NotConfigured(format!(
                 "invitations cannot be created at {}: set {}",
                 new.source.as_str(),
                 super::config::ReconcileConfig::fetch_settings(new.source)
             )));
-        };
+        }
         let rng = crate::rng::SplitMix::from_entropy();
         let request_id = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
         let stream = format!("{REQUEST_PREFIX}{request_id}");
@@ -187,15 +251,14 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
             .append(InternalEvent::CreateRequested(requested).to_new_event())
             .await
             .map_err(|e| CreateError::Ledger(e.to_string()))?;
-        let asked = NewInvitation { inviter_uma: new.inviter_uma, amount: new.amount, expires_at: new.expires_at };
         let source_name = new.source.as_str();
-        let answer = client.create_invitation(&asked).await;
+        let answer = self.ask_to_create(new.clone()).await;
         let now = rfc3339(self.now());
         let entity = match answer {
             Ok(entity) => entity,
             Err(e) => {
-                let outcome = outcome_of(&e);
-                let error = e.to_string();
+                let outcome = e.outcome;
+                let error = e.error;
                 let failed = CreateFailed {
                     invitation_id: stream.clone(),
                     request_id,
@@ -215,7 +278,10 @@ impl<E: Endpoint, C: Clock, J: Jitter> Reconciler<E, C, J> {
                 });
             }
         };
-        let created_id = entity["uma_invitation_id"].as_str().unwrap_or_default().to_owned();
+        let created_id = match new.source {
+            Source::Lightspark => entity["uma_invitation_id"].as_str().unwrap_or_default().to_owned(),
+            Source::Grid => StreamId::grid(entity["code"].as_str().unwrap_or_default()).as_str().to_owned(),
+        };
         let copy = |invitation_id: String| {
             InternalEvent::Created(Created {
                 invitation_id,

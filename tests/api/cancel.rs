@@ -117,3 +117,41 @@ async fn a_cancel_the_source_refuses_answers_409_and_is_recorded() {
     assert_eq!(cancel_kinds(&app), ["invitation.cancel_requested", "invitation.cancel_failed"]);
     assert_eq!(app.invitation(&id).await["status"], "PENDING");
 }
+
+#[tokio::test]
+async fn a_grid_invitation_is_created_and_cancelled_at_grid_and_a_claimed_one_is_refused_plainly() {
+    // given a service with Grid API credentials
+    let grid = crate::support::fake_grid::FakeGrid::start("grid-token-id", "grid-secret-long-enough").await;
+    let grid_url = grid.url.clone();
+    let app = TestApp::spawn_configured(move |a| {
+        a.reconcile.grid_api_url = grid_url;
+        a.reconcile.grid_api_token_id = Some("grid-token-id".into());
+        a.reconcile.grid_api_client_secret = Some("grid-secret-long-enough".into());
+    })
+    .await;
+    let body =
+        json!({"source": "grid", "inviter_uma": "$alice@vasp-a.example", "amount": {"value": 500, "currency": "USD"}});
+
+    // when two Grid invitations are created
+    let (status, v) = post(&app, "/v1/invitations", Some(body.clone())).await;
+    assert_eq!(status, 201, "{v}");
+    let (_, claimed) = post(&app, "/v1/invitations", Some(body)).await;
+
+    // then Grid was asked with its own fields, and they are registered by code
+    assert_eq!(v["invitation_id"], "GridInvitation:GRID0001");
+    assert_eq!((v["source"].as_str(), v["registered"].as_bool()), (Some("grid"), Some(true)));
+    let (method, path, sent) = grid.requests()[0].clone();
+    assert_eq!((method.as_str(), path.as_str()), ("POST", "/grid/2025-10-13/invitations"));
+    assert_eq!(sent, json!({"inviterUma": "$alice@vasp-a.example", "amountToSend": 500}));
+
+    // when the first is cancelled, then Grid cancels it
+    let (status, v) = post(&app, "/v1/invitations/GRID0001/cancel", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "CANCELLED");
+
+    // when the second, claimed meanwhile, is cancelled, then Grid's refusal is said plainly
+    grid.claim(claimed["code"].as_str().unwrap(), "$bob@b.example");
+    let (status, v) = post(&app, "/v1/invitations/GRID0002/cancel", None).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("Only PENDING invitations can be cancelled"), "{v}");
+}
