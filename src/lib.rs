@@ -36,12 +36,16 @@
 //!   hash chain, `verify` (chain, signatures, unique keys, anchors), the
 //!   one-writer-process lock.
 //! - [`projection`]: the pure fold `apply(state, &event) -> state`, the typed
-//!   internal events, obligation views, the incentive audit, the SQL store (a
+//!   internal events (with `registration`: creating and cancelling
+//!   invitations through the service), obligation views, the incentive
+//!   audit, the SQL store (a
 //!   file of its own, bound to the ledger it was folded from), the projector
 //!   thread, rebuild and checksum, and every query the read side asks.
 //! - [`reconcile`]: what is owed against what was done — pure decisions, the
-//!   exactly-once protocol over HTTP endpoints, the fetch schedule, clock and
-//!   jitter seams, the worker pass.
+//!   exactly-once protocol over HTTP endpoints, the fetch schedule (which
+//!   is also the sweep of registered invitations), clock and jitter seams,
+//!   the worker pass, and creating and cancelling invitations at their
+//!   source (`register`, `cancel`).
 //! - [`api`]: warp filters — webhook ingest, read API and its access rule,
 //!   status page and invitation pages, OpenAPI, health and metrics; errors
 //!   mapped to HTTP in one place.
