@@ -30,6 +30,9 @@ CREATE TABLE invitations (
     -- 1 when its claim was first seen by the sweep (a webhook that did not
     -- arrive), else 0.
     found_by_sweep INTEGER NOT NULL,
+    -- 1 while a creation or cancellation asked through the service has no
+    -- known outcome (none recorded yet, or no answer came), else 0.
+    outcome_unknown INTEGER NOT NULL,
     state         TEXT    NOT NULL
 );
 
@@ -48,6 +51,9 @@ CREATE INDEX invitations_with_work ON invitations (work) WHERE work <> 0;
 CREATE INDEX invitations_awaiting_data ON invitations (source) WHERE awaiting_data = 1;
 -- Only the claims the sweep found: listed on the status page.
 CREATE INDEX invitations_found_by_sweep ON invitations (last_seq) WHERE found_by_sweep = 1;
+-- Only the creations and cancellations without a known outcome: listed on
+-- the status page for an operator.
+CREATE INDEX invitations_outcome_unknown ON invitations (last_seq) WHERE outcome_unknown = 1;
 
 -- The last ledger seq folded into the rows above, written in the same
 -- transaction as them, and the ledger's hash at that seq: the projections

@@ -423,6 +423,8 @@ pub struct StatusPage {
     pub attention: Vec<InvitationView>,
     /// Claims the sweep found before any webhook, most recent first.
     pub found_by_sweep: Vec<InvitationView>,
+    /// Creations and cancellations without a known outcome, most recent first.
+    pub outcome_unknown: Vec<InvitationView>,
     pub audit: IncentiveAudit,
     /// Per source: invitations waiting for their data, and whether that
     /// source can be fetched from.
@@ -458,6 +460,11 @@ pub fn status_page(
         recent: shown(recent(conn, limits.recent)?),
         attention: shown(needing_an_operator(conn, limits.attention)?),
         found_by_sweep: shown(found_by_sweep(conn, limits.attention)?),
+        outcome_unknown: shown(query(
+            conn,
+            "SELECT invitation_id, state FROM invitations WHERE outcome_unknown = 1 ORDER BY last_seq DESC LIMIT ?1",
+            params![limits.attention as i64],
+        )?),
         audit: audit_incentives(conn, None, now, horizon)?,
         awaiting_data: awaiting_data(conn)?.into_iter().map(|(s, n)| (s, n, fetching.can(s))).collect(),
     })

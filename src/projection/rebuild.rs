@@ -303,6 +303,7 @@ impl Checksum {
             ValueRef::Text(row.source.as_bytes()),
             ValueRef::Integer(row.awaiting_data),
             ValueRef::Integer(row.found_by_sweep),
+            ValueRef::Integer(row.outcome_unknown),
             ValueRef::Text(row.state.as_bytes()),
         ] {
             self.value(v);

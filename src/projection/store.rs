@@ -62,7 +62,7 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 10;
+pub const SCHEMA_VERSION: u32 = 11;
 
 /// Page size of a new projection file. A rebuild writes every row once, and
 /// with 16 KiB pages it spends about a quarter less time in SQLite's page
@@ -283,13 +283,14 @@ pub struct Row {
     pub source: &'static str,
     pub awaiting_data: i64,
     pub found_by_sweep: i64,
+    pub outcome_unknown: i64,
     pub state: String,
 }
 
 /// The columns of [`Row`], in its order.
 pub(super) const ROW_COLUMNS: &str = "invitation_id, code, status, inviter_uma, invitee_uma, payout_state, \
      incentive_state, notification_state, failure_notice_state, work, last_seq, audit_inviter, source, \
-     awaiting_data, found_by_sweep, state";
+     awaiting_data, found_by_sweep, outcome_unknown, state";
 
 impl Row {
     /// The row `state` is stored as.
@@ -313,6 +314,7 @@ impl Row {
             source: state.source.as_str(),
             awaiting_data: i64::from(view::awaiting_data(state)),
             found_by_sweep: i64::from(state.found_by_sweep),
+            outcome_unknown: i64::from(view::outcome_unknown(state)),
             state: serde_json::to_string(state).expect("projection state serialises"),
         }
     }
@@ -320,8 +322,8 @@ impl Row {
 
 pub(super) const SAVE: &str = "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma,
              payout_state, incentive_state, notification_state, failure_notice_state, work, last_seq, audit_inviter,
-             source, awaiting_data, found_by_sweep, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             source, awaiting_data, found_by_sweep, outcome_unknown, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
              payout_state = excluded.payout_state, incentive_state = excluded.incentive_state,
@@ -329,6 +331,7 @@ pub(super) const SAVE: &str = "INSERT INTO invitations (invitation_id, code, sta
              failure_notice_state = excluded.failure_notice_state, work = excluded.work,
              last_seq = excluded.last_seq, audit_inviter = excluded.audit_inviter, source = excluded.source,
              awaiting_data = excluded.awaiting_data, found_by_sweep = excluded.found_by_sweep,
+             outcome_unknown = excluded.outcome_unknown,
              state = excluded.state";
 
 /// Writes one state's row.
@@ -357,6 +360,7 @@ pub(super) fn save_with(insert: &mut rusqlite::Statement<'_>, row: &Row) -> Resu
         row.source,
         row.awaiting_data,
         row.found_by_sweep,
+        row.outcome_unknown,
         row.state,
     ])?;
     Ok(())

@@ -103,6 +103,23 @@ pub struct Anomaly {
 /// well-formed UMA address ([`is_uma_address`]).
 pub const MALFORMED_RECEIVER: &str = "malformed_receiver";
 
+/// Whether a creation or a cancellation asked through the service has no
+/// known outcome: none recorded (in flight, or the process died mid-call)
+/// or no answer came. The source may have acted: an operator checks, as
+/// for a payment in doubt.
+pub fn outcome_unknown(state: &InvitationState) -> bool {
+    use super::registration::{CancellationPhase, RegistrationPhase};
+    let creation = state
+        .registration
+        .as_ref()
+        .is_some_and(|r| matches!(r.state, RegistrationPhase::Requested | RegistrationPhase::Unknown));
+    let cancel = state
+        .cancellation
+        .as_ref()
+        .is_some_and(|c| matches!(c.state, CancellationPhase::Requested | CancellationPhase::Unknown));
+    creation || cancel
+}
+
 /// Why nothing is owed for an invitation the service cancelled.
 pub const CANCELLED: &str = "cancelled";
 

@@ -141,6 +141,11 @@ async fn a_creation_answered_after_the_timeout_is_recorded_as_unknown_and_never_
     let r = app.invitation_when(&request, Duration::from_secs(5), |v| v["registration"]["state"] == "unknown").await;
     assert!(r["registration"]["error"].as_str().unwrap().contains("unreachable"), "{r}");
     assert_eq!(r["registration"]["inviter_uma"], "$alice@vasp-a.example");
+    // and the status page lists it for an operator, as it lists payments in doubt
+    let page = app.client.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    let section = page.split("id=\"unknown-outcomes\"").nth(1).expect("a section of unknown outcomes");
+    let request_id = request.trim_start_matches("InvitationRequest:");
+    assert!(section.split("</section>").next().unwrap().contains(request_id), "{section}");
     // and Lightspark made one invitation, which is not asked for again
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(api.created().len(), 1);

@@ -9,11 +9,12 @@ use super::forms::{obligation_of, what_is_owed};
 use super::render::{
     badge, detail, id_link, invitation_href, key, ledger_facts, money, obligation_cell, opt, page, uma_cell, visible,
 };
-use super::show::{since, when, with_times};
+use super::show::{opt_when, since, when, with_times};
 use super::{AUDIT_INVITERS_CAP, SEARCH_CAP};
 use crate::projection::audit::{IncentiveAudit, Totals};
 use crate::projection::events::ObligationKind;
 use crate::projection::query::{Search, StatusPage};
+use crate::projection::registration::CancellationPhase;
 use crate::projection::trail::Hour;
 use crate::projection::view::{self, InvitationView};
 
@@ -297,6 +298,46 @@ fn search_section(q: &str, found: &Search) -> Markup {
     }
 }
 
+/// Creations and cancellations asked through the service whose outcome is
+/// not known: the source may have acted, so an operator checks there
+/// before asking again.
+fn unknown_outcomes_section(d: &StatusPage) -> Markup {
+    html! {
+        section #unknown-outcomes {
+            h2 { "Outcome unknown" }
+            @if d.outcome_unknown.is_empty() {
+                p.empty { "None." }
+            } @else {
+                p.hint {
+                    "Creations or cancellations asked of a source with no answer recorded: the source may have acted. "
+                    "Check there (by inviter and time, or by code) before asking again."
+                }
+                div.scroll { table {
+                    thead { tr { th { "Invitation or request" } th { "Asked" } th { "State" } th { "Inviter" } th { "Since" } th { "Error" } } }
+                    tbody {
+                        @for v in &d.outcome_unknown {
+                            @let (what, state, since, error) = match (&v.registration, &v.cancellation) {
+                                (_, Some(c)) if matches!(c.state, CancellationPhase::Requested | CancellationPhase::Unknown) =>
+                                    ("cancel", format!("{:?}", c.state).to_lowercase(), c.requested_at.clone(), c.error.clone()),
+                                (Some(r), _) => ("create", format!("{:?}", r.state).to_lowercase(), r.requested_at.clone(), r.error.clone()),
+                                _ => ("-", String::new(), None, None),
+                            };
+                            tr {
+                                td.id { (id_link(&v.invitation_id)) }
+                                td { (what) " at " (v.source.as_str()) }
+                                td.nowrap { (badge(&state)) }
+                                td.uma { (v.registration.as_ref().and_then(|r| r.inviter_uma.as_deref()).or(v.inviter_uma.as_deref()).map_or_else(|| opt(None), uma_cell)) }
+                                td.nowrap { (opt_when(since.as_deref())) }
+                                td { (opt(error.as_deref())) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    }
+}
+
 /// Claims of invitations created through the service that the sweep found
 /// before any webhook: each one a webhook that did not arrive.
 fn sweep_section(d: &StatusPage) -> Markup {
@@ -357,6 +398,7 @@ pub(super) fn render(home: &Home<'_>) -> String {
         }
         @if let (Some(q), Some(found)) = (q, &d.search) { (search_section(q, found)) }
         (attention_section(d, home.now))
+        (unknown_outcomes_section(d))
         (sweep_section(d))
         (activity_section(home.hours))
         section #recent {
