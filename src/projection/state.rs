@@ -358,7 +358,7 @@ impl InvitationState {
     }
 
     /// Merges one snapshot of the invitation, true as of `at`.
-    fn merge(&mut self, snap: InvitationSnapshot, at: i64, seq: u64, claimed_text: &str) {
+    pub(super) fn merge(&mut self, snap: InvitationSnapshot, at: i64, seq: u64, claimed_text: &str) {
         newest(&mut self.code, snap.code, at, seq);
         newest(&mut self.url, snap.url, at, seq);
         newest(&mut self.inviter_uma, snap.inviter_uma, at, seq);
@@ -499,75 +499,14 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 ob.reason = Some(d.reason.as_str().to_owned());
             }
         }
-        Fact::Internal(InternalEvent::CreateRequested(c)) => {
-            state.source = c.source;
-            state.registration = Some(super::registration::Registration::requested(&c));
-        }
-        Fact::Internal(InternalEvent::CreateFailed(c)) => {
-            if let Some(r) = state.registration.as_mut() {
-                r.failed(&c);
-            }
-        }
-        Fact::Internal(InternalEvent::Created(c)) => {
-            state.source = c.source;
-            let registration = state.registration.get_or_insert_with(|| super::registration::Registration {
-                request_id: c.request_id.clone(),
-                source: c.source,
-                ..Default::default()
-            });
-            registration.created(&c);
-            if c.created_id == state.invitation_id {
-                // The new invitation's own copy: its first snapshot.
-                let report = match c.source {
-                    Source::Lightspark => crate::lightspark::invitation::fetched(&c.entity),
-                    Source::Grid => crate::grid::webhook::fetched(&c.entity),
-                };
-                if let Some(named) = contradiction(&state.invitation_id, c.source, &report, true) {
-                    state.identity_mismatches.push(IdentityMismatch {
-                        seq: event.seq,
-                        detail: format!("the created invitation at seq {} names {named}: not merged", event.seq),
-                    });
-                    return;
-                }
-                state.registered = true;
-                let dated = report.dated.unwrap_or(c.created_at);
-                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
-            }
-        }
-        Fact::Internal(InternalEvent::CancelRequested(c)) => {
-            use super::registration::{Cancellation, CancellationPhase};
-            if !state.cancelled_by_service {
-                state.cancellation = Some(Cancellation {
-                    state: CancellationPhase::Requested,
-                    requested_at: Some(c.requested_at),
-                    error: None,
-                });
-            }
-        }
-        Fact::Internal(InternalEvent::CancelFailed(c)) => {
-            use super::registration::{CancellationPhase, CreateOutcome};
-            if let Some(k) = state.cancellation.as_mut().filter(|_| !state.cancelled_by_service) {
-                k.state = match c.outcome {
-                    CreateOutcome::Refused => CancellationPhase::Refused,
-                    CreateOutcome::Unknown => CancellationPhase::Unknown,
-                };
-                k.error = Some(c.error);
-            }
-        }
-        Fact::Internal(InternalEvent::Cancelled(c)) => {
-            let report = match c.source {
-                Source::Lightspark => crate::lightspark::invitation::fetched(&c.entity),
-                Source::Grid => crate::grid::webhook::fetched(&c.entity),
-            };
-            state.cancelled_by_service = true;
-            let k = state.cancellation.get_or_insert_with(Default::default);
-            k.state = super::registration::CancellationPhase::Cancelled;
-            k.error = None;
-            if contradiction(&state.invitation_id, c.source, &report, true).is_none() {
-                let dated = report.dated.unwrap_or(c.cancelled_at);
-                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
-            }
-        }
+        Fact::Internal(
+            e @ (InternalEvent::CreateRequested(_)
+            | InternalEvent::CreateFailed(_)
+            | InternalEvent::Created(_)
+            | InternalEvent::CancelRequested(_)
+            | InternalEvent::CancelFailed(_)
+            | InternalEvent::Cancelled(_)),
+        ) => super::registration::apply(state, e, event.seq),
         Fact::Internal(InternalEvent::Resolved(r)) => {
             let ob = state.obligation_mut(r.obligation);
             ob.decision = Some(r.decision);
@@ -677,7 +616,7 @@ fn apply_webhook(state: &mut InvitationState, source: Source, report: Report, se
 /// naming none is a contradiction too, since only its id says which
 /// invitation an answer is about. Texts are quoted and cut, so that an
 /// odd id reads as what it is.
-fn contradiction(stream: &str, source: Source, report: &Report, strict: bool) -> Option<String> {
+pub(super) fn contradiction(stream: &str, source: Source, report: &Report, strict: bool) -> Option<String> {
     let quoted = |s: &str| crate::upstream::cut(&format!("{s:?}"));
     let (own, expected) = match source {
         Source::Lightspark => (report.snapshot.id.as_deref(), stream),
