@@ -14,8 +14,10 @@ CREATE TABLE invitations (
     payout_state       TEXT    NOT NULL,
     incentive_state    TEXT    NOT NULL,
     notification_state TEXT    NOT NULL,
+    failure_notice_state TEXT  NOT NULL,
     -- What the fetcher or the reconciler may have to do, as bits: 1 fetch,
-    -- 2 invitee payment, 4 inviter incentive, 8 inviter notification.
+    -- 2 invitee payment, 4 inviter incentive, 8 either notification of the
+    -- inviter (the invitee joined, or the invitee's payment failed).
     work          INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,
     -- Whom the incentive audit credits: the receiver its first request
@@ -28,6 +30,12 @@ CREATE TABLE invitations (
     -- When its oldest obligation being retried was first requested (Unix
     -- microseconds); NULL when none is.
     retrying_since INTEGER,
+    -- 1 when its claim was first seen by the sweep (a webhook that did not
+    -- arrive), else 0.
+    found_by_sweep INTEGER NOT NULL,
+    -- 1 while a creation or cancellation asked through the service has no
+    -- known outcome (none recorded yet, or no answer came), else 0.
+    outcome_unknown INTEGER NOT NULL,
     state         TEXT    NOT NULL
 );
 
@@ -50,7 +58,7 @@ CREATE INDEX invitations_by_last_seq ON invitations (last_seq);
 -- how SQLite knows the partial index answers it.
 CREATE INDEX invitations_needing_an_operator ON invitations (last_seq)
     WHERE payout_state IN ('in_doubt', 'failed') OR incentive_state IN ('in_doubt', 'failed')
-       OR notification_state IN ('in_doubt', 'failed');
+       OR notification_state IN ('in_doubt', 'failed') OR failure_notice_state IN ('in_doubt', 'failed');
 -- Keyed by the work value, so by rowid within it: a new row is appended at
 -- the edge of its value's run instead of a random page (rows are new
 -- invitations far more often than not).
@@ -61,6 +69,11 @@ CREATE INDEX invitations_retrying ON invitations (retrying_since) WHERE retrying
 -- Only the few rows still waiting for their data: counted on every status
 -- page and metrics scrape.
 CREATE INDEX invitations_awaiting_data ON invitations (source) WHERE awaiting_data = 1;
+-- Only the claims the sweep found: listed on the status page.
+CREATE INDEX invitations_found_by_sweep ON invitations (last_seq) WHERE found_by_sweep = 1;
+-- Only the creations and cancellations without a known outcome: listed on
+-- the status page for an operator.
+CREATE INDEX invitations_outcome_unknown ON invitations (last_seq) WHERE outcome_unknown = 1;
 
 -- Aggregates the fold keeps in the same transaction as the rows (see
 -- projection::tally), so no page or scrape counts rows: a row whose count

@@ -374,7 +374,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<String> {
         items.len() >= 9
             && items.iter().all(|i| {
                 i["fetch"]["wanted"] == false
-                    && ["payout", "incentive", "notification"]
+                    && ["payout", "incentive", "notification", "failure_notice"]
                         .iter()
                         .all(|k| !matches!(i[k]["state"].as_str(), Some("pending" | "requested" | "retry_scheduled")))
             })

@@ -39,15 +39,18 @@
 //!   replica); the hash chain; `verify` (chain, signatures, unique keys,
 //!   anchors).
 //! - [`projection`]: the pure fold `apply(state, &event) -> state`, the typed
-//!   internal events, obligation views, the incentive audit (read a page of
+//!   internal events (with `registration`: creating and cancelling
+//!   invitations through the service), obligation views, the incentive audit (read a page of
 //!   invitations at a time, by inviter), the SQL store (a file of its own, bound to the
 //!   ledger it was folded from) with the aggregates the fold keeps beside
 //!   the rows, the projector thread (which wakes the reconciler when work
 //!   falls due), rebuild and checksum, and every query the read side asks,
 //!   none of which reads more rows as the ledger grows.
 //! - [`reconcile`]: what is owed against what was done — pure decisions, the
-//!   exactly-once protocol over HTTP endpoints, the fetch schedule, clock and
-//!   jitter seams, the worker pass.
+//!   exactly-once protocol over HTTP endpoints, the fetch schedule (which
+//!   is also the sweep of registered invitations), clock and jitter seams,
+//!   the worker pass, and creating and cancelling invitations at their
+//!   source (`register`, `cancel`).
 //! - [`api`]: warp filters — webhook ingest, read API and its access rule,
 //!   status page and invitation pages, OpenAPI, health and metrics; errors
 //!   mapped to HTTP in one place.

@@ -815,6 +815,7 @@ impl SimPlatform {
         let invitation = parsed["invitation_id"].as_str().unwrap_or("?").to_owned();
         let kind = match parsed["kind"].as_str().unwrap_or("?") {
             "invitee_joined" => "inviter_notification".to_owned(),
+            "invitee_payment_failed" => "inviter_failure_notice".to_owned(),
             k => k.to_owned(),
         };
         let key = req.idempotency_key.clone();
@@ -1638,7 +1639,10 @@ fn check(
             // Calls made from the final ledger, and before a restore.
             let (calls_now, calls_before): (Vec<&CallRecord>, Vec<&CallRecord>) =
                 calls.iter().partition(|c| c.generation == u32::from(restored_head.is_some()));
-            let expect = if by_mix {
+            // Whether the inviter is told of a failed payment depends on
+            // the platform's answer, not on the kind of invitation: the
+            // final facts decide it.
+            let expect = if by_mix && kind != ObligationKind::InviterFailureNotice {
                 inv.mix.expected()[i]
             } else if !reqs.is_empty() {
                 if !view::still_owed(&state, kind) {
@@ -1767,7 +1771,9 @@ fn check(
                     return Err(format!("invariant 4: {what}: body names key {}", body["idempotency_key"]));
                 }
                 let (want_url, signed) = match kind {
-                    ObligationKind::InviterNotification => ("http://notify.sim/v1/joined", false),
+                    ObligationKind::InviterNotification | ObligationKind::InviterFailureNotice => {
+                        ("http://notify.sim/v1/joined", false)
+                    }
                     _ => ("http://payments.sim/v1/payouts", true),
                 };
                 let want_sig = signed.then(|| sign(PAYOUT_SIGNING_KEY.as_bytes(), &c.body));

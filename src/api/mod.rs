@@ -7,6 +7,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod read;
+pub mod register;
 pub mod ui;
 pub mod webhook;
 
@@ -48,6 +49,9 @@ pub struct Live {
     /// `None`: no fetcher is wired to the page, which then shows the form
     /// disabled and says so.
     pub refetch: Option<Arc<dyn Refetch>>,
+    /// Creates invitations at their source (`POST /v1/invitations`);
+    /// `None`: the route answers 503.
+    pub register: Option<Arc<dyn register::Register>>,
     /// With a shared ledger, the epoch this instance leads the reconciler
     /// under (`None` while another instance leads); `None` here: the only
     /// instance (SQLite), which always reconciles.
@@ -226,6 +230,8 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
         .unify()
         .or(read::routes(state.clone()))
         .unify()
+        .or(register::routes(state.clone()))
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)
@@ -255,6 +261,7 @@ fn route_pattern(path: &str) -> &'static str {
         ["webhooks", "grid"] => "/webhooks/grid",
         ["v1", "invitations"] => "/v1/invitations",
         ["v1", "invitations", _] => "/v1/invitations/{id}",
+        ["v1", "invitations", _, "cancel"] => "/v1/invitations/{id}/cancel",
         ["v1", "audit", "incentives"] => "/v1/audit/incentives",
         ["v1", "ledger", "events"] => "/v1/ledger/events",
         ["v1", "ledger", "head"] => "/v1/ledger/head",

@@ -80,7 +80,7 @@ pub fn open_existing(path: &std::path::Path) -> anyhow::Result<rusqlite::Connect
 
 /// Refuses a ledger that is not there: a read must not create one. With a
 /// PostgreSQL ledger, it is this instance's replica that must be.
-fn ensure_ledger(db: &DbArgs) -> anyhow::Result<()> {
+pub(super) fn ensure_ledger(db: &DbArgs) -> anyhow::Result<()> {
     let local = db.local();
     match db.location()? {
         LedgerLocation::Sqlite(_) => {
@@ -218,7 +218,12 @@ fn status_text(v: &crate::projection::view::InvitationView) -> String {
         s(v.claimed_at.as_deref()),
         v.last_seq,
     );
-    for (label, o) in [("payout", &v.payout), ("incentive", &v.incentive), ("notification", &v.notification)] {
+    for (label, o) in [
+        ("payout", &v.payout),
+        ("incentive", &v.incentive),
+        ("notification", &v.notification),
+        ("failure_notice", &v.failure_notice),
+    ] {
         // What the platform was asked: an operator checks it against the
         // platform's record before resolving.
         let asked = o.requested.as_ref().map_or(String::new(), |r| {
@@ -337,7 +342,7 @@ pub async fn resolve(
     }
     let kind = ObligationKind::parse(kind).ok_or_else(|| {
         anyhow::anyhow!(
-            "unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive or inviter_notification"
+            "unknown obligation kind {kind:?}: use invitee_payment, inviter_incentive, inviter_notification or inviter_failure_notice"
         )
     })?;
     // The writer catches the projections up first and folds the decision in

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod copy;
+pub mod invite;
 
 use std::process::ExitCode;
 
@@ -72,7 +73,8 @@ pub enum Command {
         db: config::DbArgs,
         /// Invitation id or code.
         invitation: String,
-        /// invitee_payment, inviter_incentive or inviter_notification.
+        /// invitee_payment, inviter_incentive, inviter_notification or
+        /// inviter_failure_notice.
         kind: String,
         /// It was paid outside our knowledge: record the platform's payment id.
         #[arg(long, value_name = "PAYMENT_ID", conflicts_with_all = ["retry", "failed"])]
@@ -98,6 +100,37 @@ pub enum Command {
         /// Why, for the trail (recorded with the answer).
         #[arg(long, default_value = "refetch from the CLI")]
         note: String,
+    },
+    /// Create an invitation at its source (Lightspark) and register it; prints its projection.
+    Invite {
+        #[command(flatten)]
+        db: config::DbArgs,
+        #[command(flatten)]
+        reconcile: config::ReconcileArgs,
+        /// Where to create it: lightspark or grid.
+        #[arg(long, default_value = "lightspark")]
+        source: String,
+        /// The inviter's UMA address, e.g. $alice@vasp.example.
+        #[arg(long, value_name = "UMA")]
+        inviter: String,
+        /// An amount for the invitee, VALUE:CURRENCY in the smallest unit, e.g. 500:USD for 5.00 USD.
+        #[arg(long, value_name = "VALUE:CURRENCY")]
+        amount: Option<String>,
+        /// When it expires, RFC 3339 (required with --amount).
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+        /// The inviter's first name.
+        #[arg(long, value_name = "NAME")]
+        first_name: Option<String>,
+    },
+    /// Cancel an invitation at its source; a cancelled invitation is never paid.
+    Cancel {
+        #[command(flatten)]
+        db: config::DbArgs,
+        #[command(flatten)]
+        reconcile: config::ReconcileArgs,
+        /// Invitation id or code.
+        invitation: String,
     },
     /// The whole flow on localhost with a throw-away ledger, key and payment sink; prints the states.
     Demo {
@@ -172,6 +205,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(anyhow::anyhow!("reconcile needs --once (the service reconciles continuously: use `serve`)"))
             }
         }
+        Command::Invite { db, reconcile, source, inviter, amount, expires_at, first_name } => {
+            let args = invite::InviteArgs { source, inviter_uma: inviter, amount, expires_at, first_name };
+            block_on(invite::invite(&db, &reconcile, &args))
+        }
+        Command::Cancel { db, reconcile, invitation } => block_on(invite::cancel(&db, &reconcile, &invitation)),
         Command::Refetch { db, reconcile, invitation, note } => {
             block_on(commands::refetch(&db, &reconcile, &invitation, note))
         }

@@ -20,6 +20,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
+mod create;
+
 use crate::secret::Secret;
 use crate::upstream::{self, excerpt, Api, Upstream, UpstreamError};
 

@@ -18,6 +18,10 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::Value;
 
+mod create;
+
+pub use create::NewInvitation;
+
 use crate::lightspark::invitation::ID;
 use crate::secret::Secret;
 use crate::upstream::{self, excerpt, Api, Upstream, UpstreamError};

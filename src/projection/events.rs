@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::registration::{CancelFailed, CancelRequested, Cancelled, CreateFailed, CreateRequested, Created};
 use crate::ledger::{EventView, NewEvent};
 use crate::money::Money;
 use crate::source::{Report, Source};
@@ -33,7 +34,15 @@ pub struct InvitationFetched {
     /// operator's `refetch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_note: Option<String>,
+    /// `sweep`: the answer shows a claim of a registered invitation that no
+    /// webhook had announced, found by fetching it on the schedule: a
+    /// webhook that did not arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<String>,
 }
+
+/// The [`InvitationFetched::found_by`] of a claim the sweep found.
+pub const FOUND_BY_SWEEP: &str = "sweep";
 
 impl InvitationFetched {
     /// A short digest of the answer: the same answer twice is one event.
@@ -243,6 +252,12 @@ pub enum InternalEvent {
     Failed(ObligationFailed),
     InDoubt(ObligationInDoubt),
     Resolved(ObligationResolved),
+    CreateRequested(CreateRequested),
+    Created(Created),
+    CreateFailed(CreateFailed),
+    CancelRequested(CancelRequested),
+    Cancelled(Cancelled),
+    CancelFailed(CancelFailed),
 }
 
 impl InternalEvent {
@@ -255,6 +270,12 @@ impl InternalEvent {
             InternalEvent::Failed(f) => EventKind::Failed(f.obligation),
             InternalEvent::InDoubt(_) => EventKind::InDoubt,
             InternalEvent::Resolved(_) => EventKind::Resolved,
+            InternalEvent::CreateRequested(_) => EventKind::CreateRequested,
+            InternalEvent::Created(_) => EventKind::Created,
+            InternalEvent::CreateFailed(_) => EventKind::CreateFailed,
+            InternalEvent::CancelRequested(_) => EventKind::CancelRequested,
+            InternalEvent::Cancelled(_) => EventKind::Cancelled,
+            InternalEvent::CancelFailed(_) => EventKind::CancelFailed,
         }
     }
 
@@ -268,6 +289,12 @@ impl InternalEvent {
             InternalEvent::Failed(e) => &e.invitation_id,
             InternalEvent::InDoubt(e) => &e.invitation_id,
             InternalEvent::Resolved(e) => &e.invitation_id,
+            InternalEvent::CreateRequested(e) => &e.invitation_id,
+            InternalEvent::Created(e) => &e.invitation_id,
+            InternalEvent::CreateFailed(e) => &e.invitation_id,
+            InternalEvent::CancelRequested(e) => &e.invitation_id,
+            InternalEvent::Cancelled(e) => &e.invitation_id,
+            InternalEvent::CancelFailed(e) => &e.invitation_id,
         }
     }
 
@@ -296,6 +323,12 @@ impl InternalEvent {
             InternalEvent::Failed(e) => EventKey::failed(&e.idempotency_key, e.attempt),
             InternalEvent::InDoubt(e) => EventKey::in_doubt(&e.idempotency_key, &e.first_requested_at),
             InternalEvent::Resolved(e) => EventKey::resolved(&e.idempotency_key, &e.occurrence, e.decision.as_str()),
+            InternalEvent::CreateRequested(e) => EventKey::creation(&e.request_id, "requested"),
+            InternalEvent::Created(e) => EventKey::creation(&e.request_id, &format!("created:{}", e.invitation_id)),
+            InternalEvent::CreateFailed(e) => EventKey::creation(&e.request_id, "failed"),
+            InternalEvent::CancelRequested(e) => EventKey::cancellation(&e.attempt_id, "requested"),
+            InternalEvent::Cancelled(e) => EventKey::cancellation(&e.attempt_id, "cancelled"),
+            InternalEvent::CancelFailed(e) => EventKey::cancellation(&e.attempt_id, "failed"),
         }
     }
 
@@ -309,6 +342,12 @@ impl InternalEvent {
             InternalEvent::Failed(e) => serde_json::to_vec(e),
             InternalEvent::InDoubt(e) => serde_json::to_vec(e),
             InternalEvent::Resolved(e) => serde_json::to_vec(e),
+            InternalEvent::CreateRequested(e) => serde_json::to_vec(e),
+            InternalEvent::Created(e) => serde_json::to_vec(e),
+            InternalEvent::CreateFailed(e) => serde_json::to_vec(e),
+            InternalEvent::CancelRequested(e) => serde_json::to_vec(e),
+            InternalEvent::Cancelled(e) => serde_json::to_vec(e),
+            InternalEvent::CancelFailed(e) => serde_json::to_vec(e),
         }
         .expect("internal events serialise");
         NewEvent {
@@ -395,6 +434,12 @@ pub fn decode(event: EventView<'_>) -> Result<Fact, Undecodable> {
         }
         EventKind::InDoubt => InternalEvent::InDoubt(body(b).map_err(fail)?),
         EventKind::Resolved => InternalEvent::Resolved(body(b).map_err(fail)?),
+        EventKind::CreateRequested => InternalEvent::CreateRequested(body(b).map_err(fail)?),
+        EventKind::Created => InternalEvent::Created(body(b).map_err(fail)?),
+        EventKind::CreateFailed => InternalEvent::CreateFailed(body(b).map_err(fail)?),
+        EventKind::CancelRequested => InternalEvent::CancelRequested(body(b).map_err(fail)?),
+        EventKind::Cancelled => InternalEvent::Cancelled(body(b).map_err(fail)?),
+        EventKind::CancelFailed => InternalEvent::CancelFailed(body(b).map_err(fail)?),
     };
     if internal.invitation_id() != event.stream.unwrap_or_default() {
         return Err(fail(format!("the body is about {} but the event's stream is another", internal.invitation_id())));
@@ -429,174 +474,25 @@ pub fn summary(event: EventView<'_>) -> String {
             r.by.map(|c| format!(" (from the {})", if c == Channel::Page { "page" } else { "CLI" }))
                 .unwrap_or_default()
         ),
+        InternalEvent::CreateRequested(c) => {
+            format!("the service asked {} to create the invitation", c.source.as_str())
+        }
+        InternalEvent::Created(c) => format!("{} created invitation {}", c.source.as_str(), c.created_id),
+        InternalEvent::CreateFailed(c) => match c.outcome {
+            super::registration::CreateOutcome::Refused => format!("{} refused the creation", c.source.as_str()),
+            super::registration::CreateOutcome::Unknown => "the creation's outcome is unknown".to_owned(),
+        },
+        InternalEvent::CancelRequested(c) => {
+            format!("the service asked {} to cancel the invitation", c.source.as_str())
+        }
+        InternalEvent::Cancelled(c) => format!("{} cancelled the invitation", c.source.as_str()),
+        InternalEvent::CancelFailed(c) => match c.outcome {
+            super::registration::CreateOutcome::Refused => format!("{} refused to cancel it", c.source.as_str()),
+            super::registration::CreateOutcome::Unknown => "the cancellation's outcome is unknown".to_owned(),
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key() -> IdempotencyKey {
-        IdempotencyKey::of("Inv:1", ObligationKind::InviteePayment)
-    }
-
-    fn examples() -> Vec<InternalEvent> {
-        let requested = ObligationRequested {
-            invitation_id: "Inv:1".into(),
-            obligation: ObligationKind::InviteePayment,
-            idempotency_key: key(),
-            attempt: 2,
-            requested_at: "2026-11-01T00:00:00.000000Z".into(),
-            receiver_uma: Some("$b@y".into()),
-            amount: Some(Money::new(500, "USD").unwrap()),
-            request: serde_json::json!({"a": 1}),
-        };
-        vec![
-            InternalEvent::Fetched(InvitationFetched {
-                invitation_id: "Inv:1".into(),
-                source: Source::Lightspark,
-                fetched_at: "t".into(),
-                entity: None,
-                operator_note: None,
-            }),
-            InternalEvent::FetchFailed(InvitationFetchFailed {
-                invitation_id: "Inv:1".into(),
-                source: Source::Lightspark,
-                reason: NOT_AN_INVITATION.into(),
-                error: "e".into(),
-                failed_at: "t".into(),
-                attempt: None,
-                answer: None,
-            }),
-            InternalEvent::FetchFailed(InvitationFetchFailed {
-                invitation_id: "Inv:1".into(),
-                source: Source::Grid,
-                reason: IDENTITY_MISMATCH.into(),
-                error: "the answer is about \"other\", not \"Inv:1\"".into(),
-                failed_at: "t".into(),
-                attempt: None,
-                answer: Some(serde_json::json!({"code": "other"})),
-            }),
-            InternalEvent::Requested(requested),
-            InternalEvent::Succeeded(ObligationSucceeded {
-                invitation_id: "Inv:1".into(),
-                obligation: ObligationKind::InviteePayment,
-                idempotency_key: key(),
-                attempt: 2,
-                http_status: 200,
-                payment_id: Some("p".into()),
-                at: "t".into(),
-            }),
-            InternalEvent::Failed(ObligationFailed {
-                invitation_id: "Inv:1".into(),
-                obligation: ObligationKind::InviteePayment,
-                idempotency_key: key(),
-                attempt: 2,
-                http_status: Some(503),
-                error: "e".into(),
-                permanent: false,
-                next_attempt_at: Some("u".into()),
-                at: "t".into(),
-            }),
-            InternalEvent::InDoubt(ObligationInDoubt {
-                invitation_id: "Inv:1".into(),
-                obligation: ObligationKind::InviteePayment,
-                idempotency_key: key(),
-                first_requested_at: "w".into(),
-                at: "t".into(),
-                reason: InDoubtReason::NoLongerDue,
-            }),
-            InternalEvent::Resolved(ObligationResolved {
-                invitation_id: "Inv:1".into(),
-                obligation: ObligationKind::InviteePayment,
-                idempotency_key: key(),
-                decision: Decision::Retry,
-                payment_id: None,
-                at: "t".into(),
-                occurrence: "2:t".into(),
-                note: Some("checked the platform: not paid".into()),
-                by: Some(Channel::Page),
-            }),
-        ]
-    }
-
-    #[test]
-    fn every_internal_event_key_format() {
-        let k = key();
-        let keys: Vec<String> = examples().iter().map(|e| e.event_key().to_string()).collect();
-        assert_eq!(
-            keys,
-            vec![
-                format!("lightspark-fetch:Inv:1:{}", hex::encode(&Sha256::digest(b"null")[..8])),
-                "lightspark-fetch:Inv:1:not_an_invitation".to_owned(),
-                format!(
-                    "grid-fetch:Inv:1:identity_mismatch:{}",
-                    hex::encode(&Sha256::digest(br#"{"code":"other"}"#)[..8])
-                ),
-                format!("{k}:requested:2"),
-                format!("{k}:succeeded"),
-                format!("{k}:failed:2"),
-                format!("{k}:in_doubt:w"),
-                format!("{k}:resolved:2:t:retry"),
-            ]
-        );
-    }
-
-    #[test]
-    fn every_internal_event_decodes_back_from_its_row() {
-        for event in examples() {
-            let row = event.to_new_event();
-            let view = EventView {
-                seq: 9,
-                event_key: row.event_key.as_str(),
-                kind: row.kind.as_str(),
-                stream: row.stream.as_ref().map(StreamId::as_str),
-                recorded_at: "2026-11-01T00:00:00.000000Z",
-                body: &row.body,
-            };
-            match decode(view) {
-                Ok(Fact::Internal(back)) => assert_eq!(back, event),
-                other => panic!("{event:?} decoded as {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn a_decision_recorded_before_notes_existed_reads_without_note_or_channel() {
-        // given the body of a resolution as the CLI wrote it before notes
-        let k = key();
-        let old = format!(
-            r#"{{"invitation_id":"Inv:1","obligation":"invitee_payment","idempotency_key":"{k}","decision":"paid","payment_id":"p","at":"t","occurrence":"1:t"}}"#
-        );
-        // when it is read back, then it has neither, and written again it is the same bytes
-        let e: ObligationResolved = serde_json::from_str(&old).unwrap();
-        assert_eq!((e.note.as_deref(), e.by), (None, None));
-        assert_eq!(serde_json::to_string(&e).unwrap(), old);
-    }
-
-    #[test]
-    fn bodies_that_break_their_kinds_promise_are_undecodable_with_the_seq() {
-        let row = examples()[3].to_new_event();
-        let view = |kind: &'static str, stream: &'static str, body: &'static [u8]| EventView {
-            seq: 7,
-            event_key: "lightspark:e:0",
-            kind,
-            stream: Some(stream),
-            recorded_at: "2026-11-01T00:00:00.000000Z",
-            body,
-        };
-        let body: &'static [u8] = Box::leak(row.body.clone().into_boxed_slice());
-        for (v, why) in [
-            (view("payout.requested", "Inv:1", b"{}"), "missing field"),
-            (view("payout.requested", "Inv:1", b"\xff"), "expected value"),
-            (view("incentive.requested", "Inv:1", body), "about invitee_payment"),
-            (view("payout.requested", "Inv:2", body), "stream is another"),
-            (view("payout.refunded", "Inv:1", body), "does not know"),
-            (view("webhook.received", "Inv:1", b"[1]"), "not a JSON object"),
-        ] {
-            let e = decode(v).unwrap_err();
-            assert_eq!(e.seq, 7);
-            assert!(e.to_string().contains(why), "{e} should say {why:?}");
-        }
-    }
-}
+#[path = "events_tests.rs"]
+mod tests;

@@ -1,5 +1,8 @@
 //! The fold's rules, given / when / then, and the order-independence
 //! property.
+//!
+//! One idea, the fold's contract, over the 600-line guide: its cases read
+//! best side by side, each rule next to the ones it must not break.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -871,12 +874,17 @@ fn a_malformed_receiver_makes_its_obligation_invalid_and_never_pending() {
         }
         assert_eq!(view::obligation(&s, ObligationKind::InviteePayment).state, ObligationState::Pending);
     }
-    // And well-formed addresses, up to 256 bytes, are owed
+    // And well-formed addresses, up to 256 bytes, are owed (the failure
+    // notice only once the payment fails)
     let longest = format!("${}@b.example", "a".repeat(256 - "$@b.example".len()));
     for fine in ["$bob@b.example", "$ä@x", "$Bob.Smith-1+x_y@sub.b.example:8080", longest.as_str()] {
         let s = claimed(fine, fine);
         for kind in ObligationKind::ALL {
-            assert_eq!(view::obligation(&s, kind).state, ObligationState::Pending, "{fine:?} {kind:?}");
+            let want = match kind {
+                ObligationKind::InviterFailureNotice => ObligationState::NotDue,
+                _ => ObligationState::Pending,
+            };
+            assert_eq!(view::obligation(&s, kind).state, want, "{fine:?} {kind:?}");
         }
     }
 }

@@ -22,10 +22,12 @@ pub mod events;
 pub mod projector;
 pub mod query;
 pub mod rebuild;
+pub mod registration;
 pub mod state;
 pub mod store;
 pub mod tally;
 pub mod trail;
+mod versioned;
 pub mod view;
 
 pub use state::{apply, InvitationState};

@@ -334,12 +334,15 @@ impl Checksum {
             ValueRef::Text(row.payout_state.as_bytes()),
             ValueRef::Text(row.incentive_state.as_bytes()),
             ValueRef::Text(row.notification_state.as_bytes()),
+            ValueRef::Text(row.failure_notice_state.as_bytes()),
             ValueRef::Integer(row.work),
             ValueRef::Integer(row.last_seq),
             text(&row.audit_inviter),
             ValueRef::Text(row.source.as_bytes()),
             ValueRef::Integer(row.awaiting_data),
             row.retrying_since.map_or(ValueRef::Null, ValueRef::Integer),
+            ValueRef::Integer(row.found_by_sweep),
+            ValueRef::Integer(row.outcome_unknown),
             ValueRef::Text(row.state.as_bytes()),
         ] {
             self.value(v);

@@ -17,91 +17,8 @@ use crate::money::PaymentAmount;
 use crate::source::{Report, Source};
 use crate::time::instant;
 
-/// A value with the snapshot it came from, for newest-wins merges.
-///
-/// Stored as `[value, at, seq]` rather than an object: a state holds a dozen
-/// of them, and the field names were a fifth of every stored row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned<T> {
-    pub value: T,
-    /// Microseconds since the epoch of the snapshot's date (its
-    /// `updated_at`, else its claim time or the envelope's `timestamp`);
-    /// `i64::MIN` when it could not be read.
-    pub at: i64,
-    /// The ledger seq of the event that carried it: of two snapshots of the
-    /// same date, the one appended later is the newer.
-    pub seq: u64,
-}
-
-impl<T: Serialize> Serialize for Versioned<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (&self.value, self.at, self.seq).serialize(serializer)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Versioned<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (value, at, seq) = <(T, i64, u64)>::deserialize(deserializer)?;
-        Ok(Versioned { value, at, seq })
-    }
-}
-
-impl<T> Versioned<T> {
-    /// Whether a snapshot dated `at`, appended at `seq`, is newer than the
-    /// one this value came from. Only (date, seq) decide, never the values:
-    /// a larger amount or a "later-sounding" status does not win.
-    fn is_older_than(&self, at: i64, seq: u64) -> bool {
-        (at, seq) > (self.at, self.seq)
-    }
-}
-
-/// Keeps the value of the newest snapshot that carried one.
-fn newest<T>(cur: &mut Option<Versioned<T>>, value: Option<T>, at: i64, seq: u64) {
-    let Some(value) = value else { return };
-    if cur.as_ref().is_none_or(|c| c.is_older_than(at, seq)) {
-        *cur = Some(Versioned { value, at, seq });
-    }
-}
-
-/// Forward-only merge: a terminal value beats a non-terminal one whatever
-/// their dates, and a non-terminal one never replaces a terminal one; among
-/// terminal values, and among non-terminal ones, the newest snapshot wins.
-/// Every terminal value ever reported is kept in `terminal_seen` (only
-/// while there are two or more, since one is the current value): no real
-/// invitation goes from one terminal value to another, so two are a
-/// conflict whichever wins.
-fn forward<T: Clone + Ord>(
-    cur: &mut Option<Versioned<T>>,
-    value: Option<T>,
-    at: i64,
-    seq: u64,
-    terminal: impl Fn(&T) -> bool,
-    terminal_seen: &mut Vec<T>,
-) {
-    let Some(value) = value else { return };
-    if terminal(&value) {
-        if terminal_seen.is_empty() {
-            terminal_seen.extend(cur.as_ref().map(|c| c.value.clone()).filter(|v| terminal(v)));
-        }
-        if let Err(i) = terminal_seen.binary_search(&value) {
-            terminal_seen.insert(i, value.clone());
-        }
-        if terminal_seen.len() < 2 {
-            terminal_seen.clear();
-        }
-    }
-    let replace = match cur {
-        None => true,
-        Some(c) => match (terminal(&value), terminal(&c.value)) {
-            (true, false) => true,
-            (false, true) => false,
-            _ => c.is_older_than(at, seq),
-        },
-    };
-    if replace {
-        *cur = Some(Versioned { value, at, seq });
-    }
-}
+pub use super::versioned::Versioned;
+use super::versioned::{forward, newest};
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
@@ -253,6 +170,9 @@ pub struct InvitationState {
     pub incentive: ObligationRecord,
     #[serde(default, skip_serializing_if = "is_default")]
     pub notification: ObligationRecord,
+    /// The inviter told that the invitee's payment failed for good.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub failure_notice: ObligationRecord,
     /// When the invitation's first event was appended (with its seq): how
     /// long it may still be fetched counts from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,6 +198,24 @@ pub struct InvitationState {
     /// shown as the anomaly `identity_mismatch`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identity_mismatches: Vec<IdentityMismatch>,
+    /// Created through the service (`POST /v1/invitations`): the sweep
+    /// fetches it until it is claimed, cancelled or expired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub registered: bool,
+    /// The source confirmed a cancellation the service asked for: nothing
+    /// is owed for it any more, whatever arrives later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled_by_service: bool,
+    /// The last cancellation asked through the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation: Option<super::registration::Cancellation>,
+    /// Its claim was first seen by the sweep, not by a webhook: a webhook
+    /// that did not arrive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub found_by_sweep: bool,
+    /// The creation, on its request's stream and on the invitation it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<super::registration::Registration>,
     /// The seq of every event of its stream folded in, oldest first: the
     /// invitation page lists its stored events from here, since the row is
     /// written for each of them anyway (an index of streams kept beside the
@@ -323,6 +261,7 @@ impl InvitationState {
             ObligationKind::InviteePayment => &self.payout,
             ObligationKind::InviterIncentive => &self.incentive,
             ObligationKind::InviterNotification => &self.notification,
+            ObligationKind::InviterFailureNotice => &self.failure_notice,
         }
     }
 
@@ -331,11 +270,12 @@ impl InvitationState {
             ObligationKind::InviteePayment => &mut self.payout,
             ObligationKind::InviterIncentive => &mut self.incentive,
             ObligationKind::InviterNotification => &mut self.notification,
+            ObligationKind::InviterFailureNotice => &mut self.failure_notice,
         }
     }
 
     /// Merges one snapshot of the invitation, true as of `at`.
-    fn merge(&mut self, snap: InvitationSnapshot, at: i64, seq: u64, claimed_text: &str) {
+    pub(super) fn merge(&mut self, snap: InvitationSnapshot, at: i64, seq: u64, claimed_text: &str) {
         newest(&mut self.code, snap.code, at, seq);
         newest(&mut self.url, snap.url, at, seq);
         newest(&mut self.inviter_uma, snap.inviter_uma, at, seq);
@@ -442,6 +382,9 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 let dated = report.dated.unwrap_or(f.fetched_at);
                 state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), event.seq, &dated);
                 state.fetch.phase = FetchPhase::Fetched;
+                if f.found_by.as_deref() == Some(super::events::FOUND_BY_SWEEP) {
+                    state.found_by_sweep = true;
+                }
                 // A refusal before it is no longer the news.
                 state.fetch.last_error = None;
             }
@@ -473,6 +416,14 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
                 ob.reason = Some(d.reason.as_str().to_owned());
             }
         }
+        Fact::Internal(
+            e @ (InternalEvent::CreateRequested(_)
+            | InternalEvent::CreateFailed(_)
+            | InternalEvent::Created(_)
+            | InternalEvent::CancelRequested(_)
+            | InternalEvent::CancelFailed(_)
+            | InternalEvent::Cancelled(_)),
+        ) => super::registration::apply(state, e, event.seq),
         Fact::Internal(InternalEvent::Resolved(r)) => {
             let ob = state.obligation_mut(r.obligation);
             ob.decision = Some(r.decision);
@@ -582,7 +533,7 @@ fn apply_webhook(state: &mut InvitationState, source: Source, report: Report, se
 /// naming none is a contradiction too, since only its id says which
 /// invitation an answer is about. Texts are quoted and cut, so that an
 /// odd id reads as what it is.
-fn contradiction(stream: &str, source: Source, report: &Report, strict: bool) -> Option<String> {
+pub(super) fn contradiction(stream: &str, source: Source, report: &Report, strict: bool) -> Option<String> {
     let quoted = |s: &str| crate::upstream::cut(&format!("{s:?}"));
     let (own, expected) = match source {
         Source::Lightspark => (report.snapshot.id.as_deref(), stream),

@@ -63,7 +63,7 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// The version of [`SCHEMA`] and of the state encoding, kept in the
 /// projection file's `user_version`. A file of another version is emptied
 /// and folded again: projections are disposable.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 12;
 
 /// Page size of a new projection file. A rebuild writes every row once, and
 /// with 16 KiB pages it spends about a quarter less time in SQLite's page
@@ -279,6 +279,7 @@ pub struct Row {
     pub payout_state: String,
     pub incentive_state: String,
     pub notification_state: String,
+    pub failure_notice_state: String,
     pub work: i64,
     pub last_seq: i64,
     pub audit_inviter: Option<String>,
@@ -287,12 +288,15 @@ pub struct Row {
     /// When the oldest of its obligations being retried was first
     /// requested (Unix microseconds), if one is.
     pub retrying_since: Option<i64>,
+    pub found_by_sweep: i64,
+    pub outcome_unknown: i64,
     pub state: String,
 }
 
 /// The columns of [`Row`], in its order.
 pub(super) const ROW_COLUMNS: &str = "invitation_id, code, status, inviter_uma, invitee_uma, payout_state, \
-     incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data, retrying_since, state";
+     incentive_state, notification_state, failure_notice_state, work, last_seq, audit_inviter, source, \
+     awaiting_data, retrying_since, found_by_sweep, outcome_unknown, state";
 
 impl Row {
     /// The row `state` is stored as.
@@ -309,27 +313,33 @@ impl Row {
             payout_state: obligation(ObligationKind::InviteePayment),
             incentive_state: obligation(ObligationKind::InviterIncentive),
             notification_state: obligation(ObligationKind::InviterNotification),
+            failure_notice_state: obligation(ObligationKind::InviterFailureNotice),
             work: work(state),
             last_seq: state.last_seq as i64,
             audit_inviter: super::audit::audit_inviter(state),
             source: state.source.as_str(),
             awaiting_data: i64::from(view::awaiting_data(state)),
             retrying_since: view::retrying_since(state),
+            found_by_sweep: i64::from(state.found_by_sweep),
+            outcome_unknown: i64::from(view::outcome_unknown(state)),
             state: serde_json::to_string(state).expect("projection state serialises"),
         }
     }
 }
 
 pub(super) const SAVE: &str = "INSERT INTO invitations (invitation_id, code, status, inviter_uma, invitee_uma,
-             payout_state, incentive_state, notification_state, work, last_seq, audit_inviter, source, awaiting_data,
-             retrying_since, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             payout_state, incentive_state, notification_state, failure_notice_state, work, last_seq, audit_inviter,
+             source, awaiting_data, retrying_since, found_by_sweep, outcome_unknown, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT (invitation_id) DO UPDATE SET code = excluded.code, status = excluded.status,
              inviter_uma = excluded.inviter_uma, invitee_uma = excluded.invitee_uma,
              payout_state = excluded.payout_state, incentive_state = excluded.incentive_state,
-             notification_state = excluded.notification_state, work = excluded.work,
+             notification_state = excluded.notification_state,
+             failure_notice_state = excluded.failure_notice_state, work = excluded.work,
              last_seq = excluded.last_seq, audit_inviter = excluded.audit_inviter, source = excluded.source,
-             awaiting_data = excluded.awaiting_data, retrying_since = excluded.retrying_since, state = excluded.state";
+             awaiting_data = excluded.awaiting_data, retrying_since = excluded.retrying_since,
+             found_by_sweep = excluded.found_by_sweep, outcome_unknown = excluded.outcome_unknown,
+             state = excluded.state";
 
 /// Writes one state's row.
 fn save(conn: &Connection, state: &InvitationState) -> Result<(), ProjectionError> {
@@ -350,12 +360,15 @@ pub(super) fn save_with(insert: &mut rusqlite::Statement<'_>, row: &Row) -> Resu
         row.payout_state,
         row.incentive_state,
         row.notification_state,
+        row.failure_notice_state,
         row.work,
         row.last_seq,
         row.audit_inviter,
         row.source,
         row.awaiting_data,
         row.retrying_since,
+        row.found_by_sweep,
+        row.outcome_unknown,
         row.state,
     ])?;
     Ok(())

@@ -42,7 +42,7 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally {
     /// Each obligation's state, in [`ObligationKind::ALL`] order.
-    pub obligations: [ObligationState; 3],
+    pub obligations: [ObligationState; 4],
     /// Whom the audit credits, its decision, and what was forwarded to it.
     pub audit: Option<Audited>,
 }

@@ -67,7 +67,7 @@ impl Decimals {
     pub fn view(&self, v: &InvitationView) -> InvitationView {
         let mut v = v.clone();
         v.payment_amount = v.payment_amount.as_ref().map(|m| self.apply(m));
-        for o in [&mut v.payout, &mut v.incentive, &mut v.notification] {
+        for o in [&mut v.payout, &mut v.incentive, &mut v.notification, &mut v.failure_notice] {
             if let Some(r) = o.requested.as_mut() {
                 r.amount = r.amount.as_ref().map(|m| self.apply(m));
             }

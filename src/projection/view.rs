@@ -103,12 +103,38 @@ pub struct Anomaly {
 /// well-formed UMA address ([`is_uma_address`]).
 pub const MALFORMED_RECEIVER: &str = "malformed_receiver";
 
+/// Whether a creation or a cancellation asked through the service has no
+/// known outcome: none recorded (in flight, or the process died mid-call)
+/// or no answer came. The source may have acted: an operator checks, as
+/// for a payment in doubt.
+pub fn outcome_unknown(state: &InvitationState) -> bool {
+    use super::registration::{CancellationPhase, RegistrationPhase};
+    let creation = state
+        .registration
+        .as_ref()
+        .is_some_and(|r| matches!(r.state, RegistrationPhase::Requested | RegistrationPhase::Unknown));
+    let cancel = state
+        .cancellation
+        .as_ref()
+        .is_some_and(|c| matches!(c.state, CancellationPhase::Requested | CancellationPhase::Unknown));
+    creation || cancel
+}
+
+/// Why nothing is owed for an invitation the service cancelled.
+pub const CANCELLED: &str = "cancelled";
+
 /// Whether an obligation is owed at all, from the invitation's facts alone.
 /// Cancelled, expired and pending invitations owe nothing. One owed to a
 /// receiver that is not a well-formed UMA address is `invalid`: nothing is
 /// sent to an address that may not be what it shows.
 pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (ObligationState, Option<String>)> {
     let not_due = Err((ObligationState::NotDue, None));
+    if state.cancelled_by_service {
+        // Its source confirmed the cancellation the service asked for: a
+        // claim arriving later (a race at the source, a replayed webhook)
+        // owes nothing.
+        return Err((ObligationState::NotDue, Some(CANCELLED.to_owned())));
+    }
     let to = |receiver: &Option<super::state::Versioned<String>>| match receiver {
         Some(r) if !is_uma_address(&r.value) => Err((ObligationState::Invalid, Some(MALFORMED_RECEIVER.to_owned()))),
         _ => Ok(()),
@@ -156,6 +182,31 @@ pub fn due(state: &InvitationState, kind: ObligationKind) -> Result<(), (Obligat
                 not_due
             }
         }
+        // Told once the payment failed for good: refused by the platform
+        // (its answer is the reason) or recorded failed by an operator.
+        ObligationKind::InviterFailureNotice => {
+            let failed = state.payout.phase == ObligationPhase::Failed;
+            if failed && state.invitee_uma.is_some() && state.inviter_uma.is_some() {
+                to(&state.inviter_uma)
+            } else {
+                not_due
+            }
+        }
+    }
+}
+
+/// Why the invitee's payment failed for good, in the words the inviter's
+/// failure notice carries: the platform's refusal as recorded, or that an
+/// operator recorded it failed.
+pub fn payment_failure_reason(state: &InvitationState) -> String {
+    let rec = &state.payout;
+    match (rec.decision, rec.last_error.as_deref()) {
+        (Some(super::events::Decision::Failed), Some(error)) => {
+            format!("an operator recorded the payment as failed (last error: {error})")
+        }
+        (Some(super::events::Decision::Failed), None) => "an operator recorded the payment as failed".to_owned(),
+        (_, Some(error)) => error.to_owned(),
+        (_, None) => "the payment failed".to_owned(),
     }
 }
 
@@ -216,6 +267,8 @@ pub mod work_bits {
     pub const FETCH: i64 = 1;
     pub const INVITEE_PAYMENT: i64 = 2;
     pub const INVITER_INCENTIVE: i64 = 4;
+    /// Either notification of the inviter (the invitee joined, or the
+    /// invitee's payment failed): both go to the notification endpoint.
     pub const INVITER_NOTIFICATION: i64 = 8;
     /// Every bit: the largest value the `work` column takes.
     pub const ALL: i64 = FETCH | INVITEE_PAYMENT | INVITER_INCENTIVE | INVITER_NOTIFICATION;
@@ -233,6 +286,7 @@ pub fn work(state: &InvitationState) -> i64 {
         (ObligationKind::InviteePayment, work_bits::INVITEE_PAYMENT),
         (ObligationKind::InviterIncentive, work_bits::INVITER_INCENTIVE),
         (ObligationKind::InviterNotification, work_bits::INVITER_NOTIFICATION),
+        (ObligationKind::InviterFailureNotice, work_bits::INVITER_NOTIFICATION),
     ] {
         if obligation_state(state, kind).0.is_open() {
             bits |= bit;
@@ -279,11 +333,24 @@ pub struct InvitationView {
     pub last_seq: u64,
     /// Who told us about it: `lightspark` or `grid`.
     pub source: Source,
+    /// Created through the service (`POST /v1/invitations`).
+    pub registered: bool,
+    /// The creation, when the service asked for it: on the request's own
+    /// stream (`InvitationRequest:<id>`) and on the invitation it made.
+    pub registration: Option<super::registration::Registration>,
+    /// `sweep` when its claim was first seen by fetching it on the
+    /// schedule, not by a webhook: a webhook that did not arrive.
+    pub found_by: Option<&'static str>,
+    /// The last cancellation asked through the service
+    /// (`POST /v1/invitations/{id}/cancel`).
+    pub cancellation: Option<super::registration::Cancellation>,
     /// What a healthy ledger never shows about this invitation.
     pub anomalies: Vec<Anomaly>,
     pub payout: ObligationView,
     pub incentive: ObligationView,
     pub notification: ObligationView,
+    /// The inviter told that the invitee's payment failed for good.
+    pub failure_notice: ObligationView,
     /// Fetching the invitation from its source when a webhook had no data,
     /// or while it can still change.
     pub fetch: FetchView,
@@ -381,10 +448,15 @@ pub fn view(state: &InvitationState) -> InvitationView {
         claim_seq: state.claim_seq,
         last_seq: state.last_seq,
         source: state.source,
+        registered: state.registered,
+        registration: state.registration.clone(),
+        found_by: state.found_by_sweep.then_some(super::events::FOUND_BY_SWEEP),
+        cancellation: state.cancellation.clone(),
         anomalies: anomalies(state),
         payout: obligation(state, ObligationKind::InviteePayment),
         incentive: obligation(state, ObligationKind::InviterIncentive),
         notification: obligation(state, ObligationKind::InviterNotification),
+        failure_notice: obligation(state, ObligationKind::InviterFailureNotice),
         fetch: FetchView::of(state),
     }
 }
@@ -438,7 +510,9 @@ pub fn changed_after_request(state: &InvitationState, kind: ObligationKind) -> O
     let text = |v: &Option<super::state::Versioned<String>>| v.as_ref().map(|v| v.value.clone());
     let current_receiver = match kind {
         ObligationKind::InviteePayment => text(&state.invitee_uma),
-        ObligationKind::InviterIncentive | ObligationKind::InviterNotification => text(&state.inviter_uma),
+        ObligationKind::InviterIncentive
+        | ObligationKind::InviterNotification
+        | ObligationKind::InviterFailureNotice => text(&state.inviter_uma),
     };
     let mut changes = Vec::new();
     if rec.receiver_uma.is_some() && current_receiver != rec.receiver_uma {
@@ -471,11 +545,18 @@ pub fn changed_after_request(state: &InvitationState, kind: ObligationKind) -> O
 }
 
 /// When the oldest of `s`'s obligations being retried was first requested
-/// (Unix microseconds), if one is being retried.
+/// (Unix microseconds), if one is being retried: waiting for its next
+/// attempt, or with a second or later attempt in flight (during an outage
+/// an obligation spends part of each cycle requested; it is still being
+/// retried then).
 pub fn retrying_since(s: &InvitationState) -> Option<i64> {
     ObligationKind::ALL
         .into_iter()
-        .filter(|&kind| obligation_state(s, kind).0 == ObligationState::RetryScheduled)
+        .filter(|&kind| match obligation_state(s, kind).0 {
+            ObligationState::RetryScheduled => true,
+            ObligationState::Requested => s.obligation(kind).attempts > 1,
+            _ => false,
+        })
         .filter_map(|kind| s.obligation(kind).window_started_at.as_deref().and_then(crate::time::instant))
         .min()
 }

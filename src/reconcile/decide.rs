@@ -92,7 +92,7 @@ pub fn next_action(state: &InvitationState, kind: ObligationKind, now: DateTime<
     let configured = match kind {
         ObligationKind::InviteePayment => caps.payout_configured,
         ObligationKind::InviterIncentive => caps.payout_configured && caps.incentive_configured,
-        ObligationKind::InviterNotification => caps.notify_configured,
+        ObligationKind::InviterNotification | ObligationKind::InviterFailureNotice => caps.notify_configured,
     };
     let record = state.obligation(kind);
     // Where the window stands: a re-send is decided only while it is sure
@@ -360,6 +360,41 @@ mod tests {
         for kind in ObligationKind::ALL {
             assert_eq!(next_action(&s, kind, at("2026-11-01T00:00:00Z"), &caps()), Action::Nothing);
         }
+    }
+
+    #[test]
+    fn a_payment_failed_for_good_owes_the_inviter_a_failure_notice_through_the_notify_url() {
+        // given a claim whose payment is pending, then refused for good
+        let mut s = claimed_with_amount();
+        let now = at("2026-11-01T00:00:00Z");
+        let kind = ObligationKind::InviterFailureNotice;
+        assert_eq!(next_action(&s, kind, now, &caps()), Action::Nothing, "nothing failed yet");
+        s.payout.phase = ObligationPhase::Failed;
+        s.payout.attempts = 1;
+        s.payout.last_error = Some("HTTP 400: refused".into());
+        // when deciding, then the inviter is told, once a notify URL is set
+        assert_eq!(next_action(&s, kind, now, &caps()), Action::Send { attempt: 1 });
+        let no_notify = Capabilities { notify_configured: false, ..caps() };
+        assert_eq!(next_action(&s, kind, now, &no_notify), Action::NotConfigured);
+        // and not when the invitee is unknown
+        s.invitee_uma = None;
+        assert_eq!(next_action(&s, kind, now, &caps()), Action::Nothing);
+    }
+
+    #[test]
+    fn a_failure_notice_in_flight_goes_in_doubt_when_the_payment_turns_out_paid() {
+        // given a failure notice retrying, and an operator who then records
+        // the payment as paid after all
+        let mut s = claimed_with_amount();
+        s.payout.phase = ObligationPhase::Succeeded;
+        s.failure_notice.phase = ObligationPhase::RetryScheduled;
+        s.failure_notice.attempts = 1;
+        s.failure_notice.window_started_at = Some("2026-11-01T00:00:00Z".into());
+        // when deciding, then it is neither re-sent nor forgotten
+        assert_eq!(
+            next_action(&s, ObligationKind::InviterFailureNotice, at("2026-11-01T00:00:02Z"), &caps()),
+            Action::MarkInDoubt(InDoubtReason::NoLongerDue)
+        );
     }
 
     #[test]

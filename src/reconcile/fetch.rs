@@ -27,7 +27,7 @@ use super::outcome::Outcome;
 use crate::grid::client::{GridClient, GridFetchError};
 use crate::lightspark::client::{FetchError, LightsparkClient};
 use crate::projection::events::{
-    InternalEvent, InvitationFetchFailed, InvitationFetched, IDENTITY_MISMATCH, NOT_AN_INVITATION,
+    InternalEvent, InvitationFetchFailed, InvitationFetched, FOUND_BY_SWEEP, IDENTITY_MISMATCH, NOT_AN_INVITATION,
 };
 use crate::projection::state::InvitationState;
 use crate::source::Source;
@@ -112,10 +112,21 @@ impl Fetcher {
         self.clients.any()
     }
 
+    /// The sources' API clients.
+    pub(super) fn clients(&self) -> &Fetchers {
+        &self.clients
+    }
+
     /// When `state` is to be fetched: `Ok` now, `Err(at)` later, `None` not
     /// at all (not wanted, no client for its source, or past the horizon).
     pub(super) fn decision(&self, state: &InvitationState, now: DateTime<Utc>) -> Option<Result<(), DateTime<Utc>>> {
         if !crate::projection::view::fetch_wanted(state) || !self.clients.configured(state.source) {
+            return None;
+        }
+        // A registered invitation past its expiry can no longer be claimed:
+        // the sweep stops there, whatever its source has not said yet.
+        let expired = state.expires_at.as_ref().and_then(|e| parse_time(&e.value)).is_some_and(|t| t <= now);
+        if state.registered && !state.is_claimed() && expired {
             return None;
         }
         let at = self.schedule.next(state, now, self.interval, self.horizon)?;
@@ -193,6 +204,7 @@ impl Fetcher {
                     invitation_id: id.clone(),
                     source,
                     fetched_at: rfc3339(now),
+                    found_by: entity.as_ref().and_then(|e| swept_claim(state, e)).map(str::to_owned),
                     entity,
                     operator_note,
                 })),
@@ -212,6 +224,20 @@ impl Fetcher {
             }
         })
     }
+}
+
+/// [`FOUND_BY_SWEEP`] when `entity`, fetched for `state`, shows the claim
+/// of an invitation created through the service that neither a webhook
+/// nor an earlier fetch had shown: the claim's webhook did not arrive.
+fn swept_claim(state: &InvitationState, entity: &serde_json::Value) -> Option<&'static str> {
+    if !state.registered || state.last_webhook_seq != 0 || state.is_claimed() {
+        return None;
+    }
+    let report = match state.source {
+        Source::Lightspark => crate::lightspark::invitation::fetched(entity),
+        Source::Grid => crate::grid::webhook::fetched(entity),
+    };
+    (report.snapshot.status == Some(crate::invitation::InvitationStatus::Claimed)).then_some(FOUND_BY_SWEEP)
 }
 
 /// A fetch that did not give the invitation asked.

@@ -33,6 +33,9 @@ pub struct ReconcileMetrics {
     /// superseded: the invitation changed meanwhile and no longer wanted
     /// the answer, error).
     pub fetches: IntCounterVec,
+    /// Claims of registered invitations first seen by the sweep, by
+    /// source: each one a webhook that did not arrive.
+    pub claims_found_by_sweep: IntCounterVec,
     pub passes: IntCounter,
     /// 1 while this instance leads the reconciler (always, with a SQLite
     /// ledger), 0 while another does or the database cannot be reached.
@@ -64,6 +67,17 @@ impl ReconcileMetrics {
                 )
                 .unwrap(),
             ),
+            claims_found_by_sweep: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "claims_found_by_sweep_total",
+                        "Claims of registered invitations first seen by the sweep, not a webhook, by source",
+                    ),
+                    &["source"],
+                )
+                .unwrap(),
+            ),
             passes: register(r, IntCounter::new("reconciler_passes_total", "Reconciler passes").unwrap()),
             leader: register(
                 r,
@@ -76,6 +90,7 @@ impl ReconcileMetrics {
             last_pass_unix: std::sync::atomic::AtomicI64::new(0),
         };
         for source in Source::ALL {
+            m.claims_found_by_sweep.with_label_values(&[source.as_str()]);
             for outcome in FETCH_OUTCOMES {
                 m.fetches.with_label_values(&[source.as_str(), outcome]);
             }

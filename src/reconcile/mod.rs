@@ -16,6 +16,7 @@
 //! - [`reconciler`]: the one type owning a pass (`try_execute_once`), and
 //!   the trivial loop around it.
 
+pub mod cancel;
 pub mod clock;
 pub mod config;
 pub mod decide;
@@ -25,6 +26,7 @@ pub mod metrics;
 mod outcome;
 mod protocol;
 pub mod reconciler;
+pub mod register;
 pub mod request;
 
 pub use config::ReconcileConfig;

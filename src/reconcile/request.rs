@@ -13,6 +13,7 @@ use crate::invitation::is_uma_address;
 use crate::money::{Money, PaymentAmount};
 use crate::projection::events::{IdempotencyKey, ObligationKind};
 use crate::projection::state::{InvitationState, Versioned};
+use crate::projection::view::payment_failure_reason;
 
 /// One request of the exactly-once protocol, before it is sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +47,7 @@ pub fn request_for(
 ) -> Option<Request> {
     let url = match kind {
         ObligationKind::InviteePayment | ObligationKind::InviterIncentive => config.payout_url.clone()?,
-        ObligationKind::InviterNotification => config.notify_url.clone()?,
+        ObligationKind::InviterNotification | ObligationKind::InviterFailureNotice => config.notify_url.clone()?,
     };
     let rec = state.obligation(kind);
     if let Some(first) = &rec.request {
@@ -64,7 +65,7 @@ pub fn request_for(
             _ => return None,
         },
         ObligationKind::InviterIncentive => (text(&state.inviter_uma), Some(config.inviter_incentive.clone()?)),
-        ObligationKind::InviterNotification => (text(&state.inviter_uma), None),
+        ObligationKind::InviterNotification | ObligationKind::InviterFailureNotice => (text(&state.inviter_uma), None),
     };
     // `projection::view::due` already calls such an obligation invalid;
     // this is the last check before anything is sent.
@@ -72,6 +73,14 @@ pub fn request_for(
         return None;
     }
     let body = match &amount {
+        None if kind == ObligationKind::InviterFailureNotice => json!({
+            "idempotency_key": key,
+            "kind": "invitee_payment_failed",
+            "invitation_id": state.invitation_id,
+            "inviter_uma": text(&state.inviter_uma),
+            "invitee_uma": text(&state.invitee_uma),
+            "reason": payment_failure_reason(state),
+        }),
         None => json!({
             "idempotency_key": key,
             "kind": "invitee_joined",
@@ -166,6 +175,32 @@ mod tests {
         assert_eq!(r.body["amount"], json!({"value": 100, "currency": "USD", "decimals": 2}));
         assert_eq!(r.body["receiver_uma"], "$alice@a");
         assert_eq!(r.amount.map(|m| m.to_string()).as_deref(), Some("1.00 USD"));
+    }
+
+    #[test]
+    fn a_failure_notice_names_both_umas_and_why_the_payment_failed() {
+        // given a payment the platform refused, and one an operator recorded failed
+        let kind = ObligationKind::InviterFailureNotice;
+        let key = IdempotencyKey::of("Inv:1", kind);
+        let mut refused = claimed();
+        refused.payout.phase = crate::projection::state::ObligationPhase::Failed;
+        refused.payout.last_error = Some("HTTP 400: unknown receiver".into());
+        let mut by_operator = claimed();
+        by_operator.payout.phase = crate::projection::state::ObligationPhase::Failed;
+        by_operator.payout.decision = Some(crate::projection::events::Decision::Failed);
+        // when their notices are built
+        let r = request_for(&refused, kind, &key, &config()).unwrap();
+        let o = request_for(&by_operator, kind, &key, &config()).unwrap();
+        // then each tells the inviter who was not paid, and why
+        assert_eq!(r.url, "http://127.0.0.1:1/notify");
+        assert_eq!(
+            r.body,
+            json!({"idempotency_key": key, "kind": "invitee_payment_failed", "invitation_id": "Inv:1",
+                   "inviter_uma": "$alice@a", "invitee_uma": "$bob@b", "reason": "HTTP 400: unknown receiver"})
+        );
+        assert_eq!(o.body["reason"], "an operator recorded the payment as failed");
+        assert_eq!(r.receiver_uma.as_deref(), Some("$alice@a"));
+        assert_eq!(r.amount, None);
     }
 
     #[test]

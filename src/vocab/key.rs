@@ -103,6 +103,18 @@ impl EventKey {
         Self(format!("{}-fetch:{invitation}:failed:{attempt}", source.as_str()))
     }
 
+    /// A creation's step (`requested`, `failed`, or `created:<stream>` for
+    /// each of the answer's two copies): once per request.
+    pub fn creation(request_id: &str, step: &str) -> Self {
+        Self(format!("create:{request_id}:{step}"))
+    }
+
+    /// A cancellation's step (`requested`, `cancelled`, `failed`): once per
+    /// attempt.
+    pub fn cancellation(attempt_id: &str, step: &str) -> Self {
+        Self(format!("cancel:{attempt_id}:{step}"))
+    }
+
     /// The `attempt`-th request of an obligation.
     pub fn requested(key: &IdempotencyKey, attempt: u32) -> Self {
         Self(format!("{key}:requested:{attempt}"))

@@ -2,18 +2,25 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The three things owed for a claimed invitation.
+/// The four things owed for a claimed invitation: the invitee's payment,
+/// the inviter's incentive, the inviter told that the invitee joined, and
+/// the inviter told when the invitee's payment failed for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObligationKind {
     InviteePayment,
     InviterIncentive,
     InviterNotification,
+    InviterFailureNotice,
 }
 
 impl ObligationKind {
-    pub const ALL: [ObligationKind; 3] =
-        [ObligationKind::InviteePayment, ObligationKind::InviterIncentive, ObligationKind::InviterNotification];
+    pub const ALL: [ObligationKind; 4] = [
+        ObligationKind::InviteePayment,
+        ObligationKind::InviterIncentive,
+        ObligationKind::InviterNotification,
+        ObligationKind::InviterFailureNotice,
+    ];
 
     /// The name used in requests, the CLI and the API.
     pub fn as_str(self) -> &'static str {
@@ -21,11 +28,12 @@ impl ObligationKind {
             ObligationKind::InviteePayment => "invitee_payment",
             ObligationKind::InviterIncentive => "inviter_incentive",
             ObligationKind::InviterNotification => "inviter_notification",
+            ObligationKind::InviterFailureNotice => "inviter_failure_notice",
         }
     }
 
     /// Accepts the kind's name or its event prefix (`payout`, `incentive`,
-    /// `notification`), as an operator might type either.
+    /// `notification`, `failure_notice`), as an operator might type either.
     pub fn parse(s: &str) -> Option<Self> {
         ObligationKind::ALL.into_iter().find(|k| k.as_str() == s || k.event_prefix() == s)
     }
@@ -36,6 +44,7 @@ impl ObligationKind {
             ObligationKind::InviteePayment => "payout",
             ObligationKind::InviterIncentive => "incentive",
             ObligationKind::InviterNotification => "notification",
+            ObligationKind::InviterFailureNotice => "failure_notice",
         }
     }
 }
@@ -47,6 +56,14 @@ pub enum EventKind {
     WebhookReceived,
     InvitationFetched,
     InvitationFetchFailed,
+    /// The service asked a source to create an invitation.
+    CreateRequested,
+    Created,
+    CreateFailed,
+    /// The service asked a source to cancel an invitation.
+    CancelRequested,
+    Cancelled,
+    CancelFailed,
     Requested(ObligationKind),
     Succeeded(ObligationKind),
     Failed(ObligationKind),
@@ -56,10 +73,16 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for the one test that checks names and parsing agree.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::WebhookReceived,
         EventKind::InvitationFetched,
         EventKind::InvitationFetchFailed,
+        EventKind::CreateRequested,
+        EventKind::Created,
+        EventKind::CreateFailed,
+        EventKind::CancelRequested,
+        EventKind::Cancelled,
+        EventKind::CancelFailed,
         EventKind::Requested(ObligationKind::InviteePayment),
         EventKind::Succeeded(ObligationKind::InviteePayment),
         EventKind::Failed(ObligationKind::InviteePayment),
@@ -69,6 +92,9 @@ impl EventKind {
         EventKind::Requested(ObligationKind::InviterNotification),
         EventKind::Succeeded(ObligationKind::InviterNotification),
         EventKind::Failed(ObligationKind::InviterNotification),
+        EventKind::Requested(ObligationKind::InviterFailureNotice),
+        EventKind::Succeeded(ObligationKind::InviterFailureNotice),
+        EventKind::Failed(ObligationKind::InviterFailureNotice),
         EventKind::InDoubt,
         EventKind::Resolved,
     ];
@@ -80,6 +106,12 @@ impl EventKind {
             EventKind::WebhookReceived => "webhook.received",
             EventKind::InvitationFetched => "invitation.fetched",
             EventKind::InvitationFetchFailed => "invitation.fetch_failed",
+            EventKind::CreateRequested => "invitation.create_requested",
+            EventKind::Created => "invitation.created",
+            EventKind::CreateFailed => "invitation.create_failed",
+            EventKind::CancelRequested => "invitation.cancel_requested",
+            EventKind::Cancelled => "invitation.cancelled",
+            EventKind::CancelFailed => "invitation.cancel_failed",
             EventKind::Requested(InviteePayment) => "payout.requested",
             EventKind::Succeeded(InviteePayment) => "payout.succeeded",
             EventKind::Failed(InviteePayment) => "payout.failed",
@@ -89,6 +121,9 @@ impl EventKind {
             EventKind::Requested(InviterNotification) => "notification.requested",
             EventKind::Succeeded(InviterNotification) => "notification.succeeded",
             EventKind::Failed(InviterNotification) => "notification.failed",
+            EventKind::Requested(InviterFailureNotice) => "failure_notice.requested",
+            EventKind::Succeeded(InviterFailureNotice) => "failure_notice.succeeded",
+            EventKind::Failed(InviterFailureNotice) => "failure_notice.failed",
             EventKind::InDoubt => "obligation.in_doubt",
             EventKind::Resolved => "obligation.resolved",
         }
@@ -109,6 +144,7 @@ mod tests {
     fn kinds_parse_by_name_or_event_prefix() {
         assert_eq!(ObligationKind::parse("payout"), Some(ObligationKind::InviteePayment));
         assert_eq!(ObligationKind::parse("inviter_incentive"), Some(ObligationKind::InviterIncentive));
+        assert_eq!(ObligationKind::parse("failure_notice"), Some(ObligationKind::InviterFailureNotice));
         assert_eq!(ObligationKind::parse("nope"), None);
     }
 

@@ -52,7 +52,8 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     ("invitation_ledger_webhooks_total", Kind::Counter),
     // the same event id stored before with another body (a tampering signal)
     ("invitation_ledger_webhooks_same_id_other_body_total", Kind::Counter),
-    // labels: kind (invitee_payment, inviter_incentive, inviter_notification),
+    // labels: kind (invitee_payment, inviter_incentive, inviter_notification,
+    // inviter_failure_notice),
     // state (not_due, pending, requested, retry_scheduled, succeeded, failed,
     // in_doubt, ineligible, invalid)
     ("invitation_ledger_obligations", Kind::Gauge),
@@ -61,6 +62,8 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     // labels: source, outcome
     ("invitation_ledger_fetches_total", Kind::Counter),
     ("invitation_ledger_invitations_awaiting_data", Kind::Gauge),
+    // labels: source; claims of registered invitations no webhook announced
+    ("invitation_ledger_claims_found_by_sweep_total", Kind::Counter),
     ("invitation_ledger_ledger_head_seq", Kind::Gauge),
     ("invitation_ledger_projection_lag_events", Kind::Gauge),
     ("invitation_ledger_reconciler_last_pass_age_seconds", Kind::Gauge),
@@ -77,6 +80,14 @@ const SERVICE_METRICS: &[(&str, Kind)] = &[
     ("invitation_ledger_reconciler_leader", Kind::Gauge),
     ("invitation_ledger_reconciler_epoch", Kind::Gauge),
     ("invitation_ledger_reconciler_passes_total", Kind::Counter),
+    // 1 while the projections fold what they missed (reads answer 503)
+    ("invitation_ledger_projection_catching_up", Kind::Gauge),
+    // what the read side asked of SQLite: statements, rows stepped, of
+    // which in full scans, and sorts
+    ("invitation_ledger_read_statements_total", Kind::Counter),
+    ("invitation_ledger_read_steps_total", Kind::Counter),
+    ("invitation_ledger_read_full_scan_steps_total", Kind::Counter),
+    ("invitation_ledger_read_sorts_total", Kind::Counter),
 ];
 
 /// Series that come from Prometheus itself (`up` of the scrape) and from the
@@ -90,6 +101,7 @@ const EXPECTED_ALERTS: &[(&str, &str)] = &[
     ("InvitationLedgerPaymentPlatformFailing", "critical"),
     ("InvitationLedgerObligationRetryingLong", "warning"),
     ("InvitationLedgerInvitationsAwaitingData", "warning"),
+    ("InvitationLedgerClaimFoundBySweep", "warning"),
     ("InvitationLedgerProjectionLag", "warning"),
     ("InvitationLedgerReconcilerStalled", "warning"),
     ("InvitationLedgerNoReconcilerLeader", "critical"),
@@ -1006,9 +1018,9 @@ async fn the_live_metrics_pass_promtool_and_expose_every_family_the_rules_and_da
         );
     }
     assert!(!text.contains("inv-nobody"), "an id from a path became a label");
-    // Every kind × state is a series, zeros included, so alerts see 0, not nothing.
+    // Every kind (four) × state (nine) is a series, zeros included, so alerts see 0, not nothing.
     let obligations = samples(&text, "invitation_ledger_obligations", &[]);
-    assert_eq!(obligations.len(), 3 * 9, "{obligations:#?}");
+    assert_eq!(obligations.len(), 4 * 9, "{obligations:#?}");
     let in_doubt = samples(&text, "invitation_ledger_obligations", &["kind=\"invitee_payment\"", "state=\"in_doubt\""]);
     assert_eq!(in_doubt.len(), 1);
     assert!(in_doubt[0].ends_with(" 0"), "{}", in_doubt[0]);

@@ -111,6 +111,7 @@ async fn a_hundred_claimed_invitations_with_transient_failures_settle_exactly_on
                 ObligationKind::InviterNotification => json!({
                     "idempotency_key": k, "kind": "invitee_joined", "invitation_id": f.id,
                     "inviter_uma": f.inviter_uma, "invitee_uma": f.invitee_uma}),
+                ObligationKind::InviterFailureNotice => unreachable!("no payment of the mix fails for good"),
             };
             let target =
                 if *kind == ObligationKind::InviterNotification { &mut due_notifications } else { &mut due_payments };

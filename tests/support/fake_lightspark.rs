@@ -8,10 +8,15 @@
 //! incentives after the claim), and answer `{}` for an id of another entity
 //! type (the query's `... on UmaInvitation` selects nothing from it).
 //! Failures can be scheduled so that retry paths are exercised over real
-//! sockets. The server stops when the `FakeLightspark` is dropped.
+//! sockets. It also creates invitations (the `create_uma_invitation` and
+//! `create_uma_invitation_with_payment` mutations), which it then serves
+//! by id like any other, and can answer a creation late (after the
+//! client's timeout: created, but the client never hears). The server stops
+//! when the `FakeLightspark` is dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -33,6 +38,12 @@ struct State {
     calls: usize,
     unauthorized_calls: usize,
     requests: Vec<Value>,
+    /// Invitations created by mutations, in order.
+    created: Vec<Value>,
+    /// The next creations are made, then answered only after this long.
+    slow_creates: Vec<Duration>,
+    /// The next cancellations are refused with a GraphQL error.
+    refuse_cancels: usize,
 }
 
 /// A running fake. Dropping it stops the server.
@@ -54,13 +65,19 @@ impl FakeLightspark {
             .and(warp::path::full())
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::body::bytes())
-            .map(
+            .then(
                 move |method: warp::http::Method,
                       path: warp::path::FullPath,
                       auth: Option<String>,
                       body: bytes::Bytes| {
-                    let (status, answer) = handle(&shared, &expected, &method, path.as_str(), auth.as_deref(), &body);
-                    warp::reply::with_status(warp::reply::json(&answer), status)
+                    let (status, answer, delay) =
+                        handle(&shared, &expected, &method, path.as_str(), auth.as_deref(), &body);
+                    async move {
+                        if let Some(delay) = delay {
+                            tokio::time::sleep(delay).await;
+                        }
+                        warp::reply::with_status(warp::reply::json(&answer), status)
+                    }
                 },
             );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -125,6 +142,24 @@ impl FakeLightspark {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// The invitations created so far by mutations, as answered.
+    pub fn created(&self) -> Vec<Value> {
+        self.state.lock().unwrap().created.clone()
+    }
+
+    /// The next creation is made at once but answered only after `delay`:
+    /// past the client's timeout, the invitation exists and the client does
+    /// not know it.
+    pub fn answer_next_create_after(&self, delay: Duration) {
+        self.state.lock().unwrap().slow_creates.push(delay);
+    }
+
+    /// The next `cancel_uma_invitation` is refused, as Lightspark refuses
+    /// to cancel an invitation claimed meanwhile.
+    pub fn refuse_next_cancel(&self) {
+        self.state.lock().unwrap().refuse_cancels += 1;
+    }
+
     /// Requests refused with 401 (missing or wrong credentials).
     pub fn unauthorized_calls(&self) -> usize {
         self.state.lock().unwrap().unauthorized_calls
@@ -142,6 +177,23 @@ impl Drop for FakeLightspark {
 /// One request, in the order the real API would judge it: credentials, then
 /// scheduled failures, then the request itself.
 fn handle(
+    state: &Mutex<State>,
+    expected_credentials: &str,
+    method: &warp::http::Method,
+    path: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> (StatusCode, Value, Option<Duration>) {
+    let (status, answer) = judge(state, expected_credentials, method, path, auth, body);
+    let mut s = state.lock().unwrap();
+    let creation = answer.get("data").is_some_and(|d| {
+        d.get("create_uma_invitation").is_some() || d.get("create_uma_invitation_with_payment").is_some()
+    });
+    let delay = (creation && !s.slow_creates.is_empty()).then(|| s.slow_creates.remove(0));
+    (status, answer, delay)
+}
+
+fn judge(
     state: &Mutex<State>,
     expected_credentials: &str,
     method: &warp::http::Method,
@@ -178,7 +230,16 @@ fn handle(
     let Some(request) = parsed else {
         return (StatusCode::BAD_REQUEST, errors("body is not JSON"));
     };
-    let query_ok = request.get("query").and_then(Value::as_str).is_some_and(|q| q.contains("GetUmaInvitation"));
+    let query = request.get("query").and_then(Value::as_str).unwrap_or_default();
+    if query.contains("cancel_uma_invitation(input:") {
+        return cancel(&mut s, &request);
+    }
+    for mutation in ["create_uma_invitation_with_payment", "create_uma_invitation"] {
+        if query.contains(&format!("{mutation}(input:")) {
+            return create(&mut s, mutation, &request);
+        }
+    }
+    let query_ok = query.contains("GetUmaInvitation");
     if !query_ok {
         return (StatusCode::BAD_REQUEST, errors("expected the GetUmaInvitation query"));
     }
@@ -192,6 +253,54 @@ fn handle(
         None => Value::Null,
     };
     (StatusCode::OK, json!({ "data": { "entity": entity } }))
+}
+
+/// A creation: the invitation is made (and served by id from now on) from
+/// the mutation's variables, as Lightspark would.
+fn create(s: &mut State, mutation: &str, request: &Value) -> (StatusCode, Value) {
+    let vars = &request["variables"];
+    let Some(inviter) = vars["inviter_uma"].as_str() else {
+        return (StatusCode::OK, errors("Variable \"$inviter_uma\" of required type \"String!\" was not provided."));
+    };
+    let n = s.created.len() + 1;
+    let id = format!("UmaInvitation:created-{n:04}");
+    let code = format!("NEW{n:04}");
+    let mut entity = aliased_entity(&id, &code, "PENDING", "PENDING", None, None);
+    entity["uma_invitation_inviter_uma"] = json!(inviter);
+    if mutation == "create_uma_invitation_with_payment" {
+        entity["uma_invitation_payment_amount"] = json!({
+            "uma_currency_amount_value": vars["payment_amount"],
+            "uma_currency_amount_currency": {
+                "uma_currency_code": vars["payment_currency_code"],
+                "uma_currency_decimals": vars["payment_currency_decimals"]
+            }
+        });
+        entity["uma_invitation_expires_at"] = vars["expires_at"].clone();
+    }
+    s.invitations.insert(id, vec![entity.clone()]);
+    s.created.push(entity.clone());
+    (StatusCode::OK, json!({ "data": { mutation: { "invitation": entity } } }))
+}
+
+/// A cancellation by code: a `PENDING` invitation becomes `CANCELLED`;
+/// any other, or a scheduled refusal, is a GraphQL error.
+fn cancel(s: &mut State, request: &Value) -> (StatusCode, Value) {
+    let code = request["variables"]["invite_code"].as_str().unwrap_or_default().to_owned();
+    if s.refuse_cancels > 0 {
+        s.refuse_cancels -= 1;
+        return (StatusCode::OK, errors(&format!("Invitation {code} cannot be cancelled")));
+    }
+    let found = s.invitations.values_mut().find(|answers| answers[0]["uma_invitation_code"] == code.as_str());
+    let Some(answers) = found else { return (StatusCode::OK, errors(&format!("Invitation {code} not found"))) };
+    let last = answers.last_mut().expect("answers are never empty");
+    if last["uma_invitation_status"] != "PENDING" {
+        return (StatusCode::OK, errors(&format!("Invitation {code} cannot be cancelled")));
+    }
+    last["uma_invitation_status"] = json!("CANCELLED");
+    last["uma_invitation_cancelled_at"] = json!("2026-12-02T00:00:00+00:00");
+    last["uma_invitation_updated_at"] = json!("2026-12-02T00:00:00+00:00");
+    let entity = last.clone();
+    (StatusCode::OK, json!({ "data": { "cancel_uma_invitation": { "invitation": entity } } }))
 }
 
 fn errors(message: &str) -> Value {

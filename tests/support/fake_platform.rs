@@ -112,6 +112,10 @@ struct SlowRule {
 struct State {
     requests: Vec<RecordedRequest>,
     queue: VecDeque<Fault>,
+    /// Faults for the next requests whose body's `kind` is the key, taken
+    /// before the general queue: one kind of notification can fail while
+    /// another sent to the same endpoint goes through.
+    queue_by_kind: HashMap<String, VecDeque<Fault>>,
     first_rule: Option<FirstAttemptRule>,
     slow_rule: Option<SlowRule>,
     /// key → body, for keys whose first request is being processed.
@@ -207,11 +211,21 @@ impl FakePlatform {
         s.queue.extend(std::iter::repeat_n(fault, n));
     }
 
+    /// Apply `fault` to the next `n` requests whose JSON body's `kind` is
+    /// `kind` (e.g. `invitee_payment_failed`), whatever comes between them.
+    #[allow(dead_code)] // the storm and browser binaries include this file and never use it
+    pub fn fail_next_of_kind(&self, kind: &str, n: usize, fault: Fault) {
+        let mut s = self.state.lock().unwrap();
+        s.queue_by_kind.entry(kind.to_owned()).or_default().extend(std::iter::repeat_n(fault, n));
+    }
+
     /// Drops every fault still queued: the platform answers normally from
     /// now on (a rule set by `fail_first_attempts` stays).
     #[allow(dead_code)] // the storm and browser binaries include this file and never clear faults
     pub fn clear_faults(&self) {
-        self.state.lock().unwrap().queue.clear();
+        let mut s = self.state.lock().unwrap();
+        s.queue.clear();
+        s.queue_by_kind.clear();
     }
 
     /// For each FIRST request seen for an idempotency key, fail it with
@@ -299,7 +313,11 @@ fn decide(s: &mut State, key: Option<String>, sig: Option<String>, raw: Vec<u8>)
         Some(k) => s.seen_keys.insert(k.clone()),
         None => false,
     };
-    let fault = match s.queue.pop_front() {
+    let of_kind = parsed
+        .as_ref()
+        .and_then(|b| b.get("kind")?.as_str())
+        .and_then(|kind| s.queue_by_kind.get_mut(kind)?.pop_front());
+    let fault = match of_kind.or_else(|| s.queue.pop_front()) {
         Some(f) => Some(f),
         None if first_for_key => match &mut s.first_rule {
             Some(rule) => (rule.rng.unit() < rule.p).then_some(rule.fault),

@@ -82,10 +82,11 @@ impl InvitationFixture {
 
 /// The three obligations of an invitation: the field of the read API that
 /// shows each, and its kind.
-pub const OBLIGATIONS: [(&str, ObligationKind); 3] = [
+pub const OBLIGATIONS: [(&str, ObligationKind); 4] = [
     ("payout", ObligationKind::InviteePayment),
     ("incentive", ObligationKind::InviterIncentive),
     ("notification", ObligationKind::InviterNotification),
+    ("failure_notice", ObligationKind::InviterFailureNotice),
 ];
 
 /// The kinds of invitation the many-invitation tests mix, and what each one
@@ -137,15 +138,16 @@ impl Mix {
         }
     }
 
-    /// Final states of the [`OBLIGATIONS`] (payout, incentive, notification)
-    /// once every due one is settled.
-    pub fn expected(self) -> [&'static str; 3] {
+    /// Final states of the [`OBLIGATIONS`] (payout, incentive, notification,
+    /// failure notice) once every due one is settled: no payment of a mix
+    /// fails for good, so no inviter is told of one.
+    pub fn expected(self) -> [&'static str; 4] {
         match self {
-            Mix::Full => ["succeeded", "succeeded", "succeeded"],
-            Mix::NoAmount => ["not_due", "not_due", "succeeded"],
-            Mix::Ineligible => ["succeeded", "ineligible", "succeeded"],
-            Mix::Cancelled | Mix::Pending => ["not_due", "not_due", "not_due"],
-            Mix::NoInvitee => ["not_due", "succeeded", "not_due"],
+            Mix::Full => ["succeeded", "succeeded", "succeeded", "not_due"],
+            Mix::NoAmount => ["not_due", "not_due", "succeeded", "not_due"],
+            Mix::Ineligible => ["succeeded", "ineligible", "succeeded", "not_due"],
+            Mix::Cancelled | Mix::Pending => ["not_due", "not_due", "not_due", "not_due"],
+            Mix::NoInvitee => ["not_due", "succeeded", "not_due", "not_due"],
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod binary;
 pub mod disk;
+pub mod fake_grid;
 pub mod fake_lightspark;
 pub mod fake_platform;
 pub mod invitation;

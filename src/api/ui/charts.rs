@@ -179,7 +179,7 @@ const STATES: [&str; 9] =
 /// States drawn in light colours (`style.css`), which need dark figures.
 const LIGHT: [&str; 4] = ["retry_scheduled", "pending", "ineligible", "not_due"];
 
-const KINDS: [&str; 3] = ["invitee_payment", "inviter_incentive", "inviter_notification"];
+const KINDS: [&str; 4] = ["invitee_payment", "inviter_incentive", "inviter_notification", "inviter_failure_notice"];
 
 /// A state as a class name: its letters, digits and `_` only.
 fn class_of(state: &str) -> String {

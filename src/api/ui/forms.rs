@@ -33,6 +33,7 @@ pub(super) fn obligation_of(v: &InvitationView, kind: ObligationKind) -> &Obliga
         ObligationKind::InviteePayment => &v.payout,
         ObligationKind::InviterIncentive => &v.incentive,
         ObligationKind::InviterNotification => &v.notification,
+        ObligationKind::InviterFailureNotice => &v.failure_notice,
     }
 }
 
@@ -45,7 +46,9 @@ pub(super) fn what_is_owed(v: &InvitationView, kind: ObligationKind) -> (Option<
     }
     match kind {
         ObligationKind::InviteePayment => (v.payment_amount.clone(), v.invitee_uma.clone()),
-        ObligationKind::InviterIncentive | ObligationKind::InviterNotification => (None, v.inviter_uma.clone()),
+        ObligationKind::InviterIncentive
+        | ObligationKind::InviterNotification
+        | ObligationKind::InviterFailureNotice => (None, v.inviter_uma.clone()),
     }
 }
 

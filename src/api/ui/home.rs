@@ -9,12 +9,13 @@ use super::forms::{obligation_of, what_is_owed};
 use super::render::{
     badge, detail, id_link, invitation_href, key, ledger_facts, money, obligation_cell, opt, page, uma_cell, visible,
 };
-use super::show::{since, when, with_times};
+use super::show::{opt_when, since, when, with_times};
 use super::SEARCH_CAP;
 use crate::projection::audit::Totals;
 use crate::projection::audit_page::AuditPage;
 use crate::projection::events::ObligationKind;
 use crate::projection::query::{Search, StatusPage};
+use crate::projection::registration::CancellationPhase;
 use crate::projection::trail::Hour;
 use crate::projection::view::{self, InvitationView};
 
@@ -46,7 +47,8 @@ fn invitation_table(items: &[InvitationView]) -> Markup {
         div.scroll { table {
             thead { tr {
                 th { "Invitation" } th { "Code" } th { "Status" } th { "Inviter" } th { "Invitee" }
-                th { "Amount" } th { "Payout" } th { "Incentive" } th { "Notification" } th { "Last seq" }
+                th { "Amount" } th { "Payout" } th { "Incentive" } th { "Notification" }
+                th { "Failure notice" } th { "Last seq" }
             } }
             tbody {
                 @for v in items {
@@ -60,6 +62,7 @@ fn invitation_table(items: &[InvitationView]) -> Markup {
                         td.nowrap { (obligation_cell(&v.payout)) }
                         td.nowrap { (obligation_cell(&v.incentive)) }
                         td.nowrap { (obligation_cell(&v.notification)) }
+                        td.nowrap { (obligation_cell(&v.failure_notice)) }
                         td.num { (v.last_seq) }
                     }
                 }
@@ -298,6 +301,65 @@ fn search_section(q: &str, found: &Search) -> Markup {
     }
 }
 
+/// Creations and cancellations asked through the service whose outcome is
+/// not known: the source may have acted, so an operator checks there
+/// before asking again.
+fn unknown_outcomes_section(d: &StatusPage) -> Markup {
+    html! {
+        section #unknown-outcomes {
+            h2 { "Outcome unknown" }
+            @if d.outcome_unknown.is_empty() {
+                p.empty { "None." }
+            } @else {
+                p.hint {
+                    "Creations or cancellations asked of a source with no answer recorded: the source may have acted. "
+                    "Check there (by inviter and time, or by code) before asking again."
+                }
+                div.scroll { table {
+                    thead { tr { th { "Invitation or request" } th { "Asked" } th { "State" } th { "Inviter" } th { "Since" } th { "Error" } } }
+                    tbody {
+                        @for v in &d.outcome_unknown {
+                            @let (what, state, since, error) = match (&v.registration, &v.cancellation) {
+                                (_, Some(c)) if matches!(c.state, CancellationPhase::Requested | CancellationPhase::Unknown) =>
+                                    ("cancel", format!("{:?}", c.state).to_lowercase(), c.requested_at.clone(), c.error.clone()),
+                                (Some(r), _) => ("create", format!("{:?}", r.state).to_lowercase(), r.requested_at.clone(), r.error.clone()),
+                                _ => ("-", String::new(), None, None),
+                            };
+                            tr {
+                                td.id { (id_link(&v.invitation_id)) }
+                                td { (what) " at " (v.source.as_str()) }
+                                td.nowrap { (badge(&state)) }
+                                td.uma { (v.registration.as_ref().and_then(|r| r.inviter_uma.as_deref()).or(v.inviter_uma.as_deref()).map_or_else(|| opt(None), uma_cell)) }
+                                td.nowrap { (opt_when(since.as_deref())) }
+                                td { (opt(error.as_deref())) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    }
+}
+
+/// Claims of invitations created through the service that the sweep found
+/// before any webhook: each one a webhook that did not arrive.
+fn sweep_section(d: &StatusPage) -> Markup {
+    html! {
+        section #found-by-sweep {
+            h2 { "Found by the sweep" }
+            @if d.found_by_sweep.is_empty() {
+                p.empty { "None: every claim of a registered invitation came with its webhook." }
+            } @else {
+                p.hint {
+                    "These claims were found by fetching the invitations, not by a webhook: their webhooks did not "
+                    "arrive. They are paid as usual; check the webhook URL and signing key at the source."
+                }
+                (invitation_table(&d.found_by_sweep))
+            }
+        }
+    }
+}
+
 fn attention_section(d: &StatusPage, now: DateTime<Utc>) -> Markup {
     let in_doubt = in_state(&d.attention, view::ObligationState::InDoubt);
     let failed = in_state(&d.attention, view::ObligationState::Failed);
@@ -339,6 +401,8 @@ pub(super) fn render(home: &Home<'_>) -> String {
         }
         @if let (Some(q), Some(found)) = (q, &d.search) { (search_section(q, found)) }
         (attention_section(d, home.now))
+        (unknown_outcomes_section(d))
+        (sweep_section(d))
         (activity_section(home.hours))
         section #recent {
             h2 { "Recent invitations" }

@@ -251,7 +251,12 @@ fn asked(o: &ObligationView) -> Markup {
 pub(super) fn detail(v: &InvitationView) -> Markup {
     let fetch =
         serde_json::to_value(v.fetch.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
-    let obligations = [("payout", &v.payout), ("incentive", &v.incentive), ("notification", &v.notification)];
+    let obligations = [
+        ("payout", &v.payout),
+        ("incentive", &v.incentive),
+        ("notification", &v.notification),
+        ("failure notice", &v.failure_notice),
+    ];
     html! {
         dl.detail {
             dt { "Invitation" } dd { span.mono { (invitation_link(&v.invitation_id)) } }

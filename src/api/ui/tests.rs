@@ -191,6 +191,7 @@ async fn the_refetch_form_reaches_the_wired_fetcher_only_from_this_site_signed_i
         instance: "test".into(),
         projection: ledger.health.clone(),
         refetch: Some(fetcher.clone()),
+        register: None,
         leader: None,
     };
     assert!(state.live.set(live).is_ok());

@@ -169,6 +169,48 @@ fn said(e: &TrailEvent, verdict: Option<&Verdict>, d: &Decimals) -> Shown {
                 "to " (r.receiver_uma.as_deref().map_or_else(|| "-".to_owned(), visible))
             }
         }
+        Said::Internal(InternalEvent::CreateRequested(c)) => {
+            f.push(("Source", text(c.source.as_str())));
+            f.push(("Inviter", opt_uma(Some(c.inviter_uma.as_str()))));
+            let asked = c.amount.as_ref().map(|m| d.apply(m));
+            f.push(("Amount", money(asked.as_ref())));
+            f.push(("Expires at", opt_when(c.expires_at.as_deref())));
+            f.push(("Request", mono(Some(c.request_id.as_str()))));
+            f.push(("Requested at", when(&c.requested_at)));
+            html! { "create requested of " (c.source.as_str()) }
+        }
+        Said::Internal(InternalEvent::Created(c)) => {
+            f.push(("Invitation", mono(Some(c.created_id.as_str()))));
+            f.push(("Request", mono(Some(c.request_id.as_str()))));
+            f.push(("At", when(&c.created_at)));
+            status = Some(("created".to_owned(), "ok"));
+            html! { "created " (c.created_id) }
+        }
+        Said::Internal(InternalEvent::CreateFailed(c)) => {
+            f.push(("Outcome", text(c.outcome.as_str())));
+            f.push(("Error", with_times(&c.error)));
+            f.push(("At", when(&c.failed_at)));
+            status = Some((c.outcome.as_str().to_owned(), "bad"));
+            html! { "creation " (c.outcome.as_str()) }
+        }
+        Said::Internal(InternalEvent::CancelRequested(c)) => {
+            f.push(("Source", text(c.source.as_str())));
+            f.push(("Code", mono(Some(c.code.as_str()))));
+            f.push(("Requested at", when(&c.requested_at)));
+            html! { "cancel requested of " (c.source.as_str()) }
+        }
+        Said::Internal(InternalEvent::Cancelled(c)) => {
+            f.push(("At", when(&c.cancelled_at)));
+            status = Some(("cancelled".to_owned(), "ok"));
+            html! { "cancelled at " (c.source.as_str()) }
+        }
+        Said::Internal(InternalEvent::CancelFailed(c)) => {
+            f.push(("Outcome", text(c.outcome.as_str())));
+            f.push(("Error", with_times(&c.error)));
+            f.push(("At", when(&c.failed_at)));
+            status = Some((c.outcome.as_str().to_owned(), "bad"));
+            html! { "cancellation " (c.outcome.as_str()) }
+        }
         Said::Internal(InternalEvent::Succeeded(s)) => {
             f.push(("HTTP status", text(&s.http_status.to_string())));
             f.push(("Payment id", mono(s.payment_id.as_deref())));
