@@ -22,6 +22,7 @@ pub mod events;
 pub mod projector;
 pub mod query;
 pub mod rebuild;
+mod records;
 pub mod registration;
 pub mod state;
 pub mod store;

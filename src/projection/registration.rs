@@ -15,11 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::events::InternalEvent;
-use super::state::{contradiction, IdentityMismatch, InvitationState};
 use crate::money::Money;
 use crate::source::Source;
-use crate::time::instant;
 
 /// The prefix of a creation request's stream.
 pub const REQUEST_PREFIX: &str = "InvitationRequest:";
@@ -216,81 +213,4 @@ pub enum CancellationPhase {
     Cancelled,
     Refused,
     Unknown,
-}
-
-/// Folds one creation or cancellation event into the state of the stream
-/// it belongs to (`seq` its ledger position): the request's stream keeps
-/// the creation's progress, the invitation's stream takes the answer as a
-/// snapshot. Other events are left alone.
-pub(super) fn apply(state: &mut InvitationState, event: InternalEvent, seq: u64) {
-    match event {
-        InternalEvent::CreateRequested(c) => {
-            state.source = c.source;
-            state.registration = Some(Registration::requested(&c));
-        }
-        InternalEvent::CreateFailed(c) => {
-            if let Some(r) = state.registration.as_mut() {
-                r.failed(&c);
-            }
-        }
-        InternalEvent::Created(c) => {
-            state.source = c.source;
-            let registration = state.registration.get_or_insert_with(|| Registration {
-                request_id: c.request_id.clone(),
-                source: c.source,
-                ..Default::default()
-            });
-            registration.created(&c);
-            if c.created_id == state.invitation_id {
-                // The new invitation's own copy: its first snapshot.
-                let report = snapshot(c.source, &c.entity);
-                if let Some(named) = contradiction(&state.invitation_id, c.source, &report, true) {
-                    state.identity_mismatches.push(IdentityMismatch {
-                        seq,
-                        detail: format!("the created invitation at seq {seq} names {named}: not merged"),
-                    });
-                    return;
-                }
-                state.registered = true;
-                let dated = report.dated.unwrap_or(c.created_at);
-                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), seq, &dated);
-            }
-        }
-        InternalEvent::CancelRequested(c) if !state.cancelled_by_service => {
-            state.cancellation = Some(Cancellation {
-                state: CancellationPhase::Requested,
-                requested_at: Some(c.requested_at),
-                error: None,
-            });
-        }
-        InternalEvent::CancelFailed(c) => {
-            if let Some(k) = state.cancellation.as_mut().filter(|_| !state.cancelled_by_service) {
-                k.state = match c.outcome {
-                    CreateOutcome::Refused => CancellationPhase::Refused,
-                    CreateOutcome::Unknown => CancellationPhase::Unknown,
-                };
-                k.error = Some(c.error);
-            }
-        }
-        InternalEvent::Cancelled(c) => {
-            let report = snapshot(c.source, &c.entity);
-            state.cancelled_by_service = true;
-            let k = state.cancellation.get_or_insert_with(Default::default);
-            k.state = CancellationPhase::Cancelled;
-            k.error = None;
-            if contradiction(&state.invitation_id, c.source, &report, true).is_none() {
-                let dated = report.dated.unwrap_or(c.cancelled_at);
-                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), seq, &dated);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// What a source's answer says, read as a fetched snapshot.
-fn snapshot(source: Source, entity: &serde_json::Value) -> crate::source::Report {
-    match source {
-        Source::Lightspark => crate::lightspark::invitation::fetched(entity),
-        Source::Grid => crate::grid::webhook::fetched(entity),
-    }
 }

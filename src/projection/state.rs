@@ -8,118 +8,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::events::{
-    decode, Decision, Fact, IdempotencyKey, InternalEvent, ObligationKind, IDENTITY_MISMATCH, NOT_AN_INVITATION,
-};
+use super::events::{decode, Decision, Fact, InternalEvent, ObligationKind, IDENTITY_MISMATCH, NOT_AN_INVITATION};
 use crate::invitation::{IncentivesStatus, InvitationSnapshot, InvitationStatus};
 use crate::ledger::{EventView, LedgerEvent};
 use crate::money::PaymentAmount;
 use crate::source::{Report, Source};
 use crate::time::instant;
 
+use super::records::{is_default, is_zero_seq};
+pub use super::records::{FetchPhase, FetchRecord, ObligationPhase, ObligationRecord};
+use super::registration::{Cancellation, CancellationPhase, CreateOutcome, Registration};
 pub use super::versioned::Versioned;
 use super::versioned::{forward, newest};
-
-fn is_default<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
-}
-
-fn is_zero_seq(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-/// What the ledger says about fetching the invitation from its source.
-/// When and how often to fetch is the reconciler's (in memory); the ledger
-/// keeps what the fetches found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FetchPhase {
-    /// The invitation's data came with a webhook.
-    #[default]
-    NotNeeded,
-    /// A claim came without the invitation, and no fetch has found it yet.
-    Pending,
-    /// A fetched snapshot gave the invitation's data.
-    Fetched,
-    /// The source answered that it does not know the invitation (yet: the
-    /// API may lag the webhook).
-    NotFound,
-    /// The id names something that is not an invitation: never fetched again.
-    Failed,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FetchRecord {
-    #[serde(default)]
-    pub phase: FetchPhase,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
-
-/// What the ledger says was done for one obligation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ObligationPhase {
-    /// Nothing sent yet.
-    #[default]
-    Untouched,
-    Requested,
-    RetryScheduled,
-    Succeeded,
-    Failed,
-    InDoubt,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObligationRecord {
-    #[serde(default)]
-    pub phase: ObligationPhase,
-    /// HTTP calls made; each is preceded by its own `*.requested` event.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<IdempotencyKey>,
-    /// When the current idempotency window started: the first request, or
-    /// the operator's `--retry`. Past `IDEMPOTENCY_WINDOW` it is in doubt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window_started_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
-    /// Who the first request asked the platform to pay (or notify).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receiver_uma: Option<String>,
-    /// What the first request asked for (payments and incentives).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub amount: Option<crate::money::Money>,
-    /// The body of the first request under this key: every retry re-sends
-    /// exactly it, since a platform rejects a key reused with other
-    /// parameters (and a newer snapshot must not change a payment in flight).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_seq: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub succeeded_seq: Option<u64>,
-    /// `*.succeeded` events seen; more than one key-distinct success would
-    /// be an anomaly the audit reports.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub successes: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<Decision>,
-    /// Why it is in doubt (`window_expired`, `no_longer_due`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
 
 /// Everything known about one invitation, folded from its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,14 +108,14 @@ pub struct InvitationState {
     pub cancelled_by_service: bool,
     /// The last cancellation asked through the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancellation: Option<super::registration::Cancellation>,
+    pub cancellation: Option<Cancellation>,
     /// Its claim was first seen by the sweep, not by a webhook: a webhook
     /// that did not arrive.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub found_by_sweep: bool,
     /// The creation, on its request's stream and on the invitation it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registration: Option<super::registration::Registration>,
+    pub registration: Option<Registration>,
     /// The seq of every event of its stream folded in, oldest first: the
     /// invitation page lists its stored events from here, since the row is
     /// written for each of them anyway (an index of streams kept beside the
@@ -423,7 +323,7 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
             | InternalEvent::CancelRequested(_)
             | InternalEvent::CancelFailed(_)
             | InternalEvent::Cancelled(_)),
-        ) => super::registration::apply(state, e, event.seq),
+        ) => apply_registration(state, e, event.seq),
         Fact::Internal(InternalEvent::Resolved(r)) => {
             let ob = state.obligation_mut(r.obligation);
             ob.decision = Some(r.decision);
@@ -553,5 +453,82 @@ pub(super) fn contradiction(stream: &str, source: Source, report: &Report, stric
         Some(named) if named != expected => Some(format!("{what} {}", quoted(named))),
         None if strict => Some(format!("no {what}")),
         _ => None,
+    }
+}
+
+/// Folds one creation or cancellation event into the state of the stream
+/// it belongs to (`seq` its ledger position): the request's stream keeps
+/// the creation's progress, the invitation's stream takes the answer as a
+/// snapshot. Other events are left alone.
+fn apply_registration(state: &mut InvitationState, event: InternalEvent, seq: u64) {
+    match event {
+        InternalEvent::CreateRequested(c) => {
+            state.source = c.source;
+            state.registration = Some(Registration::requested(&c));
+        }
+        InternalEvent::CreateFailed(c) => {
+            if let Some(r) = state.registration.as_mut() {
+                r.failed(&c);
+            }
+        }
+        InternalEvent::Created(c) => {
+            state.source = c.source;
+            let registration = state.registration.get_or_insert_with(|| Registration {
+                request_id: c.request_id.clone(),
+                source: c.source,
+                ..Default::default()
+            });
+            registration.created(&c);
+            if c.created_id == state.invitation_id {
+                // The new invitation's own copy: its first snapshot.
+                let report = answer_snapshot(c.source, &c.entity);
+                if let Some(named) = contradiction(&state.invitation_id, c.source, &report, true) {
+                    state.identity_mismatches.push(IdentityMismatch {
+                        seq,
+                        detail: format!("the created invitation at seq {seq} names {named}: not merged"),
+                    });
+                    return;
+                }
+                state.registered = true;
+                let dated = report.dated.unwrap_or(c.created_at);
+                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), seq, &dated);
+            }
+        }
+        InternalEvent::CancelRequested(c) if !state.cancelled_by_service => {
+            state.cancellation = Some(Cancellation {
+                state: CancellationPhase::Requested,
+                requested_at: Some(c.requested_at),
+                error: None,
+            });
+        }
+        InternalEvent::CancelFailed(c) => {
+            if let Some(k) = state.cancellation.as_mut().filter(|_| !state.cancelled_by_service) {
+                k.state = match c.outcome {
+                    CreateOutcome::Refused => CancellationPhase::Refused,
+                    CreateOutcome::Unknown => CancellationPhase::Unknown,
+                };
+                k.error = Some(c.error);
+            }
+        }
+        InternalEvent::Cancelled(c) => {
+            let report = answer_snapshot(c.source, &c.entity);
+            state.cancelled_by_service = true;
+            let k = state.cancellation.get_or_insert_with(Default::default);
+            k.state = CancellationPhase::Cancelled;
+            k.error = None;
+            if contradiction(&state.invitation_id, c.source, &report, true).is_none() {
+                let dated = report.dated.unwrap_or(c.cancelled_at);
+                state.merge(report.snapshot, instant(&dated).unwrap_or(i64::MIN), seq, &dated);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a source's answer says, read as a fetched snapshot.
+fn answer_snapshot(source: Source, entity: &serde_json::Value) -> Report {
+    match source {
+        Source::Lightspark => crate::lightspark::invitation::fetched(entity),
+        Source::Grid => crate::grid::webhook::fetched(entity),
     }
 }

@@ -72,7 +72,12 @@ fn payments_by_invitation(payments: &FakePlatform) -> BTreeMap<String, usize> {
 
 /// Waits until every invitation of `ids` reads as paid, never reading 404
 /// for one of them on the way; how long it took.
-async fn all_readable_and_paid(service: &ServeProcess, ids: &BTreeSet<String>, within: Duration) -> Duration {
+async fn all_readable_and_paid(
+    service: &ServeProcess,
+    folder: &Path,
+    ids: &BTreeSet<String>,
+    within: Duration,
+) -> Duration {
     let started = Instant::now();
     let client = reqwest::Client::new();
     let mut waiting: BTreeSet<String> = ids.clone();
@@ -86,7 +91,8 @@ async fn all_readable_and_paid(service: &ServeProcess, ids: &BTreeSet<String>, w
             let ready = client.get(service.url("/readyz")).send().await.unwrap();
             let (ready_status, ready_body) = (ready.status(), ready.text().await.unwrap_or_default());
             panic!(
-                "still not readable and paid after {within:?}: {waiting:?}\n{first}: {status} {body}\n/readyz: {ready_status} {ready_body}"
+                "still not readable and paid after {within:?}: {waiting:?}\n{first}: {status} {body}\n/readyz: {ready_status} {ready_body}\nthe ledger's folder: {}",
+                space_taken(service, folder)
             );
         }
         for id in waiting.clone() {
@@ -106,6 +112,25 @@ async fn all_readable_and_paid(service: &ServeProcess, ids: &BTreeSet<String>, w
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     started.elapsed()
+}
+
+/// What takes the space of `folder`: its files with their sizes, and any
+/// deleted file the service still holds open.
+fn space_taken(service: &ServeProcess, folder: &Path) -> String {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        out.push(format!("{} {len}", entry.file_name().to_string_lossy()));
+    }
+    let fds = format!("/proc/{}/fd", service.child.id());
+    for entry in std::fs::read_dir(fds).into_iter().flatten().flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            if target.to_string_lossy().contains("(deleted)") {
+                out.push(format!("open but deleted: {}", target.display()));
+            }
+        }
+    }
+    out.join(", ")
 }
 
 fn assert_ledger_checks(db: &Path) {
@@ -178,7 +203,7 @@ async fn at_every_level_of_free_space_a_200_is_stored_a_503_is_not_and_all_is_pa
         std::fs::remove_file(&filler).unwrap();
         // Then everything acknowledged becomes readable (never 404) and paid, once
         let new: BTreeSet<String> = acknowledged.difference(&before).cloned().collect();
-        let took = all_readable_and_paid(&service, &new, Duration::from_secs(30)).await;
+        let took = all_readable_and_paid(&service, db.parent().unwrap(), &new, Duration::from_secs(30)).await;
         eprintln!("{leave} bytes left: the {} acknowledged readable and paid {took:?} after space returned", new.len());
         let paid = payments_by_invitation(&payments);
         for id in &new {
@@ -197,7 +222,7 @@ async fn at_every_level_of_free_space_a_200_is_stored_a_503_is_not_and_all_is_pa
         }
     }
     // And in the end every acknowledged claim reads as paid, once
-    all_readable_and_paid(&service, &acknowledged, Duration::from_secs(60)).await;
+    all_readable_and_paid(&service, db.parent().unwrap(), &acknowledged, Duration::from_secs(60)).await;
     let paid = payments_by_invitation(&payments);
     assert!(acknowledged.iter().all(|id| paid.get(id) == Some(&1)) && paid.len() == acknowledged.len(), "{paid:?}");
     service.kill_async().await;
@@ -221,7 +246,7 @@ async fn serve_started_on_a_full_disk_waits_and_becomes_ready_by_itself_when_spa
         assert_eq!(status, 200, "{answer}");
     }
     let acknowledged: BTreeSet<String> = ids.iter().cloned().collect();
-    all_readable_and_paid(&service, &acknowledged, Duration::from_secs(20)).await;
+    all_readable_and_paid(&service, db.parent().unwrap(), &acknowledged, Duration::from_secs(20)).await;
     service.kill_async().await;
     for f in std::fs::read_dir(dir.path()).unwrap() {
         let f = f.unwrap().path();
@@ -267,7 +292,7 @@ async fn serve_started_on_a_full_disk_waits_and_becomes_ready_by_itself_when_spa
     assert_eq!(status, 200, "{answer}");
     let mut all = acknowledged.clone();
     all.insert("UmaInvitation:after".to_owned());
-    all_readable_and_paid(&service, &all, Duration::from_secs(20)).await;
+    all_readable_and_paid(&service, db.parent().unwrap(), &all, Duration::from_secs(20)).await;
     let paid = payments_by_invitation(&payments);
     assert!(all.iter().all(|id| paid.get(id) == Some(&1)) && paid.len() == all.len(), "{paid:?}");
     service.kill_async().await;
@@ -298,7 +323,7 @@ async fn a_sigkill_while_the_disk_is_full_loses_nothing_acknowledged_and_pays_ea
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(stored_claims(&db), acknowledged);
     let service = ServeProcess::spawn(db.clone(), paying(&payments)).await;
-    all_readable_and_paid(&service, &acknowledged, Duration::from_secs(30)).await;
+    all_readable_and_paid(&service, db.parent().unwrap(), &acknowledged, Duration::from_secs(30)).await;
     let paid = payments_by_invitation(&payments);
     assert!(acknowledged.iter().all(|id| paid.get(id) == Some(&1)), "{paid:?}");
     assert_eq!(paid.len(), acknowledged.len(), "{paid:?}");
