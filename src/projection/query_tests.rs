@@ -152,3 +152,30 @@ fn work_is_looked_up_through_the_index_of_rows_with_work() {
         .unwrap();
     assert!(plan.iter().any(|step| step.contains("USING INDEX invitations_with_work (work=?)")), "plan: {plan:?}");
 }
+
+#[test]
+fn the_projections_log_stays_a_few_mebibytes_however_much_is_folded() {
+    // Given a projection file folded a few rows at a time, as the
+    // projector commits (each commit adds its pages to the WAL)
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let mut conn = store::open(&db).unwrap();
+    for batch in 0..300 {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx.prepare(SAVE).unwrap();
+            for n in 0..5 {
+                let mut s = InvitationState::new(&format!("UmaInvitation:wal-{batch}-{n}"));
+                s.payout.receiver_uma = Some(format!("$invitee{batch}x{n}@other.example"));
+                save_with(&mut insert, &Row::of(&s)).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    // Then its WAL holds a few mebibytes at most, not the thousand 16 KiB
+    // pages (16 MiB) of SQLite's default checkpoint: on a nearly full disk
+    // that much log, plus the file a checkpoint must grow to copy it into,
+    // was more than a freed disk had, and nothing could be written again
+    let wal = std::fs::metadata(crate::ledger::suffixed(&store::path(&db), "-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal <= 4 << 20, "the projections' WAL is {wal} bytes");
+}
