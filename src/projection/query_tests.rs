@@ -165,7 +165,7 @@ fn the_projections_log_stays_a_few_mebibytes_however_much_is_folded() {
         {
             let mut insert = tx.prepare(SAVE).unwrap();
             for n in 0..5 {
-                let mut s = InvitationState::new(&format!("UmaInvitation:wal-{batch}-{n}"));
+                let mut s = InvitationState::new(format!("UmaInvitation:wal-{batch}-{n}"));
                 s.payout.receiver_uma = Some(format!("$invitee{batch}x{n}@other.example"));
                 save_with(&mut insert, &Row::of(&s)).unwrap();
             }
@@ -176,6 +176,6 @@ fn the_projections_log_stays_a_few_mebibytes_however_much_is_folded() {
     // pages (16 MiB) of SQLite's default checkpoint: on a nearly full disk
     // that much log, plus the file a checkpoint must grow to copy it into,
     // was more than a freed disk had, and nothing could be written again
-    let wal = std::fs::metadata(crate::ledger::suffixed(&store::path(&db), "-wal")).map(|m| m.len()).unwrap_or(0);
+    let wal = std::fs::metadata(ledger::suffixed(&store::path(&db), "-wal")).map(|m| m.len()).unwrap_or(0);
     assert!(wal <= 4 << 20, "the projections' WAL is {wal} bytes");
 }
