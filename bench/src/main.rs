@@ -9,6 +9,7 @@
 //! figure here is asserted anywhere: this is measurement only.
 
 mod bounded;
+mod latency;
 mod load;
 mod measure;
 mod postgres;
@@ -168,6 +169,16 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Claims at a fixed rate; the time from each 200 to its payment request at a local platform.
+    ClaimLatency {
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// The reconciler's safety-net interval (a due payment should not wait for it).
+        #[arg(long, default_value_t = 2_000)]
+        interval_ms: u64,
+    },
     /// Write pre-signed webhooks for wrk: one `SIGNATURE BODY` a line.
     WrkBodies {
         #[arg(long)]
@@ -279,6 +290,9 @@ fn main() -> anyhow::Result<()> {
             &postgres::Ingest { admin: &url, instances, connections, duration, mix: bodies.mix(), budget },
         ),
         Scenario::Failover { url, rounds } => postgres::failover(&rt, &url, rounds.max(1)),
+        Scenario::ClaimLatency { rate, duration, interval_ms } => {
+            latency::claim_to_payment(&rt, rate, duration, interval_ms)
+        }
         Scenario::WrkBodies { count, bodies, out } => {
             let mean = wrk::write_bodies(&out, &bodies.mix(), count)?;
             println!(

@@ -1,0 +1,123 @@
+//! From a claim's 200 to its payment request at the platform: claims sent
+//! at a fixed rate to the real service, whose payment platform is a local
+//! one that notes when each invitation's first request arrives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+use crate::measure::ms;
+use crate::service::{self, Service};
+use crate::shape::{self, Mix};
+
+/// When each invitation's first payment request reached the platform.
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// A payment platform that answers 200 at once and notes arrivals.
+async fn noting_platform() -> anyhow::Result<(String, Arrivals)> {
+    use warp::Filter;
+    let arrivals: Arrivals = Arc::default();
+    let noted = arrivals.clone();
+    let route = warp::post().and(warp::header::<String>("idempotency-key")).and(warp::body::json()).map(
+        move |key: String, body: serde_json::Value| {
+            if let Some(id) = body["invitation_id"].as_str() {
+                noted.lock().expect("arrivals").entry(id.to_owned()).or_insert_with(Instant::now);
+            }
+            warp::reply::json(&serde_json::json!({"payment_id": format!("pay-{key}")}))
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    Ok((format!("http://{addr}/payouts"), arrivals))
+}
+
+/// The invitation id a generated claim names.
+fn invitation_of(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v["entity_id"].as_str().map(str::to_owned)
+}
+
+/// Sends `rate` claims a second for `duration`, each a new invitation,
+/// and reports the time from each 200 to its payment request.
+pub fn claim_to_payment(rt: &Runtime, rate: u64, duration: Duration, interval_ms: u64) -> anyhow::Result<()> {
+    let (payout_url, arrivals) = rt.block_on(noting_platform())?;
+    let dir = service::run_dir()?;
+    let db = dir.path().join("ledger.db");
+    let env = [("PAYOUT_URL", payout_url), ("RECONCILE_INTERVAL_MS", interval_ms.to_string())];
+    let svc = Service::start_on(Some(dir), &db, &[], &env)?;
+    let count = (rate as f64 * duration.as_secs_f64()) as usize;
+    let mix = Mix { shape: shape::Shape::Real, duplicates: 0.0, envelope_share: 0.0, seed: 11 };
+    let requests = shape::request_list(&mix, count);
+    let url = format!("http://{}/webhooks/lightspark", svc.addr);
+    let acknowledged: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let started = Instant::now();
+    let failures = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = Vec::with_capacity(count);
+        for signed in requests {
+            tick.tick().await;
+            let (client, url, acknowledged) = (client.clone(), url.clone(), acknowledged.clone());
+            sent.push(tokio::spawn(async move {
+                let id = invitation_of(&signed.body).unwrap_or_default();
+                let answer = client
+                    .post(&url)
+                    .header("lightspark-signature", &signed.signature)
+                    .header("content-type", "application/json")
+                    .body(signed.body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status().is_success() => {
+                        acknowledged.lock().expect("acknowledged").insert(id, Instant::now());
+                        0
+                    }
+                    _ => 1,
+                }
+            }));
+        }
+        let mut failures = 0;
+        for handle in sent {
+            failures += handle.await.unwrap_or(1);
+        }
+        failures
+    });
+    let offered = started.elapsed();
+    // Every acknowledged claim's payment, or give up after 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (acked, paid) =
+            (acknowledged.lock().expect("acknowledged").len(), arrivals.lock().expect("arrivals").len());
+        if paid >= acked || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let acked = acknowledged.lock().expect("acknowledged").clone();
+    let arrived = arrivals.lock().expect("arrivals").clone();
+    let mut latencies: Vec<Duration> =
+        acked.iter().filter_map(|(id, ok)| arrived.get(id).map(|at| at.saturating_duration_since(*ok))).collect();
+    latencies.sort();
+    let at = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+    println!(
+        "scenario: claim to payment, {count} claims at {rate}/s offered over {:.1} s, RECONCILE_INTERVAL_MS {interval_ms}",
+        offered.as_secs_f64()
+    );
+    println!(
+        "acknowledged: {} (failed or refused: {failures}); payment requests seen: {}",
+        acked.len(),
+        latencies.len()
+    );
+    println!(
+        "from the 200 to the payment request: p50 {}, p99 {}, max {}",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(latencies.last().copied().unwrap_or_default())
+    );
+    drop(svc);
+    Ok(())
+}
