@@ -17,21 +17,16 @@ type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// A payment platform that answers 200 at once and notes arrivals.
 async fn noting_platform() -> anyhow::Result<(String, Arrivals)> {
-    use warp::Filter;
     let arrivals: Arrivals = Arc::default();
     let noted = arrivals.clone();
-    let route = warp::post().and(warp::header::<String>("idempotency-key")).and(warp::body::json()).map(
-        move |key: String, body: serde_json::Value| {
-            if let Some(id) = body["invitation_id"].as_str() {
-                noted.lock().expect("arrivals").entry(id.to_owned()).or_insert_with(Instant::now);
-            }
-            warp::reply::json(&serde_json::json!({"payment_id": format!("pay-{key}")}))
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    Ok((format!("http://{addr}/payouts"), arrivals))
+    let url = crate::scenarios::answering_platform(move |body| {
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        if let Some(id) = body["invitation_id"].as_str() {
+            noted.lock().expect("arrivals").entry(id.to_owned()).or_insert_with(Instant::now);
+        }
+    })
+    .await?;
+    Ok((format!("{url}/payouts"), arrivals))
 }
 
 /// The invitation id a generated claim names.

@@ -218,19 +218,33 @@ pub fn read(
     Ok(())
 }
 
-/// A payment platform that answers 200 at once, idempotent by key.
-async fn fast_platform() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+/// A payment platform that answers 200 at once, idempotent by key, and
+/// hands each request's body to `note` first.
+pub async fn answering_platform(
+    note: impl Fn(&bytes::Bytes) + Clone + Send + Sync + 'static,
+) -> anyhow::Result<String> {
     use warp::Filter;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let route = warp::post().and(warp::header::<String>("idempotency-key")).map(move |key: String| {
-        counted.fetch_add(1, Ordering::Relaxed);
-        warp::reply::json(&serde_json::json!({"payment_id": format!("pay-{key}")}))
-    });
+    let route = warp::post().and(warp::header::<String>("idempotency-key")).and(warp::body::bytes()).map(
+        move |key: String, body: bytes::Bytes| {
+            note(&body);
+            warp::reply::json(&serde_json::json!({"payment_id": format!("pay-{key}")}))
+        },
+    );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(warp::serve(route).incoming(listener).run());
-    Ok((format!("http://{addr}"), calls))
+    Ok(format!("http://{addr}"))
+}
+
+/// [`answering_platform`], counting the requests.
+async fn fast_platform() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let url = answering_platform(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    })
+    .await?;
+    Ok((url, calls))
 }
 
 pub fn reconcile(rt: &Runtime, invitations: usize, concurrency: usize, shape: Shape, seed: u64) -> anyhow::Result<()> {

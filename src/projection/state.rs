@@ -263,10 +263,7 @@ pub fn apply_to(state: &mut InvitationState, event: EventView<'_>) {
         Fact::Internal(InternalEvent::Fetched(f)) => match f.entity {
             Some(entity) => {
                 state.source = f.source;
-                let report = match f.source {
-                    Source::Lightspark => crate::lightspark::invitation::fetched(&entity),
-                    Source::Grid => crate::grid::webhook::fetched(&entity),
-                };
+                let report = read_answer(f.source, &entity);
                 // An answer is about the invitation asked only if it says
                 // so: one that names another, or none, was recorded before
                 // the reconciler checked (it now refuses them).
@@ -481,7 +478,7 @@ fn apply_registration(state: &mut InvitationState, event: InternalEvent, seq: u6
             registration.created(&c);
             if c.created_id == state.invitation_id {
                 // The new invitation's own copy: its first snapshot.
-                let report = answer_snapshot(c.source, &c.entity);
+                let report = read_answer(c.source, &c.entity);
                 if let Some(named) = contradiction(&state.invitation_id, c.source, &report, true) {
                     state.identity_mismatches.push(IdentityMismatch {
                         seq,
@@ -511,7 +508,7 @@ fn apply_registration(state: &mut InvitationState, event: InternalEvent, seq: u6
             }
         }
         InternalEvent::Cancelled(c) => {
-            let report = answer_snapshot(c.source, &c.entity);
+            let report = read_answer(c.source, &c.entity);
             state.cancelled_by_service = true;
             let k = state.cancellation.get_or_insert_with(Default::default);
             k.state = CancellationPhase::Cancelled;
@@ -525,8 +522,9 @@ fn apply_registration(state: &mut InvitationState, event: InternalEvent, seq: u6
     }
 }
 
-/// What a source's answer says, read as a fetched snapshot.
-fn answer_snapshot(source: Source, entity: &serde_json::Value) -> Report {
+/// What a source's answer (a fetch, a creation, a cancellation) says,
+/// read as a fetched snapshot.
+pub fn read_answer(source: Source, entity: &serde_json::Value) -> Report {
     match source {
         Source::Lightspark => crate::lightspark::invitation::fetched(entity),
         Source::Grid => crate::grid::webhook::fetched(entity),

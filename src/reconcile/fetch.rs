@@ -233,10 +233,7 @@ fn swept_claim(state: &InvitationState, entity: &serde_json::Value) -> Option<&'
     if !state.registered || state.last_webhook_seq != 0 || state.is_claimed() {
         return None;
     }
-    let report = match state.source {
-        Source::Lightspark => crate::lightspark::invitation::fetched(entity),
-        Source::Grid => crate::grid::webhook::fetched(entity),
-    };
+    let report = crate::projection::state::read_answer(state.source, entity);
     (report.snapshot.status == Some(crate::invitation::InvitationStatus::Claimed)).then_some(FOUND_BY_SWEEP)
 }
 

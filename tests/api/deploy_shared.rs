@@ -14,7 +14,9 @@ use serde_json::Value;
 use crate::support::binary::{run_binary, ServeProcess};
 use crate::support::fake_platform::FakePlatform;
 use crate::support::postgres::{fresh_database, OwnServer};
-use crate::support::{eventually, try_post_signed_to, InvitationFixture, SECRET};
+use crate::support::{eventually, try_post_signed_to, SECRET};
+
+use super::postgres::{claim, instance};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -29,24 +31,6 @@ fn haproxy() -> PathBuf {
         .unwrap_or_else(|| {
             panic!("`haproxy` not found: install the Debian package `haproxy`, or run `scripts/test`, which does")
         })
-}
-
-/// Settings of one instance of a shared ledger, its projections in `dir`.
-fn instance(dir: &Path, payments: &FakePlatform) -> Vec<(&'static str, String)> {
-    vec![
-        ("PROJECTIONS_DIR", dir.display().to_string()),
-        ("PAYOUT_URL", payments.url.clone()),
-        ("RECONCILE_INTERVAL_MS", "200".to_owned()),
-        ("RETRY_BASE_MS", "100".to_owned()),
-        ("RETRY_MAX_MS", "500".to_owned()),
-        ("REQUEST_TIMEOUT_MS", "5000".to_owned()),
-    ]
-}
-
-fn claim(id: &str) -> String {
-    let mut inv = InvitationFixture::claimed(id);
-    inv.incentives_status = "PENDING".into();
-    inv.webhook(&format!("evt-{id}"))
 }
 
 /// A free loopback port (bound, then released for HAProxy to take).
@@ -134,7 +118,7 @@ async fn behind_the_shipped_haproxy_two_instances_take_every_webhook_while_one_i
             a.take().unwrap().kill_async().await;
         }
         let answer =
-            deliver(&client, &format!("{front}/webhooks/lightspark"), claim(id), Duration::from_secs(30)).await;
+            deliver(&client, &format!("{front}/webhooks/lightspark"), claim(id).1, Duration::from_secs(30)).await;
         answers.insert(id.clone(), answer);
     }
 
@@ -152,10 +136,7 @@ async fn behind_the_shipped_haproxy_two_instances_take_every_webhook_while_one_i
         assert_eq!(stored.get(id), Some(&1), "{id}");
     }
     eventually("every claim to be paid", Duration::from_secs(40), || async {
-        let mut paid = BTreeMap::<String, usize>::new();
-        for (_, body) in payments.executed() {
-            *paid.entry(body["invitation_id"].as_str().unwrap().to_owned()).or_default() += 1;
-        }
+        let paid = payments.executed_by_invitation();
         if ids.iter().all(|id| paid.get(id) == Some(&1)) {
             Ok(())
         } else {
@@ -163,10 +144,7 @@ async fn behind_the_shipped_haproxy_two_instances_take_every_webhook_while_one_i
         }
     })
     .await;
-    let mut paid = BTreeMap::<String, usize>::new();
-    for (_, body) in payments.executed() {
-        *paid.entry(body["invitation_id"].as_str().unwrap().to_owned()).or_default() += 1;
-    }
+    let paid = payments.executed_by_invitation();
     assert!(paid.values().all(|n| *n == 1), "{paid:?}");
     drop(b);
 }
@@ -210,7 +188,8 @@ async fn a_base_backup_and_the_archived_wal_restore_the_ledger_up_to_its_last_an
     let client = reqwest::Client::new();
     let webhooks = service.url("/webhooks/lightspark");
     for n in 0..20 {
-        deliver(&client, &webhooks, claim(&format!("UmaInvitation:before-backup-{n}")), Duration::from_secs(10)).await;
+        deliver(&client, &webhooks, claim(&format!("UmaInvitation:before-backup-{n}")).1, Duration::from_secs(10))
+            .await;
     }
 
     // When a base backup is taken as deploy/README.md says, more claims
@@ -218,7 +197,7 @@ async fn a_base_backup_and_the_archived_wal_restore_the_ledger_up_to_its_last_an
     let backup = format!("{dir}/base");
     must(server.as_owner("pg_basebackup").args(["-d", &server.url, "-D", &backup, "-X", "stream", "-c", "fast"]));
     for n in 0..20 {
-        deliver(&client, &webhooks, claim(&format!("UmaInvitation:after-backup-{n}")), Duration::from_secs(10)).await;
+        deliver(&client, &webhooks, claim(&format!("UmaInvitation:after-backup-{n}")).1, Duration::from_secs(10)).await;
     }
     let last = anchor(&service).await;
     drop(service);

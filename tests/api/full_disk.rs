@@ -4,7 +4,7 @@
 //! becomes readable and every due payment goes out, with no new webhook
 //! and no restart. A start on a full disk waits instead of exiting.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -59,15 +59,6 @@ fn stored_claims(db: &Path) -> BTreeSet<String> {
         .filter(|r| r.2 == "webhook.received")
         .map(|r| r.1.strip_prefix("lightspark:evt-").unwrap().rsplit_once(':').unwrap().0.to_owned())
         .collect()
-}
-
-/// How many payments the platform executed for each invitation.
-fn payments_by_invitation(payments: &FakePlatform) -> BTreeMap<String, usize> {
-    let mut n = BTreeMap::new();
-    for (_, body) in payments.executed() {
-        *n.entry(body["invitation_id"].as_str().unwrap().to_owned()).or_default() += 1;
-    }
-    n
 }
 
 /// Waits until every invitation of `ids` reads as paid, never reading 404
@@ -205,7 +196,7 @@ async fn at_every_level_of_free_space_a_200_is_stored_a_503_is_not_and_all_is_pa
         let new: BTreeSet<String> = acknowledged.difference(&before).cloned().collect();
         let took = all_readable_and_paid(&service, db.parent().unwrap(), &new, Duration::from_secs(30)).await;
         eprintln!("{leave} bytes left: the {} acknowledged readable and paid {took:?} after space returned", new.len());
-        let paid = payments_by_invitation(&payments);
+        let paid = payments.executed_by_invitation();
         for id in &new {
             assert_eq!(paid.get(id), Some(&1), "{id} paid {:?} times", paid.get(id));
         }
@@ -223,7 +214,7 @@ async fn at_every_level_of_free_space_a_200_is_stored_a_503_is_not_and_all_is_pa
     }
     // And in the end every acknowledged claim reads as paid, once
     all_readable_and_paid(&service, db.parent().unwrap(), &acknowledged, Duration::from_secs(60)).await;
-    let paid = payments_by_invitation(&payments);
+    let paid = payments.executed_by_invitation();
     assert!(acknowledged.iter().all(|id| paid.get(id) == Some(&1)) && paid.len() == acknowledged.len(), "{paid:?}");
     service.kill_async().await;
     assert_eq!(stored_claims(&db), acknowledged);
@@ -293,7 +284,7 @@ async fn serve_started_on_a_full_disk_waits_and_becomes_ready_by_itself_when_spa
     let mut all = acknowledged.clone();
     all.insert("UmaInvitation:after".to_owned());
     all_readable_and_paid(&service, db.parent().unwrap(), &all, Duration::from_secs(20)).await;
-    let paid = payments_by_invitation(&payments);
+    let paid = payments.executed_by_invitation();
     assert!(all.iter().all(|id| paid.get(id) == Some(&1)) && paid.len() == all.len(), "{paid:?}");
     service.kill_async().await;
     assert_ledger_checks(&db);
@@ -324,7 +315,7 @@ async fn a_sigkill_while_the_disk_is_full_loses_nothing_acknowledged_and_pays_ea
     assert_eq!(stored_claims(&db), acknowledged);
     let service = ServeProcess::spawn(db.clone(), paying(&payments)).await;
     all_readable_and_paid(&service, db.parent().unwrap(), &acknowledged, Duration::from_secs(30)).await;
-    let paid = payments_by_invitation(&payments);
+    let paid = payments.executed_by_invitation();
     assert!(acknowledged.iter().all(|id| paid.get(id) == Some(&1)), "{paid:?}");
     assert_eq!(paid.len(), acknowledged.len(), "{paid:?}");
     service.kill_async().await;

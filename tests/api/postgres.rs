@@ -16,7 +16,7 @@ use crate::support::{eventually, json_of, post_signed_to, try_post_signed_to, In
 
 /// Settings for an instance on the ledger at `url`, its projections in
 /// `dir`, paying through `payments`.
-fn instance(dir: &std::path::Path, payments: &FakePlatform) -> Vec<(&'static str, String)> {
+pub(crate) fn instance(dir: &std::path::Path, payments: &FakePlatform) -> Vec<(&'static str, String)> {
     vec![
         ("PROJECTIONS_DIR", dir.display().to_string()),
         ("PAYOUT_URL", payments.url.clone()),
@@ -33,7 +33,7 @@ async fn serve(url: &str, env: Vec<(&'static str, String)>) -> ServeProcess {
     ServeProcess::spawn(std::path::PathBuf::from(url), env).await
 }
 
-fn claim(id: &str) -> (InvitationFixture, String) {
+pub(crate) fn claim(id: &str) -> (InvitationFixture, String) {
     let mut inv = InvitationFixture::claimed(id);
     inv.incentives_status = "PENDING".into();
     let body = inv.webhook(&format!("evt-{id}"));
@@ -55,15 +55,6 @@ async fn paid(service: &ServeProcess, id: &str, within: Duration) {
         }
     })
     .await;
-}
-
-/// Payments the platform executed, by invitation.
-fn executed(payments: &FakePlatform) -> BTreeMap<String, usize> {
-    let mut n = BTreeMap::new();
-    for (_, body) in payments.executed() {
-        *n.entry(body["invitation_id"].as_str().unwrap().to_owned()).or_default() += 1;
-    }
-    n
 }
 
 async fn verify(url_or_path: &str) -> std::process::Output {
@@ -101,7 +92,9 @@ async fn on_a_postgresql_ledger_claims_are_stored_once_projected_paid_and_verifi
     for id in &ids {
         paid(&service, id, Duration::from_secs(20)).await;
     }
-    assert!(executed(&payments).values().all(|n| *n == 1) && executed(&payments).len() == 5);
+    assert!(
+        payments.executed_by_invitation().values().all(|n| *n == 1) && payments.executed_by_invitation().len() == 5
+    );
     assert_eq!(metric(&service, "invitation_ledger_reconciler_leader").await, Some(1));
     assert!(metric(&service, "invitation_ledger_reconciler_epoch").await.is_some_and(|e| e >= 1));
     let ready = client.get(service.url("/readyz")).send().await.unwrap();
@@ -278,7 +271,7 @@ async fn two_instances_share_one_ledger_and_exactly_one_reconciles() {
         paid(&a, id, Duration::from_secs(20)).await;
         paid(&b, id, Duration::from_secs(20)).await;
     }
-    let paid_once = executed(&payments);
+    let paid_once = payments.executed_by_invitation();
     assert_eq!(paid_once.len(), 10);
     assert!(paid_once.values().all(|n| *n == 1), "{paid_once:?}");
     // And exactly one of them leads
@@ -327,6 +320,29 @@ async fn kinds(url: &str) -> Vec<String> {
     client.query("SELECT kind FROM events ORDER BY seq", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
 }
 
+/// Waits until the ledger at `url` holds a payment request.
+async fn requested(url: &str) {
+    eventually("the payment to be requested", Duration::from_secs(10), || async {
+        if kinds(url).await.iter().any(|k| k == "payout.requested") {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await;
+}
+
+/// Waits until `service` says it leads the reconciler.
+async fn leads(service: &ServeProcess, within: Duration) {
+    eventually("the follower to lead", within, || async {
+        match metric(service, "invitation_ledger_reconciler_leader").await {
+            Some(1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_between_request_and_outcome_is_replaced_and_the_payment_made_once() {
     // Given a leader and a follower, and a platform that takes 3 s to pay
@@ -340,29 +356,16 @@ async fn a_leader_killed_between_request_and_outcome_is_replaced_and_the_payment
     // before it can record the outcome
     let client = reqwest::Client::new();
     post_signed_to(&client, &follower.url("/webhooks/lightspark"), claim("UmaInvitation:failover").1).await;
-    eventually("the payment to be requested", Duration::from_secs(10), || async {
-        if kinds(&url).await.iter().any(|k| k == "payout.requested") {
-            Ok(())
-        } else {
-            Err("not yet".to_owned())
-        }
-    })
-    .await;
+    requested(&url).await;
     let killed_at = Instant::now();
     leader.kill_async().await;
 
     // Then the follower leads within 15 s, finishes the obligation, and the
     // platform executed it once
-    eventually("the follower to lead", Duration::from_secs(15), || async {
-        match metric(&follower, "invitation_ledger_reconciler_leader").await {
-            Some(1) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    leads(&follower, Duration::from_secs(15)).await;
     eprintln!("failover: the follower leads {:?} after the SIGKILL", killed_at.elapsed());
     paid(&follower, "UmaInvitation:failover", Duration::from_secs(30)).await;
-    assert_eq!(executed(&payments).get("UmaInvitation:failover"), Some(&1));
+    assert_eq!(payments.executed_by_invitation().get("UmaInvitation:failover"), Some(&1));
     let out = verify(&url).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -384,25 +387,12 @@ async fn a_stopped_leader_is_fenced_and_records_nothing_once_it_runs_again() {
     // When the leader has requested a payment and is SIGSTOPped before its outcome
     let client = reqwest::Client::new();
     post_signed_to(&client, &follower.url("/webhooks/lightspark"), claim("UmaInvitation:stopped").1).await;
-    eventually("the payment to be requested", Duration::from_secs(10), || async {
-        if kinds(&url).await.iter().any(|k| k == "payout.requested") {
-            Ok(())
-        } else {
-            Err("not yet".to_owned())
-        }
-    })
-    .await;
+    requested(&url).await;
     signal(&leader, "STOP");
     let stopped_at = Instant::now();
 
     // Then the follower leads within 20 s and pays, once
-    eventually("the follower to lead", Duration::from_secs(20), || async {
-        match metric(&follower, "invitation_ledger_reconciler_leader").await {
-            Some(1) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    leads(&follower, Duration::from_secs(20)).await;
     eprintln!("fencing: the follower leads {:?} after the SIGSTOP", stopped_at.elapsed());
     paid(&follower, "UmaInvitation:stopped", Duration::from_secs(30)).await;
     let before: Vec<String> = kinds(&url).await;
@@ -412,7 +402,7 @@ async fn a_stopped_leader_is_fenced_and_records_nothing_once_it_runs_again() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after = kinds(&url).await;
     assert_eq!(after, before, "the fenced leader appended after it ran again");
-    assert_eq!(executed(&payments).get("UmaInvitation:stopped"), Some(&1));
+    assert_eq!(payments.executed_by_invitation().get("UmaInvitation:stopped"), Some(&1));
     assert_eq!(metric(&leader, "invitation_ledger_reconciler_leader").await, Some(0));
 }
 
@@ -515,7 +505,7 @@ async fn an_unreachable_database_answers_503_fails_readiness_and_everything_resu
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["status"], "accepted");
     paid(&service, "UmaInvitation:during", Duration::from_secs(20)).await;
-    let paid_once = executed(&payments);
+    let paid_once = payments.executed_by_invitation();
     assert_eq!(paid_once.get("UmaInvitation:before"), Some(&1));
     assert_eq!(paid_once.get("UmaInvitation:during"), Some(&1));
     assert_eq!(kinds(&server.url).await.iter().filter(|k| *k == "webhook.received").count(), 2);

@@ -262,6 +262,17 @@ impl FakePlatform {
         self.state.lock().unwrap().executed.clone()
     }
 
+    /// How many payments were executed for each invitation (by the
+    /// request's `invitation_id`).
+    #[allow(dead_code)] // the storm and browser binaries include this file and never use it
+    pub fn executed_by_invitation(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut n = std::collections::BTreeMap::new();
+        for (_, body) in &self.state.lock().unwrap().executed {
+            *n.entry(body["invitation_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        n
+    }
+
     /// How many requests arrived with an already-executed key (and the same
     /// body) and were answered with the original result.
     pub fn replays(&self) -> usize {
