@@ -748,13 +748,21 @@ pub async fn run<E: Endpoint, C: Clock, J: Jitter>(
             Err(e) => tracing::error!(error = %e, "reconciler pass failed; retrying after the interval"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            // Work is due now: no gap, the pass reads what was just folded.
+            // Work due now is looked at first, whatever else is ready.
+            biased;
             _ = changed_or_never(&mut due) => {}
-            _ = committed.changed() => tokio::time::sleep(MIN_GAP).await,
             _ = stopped(&mut stop) => {
                 reconciler.stop();
                 return;
+            }
+            _ = tokio::time::sleep(wait) => {}
+            // Other commits share a pass after a short gap; work falling
+            // due during the gap ends it.
+            _ = committed.changed() => {
+                tokio::select! {
+                    () = tokio::time::sleep(MIN_GAP) => {}
+                    _ = changed_or_never(&mut due) => {}
+                }
             }
         }
     }

@@ -142,3 +142,88 @@ async fn a_request_recorded_before_a_pause_is_not_sent_after_it_past_the_window(
     drop(reconciler);
     thread.join().unwrap();
 }
+
+/// A platform that says each call it receives on a channel.
+#[derive(Clone)]
+struct Telling(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Endpoint for Telling {
+    fn call(&self, _: OutgoingRequest) -> impl Future<Output = CallOutcome> + Send {
+        let _ = self.0.send(());
+        std::future::ready(CallOutcome::Answered { status: 200, body: br#"{"payment_id":"pay_1"}"#.to_vec() })
+    }
+}
+
+/// A claim of `id` with 5.00 USD to pay, as a webhook stores it.
+fn claim_event(id: &str) -> NewEvent {
+    let body = serde_json::json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": format!("ev-{id}"),
+        "timestamp": "2026-11-01T12:00:00+00:00", "entity_id": id,
+        "data": {"id": id, "status": "CLAIMED", "code": "C", "inviter_uma": "$a@x.example",
+            "invitee_uma": "$b@y.example", "incentives_status": "PENDING",
+            "payment_amount": {"value": 500, "currency": "USD"}, "updated_at": "2026-11-01T12:00:00+00:00"}});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    NewEvent {
+        event_key: crate::vocab::EventKey::lightspark_webhook(&format!("ev-{id}"), &bytes),
+        kind: crate::vocab::EventKind::WebhookReceived,
+        stream: Some(StreamId::new(id)),
+        body: bytes,
+        signature: None,
+        sibling_prefix: None,
+    }
+}
+
+/// Runs `task` to its end while keeping the runtime busy, so that a
+/// paused clock cannot move meanwhile (it moves only when every task
+/// waits); panics when it has not ended within ten seconds of real time.
+async fn with_the_clock_still<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> T {
+    let task = tokio::spawn(task);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !task.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "not done while the clock stood still: it waits for a timer");
+        tokio::task::yield_now().await;
+    }
+    task.await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_payment_made_due_is_requested_without_waiting_out_the_gap_between_commits() {
+    // Given the reconciler's loop, passing every 10 s as a safety net, on
+    // a clock that only moves when every task waits for a timer
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let (writer, thread) = LedgerWriter::start(&db).unwrap();
+    let (told, calls) = tokio::sync::mpsc::unbounded_channel();
+    let calls = Arc::new(tokio::sync::Mutex::new(calls));
+    let ledger = Ledger::Sqlite(writer.clone());
+    let reconciler = Reconciler::new(
+        db,
+        ledger.clone(),
+        ReconcileConfig { interval: Duration::from_secs(10), ..config() },
+        Seams { endpoint: Telling(told), clock: SystemClock, jitter: SplitMix::seeded(1) },
+        Fetchers::default(),
+        Arc::default(),
+    );
+    let (due_tx, due) = watch::channel(0);
+    let (stop_tx, stop) = watch::channel(false);
+    let looping = tokio::spawn(run(reconciler, ledger.committed(), due, stop));
+    for i in 0..12 {
+        // When a claim is committed (which wakes the loop, to wait MIN_GAP
+        // for more commits to share a pass) and its fold makes its payment
+        // due, while the clock stands still
+        let (writer, due_tx, calls) = (writer.clone(), due_tx.clone(), calls.clone());
+        with_the_clock_still(async move {
+            writer.append(claim_event(&format!("Inv:due-{i}"))).await.unwrap();
+            due_tx.send_modify(|n| *n += 1);
+            // Then the payment is requested without waiting for any timer
+            calls.lock().await.recv().await.unwrap();
+        })
+        .await;
+        // (its outcome's commit and the pass it wakes are let pass)
+        tokio::time::sleep(MIN_GAP * 2).await;
+    }
+    stop_tx.send(true).unwrap();
+    looping.await.unwrap();
+    drop(ledger);
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap();
+}
