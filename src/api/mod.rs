@@ -211,6 +211,14 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
                 return not_ready(format!("the ledger database cannot be written: {e}"));
             }
             match live.projection.lagging() {
+                // Folding since the start, webhooks accepted meanwhile: a
+                // code of its own, so a deploy can tell it from a fault.
+                Some(why) if !live.projection.caught_up() && !live.projection.failing() => warp::reply::with_header(
+                    error::error_reply(StatusCode::SERVICE_UNAVAILABLE, "catching_up", why),
+                    "retry-after",
+                    "1",
+                )
+                .into_response(),
                 Some(why) => not_ready(why.to_owned()),
                 None => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
             }

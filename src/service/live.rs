@@ -148,13 +148,6 @@ impl LiveLedger {
         }
     }
 
-    /// Waits, at most `within`, until the projector's first fold has ended
-    /// (caught up, or failed).
-    pub async fn first_fold(&self, within: Duration) {
-        let mut projected = self.projected.clone();
-        let _ = tokio::time::timeout(within, projected.changed()).await;
-    }
-
     /// Commits what is queued, refuses later appends (even from clones of
     /// the writer still alive elsewhere), folds the last commits and waits
     /// for the writer and the projector.

@@ -186,11 +186,6 @@ struct Wiring {
     metrics: Metrics,
 }
 
-/// How long a start waits for the projections' first fold to end before
-/// it answers: long enough for what a crash leaves to fold, not for a
-/// whole ledger (reads answer 503 until that ends).
-const FIRST_FOLD: Duration = Duration::from_secs(5);
-
 /// How often a service that cannot open its ledger yet tries again.
 const OPEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -365,9 +360,9 @@ pub async fn serve(
         Err(e) if is_transient(&e) => Some(tokio::spawn(bring_up(state.clone(), wiring.clone(), lock, stop.clone()))),
         Err(e) => return Err(e),
     };
-    if let Some(r) = &running {
-        r.ledger.first_fold(FIRST_FOLD).await;
-    }
+    // Webhooks are answered from now on, while the projections catch up
+    // with what the ledger holds (reads, readiness and the reconciler wait
+    // for that: see `ProjectionHealth`).
     let mut fatal: Option<anyhow::Error> = None;
     let routes = api::routes(state.clone());
     let service = TowerToHyperService::new(warp::service(routes));

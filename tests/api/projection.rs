@@ -439,6 +439,81 @@ async fn projections_written_under_another_boot_are_kept_and_caught_up() {
     assert_eq!(v["code"], "KEPT1", "the projections were folded again from scratch: {v}");
 }
 
+/// A start on a ledger the projections are far behind (here: no
+/// projections at all) accepts webhooks at once, while the fold catches
+/// up; reads and readiness say they are catching up (503, `catching_up`,
+/// `Retry-After`) until it has, and then show the new claim with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_accepted_while_the_projections_catch_up_after_a_start() {
+    use invitation_ledger::vocab::{EventKey, EventKind, StreamId};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    // Given a ledger of many claims and no projections
+    let claims: Vec<_> = (0..CATCH_UP_CLAIMS)
+        .map(|i| {
+            let id = format!("UmaInvitation:many-{i}");
+            let body = claimed(&format!("ev-many-{i}"), &id, Some(invitation(&id, "M", "CLAIMED", "$a@x", None)));
+            invitation_ledger::ledger::NewEvent {
+                event_key: EventKey::lightspark_webhook(&format!("ev-many-{i}"), body.as_bytes()),
+                kind: EventKind::WebhookReceived,
+                stream: Some(StreamId::new(id)),
+                body: body.into_bytes(),
+                signature: None,
+                sibling_prefix: None,
+            }
+        })
+        .collect();
+    let (writer, thread) = invitation_ledger::ledger::LedgerWriter::start(&db).unwrap();
+    for chunk in claims.chunks(5_000) {
+        writer.append_all(chunk.to_vec()).await.unwrap();
+    }
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap();
+
+    // When the service starts and a claim arrives as soon as it answers
+    let started = db.clone();
+    let server = tokio::task::spawn_blocking(move || {
+        ServeProcess::start_answering(&started, &[], &std::process::Stdio::inherit)
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let id = "UmaInvitation:during-catch-up";
+    let body = claimed("ev-during", id, Some(invitation(id, "DURING", "CLAIMED", "$a@x", Some(500))));
+    let accepted = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
+    let ready = client.get(server.url("/readyz")).send().await.unwrap();
+    let read = client.get(server.url(&format!("/v1/invitations/{id}"))).send().await.unwrap();
+
+    // Then it was accepted while readiness and reads said they were catching up
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(ready.status(), 503, "ready before the fold of {CATCH_UP_CLAIMS} claims ended");
+    assert_eq!(ready.headers()["retry-after"], "1");
+    assert_eq!(body_json(ready).await["error"], "catching_up");
+    assert_eq!(read.status(), 503);
+    assert!(read.headers().contains_key("retry-after"));
+    assert_eq!(body_json(read).await["error"], "catching_up");
+    // And once caught up, the claim is there with the rest
+    let url = server.url(&format!("/v1/invitations/{id}"));
+    eventually("the projections to catch up", Duration::from_secs(120), || async {
+        match client.get(&url).send().await.unwrap().status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!("HTTP {status}")),
+        }
+    })
+    .await;
+    let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["code"], "DURING");
+    let first: Value =
+        client.get(server.url("/v1/invitations/UmaInvitation:many-0")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["code"], "M");
+    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+    server.kill_async().await;
+}
+
+/// Enough claims that their fold outlasts a few requests (about a second
+/// in a debug build).
+const CATCH_UP_CLAIMS: usize = 40_000;
+
 mod incremental_equals_rebuild {
     use invitation_ledger::ledger::{LedgerWriter, NewEvent};
     use invitation_ledger::projection::store;

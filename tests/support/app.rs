@@ -80,6 +80,20 @@ impl TestApp {
             }
         })
         .await;
+        // Webhooks are accepted while the projections catch up since the
+        // start; reads answer 503 until then. Tests read at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            let answer = self.client.get(self.url("/readyz")).send().await;
+            let catching_up = match answer {
+                Ok(r) => r.text().await.is_ok_and(|t| t.contains("\"catching_up\"")),
+                Err(_) => false,
+            };
+            if !catching_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -38,6 +38,19 @@ impl ServeProcess {
     /// [`start`](Self::start), its log (stderr) sent where `stderr` says
     /// (made anew for each try on another port).
     pub fn start_with_stderr(db: &Path, extra_env: &[(&str, &str)], stderr: &dyn Fn() -> Stdio) -> Self {
+        let p = Self::start_answering(db, extra_env, stderr);
+        // Webhooks are accepted while the projections catch up since the
+        // start; reads answer 503 until then. Tests read at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while p.raw_get("/readyz").contains("\"catching_up\"") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    /// [`start`](Self::start) without waiting for the projections to catch
+    /// up: it returns as soon as the service answers `/healthz`.
+    pub fn start_answering(db: &Path, extra_env: &[(&str, &str)], stderr: &dyn Fn() -> Stdio) -> Self {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -81,19 +94,25 @@ impl ServeProcess {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
-                use std::io::{Read, Write};
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                if out.starts_with("HTTP/1.1 200") {
-                    return true;
-                }
+            if self.raw_get("/healthz").starts_with("HTTP/1.1 200") {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// `GET path` over a fresh connection: the whole answer, head and
+    /// body, or empty when the service did not answer.
+    pub fn raw_get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut out = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+            let _ = s.read_to_string(&mut out);
+        }
+        out
     }
 
     /// SIGKILL: no chance to flush or clean up.
