@@ -4,21 +4,26 @@
 //!
 //! On a generated ledger of N real-shaped events (kept with `--ledger` and
 //! reused): `rebuild` and `verify` (time, peak RSS); the service's start
-//! with current projections and after a simulated reboot (the projection
-//! file marked as written under another boot); sequential latencies of the
-//! status page, an audit page, a scrape, filtered lists and point reads;
-//! the service's peak RSS across all of them; disk per event.
+//! with current projections, after a SIGKILL under ingest and after a
+//! simulated reboot (the projection file marked as written under another
+//! boot); sequential latencies of the status page, an audit page, a
+//! scrape, filtered lists and point reads, idle and while new claims
+//! arrive at a fixed rate; the service's peak RSS across all of them;
+//! disk per event.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::Full;
 use tokio::runtime::Runtime;
 
+use crate::load::{self, Bound};
 use crate::measure;
 use crate::procfs;
 use crate::scenarios::{generate_ledger, shape_of};
 use crate::service::{self, Files, Service};
-use crate::shape::{Shape, SECRET};
+use crate::shape::{self, Mix, Shape, SECRET};
 
 /// The paths timed, with what each is called in the output.
 const PATHS: &[(&str, &str)] = &[
@@ -30,9 +35,21 @@ const PATHS: &[(&str, &str)] = &[
     ("list, first page", "/v1/invitations"),
 ];
 
-pub fn bounded(rt: &Runtime, events: usize, ledger: Option<PathBuf>, samples: usize, seed: u64) -> anyhow::Result<()> {
+/// What the scenario is asked to do.
+pub struct Bounded {
+    pub events: usize,
+    pub ledger: Option<PathBuf>,
+    pub samples: usize,
+    pub seed: u64,
+    /// New claims a second while the reads are timed again (0: idle only).
+    pub ingest_rate: u64,
+    /// Stop once the ledger is generated (or found).
+    pub generate_only: bool,
+}
+
+pub fn bounded(rt: &Runtime, a: &Bounded) -> anyhow::Result<()> {
     let dir = service::run_dir()?;
-    let db = ledger.unwrap_or_else(|| dir.path().join("ledger.db"));
+    let db = a.ledger.clone().unwrap_or_else(|| dir.path().join("ledger.db"));
     let existing = if db.exists() {
         invitation_ledger::ledger::count(&invitation_ledger::ledger::open(&db)?)? as usize
     } else {
@@ -40,10 +57,20 @@ pub fn bounded(rt: &Runtime, events: usize, ledger: Option<PathBuf>, samples: us
     };
     if existing > 0 {
         anyhow::ensure!(shape_of(&db)? == Some(Shape::Real), "{} holds another shape of ledger", db.display());
-        anyhow::ensure!(existing == events, "{} holds {existing} events, not {events}", db.display());
+        // Earlier runs' claims under ingest are kept: a few more events.
+        anyhow::ensure!(
+            existing >= a.events && existing < a.events + a.events / 10 + 1_000_000,
+            "{} holds {existing} events, not about {}",
+            db.display(),
+            a.events
+        );
     } else {
-        generate_ledger(rt, &db, events, Shape::Real, seed)?;
+        generate_ledger(rt, &db, a.events, Shape::Real, a.seed)?;
     }
+    if a.generate_only {
+        return Ok(());
+    }
+    let events = existing.max(a.events);
     println!("scenario: bounded, {events} events (real-shaped, generated through the ledger writer)");
 
     // rebuild: also makes the projections current for what follows.
@@ -74,46 +101,118 @@ pub fn bounded(rt: &Runtime, events: usize, ledger: Option<PathBuf>, samples: us
     );
 
     // Start-up with current projections: spawn to /readyz 200.
-    let (svc, ready) = start_ready(&db)?;
-    println!("start-up, projections current: {} to ready", measure::ms(ready));
+    let (svc, started) = start_ready(&db)?;
+    println!("start-up, projections current: {started}");
     let client = reqwest::blocking::Client::new();
     let ids = some_ids(&client, &svc)?;
-    for (name, path) in PATHS {
-        let (p50, p99, bytes) = timed(&client, &svc, samples, |_| path.to_string())?;
-        println!("{name} (GET {path}): p50 {}, p99 {}, {bytes} bytes", measure::ms(p50), measure::ms(p99));
+    println!("idle:");
+    time_reads(&client, &svc, &ids, a.samples)?;
+    let mut peak = procfs::peak_rss_kib(svc.pid()).unwrap_or(0);
+
+    if a.ingest_rate > 0 {
+        // New claims at a fixed rate, from the bench's own load generator,
+        // while the same reads are timed again; the service is SIGKILLed
+        // with claims still arriving.
+        let seconds = 15;
+        let count = a.ingest_rate as usize * seconds + 100;
+        let mix = Mix { shape: Shape::Real, duplicates: 0.0, envelope_share: 0.0, seed: a.seed ^ events as u64 };
+        let bodies = Arc::new(shape::request_list(&mix, count));
+        let host = svc.addr.clone();
+        let make: load::MakeRequest = Arc::new(move |i| {
+            let s = &bodies[i % bodies.len()];
+            hyper::Request::post("/webhooks/lightspark")
+                .header("host", &host)
+                .header("lightspark-signature", &s.signature)
+                .body(Full::new(s.body.clone()))
+                .expect("valid request")
+        });
+        let (rate, addr) = (a.ingest_rate, svc.addr.clone());
+        let ingest = rt.spawn(async move {
+            load::drive(8, Bound::Time(Duration::from_secs(seconds as u64)), rate, &addr, make).await
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        println!("under ingest of {rate} new claims/s:");
+        time_reads(&client, &svc, &ids, a.samples)?;
+        peak = peak.max(procfs::peak_rss_kib(svc.pid()).unwrap_or(0));
+        let addr = svc.addr.clone();
+        drop(svc);
+        let (svc, started) = start_ready_at(&db, Some(&addr))?;
+        println!("start-up after a SIGKILL under ingest (claims still arriving): {started}");
+        let outcome = rt.block_on(ingest)??;
+        println!(
+            "ingest: {} claims acknowledged in {:.1} s (p50 {}, p99 {}), {} refused or unanswered across the kill",
+            outcome.requests - outcome.non_2xx - outcome.socket_errors,
+            outcome.elapsed.as_secs_f64(),
+            measure::ms(outcome.p50),
+            measure::ms(outcome.p99),
+            outcome.non_2xx + outcome.socket_errors,
+        );
+        peak = peak.max(procfs::peak_rss_kib(svc.pid()).unwrap_or(0));
+        drop(svc);
     }
-    let (p50, p99, _) = timed(&client, &svc, samples * 10, |i| format!("/v1/invitations/{}", ids[i % ids.len()]))?;
-    println!("point read (GET /v1/invitations/{{id}}): p50 {}, p99 {}", measure::ms(p50), measure::ms(p99));
-    println!(
-        "service peak RSS across all of them: {}",
-        measure::mib(procfs::peak_rss_kib(svc.pid()).unwrap_or(0) * 1024)
-    );
-    drop(svc);
+    println!("service peak RSS across all of them: {}", measure::mib(peak * 1024));
 
     // A simulated reboot: the projection file last written under another
     // boot (versions before 2026-12-07 folded the whole ledger again).
     let projections = invitation_ledger::projection::store::path(&db);
     rusqlite::Connection::open(&projections)?
         .execute("UPDATE projection_boot SET boot_id = 'bench-simulated-reboot'", [])?;
-    let (svc, ready) = start_ready(&db)?;
-    println!("start-up after a simulated reboot: {} to ready", measure::ms(ready));
+    let (svc, started) = start_ready(&db)?;
+    println!("start-up after a simulated reboot: {started}");
     drop(svc);
     Ok(())
 }
 
+/// How long a start took: to the first answer (webhooks accepted from
+/// then on) and to ready (reads current).
+struct Started {
+    answering: Duration,
+    ready: Duration,
+}
+
+impl std::fmt::Display for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} to answer webhooks, {} to ready", measure::ms(self.answering), measure::ms(self.ready))
+    }
+}
+
 /// Starts `serve` on `db` and waits until `/readyz` answers 200.
-fn start_ready(db: &Path) -> anyhow::Result<(Service, Duration)> {
+fn start_ready(db: &Path) -> anyhow::Result<(Service, Started)> {
+    start_ready_at(db, None)
+}
+
+/// [`start_ready`] listening on `addr` when given.
+fn start_ready_at(db: &Path, addr: Option<&str>) -> anyhow::Result<(Service, Started)> {
+    // The write-back of what came before, out of the time (the service's
+    // start syncs again, with little left to write).
+    service::quiesce();
     let started = Instant::now();
-    let svc = Service::start_on(None, db, &[], &[])?;
+    let svc = match addr {
+        Some(addr) => Service::start_at(None, addr, db, &[], &[])?,
+        None => Service::start_on(None, db, &[], &[])?,
+    };
+    let answering = started.elapsed();
     let client = reqwest::blocking::Client::new();
     let url = format!("http://{}/readyz", svc.addr);
     loop {
         if client.get(&url).send().is_ok_and(|r| r.status().is_success()) {
-            return Ok((svc, started.elapsed()));
+            return Ok((svc, Started { answering, ready: started.elapsed() }));
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(3600), "not ready after an hour");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Times each of [`PATHS`] `samples` times and point reads ten times as
+/// often, sequentially, and prints p50 and p99 of each.
+fn time_reads(client: &reqwest::blocking::Client, svc: &Service, ids: &[String], samples: usize) -> anyhow::Result<()> {
+    for (name, path) in PATHS {
+        let (p50, p99, bytes) = timed(client, svc, samples, |_| path.to_string())?;
+        println!("  {name} (GET {path}): p50 {}, p99 {}, {bytes} bytes", measure::ms(p50), measure::ms(p99));
+    }
+    let (p50, p99, _) = timed(client, svc, samples * 10, |i| format!("/v1/invitations/{}", ids[i % ids.len()]))?;
+    println!("  point read (GET /v1/invitations/{{id}}): p50 {}, p99 {}", measure::ms(p50), measure::ms(p99));
+    Ok(())
 }
 
 /// Up to 500 invitation ids, from the first page of the list.

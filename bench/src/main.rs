@@ -225,6 +225,13 @@ enum Scenario {
         samples: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// New claims a second while the reads are timed again, then a
+        /// SIGKILL with claims still arriving (0: idle only).
+        #[arg(long, default_value_t = 1_000)]
+        ingest_rate: u64,
+        /// Stop once the ledger is generated (or found).
+        #[arg(long)]
+        generate_only: bool,
     },
     /// Replay a generated ledger of N events (`rebuild` of the real binary).
     Rebuild {
@@ -309,7 +316,9 @@ fn main() -> anyhow::Result<()> {
             scenarios::reconcile(&rt, invitations, concurrency, shape, seed)
         }
         Scenario::Rebuild { events, ledger, shape, seed } => scenarios::rebuild(&rt, events, ledger, shape, seed),
-        Scenario::Bounded { events, ledger, samples, seed } => bounded::bounded(&rt, events, ledger, samples, seed),
+        Scenario::Bounded { events, ledger, samples, seed, ingest_rate, generate_only } => {
+            bounded::bounded(&rt, &bounded::Bounded { events, ledger, samples, seed, ingest_rate, generate_only })
+        }
     }
 }
 

@@ -78,9 +78,21 @@ impl Service {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        quiesce();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{port}");
+        Self::start_at(dir, &format!("127.0.0.1:{port}"), db, extra, env)
+    }
+
+    /// [`start_on`](Self::start_on) listening on `addr` (a service started
+    /// again where clients already send).
+    pub fn start_at(
+        dir: Option<tempfile::TempDir>,
+        addr: &str,
+        db: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        quiesce();
+        let addr = addr.to_owned();
         let child = Command::new(service_binary())
             .arg("serve")
             .args(extra)
