@@ -221,14 +221,35 @@ pub fn verify(conn: &Connection, keys: &WebhookKeys) -> Result<VerifySummary, Ve
             ),
         });
     }
-    let mut verifier = Verifier::new(keys);
-    let mut after = 0;
-    loop {
-        let batch = super::read_after(conn, after, BATCH)?;
-        let Some(last) = batch.last().map(|e| e.seq) else { break };
-        verifier.feed(&batch)?;
-        after = last;
-    }
+    // Reading is one thread's work and checking is every core's: the next
+    // batch is read while the one before is checked, two at most in hand.
+    let verifier = std::thread::scope(|scope| -> Result<Verifier<'_>, VerifyError> {
+        let (batches, checked) = std::sync::mpsc::sync_channel::<Vec<LedgerEvent>>(1);
+        let checker = scope.spawn(move || -> Result<Verifier<'_>, VerifyError> {
+            let mut verifier = Verifier::new(keys);
+            for batch in checked {
+                verifier.feed(&batch)?;
+            }
+            Ok(verifier)
+        });
+        let mut after = 0;
+        let read = loop {
+            let batch = match super::read_after(conn, after, BATCH) {
+                Ok(b) => b,
+                Err(e) => break Err(e),
+            };
+            let Some(last) = batch.last().map(|e| e.seq) else { break Ok(()) };
+            // A checker that stopped found the chain broken: it says where.
+            if batches.send(batch).is_err() {
+                break Ok(());
+            }
+            after = last;
+        };
+        drop(batches);
+        let verifier = checker.join().expect("the verify thread panicked")?;
+        read?;
+        Ok(verifier)
+    })?;
     let repeat: Option<(String, i64, i64)> = conn
         .query_row(REPEATED_KEY, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
