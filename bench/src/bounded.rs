@@ -15,13 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
 use tokio::runtime::Runtime;
 
 use crate::load::{self, Bound};
 use crate::measure;
 use crate::procfs;
-use crate::scenarios::{generate_ledger, shape_of};
+use crate::scenarios::{generate_ledger, posting, shape_of};
 use crate::service::{self, Files, Service};
 use crate::shape::{self, Mix, Shape, SECRET};
 
@@ -116,16 +115,7 @@ pub fn bounded(rt: &Runtime, a: &Bounded) -> anyhow::Result<()> {
         let seconds = 15;
         let count = a.ingest_rate as usize * seconds + 100;
         let mix = Mix { shape: Shape::Real, duplicates: 0.0, envelope_share: 0.0, seed: a.seed ^ events as u64 };
-        let bodies = Arc::new(shape::request_list(&mix, count));
-        let host = svc.addr.clone();
-        let make: load::MakeRequest = Arc::new(move |i| {
-            let s = &bodies[i % bodies.len()];
-            hyper::Request::post("/webhooks/lightspark")
-                .header("host", &host)
-                .header("lightspark-signature", &s.signature)
-                .body(Full::new(s.body.clone()))
-                .expect("valid request")
-        });
+        let make = posting(Arc::new(shape::request_list(&mix, count)), svc.addr.clone());
         let (rate, addr) = (a.ingest_rate, svc.addr.clone());
         let ingest = rt.spawn(async move {
             load::drive(8, Bound::Time(Duration::from_secs(seconds as u64)), rate, &addr, make).await

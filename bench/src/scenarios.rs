@@ -38,16 +38,7 @@ pub fn ingest(rt: &Runtime, a: &Ingest) -> anyhow::Result<()> {
     let bodies = Arc::new(shape::request_list(&a.mix, count));
     let mean = bodies.iter().map(|s| s.body.len()).sum::<usize>() as f64 / bodies.len().max(1) as f64;
     let svc = Service::start(if a.unbatched { &["--unbatched-commits"] } else { &[] })?;
-    let host = svc.addr.clone();
-    let prepared = bodies.clone();
-    let make: load::MakeRequest = Arc::new(move |i| {
-        let s = &prepared[i % prepared.len()];
-        hyper::Request::post("/webhooks/lightspark")
-            .header("host", &host)
-            .header("lightspark-signature", &s.signature)
-            .body(Full::new(s.body.clone()))
-            .expect("valid request")
-    });
+    let make = posting(bodies.clone(), svc.addr.clone());
     let (connections, rate, addr) = (a.connections, a.rate, svc.addr.clone());
     let run = measure::run(&svc, a.windows, |started| {
         started();
@@ -160,6 +151,18 @@ pub(crate) fn generate_ledger(
     thread.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
     eprintln!("generated {events} {} events in {:.1} s", shape.name(), started.elapsed().as_secs_f64());
     Ok(ids)
+}
+
+/// Request `i` posts webhook `i` of `bodies` (round and round) to `host`.
+pub(crate) fn posting(bodies: Arc<Vec<shape::Signed>>, host: String) -> load::MakeRequest {
+    Arc::new(move |i| {
+        let s = &bodies[i % bodies.len()];
+        hyper::Request::post("/webhooks/lightspark")
+            .header("host", &host)
+            .header("lightspark-signature", &s.signature)
+            .body(Full::new(s.body.clone()))
+            .expect("valid request")
+    })
 }
 
 /// Waits until the service's projections cover its ledger.

@@ -403,13 +403,7 @@ async fn projections_written_under_another_boot_are_kept_and_caught_up() {
     assert_eq!(r.status(), 200);
     // The projector folds a moment after the commit.
     let url = server.url(&format!("/v1/invitations/{id}"));
-    eventually("the webhook to be projected", Duration::from_secs(10), || async {
-        match client.get(&url).send().await.unwrap().status().as_u16() {
-            200 => Ok(()),
-            status => Err(format!("HTTP {status}")),
-        }
-    })
-    .await;
+    answers_200(&client, &url, "the webhook to be projected", Duration::from_secs(10)).await;
     server.kill_async().await;
 
     // Given a file last opened under another boot of the machine, with a
@@ -425,18 +419,23 @@ async fn projections_written_under_another_boot_are_kept_and_caught_up() {
     let body = claimed("ev-boot-2", other, Some(invitation(other, "BOOT2", "CLAIMED", "$a@x", Some(700))));
     assert_eq!(post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await.status(), 200);
     let other_url = server.url(&format!("/v1/invitations/{other}"));
-    eventually("the new claim to be projected", Duration::from_secs(10), || async {
-        match client.get(&other_url).send().await.unwrap().status().as_u16() {
-            200 => Ok(()),
-            status => Err(format!("HTTP {status}")),
-        }
-    })
-    .await;
+    answers_200(&client, &other_url, "the new claim to be projected", Duration::from_secs(10)).await;
     let v: Value = client.get(server.url(&format!("/v1/invitations/{id}"))).send().await.unwrap().json().await.unwrap();
     server.kill_async().await;
 
     // Then the file was kept (the mark is there) and carried on from its checkpoint
     assert_eq!(v["code"], "KEPT1", "the projections were folded again from scratch: {v}");
+}
+
+/// Waits, at most `within`, until `GET url` answers 200.
+async fn answers_200(client: &reqwest::Client, url: &str, what: &str, within: Duration) {
+    eventually(what, within, || async {
+        match client.get(url).send().await.unwrap().status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!("HTTP {status}")),
+        }
+    })
+    .await;
 }
 
 /// A start on a ledger the projections are far behind (here: no
@@ -494,13 +493,7 @@ async fn webhooks_are_accepted_while_the_projections_catch_up_after_a_start() {
     assert_eq!(body_json(read).await["error"], "catching_up");
     // And once caught up, the claim is there with the rest
     let url = server.url(&format!("/v1/invitations/{id}"));
-    eventually("the projections to catch up", Duration::from_secs(120), || async {
-        match client.get(&url).send().await.unwrap().status().as_u16() {
-            200 => Ok(()),
-            status => Err(format!("HTTP {status}")),
-        }
-    })
-    .await;
+    answers_200(&client, &url, "the projections to catch up", Duration::from_secs(120)).await;
     let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["code"], "DURING");
     let first: Value =
