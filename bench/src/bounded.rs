@@ -44,6 +44,8 @@ pub struct Bounded {
     pub ingest_rate: u64,
     /// Stop once the ledger is generated (or found).
     pub generate_only: bool,
+    /// Leave out `rebuild` and `verify` (minutes at 10M).
+    pub skip_commands: bool,
 }
 
 pub fn bounded(rt: &Runtime, a: &Bounded) -> anyhow::Result<()> {
@@ -72,26 +74,33 @@ pub fn bounded(rt: &Runtime, a: &Bounded) -> anyhow::Result<()> {
     let events = existing.max(a.events);
     println!("scenario: bounded, {events} events (real-shaped, generated through the ledger writer)");
 
-    // rebuild: also makes the projections current for what follows.
-    let mut cmd = std::process::Command::new(service::service_binary());
-    cmd.arg("rebuild").env("LEDGER_DB", &db).env("LOG", "warn");
-    service::quiesce();
-    let (finished, _) = service::run_measured(cmd)?;
-    anyhow::ensure!(finished.status.success(), "rebuild failed ({})", finished.status);
-    println!("rebuild: {:.2} s, peak RSS {}", finished.wall.as_secs_f64(), measure::mib(finished.max_rss_kib * 1024));
+    if a.skip_commands {
+        println!("rebuild and verify: skipped (--skip-commands)");
+    } else {
+        // rebuild: also makes the projections current for what follows.
+        let mut cmd = std::process::Command::new(service::service_binary());
+        cmd.arg("rebuild").env("LEDGER_DB", &db).env("LOG", "warn");
+        service::quiesce();
+        let (finished, _) = service::run_measured(cmd)?;
+        anyhow::ensure!(finished.status.success(), "rebuild failed ({})", finished.status);
+        println!(
+            "rebuild: {:.2} s, peak RSS {}",
+            finished.wall.as_secs_f64(),
+            measure::mib(finished.max_rss_kib * 1024)
+        );
 
-    let mut cmd = std::process::Command::new(service::service_binary());
-    cmd.arg("verify").env("LEDGER_DB", &db).env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET).env("LOG", "warn");
-    service::quiesce();
-    let (finished, _) = service::run_measured(cmd)?;
-    anyhow::ensure!(finished.status.success(), "verify failed ({})", finished.status);
-    let cpu = finished.total.as_ref().map_or(0.0, |t| t.cpu_ticks as f64 / 100.0);
-    println!(
-        "verify: {:.2} s ({cpu:.2} s of CPU), peak RSS {}",
-        finished.wall.as_secs_f64(),
-        measure::mib(finished.max_rss_kib * 1024)
-    );
-
+        let mut cmd = std::process::Command::new(service::service_binary());
+        cmd.arg("verify").env("LEDGER_DB", &db).env("LIGHTSPARK_WEBHOOK_SIGNING_KEY", SECRET).env("LOG", "warn");
+        service::quiesce();
+        let (finished, _) = service::run_measured(cmd)?;
+        anyhow::ensure!(finished.status.success(), "verify failed ({})", finished.status);
+        let cpu = finished.total.as_ref().map_or(0.0, |t| t.cpu_ticks as f64 / 100.0);
+        println!(
+            "verify: {:.2} s ({cpu:.2} s of CPU), peak RSS {}",
+            finished.wall.as_secs_f64(),
+            measure::mib(finished.max_rss_kib * 1024)
+        );
+    }
     let sizes = Files::open(&db)?.sizes();
     println!(
         "disk per event: ledger {}, projections {}",
@@ -124,6 +133,8 @@ pub fn bounded(rt: &Runtime, a: &Bounded) -> anyhow::Result<()> {
         println!("under ingest of {rate} new claims/s:");
         time_reads(&client, &svc, &ids, a.samples)?;
         peak = peak.max(procfs::peak_rss_kib(svc.pid()).unwrap_or(0));
+        let lag = projection_lag(&client, &svc).map_or_else(|e| format!("unknown ({e})"), |n| n.to_string());
+        println!("  events not yet folded when it is killed: {lag}");
         let addr = svc.addr.clone();
         drop(svc);
         let (svc, started) = start_ready_at(&db, Some(&addr))?;
@@ -143,14 +154,26 @@ pub fn bounded(rt: &Runtime, a: &Bounded) -> anyhow::Result<()> {
     println!("service peak RSS across all of them: {}", measure::mib(peak * 1024));
 
     // A simulated reboot: the projection file last written under another
-    // boot (versions before 2026-12-07 folded the whole ledger again).
+    // boot (versions before 2026-12-07 folded the whole ledger again), and
+    // nothing of either file in the page cache.
     let projections = invitation_ledger::projection::store::path(&db);
     rusqlite::Connection::open(&projections)?
         .execute("UPDATE projection_boot SET boot_id = 'bench-simulated-reboot'", [])?;
+    let cache = drop_page_cache();
     let (svc, started) = start_ready(&db)?;
-    println!("start-up after a simulated reboot: {started}");
+    println!("start-up after a simulated reboot ({cache}): {started}");
     drop(svc);
     Ok(())
+}
+
+/// Empties the kernel's page cache, as a reboot does (root only); says
+/// whether it could.
+fn drop_page_cache() -> String {
+    service::quiesce();
+    match std::fs::write("/proc/sys/vm/drop_caches", "3") {
+        Ok(()) => "page cache dropped".to_owned(),
+        Err(e) => format!("page cache kept: {e}"),
+    }
 }
 
 /// How long a start took: to the first answer (webhooks accepted from
@@ -203,6 +226,16 @@ fn time_reads(client: &reqwest::blocking::Client, svc: &Service, ids: &[String],
     let (p50, p99, _) = timed(client, svc, samples * 10, |i| format!("/v1/invitations/{}", ids[i % ids.len()]))?;
     println!("  point read (GET /v1/invitations/{{id}}): p50 {}, p99 {}", measure::ms(p50), measure::ms(p99));
     Ok(())
+}
+
+/// `invitation_ledger_projection_lag_events` from a scrape.
+fn projection_lag(client: &reqwest::blocking::Client, svc: &Service) -> anyhow::Result<u64> {
+    let text = client.get(format!("http://{}/metrics", svc.addr)).send()?.text()?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("invitation_ledger_projection_lag_events "))
+        .ok_or_else(|| anyhow::anyhow!("no projection lag in /metrics"))?;
+    Ok(line.trim().parse()?)
 }
 
 /// Up to 500 invitation ids, from the first page of the list.

@@ -232,6 +232,9 @@ enum Scenario {
         /// Stop once the ledger is generated (or found).
         #[arg(long)]
         generate_only: bool,
+        /// Leave out `rebuild` and `verify` (minutes at 10M).
+        #[arg(long)]
+        skip_commands: bool,
     },
     /// Replay a generated ledger of N events (`rebuild` of the real binary).
     Rebuild {
@@ -316,8 +319,9 @@ fn main() -> anyhow::Result<()> {
             scenarios::reconcile(&rt, invitations, concurrency, shape, seed)
         }
         Scenario::Rebuild { events, ledger, shape, seed } => scenarios::rebuild(&rt, events, ledger, shape, seed),
-        Scenario::Bounded { events, ledger, samples, seed, ingest_rate, generate_only } => {
-            bounded::bounded(&rt, &bounded::Bounded { events, ledger, samples, seed, ingest_rate, generate_only })
+        Scenario::Bounded { events, ledger, samples, seed, ingest_rate, generate_only, skip_commands } => {
+            let a = bounded::Bounded { events, ledger, samples, seed, ingest_rate, generate_only, skip_commands };
+            bounded::bounded(&rt, &a)
         }
     }
 }
