@@ -482,8 +482,11 @@ async fn webhooks_are_accepted_while_the_projections_catch_up_after_a_start() {
     let accepted = post_signed_to(&client, &server.url("/webhooks/lightspark"), body).await;
     let ready = client.get(server.url("/readyz")).send().await.unwrap();
     let read = client.get(server.url(&format!("/v1/invitations/{id}"))).send().await.unwrap();
+    let page = client.get(server.url("/")).send().await.unwrap();
+    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
 
-    // Then it was accepted while readiness and reads said they were catching up
+    // Then it was accepted while readiness, reads, the page and the
+    // metric said they were catching up
     assert_eq!(accepted.status(), 200);
     assert_eq!(ready.status(), 503, "ready before the fold of {CATCH_UP_CLAIMS} claims ended");
     assert_eq!(ready.headers()["retry-after"], "1");
@@ -491,6 +494,10 @@ async fn webhooks_are_accepted_while_the_projections_catch_up_after_a_start() {
     assert_eq!(read.status(), 503);
     assert!(read.headers().contains_key("retry-after"));
     assert_eq!(body_json(read).await["error"], "catching_up");
+    assert_eq!(page.status(), 503);
+    assert!(page.headers().contains_key("retry-after"));
+    assert!(page.text().await.unwrap().contains("Catching up"));
+    assert!(metrics.lines().any(|l| l == "invitation_ledger_projection_catching_up 1"), "{metrics}");
     // And once caught up, the claim is there with the rest
     let url = server.url(&format!("/v1/invitations/{id}"));
     answers_200(&client, &url, "the projections to catch up", Duration::from_secs(120)).await;
