@@ -48,6 +48,7 @@ pub fn claim_to_payment(rt: &Runtime, rate: u64, duration: Duration, interval_ms
     let requests = shape::request_list(&mix, count);
     let url = format!("http://{}/webhooks/lightspark", svc.addr);
     let acknowledged: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let before = crate::procfs::sample(svc.pid());
     let started = Instant::now();
     let failures = rt.block_on(async {
         let client = reqwest::Client::new();
@@ -92,6 +93,10 @@ pub fn claim_to_payment(rt: &Runtime, rate: u64, duration: Duration, interval_ms
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // What the claims cost the service, each from its webhook to its
+    // payment's outcome: the commits after the last request settle first.
+    svc.settle()?;
+    let after = crate::procfs::sample(svc.pid());
     let acked = acknowledged.lock().expect("acknowledged").clone();
     let arrived = arrivals.lock().expect("arrivals").clone();
     let mut latencies: Vec<Duration> =
@@ -113,6 +118,23 @@ pub fn claim_to_payment(rt: &Runtime, rate: u64, duration: Duration, interval_ms
         ms(at(0.99)),
         ms(latencies.last().copied().unwrap_or_default())
     );
+    if let (Some(b), Some(a)) = (before, after) {
+        let d = crate::procfs::delta(&b, &a);
+        let n = acked.len().max(1) as f64;
+        println!(
+            "per claim, webhook to recorded outcome: service CPU {:.1} µs, bytes written {}",
+            d.cpu.as_secs_f64() * 1e6 / n,
+            crate::measure::kb(d.write_bytes as f64 / n)
+        );
+        for g in &d.groups {
+            println!(
+                "  {}: CPU {:.1} µs, bytes written {}",
+                g.group,
+                g.cpu.as_secs_f64() * 1e6 / n,
+                crate::measure::kb(g.write_bytes as f64 / n)
+            );
+        }
+    }
     drop(svc);
     Ok(())
 }

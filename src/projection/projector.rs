@@ -21,7 +21,8 @@ use crate::ledger::writer::AfterCommit;
 const BATCH: usize = 5_000;
 
 /// Pages the projector's connection keeps in memory (`cache_size`, negative:
-/// KiB). SQLite's default, 2 MiB, is 128 of the projection file's 16 KiB pages: under
+/// KiB). SQLite's default, 2 MiB, was 128 of the projection file's 16 KiB
+/// pages (512 of today's 4 KiB ones): under
 /// load the projector read most pages of its six B-trees back through
 /// `read()` for every batch. With 64 MiB its CPU per webhook fell from
 /// about 44 to 35 µs (wrk, 10 s, interleaved runs); the cost is up to
@@ -33,7 +34,7 @@ const CACHE_KIB: i64 = -65_536;
 /// batches. Measured at 8,500 webhooks/s: 1 ms gave the lowest webhook
 /// latency; longer gaps make each fold a longer burst of CPU taken from the
 /// request path on two cores.
-const GAP: Duration = Duration::from_millis(1);
+const GAP: Duration = Duration::from_millis(5);
 
 /// How long the projector waits before folding again after a failure (a
 /// full disk, a locked file), when no commit wakes it sooner: derived
@@ -128,13 +129,16 @@ impl Projector {
                 };
                 let mut seen = 0;
                 loop {
+                    let started = std::time::Instant::now();
                     let ok = folder.fold();
                     match wake.wait_past(seen, if ok { IDLE } else { RETRY }) {
                         Woken::Head(head) => seen = head,
                         Woken::Timeout => {}
                         Woken::Gone => break,
                     }
-                    std::thread::sleep(GAP);
+                    // At most one fold per GAP: a commit after a quiet
+                    // spell is folded at once, a stream of them together.
+                    std::thread::sleep(GAP.saturating_sub(started.elapsed()));
                 }
                 // The writer's last commits.
                 folder.fold();
