@@ -98,7 +98,7 @@ const NEEDING_WORK: &str = "SELECT invitation_id, state FROM invitations WHERE w
 ///
 /// The index of rows with work is keyed by the `work` value (and within a
 /// value by rowid), so a new row lands at the edge of its value's run
-/// rather than on a random page of an index in id order: one 16 KiB page
+/// rather than on a random page of an index in id order: one page
 /// less for the projector to write per new invitation. So the values that
 /// share a bit with `mask` (at most 15) are looked up, and the whole is put
 /// in id order here. One statement, so one snapshot: asked value by value,

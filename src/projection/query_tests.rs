@@ -172,8 +172,8 @@ fn the_projections_log_stays_a_few_mebibytes_however_much_is_folded() {
         }
         tx.commit().unwrap();
     }
-    // Then its WAL holds a few mebibytes at most, not the thousand 16 KiB
-    // pages (16 MiB) of SQLite's default checkpoint: on a nearly full disk
+    // Then its WAL holds a few mebibytes at most, not the thousand pages
+    // of SQLite's default checkpoint (16 MiB of 16 KiB ones): on a nearly full disk
     // that much log, plus the file a checkpoint must grow to copy it into,
     // was more than a freed disk had, and nothing could be written again
     let wal = std::fs::metadata(ledger::suffixed(&store::path(&db), "-wal")).map(|m| m.len()).unwrap_or(0);

@@ -65,13 +65,17 @@ pub const SCHEMA: &str = include_str!("../../schema/projections.sql");
 /// and folded again: projections are disposable.
 pub const SCHEMA_VERSION: u32 = 12;
 
-/// Page size of a new projection file. A rebuild writes every row once, and
-/// with 16 KiB pages it spends about a quarter less time in SQLite's page
-/// handling and the file system than with the default 4 KiB (a rebuild of
-/// 1,000,000 events, interleaved runs: 4.4 s against 5.7 s); the service's
-/// half-rate ingest p99 was the same with either. Only a new, empty file
-/// takes it; an existing one keeps the size it was made with.
-const PAGE_SIZE: i64 = 16_384;
+/// Page size of a new projection file. Each folded event changes a row and
+/// a leaf of several indexes at random places, and with synced
+/// checkpoints (`set_durability`) every page a fold changes is written to
+/// the log and then to the file. With 4 KiB pages the projector writes
+/// about half the bytes it wrote with 16 KiB: 60 against 117–137 KB per
+/// webhook at 6,000/s, 210 against 424–455 KB per claim paid at 1,000/s
+/// (bench ingest and claim-latency, interleaved runs, 2026-12-08). A
+/// rebuild is slower with them (1M events: 10.2–10.8 s against
+/// 8.9–9.5 s). Only a new, empty file takes it (`rebuild` makes one); an
+/// existing one keeps the size it was made with.
+const PAGE_SIZE: i64 = 4_096;
 
 pub(super) fn set_page_size(conn: &Connection) -> Result<(), ProjectionError> {
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
@@ -122,9 +126,9 @@ pub fn open(ledger: &Path) -> Result<Connection, ProjectionError> {
     Ok(conn)
 }
 
-/// WAL pages after which a commit checkpoints the projections (2 MiB of
-/// 16 KiB pages).
-const WAL_CHECKPOINT_PAGES: i64 = 128;
+/// Log bytes after which a commit checkpoints the projections (in pages of
+/// the file's own size: files made before 2026-12-08 have 16 KiB pages).
+const WAL_CHECKPOINT_BYTES: i64 = 2 << 20;
 
 /// Size the projections' WAL file is cut back to after a checkpoint.
 const WAL_KEEP_BYTES: i64 = 4 << 20;
@@ -147,14 +151,15 @@ const WAL_KEEP_BYTES: i64 = 4 << 20;
 /// the log that the machine restarted since.
 fn set_durability(conn: &Connection) -> Result<(), ProjectionError> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // A checkpoint every WAL_CHECKPOINT_PAGES, not SQLite's 1,000: with
-    // 16 KiB pages that was a 16 MiB log, and a checkpoint must then grow
+    // A checkpoint every WAL_CHECKPOINT_BYTES, not SQLite's 1,000 pages:
+    // with 16 KiB pages that was a 16 MiB log, and a checkpoint must then grow
     // the file by as much to copy it in. On a nearly full disk the two
     // together were more than freeing the disk gave back, and nothing could
     // be written again. A log grown past WAL_KEEP_BYTES (a stall, a long
     // reader) is cut back once checkpointed. Measured: checkpoints every
     // 100 pages instead of 1,000 cost no throughput (docs/benchmarks.md).
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+    let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_BYTES / page.max(512))?;
     conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
     let Some(boot) = ledger::boot_id() else { return Ok(()) };
     let recorded: Option<String> =
