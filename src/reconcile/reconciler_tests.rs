@@ -154,22 +154,15 @@ impl Endpoint for Telling {
     }
 }
 
-/// A claim of `id` with 5.00 USD to pay, as a webhook stores it.
-fn claim_event(id: &str) -> NewEvent {
-    let body = serde_json::json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": format!("ev-{id}"),
+/// A claim of `Inv:due-{n}` with 5.00 USD to pay, as a webhook stores it.
+fn claim_event(n: u32) -> NewEvent {
+    let id = format!("Inv:due-{n}");
+    let body = serde_json::json!({"event_type": "UMA_INVITATION_CLAIMED", "event_id": format!("e{n}"),
         "timestamp": "2026-11-01T12:00:00+00:00", "entity_id": id,
         "data": {"id": id, "status": "CLAIMED", "code": "C", "inviter_uma": "$a@x.example",
             "invitee_uma": "$b@y.example", "incentives_status": "PENDING",
             "payment_amount": {"value": 500, "currency": "USD"}, "updated_at": "2026-11-01T12:00:00+00:00"}});
-    let bytes = serde_json::to_vec(&body).unwrap();
-    NewEvent {
-        event_key: crate::vocab::EventKey::lightspark_webhook(&format!("ev-{id}"), &bytes),
-        kind: crate::vocab::EventKind::WebhookReceived,
-        stream: Some(StreamId::new(id)),
-        body: bytes,
-        signature: None,
-        sibling_prefix: None,
-    }
+    NewEvent::test_webhook(n, Some(&id), serde_json::to_vec(&body).unwrap())
 }
 
 /// Runs `task` to its end while keeping the runtime busy, so that a
@@ -212,7 +205,7 @@ async fn a_payment_made_due_is_requested_without_waiting_out_the_gap_between_com
         // due, while the clock stands still
         let (writer, due_tx, calls) = (writer.clone(), due_tx.clone(), calls.clone());
         with_the_clock_still(async move {
-            writer.append(claim_event(&format!("Inv:due-{i}"))).await.unwrap();
+            writer.append(claim_event(i)).await.unwrap();
             due_tx.send_modify(|n| *n += 1);
             // Then the payment is requested without waiting for any timer
             calls.lock().await.recv().await.unwrap();
