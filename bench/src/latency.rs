@@ -29,6 +29,30 @@ async fn noting_platform() -> anyhow::Result<(String, Arrivals)> {
     Ok((format!("{url}/payouts"), arrivals))
 }
 
+/// Waits until the service has folded its ledger and no payment is left
+/// pending or awaiting its outcome (`/metrics`), at most an hour.
+fn wait_paid_up(svc: &Service) -> anyhow::Result<()> {
+    let client = reqwest::blocking::Client::new();
+    let started = Instant::now();
+    loop {
+        let text = client.get(format!("http://{}/metrics", svc.addr)).send()?.text()?;
+        let value = |prefix: &str| -> i64 {
+            text.lines().find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok()).unwrap_or(-1)
+        };
+        let open: i64 = ["pending", "requested", "retry_scheduled"]
+            .iter()
+            .map(|st| value(&format!("invitation_ledger_obligations{{kind=\"invitee_payment\",state=\"{st}\"}} ")))
+            .sum();
+        let current = value("invitation_ledger_projection_catching_up ") == 0
+            && value("invitation_ledger_projection_lag_events ") == 0;
+        if open == 0 && current {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(3600), "payments still open after an hour: {open}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The invitation id a generated claim names.
 fn invitation_of(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -37,14 +61,36 @@ fn invitation_of(body: &[u8]) -> Option<String> {
 
 /// Sends `rate` claims a second for `duration`, each a new invitation,
 /// and reports the time from each 200 to its payment request.
-pub fn claim_to_payment(rt: &Runtime, rate: u64, duration: Duration, interval_ms: u64) -> anyhow::Result<()> {
+///
+/// With `ledger`, on that ledger (which grows: give it a copy), once every
+/// payment it already owes has been requested.
+pub fn claim_to_payment(
+    rt: &Runtime,
+    rate: u64,
+    duration: Duration,
+    interval_ms: u64,
+    ledger: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let (payout_url, arrivals) = rt.block_on(noting_platform())?;
     let dir = service::run_dir()?;
-    let db = dir.path().join("ledger.db");
+    let db = ledger.clone().unwrap_or_else(|| dir.path().join("ledger.db"));
+    let held = if db.exists() { invitation_ledger::ledger::count(&invitation_ledger::ledger::open(&db)?)? } else { 0 };
     let env = [("PAYOUT_URL", payout_url), ("RECONCILE_INTERVAL_MS", interval_ms.to_string())];
     let svc = Service::start_on(Some(dir), &db, &[], &env)?;
+    if ledger.is_some() {
+        let started = Instant::now();
+        wait_paid_up(&svc)?;
+        println!(
+            "on a ledger of {held} events: {} payments it owed requested first, in {:.1} s",
+            arrivals.lock().expect("arrivals").len(),
+            started.elapsed().as_secs_f64()
+        );
+        // Their writes back to disk before the timed claims, not during.
+        service::quiesce();
+    }
     let count = (rate as f64 * duration.as_secs_f64()) as usize;
-    let mix = Mix { shape: shape::Shape::Real, duplicates: 0.0, envelope_share: 0.0, seed: 11 };
+    // Invitations of their own on a ledger used before.
+    let mix = Mix { shape: shape::Shape::Real, duplicates: 0.0, envelope_share: 0.0, seed: 11 ^ held as u64 };
     let requests = shape::request_list(&mix, count);
     let url = format!("http://{}/webhooks/lightspark", svc.addr);
     let acknowledged: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

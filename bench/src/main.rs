@@ -178,6 +178,10 @@ enum Scenario {
         /// The reconciler's safety-net interval (a due payment should not wait for it).
         #[arg(long, default_value_t = 2_000)]
         interval_ms: u64,
+        /// Run on this ledger (it grows: give a copy), once the payments it
+        /// already owes are requested; a fresh one when not given.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
     },
     /// Write pre-signed webhooks for wrk: one `SIGNATURE BODY` a line.
     WrkBodies {
@@ -300,8 +304,8 @@ fn main() -> anyhow::Result<()> {
             &postgres::Ingest { admin: &url, instances, connections, duration, mix: bodies.mix(), budget },
         ),
         Scenario::Failover { url, rounds } => postgres::failover(&rt, &url, rounds.max(1)),
-        Scenario::ClaimLatency { rate, duration, interval_ms } => {
-            latency::claim_to_payment(&rt, rate, duration, interval_ms)
+        Scenario::ClaimLatency { rate, duration, interval_ms, ledger } => {
+            latency::claim_to_payment(&rt, rate, duration, interval_ms, ledger)
         }
         Scenario::WrkBodies { count, bodies, out } => {
             let mean = wrk::write_bodies(&out, &bodies.mix(), count)?;
