@@ -133,7 +133,10 @@ pub fn bounded(rt: &Runtime, a: &Bounded) -> anyhow::Result<()> {
         println!("under ingest of {rate} new claims/s:");
         time_reads(&client, &svc, &ids, a.samples)?;
         peak = peak.max(procfs::peak_rss_kib(svc.pid()).unwrap_or(0));
-        let lag = projection_lag(&client, &svc).map_or_else(|e| format!("unknown ({e})"), |n| n.to_string());
+        let lag = match svc.scrape() {
+            Ok(m) => m.get("invitation_ledger_projection_lag_events").map_or("unknown".into(), ToString::to_string),
+            Err(e) => format!("unknown ({e})"),
+        };
         println!("  events not yet folded when it is killed: {lag}");
         let addr = svc.addr.clone();
         drop(svc);
@@ -226,16 +229,6 @@ fn time_reads(client: &reqwest::blocking::Client, svc: &Service, ids: &[String],
     let (p50, p99, _) = timed(client, svc, samples * 10, |i| format!("/v1/invitations/{}", ids[i % ids.len()]))?;
     println!("  point read (GET /v1/invitations/{{id}}): p50 {}, p99 {}", measure::ms(p50), measure::ms(p99));
     Ok(())
-}
-
-/// `invitation_ledger_projection_lag_events` from a scrape.
-fn projection_lag(client: &reqwest::blocking::Client, svc: &Service) -> anyhow::Result<u64> {
-    let text = client.get(format!("http://{}/metrics", svc.addr)).send()?.text()?;
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("invitation_ledger_projection_lag_events "))
-        .ok_or_else(|| anyhow::anyhow!("no projection lag in /metrics"))?;
-    Ok(line.trim().parse()?)
 }
 
 /// Up to 500 invitation ids, from the first page of the list.

@@ -32,20 +32,17 @@ async fn noting_platform() -> anyhow::Result<(String, Arrivals)> {
 /// Waits until the service has folded its ledger and no payment is left
 /// pending or awaiting its outcome (`/metrics`), at most an hour.
 fn wait_paid_up(svc: &Service) -> anyhow::Result<()> {
-    let client = reqwest::blocking::Client::new();
     let started = Instant::now();
     loop {
-        let text = client.get(format!("http://{}/metrics", svc.addr)).send()?.text()?;
-        let value = |prefix: &str| -> i64 {
-            text.lines().find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok()).unwrap_or(-1)
-        };
-        let open: i64 = ["pending", "requested", "retry_scheduled"]
+        let m = svc.scrape()?;
+        let value = |series: &str| m.get(series).copied().unwrap_or(-1.0);
+        let open: f64 = ["pending", "requested", "retry_scheduled"]
             .iter()
-            .map(|st| value(&format!("invitation_ledger_obligations{{kind=\"invitee_payment\",state=\"{st}\"}} ")))
+            .map(|st| value(&format!("invitation_ledger_obligations{{kind=\"invitee_payment\",state=\"{st}\"}}")))
             .sum();
-        let current = value("invitation_ledger_projection_catching_up ") == 0
-            && value("invitation_ledger_projection_lag_events ") == 0;
-        if open == 0 && current {
+        let current = value("invitation_ledger_projection_catching_up") == 0.0
+            && value("invitation_ledger_projection_lag_events") == 0.0;
+        if open == 0.0 && current {
             return Ok(());
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(3600), "payments still open after an hour: {open}");

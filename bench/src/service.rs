@@ -115,6 +115,17 @@ impl Service {
         self.child.id()
     }
 
+    /// The samples of one scrape of `/metrics`, by series (`name{labels}`).
+    pub fn scrape(&self) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+        let text = reqwest::blocking::get(format!("http://{}/metrics", self.addr))?.text()?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(series, value)| Some((series.to_owned(), value.trim().parse().ok()?)))
+            .collect())
+    }
+
     /// Waits for an answer to `GET /healthz`: the listener is bound before
     /// the ledger is opened, but requests are served only after.
     fn wait_healthy(&self) -> anyhow::Result<()> {
