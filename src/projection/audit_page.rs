@@ -14,7 +14,7 @@ use rusqlite::{params, Connection};
 
 use super::audit::{self, audit_inviter, Anomaly, IncentiveAudit, InviterAudit, Totals};
 use super::state::InvitationState;
-use super::store::{decode, ProjectionError};
+use super::store::{decode_rows, ProjectionError};
 
 /// Which part of the audit to read.
 #[derive(Debug, Clone, Default)]
@@ -141,13 +141,7 @@ fn inviter_totals(conn: &Connection, first: &str, last: &str) -> Result<BTreeMap
 /// The states `sql` selects (`invitation_id, state` from `invitations`).
 fn query(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<InvitationState>, ProjectionError> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, json) = row?;
-        out.push(decode(&id, &json)?);
-    }
-    Ok(out)
+    decode_rows(&mut stmt, params)
 }
 
 /// The audit's totals over every inviter, from the aggregates.

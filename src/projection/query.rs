@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit_page::{self, AuditPage, AuditPageRequest};
 use super::state::InvitationState;
-use super::store::{decode, load, ProjectionError};
+use super::store::{decode, decode_rows, load, ProjectionError};
 use super::view::{self, Fetching, InvitationView};
 use crate::ledger;
 
@@ -183,19 +183,6 @@ pub fn query(
 ) -> Result<Vec<InvitationState>, ProjectionError> {
     let mut stmt = conn.prepare_cached(sql)?;
     decode_rows(&mut stmt, params)
-}
-
-fn decode_rows(
-    stmt: &mut rusqlite::Statement<'_>,
-    params: impl rusqlite::Params,
-) -> Result<Vec<InvitationState>, ProjectionError> {
-    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, json) = row?;
-        out.push(decode(&id, &json)?);
-    }
-    Ok(out)
 }
 
 /// How many obligations are in each state, per kind: `(kind, state, n)`,

@@ -272,6 +272,21 @@ pub fn checkpoint(conn: &Connection) -> Result<u64, ProjectionError> {
         .unwrap_or(0) as u64)
 }
 
+/// The states a prepared statement selects (`invitation_id, state` from
+/// `invitations`), decoded: what every read of whole states goes through.
+pub(super) fn decode_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<InvitationState>, ProjectionError> {
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, json) = row?;
+        out.push(decode(&id, &json)?);
+    }
+    Ok(out)
+}
+
 pub(super) fn decode(id: &str, json: &str) -> Result<InvitationState, ProjectionError> {
     serde_json::from_str(json).map_err(|source| ProjectionError::Corrupt { id: id.to_owned(), source })
 }
