@@ -35,17 +35,25 @@ pub struct Refusal {
     pub message: String,
 }
 
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+/// What [`Register`]'s calls answer: the invitation's state, or a refusal.
+pub type Answer = Pin<Box<dyn Future<Output = Result<InvitationState, Refusal>> + Send>>;
+
 /// Creates an invitation from a request's JSON body, as
 /// `invitation-ledger invite` does. A trait object, wired by whoever
 /// builds [`AppState`], like [`super::Refetch`].
 pub trait Register: Send + Sync {
     /// `Ok`: the new invitation's state; `Err`: what to answer instead
     /// (a bad request is refused before anything is sent or stored).
-    fn create(&self, body: serde_json::Value)
-        -> Pin<Box<dyn Future<Output = Result<InvitationState, Refusal>> + Send>>;
+    fn create(&self, body: serde_json::Value) -> Answer;
 
     /// Cancels `invitation_id` (an id the projection knows) at its source.
-    fn cancel(&self, invitation_id: String) -> Pin<Box<dyn Future<Output = Result<InvitationState, Refusal>> + Send>>;
+    fn cancel(&self, invitation_id: String) -> Answer;
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {

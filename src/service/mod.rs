@@ -112,49 +112,41 @@ impl api::Refetch for PageRefetch {
 struct Registrar(LiveReconciler);
 
 impl api::register::Register for Registrar {
-    fn create(
-        &self,
-        body: serde_json::Value,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<crate::projection::InvitationState, api::register::Refusal>> + Send>,
-    > {
+    fn create(&self, body: serde_json::Value) -> api::register::Answer {
         use crate::reconcile::register::{parse_create, CreateError};
+        use api::register::Refusal;
         use warp::http::StatusCode;
         let reconciler = self.0.clone();
         Box::pin(async move {
-            let refuse = |status, code, message: String| api::register::Refusal { status, code, message };
             let new = parse_create(&body, chrono::Utc::now())
-                .map_err(|m| refuse(StatusCode::BAD_REQUEST, "bad_request", m))?;
-            reconciler.create_invitation(new).await.map_err(|e| match &e {
-                CreateError::NotConfigured(_) => {
-                    refuse(StatusCode::SERVICE_UNAVAILABLE, "not_configured", e.to_string())
-                }
-                CreateError::Refused { .. } => refuse(StatusCode::BAD_GATEWAY, "source_refused", e.to_string()),
-                CreateError::Unknown { .. } => refuse(StatusCode::BAD_GATEWAY, "outcome_unknown", e.to_string()),
-                CreateError::Ledger(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", e.to_string()),
+                .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+            reconciler.create_invitation(new).await.map_err(|e| {
+                let (status, code) = match &e {
+                    CreateError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
+                    CreateError::Refused { .. } => (StatusCode::BAD_GATEWAY, "source_refused"),
+                    CreateError::Unknown { .. } => (StatusCode::BAD_GATEWAY, "outcome_unknown"),
+                    CreateError::Ledger(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
+                };
+                Refusal::new(status, code, e.to_string())
             })
         })
     }
 
-    fn cancel(
-        &self,
-        invitation_id: String,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<crate::projection::InvitationState, api::register::Refusal>> + Send>,
-    > {
+    fn cancel(&self, invitation_id: String) -> api::register::Answer {
         use crate::reconcile::cancel::CancelError;
+        use api::register::Refusal;
         use warp::http::StatusCode;
         let reconciler = self.0.clone();
         Box::pin(async move {
-            let refuse = |status, code, message: String| api::register::Refusal { status, code, message };
-            reconciler.cancel_invitation(&invitation_id).await.map_err(|e| match &e {
-                CancelError::Unknown(_) => refuse(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-                CancelError::NotConfigured(_) => {
-                    refuse(StatusCode::SERVICE_UNAVAILABLE, "not_configured", e.to_string())
-                }
-                CancelError::Refused { .. } => refuse(StatusCode::CONFLICT, "source_refused", e.to_string()),
-                CancelError::OutcomeUnknown { .. } => refuse(StatusCode::BAD_GATEWAY, "outcome_unknown", e.to_string()),
-                CancelError::Ledger(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", e.to_string()),
+            reconciler.cancel_invitation(&invitation_id).await.map_err(|e| {
+                let (status, code) = match &e {
+                    CancelError::Unknown(_) => (StatusCode::NOT_FOUND, "not_found"),
+                    CancelError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
+                    CancelError::Refused { .. } => (StatusCode::CONFLICT, "source_refused"),
+                    CancelError::OutcomeUnknown { .. } => (StatusCode::BAD_GATEWAY, "outcome_unknown"),
+                    CancelError::Ledger(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
+                };
+                Refusal::new(status, code, e.to_string())
             })
         })
     }
