@@ -47,6 +47,29 @@ fn config() -> ReconcileConfig {
     }
 }
 
+/// `Inv:1`, claimed with 5.00 USD to pay its invitee.
+fn owing_a_payment() -> InvitationState {
+    let mut state = InvitationState::new("Inv:1");
+    state.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0, seq: 1 });
+    state.invitee_uma = Some(Versioned { value: "$b@y.example".into(), at: 0, seq: 1 });
+    state.payment_amount =
+        Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0, seq: 1 });
+    state
+}
+
+/// A reconciler on the SQLite ledger `db` (written by `ledger`), calling
+/// `endpoint` and reading `clock`, with no source to fetch from.
+fn reconciler_on<E: Endpoint, C: Clock>(
+    db: &std::path::Path,
+    ledger: Ledger,
+    config: ReconcileConfig,
+    endpoint: E,
+    clock: C,
+) -> Reconciler<E, C, SplitMix> {
+    let seams = Seams { endpoint, clock, jitter: SplitMix::seeded(1) };
+    Reconciler::new(db.to_owned(), ledger, config, seams, Fetchers::default(), Arc::default())
+}
+
 #[tokio::test]
 async fn an_attempt_recorded_already_is_not_sent_again() {
     // Given a reconciler whose platform counts its calls, and a claimed
@@ -55,19 +78,8 @@ async fn an_attempt_recorded_already_is_not_sent_again() {
     let db = dir.path().join("ledger.db");
     let (writer, thread) = LedgerWriter::start(&db).unwrap();
     let platform = Counting::default();
-    let reconciler = Reconciler::new(
-        db,
-        Ledger::Sqlite(writer),
-        config(),
-        Seams { endpoint: platform.clone(), clock: SystemClock, jitter: SplitMix::seeded(1) },
-        Fetchers::default(),
-        Arc::default(),
-    );
-    let mut state = InvitationState::new("Inv:1");
-    state.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0, seq: 1 });
-    state.invitee_uma = Some(Versioned { value: "$b@y.example".into(), at: 0, seq: 1 });
-    state.payment_amount =
-        Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0, seq: 1 });
+    let reconciler = reconciler_on(&db, Ledger::Sqlite(writer), config(), platform.clone(), SystemClock);
+    let state = owing_a_payment();
     // When the same attempt of its payment is sent twice, as a pass that
     // read the invitation twice would
     let fresh = Fresh { state, hash: None };
@@ -107,19 +119,8 @@ async fn a_request_recorded_before_a_pause_is_not_sent_after_it_past_the_window(
     let platform = Counting::default();
     let clock = Readings(Mutex::new(vec![at("2026-11-01T23:59:00Z"), at("2026-11-01T23:59:55Z")]));
     let config = ReconcileConfig { idempotency_window: Duration::from_secs(24 * 3600), ..config() };
-    let reconciler = Reconciler::new(
-        db.clone(),
-        Ledger::Sqlite(writer),
-        config,
-        Seams { endpoint: platform.clone(), clock, jitter: SplitMix::seeded(1) },
-        Fetchers::default(),
-        Arc::default(),
-    );
-    let mut state = InvitationState::new("Inv:1");
-    state.status = Some(Versioned { value: InvitationStatus::Claimed, at: 0, seq: 1 });
-    state.invitee_uma = Some(Versioned { value: "$b@y.example".into(), at: 0, seq: 1 });
-    state.payment_amount =
-        Some(Versioned { value: PaymentAmount::Valid(Money::new(500, "USD").unwrap()), at: 0, seq: 1 });
+    let reconciler = reconciler_on(&db, Ledger::Sqlite(writer), config, platform.clone(), clock);
+    let mut state = owing_a_payment();
     state.payout.phase = ObligationPhase::Requested;
     state.payout.attempts = 1;
     state.payout.window_started_at = Some("2026-11-01T00:00:00Z".into());
@@ -188,14 +189,8 @@ async fn a_payment_made_due_is_requested_without_waiting_out_the_gap_between_com
     let (told, calls) = tokio::sync::mpsc::unbounded_channel();
     let calls = Arc::new(tokio::sync::Mutex::new(calls));
     let ledger = Ledger::Sqlite(writer.clone());
-    let reconciler = Reconciler::new(
-        db,
-        ledger.clone(),
-        ReconcileConfig { interval: Duration::from_secs(10), ..config() },
-        Seams { endpoint: Telling(told), clock: SystemClock, jitter: SplitMix::seeded(1) },
-        Fetchers::default(),
-        Arc::default(),
-    );
+    let config = ReconcileConfig { interval: Duration::from_secs(10), ..config() };
+    let reconciler = reconciler_on(&db, ledger.clone(), config, Telling(told), SystemClock);
     let (due_tx, due) = watch::channel(0);
     let (stop_tx, stop) = watch::channel(false);
     let looping = tokio::spawn(run(reconciler, ledger.committed(), due, stop));
