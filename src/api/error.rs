@@ -72,7 +72,7 @@ impl ApiError {
 /// say "not now": Lightspark retries a webhook on its own schedule, but
 /// other clients (and load balancers) read it.
 const RETRY_AFTER_LEDGER_SECS: u32 = 5;
-const RETRY_AFTER_CATCHING_UP_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_CATCHING_UP_SECS: u32 = 1;
 
 /// Helper to turn an [`ApiError`] into a rejection.
 pub fn reject(e: impl Into<ApiError>) -> Rejection {

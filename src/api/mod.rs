@@ -216,7 +216,7 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (impl Reply,), Erro
                 Some(why) if !live.projection.caught_up() && !live.projection.failing() => warp::reply::with_header(
                     error::error_reply(StatusCode::SERVICE_UNAVAILABLE, "catching_up", why),
                     "retry-after",
-                    "1",
+                    error::RETRY_AFTER_CATCHING_UP_SECS.to_string(),
                 )
                 .into_response(),
                 Some(why) => not_ready(why.to_owned()),

@@ -138,7 +138,8 @@ pub(super) fn message_page(status: StatusCode, title: &str, message: &str, back:
 /// 503 with `Retry-After`, saying why.
 pub(super) fn catching_up_page(why: &str) -> warp::reply::Response {
     let page = message_page(StatusCode::SERVICE_UNAVAILABLE, "Catching up", why, "/");
-    warp::Reply::into_response(warp::reply::with_header(page, "retry-after", "1"))
+    let secs = crate::api::error::RETRY_AFTER_CATCHING_UP_SECS.to_string();
+    warp::Reply::into_response(warp::reply::with_header(page, "retry-after", secs))
 }
 
 /// The header's facts about the ledger and the projections, then `extra`.
